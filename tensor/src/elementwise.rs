@@ -1,0 +1,317 @@
+//! Element-wise operations with NumPy broadcasting, their scalar variants, comparisons
+//! (which return 0/1 masks) and selection by mask.
+
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+use crate::error::Result;
+use crate::iter::{extend_map2, for_each_run};
+use crate::shape::{broadcast_shape, broadcast_strides, numel};
+use crate::tensor::Tensor;
+
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
+
+/// The exact GELU, `x Φ(x) = x/2 (1 + erf(x/√2))`, computed in f64.
+pub fn gelu_erf_scalar(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * (1.0 + libm::erf(x * FRAC_1_SQRT_2))) as f32
+}
+
+/// The tanh approximation of GELU, `x/2 (1 + tanh(√(2/π)(x + 0.044715 x³)))`, in f64.
+pub fn gelu_tanh_scalar(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())) as f32
+}
+
+/// The logistic sigmoid `1 / (1 + e^{-x})`, finite for every input.
+pub fn sigmoid_scalar(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+impl Tensor {
+    /// Applies `f` to every element.
+    ///
+    /// ```
+    /// use tessera_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1., 4., 9.], &[3])?;
+    /// assert_eq!(x.map(f32::sqrt).to_vec(), vec![1., 2., 3.]);
+    /// # Ok::<(), tessera_tensor::Error>(())
+    /// ```
+    pub fn map(&self, f: impl Fn(f32) -> f32) -> Tensor {
+        Tensor::from_contiguous(self.map_collect(f), self.shape())
+    }
+
+    /// Combines two tensors element by element under broadcasting; `op` names the
+    /// operation in errors.
+    ///
+    /// ```
+    /// use tessera_tensor::Tensor;
+    /// let a = Tensor::from_vec(vec![1., 2.], &[2, 1])?;
+    /// let b = Tensor::from_vec(vec![10., 20., 30.], &[3])?;
+    /// let c = a.zip_map(&b, "hypot", f32::hypot)?;
+    /// assert_eq!(c.shape(), &[2, 3]);
+    /// # Ok::<(), tessera_tensor::Error>(())
+    /// ```
+    pub fn zip_map(
+        &self,
+        rhs: &Tensor,
+        op: &'static str,
+        f: impl Fn(f32, f32) -> f32,
+    ) -> Result<Tensor> {
+        let (sa, sb) = (self.shape(), rhs.shape());
+        if sa == sb {
+            if let (Some(a), Some(b)) = (self.as_slice(), rhs.as_slice()) {
+                let out: Vec<f32> = a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
+                return Ok(Tensor::from_contiguous(out, sa));
+            }
+        }
+        let shape = broadcast_shape(sa, sb, op)?;
+        let st_a = broadcast_strides(sa, self.strides(), &shape, op)?;
+        let st_b = broadcast_strides(sb, rhs.strides(), &shape, op)?;
+        let mut out = Vec::with_capacity(numel(&shape));
+        let (da, db) = (self.storage(), rhs.storage());
+        for_each_run(&shape, [&st_a, &st_b], [self.offset(), rhs.offset()], |r| {
+            extend_map2(&mut out, da, db, r, &f)
+        });
+        Ok(Tensor::from_contiguous(out, &shape))
+    }
+
+    /// `mask ? on_true : on_false` element by element, all three broadcast together
+    /// (`torch.where`); a mask element is true when non-zero.
+    ///
+    /// ```
+    /// use tessera_tensor::Tensor;
+    /// let m = Tensor::from_vec(vec![1., 0., 1.], &[3])?;
+    /// let y = Tensor::where_cond(&m, &Tensor::ones(&[3]), &Tensor::scalar(-5.0))?;
+    /// assert_eq!(y.to_vec(), vec![1., -5., 1.]);
+    /// # Ok::<(), tessera_tensor::Error>(())
+    /// ```
+    pub fn where_cond(mask: &Tensor, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+        let op = "where";
+        let shape = broadcast_shape(mask.shape(), on_true.shape(), op)?;
+        let shape = broadcast_shape(&shape, on_false.shape(), op)?;
+        let sm = broadcast_strides(mask.shape(), mask.strides(), &shape, op)?;
+        let st = broadcast_strides(on_true.shape(), on_true.strides(), &shape, op)?;
+        let sf = broadcast_strides(on_false.shape(), on_false.strides(), &shape, op)?;
+        let (dm, dt, df) = (mask.storage(), on_true.storage(), on_false.storage());
+        let mut out = Vec::with_capacity(numel(&shape));
+        for_each_run(
+            &shape,
+            [&sm, &st, &sf],
+            [mask.offset(), on_true.offset(), on_false.offset()],
+            |r| {
+                let [om, ot, of] = r.offsets;
+                let [km, kt, kf] = r.strides;
+                out.extend((0..r.len).map(|i| {
+                    if dm[om + i * km] != 0.0 {
+                        dt[ot + i * kt]
+                    } else {
+                        df[of + i * kf]
+                    }
+                }));
+            },
+        );
+        Ok(Tensor::from_contiguous(out, &shape))
+    }
+
+    /// `self` with `value` where `mask` is non-zero (`torch.Tensor.masked_fill`); the
+    /// mask broadcasts to `self`'s shape.
+    pub fn masked_fill(&self, mask: &Tensor, value: f32) -> Result<Tensor> {
+        let out = Tensor::where_cond(mask, &Tensor::scalar(value), self)?;
+        if out.shape() != self.shape() {
+            return Err(crate::Error::Broadcast {
+                op: "masked_fill",
+                lhs: mask.shape().into(),
+                rhs: self.shape().into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Clamps every element into `[min, max]`.
+    pub fn clamp(&self, min: f32, max: f32) -> Tensor {
+        self.map(|x| x.clamp(min, max))
+    }
+}
+
+/// Unary operations: `fn name(&self) -> Tensor`.
+macro_rules! unary_ops {
+    ($($(#[$doc:meta])* $name:ident => $f:expr;)*) => {
+        impl Tensor {$(
+            $(#[$doc])*
+            pub fn $name(&self) -> Tensor {
+                self.map($f)
+            }
+        )*}
+    };
+}
+
+unary_ops! {
+    /// `-x`.
+    neg => |x: f32| -x;
+    /// `e^x`.
+    exp => f32::exp;
+    /// Natural logarithm.
+    log => f32::ln;
+    /// Square root.
+    sqrt => f32::sqrt;
+    /// `1 / √x`.
+    rsqrt => |x: f32| 1.0 / x.sqrt();
+    /// `x²`.
+    sqr => |x: f32| x * x;
+    /// `1 / x`.
+    recip => |x: f32| 1.0 / x;
+    /// Hyperbolic tangent.
+    tanh => f32::tanh;
+    /// Sine.
+    sin => f32::sin;
+    /// Cosine.
+    cos => f32::cos;
+    /// Logistic sigmoid `1 / (1 + e^{-x})`.
+    sigmoid => sigmoid_scalar;
+    /// `max(x, 0)`.
+    relu => |x: f32| if x > 0.0 { x } else { 0.0 };
+    /// Exact GELU `x Φ(x)` (PyTorch `gelu(approximate="none")`).
+    gelu => gelu_erf_scalar;
+    /// GELU's tanh approximation (PyTorch `gelu(approximate="tanh")`).
+    gelu_tanh => gelu_tanh_scalar;
+    /// Absolute value.
+    abs => f32::abs;
+    /// Sign: -1, 0 or 1.
+    signum => |x: f32| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 };
+}
+
+/// Scalar operations: `fn name(&self, s: f32) -> Tensor`.
+macro_rules! scalar_ops {
+    ($($(#[$doc:meta])* $name:ident => |$x:ident, $s:ident| $body:expr;)*) => {
+        impl Tensor {$(
+            $(#[$doc])*
+            pub fn $name(&self, $s: f32) -> Tensor {
+                self.map(move |$x: f32| $body)
+            }
+        )*}
+    };
+}
+
+scalar_ops! {
+    /// `x + s`.
+    add_scalar => |x, s| x + s;
+    /// `x - s`.
+    sub_scalar => |x, s| x - s;
+    /// `x * s`.
+    mul_scalar => |x, s| x * s;
+    /// `x / s`.
+    div_scalar => |x, s| x / s;
+    /// `x^s`.
+    powf => |x, s| x.powf(s);
+    /// `max(x, s)`.
+    maximum_scalar => |x, s| x.max(s);
+    /// `min(x, s)`.
+    minimum_scalar => |x, s| x.min(s);
+    /// 1 where `x == s`, else 0.
+    eq_scalar => |x, s| (x == s) as u8 as f32;
+    /// 1 where `x != s`, else 0.
+    ne_scalar => |x, s| (x != s) as u8 as f32;
+    /// 1 where `x < s`, else 0.
+    lt_scalar => |x, s| (x < s) as u8 as f32;
+    /// 1 where `x <= s`, else 0.
+    le_scalar => |x, s| (x <= s) as u8 as f32;
+    /// 1 where `x > s`, else 0.
+    gt_scalar => |x, s| (x > s) as u8 as f32;
+    /// 1 where `x >= s`, else 0.
+    ge_scalar => |x, s| (x >= s) as u8 as f32;
+}
+
+/// Binary broadcasting operations: `fn name(&self, rhs: &Tensor) -> Result<Tensor>`.
+macro_rules! binary_ops {
+    ($($(#[$doc:meta])* $name:ident => |$a:ident, $b:ident| $body:expr;)*) => {
+        impl Tensor {$(
+            $(#[$doc])*
+            pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
+                self.zip_map(rhs, stringify!($name), |$a: f32, $b: f32| $body)
+            }
+        )*}
+    };
+}
+
+binary_ops! {
+    /// `a + b` with broadcasting.
+    add => |a, b| a + b;
+    /// `a - b` with broadcasting.
+    sub => |a, b| a - b;
+    /// `a * b` with broadcasting.
+    mul => |a, b| a * b;
+    /// `a / b` with broadcasting.
+    div => |a, b| a / b;
+    /// `a^b` with broadcasting.
+    pow => |a, b| a.powf(b);
+    /// Element-wise maximum (NaN propagates, as `torch.maximum`).
+    maximum => |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) };
+    /// Element-wise minimum (NaN propagates, as `torch.minimum`).
+    minimum => |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.min(b) };
+    /// 1 where `a == b`, else 0.
+    eq => |a, b| (a == b) as u8 as f32;
+    /// 1 where `a != b`, else 0.
+    ne => |a, b| (a != b) as u8 as f32;
+    /// 1 where `a < b`, else 0.
+    lt => |a, b| (a < b) as u8 as f32;
+    /// 1 where `a <= b`, else 0.
+    le => |a, b| (a <= b) as u8 as f32;
+    /// 1 where `a > b`, else 0.
+    gt => |a, b| (a > b) as u8 as f32;
+    /// 1 where `a >= b`, else 0.
+    ge => |a, b| (a >= b) as u8 as f32;
+}
+
+macro_rules! operator {
+    ($trait:ident, $method:ident, $op:ident, $scalar:ident) => {
+        impl $trait<&Tensor> for &Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: &Tensor) -> Result<Tensor> {
+                Tensor::$op(self, rhs)
+            }
+        }
+        impl $trait<Tensor> for Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: Tensor) -> Result<Tensor> {
+                Tensor::$op(&self, &rhs)
+            }
+        }
+        impl $trait<f32> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: f32) -> Tensor {
+                Tensor::$scalar(&self, rhs)
+            }
+        }
+        impl $trait<f32> for Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: f32) -> Tensor {
+                Tensor::$scalar(&self, rhs)
+            }
+        }
+    };
+}
+
+operator!(Add, add, add, add_scalar);
+operator!(Sub, sub, sub, sub_scalar);
+operator!(Mul, mul, mul, mul_scalar);
+operator!(Div, div, div, div_scalar);
+
+impl Neg for &Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        Tensor::neg(self)
+    }
+}
+
+impl Neg for Tensor {
+    type Output = Tensor;
+    fn neg(self) -> Tensor {
+        Tensor::neg(&self)
+    }
+}

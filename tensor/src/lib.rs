@@ -1,0 +1,58 @@
+//! # tessera-tensor
+//!
+//! N-dimensional `f32` tensors: the bottom layer of tessera.
+//!
+//! - [`Tensor`]: a cheap-to-clone handle on shared storage with a shape, strides and an
+//!   offset. Views (reshape, permute, transpose, narrow, slice, broadcast, squeeze,
+//!   unsqueeze) never copy.
+//! - Element-wise arithmetic and functions with NumPy broadcasting, comparisons to 0/1
+//!   masks, `where_cond` and `masked_fill`.
+//! - Reductions over any axes (`sum`, `mean`, `max`, `min`, `var`, `argmax`), stable
+//!   `softmax` and `log_softmax`.
+//! - [`Tensor::matmul`] with `torch.matmul` semantics on a fast, threaded GEMM
+//!   ([`gemm`]) that takes transposed operands without copying.
+//! - Index operations (`index_select`, `gather`, `scatter_add`, `index_add`, `concat`,
+//!   `stack`) with [`IndexTensor`]; im2col ([`Tensor::unfold2d`]) and col2im.
+//! - Seedable random tensors ([`Rng`]) and safetensors files ([`SafeTensorsFile`],
+//!   [`save_safetensors`]).
+//!
+//! Every fallible operation returns [`Result`]; errors name the operation and the
+//! shapes involved.
+//!
+//! ```
+//! use tessera_tensor::{Rng, Tensor};
+//! let mut rng = Rng::seed(0);
+//! let x = Tensor::randn(&[4, 16], 0.0, 1.0, &mut rng);
+//! let w = Tensor::randn(&[8, 16], 0.0, 0.1, &mut rng);
+//! let b = Tensor::zeros(&[8]);
+//! let y = x.matmul(&w.t()?)?.add(&b)?.relu();      // a linear layer
+//! let p = y.softmax(-1)?;
+//! let rows = p.sum(&[-1], false)?.to_vec();
+//! assert!(rows.iter().all(|s| (s - 1.0).abs() < 1e-6));
+//! # Ok::<(), tessera_tensor::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+mod conv;
+mod elementwise;
+mod error;
+mod index;
+mod io;
+mod iter;
+mod matmul;
+mod parallel;
+mod random;
+mod reduce;
+mod shape;
+mod tensor;
+
+pub use conv::Window2d;
+pub use elementwise::{gelu_erf_scalar, gelu_tanh_scalar, sigmoid_scalar};
+pub use error::{Error, Result, ShapeDisplay};
+pub use index::IndexTensor;
+pub use io::{load_safetensors, safetensors_bytes, save_safetensors, write_atomic, SafeTensorsFile};
+pub use matmul::{gemm, MatRef};
+pub use parallel::{num_threads, set_num_threads};
+pub use random::Rng;
+pub use shape::{broadcast_shape, contiguous_strides, numel, Dim, Dims};
+pub use tensor::Tensor;

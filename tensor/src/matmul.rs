@@ -1,0 +1,291 @@
+//! Matrix products: the crate's GEMM entry point and `Tensor::matmul`.
+//!
+//! [`gemm`] is the one function through which every product goes, so its backend can
+//! change without touching callers. The backend is the `gemm` crate, built with its
+//! `x86-v4` feature: it selects AVX-512, AVX2+FMA or SSE kernels at run time on x86-64
+//! and NEON on aarch64, so one binary is fast and correct on all of them. Operands are
+//! passed with their row and column strides; a transposed view is multiplied without a
+//! copy. `tensor/README.md` has the measurements behind this choice.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::parallel;
+use crate::shape::{broadcast_shape, broadcast_strides, Dims};
+use crate::tensor::Tensor;
+
+/// Products with fewer multiply-adds than this run on one thread: splitting them costs
+/// more than it saves (measured: one thread wins below about 192³).
+const PARALLEL_MIN_MACS: usize = 192 * 192 * 192;
+
+/// A read-only strided matrix: element `(i, j)` is `data[offset + i*row_stride + j*col_stride]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    /// The storage the matrix lives in.
+    pub data: &'a [f32],
+    /// Position of element `(0, 0)`.
+    pub offset: usize,
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// Step between rows.
+    pub row_stride: usize,
+    /// Step between columns.
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major matrix over a whole slice.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Result<MatRef<'a>> {
+        let m = MatRef {
+            data,
+            offset: 0,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        };
+        m.check("MatRef::row_major")?;
+        Ok(m)
+    }
+
+    fn check(&self, op: &'static str) -> Result<()> {
+        if self.rows == 0 || self.cols == 0 {
+            return Ok(());
+        }
+        let last = self.offset
+            + (self.rows - 1) * self.row_stride
+            + (self.cols - 1) * self.col_stride;
+        if last >= self.data.len() {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "a {}x{} matrix at offset {} with strides ({}, {}) reaches element {last} \
+                     of a buffer of {}",
+                    self.rows,
+                    self.cols,
+                    self.offset,
+                    self.row_stride,
+                    self.col_stride,
+                    self.data.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a stride of 0 makes several elements share storage (the backend needs
+    /// distinct elements).
+    fn aliased(&self) -> bool {
+        (self.rows > 1 && self.row_stride == 0) || (self.cols > 1 && self.col_stride == 0)
+    }
+
+    fn compact(&self) -> Vec<f32> {
+        let mut v = Vec::with_capacity(self.rows * self.cols);
+        for i in 0..self.rows {
+            for j in 0..self.cols {
+                v.push(self.data[self.offset + i * self.row_stride + j * self.col_stride]);
+            }
+        }
+        v
+    }
+}
+
+/// `C = alpha·A·B + beta·C`, with `A` `m x k`, `B` `k x n` and `C` a row-major `m x n`
+/// buffer; `threads` bounds the threads used (1: the calling thread only).
+///
+/// With `beta = 0`, `C` is overwritten and its previous content (even NaN) is ignored.
+///
+/// ```
+/// use tessera_tensor::{gemm, MatRef};
+/// let a = [1., 2., 3., 4.];          // [[1, 2], [3, 4]]
+/// let b = [5., 6., 7., 8.];          // [[5, 6], [7, 8]]
+/// let mut c = [0.0f32; 4];
+/// gemm(1.0, MatRef::row_major(&a, 2, 2)?, MatRef::row_major(&b, 2, 2)?, 0.0, &mut c, 1)?;
+/// assert_eq!(c, [19., 22., 43., 50.]);
+/// # Ok::<(), tessera_tensor::Error>(())
+/// ```
+pub fn gemm(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: &mut [f32],
+    threads: usize,
+) -> Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k {
+        return Err(Error::shape_mismatch("gemm", &[a.rows, a.cols], &[b.rows, b.cols]));
+    }
+    if c.len() != m * n {
+        return Err(Error::invalid(
+            "gemm",
+            format!("output buffer holds {} elements, a {m}x{n} result needs {}", c.len(), m * n),
+        ));
+    }
+    a.check("gemm")?;
+    b.check("gemm")?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 || alpha == 0.0 {
+        if beta == 0.0 {
+            c.fill(0.0);
+        } else {
+            c.iter_mut().for_each(|x| *x *= beta);
+        }
+        return Ok(());
+    }
+    // The backend reads distinct elements only: compact a broadcast (stride-0) operand.
+    let a_store;
+    let a = if a.aliased() {
+        a_store = a.compact();
+        MatRef::row_major(&a_store, m, k)?
+    } else {
+        a
+    };
+    let b_store;
+    let b = if b.aliased() {
+        b_store = b.compact();
+        MatRef::row_major(&b_store, k, n)?
+    } else {
+        b
+    };
+    let par = if threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `check` proved that every element of A and B the strides reach lies inside
+    // its slice; C is a distinct, exclusively borrowed row-major m x n buffer (length
+    // checked above). The backend's `alpha` scales the destination and its `beta` the
+    // product.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            beta != 0.0,
+            a.data.as_ptr().add(a.offset),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr().add(b.offset),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    Ok(())
+}
+
+impl Tensor {
+    /// Matrix product with `torch.matmul` semantics: 1-D operands are promoted to a row
+    /// (lhs) or a column (rhs) and the added axis removed afterwards; leading (batch)
+    /// axes broadcast. Transposed and other strided operands reach the GEMM without a
+    /// copy; batches run in parallel when the matrices are small.
+    ///
+    /// # Shapes
+    /// `[..., m, k] x [..., k, n] -> [broadcast(...), m, n]`.
+    ///
+    /// ```
+    /// use tessera_tensor::Tensor;
+    /// let a = Tensor::from_vec(vec![1., 2., 3., 4., 5., 6.], &[2, 3])?;
+    /// let c = a.matmul(&a.t()?)?;           // [2, 2], no copy of the transpose
+    /// assert_eq!(c.to_vec(), vec![14., 32., 32., 77.]);
+    /// let q = Tensor::ones(&[4, 8, 2, 3]);
+    /// let k = Tensor::ones(&[8, 3, 5]);
+    /// assert_eq!(q.matmul(&k)?.shape(), &[4, 8, 2, 5]);
+    /// assert!(a.matmul(&a).is_err());
+    /// # Ok::<(), tessera_tensor::Error>(())
+    /// ```
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        let op = "matmul";
+        if self.rank() == 0 || rhs.rank() == 0 {
+            return Err(Error::shape_mismatch(op, self.shape(), rhs.shape()));
+        }
+        let lhs_vec = self.rank() == 1;
+        let rhs_vec = rhs.rank() == 1;
+        let a = if lhs_vec { self.unsqueeze(0)? } else { self.clone() };
+        let b = if rhs_vec { rhs.unsqueeze(1)? } else { rhs.clone() };
+        let (ra, rb) = (a.rank(), b.rank());
+        let (m, k) = (a.shape()[ra - 2], a.shape()[ra - 1]);
+        let (k2, n) = (b.shape()[rb - 2], b.shape()[rb - 1]);
+        if k != k2 {
+            return Err(Error::shape_mismatch(op, self.shape(), rhs.shape()));
+        }
+        let batch = broadcast_shape(&a.shape()[..ra - 2], &b.shape()[..rb - 2], op)
+            .map_err(|_| Error::shape_mismatch(op, self.shape(), rhs.shape()))?;
+        let bsa = broadcast_strides(&a.shape()[..ra - 2], &a.strides()[..ra - 2], &batch, op)?;
+        let bsb = broadcast_strides(&b.shape()[..rb - 2], &b.strides()[..rb - 2], &batch, op)?;
+        let nb: usize = batch.iter().product();
+
+        // Storage offset of every batch entry of each operand.
+        let mut offs = Vec::with_capacity(nb);
+        let mut idx: Dims = smallvec::smallvec![0; batch.len()];
+        for _ in 0..nb {
+            let oa: usize = idx.iter().zip(&bsa).map(|(i, s)| i * s).sum();
+            let ob: usize = idx.iter().zip(&bsb).map(|(i, s)| i * s).sum();
+            offs.push((a.offset() + oa, b.offset() + ob));
+            for ax in (0..batch.len()).rev() {
+                idx[ax] += 1;
+                if idx[ax] < batch[ax] {
+                    break;
+                }
+                idx[ax] = 0;
+            }
+        }
+        let (ars, acs) = (a.strides()[ra - 2], a.strides()[ra - 1]);
+        let (brs, bcs) = (b.strides()[rb - 2], b.strides()[rb - 1]);
+        let mat = |data, offset, rows, cols, rs, cs| MatRef {
+            data,
+            offset,
+            rows,
+            cols,
+            row_stride: rs,
+            col_stride: cs,
+        };
+        let mut out = vec![0.0f32; nb * m * n];
+        let (da, db) = (a.storage(), b.storage());
+        let product = |c: &mut [f32], (oa, ob): (usize, usize), threads: usize| {
+            gemm(
+                1.0,
+                mat(da, oa, m, k, ars, acs),
+                mat(db, ob, k, n, brs, bcs),
+                0.0,
+                c,
+                threads,
+            )
+        };
+        if m * n > 0 {
+            let small = m * n * k < PARALLEL_MIN_MACS;
+            parallel::install(|threads| -> Result<()> {
+                if threads > 1 && nb > 1 && small {
+                    out.par_chunks_mut(m * n)
+                        .zip(offs.par_iter())
+                        .try_for_each(|(c, &o)| product(c, o, 1))
+                } else {
+                    out.chunks_mut(m * n)
+                        .zip(&offs)
+                        .try_for_each(|(c, &o)| product(c, o, threads))
+                }
+            })?;
+        }
+        let mut shape: Dims = batch;
+        if !lhs_vec {
+            shape.push(m);
+        }
+        if !rhs_vec {
+            shape.push(n);
+        }
+        Ok(Tensor::from_contiguous(out, &shape))
+    }
+}
