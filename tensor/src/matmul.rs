@@ -267,17 +267,24 @@ impl Tensor {
         };
         if m * n > 0 {
             let small = m * n * k < PARALLEL_MIN_MACS;
-            parallel::install(|threads| -> Result<()> {
-                if threads > 1 && nb > 1 && small {
-                    out.par_chunks_mut(m * n)
-                        .zip(offs.par_iter())
-                        .try_for_each(|(c, &o)| product(c, o, 1))
-                } else {
-                    out.chunks_mut(m * n)
-                        .zip(&offs)
-                        .try_for_each(|(c, &o)| product(c, o, threads))
-                }
-            })?;
+            if parallel::num_threads() == 1 || (nb == 1 && small) {
+                // Nothing to split: stay on the calling thread (no pool hand-off).
+                out.chunks_mut(m * n)
+                    .zip(&offs)
+                    .try_for_each(|(c, &o)| product(c, o, 1))?;
+            } else {
+                parallel::install(|threads| -> Result<()> {
+                    if nb > 1 && small {
+                        out.par_chunks_mut(m * n)
+                            .zip(offs.par_iter())
+                            .try_for_each(|(c, &o)| product(c, o, 1))
+                    } else {
+                        out.chunks_mut(m * n)
+                            .zip(&offs)
+                            .try_for_each(|(c, &o)| product(c, o, threads))
+                    }
+                })?;
+            }
         }
         let mut shape: Dims = batch;
         if !lhs_vec {

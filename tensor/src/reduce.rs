@@ -326,14 +326,16 @@ impl Tensor {
         })
     }
 
-    /// Log-softmax along `axis`, `x - max - log Σ exp(x - max)`.
+    /// Log-softmax along `axis`, `(x - max) - log Σ exp(x - max)`.
     pub fn log_softmax(&self, axis: impl Dim) -> Result<Tensor> {
         self.along_axis(axis, "log_softmax", |row| {
             let m = row.iter().copied().fold(f32::NEG_INFINITY, max_nan);
             let s: f32 = row.iter().map(|&v| (v - m).exp()).sum();
-            let lse = m + s.ln();
+            // (x - m) - log s, not x - (m + log s): the latter loses the small term
+            // next to a large m.
+            let log_s = s.ln();
             for v in row.iter_mut() {
-                *v -= lse;
+                *v = (*v - m) - log_s;
             }
         })
     }

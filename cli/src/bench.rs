@@ -1,0 +1,242 @@
+//! `tessera bench`: the reference workloads, timed as `torch_bench.py` times them.
+//!
+//! Protocol (WORKLOADS.md): 3 warm-up steps, then at least `--steps` timed steps, and
+//! more until `--min-time` seconds were timed (at most `--max-steps`). Figures are work
+//! per step time; `min` is the slowest step's figure and `max` the fastest's.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use tessera_tensor::{Rng, Tensor};
+
+/// A workload of WORKLOADS.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// Square matmul, n in {128, 256, 512, 1024, 2048} (GFLOP/s).
+    #[value(name = "W1")]
+    W1,
+    /// Batched attention-shaped matmul, [256, 64, 64] x [256, 64, 64] and [256, 64, 32] x [256, 32, 64].
+    #[value(name = "W1b")]
+    W1b,
+    /// Every workload above.
+    #[value(name = "all")]
+    All,
+}
+
+/// Arguments of `tessera bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Workloads to run.
+    #[arg(value_enum, default_value = "all", ignore_case = true)]
+    workloads: Vec<Workload>,
+    /// Threads used by the kernels (default: all cores).
+    #[arg(long, short)]
+    threads: Option<usize>,
+    /// Print one JSON line per figure, in the form of torch_bench.py.
+    #[arg(long)]
+    json: bool,
+    /// Minimum number of timed steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Keep timing until this many seconds were timed.
+    #[arg(long, default_value_t = 2.0)]
+    min_time: f64,
+    /// Upper bound on timed steps.
+    #[arg(long, default_value_t = 2000)]
+    max_steps: usize,
+    /// Only the W1 sizes given (for example --sizes 256,1024).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
+}
+
+/// One measured figure; the field names are those of torch_bench.py.
+#[derive(Serialize, Debug)]
+struct Record {
+    workload: &'static str,
+    variant: String,
+    threads: usize,
+    figure: &'static str,
+    median: f64,
+    min: f64,
+    max: f64,
+    steps: usize,
+    median_step_ms: f64,
+    cpu_per_wall: Option<f64>,
+    others_cpu_per_wall: Option<f64>,
+    tessera: &'static str,
+}
+
+/// System-wide busy CPU seconds from /proc/stat (Linux), all cores together.
+fn busy_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<f64> = s
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0.0);
+    Some((v.iter().take(8).sum::<f64>() - idle) / 100.0)
+}
+
+/// CPU seconds used by this process (user + system) from /proc/self/stat.
+fn process_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+struct Timing {
+    figures: Vec<f64>,
+    median_step: f64,
+    cpu_per_wall: Option<f64>,
+    others: Option<f64>,
+}
+
+fn time_steps(args: &BenchArgs, work: f64, mut step: impl FnMut() -> Result<()>) -> Result<Timing> {
+    for _ in 0..3 {
+        step()?;
+    }
+    let (b0, c0, w0) = (busy_seconds(), process_seconds(), Instant::now());
+    let mut times = Vec::new();
+    let mut total = 0.0;
+    loop {
+        let t = Instant::now();
+        step()?;
+        let dt = t.elapsed().as_secs_f64();
+        times.push(dt);
+        total += dt;
+        if times.len() >= args.steps && (total >= args.min_time || times.len() >= args.max_steps) {
+            break;
+        }
+    }
+    let wall = w0.elapsed().as_secs_f64();
+    let (b1, c1) = (busy_seconds(), process_seconds());
+    let cpu = c0.zip(c1).map(|(a, b)| b - a);
+    let others = b0
+        .zip(b1)
+        .zip(cpu)
+        .map(|((a, b), c)| ((b - a) - c).max(0.0) / wall);
+    let mut figures: Vec<f64> = times.iter().map(|t| work / t).collect();
+    figures.sort_by(f64::total_cmp);
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(Timing {
+        median_step: median(&sorted),
+        figures,
+        cpu_per_wall: cpu.map(|c| c / wall),
+        others,
+    })
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+    }
+}
+
+fn record(workload: &'static str, variant: String, figure: &'static str, t: Timing) -> Record {
+    Record {
+        workload,
+        variant,
+        threads: tessera_tensor::num_threads(),
+        figure,
+        median: median(&t.figures),
+        min: t.figures[0],
+        max: t.figures[t.figures.len() - 1],
+        steps: t.figures.len(),
+        median_step_ms: t.median_step * 1e3,
+        cpu_per_wall: t.cpu_per_wall,
+        others_cpu_per_wall: t.others,
+        tessera: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+fn w1(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
+    let mut rng = Rng::seed(1234);
+    let sizes = args
+        .sizes
+        .clone()
+        .unwrap_or_else(|| vec![128, 256, 512, 1024, 2048]);
+    for n in sizes {
+        let a = Tensor::rand(&[n, n], 0.0, 1.0, &mut rng);
+        let b = Tensor::rand(&[n, n], 0.0, 1.0, &mut rng);
+        let t = time_steps(args, 2.0 * (n as f64).powi(3) / 1e9, || {
+            a.matmul(&b)?;
+            Ok(())
+        })?;
+        out(record("W1", format!("n={n}"), "GFLOP/s", t));
+    }
+    Ok(())
+}
+
+fn w1b(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
+    let mut rng = Rng::seed(1234);
+    let batch = 32 * 8;
+    for (m, k, n) in [(64, 64, 64), (64, 32, 64)] {
+        let a = Tensor::rand(&[batch, m, k], 0.0, 1.0, &mut rng);
+        let b = Tensor::rand(&[batch, k, n], 0.0, 1.0, &mut rng);
+        let work = 2.0 * (batch * m * k * n) as f64 / 1e9;
+        let t = time_steps(args, work, || {
+            a.matmul(&b)?;
+            Ok(())
+        })?;
+        out(record("W1b", format!("[{batch},{m},{k}]x[{batch},{k},{n}]"), "GFLOP/s", t));
+    }
+    Ok(())
+}
+
+/// Runs `tessera bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    if let Some(t) = args.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        tessera_tensor::set_num_threads(t);
+    }
+    let mut list: Vec<Workload> = Vec::new();
+    for w in &args.workloads {
+        match w {
+            Workload::All => list.extend([Workload::W1, Workload::W1b]),
+            w => list.push(*w),
+        }
+    }
+    list.dedup();
+    let json = args.json;
+    if !json {
+        println!(
+            "{:<5} {:<28} {:>7} {:>10} {:>10} {:>10} {:>6}  figure",
+            "id", "variant", "threads", "median", "min", "max", "steps"
+        );
+    }
+    let mut print = |r: Record| {
+        if json {
+            println!("{}", serde_json::to_string(&r).expect("records serialise"));
+        } else {
+            println!(
+                "{:<5} {:<28} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>6}  {}",
+                r.workload, r.variant, r.threads, r.median, r.min, r.max, r.steps, r.figure
+            );
+        }
+    };
+    for w in list {
+        match w {
+            Workload::W1 => w1(args, &mut print)?,
+            Workload::W1b => w1b(args, &mut print)?,
+            Workload::All => unreachable!("expanded above"),
+        }
+    }
+    Ok(())
+}

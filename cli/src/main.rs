@@ -1,0 +1,33 @@
+//! The `tessera` command.
+//!
+//! A thin front end: it parses arguments, prints progress and results, and reads and
+//! writes files. The work itself lives in the library crates.
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+/// tessera: RNNs, Transformers and Vision Transformers in Rust.
+#[derive(Parser)]
+#[command(name = "tessera", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the reference workloads of WORKLOADS.md and print their figures.
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(args) => bench::run(&args),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,146 @@
+//! Element-wise operations against a naive reference, on every layout.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use tessera_tensor::Tensor;
+
+type Unary = (&'static str, fn(&Tensor) -> Tensor, fn(f32) -> f32);
+
+fn unary_table() -> Vec<Unary> {
+    vec![
+        ("neg", Tensor::neg, |x| -x),
+        ("exp", Tensor::exp, f32::exp),
+        ("log", Tensor::log, f32::ln),
+        ("sqrt", Tensor::sqrt, f32::sqrt),
+        ("rsqrt", Tensor::rsqrt, |x| 1.0 / x.sqrt()),
+        ("tanh", Tensor::tanh, f32::tanh),
+        ("sigmoid", Tensor::sigmoid, |x| (1.0 / (1.0 + (-(x as f64)).exp())) as f32),
+        ("relu", Tensor::relu, |x| x.max(0.0)),
+        ("abs", Tensor::abs, f32::abs),
+        ("gelu", Tensor::gelu, |x| {
+            let x = x as f64;
+            (0.5 * x * (1.0 + libm_erf(x / 2f64.sqrt()))) as f32
+        }),
+        ("gelu_tanh", Tensor::gelu_tanh, |x| {
+            let x = x as f64;
+            let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3));
+            (0.5 * x * (1.0 + inner.tanh())) as f32
+        }),
+    ]
+}
+
+/// erf by its Maclaurin series / continued fraction: an independent check of the crate's.
+fn libm_erf(x: f64) -> f64 {
+    // Abramowitz–Stegun 7.1.26 is too coarse; sum the series, which converges for |x| < 3.
+    let mut term = x;
+    let mut sum = x;
+    for n in 1..200 {
+        term *= -x * x / n as f64;
+        sum += term / (2 * n + 1) as f64;
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn unary_ops_match_reference(n in naive_strategy(4)) {
+        for (name, op, f) in unary_table() {
+            let want: Vec<f32> = n.data.iter().map(|&x| f(x)).collect();
+            for (layout, t) in layouts(&n) {
+                assert_close(&op(&t), &n.shape, &want, 2e-6, &format!("{name} on {layout}"));
+            }
+        }
+    }
+
+    #[test]
+    fn binary_ops_broadcast_like_numpy((a, b) in broadcast_pair()) {
+        let shape = naive_broadcast(&a.shape, &b.shape).expect("strategy makes compatible shapes");
+        type Binary = (&'static str, fn(&Tensor, &Tensor) -> tessera_tensor::Result<Tensor>, fn(f32, f32) -> f32);
+        let table: Vec<Binary> = vec![
+            ("add", Tensor::add, |x, y| x + y),
+            ("sub", Tensor::sub, |x, y| x - y),
+            ("mul", Tensor::mul, |x, y| x * y),
+            ("div", Tensor::div, |x, y| x / y),
+            ("maximum", Tensor::maximum, f32::max),
+            ("minimum", Tensor::minimum, f32::min),
+            ("lt", Tensor::lt, |x, y| if x < y { 1.0 } else { 0.0 }),
+            ("ge", Tensor::ge, |x, y| if x >= y { 1.0 } else { 0.0 }),
+            ("eq", Tensor::eq, |x, y| if x == y { 1.0 } else { 0.0 }),
+        ];
+        let positions: Vec<Vec<usize>> = (0..numel(&shape)).map(|p| unravel(p, &shape)).collect();
+        for (name, op, f) in table {
+            let want: Vec<f32> = positions
+                .iter()
+                .map(|idx| f(a.at_broadcast(idx, &shape), b.at_broadcast(idx, &shape)))
+                .collect();
+            for (la, ta) in layouts(&a) {
+                for (lb, tb) in layouts(&b) {
+                    let got = op(&ta, &tb).unwrap();
+                    assert_close(&got, &shape, &want, 0.0, &format!("{name} {la} x {lb}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn where_and_masked_fill_select((a, b) in broadcast_pair()) {
+        let shape = naive_broadcast(&a.shape, &b.shape).unwrap();
+        let mask = a.tensor().gt_scalar(0.0);
+        let got = Tensor::where_cond(&mask, &a.tensor(), &b.tensor()).unwrap();
+        let want: Vec<f32> = (0..numel(&shape))
+            .map(|p| {
+                let idx = unravel(p, &shape);
+                let x = a.at_broadcast(&idx, &shape);
+                if x > 0.0 { x } else { b.at_broadcast(&idx, &shape) }
+            })
+            .collect();
+        assert_close(&got, &shape, &want, 0.0, "where");
+        let filled = a.tensor().masked_fill(&mask, -1e9).unwrap();
+        let want: Vec<f32> = a.data.iter().map(|&x| if x > 0.0 { -1e9 } else { x }).collect();
+        assert_close(&filled, &a.shape, &want, 0.0, "masked_fill");
+    }
+
+    #[test]
+    fn scalar_ops_match_reference(n in naive_strategy(3), s in -2.0f32..2.0) {
+        for (layout, t) in layouts(&n) {
+            let cases: Vec<(&str, Tensor, Vec<f32>)> = vec![
+                ("add_scalar", t.add_scalar(s), n.data.iter().map(|x| x + s).collect()),
+                ("mul_scalar", &t * s, n.data.iter().map(|x| x * s).collect()),
+                ("powf", t.abs().powf(s), n.data.iter().map(|x| x.abs().powf(s)).collect()),
+                ("clamp", t.clamp(-1.0, 0.5), n.data.iter().map(|x| x.clamp(-1.0, 0.5)).collect()),
+                ("le_scalar", t.le_scalar(s), n.data.iter().map(|&x| (x <= s) as u8 as f32).collect()),
+            ];
+            for (name, got, want) in cases {
+                assert_close(&got, &n.shape, &want, 1e-6, &format!("{name} on {layout}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn incompatible_shapes_name_op_and_shapes() {
+    let a = Tensor::zeros(&[2, 3]);
+    let b = Tensor::zeros(&[4, 3]);
+    let msg = a.add(&b).unwrap_err().to_string();
+    assert_eq!(msg, "add: shapes [2, 3] and [4, 3] cannot be broadcast together");
+}
+
+#[test]
+fn nan_propagates_through_maximum() {
+    let a = Tensor::from_vec(vec![f32::NAN, 1.0], &[2]).unwrap();
+    let b = Tensor::from_vec(vec![0.0, f32::NAN], &[2]).unwrap();
+    assert!(a.maximum(&b).unwrap().to_vec().iter().all(|x| x.is_nan()));
+}
+
+#[test]
+fn sigmoid_is_finite_at_extremes() {
+    let x = Tensor::from_vec(vec![-1e4, -50.0, 0.0, 100.0, 1e4], &[5]).unwrap();
+    let y = x.sigmoid().to_vec();
+    assert_eq!([y[0], y[2], y[3], y[4]], [0.0, 0.5, 1.0, 1.0]);
+    // σ(-50) = e^-50 / (1 + e^-50) ≈ 1.9287498e-22
+    assert!((y[1] / 1.928_749_8e-22 - 1.0).abs() < 1e-6);
+}
