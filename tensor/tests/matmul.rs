@@ -1,0 +1,195 @@
+//! `matmul` and `gemm` against a naive triple loop, for odd sizes and every layout.
+
+mod common;
+
+use common::assert_close;
+use tessera_tensor::{gemm, MatRef, Rng, Tensor};
+
+/// `C[i][j] = Σ_p A[i][p] B[p][j]` in f64, for row-major `a` (`m x k`) and `b` (`k x n`).
+fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f64;
+            for p in 0..k {
+                s += a[i * k + p] as f64 * b[p * n + j] as f64;
+            }
+            c[i * n + j] = s as f32;
+        }
+    }
+    c
+}
+
+/// The same `rows x cols` matrix as a contiguous tensor, as the transpose of a stored
+/// transpose, as a column-strided slice of a wider buffer, and as a narrowed block.
+fn matrix_layouts(data: &[f32], rows: usize, cols: usize) -> Vec<(&'static str, Tensor)> {
+    let plain = Tensor::from_slice(data, &[rows, cols]).unwrap();
+    let mut transposed = vec![0.0; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            transposed[j * rows + i] = data[i * cols + j];
+        }
+    }
+    let t = Tensor::from_vec(transposed, &[cols, rows]).unwrap().t().unwrap();
+    let mut wide = vec![f32::NAN; rows * cols * 2];
+    for i in 0..rows {
+        for j in 0..cols {
+            wide[i * cols * 2 + j * 2] = data[i * cols + j];
+        }
+    }
+    let stepped = Tensor::from_vec(wide, &[rows, cols * 2])
+        .unwrap()
+        .slice(1, 0, cols * 2, 2)
+        .unwrap();
+    let mut big = vec![f32::NAN; (rows + 3) * (cols + 5)];
+    for i in 0..rows {
+        for j in 0..cols {
+            big[(i + 2) * (cols + 5) + j + 1] = data[i * cols + j];
+        }
+    }
+    let block = Tensor::from_vec(big, &[rows + 3, cols + 5])
+        .unwrap()
+        .narrow(0, 2, rows)
+        .unwrap()
+        .narrow(1, 1, cols)
+        .unwrap();
+    vec![
+        ("row-major", plain),
+        ("transposed", t),
+        ("col-stepped", stepped),
+        ("block", block),
+    ]
+}
+
+#[test]
+fn matmul_matches_triple_loop_for_odd_sizes_and_layouts() {
+    let mut rng = Rng::seed(11);
+    let sizes = [1usize, 7, 33, 257];
+    for &m in &sizes {
+        for &k in &sizes {
+            for &n in &sizes {
+                if m * k * n > 257 * 257 * 33 {
+                    continue; // the largest cubes add time and no new code path
+                }
+                let a = Tensor::rand(&[m, k], -1.0, 1.0, &mut rng).to_vec();
+                let b = Tensor::rand(&[k, n], -1.0, 1.0, &mut rng).to_vec();
+                let want = naive(&a, &b, m, k, n);
+                for (la, ta) in matrix_layouts(&a, m, k) {
+                    for (lb, tb) in matrix_layouts(&b, k, n) {
+                        let got = ta.matmul(&tb).unwrap();
+                        assert_close(&got, &[m, n], &want, 1e-5, &format!("{m}x{k}x{n} {la} * {lb}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn large_threaded_product_matches() {
+    let mut rng = Rng::seed(5);
+    let (m, k, n) = (257, 300, 263);
+    let a = Tensor::rand(&[m, k], -1.0, 1.0, &mut rng);
+    let b = Tensor::rand(&[k, n], -1.0, 1.0, &mut rng);
+    let want = naive(&a.to_vec(), &b.to_vec(), m, k, n);
+    tessera_tensor::set_num_threads(2);
+    let got = a.matmul(&b).unwrap();
+    assert_close(&got, &[m, n], &want, 1e-5, "threaded");
+    let got_t = b.t().unwrap().contiguous().t().unwrap();
+    assert_close(&a.matmul(&got_t).unwrap(), &[m, n], &want, 1e-5, "threaded, transposed rhs");
+}
+
+#[test]
+fn batched_matmul_broadcasts_leading_axes() {
+    let mut rng = Rng::seed(3);
+    // [2, 1, 3, 4, 5] x [3, 5, 6] -> [2, 1, 3, 4, 6]; rhs batch broadcasts over the front.
+    let a = Tensor::rand(&[2, 1, 3, 4, 5], -1.0, 1.0, &mut rng);
+    let b = Tensor::rand(&[3, 5, 6], -1.0, 1.0, &mut rng);
+    let c = a.matmul(&b).unwrap();
+    assert_eq!(c.shape(), &[2, 1, 3, 4, 6]);
+    for i in 0..2 {
+        for j in 0..3 {
+            let ai = a.narrow(0, i, 1).unwrap().narrow(2, j, 1).unwrap().reshape(&[4, 5]).unwrap();
+            let bj = b.narrow(0, j, 1).unwrap().reshape(&[5, 6]).unwrap();
+            let want = naive(&ai.to_vec(), &bj.to_vec(), 4, 5, 6);
+            let got = c.narrow(0, i, 1).unwrap().narrow(2, j, 1).unwrap().reshape(&[4, 6]).unwrap();
+            assert_close(&got, &[4, 6], &want, 1e-5, &format!("batch ({i}, {j})"));
+        }
+    }
+    // Attention shapes: [B, H, T, d] x [B, H, d, T] with a transposed (permuted) key.
+    let q = Tensor::rand(&[2, 3, 5, 4], -1.0, 1.0, &mut rng);
+    let k = Tensor::rand(&[2, 5, 3, 4], -1.0, 1.0, &mut rng).permute(&[0, 2, 3, 1]).unwrap();
+    let s = q.matmul(&k).unwrap();
+    let s_copy = q.matmul(&k.contiguous()).unwrap();
+    assert_close(&s, &[2, 3, 5, 5], &s_copy.to_vec(), 1e-6, "permuted key");
+    // Many small products go to the parallel batch path.
+    let a = Tensor::rand(&[64, 8, 8], -1.0, 1.0, &mut rng);
+    let b = Tensor::rand(&[64, 8, 8], -1.0, 1.0, &mut rng);
+    let c = a.matmul(&b).unwrap();
+    for bi in [0usize, 31, 63] {
+        let want = naive(
+            &a.narrow(0, bi, 1).unwrap().to_vec(),
+            &b.narrow(0, bi, 1).unwrap().to_vec(),
+            8,
+            8,
+            8,
+        );
+        assert_close(&c.narrow(0, bi, 1).unwrap(), &[1, 8, 8], &want, 1e-5, "small batch");
+    }
+}
+
+#[test]
+fn vectors_follow_torch_matmul() {
+    let v = Tensor::from_vec(vec![1., 2., 3.], &[3]).unwrap();
+    let m = Tensor::from_vec(vec![1., 0., 0., 1., 1., 1.], &[3, 2]).unwrap();
+    assert_eq!(v.matmul(&v).unwrap().shape(), &[] as &[usize]);
+    assert_eq!(v.matmul(&v).unwrap().to_scalar().unwrap(), 14.0);
+    assert_eq!(v.matmul(&m).unwrap().to_vec(), vec![4., 5.]);
+    assert_eq!(m.t().unwrap().matmul(&v).unwrap().to_vec(), vec![4., 5.]);
+    let batch = Tensor::ones(&[4, 2, 3]);
+    assert_eq!(batch.matmul(&v).unwrap().shape(), &[4, 2]);
+}
+
+#[test]
+fn zero_sizes_and_broadcast_operands() {
+    let a = Tensor::zeros(&[0, 4]);
+    let b = Tensor::ones(&[4, 3]);
+    assert_eq!(a.matmul(&b).unwrap().shape(), &[0, 3]);
+    let a = Tensor::ones(&[2, 0]);
+    let b = Tensor::ones(&[0, 3]);
+    assert_eq!(a.matmul(&b).unwrap().to_vec(), vec![0.0; 6]);
+    // A stride-0 (broadcast) matrix is multiplied correctly.
+    let row = Tensor::from_vec(vec![1., 2.], &[1, 2]).unwrap().broadcast_to(&[3, 2]).unwrap();
+    let id = Tensor::eye(2);
+    assert_eq!(row.matmul(&id).unwrap().to_vec(), vec![1., 2., 1., 2., 1., 2.]);
+}
+
+#[test]
+fn mismatched_shapes_are_errors_with_both_shapes() {
+    let a = Tensor::zeros(&[2, 3]);
+    let b = Tensor::zeros(&[4, 5]);
+    assert_eq!(
+        a.matmul(&b).unwrap_err().to_string(),
+        "matmul: lhs [2, 3] and rhs [4, 5] are not compatible"
+    );
+    let a = Tensor::zeros(&[2, 2, 3]);
+    let b = Tensor::zeros(&[3, 3, 4]);
+    assert!(a.matmul(&b).is_err());
+    assert!(Tensor::scalar(1.0).matmul(&a).is_err());
+}
+
+#[test]
+fn gemm_accumulates_with_alpha_and_beta() {
+    let a = [1., 2., 3., 4.];
+    let b = [1., 1., 1., 1.];
+    let mut c = [1., 1., 1., 1.];
+    gemm(2.0, MatRef::row_major(&a, 2, 2).unwrap(), MatRef::row_major(&b, 2, 2).unwrap(), 0.5, &mut c, 1).unwrap();
+    assert_eq!(c, [6.5, 6.5, 14.5, 14.5]);
+    // beta = 0 ignores NaN in the destination.
+    let mut c = [f32::NAN; 4];
+    gemm(1.0, MatRef::row_major(&a, 2, 2).unwrap(), MatRef::row_major(&b, 2, 2).unwrap(), 0.0, &mut c, 1).unwrap();
+    assert_eq!(c, [3., 3., 7., 7.]);
+    // An operand whose strides run past its buffer is an error, not a read out of bounds.
+    let bad = MatRef { data: &a, offset: 2, rows: 2, cols: 2, row_stride: 2, col_stride: 1 };
+    assert!(gemm(1.0, bad, MatRef::row_major(&b, 2, 2).unwrap(), 0.0, &mut c, 1).is_err());
+}
