@@ -190,7 +190,12 @@ fn w1b(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
             a.matmul(&b)?;
             Ok(())
         })?;
-        out(record("W1b", format!("[{batch},{m},{k}]x[{batch},{k},{n}]"), "GFLOP/s", t));
+        out(record(
+            "W1b",
+            format!("[{batch},{m},{k}]x[{batch},{k},{n}]"),
+            "GFLOP/s",
+            t,
+        ));
     }
     Ok(())
 }

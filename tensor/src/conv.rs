@@ -63,8 +63,20 @@ impl Window2d {
             (padded >= span).then(|| (padded - span) / s + 1)
         };
         match (
-            dim(h, self.kernel.0, self.stride.0, self.padding.0, self.dilation.0),
-            dim(w, self.kernel.1, self.stride.1, self.padding.1, self.dilation.1),
+            dim(
+                h,
+                self.kernel.0,
+                self.stride.0,
+                self.padding.0,
+                self.dilation.0,
+            ),
+            dim(
+                w,
+                self.kernel.1,
+                self.stride.1,
+                self.padding.1,
+                self.dilation.1,
+            ),
         ) {
             (Some(oh), Some(ow)) => Ok((oh, ow)),
             _ => Err(Error::invalid(
@@ -89,13 +101,14 @@ fn for_each_tap(
             for j in 0..kw {
                 let row = (ch * kh + i) * kw + j;
                 for y in 0..oh {
-                    let iy = (y * win.stride.0 + i * win.dilation.0) as isize - win.padding.0 as isize;
+                    let iy =
+                        (y * win.stride.0 + i * win.dilation.0) as isize - win.padding.0 as isize;
                     if iy < 0 || iy >= h as isize {
                         continue;
                     }
                     for x in 0..ow {
-                        let ix =
-                            (x * win.stride.1 + j * win.dilation.1) as isize - win.padding.1 as isize;
+                        let ix = (x * win.stride.1 + j * win.dilation.1) as isize
+                            - win.padding.1 as isize;
                         if ix < 0 || ix >= w as isize {
                             continue;
                         }

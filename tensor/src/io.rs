@@ -39,23 +39,24 @@ fn to_tensor(view: &TensorView<'_>, name: &str, path: &Path) -> Result<Tensor> {
             .map(|c| f(c.try_into().expect("chunk of N bytes")))
             .collect()
     }
-    let data: Vec<f32> = match view.dtype() {
-        Dtype::F32 => conv(bytes, f32::from_le_bytes),
-        Dtype::F64 => conv(bytes, |b| f64::from_le_bytes(b) as f32),
-        Dtype::F16 => conv(bytes, |b| half::f16::from_le_bytes(b).to_f32()),
-        Dtype::BF16 => conv(bytes, |b| half::bf16::from_le_bytes(b).to_f32()),
-        Dtype::I64 => conv(bytes, |b| i64::from_le_bytes(b) as f32),
-        Dtype::I32 => conv(bytes, |b| i32::from_le_bytes(b) as f32),
-        Dtype::I16 => conv(bytes, |b| i16::from_le_bytes(b) as f32),
-        Dtype::I8 => conv(bytes, |b: [u8; 1]| b[0] as i8 as f32),
-        Dtype::U8 | Dtype::BOOL => conv(bytes, |b: [u8; 1]| b[0] as f32),
-        other => {
-            return Err(st_err(
+    let data: Vec<f32> =
+        match view.dtype() {
+            Dtype::F32 => conv(bytes, f32::from_le_bytes),
+            Dtype::F64 => conv(bytes, |b| f64::from_le_bytes(b) as f32),
+            Dtype::F16 => conv(bytes, |b| half::f16::from_le_bytes(b).to_f32()),
+            Dtype::BF16 => conv(bytes, |b| half::bf16::from_le_bytes(b).to_f32()),
+            Dtype::I64 => conv(bytes, |b| i64::from_le_bytes(b) as f32),
+            Dtype::I32 => conv(bytes, |b| i32::from_le_bytes(b) as f32),
+            Dtype::I16 => conv(bytes, |b| i16::from_le_bytes(b) as f32),
+            Dtype::I8 => conv(bytes, |b: [u8; 1]| b[0] as i8 as f32),
+            Dtype::U8 | Dtype::BOOL => conv(bytes, |b: [u8; 1]| b[0] as f32),
+            other => return Err(st_err(
                 path,
-                format!("tensor {name:?} has dtype {other:?}; expected a float, integer or bool dtype"),
-            ))
-        }
-    };
+                format!(
+                    "tensor {name:?} has dtype {other:?}; expected a float, integer or bool dtype"
+                ),
+            )),
+        };
     Tensor::from_vec(data, view.shape()).map_err(|e| st_err(path, format!("tensor {name:?}: {e}")))
 }
 
@@ -103,17 +104,19 @@ impl SafeTensorsFile {
 
     /// Tensor names, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.parsed().names().into_iter().map(String::from).collect();
+        let mut v: Vec<String> = self
+            .parsed()
+            .names()
+            .into_iter()
+            .map(String::from)
+            .collect();
         v.sort();
         v
     }
 
     /// Name, shape and dtype of every tensor, sorted by name.
     pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.entries()
-            .into_iter()
-            .map(|(n, s, _)| (n, s))
-            .collect()
+        self.entries().into_iter().map(|(n, s, _)| (n, s)).collect()
     }
 
     /// Name, shape and dtype name (`"F32"`, `"BF16"`, ...) of every tensor, sorted by name.
@@ -130,8 +133,8 @@ impl SafeTensorsFile {
 
     /// The `__metadata__` string map of the header (empty when absent).
     pub fn metadata(&self) -> Result<HashMap<String, String>> {
-        let (_, meta) =
-            SafeTensors::read_metadata(&self.mmap).map_err(|e| st_err(&self.path, e.to_string()))?;
+        let (_, meta) = SafeTensors::read_metadata(&self.mmap)
+            .map_err(|e| st_err(&self.path, e.to_string()))?;
         Ok(meta.metadata().clone().unwrap_or_default())
     }
 
@@ -209,8 +212,11 @@ pub fn safetensors_bytes<'a>(
             format!("tensor name {:?} is given twice", w[0]),
         ));
     }
-    safetensors::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), metadata.cloned())
-        .map_err(|e| Error::invalid("save_safetensors", e.to_string()))
+    safetensors::serialize(
+        views.iter().map(|(n, v)| (n.as_str(), v)),
+        metadata.cloned(),
+    )
+    .map_err(|e| Error::invalid("save_safetensors", e.to_string()))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced,
@@ -221,9 +227,12 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid("write_atomic", format!("{} is not a file path", path.display())))?;
+    let file_name = path.file_name().ok_or_else(|| {
+        Error::invalid(
+            "write_atomic",
+            format!("{} is not a file path", path.display()),
+        )
+    })?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         file_name.to_string_lossy(),

@@ -50,7 +50,9 @@ pub use conv::Window2d;
 pub use elementwise::{gelu_erf_scalar, gelu_tanh_scalar, sigmoid_scalar};
 pub use error::{Error, Result, ShapeDisplay};
 pub use index::IndexTensor;
-pub use io::{load_safetensors, safetensors_bytes, save_safetensors, write_atomic, SafeTensorsFile};
+pub use io::{
+    load_safetensors, safetensors_bytes, save_safetensors, write_atomic, SafeTensorsFile,
+};
 pub use matmul::{gemm, MatRef};
 pub use parallel::{num_threads, set_num_threads};
 pub use random::Rng;

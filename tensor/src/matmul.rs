@@ -54,9 +54,8 @@ impl<'a> MatRef<'a> {
         if self.rows == 0 || self.cols == 0 {
             return Ok(());
         }
-        let last = self.offset
-            + (self.rows - 1) * self.row_stride
-            + (self.cols - 1) * self.col_stride;
+        let last =
+            self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride;
         if last >= self.data.len() {
             return Err(Error::invalid(
                 op,
@@ -116,12 +115,20 @@ pub fn gemm(
 ) -> Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if b.rows != k {
-        return Err(Error::shape_mismatch("gemm", &[a.rows, a.cols], &[b.rows, b.cols]));
+        return Err(Error::shape_mismatch(
+            "gemm",
+            &[a.rows, a.cols],
+            &[b.rows, b.cols],
+        ));
     }
     if c.len() != m * n {
         return Err(Error::invalid(
             "gemm",
-            format!("output buffer holds {} elements, a {m}x{n} result needs {}", c.len(), m * n),
+            format!(
+                "output buffer holds {} elements, a {m}x{n} result needs {}",
+                c.len(),
+                m * n
+            ),
         ));
     }
     a.check("gemm")?;
@@ -214,8 +221,16 @@ impl Tensor {
         }
         let lhs_vec = self.rank() == 1;
         let rhs_vec = rhs.rank() == 1;
-        let a = if lhs_vec { self.unsqueeze(0)? } else { self.clone() };
-        let b = if rhs_vec { rhs.unsqueeze(1)? } else { rhs.clone() };
+        let a = if lhs_vec {
+            self.unsqueeze(0)?
+        } else {
+            self.clone()
+        };
+        let b = if rhs_vec {
+            rhs.unsqueeze(1)?
+        } else {
+            rhs.clone()
+        };
         let (ra, rb) = (a.rank(), b.rank());
         let (m, k) = (a.shape()[ra - 2], a.shape()[ra - 1]);
         let (k2, n) = (b.shape()[rb - 2], b.shape()[rb - 1]);

@@ -163,7 +163,8 @@ impl Tensor {
         b: f32,
         rng: &mut Rng,
     ) -> Result<Tensor> {
-        if !(std > 0.0) || !(a < b) {
+        let valid = std > 0.0 && a < b; // false for NaN too
+        if !valid {
             return Err(Error::invalid(
                 "trunc_normal",
                 format!("needs std > 0 and a < b, got std {std}, a {a}, b {b}"),

@@ -8,8 +8,8 @@
 use std::borrow::Cow;
 
 use crate::error::{Error, Result};
-use crate::shape::{resolve_axes, Dim, Dims};
 use crate::index::IndexTensor;
+use crate::shape::{resolve_axes, Dim, Dims};
 use crate::tensor::Tensor;
 
 /// The reduced axes of a tensor laid out as `[outer, r, inner]`.

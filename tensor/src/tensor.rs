@@ -351,7 +351,11 @@ impl Tensor {
                 format!("shape {shape:?} may hold one -1 and no other negative size"),
             ));
         }
-        let known: usize = shape.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+        let known: usize = shape
+            .iter()
+            .filter(|&&d| d >= 0)
+            .map(|&d| d as usize)
+            .product();
         let mut out: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
         if let Some(&i) = unknown.first() {
             if known == 0 || self.numel() % known != 0 {
@@ -439,7 +443,10 @@ impl Tensor {
         if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(Error::invalid(
                 "narrow",
-                format!("range {start}..{} exceeds axis {ax} of size {size}", start.saturating_add(len)),
+                format!(
+                    "range {start}..{} exceeds axis {ax} of size {size}",
+                    start.saturating_add(len)
+                ),
             ));
         }
         let mut shape = self.shape.clone();
@@ -520,7 +527,11 @@ impl Tensor {
         if self.shape[ax] != 1 {
             return Err(Error::invalid(
                 "squeeze",
-                format!("axis {ax} of shape {:?} has size {}, not 1", self.shape(), self.shape[ax]),
+                format!(
+                    "axis {ax} of shape {:?} has size {}, not 1",
+                    self.shape(),
+                    self.shape[ax]
+                ),
             ));
         }
         let mut shape = self.shape.clone();

@@ -16,7 +16,9 @@ fn unary_table() -> Vec<Unary> {
         ("sqrt", Tensor::sqrt, f32::sqrt),
         ("rsqrt", Tensor::rsqrt, |x| 1.0 / x.sqrt()),
         ("tanh", Tensor::tanh, f32::tanh),
-        ("sigmoid", Tensor::sigmoid, |x| (1.0 / (1.0 + (-(x as f64)).exp())) as f32),
+        ("sigmoid", Tensor::sigmoid, |x| {
+            (1.0 / (1.0 + (-(x as f64)).exp())) as f32
+        }),
         ("relu", Tensor::relu, |x| x.max(0.0)),
         ("abs", Tensor::abs, f32::abs),
         ("gelu", Tensor::gelu, |x| {
@@ -126,7 +128,10 @@ fn incompatible_shapes_name_op_and_shapes() {
     let a = Tensor::zeros(&[2, 3]);
     let b = Tensor::zeros(&[4, 3]);
     let msg = a.add(&b).unwrap_err().to_string();
-    assert_eq!(msg, "add: shapes [2, 3] and [4, 3] cannot be broadcast together");
+    assert_eq!(
+        msg,
+        "add: shapes [2, 3] and [4, 3] cannot be broadcast together"
+    );
 }
 
 #[test]

@@ -4,13 +4,19 @@ use std::collections::HashMap;
 
 use tessera_tensor::{load_safetensors, save_safetensors, SafeTensorsFile, Tensor};
 
-const DTYPES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dtypes.safetensors");
+const DTYPES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/dtypes.safetensors"
+);
 
 #[test]
 fn reads_every_float_dtype_written_by_torch() {
     // Written by tests/fixtures/make_fixtures.py from one f32 tensor cast to each dtype.
     let file = SafeTensorsFile::open(DTYPES).unwrap();
-    assert_eq!(file.names(), vec!["bf16", "bool", "f16", "f32", "f64", "i64"]);
+    assert_eq!(
+        file.names(),
+        vec!["bf16", "bool", "f16", "f32", "f64", "i64"]
+    );
     let f32s = file.get("f32").unwrap();
     assert_eq!(f32s.to_vec(), vec![0.5, -1.25, 3.0, 1e-3, 65504.0, -2.0]);
     assert_eq!(file.get("f64").unwrap(), f32s);
@@ -22,25 +28,37 @@ fn reads_every_float_dtype_written_by_torch() {
     let bf16 = file.get("bf16").unwrap().to_vec();
     assert_eq!(bf16[..3], [0.5, -1.25, 3.0]);
     assert_eq!(bf16[4], 65536.0); // 65504 rounds to 2^16 with bf16's 8-bit mantissa
-    assert_eq!(file.get("i64").unwrap().to_vec(), vec![1., -2., 3., 4., 5., 6.]);
+    assert_eq!(
+        file.get("i64").unwrap().to_vec(),
+        vec![1., -2., 3., 4., 5., 6.]
+    );
     assert_eq!(file.get("bool").unwrap().to_vec(), vec![1., 0., 1.]);
     assert_eq!(file.metadata().unwrap()["made_by"], "make_fixtures.py");
     let entries = file.entries();
-    assert_eq!(entries[0], ("bf16".to_string(), vec![2, 3], "BF16".to_string()));
+    assert_eq!(
+        entries[0],
+        ("bf16".to_string(), vec![2, 3], "BF16".to_string())
+    );
 }
 
 #[test]
 fn round_trips_with_metadata_and_views() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
-    let a = Tensor::arange(0.0, 12.0, 1.0).unwrap().reshape(&[3, 4]).unwrap();
+    let a = Tensor::arange(0.0, 12.0, 1.0)
+        .unwrap()
+        .reshape(&[3, 4])
+        .unwrap();
     let at = a.t().unwrap(); // a non-contiguous view is written in logical order
     let meta = HashMap::from([("config".to_string(), "{\"d\": 4}".to_string())]);
     save_safetensors(&path, [("a", &a), ("a.t", &at)], Some(&meta)).unwrap();
     let back = load_safetensors(&path).unwrap();
     assert_eq!(back["a"], a);
     assert_eq!(back["a.t"], at);
-    assert_eq!(SafeTensorsFile::open(&path).unwrap().metadata().unwrap(), meta);
+    assert_eq!(
+        SafeTensorsFile::open(&path).unwrap().metadata().unwrap(),
+        meta
+    );
     assert!(save_safetensors(&path, [("x", &a), ("x", &a)], None).is_err());
 }
 
@@ -55,7 +73,10 @@ fn corrupt_and_missing_files_are_clear_errors_and_lose_nothing() {
     let cut = dir.path().join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
     let msg = SafeTensorsFile::open(&cut).err().unwrap().to_string();
-    assert!(msg.starts_with(&format!("safetensors {}:", cut.display())), "{msg}");
+    assert!(
+        msg.starts_with(&format!("safetensors {}:", cut.display())),
+        "{msg}"
+    );
 
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"not a safetensors file at all").unwrap();

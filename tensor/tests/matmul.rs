@@ -30,7 +30,10 @@ fn matrix_layouts(data: &[f32], rows: usize, cols: usize) -> Vec<(&'static str, 
             transposed[j * rows + i] = data[i * cols + j];
         }
     }
-    let t = Tensor::from_vec(transposed, &[cols, rows]).unwrap().t().unwrap();
+    let t = Tensor::from_vec(transposed, &[cols, rows])
+        .unwrap()
+        .t()
+        .unwrap();
     let mut wide = vec![f32::NAN; rows * cols * 2];
     for i in 0..rows {
         for j in 0..cols {
@@ -77,7 +80,13 @@ fn matmul_matches_triple_loop_for_odd_sizes_and_layouts() {
                 for (la, ta) in matrix_layouts(&a, m, k) {
                     for (lb, tb) in matrix_layouts(&b, k, n) {
                         let got = ta.matmul(&tb).unwrap();
-                        assert_close(&got, &[m, n], &want, 1e-5, &format!("{m}x{k}x{n} {la} * {lb}"));
+                        assert_close(
+                            &got,
+                            &[m, n],
+                            &want,
+                            1e-5,
+                            &format!("{m}x{k}x{n} {la} * {lb}"),
+                        );
                     }
                 }
             }
@@ -96,7 +105,13 @@ fn large_threaded_product_matches() {
     let got = a.matmul(&b).unwrap();
     assert_close(&got, &[m, n], &want, 1e-5, "threaded");
     let got_t = b.t().unwrap().contiguous().t().unwrap();
-    assert_close(&a.matmul(&got_t).unwrap(), &[m, n], &want, 1e-5, "threaded, transposed rhs");
+    assert_close(
+        &a.matmul(&got_t).unwrap(),
+        &[m, n],
+        &want,
+        1e-5,
+        "threaded, transposed rhs",
+    );
 }
 
 #[test]
@@ -109,16 +124,30 @@ fn batched_matmul_broadcasts_leading_axes() {
     assert_eq!(c.shape(), &[2, 1, 3, 4, 6]);
     for i in 0..2 {
         for j in 0..3 {
-            let ai = a.narrow(0, i, 1).unwrap().narrow(2, j, 1).unwrap().reshape(&[4, 5]).unwrap();
+            let ai = a
+                .narrow(0, i, 1)
+                .unwrap()
+                .narrow(2, j, 1)
+                .unwrap()
+                .reshape(&[4, 5])
+                .unwrap();
             let bj = b.narrow(0, j, 1).unwrap().reshape(&[5, 6]).unwrap();
             let want = naive(&ai.to_vec(), &bj.to_vec(), 4, 5, 6);
-            let got = c.narrow(0, i, 1).unwrap().narrow(2, j, 1).unwrap().reshape(&[4, 6]).unwrap();
+            let got = c
+                .narrow(0, i, 1)
+                .unwrap()
+                .narrow(2, j, 1)
+                .unwrap()
+                .reshape(&[4, 6])
+                .unwrap();
             assert_close(&got, &[4, 6], &want, 1e-5, &format!("batch ({i}, {j})"));
         }
     }
     // Attention shapes: [B, H, T, d] x [B, H, d, T] with a transposed (permuted) key.
     let q = Tensor::rand(&[2, 3, 5, 4], -1.0, 1.0, &mut rng);
-    let k = Tensor::rand(&[2, 5, 3, 4], -1.0, 1.0, &mut rng).permute(&[0, 2, 3, 1]).unwrap();
+    let k = Tensor::rand(&[2, 5, 3, 4], -1.0, 1.0, &mut rng)
+        .permute(&[0, 2, 3, 1])
+        .unwrap();
     let s = q.matmul(&k).unwrap();
     let s_copy = q.matmul(&k.contiguous()).unwrap();
     assert_close(&s, &[2, 3, 5, 5], &s_copy.to_vec(), 1e-6, "permuted key");
@@ -134,7 +163,13 @@ fn batched_matmul_broadcasts_leading_axes() {
             8,
             8,
         );
-        assert_close(&c.narrow(0, bi, 1).unwrap(), &[1, 8, 8], &want, 1e-5, "small batch");
+        assert_close(
+            &c.narrow(0, bi, 1).unwrap(),
+            &[1, 8, 8],
+            &want,
+            1e-5,
+            "small batch",
+        );
     }
 }
 
@@ -159,9 +194,15 @@ fn zero_sizes_and_broadcast_operands() {
     let b = Tensor::ones(&[0, 3]);
     assert_eq!(a.matmul(&b).unwrap().to_vec(), vec![0.0; 6]);
     // A stride-0 (broadcast) matrix is multiplied correctly.
-    let row = Tensor::from_vec(vec![1., 2.], &[1, 2]).unwrap().broadcast_to(&[3, 2]).unwrap();
+    let row = Tensor::from_vec(vec![1., 2.], &[1, 2])
+        .unwrap()
+        .broadcast_to(&[3, 2])
+        .unwrap();
     let id = Tensor::eye(2);
-    assert_eq!(row.matmul(&id).unwrap().to_vec(), vec![1., 2., 1., 2., 1., 2.]);
+    assert_eq!(
+        row.matmul(&id).unwrap().to_vec(),
+        vec![1., 2., 1., 2., 1., 2.]
+    );
 }
 
 #[test]
@@ -183,13 +224,44 @@ fn gemm_accumulates_with_alpha_and_beta() {
     let a = [1., 2., 3., 4.];
     let b = [1., 1., 1., 1.];
     let mut c = [1., 1., 1., 1.];
-    gemm(2.0, MatRef::row_major(&a, 2, 2).unwrap(), MatRef::row_major(&b, 2, 2).unwrap(), 0.5, &mut c, 1).unwrap();
+    gemm(
+        2.0,
+        MatRef::row_major(&a, 2, 2).unwrap(),
+        MatRef::row_major(&b, 2, 2).unwrap(),
+        0.5,
+        &mut c,
+        1,
+    )
+    .unwrap();
     assert_eq!(c, [6.5, 6.5, 14.5, 14.5]);
     // beta = 0 ignores NaN in the destination.
     let mut c = [f32::NAN; 4];
-    gemm(1.0, MatRef::row_major(&a, 2, 2).unwrap(), MatRef::row_major(&b, 2, 2).unwrap(), 0.0, &mut c, 1).unwrap();
+    gemm(
+        1.0,
+        MatRef::row_major(&a, 2, 2).unwrap(),
+        MatRef::row_major(&b, 2, 2).unwrap(),
+        0.0,
+        &mut c,
+        1,
+    )
+    .unwrap();
     assert_eq!(c, [3., 3., 7., 7.]);
     // An operand whose strides run past its buffer is an error, not a read out of bounds.
-    let bad = MatRef { data: &a, offset: 2, rows: 2, cols: 2, row_stride: 2, col_stride: 1 };
-    assert!(gemm(1.0, bad, MatRef::row_major(&b, 2, 2).unwrap(), 0.0, &mut c, 1).is_err());
+    let bad = MatRef {
+        data: &a,
+        offset: 2,
+        rows: 2,
+        cols: 2,
+        row_stride: 2,
+        col_stride: 1,
+    };
+    assert!(gemm(
+        1.0,
+        bad,
+        MatRef::row_major(&b, 2, 2).unwrap(),
+        0.0,
+        &mut c,
+        1
+    )
+    .is_err());
 }

@@ -24,7 +24,10 @@ fn uniform_and_normal_have_their_moments() {
     let u = Tensor::rand(&[200_000], -2.0, 4.0, &mut rng).to_vec();
     let (m, s) = mean_std(&u);
     // U(-2, 4): mean 1, std 6/√12 ≈ 1.732; standard errors ≈ 0.004 and 0.003.
-    assert!((m - 1.0).abs() < 0.02 && (s - 1.732).abs() < 0.02, "{m} {s}");
+    assert!(
+        (m - 1.0).abs() < 0.02 && (s - 1.732).abs() < 0.02,
+        "{m} {s}"
+    );
     assert!(u.iter().all(|&v| (-2.0..4.0).contains(&v)));
     let g = Tensor::randn(&[200_000], 3.0, 0.5, &mut rng).to_vec();
     let (m, s) = mean_std(&g);

@@ -7,7 +7,12 @@ use proptest::prelude::*;
 use tessera_tensor::Tensor;
 
 /// Reduces `n` over `axes` with `f` applied to the list of values of each output cell.
-fn naive_reduce(n: &Naive, axes: &[usize], keepdim: bool, f: impl Fn(&[f32]) -> f32) -> (Vec<usize>, Vec<f32>) {
+fn naive_reduce(
+    n: &Naive,
+    axes: &[usize],
+    keepdim: bool,
+    f: impl Fn(&[f32]) -> f32,
+) -> (Vec<usize>, Vec<f32>) {
     let keep_shape: Vec<usize> = n
         .shape
         .iter()
@@ -130,7 +135,10 @@ fn reductions_reject_bad_axes_and_empty_max() {
     );
     assert!(x.sum(&[0, 0], false).is_err());
     assert!(Tensor::zeros(&[2, 0]).max(&[1], false).is_err());
-    assert_eq!(Tensor::zeros(&[2, 0]).sum(&[1], false).unwrap().to_vec(), vec![0.0, 0.0]);
+    assert_eq!(
+        Tensor::zeros(&[2, 0]).sum(&[1], false).unwrap().to_vec(),
+        vec![0.0, 0.0]
+    );
 }
 
 #[test]

@@ -40,11 +40,35 @@ fn activations_equal_torch() {
 fn softmax_and_var_equal_torch() {
     let f = fixtures();
     let rows = Tensor::from_slice(&vec(&f, "rows"), &[3, 4]).unwrap();
-    assert_close(&rows.softmax(-1).unwrap(), &[3, 4], &vec(&f, "softmax_rows"), 1e-6, "softmax");
-    assert_close(&rows.log_softmax(-1).unwrap(), &[3, 4], &vec(&f, "log_softmax_rows"), 1e-6, "log_softmax");
+    assert_close(
+        &rows.softmax(-1).unwrap(),
+        &[3, 4],
+        &vec(&f, "softmax_rows"),
+        1e-6,
+        "softmax",
+    );
+    assert_close(
+        &rows.log_softmax(-1).unwrap(),
+        &[3, 4],
+        &vec(&f, "log_softmax_rows"),
+        1e-6,
+        "log_softmax",
+    );
     let y = Tensor::from_slice(&vec(&f, "y"), &[3, 4, 5]).unwrap();
-    assert_close(&y.var(&[1], 1, false).unwrap(), &[3, 5], &vec(&f, "var_y_axis1_unbiased"), 1e-5, "var");
-    assert_close(&y.var(&[0, 2], 0, false).unwrap(), &[4], &vec(&f, "var_y_axes02_biased"), 1e-5, "var biased");
+    assert_close(
+        &y.var(&[1], 1, false).unwrap(),
+        &[3, 5],
+        &vec(&f, "var_y_axis1_unbiased"),
+        1e-5,
+        "var",
+    );
+    assert_close(
+        &y.var(&[0, 2], 0, false).unwrap(),
+        &[4],
+        &vec(&f, "var_y_axes02_biased"),
+        1e-5,
+        "var biased",
+    );
 }
 
 #[test]

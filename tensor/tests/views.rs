@@ -24,7 +24,10 @@ fn views_do_not_copy() {
         x.slice(2, 0, 4, 2).unwrap(),
         x.unsqueeze(1).unwrap(),
         x.unsqueeze(3).unwrap().squeeze(3).unwrap(),
-        x.narrow(0, 0, 1).unwrap().broadcast_to(&[5, 1, 3, 4]).unwrap(),
+        x.narrow(0, 0, 1)
+            .unwrap()
+            .broadcast_to(&[5, 1, 3, 4])
+            .unwrap(),
         x.expand(&[2, -1, -1, -1]).unwrap(),
     ];
     for v in &views {
@@ -49,9 +52,18 @@ fn permute_and_slice_read_the_right_elements() {
         }
     }
     let s = x.slice(2, 1, 4, 2).unwrap();
-    assert_eq!(s.to_vec(), vec![1., 3., 5., 7., 9., 11., 13., 15., 17., 19., 21., 23.]);
-    let b = Tensor::from_vec(vec![1., 2., 3.], &[3, 1]).unwrap().broadcast_to(&[2, 3, 2]).unwrap();
-    assert_eq!(b.to_vec(), vec![1., 1., 2., 2., 3., 3., 1., 1., 2., 2., 3., 3.]);
+    assert_eq!(
+        s.to_vec(),
+        vec![1., 3., 5., 7., 9., 11., 13., 15., 17., 19., 21., 23.]
+    );
+    let b = Tensor::from_vec(vec![1., 2., 3.], &[3, 1])
+        .unwrap()
+        .broadcast_to(&[2, 3, 2])
+        .unwrap();
+    assert_eq!(
+        b.to_vec(),
+        vec![1., 1., 2., 2., 3., 3., 1., 1., 2., 2., 3., 3.]
+    );
     assert_eq!(b.strides(), &[0, 1, 0]);
 }
 
@@ -135,7 +147,10 @@ fn gather_and_scatter_add_follow_torch() {
     assert_eq!(x.gather(1, &idx).unwrap().to_vec(), vec![1., 1., 4., 3.]);
     // Along axis 0 and on a transposed view.
     assert_eq!(x.gather(0, &idx).unwrap().to_vec(), vec![1., 2., 3., 2.]);
-    assert_eq!(x.t().unwrap().gather(1, &idx).unwrap().to_vec(), vec![1., 1., 4., 2.]);
+    assert_eq!(
+        x.t().unwrap().gather(1, &idx).unwrap().to_vec(),
+        vec![1., 1., 4., 2.]
+    );
     // torch.zeros(3,5).scatter_add_(0, [[0,1,2,0,0]], ones(1,5)) -> counts in rows.
     let z = Tensor::zeros(&[3, 5]);
     let idx = IndexTensor::new(vec![0, 1, 2, 0, 0], &[1, 5]).unwrap();
@@ -146,7 +161,9 @@ fn gather_and_scatter_add_follow_torch() {
     );
     // Repeated indices accumulate.
     let idx = IndexTensor::new(vec![1, 1, 1], &[3]).unwrap();
-    let s = Tensor::zeros(&[2]).scatter_add(0, &idx, &Tensor::ones(&[3])).unwrap();
+    let s = Tensor::zeros(&[2])
+        .scatter_add(0, &idx, &Tensor::ones(&[3]))
+        .unwrap();
     assert_eq!(s.to_vec(), vec![0., 3.]);
     // Out of range indices are errors.
     let bad = IndexTensor::new(vec![2], &[1, 1]).unwrap();

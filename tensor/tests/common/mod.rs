@@ -137,7 +137,10 @@ pub fn layouts(n: &Naive) -> Vec<(&'static str, Tensor)> {
 
 /// Shapes of rank 0..=4 with sizes 0..=5 (size 0 is rarer).
 pub fn shape_strategy(max_rank: usize) -> impl Strategy<Value = Vec<usize>> {
-    prop::collection::vec(prop_oneof![1 => Just(0usize), 12 => 1usize..=5], 0..=max_rank)
+    prop::collection::vec(
+        prop_oneof![1 => Just(0usize), 12 => 1usize..=5],
+        0..=max_rank,
+    )
 }
 
 pub fn naive_strategy(max_rank: usize) -> impl Strategy<Value = Naive> {
@@ -174,9 +177,7 @@ pub fn assert_close(got: &Tensor, shape: &[usize], want: &[f32], tol: f32, what:
     let g = got.to_vec();
     assert_eq!(g.len(), want.len(), "{what}: length");
     for (i, (&x, &y)) in g.iter().zip(want).enumerate() {
-        let ok = (x.is_nan() && y.is_nan())
-            || x == y
-            || (x - y).abs() <= tol * (1.0 + y.abs());
+        let ok = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= tol * (1.0 + y.abs());
         assert!(ok, "{what}: element {i}: got {x}, want {y}");
     }
 }
