@@ -39,24 +39,25 @@ fn to_tensor(view: &TensorView<'_>, name: &str, path: &Path) -> Result<Tensor> {
             .map(|c| f(c.try_into().expect("chunk of N bytes")))
             .collect()
     }
-    let data: Vec<f32> =
-        match view.dtype() {
-            Dtype::F32 => conv(bytes, f32::from_le_bytes),
-            Dtype::F64 => conv(bytes, |b| f64::from_le_bytes(b) as f32),
-            Dtype::F16 => conv(bytes, |b| half::f16::from_le_bytes(b).to_f32()),
-            Dtype::BF16 => conv(bytes, |b| half::bf16::from_le_bytes(b).to_f32()),
-            Dtype::I64 => conv(bytes, |b| i64::from_le_bytes(b) as f32),
-            Dtype::I32 => conv(bytes, |b| i32::from_le_bytes(b) as f32),
-            Dtype::I16 => conv(bytes, |b| i16::from_le_bytes(b) as f32),
-            Dtype::I8 => conv(bytes, |b: [u8; 1]| b[0] as i8 as f32),
-            Dtype::U8 | Dtype::BOOL => conv(bytes, |b: [u8; 1]| b[0] as f32),
-            other => return Err(st_err(
+    let data: Vec<f32> = match view.dtype() {
+        Dtype::F32 => conv(bytes, f32::from_le_bytes),
+        Dtype::F64 => conv(bytes, |b| f64::from_le_bytes(b) as f32),
+        Dtype::F16 => conv(bytes, |b| half::f16::from_le_bytes(b).to_f32()),
+        Dtype::BF16 => conv(bytes, |b| half::bf16::from_le_bytes(b).to_f32()),
+        Dtype::I64 => conv(bytes, |b| i64::from_le_bytes(b) as f32),
+        Dtype::I32 => conv(bytes, |b| i32::from_le_bytes(b) as f32),
+        Dtype::I16 => conv(bytes, |b| i16::from_le_bytes(b) as f32),
+        Dtype::I8 => conv(bytes, |b: [u8; 1]| b[0] as i8 as f32),
+        Dtype::U8 | Dtype::BOOL => conv(bytes, |b: [u8; 1]| b[0] as f32),
+        other => {
+            return Err(st_err(
                 path,
                 format!(
                     "tensor {name:?} has dtype {other:?}; expected a float, integer or bool dtype"
                 ),
-            )),
-        };
+            ))
+        }
+    };
     Tensor::from_vec(data, view.shape()).map_err(|e| st_err(path, format!("tensor {name:?}: {e}")))
 }
 

@@ -36,6 +36,8 @@
 mod conv;
 mod elementwise;
 mod error;
+#[cfg(target_arch = "x86_64")]
+mod gemm_avx2;
 mod index;
 mod io;
 mod iter;
@@ -53,7 +55,7 @@ pub use index::IndexTensor;
 pub use io::{
     load_safetensors, safetensors_bytes, save_safetensors, write_atomic, SafeTensorsFile,
 };
-pub use matmul::{gemm, MatRef};
+pub use matmul::{gemm, gemm_with, GemmKernel, MatRef};
 pub use parallel::{num_threads, set_num_threads};
 pub use random::Rng;
 pub use shape::{broadcast_shape, contiguous_strides, numel, Dim, Dims};

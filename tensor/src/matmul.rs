@@ -1,11 +1,17 @@
 //! Matrix products: the crate's GEMM entry point and `Tensor::matmul`.
 //!
 //! [`gemm`] is the one function through which every product goes, so its backend can
-//! change without touching callers. The backend is the `gemm` crate, built with its
-//! `x86-v4` feature: it selects AVX-512, AVX2+FMA or SSE kernels at run time on x86-64
-//! and NEON on aarch64, so one binary is fast and correct on all of them. Operands are
-//! passed with their row and column strides; a transposed view is multiplied without a
-//! copy. `tensor/README.md` has the measurements behind this choice.
+//! change without touching callers. Two kernels sit behind it, chosen at run time:
+//!
+//! - on x86-64 CPUs with AVX2 and FMA, the crate's own BLIS-style kernel
+//!   (`gemm_avx2.rs`: packed panels, a 6 x 16 micro-kernel);
+//! - everywhere else (and on request, [`GemmKernel::Portable`]), the `gemm` crate, built
+//!   with its `x86-v4` feature, which itself picks AVX-512, AVX2 or SSE on x86-64 and
+//!   NEON on aarch64.
+//!
+//! So one binary is fast and correct on all of them. Operands are passed with their row
+//! and column strides; a transposed view is multiplied without a copy.
+//! `tensor/README.md` has the measurements behind this choice.
 
 use rayon::prelude::*;
 
@@ -17,6 +23,10 @@ use crate::tensor::Tensor;
 /// Products with fewer multiply-adds than this run on one thread: splitting them costs
 /// more than it saves (measured: one thread wins below about 192³).
 const PARALLEL_MIN_MACS: usize = 192 * 192 * 192;
+
+/// Products with more multiply-adds than this use the crate's own kernel when the CPU
+/// has AVX2 and FMA (the `gemm` crate is faster below).
+const OWN_KERNEL_MIN_MACS: usize = 512 * 512 * 512;
 
 /// A read-only strided matrix: element `(i, j)` is `data[offset + i*row_stride + j*col_stride]`.
 #[derive(Clone, Copy, Debug)]
@@ -91,6 +101,38 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// Which GEMM implementation [`gemm_with`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum GemmKernel {
+    /// The fastest available on this CPU (what [`gemm`] and `matmul` use).
+    #[default]
+    Auto,
+    /// The crate's AVX2 + FMA kernel; an error on CPUs without those features.
+    Avx2Fma,
+    /// The `gemm` crate, available on every target.
+    Portable,
+}
+
+impl GemmKernel {
+    /// Whether this kernel can run on this CPU.
+    pub fn is_available(self) -> bool {
+        match self {
+            GemmKernel::Auto | GemmKernel::Portable => true,
+            GemmKernel::Avx2Fma => avx2_available(),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_available() -> bool {
+    crate::gemm_avx2::available()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn avx2_available() -> bool {
+    false
+}
+
 /// `C = alpha·A·B + beta·C`, with `A` `m x k`, `B` `k x n` and `C` a row-major `m x n`
 /// buffer; `threads` bounds the threads used (1: the calling thread only).
 ///
@@ -113,6 +155,56 @@ pub fn gemm(
     c: &mut [f32],
     threads: usize,
 ) -> Result<()> {
+    gemm_with(GemmKernel::Auto, alpha, a, b, beta, c, threads)
+}
+
+/// [`gemm`] with a chosen implementation, for comparing kernels.
+///
+/// ```
+/// use tessera_tensor::{gemm_with, GemmKernel, MatRef};
+/// let a = [1., 2., 3., 4.];
+/// let mut c = [0.0f32; 4];
+/// let m = MatRef::row_major(&a, 2, 2)?;
+/// gemm_with(GemmKernel::Portable, 1.0, m, m, 0.0, &mut c, 1)?;
+/// assert_eq!(c, [7., 10., 15., 22.]);
+/// # Ok::<(), tessera_tensor::Error>(())
+/// ```
+pub fn gemm_with(
+    kernel: GemmKernel,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: &mut [f32],
+    threads: usize,
+) -> Result<()> {
+    // SAFETY: `c` is an exclusively borrowed, initialised buffer of `c.len()` elements.
+    unsafe { gemm_into(kernel, alpha, a, b, beta, c.as_mut_ptr(), c.len(), threads) }
+}
+
+/// [`gemm_with`] into a raw output buffer, which may be uninitialised when `beta == 0`
+/// (every element is then written).
+///
+/// # Safety
+/// `c` must be valid for writes of `c_len` elements, not aliased by `a` or `b`, and
+/// initialised when `beta != 0`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_into(
+    kernel: GemmKernel,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: *mut f32,
+    c_len: usize,
+    threads: usize,
+) -> Result<()> {
+    if !kernel.is_available() {
+        return Err(Error::invalid(
+            "gemm",
+            format!("the {kernel:?} kernel needs a CPU feature this machine lacks"),
+        ));
+    }
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if b.rows != k {
         return Err(Error::shape_mismatch(
@@ -121,12 +213,11 @@ pub fn gemm(
             &[b.rows, b.cols],
         ));
     }
-    if c.len() != m * n {
+    if c_len != m * n {
         return Err(Error::invalid(
             "gemm",
             format!(
-                "output buffer holds {} elements, a {m}x{n} result needs {}",
-                c.len(),
+                "output buffer holds {c_len} elements, a {m}x{n} result needs {}",
                 m * n
             ),
         ));
@@ -138,9 +229,11 @@ pub fn gemm(
     }
     if k == 0 || alpha == 0.0 {
         if beta == 0.0 {
-            c.fill(0.0);
+            std::ptr::write_bytes(c, 0, c_len);
         } else {
-            c.iter_mut().for_each(|x| *x *= beta);
+            for i in 0..c_len {
+                *c.add(i) *= beta;
+            }
         }
         return Ok(());
     }
@@ -159,40 +252,86 @@ pub fn gemm(
     } else {
         b
     };
-    let par = if threads > 1 && m * n * k >= PARALLEL_MIN_MACS {
-        gemm::Parallelism::Rayon(threads)
+    let threads = if m * n * k >= PARALLEL_MIN_MACS {
+        threads.max(1)
     } else {
-        gemm::Parallelism::None
+        1
     };
-    // SAFETY: `check` proved that every element of A and B the strides reach lies inside
-    // its slice; C is a distinct, exclusively borrowed row-major m x n buffer (length
-    // checked above). The backend's `alpha` scales the destination and its `beta` the
-    // product.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            beta != 0.0,
-            a.data.as_ptr().add(a.offset),
-            a.col_stride as isize,
-            a.row_stride as isize,
-            b.data.as_ptr().add(b.offset),
-            b.col_stride as isize,
-            b.row_stride as isize,
-            beta,
-            alpha,
-            false,
-            false,
-            false,
-            par,
-        );
+    let own = match kernel {
+        // Measured on an AVX2 machine (tensor/README.md): the gemm crate's kernels are
+        // ahead on small products, the crate's own packed kernel on large ones.
+        GemmKernel::Auto => avx2_available() && m * n * k > OWN_KERNEL_MIN_MACS,
+        GemmKernel::Avx2Fma => true,
+        GemmKernel::Portable => false,
+    };
+    let c = OutPtr(c);
+    let run = |threads: usize| {
+        let c = c; // capture the Send wrapper whole
+        #[cfg(target_arch = "x86_64")]
+        if own {
+            use crate::gemm_avx2::{sgemm, Strided};
+            let sa = Strided {
+                ptr: a.data[a.offset..].as_ptr(),
+                rs: a.row_stride,
+                cs: a.col_stride,
+            };
+            let sb = Strided {
+                ptr: b.data[b.offset..].as_ptr(),
+                rs: b.row_stride,
+                cs: b.col_stride,
+            };
+            // SAFETY: the kernel is available (checked above); `check` proved that every
+            // element A and B reach lies in their slices; C is a writable row-major
+            // m x n buffer (the caller's contract); m, n, k > 0.
+            unsafe { sgemm(m, n, k, alpha, sa, sb, beta, c.0, n, threads) };
+            return;
+        }
+        let _ = own;
+        let par = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: as above. The backend's `alpha` scales the destination and its `beta`
+        // the product.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.0,
+                1,
+                n as isize,
+                beta != 0.0,
+                a.data.as_ptr().add(a.offset),
+                a.col_stride as isize,
+                a.row_stride as isize,
+                b.data.as_ptr().add(b.offset),
+                b.col_stride as isize,
+                b.row_stride as isize,
+                beta,
+                alpha,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    };
+    if threads > 1 {
+        parallel::install(|pool| run(threads.min(pool)));
+    } else {
+        run(1);
     }
     Ok(())
 }
+
+/// An output pointer that may cross to the worker threads (each writes its own part).
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: writers touch disjoint parts of the buffer, which outlives the parallel section.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
 
 impl Tensor {
     /// Matrix product with `torch.matmul` semantics: 1-D operands are promoted to a row
@@ -268,38 +407,44 @@ impl Tensor {
             row_stride: rs,
             col_stride: cs,
         };
-        let mut out = vec![0.0f32; nb * m * n];
+        let total = nb * m * n;
+        // Every element is written by the GEMM (beta = 0), so the buffer starts uninitialised.
+        let mut out: Vec<f32> = Vec::with_capacity(total);
+        let base = OutPtr(out.as_mut_ptr());
         let (da, db) = (a.storage(), b.storage());
-        let product = |c: &mut [f32], (oa, ob): (usize, usize), threads: usize| {
-            gemm(
-                1.0,
-                mat(da, oa, m, k, ars, acs),
-                mat(db, ob, k, n, brs, bcs),
-                0.0,
-                c,
-                threads,
-            )
+        let product = |i: usize, threads: usize| -> Result<()> {
+            let base = base;
+            let (oa, ob) = offs[i];
+            // SAFETY: entry i owns elements i*m*n .. (i+1)*m*n of the buffer's capacity.
+            unsafe {
+                gemm_into(
+                    GemmKernel::Auto,
+                    1.0,
+                    mat(da, oa, m, k, ars, acs),
+                    mat(db, ob, k, n, brs, bcs),
+                    0.0,
+                    base.0.add(i * m * n),
+                    m * n,
+                    threads,
+                )
+            }
         };
-        if m * n > 0 {
+        if total > 0 {
             let small = m * n * k < PARALLEL_MIN_MACS;
             if parallel::num_threads() == 1 || (nb == 1 && small) {
                 // Nothing to split: stay on the calling thread (no pool hand-off).
-                out.chunks_mut(m * n)
-                    .zip(&offs)
-                    .try_for_each(|(c, &o)| product(c, o, 1))?;
+                (0..nb).try_for_each(|i| product(i, 1))?;
             } else {
                 parallel::install(|threads| -> Result<()> {
                     if nb > 1 && small {
-                        out.par_chunks_mut(m * n)
-                            .zip(offs.par_iter())
-                            .try_for_each(|(c, &o)| product(c, o, 1))
+                        (0..nb).into_par_iter().try_for_each(|i| product(i, 1))
                     } else {
-                        out.chunks_mut(m * n)
-                            .zip(&offs)
-                            .try_for_each(|(c, &o)| product(c, o, threads))
+                        (0..nb).try_for_each(|i| product(i, threads))
                     }
                 })?;
             }
+            // SAFETY: every product succeeded, so all `total` elements were written.
+            unsafe { out.set_len(total) };
         }
         let mut shape: Dims = batch;
         if !lhs_vec {

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs tessera and PyTorch on the same workloads in one run, alternating A B A B so that
+# drift on a shared machine hits both alike, and prints a Markdown table of medians and
+# ratios (tessera / PyTorch).
+#
+#   bench/compare.sh [WORKLOADS] [THREADS...]      e.g. bench/compare.sh W1,W1b 1 2
+#
+# Environment: ROUNDS (default 3), MIN_TIME (seconds per figure, default 1),
+# VENV (PyTorch virtualenv, default ../venv-torch; created with torch and timm if missing),
+# SHARED (default ../shared), OUT (JSON lines file, default bench/results/latest.jsonl).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+workloads="${1:-W1,W1b}"
+shift || true
+threads=("$@")
+[ ${#threads[@]} -gt 0 ] || threads=(1 2)
+rounds="${ROUNDS:-3}"
+min_time="${MIN_TIME:-1}"
+shared="${SHARED:-$root/../shared}"
+venv="${VENV:-$root/../venv-torch}"
+out="${OUT:-$root/bench/results/latest.jsonl}"
+
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet torch timm
+fi
+cargo build --release --quiet -p tessera-cli --manifest-path "$root/Cargo.toml"
+tessera="$root/target/release/tessera"
+mkdir -p "$(dirname "$out")"
+: > "$out"
+
+IFS=',' read -r -a wl <<< "$workloads"
+for round in $(seq 1 "$rounds"); do
+  for t in "${threads[@]}"; do
+    for w in "${wl[@]}"; do
+      echo "round $round/$rounds: $w, $t thread(s)" >&2
+      "$tessera" bench "$w" --threads "$t" --json --min-time "$min_time" \
+        | sed 's/^{/{"impl":"tessera",/' >> "$out"
+      "$venv/bin/python" "$shared/bench/torch_bench.py" --workload "$w" --threads "$t" \
+        --min-time "$min_time" | sed 's/^{/{"impl":"torch",/' >> "$out"
+    done
+  done
+done
+python3 "$root/bench/table.py" "$out"

@@ -1,0 +1,426 @@
+//! A BLIS-style single-precision GEMM for x86-64 CPUs with AVX2 and FMA.
+//!
+//! The structure is the one of Goto and van de Geijn ("Anatomy of high-performance matrix
+//! multiplication", 2008) and BLIS: the product is cut into `KC`-deep slabs; for each,
+//! a `KC x NC` panel of B is packed into `NR`-wide column slivers (kept in L3/L2) and an
+//! `MC x KC` block of A into `MR`-tall row slivers (kept in L2); a `6 x 16` micro-kernel
+//! then multiplies one A sliver by one B sliver (which sits in L1) into twelve 8-lane
+//! accumulators: per step of k it loads two vectors of B, broadcasts six values of A and
+//! issues twelve fused multiply-adds.
+//!
+//! Packing reads the operands through their row and column strides, so a transposed
+//! view costs nothing extra. Threads split the rows of C into balanced blocks that share
+//! the packed B panel.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+/// Rows of the micro-tile.
+const MR: usize = 6;
+/// Columns of the micro-tile (two 8-lane vectors).
+const NR: usize = 16;
+/// Depth of a slab: one A sliver (6 x 256 x 4 B = 6 KiB) plus one B sliver (16 KiB) fit in L1.
+const KC: usize = 256;
+/// Rows of a packed A block: 96 x 256 x 4 B = 96 KiB, inside L2.
+const MC: usize = 96;
+/// Columns of a packed B panel: 256 x 2048 x 4 B = 2 MiB.
+const NC: usize = 2048;
+
+/// Whether this CPU can run the kernel (checked once).
+pub(crate) fn available() -> bool {
+    use std::sync::OnceLock;
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// A strided read-only operand: element `(i, j)` at `ptr + i*rs + j*cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+// SAFETY: the pointer is only read, and the caller keeps the data alive and unmodified
+// for the whole product.
+unsafe impl Send for Strided {}
+unsafe impl Sync for Strided {}
+
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: threads write disjoint row blocks of C.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+thread_local! {
+    static PACK_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PACK_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Packs rows `0..mc`, depth `0..kc` of `a` into `MR`-row slivers: sliver `s`, step `p`
+/// holds `a[s*MR + i][p]` for `i < MR` (zero past `mc`).
+fn pack_a(a: Strided, mc: usize, kc: usize, out: &mut [f32]) {
+    for (s, sliver) in out.chunks_exact_mut(MR * kc).enumerate() {
+        let r0 = s * MR;
+        let rows = MR.min(mc - r0);
+        for p in 0..kc {
+            let dst = &mut sliver[p * MR..(p + 1) * MR];
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = if i < rows {
+                    // SAFETY: (r0 + i, p) lies inside the block the caller described.
+                    unsafe { *a.ptr.add((r0 + i) * a.rs + p * a.cs) }
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// Packs depth `0..kc`, columns `0..nc` of `b` into `NR`-column slivers.
+fn pack_b(b: Strided, kc: usize, nc: usize, out: &mut [f32]) {
+    for (s, sliver) in out.chunks_exact_mut(NR * kc).enumerate() {
+        let c0 = s * NR;
+        let cols = NR.min(nc - c0);
+        for p in 0..kc {
+            let dst = &mut sliver[p * NR..(p + 1) * NR];
+            // SAFETY: (p, c0 + j) lies inside the panel the caller described.
+            unsafe {
+                let row = b.ptr.add(p * b.rs + c0 * b.cs);
+                if b.cs == 1 && cols == NR {
+                    std::ptr::copy_nonoverlapping(row, dst.as_mut_ptr(), NR);
+                } else {
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d = if j < cols { *row.add(j * b.cs) } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `C[0..mr, 0..nr] = alpha * A_sliver * B_sliver + beta * C` for one micro-tile.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `a` must reach `MR` rows and `b` `NR` columns over
+/// `kc` steps; `c` addresses an `mr x nr` tile with row stride `rsc` (`mr <= MR`,
+/// `nr <= NR`).
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    kc: usize,
+    a: Sliver,
+    b: Sliver,
+    c: *mut f32,
+    rsc: usize,
+    alpha: f32,
+    beta: f32,
+    mr: usize,
+    nr: usize,
+) {
+    let mut c00 = _mm256_setzero_ps();
+    let mut c01 = _mm256_setzero_ps();
+    let mut c10 = _mm256_setzero_ps();
+    let mut c11 = _mm256_setzero_ps();
+    let mut c20 = _mm256_setzero_ps();
+    let mut c21 = _mm256_setzero_ps();
+    let mut c30 = _mm256_setzero_ps();
+    let mut c31 = _mm256_setzero_ps();
+    let mut c40 = _mm256_setzero_ps();
+    let mut c41 = _mm256_setzero_ps();
+    let mut c50 = _mm256_setzero_ps();
+    let mut c51 = _mm256_setzero_ps();
+    // Bring the C tile towards L1 while the k loop runs.
+    for i in 0..mr {
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc + NR - 1) as *const i8);
+    }
+    let (ars, aks, bks) = (a.rs, a.ks, b.ks);
+    let (mut a, mut b) = (a.ptr, b.ptr);
+    for _ in 0..kc {
+        let b0 = _mm256_loadu_ps(b);
+        let b1 = _mm256_loadu_ps(b.add(8));
+        let a0 = _mm256_broadcast_ss(&*a);
+        c00 = _mm256_fmadd_ps(a0, b0, c00);
+        c01 = _mm256_fmadd_ps(a0, b1, c01);
+        let a1 = _mm256_broadcast_ss(&*a.add(1 * ars));
+        c10 = _mm256_fmadd_ps(a1, b0, c10);
+        c11 = _mm256_fmadd_ps(a1, b1, c11);
+        let a2 = _mm256_broadcast_ss(&*a.add(2 * ars));
+        c20 = _mm256_fmadd_ps(a2, b0, c20);
+        c21 = _mm256_fmadd_ps(a2, b1, c21);
+        let a3 = _mm256_broadcast_ss(&*a.add(3 * ars));
+        c30 = _mm256_fmadd_ps(a3, b0, c30);
+        c31 = _mm256_fmadd_ps(a3, b1, c31);
+        let a4 = _mm256_broadcast_ss(&*a.add(4 * ars));
+        c40 = _mm256_fmadd_ps(a4, b0, c40);
+        c41 = _mm256_fmadd_ps(a4, b1, c41);
+        let a5 = _mm256_broadcast_ss(&*a.add(5 * ars));
+        c50 = _mm256_fmadd_ps(a5, b0, c50);
+        c51 = _mm256_fmadd_ps(a5, b1, c51);
+        a = a.add(aks);
+        b = b.add(bks);
+    }
+    let acc = [
+        [c00, c01],
+        [c10, c11],
+        [c20, c21],
+        [c30, c31],
+        [c40, c41],
+        [c50, c51],
+    ];
+    let va = _mm256_set1_ps(alpha);
+    let vb = _mm256_set1_ps(beta);
+    if mr == MR && nr == NR {
+        for (i, row) in acc.iter().enumerate() {
+            let dst = c.add(i * rsc);
+            for (h, &v) in row.iter().enumerate() {
+                let p = dst.add(h * 8);
+                let mut r = _mm256_mul_ps(va, v);
+                if beta != 0.0 {
+                    r = _mm256_fmadd_ps(vb, _mm256_loadu_ps(p), r);
+                }
+                _mm256_storeu_ps(p, r);
+            }
+        }
+    } else {
+        let mut tile = [0.0f32; MR * NR];
+        for (i, row) in acc.iter().enumerate() {
+            _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR), row[0]);
+            _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR + 8), row[1]);
+        }
+        for i in 0..mr {
+            for j in 0..nr {
+                let p = c.add(i * rsc + j);
+                let v = alpha * tile[i * NR + j];
+                *p = if beta != 0.0 { v + beta * *p } else { v };
+            }
+        }
+    }
+}
+
+/// Where the kernel reads one sliver: `MR` rows of A (row `i`, step `p` at
+/// `ptr + i*rs + p*ks`) or `NR` columns of B (column `j`, step `p` at `ptr + j + p*ks`).
+#[derive(Clone, Copy)]
+struct Sliver {
+    ptr: *const f32,
+    rs: usize,
+    ks: usize,
+}
+
+/// Multiplies an A block by a B panel, given as sliver lists, into C.
+///
+/// # Safety
+/// As [`kernel`], for every micro-tile of the block.
+#[allow(clippy::too_many_arguments)]
+unsafe fn macro_kernel(
+    mc: usize,
+    nc: usize,
+    kc: usize,
+    a: &[Sliver],
+    b: &[Sliver],
+    c: *mut f32,
+    rsc: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    for (sj, &bs) in b.iter().enumerate() {
+        let jr = sj * NR;
+        let nr = NR.min(nc - jr);
+        for (si, &as_) in a.iter().enumerate() {
+            let ir = si * MR;
+            let mr = MR.min(mc - ir);
+            kernel(kc, as_, bs, c.add(ir * rsc + jr), rsc, alpha, beta, mr, nr);
+        }
+    }
+}
+
+/// Row blocks of C for one slab: at most `MC` rows each, their count a multiple of the
+/// thread count so that threads get equal work.
+fn row_blocks(m: usize, threads: usize) -> Vec<(usize, usize)> {
+    let mut count = m.div_ceil(MC).max(1);
+    if threads > 1 {
+        count = count.div_ceil(threads) * threads;
+    }
+    let size = m.div_ceil(count).div_ceil(MR) * MR;
+    (0..m)
+        .step_by(size.max(MR))
+        .map(|i0| (i0, size.min(m - i0)))
+        .collect()
+}
+
+/// Operands up to this many elements are read in place when their layout allows:
+/// they sit in L2, and packing them would cost more than it saves.
+const DIRECT_MAX: usize = 64 * 1024;
+
+/// The A slivers of an `mc x kc` block: read in place when A has a unit stride and is
+/// small, else packed into `buf`. A partial last sliver is always packed (zero rows).
+fn a_slivers(a: Strided, mc: usize, kc: usize, direct: bool, buf: &mut [f32]) -> Vec<Sliver> {
+    let count = mc.div_ceil(MR);
+    if direct {
+        let full = mc / MR;
+        let mut v: Vec<Sliver> = (0..full)
+            .map(|s| Sliver {
+                // SAFETY: row s*MR lies inside the block.
+                ptr: unsafe { a.ptr.add(s * MR * a.rs) },
+                rs: a.rs,
+                ks: a.cs,
+            })
+            .collect();
+        if full < count {
+            let tail = Strided {
+                // SAFETY: row full*MR lies inside the block.
+                ptr: unsafe { a.ptr.add(full * MR * a.rs) },
+                ..a
+            };
+            pack_a(tail, mc - full * MR, kc, &mut buf[..MR * kc]);
+            v.push(Sliver {
+                ptr: buf.as_ptr(),
+                rs: 1,
+                ks: MR,
+            });
+        }
+        return v;
+    }
+    pack_a(a, mc, kc, &mut buf[..count * MR * kc]);
+    (0..count)
+        .map(|s| Sliver {
+            ptr: buf[s * MR * kc..].as_ptr(),
+            rs: 1,
+            ks: MR,
+        })
+        .collect()
+}
+
+/// The B slivers of a `kc x nc` panel, as [`a_slivers`] (in place needs unit column stride).
+fn b_slivers(b: Strided, kc: usize, nc: usize, direct: bool, buf: &mut [f32]) -> Vec<Sliver> {
+    let count = nc.div_ceil(NR);
+    if direct {
+        let full = nc / NR;
+        let mut v: Vec<Sliver> = (0..full)
+            .map(|s| Sliver {
+                // SAFETY: column s*NR lies inside the panel.
+                ptr: unsafe { b.ptr.add(s * NR) },
+                rs: 1,
+                ks: b.rs,
+            })
+            .collect();
+        if full < count {
+            let tail = Strided {
+                // SAFETY: column full*NR lies inside the panel.
+                ptr: unsafe { b.ptr.add(full * NR) },
+                ..b
+            };
+            pack_b(tail, kc, nc - full * NR, &mut buf[..NR * kc]);
+            v.push(Sliver {
+                ptr: buf.as_ptr(),
+                rs: 1,
+                ks: NR,
+            });
+        }
+        return v;
+    }
+    pack_b(b, kc, nc, &mut buf[..count * NR * kc]);
+    (0..count)
+        .map(|s| Sliver {
+            ptr: buf[s * NR * kc..].as_ptr(),
+            rs: 1,
+            ks: NR,
+        })
+        .collect()
+}
+
+/// `C = alpha * A * B + beta * C` with C row-major (`rsc` elements between rows).
+///
+/// # Safety
+/// [`available`] must be true; `a` must address an `m x k` and `b` a `k x n` matrix
+/// through their strides, `c` an `m x n` matrix with row stride `rsc`, not overlapping
+/// either; `m, n, k > 0`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Strided,
+    b: Strided,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+    threads: usize,
+) {
+    let c = OutPtr(c);
+    // Small operands with a unit stride are read where they are.
+    let a_direct = m * k <= DIRECT_MAX && a.cs == 1;
+    let b_direct = k * n <= DIRECT_MAX && b.cs == 1;
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            let beta_eff = if pc == 0 { beta } else { 1.0 };
+            let b_panel = Strided {
+                ptr: b.ptr.add(pc * b.rs + jc * b.cs),
+                ..b
+            };
+            with_buffer(&PACK_B, nc.div_ceil(NR) * NR * kc, |bbuf| {
+                let bsl = b_slivers(b_panel, kc, nc, b_direct, bbuf);
+                let bsl = SliverList(&bsl);
+                let block = |&(i0, mc): &(usize, usize)| {
+                    let (a, c, bsl) = (a, c, bsl); // capture the Send + Sync wrappers whole
+                    let a_block = Strided {
+                        ptr: a.ptr.add(i0 * a.rs + pc * a.cs),
+                        ..a
+                    };
+                    with_buffer(&PACK_A, mc.div_ceil(MR) * MR * kc, |abuf| {
+                        let asl = a_slivers(a_block, mc, kc, a_direct, abuf);
+                        macro_kernel(
+                            mc,
+                            nc,
+                            kc,
+                            &asl,
+                            bsl.0,
+                            c.0.add(i0 * rsc + jc),
+                            rsc,
+                            alpha,
+                            beta_eff,
+                        );
+                    });
+                };
+                let blocks = row_blocks(m, threads);
+                if threads > 1 && blocks.len() > 1 {
+                    blocks.par_iter().for_each(block);
+                } else {
+                    blocks.iter().for_each(block);
+                }
+            });
+        }
+    }
+}
+
+/// Sliver descriptors shared by the threads of one slab.
+#[derive(Clone, Copy)]
+struct SliverList<'a>(&'a [Sliver]);
+// SAFETY: the slivers point into read-only data that outlives the parallel section.
+unsafe impl Send for SliverList<'_> {}
+unsafe impl Sync for SliverList<'_> {}
+
+/// Runs `f` on a thread-local scratch buffer of `len` elements (a fresh one if this
+/// thread's buffer is already in use further up its stack, as when a rayon worker picks
+/// up another product while waiting).
+fn with_buffer<R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
