@@ -266,7 +266,6 @@ pub(crate) unsafe fn gemm_into(
     };
     let c = OutPtr(c);
     let run = |threads: usize| {
-        let c = c; // capture the Send wrapper whole
         #[cfg(target_arch = "x86_64")]
         if own {
             use crate::gemm_avx2::{sgemm, Strided};
@@ -283,7 +282,7 @@ pub(crate) unsafe fn gemm_into(
             // SAFETY: the kernel is available (checked above); `check` proved that every
             // element A and B reach lies in their slices; C is a writable row-major
             // m x n buffer (the caller's contract); m, n, k > 0.
-            unsafe { sgemm(m, n, k, alpha, sa, sb, beta, c.0, n, threads) };
+            unsafe { sgemm(m, n, k, alpha, sa, sb, beta, c.get(), n, threads) };
             return;
         }
         let _ = own;
@@ -299,7 +298,7 @@ pub(crate) unsafe fn gemm_into(
                 m,
                 n,
                 k,
-                c.0,
+                c.get(),
                 1,
                 n as isize,
                 beta != 0.0,
@@ -332,6 +331,13 @@ struct OutPtr(*mut f32);
 // SAFETY: writers touch disjoint parts of the buffer, which outlives the parallel section.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer (a method, so closures capture the whole Send wrapper).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 impl Tensor {
     /// Matrix product with `torch.matmul` semantics: 1-D operands are promoted to a row
@@ -413,7 +419,6 @@ impl Tensor {
         let base = OutPtr(out.as_mut_ptr());
         let (da, db) = (a.storage(), b.storage());
         let product = |i: usize, threads: usize| -> Result<()> {
-            let base = base;
             let (oa, ob) = offs[i];
             // SAFETY: entry i owns elements i*m*n .. (i+1)*m*n of the buffer's capacity.
             unsafe {
@@ -423,7 +428,7 @@ impl Tensor {
                     mat(da, oa, m, k, ars, acs),
                     mat(db, ob, k, n, brs, bcs),
                     0.0,
-                    base.0.add(i * m * n),
+                    base.get().add(i * m * n),
                     m * n,
                     threads,
                 )
