@@ -1,35 +1,37 @@
 #!/usr/bin/env python3
-"""Markdown table of the median over rounds of each figure, tessera beside PyTorch.
+"""Markdown table of tessera beside PyTorch from the JSON lines of compare.sh.
 
-Reads the JSON lines written by compare.sh (one object per figure and round, with an
-"impl" key). Rounds where another process used more than 0.3 CPU per wall second are
-left out, as WORKLOADS.md asks.
+Each figure was measured once per round for each program, the two runs back to back.
+The table gives the median over rounds of each program's figure and the median over
+rounds of the per-round ratio tessera / PyTorch (pairing runs made seconds apart cancels
+most of the drift of a shared machine). Runs where another process used more than
+0.3 CPU per wall second are left out, as WORKLOADS.md asks.
 """
 import json
 import statistics
 import sys
 from collections import defaultdict
 
-rows = defaultdict(lambda: defaultdict(list))
+runs = defaultdict(lambda: {"tessera": [], "torch": []})
 dropped = 0
 with open(sys.argv[1]) as f:
     for line in f:
         r = json.loads(line)
-        others = r.get("others_cpu_per_wall")
-        if others is not None and others > 0.3:
-            dropped += 1
-            continue
         key = (r["workload"], r.get("variant", ""), r["threads"], r["figure"])
-        rows[key][r["impl"]].append(r["median"])
+        others = r.get("others_cpu_per_wall")
+        ok = others is None or others <= 0.3
+        dropped += not ok
+        runs[key][r["impl"]].append(r["median"] if ok else None)
 
-print("| workload | variant | threads | figure | tessera | PyTorch | ratio |")
+print("| workload | variant | threads | figure | tessera | PyTorch | tessera / PyTorch |")
 print("|---|---|---:|---|---:|---:|---:|")
-for (w, v, t, fig), impls in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][2])):
-    a = statistics.median(impls["tessera"]) if impls.get("tessera") else None
-    b = statistics.median(impls["torch"]) if impls.get("torch") else None
-    ratio = f"{a / b:.2f}" if a and b else "-"
-    fa = f"{a:.1f}" if a else "-"
-    fb = f"{b:.1f}" if b else "-"
+for (w, v, t, fig), impls in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][2])):
+    pairs = [(a, b) for a, b in zip(impls["tessera"], impls["torch"]) if a and b]
+    a = [x for x in impls["tessera"] if x]
+    b = [x for x in impls["torch"] if x]
+    fa = f"{statistics.median(a):.1f}" if a else "-"
+    fb = f"{statistics.median(b):.1f}" if b else "-"
+    ratio = f"{statistics.median(x / y for x, y in pairs):.2f}" if pairs else "-"
     print(f"| {w} | {v} | {t} | {fig} | {fa} | {fb} | {ratio} |")
 if dropped:
-    print(f"\n{dropped} figure(s) left out: another process used > 0.3 CPU per wall second.")
+    print(f"\n{dropped} run(s) left out: another process used > 0.3 CPU per wall second.")

@@ -15,8 +15,6 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
 /// Rows of the micro-tile.
 const MR: usize = 6;
 /// Columns of the micro-tile (two 8-lane vectors).
@@ -237,20 +235,6 @@ unsafe fn macro_kernel(
     }
 }
 
-/// Row blocks of C for one slab: at most `MC` rows each, their count a multiple of the
-/// thread count so that threads get equal work.
-fn row_blocks(m: usize, threads: usize) -> Vec<(usize, usize)> {
-    let mut count = m.div_ceil(MC).max(1);
-    if threads > 1 {
-        count = count.div_ceil(threads) * threads;
-    }
-    let size = m.div_ceil(count).div_ceil(MR) * MR;
-    (0..m)
-        .step_by(size.max(MR))
-        .map(|i0| (i0, size.min(m - i0)))
-        .collect()
-}
-
 /// Operands up to this many elements are read in place when their layout allows:
 /// they sit in L2, and packing them would cost more than it saves.
 const DIRECT_MAX: usize = 64 * 1024;
@@ -334,6 +318,10 @@ fn b_slivers(b: Strided, kc: usize, nc: usize, direct: bool, buf: &mut [f32]) ->
 
 /// `C = alpha * A * B + beta * C` with C row-major (`rsc` elements between rows).
 ///
+/// With several threads, C is cut into `threads` bands along its longer side (whole
+/// micro-tiles each) and every band is an independent product: no barrier, no shared
+/// buffer; each thread packs what its band reads.
+///
 /// # Safety
 /// [`available`] must be true; `a` must address an `m x k` and `b` a `k x n` matrix
 /// through their strides, `c` an `m x n` matrix with row stride `rsc`, not overlapping
@@ -351,7 +339,57 @@ pub(crate) unsafe fn sgemm(
     rsc: usize,
     threads: usize,
 ) {
-    let c = OutPtr(c);
+    let by_rows = m >= n;
+    let (len, unit) = if by_rows { (m, MR) } else { (n, NR) };
+    let tasks = threads.min(len.div_ceil(unit)).max(1);
+    if tasks == 1 {
+        return sgemm_serial(m, n, k, alpha, a, b, beta, c, rsc);
+    }
+    let band = len.div_ceil(tasks).div_ceil(unit) * unit;
+    let out = OutPtr(c);
+    crate::parallel::run_split(tasks, |t| {
+        let (a, b, out) = (a, b, out); // capture the Send + Sync wrappers whole
+        let lo = t * band;
+        if lo >= len {
+            return;
+        }
+        let size = band.min(len - lo);
+        // SAFETY: each band is a disjoint part of C and an in-bounds part of A or B.
+        unsafe {
+            if by_rows {
+                let a_band = Strided {
+                    ptr: a.ptr.add(lo * a.rs),
+                    ..a
+                };
+                sgemm_serial(size, n, k, alpha, a_band, b, beta, out.0.add(lo * rsc), rsc);
+            } else {
+                let b_band = Strided {
+                    ptr: b.ptr.add(lo * b.cs),
+                    ..b
+                };
+                sgemm_serial(m, size, k, alpha, a, b_band, beta, out.0.add(lo), rsc);
+            }
+        }
+    });
+}
+
+/// The product on the calling thread: slabs of depth `KC`, B panels of `NC` columns,
+/// A blocks of `MC` rows.
+///
+/// # Safety
+/// As [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_serial(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Strided,
+    b: Strided,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+) {
     // Small operands with a unit stride are read where they are.
     let a_direct = m * k <= DIRECT_MAX && a.cs == 1;
     let b_direct = k * n <= DIRECT_MAX && b.cs == 1;
@@ -366,9 +404,8 @@ pub(crate) unsafe fn sgemm(
             };
             with_buffer(&PACK_B, nc.div_ceil(NR) * NR * kc, |bbuf| {
                 let bsl = b_slivers(b_panel, kc, nc, b_direct, bbuf);
-                let bsl = SliverList(&bsl);
-                let block = |&(i0, mc): &(usize, usize)| {
-                    let (a, c, bsl) = (a, c, bsl); // capture the Send + Sync wrappers whole
+                for i0 in (0..m).step_by(MC) {
+                    let mc = MC.min(m - i0);
                     let a_block = Strided {
                         ptr: a.ptr.add(i0 * a.rs + pc * a.cs),
                         ..a
@@ -380,35 +417,21 @@ pub(crate) unsafe fn sgemm(
                             nc,
                             kc,
                             &asl,
-                            bsl.0,
-                            c.0.add(i0 * rsc + jc),
+                            &bsl,
+                            c.add(i0 * rsc + jc),
                             rsc,
                             alpha,
                             beta_eff,
                         );
                     });
-                };
-                let blocks = row_blocks(m, threads);
-                if threads > 1 && blocks.len() > 1 {
-                    blocks.par_iter().for_each(block);
-                } else {
-                    blocks.iter().for_each(block);
                 }
             });
         }
     }
 }
 
-/// Sliver descriptors shared by the threads of one slab.
-#[derive(Clone, Copy)]
-struct SliverList<'a>(&'a [Sliver]);
-// SAFETY: the slivers point into read-only data that outlives the parallel section.
-unsafe impl Send for SliverList<'_> {}
-unsafe impl Sync for SliverList<'_> {}
-
 /// Runs `f` on a thread-local scratch buffer of `len` elements (a fresh one if this
-/// thread's buffer is already in use further up its stack, as when a rayon worker picks
-/// up another product while waiting).
+/// thread's buffer is already in use further up its stack).
 fn with_buffer<R>(
     key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
     len: usize,

@@ -13,8 +13,6 @@
 //! and column strides; a transposed view is multiplied without a copy.
 //! `tensor/README.md` has the measurements behind this choice.
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
 use crate::parallel;
 use crate::shape::{broadcast_shape, broadcast_strides, Dims};
@@ -22,7 +20,7 @@ use crate::tensor::Tensor;
 
 /// Products with fewer multiply-adds than this run on one thread: splitting them costs
 /// more than it saves (measured: one thread wins below about 192³).
-const PARALLEL_MIN_MACS: usize = 192 * 192 * 192;
+const PARALLEL_MIN_MACS: usize = 96 * 96 * 96;
 
 /// Products with more multiply-adds than this use the crate's own kernel when the CPU
 /// has AVX2 and FMA (the `gemm` crate is faster below).
@@ -258,54 +256,66 @@ pub(crate) unsafe fn gemm_into(
         1
     };
     let own = match kernel {
-        // Measured on an AVX2 machine (tensor/README.md): the gemm crate's kernels are
-        // ahead on small products, the crate's own packed kernel on large ones.
-        GemmKernel::Auto => avx2_available() && m * n * k > OWN_KERNEL_MIN_MACS,
+        // Measured on an AVX2 machine (tensor/README.md): on one thread the gemm crate's
+        // kernels are ahead on products up to 512³, the crate's own kernel beyond; on
+        // two threads, bands of the gemm crate's kernels are ahead at every size.
+        GemmKernel::Auto => avx2_available() && threads == 1 && m * n * k > OWN_KERNEL_MIN_MACS,
         GemmKernel::Avx2Fma => true,
         GemmKernel::Portable => false,
     };
     let c = OutPtr(c);
-    let run = |threads: usize| {
-        #[cfg(target_arch = "x86_64")]
-        if own {
-            use crate::gemm_avx2::{sgemm, Strided};
-            let sa = Strided {
-                ptr: a.data[a.offset..].as_ptr(),
-                rs: a.row_stride,
-                cs: a.col_stride,
-            };
-            let sb = Strided {
-                ptr: b.data[b.offset..].as_ptr(),
-                rs: b.row_stride,
-                cs: b.col_stride,
-            };
-            // SAFETY: the kernel is available (checked above); `check` proved that every
-            // element A and B reach lies in their slices; C is a writable row-major
-            // m x n buffer (the caller's contract); m, n, k > 0.
-            unsafe { sgemm(m, n, k, alpha, sa, sb, beta, c.get(), n, threads) };
+    #[cfg(target_arch = "x86_64")]
+    if own {
+        use crate::gemm_avx2::{sgemm, Strided};
+        let sa = Strided {
+            ptr: a.data[a.offset..].as_ptr(),
+            rs: a.row_stride,
+            cs: a.col_stride,
+        };
+        let sb = Strided {
+            ptr: b.data[b.offset..].as_ptr(),
+            rs: b.row_stride,
+            cs: b.col_stride,
+        };
+        // SAFETY: the kernel is available (checked above); `check` proved that every
+        // element A and B reach lies in their slices; C is a writable row-major m x n
+        // buffer (the caller's contract); m, n, k > 0. The kernel splits its work over
+        // `threads` itself, sharing packed panels.
+        sgemm(m, n, k, alpha, sa, sb, beta, c.get(), n, threads);
+        return Ok(());
+    }
+    let _ = own;
+    // One band of C per thread, along its longer side (the shorter operand is then the
+    // one every thread reads whole).
+    let by_rows = m >= n;
+    let len = if by_rows { m } else { n };
+    let tasks = threads.min(len.div_ceil(16)).max(1);
+    parallel::run_split(tasks, |t| {
+        let (lo, hi) = (len * t / tasks, len * (t + 1) / tasks);
+        if lo == hi {
             return;
         }
-        let _ = own;
-        let par = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
+        let (rows, cols, a_off, b_off, c_off) = if by_rows {
+            (hi - lo, n, lo * a.row_stride, 0, lo * n)
         } else {
-            gemm::Parallelism::None
+            (m, hi - lo, 0, lo * b.col_stride, lo)
         };
-        // SAFETY: as above. The backend's `alpha` scales the destination and its `beta`
-        // the product.
+        // SAFETY: the band's rows (or columns) exist in A (or B) and C (`check` above);
+        // bands are disjoint. The backend's `alpha` scales the destination and its
+        // `beta` the product.
         unsafe {
             gemm::gemm(
-                m,
-                n,
+                rows,
+                cols,
                 k,
-                c.get(),
+                c.get().add(c_off),
                 1,
                 n as isize,
                 beta != 0.0,
-                a.data.as_ptr().add(a.offset),
+                a.data.as_ptr().add(a.offset + a_off),
                 a.col_stride as isize,
                 a.row_stride as isize,
-                b.data.as_ptr().add(b.offset),
+                b.data.as_ptr().add(b.offset + b_off),
                 b.col_stride as isize,
                 b.row_stride as isize,
                 beta,
@@ -313,15 +323,10 @@ pub(crate) unsafe fn gemm_into(
                 false,
                 false,
                 false,
-                par,
+                gemm::Parallelism::None,
             );
         }
-    };
-    if threads > 1 {
-        parallel::install(|pool| run(threads.min(pool)));
-    } else {
-        run(1);
-    }
+    });
     Ok(())
 }
 
@@ -436,17 +441,27 @@ impl Tensor {
         };
         if total > 0 {
             let small = m * n * k < PARALLEL_MIN_MACS;
-            if parallel::num_threads() == 1 || (nb == 1 && small) {
-                // Nothing to split: stay on the calling thread (no pool hand-off).
+            let threads = parallel::num_threads();
+            if threads == 1 || (nb == 1 && small) {
+                // Nothing to split: stay on the calling thread.
                 (0..nb).try_for_each(|i| product(i, 1))?;
-            } else {
-                parallel::install(|threads| -> Result<()> {
-                    if nb > 1 && small {
-                        (0..nb).into_par_iter().try_for_each(|i| product(i, 1))
-                    } else {
-                        (0..nb).try_for_each(|i| product(i, threads))
+            } else if nb > 1 && small {
+                // Many small products: each thread takes an equal run of them.
+                let tasks = threads.min(nb);
+                let failure = std::sync::Mutex::new(None);
+                parallel::run_split(tasks, |t| {
+                    let (lo, hi) = (nb * t / tasks, nb * (t + 1) / tasks);
+                    if let Err(e) = (lo..hi).try_for_each(|i| product(i, 1)) {
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert(e);
+                        }
                     }
-                })?;
+                });
+                if let Some(e) = failure.into_inner().ok().flatten() {
+                    return Err(e);
+                }
+            } else {
+                (0..nb).try_for_each(|i| product(i, threads))?;
             }
             // SAFETY: every product succeeded, so all `total` elements were written.
             unsafe { out.set_len(total) };

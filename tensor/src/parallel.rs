@@ -1,19 +1,195 @@
-//! The thread count used by the crate's parallel kernels (GEMM, batched matmul).
+//! The threads of the crate's parallel kernels (GEMM, batched matmul).
 //!
-//! Parallel work runs on a rayon pool owned by this crate, sized by
-//! [`set_num_threads`] (default: the number of CPUs, or `TESSERA_NUM_THREADS` when set),
-//! so a caller's own rayon pool is left alone.
+//! Work is cut into as many tasks as threads. The calling thread runs its own share and
+//! a small team of helper threads, one fewer than the thread count, runs the rest. After
+//! a task a helper keeps polling for the next one for a short while ([`SPIN`]) before it
+//! sleeps, as OpenMP runtimes do: in a training loop operations follow each other within
+//! microseconds, and waking a sleeping thread costs tens of microseconds, as much as a
+//! whole 256 x 256 product. The count is set by [`set_num_threads`] (default: the number
+//! of CPUs, or `TESSERA_NUM_THREADS` when set).
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::cell::UnsafeCell;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
 
-use rayon::ThreadPool;
+/// How long an idle helper polls for new work before it sleeps.
+const SPIN: Duration = Duration::from_micros(500);
 
-struct Pool {
-    threads: usize,
-    pool: Arc<ThreadPool>,
+/// The work a helper is handed: a task function and which task indices it runs.
+#[derive(Clone, Copy)]
+struct Job {
+    f: *const (dyn Fn(usize) + Sync),
+    first: usize,
+    step: usize,
+    tasks: usize,
 }
 
-static POOL: OnceLock<RwLock<Pool>> = OnceLock::new();
+/// One helper's mailbox.
+struct Slot {
+    /// Incremented by the caller when it posts a job.
+    posted: AtomicUsize,
+    /// Set to `posted` by the helper when the job is done.
+    done: AtomicUsize,
+    /// Whether the job panicked.
+    panicked: AtomicBool,
+    shutdown: AtomicBool,
+    job: UnsafeCell<Option<Job>>,
+}
+
+// SAFETY: `job` is written by the caller only while the helper is idle (before `posted`
+// is bumped, with release ordering) and read by the helper only after it saw the bump
+// (acquire); the function it points to is `Sync` and outlives the job (the caller waits
+// for `done`).
+unsafe impl Send for Slot {}
+unsafe impl Sync for Slot {}
+
+struct Helper {
+    slot: Arc<Slot>,
+    thread: Thread,
+    handle: Option<JoinHandle<()>>,
+}
+
+struct Team {
+    threads: usize,
+    helpers: Vec<Helper>,
+    /// One caller at a time uses the helpers; others (and nested calls) run serially.
+    busy: Mutex<()>,
+}
+
+impl Drop for Team {
+    fn drop(&mut self) {
+        for h in &self.helpers {
+            h.slot.shutdown.store(true, Ordering::Release);
+            h.thread.unpark();
+        }
+        for h in &mut self.helpers {
+            if let Some(handle) = h.handle.take() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+fn helper_loop(slot: Arc<Slot>) {
+    let mut seen = 0usize;
+    loop {
+        let start = Instant::now();
+        let mut polls = 0u32;
+        loop {
+            if slot.shutdown.load(Ordering::Acquire) {
+                return;
+            }
+            if slot.posted.load(Ordering::Acquire) != seen {
+                break;
+            }
+            polls = polls.wrapping_add(1);
+            if polls % 64 == 0 && start.elapsed() > SPIN {
+                std::thread::park_timeout(Duration::from_millis(100));
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        seen = slot.posted.load(Ordering::Acquire);
+        // SAFETY: the caller wrote the job before bumping `posted` and keeps `f` alive
+        // until it sees `done == seen`.
+        let job = unsafe { (*slot.job.get()).expect("a posted job") };
+        let f = unsafe { &*job.f };
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            (job.first..job.tasks).step_by(job.step).for_each(f)
+        }));
+        if result.is_err() {
+            slot.panicked.store(true, Ordering::Release);
+        }
+        slot.done.store(seen, Ordering::Release);
+    }
+}
+
+impl Team {
+    fn new(threads: usize) -> Team {
+        let mut helpers = Vec::new();
+        for i in 1..threads {
+            let slot = Arc::new(Slot {
+                posted: AtomicUsize::new(0),
+                done: AtomicUsize::new(0),
+                panicked: AtomicBool::new(false),
+                shutdown: AtomicBool::new(false),
+                job: UnsafeCell::new(None),
+            });
+            let s = Arc::clone(&slot);
+            let spawned = std::thread::Builder::new()
+                .name(format!("tessera-{i}"))
+                .spawn(move || helper_loop(s));
+            match spawned {
+                Ok(handle) => helpers.push(Helper {
+                    slot,
+                    thread: handle.thread().clone(),
+                    handle: Some(handle),
+                }),
+                Err(_) => break, // fewer helpers than asked: still correct
+            }
+        }
+        Team {
+            threads: helpers.len() + 1,
+            helpers,
+            busy: Mutex::new(()),
+        }
+    }
+
+    fn run(&self, tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+        let guard = match self.busy.try_lock() {
+            Ok(g) if tasks > 1 && !self.helpers.is_empty() => g,
+            _ => return (0..tasks).for_each(f),
+        };
+        let step = self.helpers.len() + 1;
+        // SAFETY (lifetime): the helpers only use `f` until they mark the job done,
+        // and this function waits for that before returning, even if `f` panics here.
+        let f_static: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
+        let mut posted = Vec::with_capacity(self.helpers.len());
+        for (w, h) in self.helpers.iter().enumerate() {
+            if w + 1 >= tasks {
+                break;
+            }
+            // SAFETY: the helper is idle (its previous job is done), so it does not read
+            // the slot while it is written.
+            unsafe {
+                *h.slot.job.get() = Some(Job {
+                    f: f_static,
+                    first: w + 1,
+                    step,
+                    tasks,
+                });
+            }
+            let ticket = h.slot.posted.load(Ordering::Relaxed).wrapping_add(1);
+            h.slot.posted.store(ticket, Ordering::Release);
+            h.thread.unpark();
+            posted.push((h, ticket));
+        }
+        let own = catch_unwind(AssertUnwindSafe(|| (0..tasks).step_by(step).for_each(f)));
+        let mut helper_panicked = false;
+        for (h, ticket) in posted {
+            let mut polls = 0u32;
+            while h.slot.done.load(Ordering::Acquire) != ticket {
+                polls = polls.wrapping_add(1);
+                if polls % 1024 == 0 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            helper_panicked |= h.slot.panicked.swap(false, Ordering::AcqRel);
+        }
+        drop(guard);
+        if let Err(payload) = own {
+            resume_unwind(payload);
+        }
+        assert!(!helper_panicked, "a task panicked on a tessera helper thread");
+    }
+}
+
+static TEAM: OnceLock<RwLock<Arc<Team>>> = OnceLock::new();
 
 fn default_threads() -> usize {
     std::env::var("TESSERA_NUM_THREADS")
@@ -23,24 +199,19 @@ fn default_threads() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-fn build(threads: usize) -> Pool {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("tessera-{i}"))
-        .build()
-        .or_else(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
-        .expect("a one-thread pool can always be built");
-    Pool {
-        threads: pool.current_num_threads(),
-        pool: Arc::new(pool),
+fn team_lock() -> &'static RwLock<Arc<Team>> {
+    TEAM.get_or_init(|| RwLock::new(Arc::new(Team::new(default_threads()))))
+}
+
+fn team() -> Arc<Team> {
+    match team_lock().read() {
+        Ok(t) => Arc::clone(&t),
+        Err(poisoned) => Arc::clone(&poisoned.into_inner()),
     }
 }
 
-fn pool() -> &'static RwLock<Pool> {
-    POOL.get_or_init(|| RwLock::new(build(default_threads())))
-}
-
-/// Sets the number of threads the crate's kernels use (at least 1).
+/// Sets the number of threads the crate's kernels use (at least 1), the calling thread
+/// included.
 ///
 /// ```
 /// tessera_tensor::set_num_threads(1);
@@ -48,36 +219,24 @@ fn pool() -> &'static RwLock<Pool> {
 /// ```
 pub fn set_num_threads(threads: usize) {
     let threads = threads.max(1);
-    let lock = pool();
-    if lock.read().map(|p| p.threads == threads).unwrap_or(false) {
+    if team().threads == threads {
         return;
     }
-    let fresh = build(threads);
-    match lock.write() {
-        Ok(mut p) => *p = fresh,
+    let fresh = Arc::new(Team::new(threads));
+    match team_lock().write() {
+        Ok(mut t) => *t = fresh,
         Err(poisoned) => *poisoned.into_inner() = fresh,
     }
 }
 
 /// The number of threads the crate's kernels use.
 pub fn num_threads() -> usize {
-    match pool().read() {
-        Ok(p) => p.threads,
-        Err(poisoned) => poisoned.into_inner().threads,
-    }
+    team().threads
 }
 
-/// Runs `f` inside the crate's pool; returns the thread count along with the pool.
-pub(crate) fn install<R: Send>(f: impl FnOnce(usize) -> R + Send) -> R {
-    let (threads, pool) = match pool().read() {
-        Ok(p) => (p.threads, Arc::clone(&p.pool)),
-        Err(poisoned) => {
-            let p = poisoned.into_inner();
-            (p.threads, Arc::clone(&p.pool))
-        }
-    };
-    if threads == 1 {
-        return f(1);
-    }
-    pool.install(|| f(threads))
+/// Runs `f(0)`, ..., `f(tasks - 1)` in parallel: task 0 (and every `threads`-th after
+/// it) on the calling thread, the others on the helpers. Runs them all on the calling
+/// thread when the helpers are busy with another caller, or for a nested call.
+pub(crate) fn run_split(tasks: usize, f: impl Fn(usize) + Sync) {
+    team().run(tasks, &f);
 }

@@ -265,3 +265,51 @@ fn gemm_accumulates_with_alpha_and_beta() {
     )
     .is_err());
 }
+
+/// Every kernel this CPU can run, on shapes that cross its tile, slab and panel edges,
+/// with transposed and strided operands, on one and two threads.
+#[test]
+fn every_kernel_matches_triple_loop() {
+    use tessera_tensor::{gemm_with, GemmKernel};
+    let mut rng = Rng::seed(21);
+    let kernels: Vec<GemmKernel> = [GemmKernel::Avx2Fma, GemmKernel::Portable]
+        .into_iter()
+        .filter(|k| k.is_available())
+        .collect();
+    for &(m, k, n) in &[(1, 1, 1), (7, 5, 17), (13, 257, 33), (100, 600, 31), (6, 64, 2100)] {
+        let a = Tensor::rand(&[m, k], -1.0, 1.0, &mut rng).to_vec();
+        let b = Tensor::rand(&[k, n], -1.0, 1.0, &mut rng).to_vec();
+        let want = naive(&a, &b, m, k, n);
+        for (la, ta) in matrix_layouts(&a, m, k) {
+            for (lb, tb) in matrix_layouts(&b, k, n) {
+                let am = MatRef {
+                    data: ta.storage(),
+                    offset: ta.offset(),
+                    rows: m,
+                    cols: k,
+                    row_stride: ta.strides()[0],
+                    col_stride: ta.strides()[1],
+                };
+                let bm = MatRef {
+                    data: tb.storage(),
+                    offset: tb.offset(),
+                    rows: k,
+                    cols: n,
+                    row_stride: tb.strides()[0],
+                    col_stride: tb.strides()[1],
+                };
+                for &kernel in &kernels {
+                    for threads in [1, 2] {
+                        // C = 2·A·B - 1·C0 with C0 = ones: checks alpha, beta and accumulation over slabs.
+                        let mut c = vec![1.0f32; m * n];
+                        gemm_with(kernel, 2.0, am, bm, -1.0, &mut c, threads).unwrap();
+                        let got = Tensor::from_vec(c, &[m, n]).unwrap();
+                        let expect: Vec<f32> = want.iter().map(|w| 2.0 * w - 1.0).collect();
+                        let what = format!("{kernel:?} {threads}t {m}x{k}x{n} {la} * {lb}");
+                        assert_close(&got, &[m, n], &expect, 2e-5, &what);
+                    }
+                }
+            }
+        }
+    }
+}
