@@ -9,8 +9,8 @@
 //! issues twelve fused multiply-adds.
 //!
 //! Packing reads the operands through their row and column strides, so a transposed
-//! view costs nothing extra. Threads split the rows of C into balanced blocks that share
-//! the packed B panel.
+//! view costs nothing extra; small operands with a unit stride are not packed at all.
+//! The kernel runs on one thread; `matmul.rs` gives each thread its own band of C.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -45,12 +45,6 @@ pub(crate) struct Strided {
 // for the whole product.
 unsafe impl Send for Strided {}
 unsafe impl Sync for Strided {}
-
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: threads write disjoint row blocks of C.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
 
 thread_local! {
     static PACK_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -316,11 +310,8 @@ fn b_slivers(b: Strided, kc: usize, nc: usize, direct: bool, buf: &mut [f32]) ->
         .collect()
 }
 
-/// `C = alpha * A * B + beta * C` with C row-major (`rsc` elements between rows).
-///
-/// With several threads, C is cut into `threads` bands along its longer side (whole
-/// micro-tiles each) and every band is an independent product: no barrier, no shared
-/// buffer; each thread packs what its band reads.
+/// `C = alpha * A * B + beta * C` with C row-major (`rsc` elements between rows), on the
+/// calling thread: slabs of depth `KC`, B panels of `NC` columns, A blocks of `MC` rows.
 ///
 /// # Safety
 /// [`available`] must be true; `a` must address an `m x k` and `b` a `k x n` matrix
@@ -328,58 +319,6 @@ fn b_slivers(b: Strided, kc: usize, nc: usize, direct: bool, buf: &mut [f32]) ->
 /// either; `m, n, k > 0`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: Strided,
-    b: Strided,
-    beta: f32,
-    c: *mut f32,
-    rsc: usize,
-    threads: usize,
-) {
-    let by_rows = m >= n;
-    let (len, unit) = if by_rows { (m, MR) } else { (n, NR) };
-    let tasks = threads.min(len.div_ceil(unit)).max(1);
-    if tasks == 1 {
-        return sgemm_serial(m, n, k, alpha, a, b, beta, c, rsc);
-    }
-    let band = len.div_ceil(tasks).div_ceil(unit) * unit;
-    let out = OutPtr(c);
-    crate::parallel::run_split(tasks, |t| {
-        let (a, b, out) = (a, b, out); // capture the Send + Sync wrappers whole
-        let lo = t * band;
-        if lo >= len {
-            return;
-        }
-        let size = band.min(len - lo);
-        // SAFETY: each band is a disjoint part of C and an in-bounds part of A or B.
-        unsafe {
-            if by_rows {
-                let a_band = Strided {
-                    ptr: a.ptr.add(lo * a.rs),
-                    ..a
-                };
-                sgemm_serial(size, n, k, alpha, a_band, b, beta, out.0.add(lo * rsc), rsc);
-            } else {
-                let b_band = Strided {
-                    ptr: b.ptr.add(lo * b.cs),
-                    ..b
-                };
-                sgemm_serial(m, size, k, alpha, a, b_band, beta, out.0.add(lo), rsc);
-            }
-        }
-    });
-}
-
-/// The product on the calling thread: slabs of depth `KC`, B panels of `NC` columns,
-/// A blocks of `MC` rows.
-///
-/// # Safety
-/// As [`sgemm`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn sgemm_serial(
     m: usize,
     n: usize,
     k: usize,

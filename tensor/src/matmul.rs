@@ -1,17 +1,18 @@
 //! Matrix products: the crate's GEMM entry point and `Tensor::matmul`.
 //!
 //! [`gemm`] is the one function through which every product goes, so its backend can
-//! change without touching callers. Two kernels sit behind it, chosen at run time:
+//! change without touching callers. [`GemmKernel::Auto`] picks, at run time:
 //!
-//! - on x86-64 CPUs with AVX2 and FMA, the crate's own BLIS-style kernel
-//!   (`gemm_avx2.rs`: packed panels, a 6 x 16 micro-kernel);
-//! - everywhere else (and on request, [`GemmKernel::Portable`]), the `gemm` crate, built
-//!   with its `x86-v4` feature, which itself picks AVX-512, AVX2 or SSE on x86-64 and
-//!   NEON on aarch64.
+//! - for products above 512³ multiply-adds on x86-64 CPUs with AVX2 and FMA, the crate's
+//!   own BLIS-style kernel (`gemm_avx2.rs`: packed panels, a 6 x 16 micro-kernel);
+//! - otherwise the `gemm` crate, built with its `x86-v4` feature, which itself picks
+//!   AVX-512, AVX2 or SSE kernels on x86-64 and NEON on aarch64.
 //!
-//! So one binary is fast and correct on all of them. Operands are passed with their row
-//! and column strides; a transposed view is multiplied without a copy.
-//! `tensor/README.md` has the measurements behind this choice.
+//! So one binary is fast and correct on all of them. `matrixmultiply` is a third
+//! backend, on request. Operands are passed with their row and column strides; a
+//! transposed view is multiplied without a copy. With several threads, each thread
+//! computes its own band of C. `tensor/README.md` has the measurements behind these
+//! choices.
 
 use crate::error::{Error, Result};
 use crate::parallel;
@@ -22,9 +23,9 @@ use crate::tensor::Tensor;
 /// more than it saves (measured: one thread wins below about 192³).
 const PARALLEL_MIN_MACS: usize = 96 * 96 * 96;
 
-/// Products with more multiply-adds than this use the crate's own kernel when the CPU
-/// has AVX2 and FMA (the `gemm` crate is faster below).
-const OWN_KERNEL_MIN_MACS: usize = 512 * 512 * 512;
+/// Products with more multiply-adds than this go to the crate's own AVX2 kernel when the
+/// CPU has one, smaller ones to the gemm crate (the faster on each side, measured).
+const LARGE_MACS: usize = 512 * 512 * 512;
 
 /// A read-only strided matrix: element `(i, j)` is `data[offset + i*row_stride + j*col_stride]`.
 #[derive(Clone, Copy, Debug)]
@@ -105,17 +106,19 @@ pub enum GemmKernel {
     /// The fastest available on this CPU (what [`gemm`] and `matmul` use).
     #[default]
     Auto,
-    /// The crate's AVX2 + FMA kernel; an error on CPUs without those features.
+    /// The crate's own AVX2 + FMA kernel; an error on CPUs without those features.
     Avx2Fma,
-    /// The `gemm` crate, available on every target.
-    Portable,
+    /// The `gemm` crate (run-time selected AVX-512, AVX2, SSE or NEON kernels).
+    Gemm,
+    /// The `matrixmultiply` crate (run-time selected AVX-512, AVX2+FMA, SSE or NEON kernels).
+    MatrixMultiply,
 }
 
 impl GemmKernel {
     /// Whether this kernel can run on this CPU.
     pub fn is_available(self) -> bool {
         match self {
-            GemmKernel::Auto | GemmKernel::Portable => true,
+            GemmKernel::Auto | GemmKernel::Gemm | GemmKernel::MatrixMultiply => true,
             GemmKernel::Avx2Fma => avx2_available(),
         }
     }
@@ -163,7 +166,7 @@ pub fn gemm(
 /// let a = [1., 2., 3., 4.];
 /// let mut c = [0.0f32; 4];
 /// let m = MatRef::row_major(&a, 2, 2)?;
-/// gemm_with(GemmKernel::Portable, 1.0, m, m, 0.0, &mut c, 1)?;
+/// gemm_with(GemmKernel::MatrixMultiply, 1.0, m, m, 0.0, &mut c, 1)?;
 /// assert_eq!(c, [7., 10., 15., 22.]);
 /// # Ok::<(), tessera_tensor::Error>(())
 /// ```
@@ -255,38 +258,15 @@ pub(crate) unsafe fn gemm_into(
     } else {
         1
     };
-    let own = match kernel {
-        // Measured on an AVX2 machine (tensor/README.md): on one thread the gemm crate's
-        // kernels are ahead on products up to 512³, the crate's own kernel beyond; on
-        // two threads, bands of the gemm crate's kernels are ahead at every size.
-        GemmKernel::Auto => avx2_available() && threads == 1 && m * n * k > OWN_KERNEL_MIN_MACS,
-        GemmKernel::Avx2Fma => true,
-        GemmKernel::Portable => false,
+    // Measured on an AVX2 machine (tensor/README.md): the gemm crate is ahead on
+    // products up to 512³, the crate's own kernel beyond (matrixmultiply trails both).
+    let backend = match kernel {
+        GemmKernel::Auto if m * n * k > LARGE_MACS && avx2_available() => GemmKernel::Avx2Fma,
+        GemmKernel::Auto => GemmKernel::Gemm,
+        chosen => chosen,
     };
+    // One band of C per thread, along its longer side, each an independent product.
     let c = OutPtr(c);
-    #[cfg(target_arch = "x86_64")]
-    if own {
-        use crate::gemm_avx2::{sgemm, Strided};
-        let sa = Strided {
-            ptr: a.data[a.offset..].as_ptr(),
-            rs: a.row_stride,
-            cs: a.col_stride,
-        };
-        let sb = Strided {
-            ptr: b.data[b.offset..].as_ptr(),
-            rs: b.row_stride,
-            cs: b.col_stride,
-        };
-        // SAFETY: the kernel is available (checked above); `check` proved that every
-        // element A and B reach lies in their slices; C is a writable row-major m x n
-        // buffer (the caller's contract); m, n, k > 0. The kernel splits its work over
-        // `threads` itself, sharing packed panels.
-        sgemm(m, n, k, alpha, sa, sb, beta, c.get(), n, threads);
-        return Ok(());
-    }
-    let _ = own;
-    // One band of C per thread, along its longer side (the shorter operand is then the
-    // one every thread reads whole).
     let by_rows = m >= n;
     let len = if by_rows { m } else { n };
     let tasks = threads.min(len.div_ceil(16)).max(1);
@@ -295,39 +275,101 @@ pub(crate) unsafe fn gemm_into(
         if lo == hi {
             return;
         }
-        let (rows, cols, a_off, b_off, c_off) = if by_rows {
-            (hi - lo, n, lo * a.row_stride, 0, lo * n)
+        let (a_band, b_band, c_off) = if by_rows {
+            let rows = MatRef {
+                offset: a.offset + lo * a.row_stride,
+                rows: hi - lo,
+                ..a
+            };
+            (rows, b, lo * n)
         } else {
-            (m, hi - lo, 0, lo * b.col_stride, lo)
+            let cols = MatRef {
+                offset: b.offset + lo * b.col_stride,
+                cols: hi - lo,
+                ..b
+            };
+            (a, cols, lo)
         };
-        // SAFETY: the band's rows (or columns) exist in A (or B) and C (`check` above);
-        // bands are disjoint. The backend's `alpha` scales the destination and its
-        // `beta` the product.
-        unsafe {
-            gemm::gemm(
-                rows,
-                cols,
-                k,
-                c.get().add(c_off),
-                1,
-                n as isize,
-                beta != 0.0,
-                a.data.as_ptr().add(a.offset + a_off),
-                a.col_stride as isize,
-                a.row_stride as isize,
-                b.data.as_ptr().add(b.offset + b_off),
-                b.col_stride as isize,
-                b.row_stride as isize,
-                beta,
-                alpha,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        // SAFETY: the band lies inside A (or B), as `check` proved for the whole; bands
+        // of C are disjoint parts of the caller's buffer, which has row stride n.
+        unsafe { serial(backend, alpha, a_band, b_band, beta, c.get().add(c_off), n) }
     });
     Ok(())
+}
+
+/// One product on the calling thread with the chosen backend.
+///
+/// # Safety
+/// `a` and `b` must be in bounds (`MatRef::check`), non-empty and not aliased (no zero
+/// strides); `c` must address a writable `a.rows x b.cols` matrix with row stride `rsc`,
+/// initialised when `beta != 0`; an `Avx2Fma` backend must be available.
+unsafe fn serial(
+    backend: GemmKernel,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let pa = a.data.as_ptr().add(a.offset);
+    let pb = b.data.as_ptr().add(b.offset);
+    match backend {
+        #[cfg(target_arch = "x86_64")]
+        GemmKernel::Avx2Fma => {
+            use crate::gemm_avx2::{sgemm, Strided};
+            let sa = Strided {
+                ptr: pa,
+                rs: a.row_stride,
+                cs: a.col_stride,
+            };
+            let sb = Strided {
+                ptr: pb,
+                rs: b.row_stride,
+                cs: b.col_stride,
+            };
+            sgemm(m, n, k, alpha, sa, sb, beta, c, rsc);
+        }
+        GemmKernel::MatrixMultiply => matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            alpha,
+            pa,
+            a.row_stride as isize,
+            a.col_stride as isize,
+            pb,
+            b.row_stride as isize,
+            b.col_stride as isize,
+            beta,
+            c,
+            rsc as isize,
+            1,
+        ),
+        // The gemm crate's `alpha` scales the destination and its `beta` the product.
+        _ => gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            rsc as isize,
+            beta != 0.0,
+            pa,
+            a.col_stride as isize,
+            a.row_stride as isize,
+            pb,
+            b.col_stride as isize,
+            b.row_stride as isize,
+            beta,
+            alpha,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        ),
+    }
 }
 
 /// An output pointer that may cross to the worker threads (each writes its own part).

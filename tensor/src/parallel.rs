@@ -185,7 +185,10 @@ impl Team {
         if let Err(payload) = own {
             resume_unwind(payload);
         }
-        assert!(!helper_panicked, "a task panicked on a tessera helper thread");
+        assert!(
+            !helper_panicked,
+            "a task panicked on a tessera helper thread"
+        );
     }
 }
 

@@ -1,0 +1,88 @@
+//! `tessera bench` end to end: the JSON lines carry torch_bench.py's keys and sane
+//! figures, the table prints, and bad flags fail with one clear line.
+
+use std::process::Command;
+
+fn tessera(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("the tessera binary runs")
+}
+
+#[test]
+fn json_lines_have_torch_bench_keys() {
+    let out = tessera(&[
+        "bench",
+        "W1",
+        "--sizes",
+        "64,96",
+        "--threads",
+        "1",
+        "--json",
+        "--min-time",
+        "0",
+        "--steps",
+        "3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (line, n) in lines.iter().zip([64, 96]) {
+        for key in [
+            "workload", "variant", "threads", "figure", "median", "min", "max", "steps",
+        ] {
+            assert!(line.get(key).is_some(), "missing {key} in {line}");
+        }
+        assert_eq!(line["workload"], "W1");
+        assert_eq!(line["variant"], format!("n={n}"));
+        assert_eq!(line["threads"], 1);
+        assert_eq!(line["figure"], "GFLOP/s");
+        assert_eq!(line["steps"], 3);
+        let (min, med, max) = (
+            line["min"].as_f64().unwrap(),
+            line["median"].as_f64().unwrap(),
+            line["max"].as_f64().unwrap(),
+        );
+        assert!(0.0 < min && min <= med && med <= max, "{line}");
+    }
+}
+
+#[test]
+fn table_and_attention_shapes() {
+    let out = tessera(&[
+        "bench",
+        "W1b",
+        "--threads",
+        "2",
+        "--min-time",
+        "0",
+        "--steps",
+        "2",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("[256,64,64]x[256,64,64]"), "{text}");
+    assert!(text.contains("[256,64,32]x[256,32,64]"), "{text}");
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message() {
+    let out = tessera(&["bench", "W1", "--threads", "0"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: --threads must be at least 1"
+    );
+    let out = tessera(&["bench", "W9"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("W9"));
+}
