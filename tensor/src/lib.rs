@@ -10,7 +10,7 @@
 //! - Reductions over any axes (`sum`, `mean`, `max`, `min`, `var`, `argmax`), stable
 //!   `softmax` and `log_softmax`.
 //! - [`Tensor::matmul`] with `torch.matmul` semantics on a fast, threaded GEMM
-//!   ([`gemm`]) that takes transposed operands without copying.
+//!   ([`gemm()`]) that takes transposed operands without copying.
 //! - Index operations (`index_select`, `gather`, `scatter_add`, `index_add`, `concat`,
 //!   `stack`) with [`IndexTensor`]; im2col ([`Tensor::unfold2d`]) and col2im.
 //! - Seedable random tensors ([`Rng`]) and safetensors files ([`SafeTensorsFile`],

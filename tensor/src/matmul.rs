@@ -1,6 +1,6 @@
 //! Matrix products: the crate's GEMM entry point and `Tensor::matmul`.
 //!
-//! [`gemm`] is the one function through which every product goes, so its backend can
+//! [`gemm()`] is the one function through which every product goes, so its backend can
 //! change without touching callers. [`GemmKernel::Auto`] picks, at run time:
 //!
 //! - for products above 512³ multiply-adds on x86-64 CPUs with AVX2 and FMA, the crate's
@@ -103,7 +103,7 @@ impl<'a> MatRef<'a> {
 /// Which GEMM implementation [`gemm_with`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum GemmKernel {
-    /// The fastest available on this CPU (what [`gemm`] and `matmul` use).
+    /// The fastest available on this CPU (what [`gemm()`] and `matmul` use).
     #[default]
     Auto,
     /// The crate's own AVX2 + FMA kernel; an error on CPUs without those features.
@@ -159,7 +159,7 @@ pub fn gemm(
     gemm_with(GemmKernel::Auto, alpha, a, b, beta, c, threads)
 }
 
-/// [`gemm`] with a chosen implementation, for comparing kernels.
+/// [`gemm()`] with a chosen implementation, for comparing kernels.
 ///
 /// ```
 /// use tessera_tensor::{gemm_with, GemmKernel, MatRef};
