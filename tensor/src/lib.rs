@@ -47,6 +47,7 @@ mod random;
 mod reduce;
 mod shape;
 mod tensor;
+mod vmath;
 
 pub use conv::Window2d;
 pub use elementwise::{gelu_erf_scalar, gelu_tanh_scalar, sigmoid_scalar};

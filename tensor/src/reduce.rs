@@ -317,7 +317,7 @@ impl Tensor {
         self.along_axis(axis, "softmax", |row| {
             let m = row.iter().copied().fold(f32::NEG_INFINITY, max_nan);
             for v in row.iter_mut() {
-                *v = (*v - m).exp();
+                *v = crate::vmath::exp(*v - m);
             }
             let s = sum_slice(row);
             for v in row.iter_mut() {
@@ -330,7 +330,7 @@ impl Tensor {
     pub fn log_softmax(&self, axis: impl Dim) -> Result<Tensor> {
         self.along_axis(axis, "log_softmax", |row| {
             let m = row.iter().copied().fold(f32::NEG_INFINITY, max_nan);
-            let s: f32 = row.iter().map(|&v| (v - m).exp()).sum();
+            let s: f32 = row.iter().map(|&v| crate::vmath::exp(v - m)).sum();
             // (x - m) - log s, not x - (m + log s): the latter loses the small term
             // next to a large m.
             let log_s = s.ln();
