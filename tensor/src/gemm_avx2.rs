@@ -51,41 +51,28 @@ thread_local! {
     static PACK_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Packs rows `0..mc`, depth `0..kc` of `a` into `MR`-row slivers: sliver `s`, step `p`
-/// holds `a[s*MR + i][p]` for `i < MR` (zero past `mc`).
-fn pack_a(a: Strided, mc: usize, kc: usize, out: &mut [f32]) {
-    for (s, sliver) in out.chunks_exact_mut(MR * kc).enumerate() {
-        let r0 = s * MR;
-        let rows = MR.min(mc - r0);
+/// Packs `lines` lines of depth `kc` into `W`-wide slivers: sliver `s`, step `p` holds
+/// `src(s*W + i, p)` for `i < W`, zero past `lines`. Element `(i, p)` of `src` is at
+/// `ptr + i*rs + p*cs`: for A the lines are rows; for B they are columns (B read as its
+/// transpose), so one routine packs both.
+fn pack<const W: usize>(src: Strided, lines: usize, kc: usize, out: &mut [f32]) {
+    for (s, sliver) in out.chunks_exact_mut(W * kc).enumerate() {
+        let l0 = s * W;
+        let width = W.min(lines - l0);
         for p in 0..kc {
-            let dst = &mut sliver[p * MR..(p + 1) * MR];
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = if i < rows {
-                    // SAFETY: (r0 + i, p) lies inside the block the caller described.
-                    unsafe { *a.ptr.add((r0 + i) * a.rs + p * a.cs) }
-                } else {
-                    0.0
-                };
-            }
-        }
-    }
-}
-
-/// Packs depth `0..kc`, columns `0..nc` of `b` into `NR`-column slivers.
-fn pack_b(b: Strided, kc: usize, nc: usize, out: &mut [f32]) {
-    for (s, sliver) in out.chunks_exact_mut(NR * kc).enumerate() {
-        let c0 = s * NR;
-        let cols = NR.min(nc - c0);
-        for p in 0..kc {
-            let dst = &mut sliver[p * NR..(p + 1) * NR];
-            // SAFETY: (p, c0 + j) lies inside the panel the caller described.
+            let dst = &mut sliver[p * W..(p + 1) * W];
+            // SAFETY: (l0 + i, p) for i < width lies inside the block the caller described.
             unsafe {
-                let row = b.ptr.add(p * b.rs + c0 * b.cs);
-                if b.cs == 1 && cols == NR {
-                    std::ptr::copy_nonoverlapping(row, dst.as_mut_ptr(), NR);
+                let first = src.ptr.add(l0 * src.rs + p * src.cs);
+                if src.rs == 1 && width == W {
+                    std::ptr::copy_nonoverlapping(first, dst.as_mut_ptr(), W);
                 } else {
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        *d = if j < cols { *row.add(j * b.cs) } else { 0.0 };
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        *d = if i < width {
+                            *first.add(i * src.rs)
+                        } else {
+                            0.0
+                        };
                     }
                 }
             }
@@ -233,81 +220,40 @@ unsafe fn macro_kernel(
 /// they sit in L2, and packing them would cost more than it saves.
 const DIRECT_MAX: usize = 64 * 1024;
 
-/// The A slivers of an `mc x kc` block: read in place when A has a unit stride and is
-/// small, else packed into `buf`. A partial last sliver is always packed (zero rows).
-fn a_slivers(a: Strided, mc: usize, kc: usize, direct: bool, buf: &mut [f32]) -> Vec<Sliver> {
-    let count = mc.div_ceil(MR);
-    if direct {
-        let full = mc / MR;
-        let mut v: Vec<Sliver> = (0..full)
-            .map(|s| Sliver {
-                // SAFETY: row s*MR lies inside the block.
-                ptr: unsafe { a.ptr.add(s * MR * a.rs) },
-                rs: a.rs,
-                ks: a.cs,
-            })
-            .collect();
-        if full < count {
-            let tail = Strided {
-                // SAFETY: row full*MR lies inside the block.
-                ptr: unsafe { a.ptr.add(full * MR * a.rs) },
-                ..a
-            };
-            pack_a(tail, mc - full * MR, kc, &mut buf[..MR * kc]);
-            v.push(Sliver {
-                ptr: buf.as_ptr(),
-                rs: 1,
-                ks: MR,
-            });
-        }
-        return v;
-    }
-    pack_a(a, mc, kc, &mut buf[..count * MR * kc]);
-    (0..count)
+/// The slivers of `lines` lines of depth `kc` (lines and layout as for [`pack`]): read
+/// in place when `direct`, else packed into `buf`. A partial last sliver is always
+/// packed, so the kernel never reads past the last line.
+fn slivers<const W: usize>(
+    src: Strided,
+    lines: usize,
+    kc: usize,
+    direct: bool,
+    buf: &mut [f32],
+) -> Vec<Sliver> {
+    let count = lines.div_ceil(W);
+    let full = if direct { lines / W } else { 0 };
+    let mut v: Vec<Sliver> = (0..full)
         .map(|s| Sliver {
-            ptr: buf[s * MR * kc..].as_ptr(),
-            rs: 1,
-            ks: MR,
+            // SAFETY: line s*W lies inside the block.
+            ptr: unsafe { src.ptr.add(s * W * src.rs) },
+            rs: src.rs,
+            ks: src.cs,
         })
-        .collect()
-}
-
-/// The B slivers of a `kc x nc` panel, as [`a_slivers`] (in place needs unit column stride).
-fn b_slivers(b: Strided, kc: usize, nc: usize, direct: bool, buf: &mut [f32]) -> Vec<Sliver> {
-    let count = nc.div_ceil(NR);
-    if direct {
-        let full = nc / NR;
-        let mut v: Vec<Sliver> = (0..full)
-            .map(|s| Sliver {
-                // SAFETY: column s*NR lies inside the panel.
-                ptr: unsafe { b.ptr.add(s * NR) },
-                rs: 1,
-                ks: b.rs,
-            })
-            .collect();
-        if full < count {
-            let tail = Strided {
-                // SAFETY: column full*NR lies inside the panel.
-                ptr: unsafe { b.ptr.add(full * NR) },
-                ..b
-            };
-            pack_b(tail, kc, nc - full * NR, &mut buf[..NR * kc]);
-            v.push(Sliver {
-                ptr: buf.as_ptr(),
-                rs: 1,
-                ks: NR,
-            });
-        }
-        return v;
-    }
-    pack_b(b, kc, nc, &mut buf[..count * NR * kc]);
-    (0..count)
-        .map(|s| Sliver {
-            ptr: buf[s * NR * kc..].as_ptr(),
-            rs: 1,
-            ks: NR,
-        })
-        .collect()
+        .collect();
+    let rest = Strided {
+        // SAFETY: line full*W lies inside the block (or is one past its end with no
+        // slivers left to pack).
+        ptr: src.ptr.wrapping_add(full * W * src.rs),
+        ..src
+    };
+    let packed = count - full;
+    pack::<W>(rest, lines - full * W, kc, &mut buf[..packed * W * kc]);
+    v.extend((0..packed).map(|s| Sliver {
+        ptr: buf[s * W * kc..].as_ptr(),
+        rs: 1,
+        ks: W,
+    }));
+    v
 }
 
 /// `C = alpha * A * B + beta * C` with C row-major (`rsc` elements between rows), on the
@@ -342,7 +288,13 @@ pub(crate) unsafe fn sgemm(
                 ..b
             };
             with_buffer(&PACK_B, nc.div_ceil(NR) * NR * kc, |bbuf| {
-                let bsl = b_slivers(b_panel, kc, nc, b_direct, bbuf);
+                // B is read as its transpose: its columns are the lines.
+                let b_lines = Strided {
+                    ptr: b_panel.ptr,
+                    rs: b_panel.cs,
+                    cs: b_panel.rs,
+                };
+                let bsl = slivers::<NR>(b_lines, nc, kc, b_direct, bbuf);
                 for i0 in (0..m).step_by(MC) {
                     let mc = MC.min(m - i0);
                     let a_block = Strided {
@@ -350,7 +302,7 @@ pub(crate) unsafe fn sgemm(
                         ..a
                     };
                     with_buffer(&PACK_A, mc.div_ceil(MR) * MR * kc, |abuf| {
-                        let asl = a_slivers(a_block, mc, kc, a_direct, abuf);
+                        let asl = slivers::<MR>(a_block, mc, kc, a_direct, abuf);
                         macro_kernel(
                             mc,
                             nc,
