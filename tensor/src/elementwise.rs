@@ -39,7 +39,7 @@ impl Tensor {
     /// assert_eq!(x.map(f32::sqrt).to_vec(), vec![1., 2., 3.]);
     /// # Ok::<(), tessera_tensor::Error>(())
     /// ```
-    pub fn map(&self, f: impl Fn(f32) -> f32) -> Tensor {
+    pub fn map(&self, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
         Tensor::from_contiguous(self.map_collect(f), self.shape())
     }
 
@@ -58,12 +58,16 @@ impl Tensor {
         &self,
         rhs: &Tensor,
         op: &'static str,
-        f: impl Fn(f32, f32) -> f32,
+        f: impl Fn(f32, f32) -> f32 + Sync,
     ) -> Result<Tensor> {
         let (sa, sb) = (self.shape(), rhs.shape());
         if sa == sb {
             if let (Some(a), Some(b)) = (self.as_slice(), rhs.as_slice()) {
-                let out: Vec<f32> = a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect();
+                let out = crate::parallel::fill(a.len(), |lo, chunk| {
+                    for ((d, &x), &y) in chunk.iter_mut().zip(&a[lo..]).zip(&b[lo..]) {
+                        *d = f(x, y);
+                    }
+                });
                 return Ok(Tensor::from_contiguous(out, sa));
             }
         }
@@ -133,13 +137,14 @@ impl Tensor {
     /// `f` on every element, through `slice_kernel` when the tensor is contiguous.
     fn map_kernel(
         &self,
-        f: impl Fn(f32) -> f32,
-        slice_kernel: fn(&[f32], &mut Vec<f32>),
+        f: impl Fn(f32) -> f32 + Sync,
+        slice_kernel: fn(&[f32], &mut [f32]),
     ) -> Tensor {
         match self.as_slice() {
             Some(src) => {
-                let mut out = Vec::with_capacity(src.len());
-                slice_kernel(src, &mut out);
+                let out = crate::parallel::fill(src.len(), |lo, chunk| {
+                    slice_kernel(&src[lo..lo + chunk.len()], chunk)
+                });
                 Tensor::from_contiguous(out, self.shape())
             }
             None => self.map(f),

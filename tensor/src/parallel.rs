@@ -243,3 +243,39 @@ pub fn num_threads() -> usize {
 pub(crate) fn run_split(tasks: usize, f: impl Fn(usize) + Sync) {
     team().run(tasks, &f);
 }
+
+/// Element-wise work below this many elements stays on the calling thread.
+pub(crate) const PAR_MIN_ELEMS: usize = 1 << 16;
+
+/// A vector of `n` elements whose chunks `fill(start, chunk)` computes, in parallel
+/// when `n` is large; `chunk` holds elements `start..start + chunk.len()`.
+pub(crate) fn fill(n: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0.0f32; n];
+    let threads = num_threads();
+    if n < PAR_MIN_ELEMS || threads == 1 {
+        fill(0, &mut out);
+        return out;
+    }
+    let tasks = threads.min(n / (PAR_MIN_ELEMS / 2)).max(1);
+    let base = SendPtr(out.as_mut_ptr());
+    run_split(tasks, |t| {
+        let (lo, hi) = (n * t / tasks, n * (t + 1) / tasks);
+        // SAFETY: tasks cover disjoint ranges of `out`, which outlives `run_split`.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(lo), hi - lo) };
+        fill(lo, chunk);
+    });
+    out
+}
+
+/// A pointer handed to the tasks of [`fill`] (each writes its own range).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint ranges of a buffer that outlives them.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}

@@ -279,13 +279,19 @@ impl Tensor {
     }
 
     /// `f` applied to every element, in row-major order.
-    pub(crate) fn map_collect(&self, f: impl Fn(f32) -> f32) -> Vec<f32> {
+    pub(crate) fn map_collect(&self, f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
         let n = self.numel();
-        let mut out = Vec::with_capacity(n);
         if let Some(s) = self.as_slice() {
-            out.extend(s.iter().map(|&x| f(x)));
-            return out;
+            if n >= crate::parallel::PAR_MIN_ELEMS {
+                return crate::parallel::fill(n, |lo, chunk| {
+                    for (d, &x) in chunk.iter_mut().zip(&s[lo..]) {
+                        *d = f(x);
+                    }
+                });
+            }
+            return s.iter().map(|&x| f(x)).collect();
         }
+        let mut out = Vec::with_capacity(n);
         let src: &[f32] = &self.storage;
         for_each_run(&self.shape, [&self.strides], [self.offset], |r| {
             extend_map1(&mut out, src, r.offsets[0], r.len, r.strides[0], &f)

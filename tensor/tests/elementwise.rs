@@ -149,3 +149,29 @@ fn sigmoid_is_finite_at_extremes() {
     // σ(-50) = e^-50 / (1 + e^-50) ≈ 1.9287498e-22
     assert!((y[1] / 1.928_749_8e-22 - 1.0).abs() < 1e-6);
 }
+
+#[test]
+fn large_tensors_split_across_threads_give_the_same_values() {
+    tessera_tensor::set_num_threads(2);
+    let n = 200_003; // above the parallel threshold, not a multiple of anything
+    let mut rng = tessera_tensor::Rng::seed(17);
+    let a = Tensor::rand(&[n], -5.0, 5.0, &mut rng);
+    let b = Tensor::rand(&[n], -5.0, 5.0, &mut rng);
+    let (va, vb) = (a.to_vec(), b.to_vec());
+    let sum: Vec<f32> = va.iter().zip(&vb).map(|(x, y)| x + y).collect();
+    assert_close(&a.add(&b).unwrap(), &[n], &sum, 0.0, "add");
+    let relu: Vec<f32> = va.iter().map(|x| x.max(0.0)).collect();
+    assert_close(&a.relu(), &[n], &relu, 0.0, "relu");
+    let tanh: Vec<f32> = va.iter().map(|x| x.tanh()).collect();
+    assert_close(&a.tanh(), &[n], &tanh, 2e-6, "tanh");
+    // The element at each chunk boundary is computed once and in place.
+    let idx: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let t = Tensor::from_vec(idx.clone(), &[n]).unwrap();
+    assert_close(
+        &t.add_scalar(1.0),
+        &[n],
+        &idx.iter().map(|x| x + 1.0).collect::<Vec<_>>(),
+        0.0,
+        "offsets",
+    );
+}
