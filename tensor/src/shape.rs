@@ -78,9 +78,11 @@ pub fn contiguous_strides(shape: &[usize]) -> Dims {
     strides
 }
 
-/// Number of elements of a shape (1 for the scalar shape `[]`).
+/// Number of elements of a shape (1 for the scalar shape `[]`); saturates at
+/// `usize::MAX` instead of overflowing, so an impossible shape is reported as a size
+/// mismatch rather than a panic.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().fold(1usize, |acc, &d| acc.saturating_mul(d))
 }
 
 /// The shape two shapes broadcast to under NumPy's rule: align from the right; each pair

@@ -76,6 +76,11 @@ impl Tensor {
     }
 
     /// A tensor filled with `value`.
+    ///
+    /// # Panics
+    /// Like `vec![value; n]`, when the element count cannot be allocated. The other
+    /// constructors that take only a shape (`zeros`, `ones`, `rand`, `randn`, `eye`) share
+    /// this: they allocate what they are asked for.
     pub fn full(shape: &[usize], value: f32) -> Tensor {
         Tensor::from_contiguous(vec![value; numel(shape)], shape)
     }
