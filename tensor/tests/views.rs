@@ -82,6 +82,9 @@ fn view_errors_name_the_problem() {
     assert_eq!(x.reshape_infer(&[-1, 2]).unwrap().shape(), &[3, 2]);
     assert!(x.reshape_infer(&[-1, -1]).is_err());
     assert_eq!(x.dims2().unwrap(), (2, 3));
+    // Shapes whose element count overflows are size mismatches, not panics.
+    assert!(Tensor::from_vec(vec![], &[usize::MAX, 2]).is_err());
+    assert!(x.reshape(&[usize::MAX, 3]).is_err());
     assert_eq!(
         x.dims3().unwrap_err().to_string(),
         "dims3: expected a tensor of rank 3, got shape [2, 3]"
