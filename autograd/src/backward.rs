@@ -1,0 +1,110 @@
+//! Every backward rule, in one place.
+//!
+//! `backward_rule(op, g, y)` receives the gradient `g = ∂L/∂y` of an operation's output
+//! `y` and returns `∂L/∂x` for each input `x`. Where an input was broadcast, its gradient
+//! is summed back to the input's shape ([`sum_to`]).
+
+use tessera_tensor::Tensor;
+
+use crate::ops::Op;
+use crate::var::Var;
+use crate::Result;
+
+/// Sums `grad` over the axes that broadcasting added or stretched, giving `shape`.
+pub(crate) fn sum_to(grad: Tensor, shape: &[usize]) -> Result<Tensor> {
+    if grad.shape() == shape {
+        return Ok(grad);
+    }
+    let lead = grad.rank() - shape.len();
+    let mut axes: Vec<usize> = (0..lead).collect();
+    for (i, &d) in shape.iter().enumerate() {
+        if d == 1 && grad.shape()[lead + i] != 1 {
+            axes.push(lead + i);
+        }
+    }
+    Ok(grad.sum(&axes, true)?.reshape(shape)?)
+}
+
+/// The gradients of `op`'s inputs, given the gradient `g` of its output `y`.
+pub(crate) fn backward_rule(op: &Op, g: &Tensor, y: &Tensor) -> Result<Vec<(Var, Tensor)>> {
+    use Op::*;
+    let one = |x: &Var, gx: Tensor| -> Result<Vec<(Var, Tensor)>> { Ok(vec![(x.clone(), gx)]) };
+    match op {
+        // y = a + b: ∂a = g, ∂b = g (each summed to its shape).
+        Add(a, b) => Ok(vec![
+            (a.clone(), sum_to(g.clone(), a.shape())?),
+            (b.clone(), sum_to(g.clone(), b.shape())?),
+        ]),
+        // y = a - b: ∂a = g, ∂b = -g.
+        Sub(a, b) => Ok(vec![
+            (a.clone(), sum_to(g.clone(), a.shape())?),
+            (b.clone(), sum_to(g.neg(), b.shape())?),
+        ]),
+        // y = a b: ∂a = g b, ∂b = g a.
+        Mul(a, b) => Ok(vec![
+            (a.clone(), sum_to(g.mul(b.value())?, a.shape())?),
+            (b.clone(), sum_to(g.mul(a.value())?, b.shape())?),
+        ]),
+        // y = a / b: ∂a = g / b, ∂b = -g a / b² = -g y / b.
+        Div(a, b) => Ok(vec![
+            (a.clone(), sum_to(g.div(b.value())?, a.shape())?),
+            (
+                b.clone(),
+                sum_to(g.mul(y)?.div(b.value())?.neg(), b.shape())?,
+            ),
+        ]),
+        Neg(a) => one(a, g.neg()),
+        AddScalar(a) => one(a, g.clone()),
+        MulScalar(a, s) => one(a, g.mul_scalar(*s)),
+        // y = x^p: ∂x = g p x^(p-1).
+        PowScalar(a, p) => one(a, g.mul(&a.value().powf(p - 1.0))?.mul_scalar(*p)),
+        // y = e^x: ∂x = g y.
+        Exp(a) => one(a, g.mul(y)?),
+        // y = ln x: ∂x = g / x.
+        Log(a) => one(a, g.div(a.value())?),
+        // y = √x: ∂x = g / (2 y).
+        Sqrt(a) => one(a, g.div(&y.mul_scalar(2.0))?),
+        // y = tanh x: ∂x = g (1 - y²).
+        Tanh(a) => one(a, g.mul(&y.sqr().neg().add_scalar(1.0))?),
+        // y = σ(x): ∂x = g y (1 - y).
+        Sigmoid(a) => one(a, g.mul(&y.mul(&y.neg().add_scalar(1.0))?)?),
+        // y = max(x, 0): ∂x = g where x > 0 (0 at the kink, as PyTorch).
+        Relu(a) => one(a, g.mul(&a.value().gt_scalar(0.0))?),
+        // y = a b: ∂a = g bᵀ, ∂b = aᵀ g (batch axes summed back where broadcast).
+        Matmul(a, b) => Ok(vec![
+            (a.clone(), sum_to(g.matmul(&b.value().t()?)?, a.shape())?),
+            (b.clone(), sum_to(a.value().t()?.matmul(g)?, b.shape())?),
+        ]),
+        // y = Σ_axes x: ∂x = g broadcast back over the summed axes.
+        Sum(a, axes, keepdim) => {
+            let mut g = g.clone();
+            if !keepdim {
+                for &ax in axes {
+                    g = g.unsqueeze(ax)?;
+                }
+            }
+            one(a, g.broadcast_to(a.shape())?.contiguous())
+        }
+        Reshape(a) => one(a, g.reshape(a.shape())?),
+        // y = permute(x, order): ∂x = permute(g, order⁻¹).
+        Permute(a, order) => {
+            let mut inverse = vec![0usize; order.len()];
+            for (i, &o) in order.iter().enumerate() {
+                inverse[o] = i;
+            }
+            one(a, g.permute(&inverse)?.contiguous())
+        }
+        // y = softmax(x): ∂x = y (g - Σ g y).
+        Softmax(a, ax) => {
+            let dot = g.mul(y)?.sum(&[*ax], true)?;
+            one(a, y.mul(&g.sub(&dot)?)?)
+        }
+        // y = log_softmax(x): ∂x = g - e^y Σ g.
+        LogSoftmax(a, ax) => {
+            let total = g.sum(&[*ax], true)?;
+            one(a, g.sub(&y.exp().mul(&total)?)?)
+        }
+        // y = x[indices] along an axis: ∂x = zeros with g added at the indices.
+        IndexSelect(a, ax, indices) => one(a, Tensor::zeros(a.shape()).index_add(*ax, indices, g)?),
+    }
+}

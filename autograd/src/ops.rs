@@ -1,0 +1,219 @@
+//! The differentiable operations: each computes its value with tessera-tensor and records
+//! an [`Op`] that `backward.rs` knows how to differentiate.
+
+use tessera_tensor::{Dim, Tensor};
+
+use crate::var::Var;
+use crate::Result;
+
+/// How a value was computed: the operation and what its backward rule needs.
+pub(crate) enum Op {
+    Add(Var, Var),
+    Sub(Var, Var),
+    Mul(Var, Var),
+    Div(Var, Var),
+    Neg(Var),
+    AddScalar(Var),
+    MulScalar(Var, f32),
+    PowScalar(Var, f32),
+    Exp(Var),
+    Log(Var),
+    Sqrt(Var),
+    Tanh(Var),
+    Sigmoid(Var),
+    Relu(Var),
+    Matmul(Var, Var),
+    Sum(Var, Vec<usize>, bool),
+    Reshape(Var),
+    Permute(Var, Vec<usize>),
+    Softmax(Var, usize),
+    LogSoftmax(Var, usize),
+    IndexSelect(Var, usize, Vec<usize>),
+}
+
+impl Op {
+    /// The values this operation read.
+    pub(crate) fn inputs(&self) -> Vec<&Var> {
+        use Op::*;
+        match self {
+            Add(a, b) | Sub(a, b) | Mul(a, b) | Div(a, b) | Matmul(a, b) => vec![a, b],
+            Neg(a)
+            | AddScalar(a)
+            | MulScalar(a, _)
+            | PowScalar(a, _)
+            | Exp(a)
+            | Log(a)
+            | Sqrt(a)
+            | Tanh(a)
+            | Sigmoid(a)
+            | Relu(a)
+            | Sum(a, _, _)
+            | Reshape(a)
+            | Permute(a, _)
+            | Softmax(a, _)
+            | LogSoftmax(a, _)
+            | IndexSelect(a, _, _) => {
+                vec![a]
+            }
+        }
+    }
+}
+
+fn axes_of<D: Dim>(x: &Tensor, axes: &[D], op: &'static str) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(axes.len());
+    for &a in axes {
+        out.push(a.to_axis(x.rank(), op)?);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+macro_rules! binary {
+    ($($(#[$doc:meta])* $name:ident => $variant:ident;)*) => {
+        impl Var {$(
+            $(#[$doc])*
+            pub fn $name(&self, rhs: &Var) -> Result<Var> {
+                let value = self.value().$name(rhs.value())?;
+                Ok(Var::from_op(value, Op::$variant(self.clone(), rhs.clone())))
+            }
+        )*}
+    };
+}
+
+binary! {
+    /// `a + b` with broadcasting.
+    add => Add;
+    /// `a - b` with broadcasting.
+    sub => Sub;
+    /// `a * b` with broadcasting.
+    mul => Mul;
+    /// `a / b` with broadcasting.
+    div => Div;
+    /// Matrix product (rank ≥ 2 operands, broadcast batch axes), as `Tensor::matmul`.
+    matmul => Matmul;
+}
+
+macro_rules! unary {
+    ($($(#[$doc:meta])* $name:ident => $variant:ident;)*) => {
+        impl Var {$(
+            $(#[$doc])*
+            pub fn $name(&self) -> Var {
+                Var::from_op(self.value().$name(), Op::$variant(self.clone()))
+            }
+        )*}
+    };
+}
+
+unary! {
+    /// `-x`.
+    neg => Neg;
+    /// `e^x`.
+    exp => Exp;
+    /// Natural logarithm.
+    log => Log;
+    /// Square root.
+    sqrt => Sqrt;
+    /// Hyperbolic tangent.
+    tanh => Tanh;
+    /// Logistic sigmoid.
+    sigmoid => Sigmoid;
+    /// `max(x, 0)`.
+    relu => Relu;
+}
+
+impl Var {
+    /// `x + s`.
+    pub fn add_scalar(&self, s: f32) -> Var {
+        Var::from_op(self.value().add_scalar(s), Op::AddScalar(self.clone()))
+    }
+
+    /// `x · s`.
+    pub fn mul_scalar(&self, s: f32) -> Var {
+        Var::from_op(self.value().mul_scalar(s), Op::MulScalar(self.clone(), s))
+    }
+
+    /// `x^p`.
+    pub fn powf(&self, p: f32) -> Var {
+        Var::from_op(self.value().powf(p), Op::PowScalar(self.clone(), p))
+    }
+
+    /// `x²`.
+    pub fn sqr(&self) -> Var {
+        self.powf(2.0)
+    }
+
+    /// Sum over `axes`.
+    pub fn sum<D: Dim>(&self, axes: &[D], keepdim: bool) -> Result<Var> {
+        let value = self.value().sum(axes, keepdim)?;
+        let axes = axes_of(self.value(), axes, "sum")?;
+        Ok(Var::from_op(value, Op::Sum(self.clone(), axes, keepdim)))
+    }
+
+    /// Sum of all elements (a rank-0 value).
+    pub fn sum_all(&self) -> Var {
+        let axes: Vec<usize> = (0..self.value().rank()).collect();
+        Var::from_op(self.value().sum_all(), Op::Sum(self.clone(), axes, false))
+    }
+
+    /// Mean over `axes`.
+    pub fn mean<D: Dim>(&self, axes: &[D], keepdim: bool) -> Result<Var> {
+        let axes_r = axes_of(self.value(), axes, "mean")?;
+        let n: usize = axes_r.iter().map(|&a| self.shape()[a]).product();
+        Ok(self.sum(axes, keepdim)?.mul_scalar(1.0 / n as f32))
+    }
+
+    /// Mean of all elements (a rank-0 value).
+    pub fn mean_all(&self) -> Var {
+        let n = self.value().numel() as f32;
+        self.sum_all().mul_scalar(1.0 / n)
+    }
+
+    /// The same elements with another shape.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Var> {
+        let value = self.value().reshape(shape)?;
+        Ok(Var::from_op(value, Op::Reshape(self.clone())))
+    }
+
+    /// Reorders the axes.
+    pub fn permute<D: Dim>(&self, order: &[D]) -> Result<Var> {
+        let value = self.value().permute(order)?;
+        let order = order
+            .iter()
+            .map(|&d| d.to_axis(self.value().rank(), "permute"))
+            .collect::<tessera_tensor::Result<Vec<_>>>()?;
+        Ok(Var::from_op(value, Op::Permute(self.clone(), order)))
+    }
+
+    /// Swaps two axes.
+    pub fn transpose<D: Dim>(&self, a: D, b: D) -> Result<Var> {
+        let rank = self.value().rank();
+        let (a, b) = (a.to_axis(rank, "transpose")?, b.to_axis(rank, "transpose")?);
+        let mut order: Vec<usize> = (0..rank).collect();
+        order.swap(a, b);
+        self.permute(&order)
+    }
+
+    /// Softmax along `axis`.
+    pub fn softmax<D: Dim>(&self, axis: D) -> Result<Var> {
+        let ax = axis.to_axis(self.value().rank(), "softmax")?;
+        let value = self.value().softmax(ax)?;
+        Ok(Var::from_op(value, Op::Softmax(self.clone(), ax)))
+    }
+
+    /// Log-softmax along `axis`.
+    pub fn log_softmax<D: Dim>(&self, axis: D) -> Result<Var> {
+        let ax = axis.to_axis(self.value().rank(), "log_softmax")?;
+        let value = self.value().log_softmax(ax)?;
+        Ok(Var::from_op(value, Op::LogSoftmax(self.clone(), ax)))
+    }
+
+    /// The entries `indices` along `axis` (an embedding lookup along axis 0).
+    pub fn index_select<D: Dim>(&self, axis: D, indices: &[usize]) -> Result<Var> {
+        let ax = axis.to_axis(self.value().rank(), "index_select")?;
+        let value = self.value().index_select(ax, indices)?;
+        Ok(Var::from_op(
+            value,
+            Op::IndexSelect(self.clone(), ax, indices.to_vec()),
+        ))
+    }
+}

@@ -1,0 +1,254 @@
+//! [`Var`]: a tensor that remembers how it was computed, and the reverse pass.
+
+use std::cell::Cell;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tessera_tensor::Tensor;
+
+use crate::backward::backward_rule;
+use crate::ops::Op;
+use crate::{Error, Result};
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Runs `f` without recording operations: results are constants, and nothing is kept for
+/// a backward pass (PyTorch's `torch.no_grad()`). Nested calls and panics restore the
+/// previous mode.
+///
+/// ```
+/// use tessera_autograd::{no_grad, Var};
+/// use tessera_tensor::Tensor;
+/// let w = Var::parameter(Tensor::ones(&[2]));
+/// let y = no_grad(|| w.mul_scalar(3.0));
+/// assert!(!y.requires_grad());
+/// ```
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GRAD_ENABLED.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(GRAD_ENABLED.with(|g| g.replace(false)));
+    f()
+}
+
+/// Whether operations are being recorded on this thread.
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+struct Node {
+    id: usize,
+    value: Tensor,
+    requires_grad: bool,
+    /// Created by the user (a parameter or an input), not by an operation.
+    is_leaf: bool,
+    /// How the value was computed; taken (freeing the graph) by `backward`.
+    op: Mutex<Option<Op>>,
+    /// Accumulated gradient of a leaf that requires one.
+    grad: Mutex<Option<Tensor>>,
+}
+
+/// A differentiable value: a [`Tensor`] plus, when it was computed from values that
+/// require gradients, the operation that made it.
+///
+/// Cloning is cheap (an `Arc`). `Var` is `Send + Sync`.
+///
+/// ```
+/// use tessera_autograd::Var;
+/// use tessera_tensor::Tensor;
+/// // y = Σ (w · x)², dy/dw = 2 (w · x) · x
+/// let w = Var::parameter(Tensor::from_vec(vec![1.0, 2.0], &[2])?);
+/// let x = Var::constant(Tensor::from_vec(vec![3.0, 4.0], &[2])?);
+/// let y = w.mul(&x)?.sqr().sum_all();
+/// y.backward()?;
+/// assert_eq!(w.grad().unwrap().to_vec(), vec![18.0, 64.0]);
+/// # Ok::<(), tessera_autograd::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Var(Arc<Node>);
+
+impl std::fmt::Debug for Var {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Var(shape {:?}, requires_grad {}, leaf {})",
+            self.shape(),
+            self.0.requires_grad,
+            self.0.is_leaf
+        )
+    }
+}
+
+impl Var {
+    fn new(value: Tensor, requires_grad: bool, is_leaf: bool, op: Option<Op>) -> Var {
+        Var(Arc::new(Node {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            value,
+            requires_grad,
+            is_leaf,
+            op: Mutex::new(op),
+            grad: Mutex::new(None),
+        }))
+    }
+
+    /// A leaf that requires a gradient (a trainable parameter).
+    pub fn parameter(value: Tensor) -> Var {
+        Var::new(value, true, true, None)
+    }
+
+    /// A leaf that needs no gradient (an input, a target, a mask).
+    pub fn constant(value: Tensor) -> Var {
+        Var::new(value, false, true, None)
+    }
+
+    /// The result of an operation on `inputs`: recorded when gradients are enabled and
+    /// some input requires one, a constant otherwise.
+    pub(crate) fn from_op(value: Tensor, op: Op) -> Var {
+        let track = is_grad_enabled() && op.inputs().iter().any(|v| v.requires_grad());
+        if track {
+            Var::new(value, true, false, Some(op))
+        } else {
+            Var::new(value, false, false, None)
+        }
+    }
+
+    /// The value.
+    pub fn value(&self) -> &Tensor {
+        &self.0.value
+    }
+
+    /// The shape of the value.
+    pub fn shape(&self) -> &[usize] {
+        self.0.value.shape()
+    }
+
+    /// Whether a gradient flows to this value.
+    pub fn requires_grad(&self) -> bool {
+        self.0.requires_grad
+    }
+
+    /// Whether the user created this value (rather than an operation).
+    pub fn is_leaf(&self) -> bool {
+        self.0.is_leaf
+    }
+
+    /// The gradient accumulated in this leaf by `backward` calls, if any.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.grad.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Forgets the accumulated gradient (gradients accumulate across `backward` calls
+    /// until zeroed, as in PyTorch).
+    pub fn zero_grad(&self) {
+        if let Ok(mut g) = self.0.grad.lock() {
+            *g = None;
+        }
+    }
+
+    /// The same value cut from the graph: a constant.
+    pub fn detach(&self) -> Var {
+        Var::constant(self.0.value.clone())
+    }
+
+    pub(crate) fn id(&self) -> usize {
+        self.0.id
+    }
+
+    /// Backpropagates from this scalar (one-element) value: fills the gradient of every
+    /// leaf that requires one, in one reverse topological pass, and frees the graph.
+    pub fn backward(&self) -> Result<()> {
+        if self.value().numel() != 1 {
+            return Err(Error::NotScalar {
+                shape: self.shape().to_vec(),
+            });
+        }
+        self.backward_with(Tensor::ones(self.shape()))
+    }
+
+    /// Backpropagates with a given gradient of this value (same shape).
+    pub fn backward_with(&self, grad: Tensor) -> Result<()> {
+        if grad.shape() != self.shape() {
+            return Err(Error::GradShape {
+                expected: self.shape().to_vec(),
+                got: grad.shape().to_vec(),
+            });
+        }
+        if !self.requires_grad() {
+            return Err(Error::NoGraph);
+        }
+        let order = self.topological_order()?;
+        let mut grads: HashMap<usize, Tensor> = HashMap::new();
+        grads.insert(self.id(), grad);
+        for var in order.iter().rev() {
+            let Some(g) = grads.remove(&var.id()) else {
+                continue;
+            };
+            if var.is_leaf() {
+                let mut slot = var.0.grad.lock().map_err(|_| Error::Poisoned)?;
+                *slot = Some(match slot.take() {
+                    Some(acc) => acc.add(&g)?,
+                    None => g,
+                });
+                continue;
+            }
+            let op = var
+                .0
+                .op
+                .lock()
+                .map_err(|_| Error::Poisoned)?
+                .take()
+                .ok_or(Error::GraphFreed)?;
+            for (input, gi) in backward_rule(&op, &g, var.value())? {
+                if !input.requires_grad() {
+                    continue;
+                }
+                let merged = match grads.remove(&input.id()) {
+                    Some(acc) => acc.add(&gi)?,
+                    None => gi,
+                };
+                grads.insert(input.id(), merged);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every value that requires a gradient and leads to `self`, inputs before outputs.
+    fn topological_order(&self) -> Result<Vec<Var>> {
+        let mut order = Vec::new();
+        let mut seen = HashSet::new();
+        // Iterative post-order DFS: (var, children pushed?).
+        let mut stack = vec![(self.clone(), false)];
+        while let Some((var, expanded)) = stack.pop() {
+            if expanded {
+                order.push(var);
+                continue;
+            }
+            if !seen.insert(var.id()) {
+                continue;
+            }
+            let inputs: Vec<Var> = {
+                let op = var.0.op.lock().map_err(|_| Error::Poisoned)?;
+                match op.as_ref() {
+                    Some(op) => op.inputs().into_iter().cloned().collect(),
+                    None if !var.is_leaf() => return Err(Error::GraphFreed),
+                    None => Vec::new(),
+                }
+            };
+            stack.push((var, true));
+            for input in inputs {
+                if input.requires_grad() && !seen.contains(&input.id()) {
+                    stack.push((input, false));
+                }
+            }
+        }
+        Ok(order)
+    }
+}
