@@ -106,5 +106,65 @@ pub(crate) fn backward_rule(op: &Op, g: &Tensor, y: &Tensor) -> Result<Vec<(Var,
         }
         // y = x[indices] along an axis: ∂x = zeros with g added at the indices.
         IndexSelect(a, ax, indices) => one(a, Tensor::zeros(a.shape()).index_add(*ax, indices, g)?),
+        // y = gather(x, index): ∂x = zeros with g added at the gathered positions.
+        Gather(a, ax, index) => one(a, Tensor::zeros(a.shape()).scatter_add(*ax, index, g)?),
+        // y = concat(parts): each part gets its slice of g.
+        Concat(parts, ax) => {
+            let mut start = 0;
+            let mut out = Vec::with_capacity(parts.len());
+            for p in parts {
+                let len = p.shape()[*ax];
+                out.push((p.clone(), g.narrow(*ax, start, len)?.contiguous()));
+                start += len;
+            }
+            Ok(out)
+        }
+        // y = x[start..start+len] along an axis: ∂x = g padded with zeros.
+        Narrow(a, ax, start) => {
+            let (len, size) = (g.shape()[*ax], a.shape()[*ax]);
+            let mut before = a.shape().to_vec();
+            before[*ax] = *start;
+            let mut after = a.shape().to_vec();
+            after[*ax] = size - start - len;
+            let (zb, za) = (Tensor::zeros(&before), Tensor::zeros(&after));
+            one(a, Tensor::concat(&[&zb, g, &za], *ax)?)
+        }
+        BroadcastTo(a) => one(a, sum_to(g.clone(), a.shape())?),
+        // y = m ? a : b: ∂a = g m, ∂b = g (1 - m) (each summed to its shape).
+        Where(mask, a, b) => {
+            let m = mask.ne_scalar(0.0);
+            Ok(vec![
+                (a.clone(), sum_to(g.mul(&m)?, a.shape())?),
+                (
+                    b.clone(),
+                    sum_to(g.mul(&m.neg().add_scalar(1.0))?, b.shape())?,
+                ),
+            ])
+        }
+        // y = x Φ(x): ∂x = g (Φ(x) + x φ(x)).
+        Gelu(a) => one(a, g.mul(&a.value().map(gelu_grad))?),
+        // y = x/2 (1 + tanh u), u = √(2/π)(x + 0.044715 x³):
+        // ∂x = g (½(1 + tanh u) + ½ x (1 - tanh² u) √(2/π)(1 + 3·0.044715 x²)).
+        GeluTanh(a) => one(a, g.mul(&a.value().map(gelu_tanh_grad))?),
+        // y = x · keep: ∂x = g · keep.
+        Dropout(a, keep) => one(a, g.mul(keep)?),
     }
+}
+
+fn gelu_grad(x: f32) -> f32 {
+    let x = x as f64;
+    let cdf = 0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2));
+    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    (cdf + x * pdf) as f32
+}
+
+fn gelu_tanh_grad(x: f32) -> f32 {
+    let x = x as f64;
+    let k = (2.0 / std::f64::consts::PI).sqrt();
+    let t = (k * (x + 0.044715 * x * x * x)).tanh();
+    (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x)) as f32
+}
+
+fn erf(z: f64) -> f64 {
+    libm::erf(z)
 }

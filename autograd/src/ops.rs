@@ -1,7 +1,7 @@
 //! The differentiable operations: each computes its value with tessera-tensor and records
 //! an [`Op`] that `backward.rs` knows how to differentiate.
 
-use tessera_tensor::{Dim, Tensor};
+use tessera_tensor::{Dim, IndexTensor, Rng, Tensor};
 
 use crate::var::Var;
 use crate::Result;
@@ -29,6 +29,15 @@ pub(crate) enum Op {
     Softmax(Var, usize),
     LogSoftmax(Var, usize),
     IndexSelect(Var, usize, Vec<usize>),
+    Gather(Var, usize, IndexTensor),
+    Concat(Vec<Var>, usize),
+    Narrow(Var, usize, usize),
+    BroadcastTo(Var),
+    Where(Tensor, Var, Var),
+    Gelu(Var),
+    GeluTanh(Var),
+    /// The 0/1 keep-mask already divided by `1 - p`.
+    Dropout(Var, Tensor),
 }
 
 impl Op {
@@ -52,9 +61,15 @@ impl Op {
             | Permute(a, _)
             | Softmax(a, _)
             | LogSoftmax(a, _)
-            | IndexSelect(a, _, _) => {
-                vec![a]
-            }
+            | IndexSelect(a, _, _)
+            | Gather(a, _, _)
+            | Narrow(a, _, _)
+            | BroadcastTo(a)
+            | Gelu(a)
+            | GeluTanh(a)
+            | Dropout(a, _) => vec![a],
+            Where(_, a, b) => vec![a, b],
+            Concat(parts, _) => parts.iter().collect(),
         }
     }
 }
@@ -111,6 +126,10 @@ unary! {
     exp => Exp;
     /// Natural logarithm.
     log => Log;
+    /// Exact GELU `x Φ(x)`.
+    gelu => Gelu;
+    /// GELU's tanh approximation.
+    gelu_tanh => GeluTanh;
     /// Square root.
     sqrt => Sqrt;
     /// Hyperbolic tangent.
@@ -215,5 +234,96 @@ impl Var {
             value,
             Op::IndexSelect(self.clone(), ax, indices.to_vec()),
         ))
+    }
+}
+
+impl Var {
+    /// `out[..][j][..] = x[..][index[..][j][..]][..]` along `axis` (`torch.gather`); the
+    /// gradient is a `scatter_add`.
+    pub fn gather<D: Dim>(&self, axis: D, index: &IndexTensor) -> Result<Var> {
+        let ax = axis.to_axis(self.value().rank(), "gather")?;
+        let value = self.value().gather(ax, index)?;
+        Ok(Var::from_op(
+            value,
+            Op::Gather(self.clone(), ax, index.clone()),
+        ))
+    }
+
+    /// Joins values along an existing axis.
+    pub fn concat<D: Dim>(parts: &[&Var], axis: D) -> Result<Var> {
+        let tensors: Vec<&Tensor> = parts.iter().map(|v| v.value()).collect();
+        let first = tensors.first().map_or(0, |t| t.rank());
+        let ax = axis.to_axis(first, "concat")?;
+        let value = Tensor::concat(&tensors, ax)?;
+        let owned = parts.iter().map(|&v| v.clone()).collect();
+        Ok(Var::from_op(value, Op::Concat(owned, ax)))
+    }
+
+    /// `len` entries of `axis` from `start`.
+    pub fn narrow<D: Dim>(&self, axis: D, start: usize, len: usize) -> Result<Var> {
+        let ax = axis.to_axis(self.value().rank(), "narrow")?;
+        let value = self.value().narrow(ax, start, len)?;
+        Ok(Var::from_op(value, Op::Narrow(self.clone(), ax, start)))
+    }
+
+    /// Inserts an axis of size 1.
+    pub fn unsqueeze<D: Dim>(&self, axis: D) -> Result<Var> {
+        let shape = self.value().unsqueeze(axis)?.shape().to_vec();
+        self.reshape(&shape)
+    }
+
+    /// Removes an axis of size 1.
+    pub fn squeeze<D: Dim>(&self, axis: D) -> Result<Var> {
+        let shape = self.value().squeeze(axis)?.shape().to_vec();
+        self.reshape(&shape)
+    }
+
+    /// Broadcasts to `shape` (NumPy rules); the gradient is summed back.
+    pub fn broadcast_to(&self, shape: &[usize]) -> Result<Var> {
+        let value = self.value().broadcast_to(shape)?.contiguous();
+        Ok(Var::from_op(value, Op::BroadcastTo(self.clone())))
+    }
+
+    /// `mask ? a : b` element by element, all three broadcast (`torch.where`); the mask
+    /// is a constant 0/1 tensor.
+    pub fn where_cond(mask: &Tensor, a: &Var, b: &Var) -> Result<Var> {
+        let value = Tensor::where_cond(mask, a.value(), b.value())?;
+        Ok(Var::from_op(
+            value,
+            Op::Where(mask.clone(), a.clone(), b.clone()),
+        ))
+    }
+
+    /// `value` where `mask` is non-zero, `self` elsewhere (attention masks).
+    pub fn masked_fill(&self, mask: &Tensor, value: f32) -> Result<Var> {
+        let fill = Var::constant(Tensor::scalar(value));
+        let out = Var::where_cond(mask, &fill, self)?;
+        if out.shape() != self.shape() {
+            return Err(tessera_tensor::Error::Broadcast {
+                op: "masked_fill",
+                lhs: mask.shape().into(),
+                rhs: self.shape().into(),
+            }
+            .into());
+        }
+        Ok(out)
+    }
+
+    /// Inverted dropout: in training, zeroes each element with probability `p` and scales
+    /// the others by `1 / (1 - p)`; the identity when `train` is false or `p` is 0.
+    pub fn dropout(&self, p: f32, train: bool, rng: &mut Rng) -> Result<Var> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(tessera_tensor::Error::Invalid {
+                op: "dropout",
+                msg: format!("probability {p} is outside [0, 1)"),
+            }
+            .into());
+        }
+        if !train || p == 0.0 {
+            return Ok(self.clone());
+        }
+        let keep = Tensor::bernoulli(self.shape(), 1.0 - p, rng)?.mul_scalar(1.0 / (1.0 - p));
+        let value = self.value().mul(&keep)?;
+        Ok(Var::from_op(value, Op::Dropout(self.clone(), keep)))
     }
 }

@@ -186,3 +186,66 @@ fn vars_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Var>();
 }
+
+#[test]
+fn gather_concat_narrow_and_broadcast() {
+    use tessera_tensor::IndexTensor;
+    let x = randn(&[3, 4], 20);
+    let idx = IndexTensor::new(vec![1, 3, 0, 0, 2, 2], &[3, 2]).unwrap();
+    check(|v| v[0].gather(1, &idx), vec![x.clone()]);
+    check(
+        |v| Var::concat(&[&v[0], &v[1]], 1),
+        vec![x.clone(), randn(&[3, 2], 21)],
+    );
+    check(|v| v[0].narrow(1, 1, 2), vec![x.clone()]);
+    check(|v| v[0].unsqueeze(0)?.squeeze(0), vec![x.clone()]);
+    check(|v| v[0].broadcast_to(&[2, 3, 4]), vec![randn(&[3, 1], 22)]);
+}
+
+#[test]
+fn where_masked_fill_gelu_and_dropout() {
+    let a = randn(&[2, 3], 23);
+    let b = randn(&[3], 24);
+    let mask = a.gt_scalar(0.0);
+    check(
+        |v| Var::where_cond(&mask, &v[0], &v[1]),
+        vec![a.clone(), b.clone()],
+    );
+    check(|v| v[0].masked_fill(&mask, -1e9), vec![a.clone()]);
+    check(|v| Ok(v[0].gelu()), vec![randn(&[7], 25)]);
+    check(|v| Ok(v[0].gelu_tanh()), vec![randn(&[7], 26)]);
+    // Dropout with a fixed mask (same seed each call): the gradient is the scaled mask.
+    check(
+        |v| v[0].dropout(0.3, true, &mut Rng::seed(5)),
+        vec![randn(&[4, 5], 27)],
+    );
+    let x = Var::parameter(Tensor::ones(&[1000]));
+    let y = x.dropout(0.25, true, &mut Rng::seed(1)).unwrap();
+    let kept = y.value().to_vec().iter().filter(|&&v| v != 0.0).count();
+    assert!((700..800).contains(&kept), "{kept}");
+    assert!(y
+        .value()
+        .to_vec()
+        .iter()
+        .all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
+    let eval = x.dropout(0.25, false, &mut Rng::seed(1)).unwrap();
+    assert_eq!(eval.value(), x.value());
+    assert!(x.dropout(1.0, true, &mut Rng::seed(1)).is_err());
+}
+
+#[test]
+fn layer_norm_as_a_composition() {
+    // (x - mean) / sqrt(var + eps) · γ + β over the last axis, as PyTorch's LayerNorm.
+    let ln = |v: &[Var]| -> tessera_autograd::Result<Var> {
+        let x = &v[0];
+        let mean = x.mean(&[-1], true)?;
+        let centred = x.sub(&mean)?;
+        let var = centred.sqr().mean(&[-1], true)?;
+        let norm = centred.div(&var.add_scalar(1e-5).sqrt())?;
+        norm.mul(&v[1])?.add(&v[2])
+    };
+    check(
+        ln,
+        vec![randn(&[3, 5], 28), randn(&[5], 29), randn(&[5], 30)],
+    );
+}
