@@ -33,7 +33,7 @@ mod ops;
 mod var;
 
 pub use gradcheck::{check_gradients, GradCheck};
-pub use var::{is_grad_enabled, no_grad, Var};
+pub use var::{is_grad_enabled, no_grad, Parameter, Var};
 
 /// Errors of the differentiation layer.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +54,14 @@ pub enum Error {
         /// The value's shape.
         expected: Vec<usize>,
         /// The gradient's shape.
+        got: Vec<usize>,
+    },
+    /// A new parameter value whose shape differs from the parameter's.
+    #[error("Parameter::set: new value of shape {got:?} for a parameter of shape {expected:?}")]
+    ValueShape {
+        /// The parameter's shape.
+        expected: Vec<usize>,
+        /// The new value's shape.
         got: Vec<usize>,
     },
     /// `backward` on a value that does not depend on anything requiring a gradient.

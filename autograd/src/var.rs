@@ -52,8 +52,9 @@ struct Node {
     is_leaf: bool,
     /// How the value was computed; taken (freeing the graph) by `backward`.
     op: Mutex<Option<Op>>,
-    /// Accumulated gradient of a leaf that requires one.
-    grad: Mutex<Option<Tensor>>,
+    /// Accumulated gradient of a leaf that requires one (shared by the successive
+    /// values of one [`Parameter`]).
+    grad: Arc<Mutex<Option<Tensor>>>,
 }
 
 /// A differentiable value: a [`Tensor`] plus, when it was computed from values that
@@ -89,13 +90,23 @@ impl std::fmt::Debug for Var {
 
 impl Var {
     fn new(value: Tensor, requires_grad: bool, is_leaf: bool, op: Option<Op>) -> Var {
+        Var::with_grad_slot(value, requires_grad, is_leaf, op, Arc::default())
+    }
+
+    fn with_grad_slot(
+        value: Tensor,
+        requires_grad: bool,
+        is_leaf: bool,
+        op: Option<Op>,
+        grad: Arc<Mutex<Option<Tensor>>>,
+    ) -> Var {
         Var(Arc::new(Node {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             value,
             requires_grad,
             is_leaf,
             op: Mutex::new(op),
-            grad: Mutex::new(None),
+            grad,
         }))
     }
 
@@ -250,5 +261,94 @@ impl Var {
             }
         }
         Ok(order)
+    }
+}
+
+/// A trainable value that an optimizer updates: a shared cell holding the current leaf
+/// [`Var`]. Layers keep clones of it and read [`Parameter::var`] in every forward pass;
+/// [`Parameter::set`] installs the next value. The gradient slot is kept across values,
+/// so gradients accumulate until [`Parameter::zero_grad`], as in PyTorch.
+///
+/// ```
+/// use tessera_autograd::Parameter;
+/// use tessera_tensor::Tensor;
+/// let p = Parameter::new(Tensor::from_vec(vec![1.0, 2.0], &[2])?);
+/// p.var().sqr().sum_all().backward()?;
+/// let g = p.grad().unwrap();                        // [2, 4]
+/// p.set(p.value().sub(&g.mul_scalar(0.5))?)?;       // one SGD step, lr 0.5
+/// assert_eq!(p.value().to_vec(), vec![0.0, 0.0]);
+/// # Ok::<(), tessera_autograd::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Parameter(Arc<Mutex<Var>>);
+
+impl std::fmt::Debug for Parameter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Parameter(shape {:?})", self.value().shape())
+    }
+}
+
+impl Parameter {
+    /// A parameter with an initial value.
+    pub fn new(value: Tensor) -> Parameter {
+        Parameter(Arc::new(Mutex::new(Var::parameter(value))))
+    }
+
+    fn current(&self) -> Var {
+        match self.0.lock() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The current value as a leaf of the graph, for a forward pass.
+    pub fn var(&self) -> Var {
+        self.current()
+    }
+
+    /// The current value.
+    pub fn value(&self) -> Tensor {
+        self.current().value().clone()
+    }
+
+    /// The accumulated gradient, if any.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.current().grad()
+    }
+
+    /// Forgets the accumulated gradient.
+    pub fn zero_grad(&self) {
+        self.current().zero_grad()
+    }
+
+    /// Replaces the accumulated gradient (gradient clipping, gradients from elsewhere).
+    pub fn set_grad(&self, grad: Tensor) -> Result<()> {
+        let var = self.current();
+        if grad.shape() != var.shape() {
+            return Err(Error::GradShape {
+                expected: var.shape().to_vec(),
+                got: grad.shape().to_vec(),
+            });
+        }
+        let mut slot = var.0.grad.lock().map_err(|_| Error::Poisoned)?;
+        *slot = Some(grad);
+        Ok(())
+    }
+
+    /// Installs a new value of the same shape (an optimizer step, a checkpoint load).
+    pub fn set(&self, value: Tensor) -> Result<()> {
+        let old = self.current();
+        if value.shape() != old.shape() {
+            return Err(Error::ValueShape {
+                expected: old.shape().to_vec(),
+                got: value.shape().to_vec(),
+            });
+        }
+        let fresh = Var::with_grad_slot(value, true, true, None, Arc::clone(&old.0.grad));
+        match self.0.lock() {
+            Ok(mut v) => *v = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
     }
 }

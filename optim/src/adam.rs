@@ -1,0 +1,191 @@
+//! Adam and AdamW.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tessera_tensor::Tensor;
+
+use crate::{gradients, Error, Optimizer, Parameter, Result};
+
+#[derive(Clone, Debug)]
+struct Moments {
+    step: u64,
+    m: Tensor,
+    v: Tensor,
+}
+
+/// Adam (Kingma and Ba, 2015) and, with decoupled weight decay, AdamW (Loshchilov and
+/// Hutter, 2019), as `torch.optim.Adam` / `AdamW` (single-tensor implementation), per
+/// parameter at step `t`:
+///
+/// ```text
+/// p ← p · (1 - lr·wd)                  (AdamW)      g ← g + wd·p   (Adam)
+/// m ← m + (1 - β1)(g - m)
+/// v ← β2·v + (1 - β2)·g·g
+/// p ← p - lr/(1 - β1^t) · m / (√v / √(1 - β2^t) + ε)
+/// ```
+///
+/// The bias corrections are computed in f64, as PyTorch does in Python.
+#[derive(Clone, Debug)]
+pub struct Adam {
+    lr: f64,
+    /// β1, β2.
+    pub betas: (f32, f32),
+    /// ε.
+    pub eps: f32,
+    /// Weight decay (L2 for Adam, decoupled for AdamW).
+    pub weight_decay: f32,
+    /// Decoupled weight decay (AdamW).
+    pub decoupled: bool,
+    state: HashMap<String, Moments>,
+}
+
+impl Adam {
+    /// Adam with PyTorch's defaults: betas (0.9, 0.999), eps 1e-8, no weight decay.
+    pub fn new(lr: f64) -> Adam {
+        Adam {
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+            state: HashMap::new(),
+        }
+    }
+
+    /// AdamW with PyTorch's defaults: betas (0.9, 0.999), eps 1e-8, weight decay 0.01.
+    pub fn adamw(lr: f64) -> Adam {
+        Adam {
+            weight_decay: 0.01,
+            decoupled: true,
+            ..Adam::new(lr)
+        }
+    }
+
+    /// The Transformer's settings: betas (0.9, 0.98), eps 1e-9 ("Attention Is All You
+    /// Need", section 5.3).
+    pub fn transformer(lr: f64) -> Adam {
+        Adam::new(lr).with_betas(0.9, 0.98).with_eps(1e-9)
+    }
+
+    /// Sets β1 and β2.
+    pub fn with_betas(mut self, beta1: f32, beta2: f32) -> Adam {
+        self.betas = (beta1, beta2);
+        self
+    }
+
+    /// Sets ε.
+    pub fn with_eps(mut self, eps: f32) -> Adam {
+        self.eps = eps;
+        self
+    }
+
+    /// Sets the weight decay.
+    pub fn with_weight_decay(mut self, weight_decay: f32) -> Adam {
+        self.weight_decay = weight_decay;
+        self
+    }
+}
+
+/// `m + w (x - m)` as PyTorch's `lerp` computes it for a weight below 0.5.
+fn lerp(m: &Tensor, x: &Tensor, w: f32) -> Result<Tensor> {
+    Ok(m.zip_map(x, "lerp", |a, b| {
+        if w < 0.5 {
+            a + w * (b - a)
+        } else {
+            b - (b - a) * (1.0 - w)
+        }
+    })?)
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self, params: &[(String, Parameter)]) -> Result<()> {
+        let grads = gradients(params, if self.decoupled { "AdamW" } else { "Adam" })?;
+        let (b1, b2) = self.betas;
+        let mut updates = Vec::with_capacity(grads.len());
+        for (name, p, g) in grads {
+            let mut value = p.value();
+            let g = if self.weight_decay != 0.0 && !self.decoupled {
+                g.add(&value.mul_scalar(self.weight_decay))?
+            } else {
+                g
+            };
+            if self.weight_decay != 0.0 && self.decoupled {
+                value = value.mul_scalar((1.0 - self.lr * self.weight_decay as f64) as f32);
+            }
+            let prev = self.state.get(&name);
+            let step = prev.map_or(0, |s| s.step) + 1;
+            let zeros = || Tensor::zeros(value.shape());
+            let m0 = prev.map_or_else(zeros, |s| s.m.clone());
+            let v0 = prev.map_or_else(zeros, |s| s.v.clone());
+            let m = lerp(&m0, &g, (1.0 - b1 as f64) as f32)?;
+            let scale = (1.0 - b2 as f64) as f32;
+            let v = v0
+                .mul_scalar(b2)
+                .zip_map(&g, "adam", |v, g| v + scale * g * g)?;
+            let bc1 = 1.0 - (b1 as f64).powi(step as i32);
+            let bc2 = 1.0 - (b2 as f64).powi(step as i32);
+            let step_size = (self.lr / bc1) as f32;
+            let bc2_sqrt = bc2.sqrt() as f32;
+            let denom = v.sqrt().div_scalar(bc2_sqrt).add_scalar(self.eps);
+            let new = value.add(&m.mul_scalar(-step_size).div(&denom)?)?;
+            updates.push((name, p, new, Moments { step, m, v }));
+        }
+        for (name, p, new, moments) in updates {
+            p.set(new)?;
+            self.state.insert(name, moments);
+        }
+        Ok(())
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn state(&self) -> BTreeMap<String, Tensor> {
+        let mut out = BTreeMap::new();
+        for (n, s) in &self.state {
+            out.insert(format!("{n}.step"), Tensor::scalar(s.step as f32));
+            out.insert(format!("{n}.exp_avg"), s.m.clone());
+            out.insert(format!("{n}.exp_avg_sq"), s.v.clone());
+        }
+        out
+    }
+
+    fn load_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()> {
+        let mut names: Vec<&str> = Vec::new();
+        for key in state.keys() {
+            let name = key
+                .strip_suffix(".step")
+                .or_else(|| key.strip_suffix(".exp_avg_sq"))
+                .or_else(|| key.strip_suffix(".exp_avg"))
+                .ok_or_else(|| Error::State(format!("unexpected Adam state entry {key:?}")))?;
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let mut loaded = HashMap::new();
+        for name in names {
+            let get = |suffix: &str| {
+                state
+                    .get(&format!("{name}.{suffix}"))
+                    .cloned()
+                    .ok_or_else(|| Error::State(format!("missing {name}.{suffix}")))
+            };
+            let step = get("step")?.to_scalar()? as u64;
+            loaded.insert(
+                name.to_string(),
+                Moments {
+                    step,
+                    m: get("exp_avg")?,
+                    v: get("exp_avg_sq")?,
+                },
+            );
+        }
+        self.state = loaded;
+        Ok(())
+    }
+}

@@ -1,0 +1,101 @@
+//! # tessera-optim
+//!
+//! Optimizers over named [`Parameter`]s with PyTorch's exact update order, so that a
+//! trajectory matches `torch.optim` step for step; learning-rate schedules as pure
+//! functions of the step; global-norm gradient clipping.
+//!
+//! ```
+//! use tessera_autograd::Parameter;
+//! use tessera_optim::{Adam, Optimizer};
+//! use tessera_tensor::Tensor;
+//! let w = Parameter::new(Tensor::from_vec(vec![1.0, -1.0], &[2])?);
+//! let params = vec![("w".to_string(), w.clone())];
+//! let mut opt = Adam::new(0.1);
+//! for _ in 0..3 {
+//!     w.zero_grad();
+//!     w.var().sqr().sum_all().backward()?;   // minimise Σ w²
+//!     opt.step(&params)?;
+//! }
+//! assert!(w.value().to_vec().iter().all(|v| v.abs() < 0.75));
+//! # Ok::<(), tessera_optim::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+mod adam;
+mod clip;
+pub mod schedule;
+mod sgd;
+
+use std::collections::BTreeMap;
+
+pub use adam::Adam;
+pub use clip::clip_grad_norm;
+pub use sgd::Sgd;
+pub use tessera_autograd::Parameter;
+use tessera_tensor::Tensor;
+
+/// Errors of the optimizers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Tensor(#[from] tessera_tensor::Error),
+    /// A parameter operation failed.
+    #[error(transparent)]
+    Autograd(#[from] tessera_autograd::Error),
+    /// A gradient or update that is not finite: the step is refused and no parameter
+    /// changes.
+    #[error("{what}: parameter {name:?} has a non-finite {which}; no parameter was changed")]
+    NonFinite {
+        /// The operation.
+        what: &'static str,
+        /// The parameter.
+        name: String,
+        /// "gradient" or "update".
+        which: &'static str,
+    },
+    /// Saved optimizer state that does not fit the parameters.
+    #[error("optimizer state: {0}")]
+    State(String),
+}
+
+/// `Result` with the crate's [`enum@Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// An optimizer over named parameters.
+pub trait Optimizer {
+    /// Updates every parameter that has a gradient. Parameters without one are skipped
+    /// (as PyTorch skips `grad is None`). Gradients are first checked: if any is not
+    /// finite, nothing changes and an error names the parameter.
+    fn step(&mut self, params: &[(String, Parameter)]) -> Result<()>;
+    /// The learning rate of the next step.
+    fn lr(&self) -> f64;
+    /// Sets the learning rate (what a schedule does before each step).
+    fn set_lr(&mut self, lr: f64);
+    /// The optimizer's state as named tensors (moments, step counts), for checkpoints.
+    fn state(&self) -> BTreeMap<String, Tensor>;
+    /// Restores a state saved by [`Optimizer::state`].
+    fn load_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()>;
+}
+
+/// The gradients of `params` that exist, checked finite, by name.
+pub(crate) fn gradients(
+    params: &[(String, Parameter)],
+    what: &'static str,
+) -> Result<Vec<(String, Parameter, Tensor)>> {
+    let mut out = Vec::with_capacity(params.len());
+    for (name, p) in params {
+        if let Some(g) = p.grad() {
+            if g.to_vec().iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite {
+                    what,
+                    name: name.clone(),
+                    which: "gradient",
+                });
+            }
+            out.push((name.clone(), p.clone(), g));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,155 @@
+//! 25 steps of each optimizer and schedule against PyTorch.
+//!
+//! The numbers come from `tests/fixtures/make_fixtures.py` (torch 2.15, CPU, f32,
+//! single-tensor optimizers): a [3, 4] parameter driven by the gradient `g = A ⊙ p + B`,
+//! its value after every step.
+
+use serde_json::Value;
+use tessera_optim::{clip_grad_norm, schedule, Adam, Optimizer, Parameter, Sgd};
+use tessera_tensor::Tensor;
+
+fn fixture() -> Value {
+    serde_json::from_str(include_str!("fixtures/trajectories.json")).expect("fixture is JSON")
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// Runs 25 steps and compares every step with PyTorch within 1e-5.
+fn follow(
+    run: &str,
+    mut opt: impl Optimizer,
+    lr_at: Option<&dyn Fn(u64) -> f64>,
+    clip: Option<f32>,
+) {
+    let f = fixture();
+    let shape = [3, 4];
+    let a = Tensor::from_vec(floats(&f["A"]), &shape).unwrap();
+    let b = Tensor::from_vec(floats(&f["B"]), &shape).unwrap();
+    let p = Parameter::new(Tensor::from_vec(floats(&f["p0"]), &shape).unwrap());
+    let params = vec![("w".to_string(), p.clone())];
+    let want = f["runs"][run].as_array().unwrap();
+    for (step, expected) in want.iter().enumerate() {
+        let step = step as u64 + 1;
+        if let Some(lr) = lr_at {
+            opt.set_lr(lr(step));
+        }
+        p.set_grad(a.mul(&p.value()).unwrap().add(&b).unwrap())
+            .unwrap();
+        if let Some(max) = clip {
+            clip_grad_norm(&params, max).unwrap();
+        }
+        opt.step(&params).unwrap();
+        let got = p.value().to_vec();
+        for (i, (&x, y)) in got.iter().zip(floats(expected)).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-5,
+                "{run}, step {step}, element {i}: {x} vs torch {y}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sgd_variants_follow_torch() {
+    follow("sgd_plain", Sgd::new(0.05), None, None);
+    follow(
+        "sgd_momentum_dampening",
+        Sgd::new(0.05).with_momentum(0.9).with_dampening(0.1),
+        None,
+        None,
+    );
+    follow(
+        "sgd_nesterov_wd",
+        Sgd::new(0.05)
+            .with_momentum(0.9)
+            .with_nesterov(true)
+            .with_weight_decay(1e-2),
+        None,
+        None,
+    );
+}
+
+#[test]
+fn adam_under_the_transformer_warmup_follows_torch() {
+    let lr = |s: u64| schedule::transformer(s, 64, 10);
+    follow("adam_warmup", Adam::transformer(1.0), Some(&lr), None);
+}
+
+#[test]
+fn adam_adamw_and_clipping_follow_torch() {
+    follow(
+        "adam_wd",
+        Adam::new(1e-2).with_weight_decay(1e-2),
+        None,
+        None,
+    );
+    follow(
+        "adamw",
+        Adam::adamw(1e-2).with_weight_decay(0.05),
+        None,
+        None,
+    );
+    follow("adam_clipped", Adam::new(1e-2), None, Some(0.5));
+}
+
+#[test]
+fn schedules_equal_torch_schedulers() {
+    let f = fixture();
+    let check = |name: &str, lr: &dyn Fn(u64) -> f64| {
+        for (k, want) in f["lrs"][name].as_array().unwrap().iter().enumerate() {
+            let want = want.as_f64().unwrap();
+            let got = lr(k as u64 + 1);
+            assert!(
+                (got - want).abs() <= 1e-9 * want.abs().max(1.0),
+                "{name} step {}: {got} vs {want}",
+                k + 1
+            );
+        }
+    };
+    check("step_decay", &|s| schedule::step_decay(s, 0.1, 5, 0.5));
+    check("warmup_cosine", &|s| {
+        schedule::warmup_cosine(s, 0.1, 0.2, 5, 20, 0.001)
+    });
+    check("transformer_warmup", &|s| schedule::transformer(s, 64, 10));
+}
+
+#[test]
+fn state_round_trips_and_resume_is_exact() {
+    // 10 steps, save the state, restore into a fresh optimizer, 10 more: equal to 20 straight.
+    let grad = |p: &Parameter| p.value().mul_scalar(0.3).add_scalar(0.1);
+    let run = |split: bool| {
+        let p = Parameter::new(Tensor::from_vec(vec![1.0, -2.0, 0.5], &[3]).unwrap());
+        let params = vec![("w".to_string(), p.clone())];
+        let mut opt = Adam::adamw(1e-2);
+        for i in 0..20 {
+            if split && i == 10 {
+                let saved = opt.state();
+                opt = Adam::adamw(1e-2);
+                opt.load_state(&saved).unwrap();
+            }
+            p.set_grad(grad(&p)).unwrap();
+            opt.step(&params).unwrap();
+        }
+        p.value().to_vec()
+    };
+    assert_eq!(run(true), run(false));
+}
+
+#[test]
+fn a_non_finite_gradient_changes_nothing() {
+    let p = Parameter::new(Tensor::ones(&[2]));
+    let q = Parameter::new(Tensor::ones(&[2]));
+    let params = vec![("p".to_string(), p.clone()), ("q".to_string(), q.clone())];
+    p.set_grad(Tensor::ones(&[2])).unwrap();
+    q.set_grad(Tensor::from_vec(vec![1.0, f32::NAN], &[2]).unwrap())
+        .unwrap();
+    let err = Sgd::new(0.1).step(&params).unwrap_err().to_string();
+    assert!(err.contains("\"q\"") && err.contains("non-finite"), "{err}");
+    assert_eq!(p.value().to_vec(), vec![1.0, 1.0]);
+}
