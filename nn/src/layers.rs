@@ -1,0 +1,227 @@
+//! Linear, Embedding, LayerNorm and Dropout, with PyTorch's layouts and names.
+
+use std::sync::Mutex;
+
+use tessera_tensor::{IndexTensor, Rng, Tensor};
+
+use crate::init::kaiming_uniform;
+use crate::{join, Error, Module, ModuleT, Parameter, Params, Result, Var};
+
+/// `y = x Wᵀ + b` (PyTorch's `nn.Linear`; weight `[out, in]`, parameters `weight`,
+/// `bias`).
+///
+/// # Shapes
+/// `[..., in] -> [..., out]`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// `[out, in]`.
+    pub weight: Parameter,
+    /// `[out]`, when present.
+    pub bias: Option<Parameter>,
+}
+
+impl Linear {
+    /// PyTorch's initialisation: weight and bias uniform in `±1/√in`.
+    pub fn new(input: usize, output: usize, bias: bool, rng: &mut Rng) -> Linear {
+        let weight = kaiming_uniform(&[output, input], 5f32.sqrt(), rng)
+            .expect("a [out, in] shape has fans");
+        let bound = 1.0 / (input.max(1) as f32).sqrt();
+        let bias = bias.then(|| Parameter::new(Tensor::rand(&[output], -bound, bound, rng)));
+        Linear {
+            weight: Parameter::new(weight),
+            bias,
+        }
+    }
+
+    /// A layer from given tensors (`weight [out, in]`, `bias [out]`).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
+        let (out, _) = weight.dims2()?;
+        if let Some(b) = &bias {
+            if b.shape() != [out] {
+                return Err(Error::Input {
+                    layer: "Linear",
+                    msg: format!("bias of shape {:?} for {out} outputs", b.shape()),
+                });
+            }
+        }
+        Ok(Linear {
+            weight: Parameter::new(weight),
+            bias: bias.map(Parameter::new),
+        })
+    }
+}
+
+impl Params for Linear {
+    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
+        out.push((join(prefix, "weight"), self.weight.clone()));
+        if let Some(b) = &self.bias {
+            out.push((join(prefix, "bias"), b.clone()));
+        }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        let w = self.weight.var();
+        let in_features = w.shape()[1];
+        if x.shape().last() != Some(&in_features) {
+            return Err(Error::Input {
+                layer: "Linear",
+                msg: format!("expected input [..., {in_features}], got {:?}", x.shape()),
+            });
+        }
+        // [..., in] as [rows, in] · [in, out].
+        let lead: Vec<usize> = x.shape()[..x.shape().len() - 1].to_vec();
+        let rows: usize = lead.iter().product();
+        let y = x
+            .reshape(&[rows, in_features])?
+            .matmul(&w.transpose(0, 1)?)?;
+        let y = match &self.bias {
+            Some(b) => y.add(&b.var())?,
+            None => y,
+        };
+        let mut shape = lead;
+        shape.push(w.shape()[0]);
+        Ok(y.reshape(&shape)?)
+    }
+}
+
+/// A lookup table (PyTorch's `nn.Embedding`, parameter `weight [num, dim]`), optionally
+/// with a padding index whose row starts at zero and receives no gradient.
+#[derive(Clone, Debug)]
+pub struct Embedding {
+    /// `[num_embeddings, dim]`.
+    pub weight: Parameter,
+    /// Row that padding tokens map to.
+    pub padding_idx: Option<usize>,
+}
+
+impl Embedding {
+    /// PyTorch's initialisation: `N(0, 1)`, the padding row zero.
+    pub fn new(
+        num: usize,
+        dim: usize,
+        padding_idx: Option<usize>,
+        rng: &mut Rng,
+    ) -> Result<Embedding> {
+        let mut w = Tensor::randn(&[num, dim], 0.0, 1.0, rng).to_vec();
+        if let Some(p) = padding_idx {
+            if p >= num {
+                return Err(Error::Input {
+                    layer: "Embedding",
+                    msg: format!("padding index {p} is outside {num} embeddings"),
+                });
+            }
+            w[p * dim..(p + 1) * dim].fill(0.0);
+        }
+        Ok(Embedding {
+            weight: Parameter::new(Tensor::from_vec(w, &[num, dim])?),
+            padding_idx,
+        })
+    }
+
+    /// Looks up `ids`: `[...] -> [..., dim]`. Ids out of range are an error naming them.
+    pub fn forward_ids(&self, ids: &IndexTensor) -> Result<Var> {
+        let w = self.weight.var();
+        let dim = w.shape()[1];
+        let rows = w.index_select(0, ids.data())?; // [n, dim]
+        let rows = match self.padding_idx {
+            // Zero the padding positions' gradient (their value is the zero row).
+            Some(p) => {
+                let keep: Vec<f32> = ids.data().iter().map(|&i| (i != p) as u8 as f32).collect();
+                let keep = Tensor::from_vec(keep, &[ids.numel(), 1])?;
+                rows.mul(&Var::constant(keep))?
+            }
+            None => rows,
+        };
+        let mut shape = ids.shape().to_vec();
+        shape.push(dim);
+        Ok(rows.reshape(&shape)?)
+    }
+}
+
+impl Params for Embedding {
+    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
+        out.push((join(prefix, "weight"), self.weight.clone()));
+    }
+}
+
+/// Layer normalisation over the last axis (PyTorch's `nn.LayerNorm(d)`, parameters
+/// `weight`, `bias`): `(x - mean) / √(var + eps) · γ + β`, with the biased variance and
+/// `eps` inside the root. `eps` is 1e-5 by default (PyTorch); timm's ViT uses 1e-6.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    /// γ, `[d]`.
+    pub weight: Parameter,
+    /// β, `[d]`.
+    pub bias: Parameter,
+    /// Added to the variance.
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    /// γ = 1, β = 0.
+    pub fn new(dim: usize, eps: f32) -> LayerNorm {
+        LayerNorm {
+            weight: Parameter::new(Tensor::ones(&[dim])),
+            bias: Parameter::new(Tensor::zeros(&[dim])),
+            eps,
+        }
+    }
+}
+
+impl Params for LayerNorm {
+    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
+        out.push((join(prefix, "weight"), self.weight.clone()));
+        out.push((join(prefix, "bias"), self.bias.clone()));
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        let d = self.weight.value().numel();
+        if x.shape().last() != Some(&d) {
+            return Err(Error::Input {
+                layer: "LayerNorm",
+                msg: format!("expected input [..., {d}], got {:?}", x.shape()),
+            });
+        }
+        let mean = x.mean(&[-1], true)?;
+        let centred = x.sub(&mean)?;
+        let var = centred.sqr().mean(&[-1], true)?;
+        let norm = centred.div(&var.add_scalar(self.eps).sqrt())?;
+        Ok(norm.mul(&self.weight.var())?.add(&self.bias.var())?)
+    }
+}
+
+/// Inverted dropout with its own seeded generator (PyTorch's `nn.Dropout`).
+#[derive(Debug)]
+pub struct Dropout {
+    /// Probability of zeroing an element.
+    pub p: f32,
+    rng: Mutex<Rng>,
+}
+
+impl Dropout {
+    /// Dropout with probability `p`, masks drawn from `Rng::seed(seed)`.
+    pub fn new(p: f32, seed: u64) -> Dropout {
+        Dropout {
+            p,
+            rng: Mutex::new(Rng::seed(seed)),
+        }
+    }
+}
+
+impl Params for Dropout {
+    fn collect_params(&self, _prefix: &str, _out: &mut Vec<(String, Parameter)>) {}
+}
+
+impl ModuleT for Dropout {
+    fn forward_t(&self, x: &Var, train: bool) -> Result<Var> {
+        let mut rng = match self.rng.lock() {
+            Ok(r) => r,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Ok(x.dropout(self.p, train, &mut rng)?)
+    }
+}

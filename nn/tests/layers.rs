@@ -1,0 +1,189 @@
+//! Layers and losses against PyTorch: forward values within 1e-5, gradients within 1e-4
+//! relative. The numbers come from `tests/fixtures/make_fixtures.py` (torch 2.15, CPU,
+//! f32); every backward uses `L = Σ out ⊙ R` with the fixture's R.
+
+use serde_json::Value;
+use tessera_nn::{
+    cross_entropy, mse_loss, nll_loss, Embedding, LayerNorm, Linear, Module, Params, Var,
+};
+use tessera_tensor::{IndexTensor, Rng, Tensor};
+
+fn fx() -> Value {
+    serde_json::from_str(include_str!("fixtures/layers.json")).unwrap()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn ints(v: &Value) -> Vec<usize> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as usize)
+        .collect()
+}
+
+fn tensor(v: &Value, shape: &[usize]) -> Tensor {
+    Tensor::from_vec(floats(v), shape).unwrap()
+}
+
+fn close(got: &Tensor, want: &Value, atol: f32, rtol: f32, what: &str) {
+    let want = floats(want);
+    let got = got.to_vec();
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g - w).abs() <= atol + rtol * w.abs(),
+            "{what}[{i}]: {g} vs torch {w}"
+        );
+    }
+}
+
+/// Backpropagates `Σ y ⊙ R`.
+fn backprop(y: &Var, r: &Value) {
+    y.mul(&Var::constant(tensor(r, y.shape())))
+        .unwrap()
+        .sum_all()
+        .backward()
+        .unwrap();
+}
+
+#[test]
+fn linear_equals_torch() {
+    let f = &fx()["linear"];
+    let lin = Linear::from_tensors(
+        tensor(&f["weight"], &[3, 5]),
+        Some(tensor(&f["bias"], &[3])),
+    )
+    .unwrap();
+    let x = Var::parameter(tensor(&f["x"], &[4, 5]));
+    let y = lin.forward(&x).unwrap();
+    close(y.value(), &f["y"], 1e-5, 0.0, "y");
+    backprop(&y, &f["r"]);
+    close(
+        &lin.weight.grad().unwrap(),
+        &f["dweight"],
+        1e-6,
+        1e-4,
+        "dweight",
+    );
+    close(
+        &lin.bias.as_ref().unwrap().grad().unwrap(),
+        &f["dbias"],
+        1e-6,
+        1e-4,
+        "dbias",
+    );
+    close(&x.grad().unwrap(), &f["dx"], 1e-6, 1e-4, "dx");
+    assert!(lin.forward(&Var::constant(Tensor::zeros(&[4, 6]))).is_err());
+}
+
+#[test]
+fn layer_norm_equals_torch() {
+    let f = &fx()["layer_norm"];
+    let ln = LayerNorm::new(6, 1e-5);
+    ln.weight.set(tensor(&f["weight"], &[6])).unwrap();
+    ln.bias.set(tensor(&f["bias"], &[6])).unwrap();
+    let x = Var::parameter(tensor(&f["x"], &[2, 3, 6]));
+    let y = ln.forward(&x).unwrap();
+    close(y.value(), &f["y"], 1e-5, 0.0, "y");
+    backprop(&y, &f["r"]);
+    close(
+        &ln.weight.grad().unwrap(),
+        &f["dweight"],
+        1e-5,
+        1e-4,
+        "dweight",
+    );
+    close(&ln.bias.grad().unwrap(), &f["dbias"], 1e-5, 1e-4, "dbias");
+    close(&x.grad().unwrap(), &f["dx"], 1e-5, 1e-4, "dx");
+}
+
+#[test]
+fn embedding_with_padding_equals_torch() {
+    let f = &fx()["embedding"];
+    let emb = Embedding::new(7, 4, Some(0), &mut Rng::seed(0)).unwrap();
+    emb.weight.set(tensor(&f["weight"], &[7, 4])).unwrap();
+    let ids = IndexTensor::new(ints(&f["ids"]), &[2, 3]).unwrap();
+    let y = emb.forward_ids(&ids).unwrap();
+    assert_eq!(y.shape(), &[2, 3, 4]);
+    close(y.value(), &f["y"], 0.0, 0.0, "y");
+    backprop(&y, &f["r"]);
+    close(
+        &emb.weight.grad().unwrap(),
+        &f["dweight"],
+        1e-6,
+        1e-4,
+        "dweight",
+    );
+    assert!(emb.forward_ids(&IndexTensor::from_vec(vec![7])).is_err());
+}
+
+#[test]
+fn cross_entropy_with_smoothing_and_ignore_index_equals_torch() {
+    let f = &fx()["cross_entropy"];
+    let logits = Var::parameter(tensor(&f["logits"], &[5, 4]));
+    let targets = IndexTensor::from_vec(ints(&f["targets"]));
+    let loss = cross_entropy(&logits, &targets, 0.1, Some(2)).unwrap();
+    let want = f["loss"].as_f64().unwrap() as f32;
+    assert!(
+        (loss.value().to_scalar().unwrap() - want).abs() <= 1e-5,
+        "{:?} vs {want}",
+        loss.value()
+    );
+    loss.backward().unwrap();
+    close(
+        &logits.grad().unwrap(),
+        &f["dlogits"],
+        1e-6,
+        1e-4,
+        "dlogits",
+    );
+    let plain = cross_entropy(&Var::constant(logits.value().clone()), &targets, 0.0, None).unwrap();
+    let want = f["loss_plain"].as_f64().unwrap() as f32;
+    assert!((plain.value().to_scalar().unwrap() - want).abs() <= 1e-5);
+    // Bad targets are errors naming the row.
+    let bad = IndexTensor::from_vec(vec![0, 1, 9, 0, 0]);
+    let msg = cross_entropy(&logits, &bad, 0.0, None)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("target 9 of row 2"), "{msg}");
+    let all_ignored = IndexTensor::from_vec(vec![2; 5]);
+    assert!(cross_entropy(&logits, &all_ignored, 0.0, Some(2)).is_err());
+}
+
+#[test]
+fn nll_and_mse_equal_torch() {
+    let f = &fx()["nll"];
+    let logp = Var::parameter(tensor(&f["logp"], &[3, 5]));
+    let loss = nll_loss(&logp, &IndexTensor::from_vec(ints(&f["targets"])), None).unwrap();
+    assert!((loss.value().to_scalar().unwrap() - f["loss"].as_f64().unwrap() as f32).abs() <= 1e-6);
+    loss.backward().unwrap();
+    close(&logp.grad().unwrap(), &f["dlogp"], 1e-7, 1e-4, "dlogp");
+    let f = &fx()["mse"];
+    let a = Var::parameter(tensor(&f["a"], &[2, 3]));
+    let loss = mse_loss(&a, &Var::constant(tensor(&f["b"], &[2, 3]))).unwrap();
+    assert!((loss.value().to_scalar().unwrap() - f["loss"].as_f64().unwrap() as f32).abs() <= 1e-5);
+    loss.backward().unwrap();
+    close(&a.grad().unwrap(), &f["da"], 1e-6, 1e-4, "da");
+}
+
+#[test]
+fn parameter_names_and_counts() {
+    let lin = Linear::new(16, 32, true, &mut Rng::seed(1));
+    assert_eq!(lin.num_parameters(), 16 * 32 + 32);
+    let names: Vec<String> = LayerNorm::new(4, 1e-6)
+        .named_parameters()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["weight", "bias"]);
+    // PyTorch's default Linear init: every weight within ±1/√in.
+    let bound = 1.0 / 16f32.sqrt();
+    assert!(lin.weight.value().to_vec().iter().all(|w| w.abs() <= bound));
+}
