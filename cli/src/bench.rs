@@ -14,6 +14,9 @@ use tessera_tensor::{Rng, Tensor};
 /// A workload of WORKLOADS.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
+    /// Per-op overhead: a 1,140-parameter MLP training step, batch 8 (steps/s).
+    #[value(name = "W0")]
+    W0,
     /// Square matmul, n in {128, 256, 512, 1024, 2048} (GFLOP/s).
     #[value(name = "W1")]
     W1,
@@ -26,7 +29,7 @@ pub enum Workload {
 }
 
 /// Arguments of `tessera bench`.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Workloads to run.
     #[arg(value_enum, default_value = "all", ignore_case = true)]
@@ -161,6 +164,47 @@ fn record(workload: &'static str, variant: String, figure: &'static str, t: Timi
     }
 }
 
+/// W0: Linear(16, 32), tanh, Linear(32, 16), tanh, Linear(16, 4); batch 8; MSE; SGD 0.01.
+fn w0(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
+    use tessera_nn::{mse_loss, Linear, Module, Params, Var};
+    use tessera_optim::{Optimizer, Sgd};
+    let mut rng = Rng::seed(1234);
+    let layers = [
+        Linear::new(16, 32, true, &mut rng),
+        Linear::new(32, 16, true, &mut rng),
+        Linear::new(16, 4, true, &mut rng),
+    ];
+    let mut params = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        l.collect_params(&i.to_string(), &mut params);
+    }
+    let x = Var::constant(Tensor::rand(&[8, 16], 0.0, 1.0, &mut rng));
+    let y = Var::constant(Tensor::rand(&[8, 4], 0.0, 1.0, &mut rng));
+    let mut opt = Sgd::new(0.01);
+    let steps_before = args.steps;
+    let t = time_steps(
+        &BenchArgs {
+            steps: steps_before.max(200),
+            ..args.clone()
+        },
+        1.0,
+        || {
+            for (_, p) in &params {
+                p.zero_grad();
+            }
+            let h = layers[0].forward(&x)?.tanh();
+            let h = layers[1].forward(&h)?.tanh();
+            let pred = layers[2].forward(&h)?;
+            mse_loss(&pred, &y)?.backward()?;
+            opt.step(&params)?;
+            Ok(())
+        },
+    )?;
+    let n: usize = layers.iter().map(|l| l.num_parameters()).sum();
+    out(record("W0", format!("mlp-{n}"), "steps/s", t));
+    Ok(())
+}
+
 fn w1(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
     let mut rng = Rng::seed(1234);
     let sizes = args
@@ -214,7 +258,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut list: Vec<Workload> = Vec::new();
     for w in &args.workloads {
         match w {
-            Workload::All => list.extend([Workload::W1, Workload::W1b]),
+            Workload::All => list.extend([Workload::W0, Workload::W1, Workload::W1b]),
             w => list.push(*w),
         }
     }
@@ -238,6 +282,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     };
     for w in list {
         match w {
+            Workload::W0 => w0(args, &mut print)?,
             Workload::W1 => w1(args, &mut print)?,
             Workload::W1b => w1b(args, &mut print)?,
             Workload::All => unreachable!("expanded above"),
