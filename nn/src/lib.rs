@@ -19,11 +19,13 @@
 //! ```
 #![warn(missing_docs)]
 
+mod attention;
 mod checkpoint;
 pub mod init;
 mod layers;
 mod loss;
 
+pub use attention::{scaled_dot_product_attention, AttnMask, AttnNames, MultiHeadAttention};
 pub use checkpoint::{load_checkpoint, save_checkpoint, LoadReport};
 pub use layers::{Dropout, Embedding, LayerNorm, Linear};
 pub use loss::{cross_entropy, mse_loss, nll_loss};

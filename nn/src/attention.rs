@@ -1,0 +1,184 @@
+//! Scaled dot-product and multi-head attention ("Attention Is All You Need", 3.2), shared
+//! by the Transformer and the Vision Transformer.
+
+use tessera_tensor::{Rng, Tensor};
+
+use crate::init::xavier_uniform;
+use crate::{join, Error, Parameter, Params, Result, Var};
+
+/// A mask on attention scores `[..., Tq, Tk]` (broadcast over batch and heads).
+#[derive(Clone, Debug)]
+pub enum AttnMask {
+    /// 1 where a query may attend to a key, 0 where it may not (the score becomes -inf).
+    Keep(Tensor),
+    /// Added to the scores (0 or -inf, or any bias).
+    Additive(Tensor),
+}
+
+impl AttnMask {
+    /// The causal mask of a decoder: query `i` attends to keys `0..=i`.
+    pub fn causal(t: usize) -> AttnMask {
+        let keep: Vec<f32> = (0..t * t)
+            .map(|p| ((p % t) <= (p / t)) as u8 as f32)
+            .collect();
+        AttnMask::Keep(Tensor::from_vec(keep, &[t, t]).expect("t x t elements"))
+    }
+
+    fn apply(&self, scores: &Var) -> Result<Var> {
+        Ok(match self {
+            AttnMask::Keep(keep) => scores.masked_fill(&keep.eq_scalar(0.0), f32::NEG_INFINITY)?,
+            AttnMask::Additive(bias) => scores.add(&Var::constant(bias.clone()))?,
+        })
+    }
+}
+
+/// `softmax(Q Kᵀ / √d_k + mask) V`, with dropout on the probabilities (after the softmax,
+/// as the paper). Returns the output and, when `return_probs`, the probabilities.
+///
+/// # Shapes
+/// `q [..., Tq, d]`, `k [..., Tk, d]`, `v [..., Tk, dv]` -> `[..., Tq, dv]`; probabilities
+/// `[..., Tq, Tk]`.
+pub fn scaled_dot_product_attention(
+    q: &Var,
+    k: &Var,
+    v: &Var,
+    mask: Option<&AttnMask>,
+    dropout: Option<(f32, &mut Rng)>,
+    return_probs: bool,
+) -> Result<(Var, Option<Tensor>)> {
+    let d = *q.shape().last().ok_or_else(|| Error::Input {
+        layer: "attention",
+        msg: "queries need at least one axis".into(),
+    })?;
+    let scores = q
+        .matmul(&k.transpose(-2, -1)?)?
+        .mul_scalar(1.0 / (d as f32).sqrt()); // [.., Tq, Tk]
+    let scores = match mask {
+        Some(m) => m.apply(&scores)?,
+        None => scores,
+    };
+    let probs = scores.softmax(-1)?;
+    let kept = probs.value().clone();
+    let probs = match dropout {
+        Some((p, rng)) => probs.dropout(p, true, rng)?,
+        None => probs,
+    };
+    Ok((probs.matmul(v)?, return_probs.then_some(kept)))
+}
+
+/// How a multi-head attention names its parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttnNames {
+    /// PyTorch's `nn.MultiheadAttention`: `in_proj_weight`, `in_proj_bias`,
+    /// `out_proj.weight`, `out_proj.bias`.
+    Torch,
+    /// timm's ViT `Attention`: `qkv.weight`, `qkv.bias`, `proj.weight`, `proj.bias`.
+    Timm,
+}
+
+/// Multi-head attention with packed query/key/value projections (`[3E, E]`, rows in the
+/// order q, k, v, as both PyTorch and timm store them) and an output projection.
+///
+/// # Shapes
+/// `query [B, Tq, E]`, `key`/`value [B, Tk, E]` -> `[B, Tq, E]`.
+#[derive(Clone, Debug)]
+pub struct MultiHeadAttention {
+    /// `[3E, E]`.
+    pub in_proj_weight: Parameter,
+    /// `[3E]`.
+    pub in_proj_bias: Parameter,
+    /// `[E, E]`.
+    pub out_proj_weight: Parameter,
+    /// `[E]`.
+    pub out_proj_bias: Parameter,
+    /// Number of heads.
+    pub heads: usize,
+    /// Parameter naming.
+    pub names: AttnNames,
+}
+
+impl MultiHeadAttention {
+    /// PyTorch's initialisation: Xavier-uniform input projection, zero biases.
+    pub fn new(embed: usize, heads: usize, names: AttnNames, rng: &mut Rng) -> Result<Self> {
+        if heads == 0 || embed % heads != 0 {
+            return Err(Error::Input {
+                layer: "MultiHeadAttention",
+                msg: format!("embedding size {embed} is not divisible by {heads} heads"),
+            });
+        }
+        let bound = 1.0 / (embed as f32).sqrt();
+        Ok(MultiHeadAttention {
+            in_proj_weight: Parameter::new(xavier_uniform(&[3 * embed, embed], 1.0, rng)?),
+            in_proj_bias: Parameter::new(Tensor::zeros(&[3 * embed])),
+            out_proj_weight: Parameter::new(Tensor::rand(&[embed, embed], -bound, bound, rng)),
+            out_proj_bias: Parameter::new(Tensor::zeros(&[embed])),
+            heads,
+            names,
+        })
+    }
+
+    /// Projects `x [B, T, E]` with rows `part·E .. (part+1)·E` of the packed weights and
+    /// splits heads: `[B, H, T, E/H]`.
+    fn project(&self, x: &Var, part: usize) -> Result<Var> {
+        let e = self.out_proj_weight.value().shape()[0];
+        let (b, t) = (x.shape()[0], x.shape()[1]);
+        let w = self.in_proj_weight.var().narrow(0, part * e, e)?; // [E, E]
+        let bias = self.in_proj_bias.var().narrow(0, part * e, e)?; // [E]
+        let y = x
+            .reshape(&[b * t, e])?
+            .matmul(&w.transpose(0, 1)?)?
+            .add(&bias)?;
+        Ok(y.reshape(&[b, t, self.heads, e / self.heads])?
+            .permute(&[0, 2, 1, 3])?) // (B, H, T, hs)
+    }
+
+    /// Attention of `query` over `key`/`value`; returns the output and, on request, the
+    /// per-head probabilities `[B, H, Tq, Tk]`.
+    pub fn forward_qkv(
+        &self,
+        query: &Var,
+        key: &Var,
+        value: &Var,
+        mask: Option<&AttnMask>,
+        dropout: Option<(f32, &mut Rng)>,
+        return_probs: bool,
+    ) -> Result<(Var, Option<Tensor>)> {
+        let e = self.out_proj_weight.value().shape()[0];
+        for (what, x) in [("query", query), ("key", key), ("value", value)] {
+            if x.shape().len() != 3 || x.shape()[2] != e {
+                return Err(Error::Input {
+                    layer: "MultiHeadAttention",
+                    msg: format!("expected {what} [B, T, {e}], got {:?}", x.shape()),
+                });
+            }
+        }
+        let q = self.project(query, 0)?;
+        let k = self.project(key, 1)?;
+        let v = self.project(value, 2)?;
+        let (ctx, probs) = scaled_dot_product_attention(&q, &k, &v, mask, dropout, return_probs)?;
+        let (b, tq) = (query.shape()[0], query.shape()[1]);
+        let ctx = ctx.permute(&[0, 2, 1, 3])?.reshape(&[b * tq, e])?; // (B·Tq, E)
+        let out = ctx
+            .matmul(&self.out_proj_weight.var().transpose(0, 1)?)?
+            .add(&self.out_proj_bias.var())?;
+        Ok((out.reshape(&[b, tq, e])?, probs))
+    }
+}
+
+impl Params for MultiHeadAttention {
+    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
+        let (w, b, ow, ob) = match self.names {
+            AttnNames::Torch => (
+                "in_proj_weight",
+                "in_proj_bias",
+                "out_proj.weight",
+                "out_proj.bias",
+            ),
+            AttnNames::Timm => ("qkv.weight", "qkv.bias", "proj.weight", "proj.bias"),
+        };
+        out.push((join(prefix, w), self.in_proj_weight.clone()));
+        out.push((join(prefix, b), self.in_proj_bias.clone()));
+        out.push((join(prefix, ow), self.out_proj_weight.clone()));
+        out.push((join(prefix, ob), self.out_proj_bias.clone()));
+    }
+}

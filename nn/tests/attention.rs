@@ -1,0 +1,104 @@
+//! Multi-head attention against PyTorch's `nn.MultiheadAttention(8, 2, batch_first=True)`
+//! (`tests/fixtures/make_fixtures.py`): causal self-attention with per-head
+//! probabilities and gradients, and cross-attention.
+
+use serde_json::Value;
+use tessera_nn::{AttnMask, AttnNames, MultiHeadAttention, Params, Var};
+use tessera_tensor::{Rng, Tensor};
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn close(got: &Tensor, want: &Value, atol: f32, rtol: f32, what: &str) {
+    for (i, (g, w)) in got.to_vec().iter().zip(floats(want)).enumerate() {
+        assert!(
+            (g - w).abs() <= atol + rtol * w.abs(),
+            "{what}[{i}]: {g} vs torch {w}"
+        );
+    }
+}
+
+#[test]
+fn multi_head_attention_equals_torch() {
+    let all: Value = serde_json::from_str(include_str!("fixtures/layers.json")).unwrap();
+    let f = &all["mha"];
+    let t = |k: &str, s: &[usize]| Tensor::from_vec(floats(&f[k]), s).unwrap();
+    let mha = MultiHeadAttention::new(8, 2, AttnNames::Torch, &mut Rng::seed(0)).unwrap();
+    mha.in_proj_weight
+        .set(t("in_proj_weight", &[24, 8]))
+        .unwrap();
+    mha.in_proj_bias.set(t("in_proj_bias", &[24])).unwrap();
+    mha.out_proj_weight
+        .set(t("out_proj_weight", &[8, 8]))
+        .unwrap();
+    mha.out_proj_bias.set(t("out_proj_bias", &[8])).unwrap();
+    let q = Var::parameter(t("q", &[2, 5, 8]));
+    let (y, probs) = mha
+        .forward_qkv(&q, &q, &q, Some(&AttnMask::causal(5)), None, true)
+        .unwrap();
+    close(y.value(), &f["y"], 1e-5, 0.0, "y");
+    close(&probs.unwrap(), &f["probs"], 1e-6, 0.0, "probs");
+    y.mul(&Var::constant(t("r", &[2, 5, 8])))
+        .unwrap()
+        .sum_all()
+        .backward()
+        .unwrap();
+    close(&q.grad().unwrap(), &f["dq"], 1e-5, 1e-4, "dq");
+    close(
+        &mha.in_proj_weight.grad().unwrap(),
+        &f["din_proj_weight"],
+        1e-5,
+        1e-4,
+        "din_proj_weight",
+    );
+    close(
+        &mha.out_proj_weight.grad().unwrap(),
+        &f["dout_proj_weight"],
+        1e-5,
+        1e-4,
+        "dout_proj_weight",
+    );
+    let kv = Var::constant(t("kv", &[2, 4, 8]));
+    let (y2, _) = mha
+        .forward_qkv(
+            &Var::constant(q.value().clone()),
+            &kv,
+            &kv,
+            None,
+            None,
+            false,
+        )
+        .unwrap();
+    close(y2.value(), &f["y_cross"], 1e-5, 0.0, "y_cross");
+}
+
+#[test]
+fn names_follow_torch_or_timm() {
+    let names = |n| {
+        MultiHeadAttention::new(8, 2, n, &mut Rng::seed(0))
+            .unwrap()
+            .named_parameters()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(AttnNames::Torch),
+        [
+            "in_proj_weight",
+            "in_proj_bias",
+            "out_proj.weight",
+            "out_proj.bias"
+        ]
+    );
+    assert_eq!(
+        names(AttnNames::Timm),
+        ["qkv.weight", "qkv.bias", "proj.weight", "proj.bias"]
+    );
+    assert!(MultiHeadAttention::new(8, 3, AttnNames::Torch, &mut Rng::seed(0)).is_err());
+}
