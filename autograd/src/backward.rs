@@ -148,6 +148,18 @@ pub(crate) fn backward_rule(op: &Op, g: &Tensor, y: &Tensor) -> Result<Vec<(Var,
         GeluTanh(a) => one(a, g.mul(&a.value().map(gelu_tanh_grad))?),
         // y = x · keep: ∂x = g · keep.
         Dropout(a, keep) => one(a, g.mul(keep)?),
+        // y = unfold(x): ∂x = fold(g), the sum of each window's gradient back in place.
+        Unfold(a, window, size) => one(a, g.fold2d(*size, window)?),
+        // y = max over each window: ∂x = g at the winning position, 0 elsewhere.
+        MaxPool(a, winners) => {
+            let mut dx = vec![0.0f32; a.value().numel()];
+            for (&at, &gv) in winners.iter().zip(g.contiguous().to_vec().iter()) {
+                if at != usize::MAX {
+                    dx[at] += gv;
+                }
+            }
+            one(a, Tensor::from_vec(dx, a.shape())?)
+        }
     }
 }
 

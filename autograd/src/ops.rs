@@ -1,7 +1,7 @@
 //! The differentiable operations: each computes its value with tessera-tensor and records
 //! an [`Op`] that `backward.rs` knows how to differentiate.
 
-use tessera_tensor::{Dim, IndexTensor, Rng, Tensor};
+use tessera_tensor::{Dim, IndexTensor, Rng, Tensor, Window2d};
 
 use crate::var::Var;
 use crate::Result;
@@ -38,6 +38,10 @@ pub(crate) enum Op {
     GeluTanh(Var),
     /// The 0/1 keep-mask already divided by `1 - p`.
     Dropout(Var, Tensor),
+    /// im2col of an `[N, C, H, W]` input: the window and the input's `(H, W)`.
+    Unfold(Var, Window2d, (usize, usize)),
+    /// Max-pooling: the flat input position that won each output.
+    MaxPool(Var, Vec<usize>),
 }
 
 impl Op {
@@ -67,7 +71,9 @@ impl Op {
             | BroadcastTo(a)
             | Gelu(a)
             | GeluTanh(a)
-            | Dropout(a, _) => vec![a],
+            | Dropout(a, _)
+            | Unfold(a, _, _)
+            | MaxPool(a, _) => vec![a],
             Where(_, a, b) => vec![a, b],
             Concat(parts, _) => parts.iter().collect(),
         }
@@ -325,5 +331,62 @@ impl Var {
         let keep = Tensor::bernoulli(self.shape(), 1.0 - p, rng)?.mul_scalar(1.0 / (1.0 - p));
         let value = self.value().mul(&keep)?;
         Ok(Var::from_op(value, Op::Dropout(self.clone(), keep)))
+    }
+}
+
+impl Var {
+    /// im2col: `[N, C, H, W] -> [N, C·kh·kw, L]` (`F.unfold`); the gradient is col2im.
+    pub fn unfold2d(&self, window: &Window2d) -> Result<Var> {
+        let value = self.value().unfold2d(window)?;
+        let (h, w) = (self.shape()[2], self.shape()[3]);
+        Ok(Var::from_op(
+            value,
+            Op::Unfold(self.clone(), *window, (h, w)),
+        ))
+    }
+
+    /// 2-D max-pooling of `[N, C, H, W]` over `window` (padding counts as -inf, as
+    /// PyTorch); the gradient goes to the first maximal element of each window.
+    pub fn max_pool2d(&self, window: &Window2d) -> Result<Var> {
+        let x = self.value();
+        let (n, c, h, w) = x.dims4()?;
+        let (oh, ow) = window.output_size(h, w)?;
+        let data = x.contiguous().to_vec();
+        let (kh, kw) = window.kernel;
+        let mut out = Vec::with_capacity(n * c * oh * ow);
+        let mut arg = Vec::with_capacity(n * c * oh * ow);
+        for plane in 0..n * c {
+            let base = plane * h * w;
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let mut best = f32::NEG_INFINITY;
+                    let mut best_at = usize::MAX;
+                    for i in 0..kh {
+                        let iy = (y * window.stride.0 + i * window.dilation.0) as isize
+                            - window.padding.0 as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        for j in 0..kw {
+                            let ix = (xx * window.stride.1 + j * window.dilation.1) as isize
+                                - window.padding.1 as isize;
+                            if ix < 0 || ix >= w as isize {
+                                continue;
+                            }
+                            let at = base + iy as usize * w + ix as usize;
+                            let v = data[at];
+                            if best_at == usize::MAX || v > best || (v.is_nan() && !best.is_nan()) {
+                                best = v;
+                                best_at = at;
+                            }
+                        }
+                    }
+                    out.push(best);
+                    arg.push(best_at);
+                }
+            }
+        }
+        let value = Tensor::from_vec(out, &[n, c, oh, ow])?;
+        Ok(Var::from_op(value, Op::MaxPool(self.clone(), arg)))
     }
 }

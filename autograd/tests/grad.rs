@@ -249,3 +249,21 @@ fn layer_norm_as_a_composition() {
         vec![randn(&[3, 5], 28), randn(&[5], 29), randn(&[5], 30)],
     );
 }
+
+#[test]
+fn unfold_and_max_pool() {
+    use tessera_tensor::Window2d;
+    let win = Window2d::square(3).with_stride(2).with_padding(1);
+    check(|v| v[0].unfold2d(&win), vec![randn(&[2, 2, 5, 4], 31)]);
+    // Max-pooling away from ties: distinct values spaced well beyond the step.
+    let x = Tensor::arange(0.0, 2.0 * 3.0 * 6.0 * 6.0, 1.0)
+        .unwrap()
+        .map(|v| ((v * 37.0) % 101.0) * 0.1)
+        .reshape(&[2, 3, 6, 6])
+        .unwrap();
+    check(|v| v[0].max_pool2d(&Window2d::patches(2)), vec![x.clone()]);
+    check(
+        |v| v[0].max_pool2d(&Window2d::square(3).with_stride(2).with_padding(1)),
+        vec![x],
+    );
+}

@@ -225,3 +225,111 @@ impl ModuleT for Dropout {
         Ok(x.dropout(self.p, train, &mut rng)?)
     }
 }
+
+/// 2-D convolution (PyTorch's `nn.Conv2d`, weight `[out, in, kh, kw]`, bias `[out]`),
+/// computed as im2col followed by one matrix product.
+///
+/// # Shapes
+/// `[N, in, H, W] -> [N, out, oh, ow]`.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    /// `[out, in, kh, kw]`.
+    pub weight: Parameter,
+    /// `[out]`, when present.
+    pub bias: Option<Parameter>,
+    /// Stride, padding and dilation (the kernel size comes from the weight).
+    pub window: tessera_tensor::Window2d,
+}
+
+impl Conv2d {
+    /// PyTorch's initialisation: weight and bias uniform in `±1/√(in·kh·kw)`.
+    pub fn new(
+        input: usize,
+        output: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Conv2d {
+        let shape = [output, input, kernel, kernel];
+        let weight = kaiming_uniform(&shape, 5f32.sqrt(), rng).expect("rank-4 shape has fans");
+        let bound = 1.0 / ((input * kernel * kernel).max(1) as f32).sqrt();
+        let bias = bias.then(|| Parameter::new(Tensor::rand(&[output], -bound, bound, rng)));
+        Conv2d {
+            weight: Parameter::new(weight),
+            bias,
+            window: tessera_tensor::Window2d::square(kernel)
+                .with_stride(stride)
+                .with_padding(padding),
+        }
+    }
+}
+
+impl Params for Conv2d {
+    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
+        out.push((join(prefix, "weight"), self.weight.clone()));
+        if let Some(b) = &self.bias {
+            out.push((join(prefix, "bias"), b.clone()));
+        }
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        let w = self.weight.var();
+        let (d, c, kh, kw) = w.value().dims4()?;
+        let (n, cx, h, wd) = x.value().dims4().map_err(|_| Error::Input {
+            layer: "Conv2d",
+            msg: format!("expected input [N, {c}, H, W], got {:?}", x.shape()),
+        })?;
+        if cx != c {
+            return Err(Error::Input {
+                layer: "Conv2d",
+                msg: format!(
+                    "expected {c} input channels, got {cx} (input {:?})",
+                    x.shape()
+                ),
+            });
+        }
+        let window = tessera_tensor::Window2d {
+            kernel: (kh, kw),
+            ..self.window
+        };
+        let (oh, ow) = window.output_size(h, wd)?;
+        let cols = x.unfold2d(&window)?; // (N, C·kh·kw, L)
+        let y = w.reshape(&[d, c * kh * kw])?.matmul(&cols)?; // (N, D, L)
+        let y = match &self.bias {
+            Some(b) => y.add(&b.var().reshape(&[d, 1])?)?,
+            None => y,
+        };
+        Ok(y.reshape(&[n, d, oh, ow])?)
+    }
+}
+
+/// 2-D max-pooling (PyTorch's `nn.MaxPool2d`).
+#[derive(Clone, Copy, Debug)]
+pub struct MaxPool2d {
+    /// Kernel, stride, padding, dilation.
+    pub window: tessera_tensor::Window2d,
+}
+
+impl MaxPool2d {
+    /// A `kernel x kernel` pool with the given stride (PyTorch's default stride is the
+    /// kernel size).
+    pub fn new(kernel: usize, stride: usize) -> MaxPool2d {
+        MaxPool2d {
+            window: tessera_tensor::Window2d::square(kernel).with_stride(stride),
+        }
+    }
+}
+
+impl Params for MaxPool2d {
+    fn collect_params(&self, _prefix: &str, _out: &mut Vec<(String, Parameter)>) {}
+}
+
+impl Module for MaxPool2d {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        Ok(x.max_pool2d(&self.window)?)
+    }
+}

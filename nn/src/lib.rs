@@ -27,7 +27,7 @@ mod loss;
 
 pub use attention::{scaled_dot_product_attention, AttnMask, AttnNames, MultiHeadAttention};
 pub use checkpoint::{load_checkpoint, save_checkpoint, LoadReport};
-pub use layers::{Dropout, Embedding, LayerNorm, Linear};
+pub use layers::{Conv2d, Dropout, Embedding, LayerNorm, Linear, MaxPool2d};
 pub use loss::{cross_entropy, mse_loss, nll_loss};
 pub use tessera_autograd::{Parameter, Var};
 

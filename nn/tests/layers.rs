@@ -187,3 +187,46 @@ fn parameter_names_and_counts() {
     let bound = 1.0 / 16f32.sqrt();
     assert!(lin.weight.value().to_vec().iter().all(|w| w.abs() <= bound));
 }
+
+#[test]
+fn conv2d_and_max_pool_equal_torch() {
+    use tessera_nn::{Conv2d, MaxPool2d};
+    let f = &fx()["conv"];
+    let conv = Conv2d::new(3, 4, 3, 2, 1, true, &mut Rng::seed(0));
+    conv.weight
+        .set(tensor(&f["weight"], &[4, 3, 3, 3]))
+        .unwrap();
+    conv.bias
+        .as_ref()
+        .unwrap()
+        .set(tensor(&f["bias"], &[4]))
+        .unwrap();
+    let x = Var::parameter(tensor(&f["x"], &[2, 3, 7, 6]));
+    let y = conv.forward(&x).unwrap();
+    assert_eq!(y.shape(), ints(&f["y_shape"]).as_slice());
+    close(y.value(), &f["y"], 1e-5, 0.0, "conv y");
+    let pooled = MaxPool2d::new(2, 2).forward(&y).unwrap();
+    assert_eq!(pooled.shape(), ints(&f["pooled_shape"]).as_slice());
+    close(pooled.value(), &f["pooled"], 1e-5, 0.0, "pooled");
+    backprop(&pooled, &f["r"]);
+    close(
+        &conv.weight.grad().unwrap(),
+        &f["dweight"],
+        1e-5,
+        1e-4,
+        "dweight",
+    );
+    close(
+        &conv.bias.as_ref().unwrap().grad().unwrap(),
+        &f["dbias"],
+        1e-5,
+        1e-4,
+        "dbias",
+    );
+    close(&x.grad().unwrap(), &f["dx"], 1e-5, 1e-4, "dx");
+    let msg = conv
+        .forward(&Var::constant(Tensor::zeros(&[1, 2, 7, 6])))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("expected 3 input channels, got 2"), "{msg}");
+}
