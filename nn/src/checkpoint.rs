@@ -46,22 +46,44 @@ impl fmt::Display for LoadReport {
     }
 }
 
-/// Writes every parameter of `model` by name (atomically), with string metadata.
+/// Writes every parameter and buffer of `model` by name (atomically), with string
+/// metadata.
 pub fn save_checkpoint(
     path: impl AsRef<Path>,
     model: &impl Params,
     metadata: Option<&HashMap<String, String>>,
 ) -> Result<()> {
     let params = model.named_parameters();
-    let values: Vec<(String, tessera_tensor::Tensor)> =
+    let mut values: Vec<(String, tessera_tensor::Tensor)> =
         params.iter().map(|(n, p)| (n.clone(), p.value())).collect();
+    values.extend(
+        model
+            .named_buffers()
+            .into_iter()
+            .map(|(n, b)| (n, b.value())),
+    );
     save_safetensors(path, values.iter().map(|(n, t)| (n.as_str(), t)), metadata)?;
     Ok(())
 }
 
-/// Loads parameters by name. Strict: any missing key, unexpected key or shape mismatch
-/// is an error listing all of them, and nothing is changed. Non-strict: the matching
-/// tensors are loaded and the report of the rest is returned.
+/// A named tensor of the model: a parameter or a buffer.
+enum Slot {
+    Param(crate::Parameter),
+    Buf(crate::Buffer),
+}
+
+impl Slot {
+    fn value(&self) -> tessera_tensor::Tensor {
+        match self {
+            Slot::Param(p) => p.value(),
+            Slot::Buf(b) => b.value(),
+        }
+    }
+}
+
+/// Loads parameters and buffers by name. Strict: any missing key, unexpected key or
+/// shape mismatch is an error listing all of them, and nothing is changed. Non-strict:
+/// the matching tensors are loaded and the report of the rest is returned.
 pub fn load_checkpoint(
     path: impl AsRef<Path>,
     model: &impl Params,
@@ -70,21 +92,28 @@ pub fn load_checkpoint(
     let path = path.as_ref();
     let file = SafeTensorsFile::open(path)?;
     let shapes: BTreeMap<String, Vec<usize>> = file.shapes().into_iter().collect();
-    let params = model.named_parameters();
+    let mut slots: Vec<(String, Slot)> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(n, p)| (n, Slot::Param(p)))
+        .collect();
+    slots.extend(
+        model
+            .named_buffers()
+            .into_iter()
+            .map(|(n, b)| (n, Slot::Buf(b))),
+    );
     let mut report = LoadReport::default();
     let mut to_load = Vec::new();
-    for (name, p) in &params {
+    for (name, slot) in &slots {
+        let shape = slot.value().shape().to_vec();
         match shapes.get(name) {
             None => report.missing.push(name.clone()),
-            Some(s) if s.as_slice() != p.value().shape() => {
-                report
-                    .mismatched
-                    .push((name.clone(), p.value().shape().to_vec(), s.clone()))
-            }
-            Some(_) => to_load.push((name, p)),
+            Some(s) if *s != shape => report.mismatched.push((name.clone(), shape, s.clone())),
+            Some(_) => to_load.push((name, slot)),
         }
     }
-    let known: std::collections::HashSet<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+    let known: std::collections::HashSet<&str> = slots.iter().map(|(n, _)| n.as_str()).collect();
     report.unexpected = shapes
         .keys()
         .filter(|k| !known.contains(k.as_str()))
@@ -103,8 +132,11 @@ pub fn load_checkpoint(
         .iter()
         .map(|(n, _)| file.get(n))
         .collect::<tessera_tensor::Result<Vec<_>>>()?;
-    for ((_, p), v) in to_load.iter().zip(values) {
-        p.set(v)?;
+    for ((_, slot), v) in to_load.iter().zip(values) {
+        match slot {
+            Slot::Param(p) => p.set(v)?,
+            Slot::Buf(b) => b.set(v),
+        }
     }
     Ok(report)
 }

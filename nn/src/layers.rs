@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use tessera_tensor::{IndexTensor, Rng, Tensor};
 
 use crate::init::kaiming_uniform;
-use crate::{join, Error, Module, ModuleT, Parameter, Params, Result, Var};
+use crate::{join, Buffer, Error, Module, ModuleT, Parameter, Params, Result, Var};
 
 /// `y = x Wᵀ + b` (PyTorch's `nn.Linear`; weight `[out, in]`, parameters `weight`,
 /// `bias`).
@@ -331,5 +331,118 @@ impl Params for MaxPool2d {
 impl Module for MaxPool2d {
     fn forward(&self, x: &Var) -> Result<Var> {
         Ok(x.max_pool2d(&self.window)?)
+    }
+}
+
+/// Batch normalisation over `[N, C, H, W]` (PyTorch's `nn.BatchNorm2d`; parameters
+/// `weight`, `bias`; buffers `running_mean`, `running_var`, `num_batches_tracked`).
+///
+/// Training normalises with the batch's mean and biased variance over `(N, H, W)` and
+/// moves the running statistics by `momentum` (the running variance takes the unbiased
+/// batch variance); evaluation normalises with the running statistics.
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    /// γ, `[C]`.
+    pub weight: Parameter,
+    /// β, `[C]`.
+    pub bias: Parameter,
+    /// `[C]`.
+    pub running_mean: Buffer,
+    /// `[C]`.
+    pub running_var: Buffer,
+    /// Number of training batches seen.
+    pub num_batches_tracked: Buffer,
+    /// Added to the variance.
+    pub eps: f32,
+    /// Weight of the new batch in the running statistics.
+    pub momentum: f32,
+}
+
+impl BatchNorm2d {
+    /// PyTorch's defaults: γ = 1, β = 0, running mean 0 and variance 1, eps 1e-5,
+    /// momentum 0.1.
+    pub fn new(channels: usize) -> BatchNorm2d {
+        BatchNorm2d {
+            weight: Parameter::new(Tensor::ones(&[channels])),
+            bias: Parameter::new(Tensor::zeros(&[channels])),
+            running_mean: Buffer::new(Tensor::zeros(&[channels])),
+            running_var: Buffer::new(Tensor::ones(&[channels])),
+            num_batches_tracked: Buffer::new(Tensor::scalar(0.0)),
+            eps: 1e-5,
+            momentum: 0.1,
+        }
+    }
+}
+
+impl Params for BatchNorm2d {
+    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
+        out.push((join(prefix, "weight"), self.weight.clone()));
+        out.push((join(prefix, "bias"), self.bias.clone()));
+    }
+
+    fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, Buffer)>) {
+        out.push((join(prefix, "running_mean"), self.running_mean.clone()));
+        out.push((join(prefix, "running_var"), self.running_var.clone()));
+        out.push((
+            join(prefix, "num_batches_tracked"),
+            self.num_batches_tracked.clone(),
+        ));
+    }
+}
+
+impl ModuleT for BatchNorm2d {
+    fn forward_t(&self, x: &Var, train: bool) -> Result<Var> {
+        let c = self.weight.value().numel();
+        let (n, cx, h, w) = x.value().dims4().map_err(|_| Error::Input {
+            layer: "BatchNorm2d",
+            msg: format!("expected input [N, {c}, H, W], got {:?}", x.shape()),
+        })?;
+        if cx != c {
+            return Err(Error::Input {
+                layer: "BatchNorm2d",
+                msg: format!("expected {c} channels, got {cx} (input {:?})", x.shape()),
+            });
+        }
+        let per_channel = |t: Tensor| t.reshape(&[1, c, 1, 1]);
+        let (mean, var) = if train {
+            let count = n * h * w;
+            if count < 2 {
+                return Err(Error::Input {
+                    layer: "BatchNorm2d",
+                    msg: format!(
+                        "training needs more than one value per channel, got {:?}",
+                        x.shape()
+                    ),
+                });
+            }
+            let mean = x.mean(&[0, 2, 3], true)?; // (1, C, 1, 1)
+            let var = x.sub(&mean)?.sqr().mean(&[0, 2, 3], true)?;
+            let m = self.momentum;
+            let unbiased = var.value().mul_scalar(count as f32 / (count - 1) as f32);
+            let rm = self
+                .running_mean
+                .value()
+                .mul_scalar(1.0 - m)
+                .add(&mean.value().reshape(&[c])?.mul_scalar(m))?;
+            let rv = self
+                .running_var
+                .value()
+                .mul_scalar(1.0 - m)
+                .add(&unbiased.reshape(&[c])?.mul_scalar(m))?;
+            self.running_mean.set(rm);
+            self.running_var.set(rv);
+            self.num_batches_tracked
+                .set(self.num_batches_tracked.value().add_scalar(1.0));
+            (mean, var)
+        } else {
+            (
+                Var::constant(per_channel(self.running_mean.value())?),
+                Var::constant(per_channel(self.running_var.value())?),
+            )
+        };
+        let norm = x.sub(&mean)?.div(&var.add_scalar(self.eps).sqrt())?;
+        let gamma = self.weight.var().reshape(&[1, c, 1, 1])?;
+        let beta = self.bias.var().reshape(&[1, c, 1, 1])?;
+        Ok(norm.mul(&gamma)?.add(&beta)?)
     }
 }

@@ -27,7 +27,7 @@ mod loss;
 
 pub use attention::{scaled_dot_product_attention, AttnMask, AttnNames, MultiHeadAttention};
 pub use checkpoint::{load_checkpoint, save_checkpoint, LoadReport};
-pub use layers::{Conv2d, Dropout, Embedding, LayerNorm, Linear, MaxPool2d};
+pub use layers::{BatchNorm2d, Conv2d, Dropout, Embedding, LayerNorm, Linear, MaxPool2d};
 pub use loss::{cross_entropy, mse_loss, nll_loss};
 pub use tessera_autograd::{Parameter, Var};
 
@@ -68,6 +68,17 @@ pub trait Params {
     /// Appends this object's parameters to `out`, each name prefixed by `prefix`.
     fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>);
 
+    /// Appends this object's buffers (state saved with the model but not trained, such
+    /// as batch-norm statistics) to `out`. None by default.
+    fn collect_buffers(&self, _prefix: &str, _out: &mut Vec<(String, Buffer)>) {}
+
+    /// All buffers with their names.
+    fn named_buffers(&self) -> Vec<(String, Buffer)> {
+        let mut out = Vec::new();
+        self.collect_buffers("", &mut out);
+        out
+    }
+
     /// All parameters with their names, in declaration order.
     fn named_parameters(&self) -> Vec<(String, Parameter)> {
         let mut out = Vec::new();
@@ -81,6 +92,34 @@ pub trait Params {
             .iter()
             .map(|(_, p)| p.value().numel())
             .sum()
+    }
+}
+
+/// A tensor saved with a model but not trained (batch norm's running statistics): a
+/// shared cell, updated in training and read in evaluation.
+#[derive(Clone, Debug)]
+pub struct Buffer(std::sync::Arc<std::sync::Mutex<tessera_tensor::Tensor>>);
+
+impl Buffer {
+    /// A buffer with an initial value.
+    pub fn new(value: tessera_tensor::Tensor) -> Buffer {
+        Buffer(std::sync::Arc::new(std::sync::Mutex::new(value)))
+    }
+
+    /// The current value.
+    pub fn value(&self) -> tessera_tensor::Tensor {
+        match self.0.lock() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the value.
+    pub fn set(&self, value: tessera_tensor::Tensor) {
+        match self.0.lock() {
+            Ok(mut v) => *v = value,
+            Err(poisoned) => *poisoned.into_inner() = value,
+        }
     }
 }
 

@@ -101,3 +101,24 @@ fn truncated_file_is_a_clear_error() {
         .to_string();
     assert!(msg.contains("cut.safetensors"), "{msg}");
 }
+
+#[test]
+fn buffers_travel_with_the_parameters() {
+    use tessera_nn::{BatchNorm2d, ModuleT, Var};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bn.safetensors");
+    let bn = BatchNorm2d::new(2);
+    let x = Var::constant(tessera_tensor::Tensor::randn(
+        &[3, 2, 4, 4],
+        1.0,
+        2.0,
+        &mut Rng::seed(8),
+    ));
+    bn.forward_t(&x, true).unwrap();
+    save_checkpoint(&path, &bn, None).unwrap();
+    let fresh = BatchNorm2d::new(2);
+    assert!(load_checkpoint(&path, &fresh, true).unwrap().is_clean());
+    assert_eq!(fresh.running_mean.value(), bn.running_mean.value());
+    assert_eq!(fresh.running_var.value(), bn.running_var.value());
+    assert_eq!(fresh.num_batches_tracked.value().to_scalar().unwrap(), 1.0);
+}

@@ -230,3 +230,49 @@ fn conv2d_and_max_pool_equal_torch() {
         .to_string();
     assert!(msg.contains("expected 3 input channels, got 2"), "{msg}");
 }
+
+#[test]
+fn batch_norm_trains_and_evaluates_like_torch() {
+    use tessera_nn::{BatchNorm2d, ModuleT};
+    let f = &fx()["batch_norm"];
+    let bn = BatchNorm2d::new(3);
+    bn.weight.set(tensor(&f["weight"], &[3])).unwrap();
+    bn.bias.set(tensor(&f["bias"], &[3])).unwrap();
+    let x = Var::parameter(tensor(&f["x"], &[4, 3, 5, 5]));
+    let y = bn.forward_t(&x, true).unwrap();
+    close(y.value(), &f["y"], 1e-5, 0.0, "train y");
+    backprop(&y, &f["r"]);
+    close(&x.grad().unwrap(), &f["dx"], 1e-5, 1e-4, "dx");
+    close(
+        &bn.weight.grad().unwrap(),
+        &f["dweight"],
+        1e-5,
+        1e-4,
+        "dweight",
+    );
+    close(&bn.bias.grad().unwrap(), &f["dbias"], 1e-5, 1e-4, "dbias");
+    close(
+        &bn.running_mean.value(),
+        &f["running_mean"],
+        1e-6,
+        1e-5,
+        "running_mean",
+    );
+    close(
+        &bn.running_var.value(),
+        &f["running_var"],
+        1e-6,
+        1e-5,
+        "running_var",
+    );
+    assert_eq!(bn.num_batches_tracked.value().to_scalar().unwrap(), 1.0);
+    let y_eval = bn
+        .forward_t(&Var::constant(x.value().clone()), false)
+        .unwrap();
+    close(y_eval.value(), &f["y_eval"], 1e-5, 0.0, "eval y");
+    let names: Vec<String> = bn.named_buffers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        ["running_mean", "running_var", "num_batches_tracked"]
+    );
+}
