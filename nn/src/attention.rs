@@ -76,15 +76,27 @@ pub enum AttnNames {
     Timm,
 }
 
-/// Multi-head attention with packed query/key/value projections (`[3E, E]`, rows in the
-/// order q, k, v, as both PyTorch and timm store them) and an output projection.
+/// The query/key/value projection weights of a [`MultiHeadAttention`].
+#[derive(Clone, Debug)]
+pub enum QkvWeights {
+    /// One `[3E, E]` matrix, rows in the order q, k, v (PyTorch's `in_proj_weight`,
+    /// timm's `qkv.weight`).
+    Packed(Parameter),
+    /// Separate matrices `[E, E]`, `[E, kdim]`, `[E, vdim]` (PyTorch's `q_proj_weight`,
+    /// `k_proj_weight`, `v_proj_weight`, used when keys or values have another width).
+    Separate(Parameter, Parameter, Parameter),
+}
+
+/// Multi-head attention: query/key/value projections ([`QkvWeights`]) with one packed
+/// `[3E]` bias, heads of width `E/H`, and an output projection.
 ///
 /// # Shapes
-/// `query [B, Tq, E]`, `key`/`value [B, Tk, E]` -> `[B, Tq, E]`.
+/// `query [B, Tq, E]`, `key [B, Tk, kdim]`, `value [B, Tk, vdim]` -> `[B, Tq, E]`
+/// (`kdim = vdim = E` for packed weights).
 #[derive(Clone, Debug)]
 pub struct MultiHeadAttention {
-    /// `[3E, E]`.
-    pub in_proj_weight: Parameter,
+    /// The q, k, v projection weights.
+    pub qkv: QkvWeights,
     /// `[3E]`.
     pub in_proj_bias: Parameter,
     /// `[E, E]`.
@@ -108,7 +120,11 @@ impl MultiHeadAttention {
         }
         let bound = 1.0 / (embed as f32).sqrt();
         Ok(MultiHeadAttention {
-            in_proj_weight: Parameter::new(xavier_uniform(&[3 * embed, embed], 1.0, rng)?),
+            qkv: QkvWeights::Packed(Parameter::new(xavier_uniform(
+                &[3 * embed, embed],
+                1.0,
+                rng,
+            )?)),
             in_proj_bias: Parameter::new(Tensor::zeros(&[3 * embed])),
             out_proj_weight: Parameter::new(Tensor::rand(&[embed, embed], -bound, bound, rng)),
             out_proj_bias: Parameter::new(Tensor::zeros(&[embed])),
@@ -117,15 +133,52 @@ impl MultiHeadAttention {
         })
     }
 
-    /// Projects `x [B, T, E]` with rows `part·E .. (part+1)·E` of the packed weights and
-    /// splits heads: `[B, H, T, E/H]`.
+    /// PyTorch's `nn.MultiheadAttention(embed, heads, kdim=kdim, vdim=vdim)`: separate
+    /// Xavier-uniform projections, zero biases. Names follow PyTorch.
+    pub fn with_kv_dims(
+        embed: usize,
+        heads: usize,
+        kdim: usize,
+        vdim: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let mut mha = MultiHeadAttention::new(embed, heads, AttnNames::Torch, rng)?;
+        mha.qkv = QkvWeights::Separate(
+            Parameter::new(xavier_uniform(&[embed, embed], 1.0, rng)?),
+            Parameter::new(xavier_uniform(&[embed, kdim], 1.0, rng)?),
+            Parameter::new(xavier_uniform(&[embed, vdim], 1.0, rng)?),
+        );
+        Ok(mha)
+    }
+
+    /// The `[E, in]` weight that projects queries (0), keys (1) or values (2).
+    fn weight(&self, part: usize) -> Result<Var> {
+        let e = self.out_proj_weight.value().shape()[0];
+        Ok(match &self.qkv {
+            QkvWeights::Packed(w) => w.var().narrow(0, part * e, e)?,
+            QkvWeights::Separate(q, k, v) => [q, k, v][part].var(),
+        })
+    }
+
+    /// Projects `x [B, T, in]` for `part` and splits heads: `[B, H, T, E/H]`.
     fn project(&self, x: &Var, part: usize) -> Result<Var> {
         let e = self.out_proj_weight.value().shape()[0];
+        let w = self.weight(part)?; // (E, in)
+        let width = w.shape()[1];
+        if x.shape().len() != 3 || x.shape()[2] != width {
+            return Err(Error::Input {
+                layer: "MultiHeadAttention",
+                msg: format!(
+                    "expected {} [B, T, {width}], got {:?}",
+                    ["query", "key", "value"][part],
+                    x.shape()
+                ),
+            });
+        }
         let (b, t) = (x.shape()[0], x.shape()[1]);
-        let w = self.in_proj_weight.var().narrow(0, part * e, e)?; // [E, E]
-        let bias = self.in_proj_bias.var().narrow(0, part * e, e)?; // [E]
+        let bias = self.in_proj_bias.var().narrow(0, part * e, e)?; // (E)
         let y = x
-            .reshape(&[b * t, e])?
+            .reshape(&[b * t, width])?
             .matmul(&w.transpose(0, 1)?)?
             .add(&bias)?;
         Ok(y.reshape(&[b, t, self.heads, e / self.heads])?
@@ -144,14 +197,6 @@ impl MultiHeadAttention {
         return_probs: bool,
     ) -> Result<(Var, Option<Tensor>)> {
         let e = self.out_proj_weight.value().shape()[0];
-        for (what, x) in [("query", query), ("key", key), ("value", value)] {
-            if x.shape().len() != 3 || x.shape()[2] != e {
-                return Err(Error::Input {
-                    layer: "MultiHeadAttention",
-                    msg: format!("expected {what} [B, T, {e}], got {:?}", x.shape()),
-                });
-            }
-        }
         let q = self.project(query, 0)?;
         let k = self.project(key, 1)?;
         let v = self.project(value, 2)?;
@@ -176,7 +221,14 @@ impl Params for MultiHeadAttention {
             ),
             AttnNames::Timm => ("qkv.weight", "qkv.bias", "proj.weight", "proj.bias"),
         };
-        out.push((join(prefix, w), self.in_proj_weight.clone()));
+        match &self.qkv {
+            QkvWeights::Packed(p) => out.push((join(prefix, w), p.clone())),
+            QkvWeights::Separate(q, k, v) => {
+                out.push((join(prefix, "q_proj_weight"), q.clone()));
+                out.push((join(prefix, "k_proj_weight"), k.clone()));
+                out.push((join(prefix, "v_proj_weight"), v.clone()));
+            }
+        }
         out.push((join(prefix, b), self.in_proj_bias.clone()));
         out.push((join(prefix, ow), self.out_proj_weight.clone()));
         out.push((join(prefix, ob), self.out_proj_bias.clone()));

@@ -25,7 +25,9 @@ pub mod init;
 mod layers;
 mod loss;
 
-pub use attention::{scaled_dot_product_attention, AttnMask, AttnNames, MultiHeadAttention};
+pub use attention::{
+    scaled_dot_product_attention, AttnMask, AttnNames, MultiHeadAttention, QkvWeights,
+};
 pub use checkpoint::{load_checkpoint, save_checkpoint, LoadReport};
 pub use layers::{BatchNorm2d, Conv2d, Dropout, Embedding, LayerNorm, Linear, MaxPool2d};
 pub use loss::{cross_entropy, mse_loss, nll_loss};

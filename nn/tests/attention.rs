@@ -3,7 +3,7 @@
 //! probabilities and gradients, and cross-attention.
 
 use serde_json::Value;
-use tessera_nn::{AttnMask, AttnNames, MultiHeadAttention, Params, Var};
+use tessera_nn::{AttnMask, AttnNames, MultiHeadAttention, Parameter, Params, QkvWeights, Var};
 use tessera_tensor::{Rng, Tensor};
 
 fn floats(v: &Value) -> Vec<f32> {
@@ -12,6 +12,13 @@ fn floats(v: &Value) -> Vec<f32> {
         .iter()
         .map(|x| x.as_f64().unwrap() as f32)
         .collect()
+}
+
+fn packed(mha: &MultiHeadAttention) -> &Parameter {
+    match &mha.qkv {
+        QkvWeights::Packed(p) => p,
+        QkvWeights::Separate(..) => panic!("expected packed weights"),
+    }
 }
 
 fn close(got: &Tensor, want: &Value, atol: f32, rtol: f32, what: &str) {
@@ -29,9 +36,7 @@ fn multi_head_attention_equals_torch() {
     let f = &all["mha"];
     let t = |k: &str, s: &[usize]| Tensor::from_vec(floats(&f[k]), s).unwrap();
     let mha = MultiHeadAttention::new(8, 2, AttnNames::Torch, &mut Rng::seed(0)).unwrap();
-    mha.in_proj_weight
-        .set(t("in_proj_weight", &[24, 8]))
-        .unwrap();
+    packed(&mha).set(t("in_proj_weight", &[24, 8])).unwrap();
     mha.in_proj_bias.set(t("in_proj_bias", &[24])).unwrap();
     mha.out_proj_weight
         .set(t("out_proj_weight", &[8, 8]))
@@ -50,7 +55,7 @@ fn multi_head_attention_equals_torch() {
         .unwrap();
     close(&q.grad().unwrap(), &f["dq"], 1e-5, 1e-4, "dq");
     close(
-        &mha.in_proj_weight.grad().unwrap(),
+        &packed(&mha).grad().unwrap(),
         &f["din_proj_weight"],
         1e-5,
         1e-4,
@@ -101,4 +106,53 @@ fn names_follow_torch_or_timm() {
         ["qkv.weight", "qkv.bias", "proj.weight", "proj.bias"]
     );
     assert!(MultiHeadAttention::new(8, 3, AttnNames::Torch, &mut Rng::seed(0)).is_err());
+}
+
+#[test]
+fn separate_projections_for_other_key_and_value_widths_equal_torch() {
+    let all: Value = serde_json::from_str(include_str!("fixtures/layers.json")).unwrap();
+    let f = &all["mha_kv"];
+    let t = |k: &str, s: &[usize]| Tensor::from_vec(floats(&f[k]), s).unwrap();
+    let mha = MultiHeadAttention::with_kv_dims(8, 2, 5, 6, &mut Rng::seed(0)).unwrap();
+    let QkvWeights::Separate(wq, wk, wv) = &mha.qkv else {
+        panic!("separate")
+    };
+    wq.set(t("q_proj_weight", &[8, 8])).unwrap();
+    wk.set(t("k_proj_weight", &[8, 5])).unwrap();
+    wv.set(t("v_proj_weight", &[8, 6])).unwrap();
+    mha.in_proj_bias.set(t("in_proj_bias", &[24])).unwrap();
+    mha.out_proj_weight
+        .set(t("out_proj_weight", &[8, 8]))
+        .unwrap();
+    mha.out_proj_bias.set(t("out_proj_bias", &[8])).unwrap();
+    let q = Var::constant(t("q", &[2, 3, 8]));
+    let k = Var::constant(t("k", &[2, 4, 5]));
+    let v = Var::constant(t("v", &[2, 4, 6]));
+    let (y, _) = mha.forward_qkv(&q, &k, &v, None, None, false).unwrap();
+    close(y.value(), &f["y"], 1e-5, 0.0, "y");
+    y.mul(&Var::constant(t("r", &[2, 3, 8])))
+        .unwrap()
+        .sum_all()
+        .backward()
+        .unwrap();
+    close(
+        &wk.grad().unwrap(),
+        &f["dk_proj_weight"],
+        1e-5,
+        1e-4,
+        "dk_proj_weight",
+    );
+    close(
+        &wv.grad().unwrap(),
+        &f["dv_proj_weight"],
+        1e-5,
+        1e-4,
+        "dv_proj_weight",
+    );
+    let names: Vec<String> = mha.named_parameters().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names[..3],
+        ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
+    );
+    assert!(mha.forward_qkv(&q, &q, &v, None, None, false).is_err());
 }
