@@ -446,3 +446,34 @@ impl ModuleT for BatchNorm2d {
         Ok(norm.mul(&gamma)?.add(&beta)?)
     }
 }
+
+/// An element-wise activation as a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// `max(x, 0)`.
+    Relu,
+    /// Exact GELU `x Φ(x)`.
+    Gelu,
+    /// GELU's tanh approximation.
+    GeluTanh,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Logistic sigmoid.
+    Sigmoid,
+}
+
+impl Params for Activation {
+    fn collect_params(&self, _prefix: &str, _out: &mut Vec<(String, Parameter)>) {}
+}
+
+impl Module for Activation {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        Ok(match self {
+            Activation::Relu => x.relu(),
+            Activation::Gelu => x.gelu(),
+            Activation::GeluTanh => x.gelu_tanh(),
+            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => x.sigmoid(),
+        })
+    }
+}

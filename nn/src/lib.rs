@@ -29,7 +29,9 @@ pub use attention::{
     scaled_dot_product_attention, AttnMask, AttnNames, MultiHeadAttention, QkvWeights,
 };
 pub use checkpoint::{load_checkpoint, save_checkpoint, LoadReport};
-pub use layers::{BatchNorm2d, Conv2d, Dropout, Embedding, LayerNorm, Linear, MaxPool2d};
+pub use layers::{
+    Activation, BatchNorm2d, Conv2d, Dropout, Embedding, LayerNorm, Linear, MaxPool2d,
+};
 pub use loss::{cross_entropy, mse_loss, nll_loss};
 pub use tessera_autograd::{Parameter, Var};
 
