@@ -1,6 +1,7 @@
-//! Resume through files: 20 steps, save the model and the optimizer state, rebuild
-//! everything from the files, 20 more steps: the parameters equal those of 40 steps
-//! straight, bit for bit.
+//! Resume in a fresh process: 20 steps, save the model and the optimizer state, then a
+//! new process (this test binary, run again on the ignored `resume_child` test) rebuilds
+//! everything from the files and trains 20 more steps: the parameters equal those of 40
+//! steps straight, bit for bit.
 
 use tessera_nn::{
     load_checkpoint, mse_loss, save_checkpoint, Linear, Module, Parameter, Params, Var,
@@ -63,18 +64,23 @@ fn resumed_training_equals_uninterrupted_training() {
         let state = opt.state();
         save_safetensors(&opt_path, state.iter().map(|(k, v)| (k.as_str(), v)), None).unwrap();
     }
-    let resumed = Mlp(
-        Linear::new(4, 8, true, &mut Rng::seed(999)),
-        Linear::new(8, 2, true, &mut Rng::seed(998)),
-    );
-    assert!(load_checkpoint(&model_path, &resumed, true)
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "resume_child",
+            "--ignored",
+            "--test-threads",
+            "1",
+        ])
+        .env("TESSERA_RESUME_DIR", dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the resuming process failed");
+    let resumed = mlp();
+    let final_path = dir.path().join("final.safetensors");
+    assert!(load_checkpoint(&final_path, &resumed, true)
         .unwrap()
         .is_clean());
-    let mut opt = Adam::adamw(1e-2);
-    opt.load_state(&load_safetensors(&opt_path).unwrap())
-        .unwrap();
-    train(&resumed, &mut opt, 20);
-
     for ((name, a), (_, b)) in straight
         .named_parameters()
         .iter()
@@ -82,4 +88,29 @@ fn resumed_training_equals_uninterrupted_training() {
     {
         assert_eq!(a.value().to_vec(), b.value().to_vec(), "{name}");
     }
+}
+
+/// The second half, run by `resumed_training_equals_uninterrupted_training` in its own
+/// process (does nothing when run directly).
+#[test]
+#[ignore = "run in a child process by resumed_training_equals_uninterrupted_training"]
+fn resume_child() {
+    let Some(dir) = std::env::var_os("TESSERA_RESUME_DIR") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let resumed = Mlp(
+        Linear::new(4, 8, true, &mut Rng::seed(999)),
+        Linear::new(8, 2, true, &mut Rng::seed(998)),
+    );
+    assert!(
+        load_checkpoint(dir.join("model.safetensors"), &resumed, true)
+            .unwrap()
+            .is_clean()
+    );
+    let mut opt = Adam::adamw(1e-2);
+    opt.load_state(&load_safetensors(dir.join("optim.safetensors")).unwrap())
+        .unwrap();
+    train(&resumed, &mut opt, 20);
+    save_checkpoint(dir.join("final.safetensors"), &resumed, None).unwrap();
 }
