@@ -345,48 +345,10 @@ impl Var {
         ))
     }
 
-    /// 2-D max-pooling of `[N, C, H, W]` over `window` (padding counts as -inf, as
-    /// PyTorch); the gradient goes to the first maximal element of each window.
+    /// 2-D max-pooling of `[N, C, H, W]` over `window` (padding never wins, as PyTorch);
+    /// the gradient goes to the first maximal element of each window.
     pub fn max_pool2d(&self, window: &Window2d) -> Result<Var> {
-        let x = self.value();
-        let (n, c, h, w) = x.dims4()?;
-        let (oh, ow) = window.output_size(h, w)?;
-        let data = x.contiguous().to_vec();
-        let (kh, kw) = window.kernel;
-        let mut out = Vec::with_capacity(n * c * oh * ow);
-        let mut arg = Vec::with_capacity(n * c * oh * ow);
-        for plane in 0..n * c {
-            let base = plane * h * w;
-            for y in 0..oh {
-                for xx in 0..ow {
-                    let mut best = f32::NEG_INFINITY;
-                    let mut best_at = usize::MAX;
-                    for i in 0..kh {
-                        let iy = (y * window.stride.0 + i * window.dilation.0) as isize
-                            - window.padding.0 as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        for j in 0..kw {
-                            let ix = (xx * window.stride.1 + j * window.dilation.1) as isize
-                                - window.padding.1 as isize;
-                            if ix < 0 || ix >= w as isize {
-                                continue;
-                            }
-                            let at = base + iy as usize * w + ix as usize;
-                            let v = data[at];
-                            if best_at == usize::MAX || v > best || (v.is_nan() && !best.is_nan()) {
-                                best = v;
-                                best_at = at;
-                            }
-                        }
-                    }
-                    out.push(best);
-                    arg.push(best_at);
-                }
-            }
-        }
-        let value = Tensor::from_vec(out, &[n, c, oh, ow])?;
-        Ok(Var::from_op(value, Op::MaxPool(self.clone(), arg)))
+        let (value, winners) = self.value().max_pool2d(window)?;
+        Ok(Var::from_op(value, Op::MaxPool(self.clone(), winners)))
     }
 }

@@ -151,6 +151,42 @@ impl Tensor {
         Tensor::from_vec(out, &[n, rows, l])
     }
 
+    /// 2-D max-pooling of `[N, C, H, W]` over `win` (padding never wins, as in PyTorch).
+    /// Returns the pooled `[N, C, oh, ow]` tensor and, for each output, the flat
+    /// position in the (contiguous) input of the first maximal element, for the backward
+    /// pass; a window that covers only padding yields `-inf` and `usize::MAX`.
+    ///
+    /// ```
+    /// use tessera_tensor::{Tensor, Window2d};
+    /// let x = Tensor::arange(0.0, 16.0, 1.0)?.reshape(&[1, 1, 4, 4])?;
+    /// let (y, at) = x.max_pool2d(&Window2d::patches(2))?;
+    /// assert_eq!(y.to_vec(), vec![5., 7., 13., 15.]);
+    /// assert_eq!(at, vec![5, 7, 13, 15]);
+    /// # Ok::<(), tessera_tensor::Error>(())
+    /// ```
+    pub fn max_pool2d(&self, win: &Window2d) -> Result<(Tensor, Vec<usize>)> {
+        let (n, c, h, w) = self
+            .dims4()
+            .map_err(|_| Error::rank("max_pool2d", "4 ([N, C, H, W])", self.shape()))?;
+        let (oh, ow) = win.output_size(h, w)?;
+        let data = self.contiguous_data();
+        let l = oh * ow;
+        let mut best = vec![f32::NEG_INFINITY; n * c * l];
+        let mut at = vec![usize::MAX; n * c * l];
+        // Every (plane, tap, output) visit, taps in row-major kernel order: the first
+        // maximum wins (NaN wins, as PyTorch).
+        for_each_tap(n * c, (h, w), (oh, ow), win, |row, pos, from| {
+            let plane = row / (win.kernel.0 * win.kernel.1);
+            let o = plane * l + pos;
+            let v = data[from];
+            if at[o] == usize::MAX || v > best[o] || (v.is_nan() && !best[o].is_nan()) {
+                best[o] = v;
+                at[o] = from;
+            }
+        });
+        Ok((Tensor::from_vec(best, &[n, c, oh, ow])?, at))
+    }
+
     /// col2im: `[N, C·kh·kw, oh·ow] -> [N, C, H, W]`, summing overlapping taps, as
     /// PyTorch's `F.fold`. The adjoint of [`Tensor::unfold2d`] (its backward).
     pub fn fold2d(&self, (h, w): (usize, usize), win: &Window2d) -> Result<Tensor> {

@@ -15,7 +15,7 @@
 //! choices.
 
 use crate::error::{Error, Result};
-use crate::parallel;
+use crate::parallel::{self, SendPtr};
 use crate::shape::{broadcast_shape, broadcast_strides, Dims};
 use crate::tensor::Tensor;
 
@@ -266,7 +266,7 @@ pub(crate) unsafe fn gemm_into(
         chosen => chosen,
     };
     // One band of C per thread, along its longer side, each an independent product.
-    let c = OutPtr(c);
+    let c = SendPtr(c);
     let by_rows = m >= n;
     let len = if by_rows { m } else { n };
     let tasks = threads.min(len.div_ceil(16)).max(1);
@@ -372,20 +372,6 @@ unsafe fn serial(
     }
 }
 
-/// An output pointer that may cross to the worker threads (each writes its own part).
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: writers touch disjoint parts of the buffer, which outlives the parallel section.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method, so closures capture the whole Send wrapper).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 impl Tensor {
     /// Matrix product with `torch.matmul` semantics: 1-D operands are promoted to a row
     /// (lhs) or a column (rhs) and the added axis removed afterwards; leading (batch)
@@ -463,7 +449,7 @@ impl Tensor {
         let total = nb * m * n;
         // Every element is written by the GEMM (beta = 0), so the buffer starts uninitialised.
         let mut out: Vec<f32> = Vec::with_capacity(total);
-        let base = OutPtr(out.as_mut_ptr());
+        let base = SendPtr(out.as_mut_ptr());
         let (da, db) = (a.storage(), b.storage());
         let product = |i: usize, threads: usize| -> Result<()> {
             let (oa, ob) = offs[i];

@@ -267,15 +267,17 @@ pub(crate) fn fill(n: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32
     out
 }
 
-/// A pointer handed to the tasks of [`fill`] (each writes its own range).
+/// An output pointer handed to parallel tasks, each of which writes its own disjoint
+/// part of a buffer that outlives them.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint ranges of a buffer that outlives them.
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: tasks write disjoint parts of a buffer that outlives the parallel section.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
-    fn get(self) -> *mut f32 {
+    /// The pointer (a method, so closures capture the whole Send wrapper).
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
