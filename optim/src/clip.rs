@@ -11,12 +11,13 @@ pub fn clip_grad_norm(params: &[(String, Parameter)], max_norm: f32) -> Result<f
     let total: f64 = grads
         .iter()
         .map(|(_, _, g)| {
-            let n = g
-                .to_vec()
-                .iter()
-                .map(|&x| x as f64 * x as f64)
-                .sum::<f64>()
-                .sqrt() as f32;
+            // Each tensor's norm rounded to f32, as PyTorch's per-tensor norms are.
+            let sq = |s: &[f32]| s.iter().map(|&x| x as f64 * x as f64).sum::<f64>();
+            let n = match g.as_slice() {
+                Some(s) => sq(s),
+                None => sq(&g.to_vec()),
+            }
+            .sqrt() as f32;
             (n as f64) * (n as f64)
         })
         .sum::<f64>()

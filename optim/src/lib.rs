@@ -87,7 +87,7 @@ pub(crate) fn gradients(
     let mut out = Vec::with_capacity(params.len());
     for (name, p) in params {
         if let Some(g) = p.grad() {
-            if g.to_vec().iter().any(|v| !v.is_finite()) {
+            if !all_finite(&g) {
                 return Err(Error::NonFinite {
                     what,
                     name: name.clone(),
@@ -98,4 +98,12 @@ pub(crate) fn gradients(
         }
     }
     Ok(out)
+}
+
+/// Whether every element is finite, reading contiguous tensors in place.
+pub(crate) fn all_finite(t: &Tensor) -> bool {
+    match t.as_slice() {
+        Some(s) => s.iter().all(|v| v.is_finite()),
+        None => t.to_vec().iter().all(|v| v.is_finite()),
+    }
 }
