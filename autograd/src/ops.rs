@@ -1,6 +1,7 @@
 //! The differentiable operations: each computes its value with tessera-tensor and records
 //! an [`Op`] that `backward.rs` knows how to differentiate.
 
+use smallvec::{smallvec, SmallVec};
 use tessera_tensor::{Dim, IndexTensor, Rng, Tensor, Window2d};
 
 use crate::var::Var;
@@ -46,10 +47,11 @@ pub(crate) enum Op {
 
 impl Op {
     /// The values this operation read.
-    pub(crate) fn inputs(&self) -> Vec<&Var> {
+    /// (Inline for up to two inputs: recording an op allocates nothing for this.)
+    pub(crate) fn inputs(&self) -> SmallVec<[&Var; 2]> {
         use Op::*;
         match self {
-            Add(a, b) | Sub(a, b) | Mul(a, b) | Div(a, b) | Matmul(a, b) => vec![a, b],
+            Add(a, b) | Sub(a, b) | Mul(a, b) | Div(a, b) | Matmul(a, b) => smallvec![a, b],
             Neg(a)
             | AddScalar(a)
             | MulScalar(a, _)
@@ -73,8 +75,8 @@ impl Op {
             | GeluTanh(a)
             | Dropout(a, _)
             | Unfold(a, _, _)
-            | MaxPool(a, _) => vec![a],
-            Where(_, a, b) => vec![a, b],
+            | MaxPool(a, _) => smallvec![a],
+            Where(_, a, b) => smallvec![a, b],
             Concat(parts, _) => parts.iter().collect(),
         }
     }
