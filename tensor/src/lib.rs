@@ -57,7 +57,8 @@ pub use io::{
     load_safetensors, safetensors_bytes, save_safetensors, write_atomic, SafeTensorsFile,
 };
 pub use matmul::{gemm, gemm_with, GemmKernel, MatRef};
-pub use parallel::{num_threads, set_num_threads};
+pub use parallel::{num_threads, parallel_for, set_num_threads};
 pub use random::Rng;
 pub use shape::{broadcast_shape, contiguous_strides, numel, Dim, Dims};
 pub use tensor::Tensor;
+pub use vmath::{exp_slice, sigmoid_slice, tanh_slice};

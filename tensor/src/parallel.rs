@@ -244,6 +244,22 @@ pub(crate) fn run_split(tasks: usize, f: impl Fn(usize) + Sync) {
     team().run(tasks, &f);
 }
 
+/// Runs `f(0)`, ..., `f(tasks - 1)` on the crate's thread team (see
+/// [`set_num_threads`]): task 0 and every `threads`-th after it on the calling thread,
+/// the others on the helper threads. A nested call, or a call while the helpers serve
+/// another caller, runs every task on the calling thread, so `f` must not rely on the
+/// tasks running at the same time.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// let sum = AtomicUsize::new(0);
+/// tessera_tensor::parallel_for(4, |i| { sum.fetch_add(i, Ordering::Relaxed); });
+/// assert_eq!(sum.into_inner(), 6);
+/// ```
+pub fn parallel_for(tasks: usize, f: impl Fn(usize) + Sync) {
+    run_split(tasks, f);
+}
+
 /// Element-wise work below this many elements stays on the calling thread.
 pub(crate) const PAR_MIN_ELEMS: usize = 1 << 16;
 

@@ -105,9 +105,19 @@ macro_rules! slice_kernel {
             }
         }
 
-        /// Writes `f(x)` for every `x` of `src` into `dst` (same length), with the
-        /// widest SIMD this CPU has.
-        pub(crate) fn $name(src: &[f32], dst: &mut [f32]) {
+        /// Writes `f(x)` for every `x` of `src` into `dst` (the shorter length of the
+        /// two), with the widest SIMD this CPU has; the same function as the tensor
+        /// operation of that name.
+        ///
+        /// ```
+        #[doc = concat!("let mut out = [0.0f32; 2];")]
+        #[doc = concat!("tessera_tensor::", stringify!($name), "(&[0.0, 1.0], &mut out);")]
+        #[doc = concat!("assert!((out[1] - ", stringify!($f), "_ref(1.0)).abs() < 1e-6);")]
+        #[doc = concat!("# fn exp_ref(x: f32) -> f32 { x.exp() }")]
+        #[doc = concat!("# fn tanh_ref(x: f32) -> f32 { x.tanh() }")]
+        #[doc = concat!("# fn sigmoid_ref(x: f32) -> f32 { 1.0 / (1.0 + (-x).exp()) }")]
+        /// ```
+        pub fn $name(src: &[f32], dst: &mut [f32]) {
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU has AVX2 (checked just above).
