@@ -23,6 +23,9 @@ pub enum Workload {
     /// Batched attention-shaped matmul, [256, 64, 64] x [256, 64, 64] and [256, 64, 32] x [256, 32, 64].
     #[value(name = "W1b")]
     W1b,
+    /// Elman RNN char-LM training step: vocab 65, hidden 256, 64 steps, batch 32, Adam (tokens/s).
+    #[value(name = "W2")]
+    W2,
     /// Every workload above.
     #[value(name = "all")]
     All,
@@ -244,6 +247,50 @@ fn w1b(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
     Ok(())
 }
 
+/// W2: the Elman char-LM training step (full BPTT over 64 steps, loss summed over time
+/// and averaged over the batch, clip 5, Adam 2e-3). `elman-loop` is the closed-form
+/// BPTT (the peer of PyTorch's explicit cell loop), `elman-autograd` the same step
+/// differentiated by autograd through the unrolled graph.
+fn w2(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
+    use tessera_nn::Params;
+    use tessera_optim::{clip_grad_norm, Adam, Optimizer};
+    use tessera_rnn::{Elman, SeqInput};
+    use tessera_tensor::IndexTensor;
+    let (vocab, hidden, steps, batch) = (65, 256, 64, 32);
+    let mut rng = Rng::seed(1234);
+    let ids: Vec<usize> = (0..batch * (steps + 1)).map(|_| rng.below(vocab)).collect();
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for row in ids.chunks_exact(steps + 1) {
+        x.extend_from_slice(&row[..steps]);
+        y.extend_from_slice(&row[1..]);
+    }
+    let x = IndexTensor::new(x, &[batch, steps])?;
+    let y = IndexTensor::new(y, &[batch, steps])?;
+    for variant in ["elman-loop", "elman-autograd"] {
+        let model = Elman::new(vocab, hidden, vocab, &mut rng);
+        let params = model.named_parameters();
+        let mut opt = Adam::new(2e-3);
+        let t = time_steps(args, (batch * steps) as f64, || {
+            if variant == "elman-loop" {
+                model
+                    .bptt(SeqInput::Ids(&x), &y, None)?
+                    .grads
+                    .write_to(&model)?;
+            } else {
+                for (_, p) in &params {
+                    p.zero_grad();
+                }
+                model.loss(SeqInput::Ids(&x), &y, None)?.0.backward()?;
+            }
+            clip_grad_norm(&params, 5.0)?;
+            opt.step(&params)?;
+            Ok(())
+        })?;
+        out(record("W2", variant.to_string(), "tokens/s", t));
+    }
+    Ok(())
+}
+
 /// Runs `tessera bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.steps == 0 {
@@ -258,7 +305,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut list: Vec<Workload> = Vec::new();
     for w in &args.workloads {
         match w {
-            Workload::All => list.extend([Workload::W0, Workload::W1, Workload::W1b]),
+            Workload::All => list.extend([Workload::W0, Workload::W1, Workload::W1b, Workload::W2]),
             w => list.push(*w),
         }
     }
@@ -285,6 +332,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Workload::W0 => w0(args, &mut print)?,
             Workload::W1 => w1(args, &mut print)?,
             Workload::W1b => w1b(args, &mut print)?,
+            Workload::W2 => w2(args, &mut print)?,
             Workload::All => unreachable!("expanded above"),
         }
     }

@@ -4,6 +4,7 @@
 //! writes files. The work itself lives in the library crates.
 
 mod bench;
+mod rnn;
 
 use clap::{Parser, Subcommand};
 
@@ -19,12 +20,16 @@ struct Cli {
 enum Command {
     /// Run the reference workloads of WORKLOADS.md and print their figures.
     Bench(bench::BenchArgs),
+    /// Recurrent character language models: the Elman network, RNN, LSTM, GRU.
+    #[command(subcommand)]
+    Rnn(rnn::RnnCommand),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(&args),
+        Command::Rnn(cmd) => rnn::run(&cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -21,7 +21,7 @@
 
 mod text;
 
-pub use text::{split_fraction, BpttBatches, CharVocab};
+pub use text::{split_fraction, BpttBatches, CharVocab, SONNETS};
 
 /// Errors of the data layer.
 #[derive(Debug, thiserror::Error)]

@@ -87,6 +87,16 @@ impl CharVocab {
     }
 }
 
+/// A small built-in text (nine of Shakespeare's sonnets, public domain) for demos and
+/// for training runs on a machine without data.
+///
+/// ```
+/// let vocab = tessera_data::CharVocab::from_text(tessera_data::SONNETS)?;
+/// assert!(vocab.len() > 40);
+/// # Ok::<(), tessera_data::Error>(())
+/// ```
+pub const SONNETS: &str = include_str!("sonnets.txt");
+
 /// Splits a sequence at `fraction` of its length: the first part for training, the rest
 /// for validation (the usual 90/10 split of tinyshakespeare is `split_fraction(ids, 0.9)`).
 pub fn split_fraction<T>(items: &[T], fraction: f64) -> Result<(&[T], &[T])> {
