@@ -160,6 +160,31 @@ pub(crate) fn backward_rule(op: &Op, g: &Tensor, y: &Tensor) -> Result<Vec<(Var,
             }
             one(a, Tensor::from_vec(dx, a.shape())?)
         }
+        Custom(inputs, f) => {
+            let grads = f.backward(g, y)?;
+            if grads.len() != inputs.len() {
+                return Err(crate::Error::CustomGrad {
+                    op: f.name(),
+                    msg: format!("{} gradients for {} inputs", grads.len(), inputs.len()),
+                });
+            }
+            let mut out = Vec::with_capacity(inputs.len());
+            for (i, (x, gx)) in inputs.iter().zip(grads).enumerate() {
+                let Some(gx) = gx else { continue };
+                if gx.shape() != x.shape() {
+                    return Err(crate::Error::CustomGrad {
+                        op: f.name(),
+                        msg: format!(
+                            "a gradient of shape {:?} for input {i} of shape {:?}",
+                            gx.shape(),
+                            x.shape()
+                        ),
+                    });
+                }
+                out.push((x.clone(), gx));
+            }
+            Ok(out)
+        }
     }
 }
 

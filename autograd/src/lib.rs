@@ -33,6 +33,7 @@ mod ops;
 mod var;
 
 pub use gradcheck::{check_gradients, GradCheck};
+pub use ops::Function;
 pub use var::{is_grad_enabled, no_grad, Parameter, Var};
 
 /// Errors of the differentiation layer.
@@ -73,6 +74,14 @@ pub enum Error {
     /// A lock poisoned by a panic on another thread.
     #[error("a gradient lock was poisoned by a panic on another thread")]
     Poisoned,
+    /// A custom operation's backward rule returned gradients that do not fit its inputs.
+    #[error("{op}: backward returned {msg}")]
+    CustomGrad {
+        /// The operation's name.
+        op: &'static str,
+        /// What was wrong.
+        msg: String,
+    },
     /// A gradient that disagrees with finite differences.
     #[error("gradient check: input {input}, element {element}: backward gives {analytic}, finite differences {numeric}")]
     GradientMismatch {

@@ -43,6 +43,40 @@ pub(crate) enum Op {
     Unfold(Var, Window2d, (usize, usize)),
     /// Max-pooling: the flat input position that won each output.
     MaxPool(Var, Vec<usize>),
+    /// An operation defined outside the crate, with its own backward rule.
+    Custom(Vec<Var>, std::sync::Arc<dyn Function>),
+}
+
+/// The backward rule of an operation computed outside this crate (PyTorch's
+/// `autograd.Function`): a fused kernel whose gradients are derived by hand, such as a
+/// whole recurrent layer. Record it with [`Var::custom`].
+///
+/// ```
+/// use std::sync::Arc;
+/// use tessera_autograd::{Function, Result, Var};
+/// use tessera_tensor::Tensor;
+///
+/// /// y = x³, with ∂x = 3 x² g.
+/// #[derive(Debug)]
+/// struct Cube(Tensor);
+/// impl Function for Cube {
+///     fn name(&self) -> &'static str { "cube" }
+///     fn backward(&self, g: &Tensor, _y: &Tensor) -> Result<Vec<Option<Tensor>>> {
+///         Ok(vec![Some(g.mul(&self.0.sqr().mul_scalar(3.0))?)])
+///     }
+/// }
+/// let x = Var::parameter(Tensor::from_vec(vec![1.0, 2.0], &[2])?);
+/// let y = Var::custom(x.value().powf(3.0), &[x.clone()], Arc::new(Cube(x.value().clone())));
+/// y.sum_all().backward()?;
+/// assert_eq!(x.grad().unwrap().to_vec(), vec![3.0, 12.0]);
+/// # Ok::<(), tessera_autograd::Error>(())
+/// ```
+pub trait Function: Send + Sync + std::fmt::Debug {
+    /// The operation's name, for error messages.
+    fn name(&self) -> &'static str;
+    /// The gradients of the inputs (in the order given to [`Var::custom`]; `None` for an
+    /// input that gets none), given the gradient `g` of the output `y`.
+    fn backward(&self, g: &Tensor, y: &Tensor) -> Result<Vec<Option<Tensor>>>;
 }
 
 impl Op {
@@ -77,7 +111,7 @@ impl Op {
             | Unfold(a, _, _)
             | MaxPool(a, _) => smallvec![a],
             Where(_, a, b) => smallvec![a, b],
-            Concat(parts, _) => parts.iter().collect(),
+            Concat(parts, _) | Custom(parts, _) => parts.iter().collect(),
         }
     }
 }
@@ -265,6 +299,12 @@ impl Var {
         let value = Tensor::concat(&tensors, ax)?;
         let owned = parts.iter().map(|&v| v.clone()).collect();
         Ok(Var::from_op(value, Op::Concat(owned, ax)))
+    }
+
+    /// Records `value`, computed outside the crate from `inputs`, with `function`'s
+    /// backward rule (see [`Function`]).
+    pub fn custom(value: Tensor, inputs: &[Var], function: std::sync::Arc<dyn Function>) -> Var {
+        Var::from_op(value, Op::Custom(inputs.to_vec(), function))
     }
 
     /// `len` entries of `axis` from `start`.

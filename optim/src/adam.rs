@@ -86,15 +86,12 @@ impl Adam {
     }
 }
 
-/// `m + w (x - m)` as PyTorch's `lerp` computes it for a weight below 0.5.
-fn lerp(m: &Tensor, x: &Tensor, w: f32) -> Result<Tensor> {
-    Ok(m.zip_map(x, "lerp", |a, b| {
-        if w < 0.5 {
-            a + w * (b - a)
-        } else {
-            b - (b - a) * (1.0 - w)
-        }
-    })?)
+/// The elements of `t` in row-major order, borrowed when it is contiguous.
+fn elements(t: &Tensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_vec()),
+    }
 }
 
 impl Optimizer for Adam {
@@ -114,20 +111,41 @@ impl Optimizer for Adam {
             }
             let prev = self.state.get(&name);
             let step = prev.map_or(0, |s| s.step) + 1;
-            let zeros = || Tensor::zeros(value.shape());
-            let m0 = prev.map_or_else(zeros, |s| s.m.clone());
-            let v0 = prev.map_or_else(zeros, |s| s.v.clone());
-            let m = lerp(&m0, &g, (1.0 - b1 as f64) as f32)?;
-            let scale = (1.0 - b2 as f64) as f32;
-            let v = v0
-                .mul_scalar(b2)
-                .zip_map(&g, "adam", |v, g| v + scale * g * g)?;
             let bc1 = 1.0 - (b1 as f64).powi(step as i32);
             let bc2 = 1.0 - (b2 as f64).powi(step as i32);
             let step_size = (self.lr / bc1) as f32;
             let bc2_sqrt = bc2.sqrt() as f32;
-            let denom = v.sqrt().div_scalar(bc2_sqrt).add_scalar(self.eps);
-            let new = value.add(&m.mul_scalar(-step_size).div(&denom)?)?;
+            let (w1, scale, eps) = ((1.0 - b1 as f64) as f32, (1.0 - b2 as f64) as f32, self.eps);
+            // One pass over the elements, with the operations (and roundings) of
+            // PyTorch's single-tensor Adam in its order:
+            // m = lerp(m, g, 1 - β1); v = β2 v + (1 - β2) g²;
+            // x += (-lr / bc1) m / (√v / √bc2 + ε).
+            let (x, g) = (elements(&value), elements(&g));
+            let n = x.len();
+            let (m0, v0) = match prev {
+                Some(s) => (elements(&s.m), elements(&s.v)),
+                None => (vec![0.0; n].into(), vec![0.0; n].into()),
+            };
+            let (mut m, mut v, mut new) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+            for i in 0..n {
+                let (a, gi) = (m0[i], g[i]);
+                let mi = if w1 < 0.5 {
+                    a + w1 * (gi - a)
+                } else {
+                    gi - (gi - a) * (1.0 - w1)
+                };
+                let vi = v0[i] * b2 + scale * gi * gi;
+                let denom = vi.sqrt() / bc2_sqrt + eps;
+                new[i] = x[i] + (mi * -step_size) / denom;
+                m[i] = mi;
+                v[i] = vi;
+            }
+            let shape = value.shape();
+            let (m, v, new) = (
+                Tensor::from_vec(m, shape)?,
+                Tensor::from_vec(v, shape)?,
+                Tensor::from_vec(new, shape)?,
+            );
             updates.push((name, p, new, Moments { step, m, v }));
         }
         for (name, p, new, moments) in updates {

@@ -359,6 +359,7 @@ impl Elman {
         }
         let weights = Weights {
             w: self.w.value().to_vec(),
+            w_t: self.w.value().t()?.to_vec(),
             u_t: self.u.value().t()?.to_vec(),
             b_s: self.b_s.value().to_vec(),
             v: self.v.value().to_vec(),
@@ -451,6 +452,8 @@ impl Params for Elman {
 /// `U` is a contiguous row).
 struct Weights {
     w: Vec<f32>,
+    /// `Wᵀ`, row-major: the forward products read it with unit stride.
+    w_t: Vec<f32>,
     u_t: Vec<f32>,
     b_s: Vec<f32>,
     v: Vec<f32>,
@@ -530,7 +533,7 @@ impl Weights {
         if let Some(h0) = job.h0 {
             s[..blk].copy_from_slice(&h0[lo * d..hi * d]);
         }
-        let w_t = mat(&self.w, 0, d, d, 1, d);
+        let w_t = mat(&self.w_t, 0, d, d, d, 1);
         let mut pre = vec![0.0f32; blk];
         for t in 0..t_len {
             for (r, row) in pre.chunks_exact_mut(d).enumerate() {

@@ -31,6 +31,7 @@
 
 mod charlm;
 mod elman;
+mod fused;
 mod recurrent;
 
 pub use charlm::{

@@ -203,11 +203,10 @@ pub struct Recurrent {
     cells: Vec<Vec<Cell>>,
 }
 
-/// The input of one layer: per-step vectors, or (for the first layer fed token ids)
-/// the already projected `x W_ihᵀ` of every step, one per direction.
-enum LayerInput<'a> {
-    Steps(&'a [Var]),
-    Projected(Vec<Vec<Var>>),
+/// The input of the fused path, time-major: token ids (`t·B + b`) or `[T, B, input]`.
+enum FusedInput {
+    Ids(Vec<usize>),
+    Dense(Var),
 }
 
 impl Recurrent {
@@ -292,31 +291,51 @@ impl Recurrent {
         }
     }
 
-    /// Runs the stack over `x` (`[B, T, input]` when batch-first, else `[T, B,
-    /// input]`) from `state` (zero when `None`).
-    pub fn forward(&self, x: &Var, state: Option<&State>) -> Result<RecurrentOutput> {
+    /// `(B, T)` of a dense input, checked.
+    fn dense_dims(&self, x: &Var) -> Result<(usize, usize)> {
         let c = &self.config;
-        let (b, t) = match x.shape() {
+        match x.shape() {
             &[d0, d1, f] if f == c.input_size => {
-                if c.batch_first {
-                    (d0, d1)
-                } else {
-                    (d1, d0)
-                }
+                Ok(if c.batch_first { (d0, d1) } else { (d1, d0) })
             }
             s => {
                 let layout = if c.batch_first { "[B, T" } else { "[T, B" };
-                return Err(input_err(
+                Err(input_err(
                     "Recurrent::forward",
                     format!("expected input {layout}, {}], got {s:?}", c.input_size),
-                ));
+                ))
             }
+        }
+    }
+
+    /// Runs the stack over `x` (`[B, T, input]` when batch-first, else `[T, B,
+    /// input]`) from `state` (zero when `None`).
+    ///
+    /// Each layer and direction is one fused operation ([`crate::fused`]): the input
+    /// projection of all steps in one product, the recurrence and its backward pass
+    /// written out, the recurrent weight gradient in one product over all steps.
+    pub fn forward(&self, x: &Var, state: Option<&State>) -> Result<RecurrentOutput> {
+        let (b, t) = self.dense_dims(x)?;
+        let time_major = if self.config.batch_first {
+            x.transpose(0, 1)?
+        } else {
+            x.clone()
         };
+        self.run_fused(FusedInput::Dense(time_major), b, t, state)
+    }
+
+    /// The same computation as [`Recurrent::forward`], recorded cell by cell from
+    /// autograd's element-wise operations: the equations of the
+    /// [module documentation](self) as written, slower, and an independent check of
+    /// the fused path.
+    pub fn forward_stepwise(&self, x: &Var, state: Option<&State>) -> Result<RecurrentOutput> {
+        let (b, t) = self.dense_dims(x)?;
+        let c = &self.config;
         let time_axis = if c.batch_first { 1 } else { 0 };
         let steps = (0..t)
             .map(|i| Ok(x.narrow(time_axis, i, 1)?.reshape(&[b, c.input_size])?))
             .collect::<Result<Vec<Var>>>()?;
-        self.run(LayerInput::Steps(&steps), b, t, state)
+        self.run_stepwise(&steps, b, t, state)
     }
 
     /// Runs the stack over token ids `[B, T]` (or `[T, B]` when not batch-first) read as
@@ -337,31 +356,126 @@ impl Recurrent {
             ));
         }
         let (b, t) = if c.batch_first { (d0, d1) } else { (d1, d0) };
-        let at = |bi: usize, ti: usize| {
-            if c.batch_first {
-                ids.data()[bi * t + ti]
-            } else {
-                ids.data()[ti * b + bi]
-            }
-        };
-        let projected = self.cells[0]
-            .iter()
-            .map(|cell| {
-                let table = cell.w_ih.var().transpose(0, 1)?;
-                (0..t)
-                    .map(|ti| {
-                        let col: Vec<usize> = (0..b).map(|bi| at(bi, ti)).collect();
-                        Ok(table.index_select(0, &col)?)
-                    })
-                    .collect::<Result<Vec<Var>>>()
+        let data = ids.data();
+        let time_major: Vec<usize> = (0..t)
+            .flat_map(|ti| {
+                (0..b).map(move |bi| {
+                    if c.batch_first {
+                        data[bi * t + ti]
+                    } else {
+                        data[ti * b + bi]
+                    }
+                })
             })
-            .collect::<Result<Vec<Vec<Var>>>>()?;
-        self.run(LayerInput::Projected(projected), b, t, state)
+            .collect();
+        self.run_fused(FusedInput::Ids(time_major), b, t, state)
     }
 
-    fn run(
+    /// Checks `state` against the batch, or makes the zero state.
+    fn state_or_zero(&self, state: Option<&State>, b: usize) -> Result<State> {
+        match state {
+            Some(s) => {
+                self.check_state(s, b)?;
+                Ok(s.clone())
+            }
+            None => Ok(self.zero_state(b)),
+        }
+    }
+
+    /// The fused path: per layer and direction, one product for the input projection of
+    /// all steps, then one fused operation for the recurrence.
+    fn run_fused(
         &self,
-        input: LayerInput<'_>,
+        input: FusedInput,
+        b: usize,
+        t: usize,
+        state: Option<&State>,
+    ) -> Result<RecurrentOutput> {
+        let c = &self.config;
+        let h = c.hidden_size;
+        if t == 0 {
+            return Err(input_err(
+                "Recurrent::forward",
+                "empty sequence (T = 0)".into(),
+            ));
+        }
+        let state = self.state_or_zero(state, b)?;
+        let initial =
+            |v: &Var, idx: usize| -> Result<Var> { Ok(v.narrow(0, idx, 1)?.reshape(&[b, h])?) };
+        let (mut finals_h, mut finals_c) = (Vec::new(), Vec::new());
+        // The current layer's input, time-major [T, B, F].
+        let mut x: Option<Var> = None;
+        for (l, cells) in self.cells.iter().enumerate() {
+            let mut outs: Vec<Var> = Vec::with_capacity(cells.len());
+            for (dir, cell) in cells.iter().enumerate() {
+                let idx = l * c.directions() + dir;
+                let h0 = initial(state.h(), idx)?;
+                let c0 = match &state {
+                    State::Lstm { c: cs, .. } => Some(initial(cs, idx)?),
+                    State::Hidden(_) => None,
+                };
+                let w_ih_t = cell.w_ih.var().transpose(0, 1)?;
+                let mut xg = match (&input, &x) {
+                    (FusedInput::Ids(ids), None) => w_ih_t.index_select(0, ids)?,
+                    (FusedInput::Dense(v), None) => {
+                        v.reshape(&[t * b, c.input_size])?.matmul(&w_ih_t)?
+                    }
+                    (_, Some(prev)) => prev.reshape(&[t * b, prev.shape()[2]])?.matmul(&w_ih_t)?,
+                };
+                if let Some(bias) = &cell.b_ih {
+                    xg = xg.add(&bias.var())?;
+                }
+                let gru = c.mode == Mode::Gru;
+                if let (false, Some(bias)) = (gru, &cell.b_hh) {
+                    xg = xg.add(&bias.var())?;
+                }
+                let xg = xg.reshape(&[t, b, c.mode.gates() * h])?;
+                let b_hh = if gru {
+                    cell.b_hh.as_ref().map(|p| p.var())
+                } else {
+                    None
+                };
+                let out = crate::fused::layer(
+                    c.mode,
+                    &xg,
+                    &cell.w_hh.var(),
+                    b_hh.as_ref(),
+                    &h0,
+                    c0.as_ref(),
+                    dir == 1,
+                )?;
+                finals_h.push(out.h_n.unsqueeze(0)?);
+                if let Some(cn) = out.c_n {
+                    finals_c.push(cn.unsqueeze(0)?);
+                }
+                outs.push(out.hs);
+            }
+            x = Some(match outs.as_slice() {
+                [fwd, bwd] => Var::concat(&[fwd, bwd], 2)?,
+                _ => outs
+                    .pop()
+                    .ok_or_else(|| input_err("Recurrent", "a layer without directions".into()))?,
+            });
+        }
+        let x = x.ok_or_else(|| input_err("Recurrent", "a stack without layers".into()))?;
+        let output = if c.batch_first { x.transpose(0, 1)? } else { x };
+        let hr: Vec<&Var> = finals_h.iter().collect();
+        let h = Var::concat(&hr, 0)?;
+        let state = if c.mode == Mode::Lstm {
+            let cr: Vec<&Var> = finals_c.iter().collect();
+            State::Lstm {
+                h,
+                c: Var::concat(&cr, 0)?,
+            }
+        } else {
+            State::Hidden(h)
+        };
+        Ok(RecurrentOutput { output, state })
+    }
+
+    fn run_stepwise(
+        &self,
+        input: &[Var],
         b: usize,
         t: usize,
         state: Option<&State>,
@@ -404,8 +518,7 @@ impl Recurrent {
                 };
                 // Layer 0 reads the input, every later layer the previous one's outputs.
                 let xs = match (&input, l) {
-                    (LayerInput::Projected(p), 0) => p[dir].clone(),
-                    (LayerInput::Steps(x), 0) => project(x, cell)?,
+                    (x, 0) => project(x, cell)?,
                     _ => project(&steps, cell)?,
                 };
                 let (hs, hn, cn) = self.direction(cell, &xs, h0, c0, dir == 1)?;

@@ -27,7 +27,15 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
 }
 
 fn check(name: &str) {
-    let file = fixture(name);
+    check_path(name, false);
+    check_path(name, true);
+}
+
+/// The fused path (`forward`) or the cell-by-cell one (`forward_stepwise`).
+fn check_path(name: &str, stepwise: bool) {
+    let name = &format!("{name}{}", if stepwise { " (stepwise)" } else { "" });
+    let file_name = name.split(' ').next().unwrap();
+    let file = fixture(file_name);
     let meta = file.metadata().unwrap();
     let cfg: serde_json::Value = serde_json::from_str(&meta["config"]).unwrap();
     let mode = match (cfg["kind"].as_str().unwrap(), cfg["nonlinearity"].as_str()) {
@@ -70,7 +78,11 @@ fn check(name: &str) {
         },
         None => State::Hidden(h0.clone()),
     };
-    let out = model.forward(&x, Some(&state)).unwrap();
+    let out = if stepwise {
+        model.forward_stepwise(&x, Some(&state)).unwrap()
+    } else {
+        model.forward(&x, Some(&state)).unwrap()
+    };
     assert_close(
         &format!("{name} out"),
         out.output.value(),

@@ -1,0 +1,157 @@
+//! The character language model: it learns, it resumes exactly, it rejects bad input.
+
+use std::collections::HashMap;
+
+use tessera_data::{split_fraction, CharVocab, SONNETS};
+use tessera_nn::Params;
+use tessera_rnn::{evaluate, sample, Cell, CharLm, CharLmConfig, TrainConfig, TrainState};
+use tessera_tensor::Rng;
+
+fn ids() -> (CharVocab, Vec<usize>) {
+    let vocab = CharVocab::from_text(SONNETS).unwrap();
+    let ids = vocab.encode(SONNETS).unwrap();
+    (vocab, ids)
+}
+
+fn config() -> TrainConfig {
+    TrainConfig {
+        batch: 8,
+        seq: 16,
+        lr: 5e-3,
+        clip: 5.0,
+    }
+}
+
+fn model(cell: Cell, vocab: usize, seed: u64) -> CharLm {
+    let layers = if cell == Cell::Elman { 1 } else { 2 };
+    CharLm::new(
+        CharLmConfig {
+            cell,
+            vocab,
+            hidden: 32,
+            layers,
+        },
+        &mut Rng::seed(seed),
+    )
+    .unwrap()
+}
+
+#[test]
+fn training_lowers_the_validation_loss_for_every_cell() {
+    let (vocab, ids) = ids();
+    let (train, val) = split_fraction(&ids, 0.9).unwrap();
+    for cell in [Cell::Elman, Cell::Rnn, Cell::Lstm, Cell::Gru] {
+        let mut run = TrainState::new(model(cell, vocab.len(), 1), train, config()).unwrap();
+        let before = evaluate(&run.model, val, 4, 16).unwrap();
+        assert!(
+            (before - (vocab.len() as f32).ln()).abs() < 0.3,
+            "{cell:?}: untrained loss {before}"
+        );
+        for _ in 0..150 {
+            run.step().unwrap();
+        }
+        let after = evaluate(&run.model, val, 4, 16).unwrap();
+        assert!(
+            after < before - 0.6,
+            "{cell:?}: validation loss {before} -> {after}"
+        );
+    }
+}
+
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let (vocab, ids) = ids();
+    let dir = tempfile::tempdir().unwrap();
+    for cell in [Cell::Elman, Cell::Lstm] {
+        // 50 steps cross the end of the data (43 chunks), so the reset is covered too.
+        let mut straight = TrainState::new(model(cell, vocab.len(), 2), &ids, config()).unwrap();
+        assert!(straight.chunks_per_epoch() < 50);
+        for _ in 0..50 {
+            straight.step().unwrap();
+        }
+        let mut first = TrainState::new(model(cell, vocab.len(), 2), &ids, config()).unwrap();
+        for _ in 0..27 {
+            first.step().unwrap();
+        }
+        let path = dir.path().join(format!("{}.safetensors", cell.name()));
+        first.save(&path, &HashMap::new()).unwrap();
+        drop(first);
+        let (mut resumed, _) = TrainState::resume(&path, &ids).unwrap();
+        assert_eq!(resumed.step, 27);
+        for _ in 27..50 {
+            resumed.step().unwrap();
+        }
+        for ((name, a), (_, b)) in straight
+            .model
+            .named_parameters()
+            .iter()
+            .zip(resumed.model.named_parameters())
+        {
+            assert_eq!(
+                a.value().to_vec(),
+                b.value().to_vec(),
+                "{cell:?}: {name} differs after resuming"
+            );
+        }
+    }
+}
+
+#[test]
+fn sampling_follows_the_prompt_and_the_temperature() {
+    let (vocab, ids) = ids();
+    let mut run = TrainState::new(model(Cell::Lstm, vocab.len(), 3), &ids, config()).unwrap();
+    for _ in 0..100 {
+        run.step().unwrap();
+    }
+    let prompt = vocab.encode("Shall I ").unwrap();
+    let greedy = sample(&run.model, &prompt, 40, 0.0, &mut Rng::seed(1)).unwrap();
+    let again = sample(&run.model, &prompt, 40, 0.0, &mut Rng::seed(2)).unwrap();
+    assert_eq!(greedy, again, "temperature 0 is greedy, whatever the seed");
+    let hot = sample(&run.model, &prompt, 40, 1.0, &mut Rng::seed(1)).unwrap();
+    let hot2 = sample(&run.model, &prompt, 40, 1.0, &mut Rng::seed(2)).unwrap();
+    assert_ne!(hot, hot2, "different seeds draw different text");
+    assert_eq!(hot.len(), 40);
+    assert!(sample(&run.model, &[], 10, 1.0, &mut Rng::seed(1)).is_err());
+    assert!(sample(&run.model, &prompt, 10, f32::NAN, &mut Rng::seed(1)).is_err());
+}
+
+#[test]
+fn checkpoints_of_other_files_are_rejected_with_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.safetensors");
+    tessera_tensor::save_safetensors(&path, [("x", &tessera_tensor::Tensor::zeros(&[2]))], None)
+        .unwrap();
+    let err = CharLm::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("other.safetensors") && err.contains("not a character language model"),
+        "{err}"
+    );
+    // A truncated checkpoint is an error, not a panic.
+    let (vocab, ids) = ids();
+    let run = TrainState::new(model(Cell::Elman, vocab.len(), 4), &ids, config()).unwrap();
+    let good = dir.path().join("good.safetensors");
+    run.save(&good, &HashMap::new()).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(TrainState::resume(&cut, &ids).is_err());
+}
+
+#[test]
+fn tinyshakespeare_has_65_characters_and_a_90_10_split() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/tinyshakespeare/input.txt");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("skipped: {} is absent", path.display());
+        return;
+    };
+    let vocab = CharVocab::from_text(&text).unwrap();
+    assert_eq!(vocab.len(), 65);
+    let ids = vocab.encode(&text).unwrap();
+    let (train, val) = split_fraction(&ids, 0.9).unwrap();
+    assert_eq!(train.len() + val.len(), 1_115_394);
+    // An untrained model is near ln 65 nats per character on the validation text.
+    let lm = model(Cell::Elman, 65, 5);
+    let loss = evaluate(&lm, &val[..20_000], 16, 64).unwrap();
+    assert!((loss - 65f32.ln()).abs() < 0.2, "{loss}");
+}
