@@ -218,11 +218,6 @@ fn train(a: &TrainArgs) -> Result<()> {
     loop {
         let out_of_time = budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b);
         let done = state.step >= a.steps || out_of_time;
-        if !done {
-            let s = state.step()?;
-            window.1 += 1;
-            window.2 += f64::from(s.loss);
-        }
         if (state.step % a.eval_every == 0 || done) && last_eval != Some(state.step) {
             last_eval = Some(state.step);
             let val = evaluate(&state.model, val_ids, val_batch, c.seq)?;
@@ -241,11 +236,14 @@ fn train(a: &TrainArgs) -> Result<()> {
             if a.json {
                 println!("{line}");
             } else {
+                let train = if window.1 > 0 {
+                    format!("{train_loss:.4}")
+                } else {
+                    "-".into()
+                };
                 println!(
-                    "step {:>7}  train {:.4}  val {:.4} nats/char  {:>9.0} chars/s  {:>6.0} s",
+                    "step {:>7}  train {train:>6}  val {val:.4} nats/char  {:>9.0} chars/s  {:>6.0} s",
                     state.step,
-                    train_loss,
-                    val,
                     tokens_per_s,
                     start.elapsed().as_secs_f64()
                 );
@@ -259,6 +257,9 @@ fn train(a: &TrainArgs) -> Result<()> {
         if done {
             break;
         }
+        let s = state.step()?;
+        window.1 += 1;
+        window.2 += f64::from(s.loss);
     }
     if !a.json {
         println!("saved {}", ckpt.display());

@@ -1,0 +1,138 @@
+//! `tessera rnn` end to end: training on the built-in text learns and writes its files,
+//! a resumed run ends where an uninterrupted one does, sampling reads the checkpoint,
+//! and bad input gives one clear line and a non-zero exit.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use tessera_tensor::load_safetensors;
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("the tessera binary runs")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn train(dir: &Path, cell: &str, steps: u64, resume: bool) -> String {
+    let steps = steps.to_string();
+    let mut args = vec![
+        "rnn",
+        "train",
+        "--cell",
+        cell,
+        "--hidden",
+        "24",
+        "--steps",
+        &steps,
+        "--eval-every",
+        "10",
+        "--threads",
+        "1",
+        "--sample",
+        "0",
+        "--json",
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    if resume {
+        args.push("--resume");
+    }
+    ok(tessera(&args))
+}
+
+#[test]
+fn training_on_the_built_in_text_learns_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    for cell in ["elman", "gru"] {
+        let straight = tmp.path().join(format!("{cell}-straight"));
+        let text = train(&straight, cell, 40, false);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 5, "evaluations at 0, 10, 20, 30, 40: {text}");
+        let first = lines[0]["val_loss"].as_f64().unwrap();
+        let last = lines[4]["val_loss"].as_f64().unwrap();
+        assert!(
+            last < first - 0.3,
+            "{cell}: validation loss {first} -> {last}"
+        );
+        assert!(straight.join("metrics.jsonl").exists());
+
+        let split = tmp.path().join(format!("{cell}-split"));
+        train(&split, cell, 25, false);
+        train(&split, cell, 40, true);
+        let a = load_safetensors(straight.join("checkpoint.safetensors")).unwrap();
+        let b = load_safetensors(split.join("checkpoint.safetensors")).unwrap();
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        for (name, t) in &a {
+            assert_eq!(
+                t.to_vec(),
+                b[name].to_vec(),
+                "{cell}: {name} differs after resuming"
+            );
+        }
+    }
+    let ckpt = tmp.path().join("gru-straight/checkpoint.safetensors");
+    let text = ok(tessera(&[
+        "rnn",
+        "sample",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--prompt",
+        "Shall I",
+        "--length",
+        "50",
+    ]));
+    assert!(
+        text.starts_with("Shall I") && text.chars().count() >= 57,
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_input_fails_with_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope.txt");
+    let out = tessera(&[
+        "rnn",
+        "train",
+        "--text",
+        missing.to_str().unwrap(),
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nope.txt") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    let out = tessera(&[
+        "rnn",
+        "train",
+        "--cell",
+        "transformer",
+        "--out",
+        tmp.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown cell"));
+
+    let junk = tmp.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not a checkpoint").unwrap();
+    let out = tessera(&["rnn", "sample", "--checkpoint", junk.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("junk.safetensors"));
+}
