@@ -4,6 +4,7 @@
 //! writes files. The work itself lives in the library crates.
 
 mod bench;
+mod inspect;
 mod rnn;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,9 @@ struct Cli {
 enum Command {
     /// Run the reference workloads of WORKLOADS.md and print their figures.
     Bench(bench::BenchArgs),
+    /// List the tensors (name, dtype, shape), parameter count and metadata of a
+    /// safetensors checkpoint (tessera's, PyTorch's or timm's).
+    Inspect(inspect::InspectArgs),
     /// Recurrent character language models: the Elman network, RNN, LSTM, GRU.
     #[command(subcommand)]
     Rnn(rnn::RnnCommand),
@@ -30,6 +34,7 @@ fn main() {
     let result = match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::Rnn(cmd) => rnn::run(&cmd),
+        Command::Inspect(args) => inspect::run(&args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

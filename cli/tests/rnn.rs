@@ -136,3 +136,33 @@ fn bad_input_fails_with_one_clear_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("junk.safetensors"));
 }
+
+#[test]
+fn inspect_lists_a_training_checkpoint_and_a_pytorch_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    train(tmp.path(), "lstm", 3, false);
+    let ckpt = tmp.path().join("checkpoint.safetensors");
+    let text = ok(tessera(&["inspect", ckpt.to_str().unwrap()]));
+    assert!(
+        text.contains("rnn.weight_ih_l0") && text.contains("[96, 57]"),
+        "{text}"
+    );
+    // 4·24·57 + 4·24·24 + 2·4·24 + 57·24 + 57 model values.
+    let params = 4 * 24 * 57 + 4 * 24 * 24 + 2 * 4 * 24 + 57 * 24 + 57;
+    assert!(text.contains(&format!("{params} model values")), "{text}");
+    assert!(text.contains("cell = \"lstm\""), "{text}");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rnn/tests/fixtures/gru.safetensors");
+    let json = ok(tessera(&["inspect", "--json", fixture.to_str().unwrap()]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["name"] == "bias_hh_l1"));
+    let out = tessera(&[
+        "inspect",
+        tmp.path().join("missing.safetensors").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+}
