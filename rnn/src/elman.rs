@@ -473,6 +473,20 @@ struct Job<'a> {
     t: usize,
 }
 
+/// Reused buffers of [`Weights::run`]: the states `S_0..S_T`, the output gradients and
+/// the `δ_t`.
+#[derive(Default)]
+struct Workspace {
+    s: Vec<f32>,
+    dq: Vec<f32>,
+    delta: Vec<f32>,
+    shifted: Vec<f32>,
+}
+
+thread_local! {
+    static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::default());
+}
+
 /// The loss and gradients of a range of batch rows.
 #[derive(Clone)]
 struct Part {
@@ -523,15 +537,39 @@ impl Weights {
     /// Forward and backward sweeps for batch rows `lo..hi`. Buffers are time-major:
     /// block `t` of `s` holds `S_t` for the rows (`s` has `T + 1` blocks, `S_0` first).
     fn run(&self, job: &Job<'_>, lo: usize, hi: usize) -> Part {
+        // The large buffers are kept per thread and reused from call to call: fresh
+        // megabyte-sized allocations would cost page faults and zeroing on every step.
+        WORKSPACE.with(|w| {
+            let mut w = w.borrow_mut();
+            self.run_in(job, lo, hi, &mut w)
+        })
+    }
+
+    fn run_in(&self, job: &Job<'_>, lo: usize, hi: usize, work: &mut Workspace) -> Part {
         let (d, k, n, t_len) = (self.d, self.k, self.n, job.t);
         let rows = hi - lo;
         let blk = rows * d;
         let inv_b = 1.0 / job.b as f32;
 
         // Forward: S_t = tanh(S_{t-1} Wᵀ + x_t Uᵀ + b_s).
-        let mut s = vec![0.0f32; (t_len + 1) * blk];
-        if let Some(h0) = job.h0 {
-            s[..blk].copy_from_slice(&h0[lo * d..hi * d]);
+        let Workspace {
+            s,
+            dq,
+            delta,
+            shifted,
+        } = work;
+        // Every element is written before it is read, except S_0.
+        s.resize((t_len + 1) * blk, 0.0);
+        dq.resize(t_len * rows * k, 0.0);
+        delta.resize(t_len * blk, 0.0);
+        let (s, dq, delta) = (
+            &mut s[..(t_len + 1) * blk],
+            &mut dq[..t_len * rows * k],
+            &mut delta[..t_len * blk],
+        );
+        match job.h0 {
+            Some(h0) => s[..blk].copy_from_slice(&h0[lo * d..hi * d]),
+            None => s[..blk].fill(0.0),
         }
         let w_t = mat(&self.w_t, 0, d, d, d, 1);
         let mut pre = vec![0.0f32; blk];
@@ -557,32 +595,41 @@ impl Weights {
 
         // Output layer on all steps at once: q = S Vᵀ + b_y, then ŷ - y (scaled by 1/B).
         let states = &s[blk..];
-        let mut dq = vec![0.0f32; t_len * rows * k];
         mm(
             1.0,
             mat(states, 0, t_len * rows, d, d, 1),
             mat(&self.v, 0, d, k, 1, d),
             0.0,
-            &mut dq,
+            dq,
         );
+        // Softmax in three passes over the whole block (one long exp, not one per row).
         let mut loss = 0.0f64;
-        let mut shifted = vec![0.0f32; k];
+        shifted.resize(dq.len(), 0.0);
+        let shifted = &mut shifted[..dq.len()];
+        let mut picked = vec![0.0f32; t_len * rows];
+        for (i, (row, sh)) in dq
+            .chunks_exact(k)
+            .zip(shifted.chunks_exact_mut(k))
+            .enumerate()
+        {
+            let (t, r) = (i / rows, i % rows);
+            let target = job.targets[(lo + r) * t_len + t];
+            sh.iter_mut()
+                .zip(row.iter().zip(&self.b_y))
+                .for_each(|(e, (&q, &b))| *e = q + b);
+            let m = sh.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            sh.iter_mut().for_each(|e| *e -= m);
+            picked[i] = sh[target];
+        }
+        exp_slice(shifted, dq);
         for (i, row) in dq.chunks_exact_mut(k).enumerate() {
             let (t, r) = (i / rows, i % rows);
             let target = job.targets[(lo + r) * t_len + t];
-            row.iter_mut().zip(&self.b_y).for_each(|(q, &b)| *q += b);
-            let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            shifted
-                .iter_mut()
-                .zip(row.iter())
-                .for_each(|(e, &q)| *e = q - m);
             // -log ŷ[target] = log Σ_c e^(q_c - m) - (q[target] - m).
-            let picked = shifted[target];
-            exp_slice(&shifted, row);
             let sum: f32 = row.iter().sum();
-            loss += f64::from(sum.ln() - picked);
-            let inv = 1.0 / sum;
-            row.iter_mut().for_each(|q| *q *= inv * inv_b);
+            loss += f64::from(sum.ln() - picked[i]);
+            let scale = inv_b / sum;
+            row.iter_mut().for_each(|q| *q *= scale);
             row[target] -= inv_b;
         }
         // ∂E/∂V = Σ_t (ŷ_t - y_t) ⊗ S_t: [K, TB] · [TB, d].
@@ -596,15 +643,13 @@ impl Weights {
         );
         let db_y = column_sums(&dq, k);
         // Vᵀ(ŷ_t - y_t) for every step: [TB, K] · [K, d].
-        let mut delta = vec![0.0f32; t_len * blk];
         mm(
             1.0,
             mat(&dq, 0, t_len * rows, k, k, 1),
             mat(&self.v, 0, k, d, d, 1),
             0.0,
-            &mut delta,
+            delta,
         );
-        drop(dq);
 
         // Backward through time: δ_t = (Vᵀ(ŷ_t - y_t) + Wᵀ δ_{t+1}) ⊙ (1 - S_t²).
         let w = mat(&self.w, 0, d, d, d, 1);
