@@ -636,16 +636,16 @@ impl Weights {
         let mut dv = vec![0.0f32; k * d];
         mm(
             1.0,
-            mat(&dq, 0, k, t_len * rows, 1, k),
+            mat(dq, 0, k, t_len * rows, 1, k),
             mat(states, 0, t_len * rows, d, d, 1),
             0.0,
             &mut dv,
         );
-        let db_y = column_sums(&dq, k);
+        let db_y = column_sums(dq, k);
         // Vᵀ(ŷ_t - y_t) for every step: [TB, K] · [K, d].
         mm(
             1.0,
-            mat(&dq, 0, t_len * rows, k, k, 1),
+            mat(dq, 0, t_len * rows, k, k, 1),
             mat(&self.v, 0, k, d, d, 1),
             0.0,
             delta,
@@ -666,17 +666,17 @@ impl Weights {
         }
         // ∂E/∂S_0 = Wᵀ δ_1.
         let mut dh0 = vec![0.0f32; blk];
-        mm(1.0, mat(&delta, 0, rows, d, d, 1), w, 0.0, &mut dh0);
+        mm(1.0, mat(delta, 0, rows, d, d, 1), w, 0.0, &mut dh0);
         // ∂E/∂W = Σ_t δ_t ⊗ S_{t-1}: [d, TB] · [TB, d].
         let mut dw = vec![0.0f32; d * d];
         mm(
             1.0,
-            mat(&delta, 0, d, t_len * rows, 1, d),
-            mat(&s, 0, t_len * rows, d, d, 1),
+            mat(delta, 0, d, t_len * rows, 1, d),
+            mat(s, 0, t_len * rows, d, d, 1),
             0.0,
             &mut dw,
         );
-        let db_s = column_sums(&delta, d);
+        let db_s = column_sums(delta, d);
         // ∂E/∂U = Σ_t δ_t ⊗ x_t, kept transposed ([n, d]).
         let mut du_t = vec![0.0f32; n * d];
         if let Some(ids) = job.ids {
@@ -695,7 +695,7 @@ impl Weights {
                 mm(
                     1.0,
                     xt_t,
-                    mat(&delta, t * blk, rows, d, d, 1),
+                    mat(delta, t * blk, rows, d, d, 1),
                     1.0,
                     &mut du_t,
                 );
