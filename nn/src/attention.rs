@@ -82,13 +82,16 @@ pub enum QkvWeights {
     /// One `[3E, E]` matrix, rows in the order q, k, v (PyTorch's `in_proj_weight`,
     /// timm's `qkv.weight`).
     Packed(Parameter),
-    /// Separate matrices `[E, E]`, `[E, kdim]`, `[E, vdim]` (PyTorch's `q_proj_weight`,
-    /// `k_proj_weight`, `v_proj_weight`, used when keys or values have another width).
+    /// Separate matrices `[H·d_k, E]`, `[H·d_k, kdim]`, `[H·d_v, vdim]` (PyTorch's
+    /// `q_proj_weight`, `k_proj_weight`, `v_proj_weight`, used when keys or values have
+    /// another width; `H·d_k = H·d_v = E` in PyTorch, other head widths as in the
+    /// paper's Table 3 row (B)).
     Separate(Parameter, Parameter, Parameter),
 }
 
 /// Multi-head attention: query/key/value projections ([`QkvWeights`]) with one packed
-/// `[3E]` bias, heads of width `E/H`, and an output projection.
+/// bias (`[3E]`, or `[2H·d_k + H·d_v]`), heads of width `E/H` (or `d_k`, `d_v`), and an
+/// output projection `[E, H·d_v]`.
 ///
 /// # Shapes
 /// `query [B, Tq, E]`, `key [B, Tk, kdim]`, `value [B, Tk, vdim]` -> `[B, Tq, E]`
@@ -97,9 +100,9 @@ pub enum QkvWeights {
 pub struct MultiHeadAttention {
     /// The q, k, v projection weights.
     pub qkv: QkvWeights,
-    /// `[3E]`.
+    /// `[3E]` (`[2H·d_k + H·d_v]`).
     pub in_proj_bias: Parameter,
-    /// `[E, E]`.
+    /// `[E, E]` (`[E, H·d_v]`).
     pub out_proj_weight: Parameter,
     /// `[E]`.
     pub out_proj_bias: Parameter,
@@ -151,19 +154,59 @@ impl MultiHeadAttention {
         Ok(mha)
     }
 
-    /// The `[E, in]` weight that projects queries (0), keys (1) or values (2).
+    /// `H` heads of `d_k` query/key and `d_v` value features each, projecting from and
+    /// back to `embed` features (the paper's Table 3 row (B) varies `d_k`). Separate
+    /// Xavier-uniform projections (PyTorch's names `q_proj_weight`, ...), zero biases.
+    pub fn with_head_dims(embed: usize, heads: usize, d_k: usize, d_v: usize, rng: &mut Rng) -> Result<Self> {
+        if heads == 0 || d_k == 0 || d_v == 0 {
+            return Err(Error::Input {
+                layer: "MultiHeadAttention",
+                msg: format!("heads ({heads}), d_k ({d_k}) and d_v ({d_v}) must be positive"),
+            });
+        }
+        let (qk, v) = (heads * d_k, heads * d_v);
+        let bound = 1.0 / (v as f32).sqrt();
+        Ok(MultiHeadAttention {
+            qkv: QkvWeights::Separate(
+                Parameter::new(xavier_uniform(&[qk, embed], 1.0, rng)?),
+                Parameter::new(xavier_uniform(&[qk, embed], 1.0, rng)?),
+                Parameter::new(xavier_uniform(&[v, embed], 1.0, rng)?),
+            ),
+            in_proj_bias: Parameter::new(Tensor::zeros(&[2 * qk + v])),
+            out_proj_weight: Parameter::new(Tensor::rand(&[embed, v], -bound, bound, rng)),
+            out_proj_bias: Parameter::new(Tensor::zeros(&[embed])),
+            heads,
+            names: AttnNames::Torch,
+        })
+    }
+
+    /// Output features of the query/key and of the value projections (`H·d_k`, `H·d_v`).
+    pub fn proj_dims(&self) -> (usize, usize) {
+        match &self.qkv {
+            QkvWeights::Packed(w) => {
+                let e = w.value().shape()[0] / 3;
+                (e, e)
+            }
+            QkvWeights::Separate(q, _, v) => (q.value().shape()[0], v.value().shape()[0]),
+        }
+    }
+
+    /// The `[out, in]` weight that projects queries (0), keys (1) or values (2).
     fn weight(&self, part: usize) -> Result<Var> {
-        let e = self.out_proj_weight.value().shape()[0];
         Ok(match &self.qkv {
-            QkvWeights::Packed(w) => w.var().narrow(0, part * e, e)?,
+            QkvWeights::Packed(w) => {
+                let e = w.value().shape()[0] / 3;
+                w.var().narrow(0, part * e, e)?
+            }
             QkvWeights::Separate(q, k, v) => [q, k, v][part].var(),
         })
     }
 
-    /// Projects `x [B, T, in]` for `part` and splits heads: `[B, H, T, E/H]`.
+    /// Projects `x [B, T, in]` for `part` and splits heads: `[B, H, T, out/H]`.
     fn project(&self, x: &Var, part: usize) -> Result<Var> {
-        let e = self.out_proj_weight.value().shape()[0];
-        let w = self.weight(part)?; // (E, in)
+        let w = self.weight(part)?; // (out, in)
+        let e = w.shape()[0];
+        let offset = self.proj_dims().0 * part;
         let width = w.shape()[1];
         if x.shape().len() != 3 || x.shape()[2] != width {
             return Err(Error::Input {
@@ -176,7 +219,7 @@ impl MultiHeadAttention {
             });
         }
         let (b, t) = (x.shape()[0], x.shape()[1]);
-        let bias = self.in_proj_bias.var().narrow(0, part * e, e)?; // (E)
+        let bias = self.in_proj_bias.var().narrow(0, offset, e)?; // (out)
         let y = x
             .reshape(&[b * t, width])?
             .matmul(&w.transpose(0, 1)?)?
@@ -196,17 +239,18 @@ impl MultiHeadAttention {
         dropout: Option<(f32, &mut Rng)>,
         return_probs: bool,
     ) -> Result<(Var, Option<Tensor>)> {
-        let e = self.out_proj_weight.value().shape()[0];
+        let (_, e) = self.proj_dims();
         let q = self.project(query, 0)?;
         let k = self.project(key, 1)?;
         let v = self.project(value, 2)?;
         let (ctx, probs) = scaled_dot_product_attention(&q, &k, &v, mask, dropout, return_probs)?;
         let (b, tq) = (query.shape()[0], query.shape()[1]);
-        let ctx = ctx.permute(&[0, 2, 1, 3])?.reshape(&[b * tq, e])?; // (B·Tq, E)
+        let ctx = ctx.permute(&[0, 2, 1, 3])?.reshape(&[b * tq, e])?; // (B·Tq, H·d_v)
         let out = ctx
             .matmul(&self.out_proj_weight.var().transpose(0, 1)?)?
             .add(&self.out_proj_bias.var())?;
-        Ok((out.reshape(&[b, tq, e])?, probs))
+        let embed = self.out_proj_weight.value().shape()[0];
+        Ok((out.reshape(&[b, tq, embed])?, probs))
     }
 }
 
