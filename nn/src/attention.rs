@@ -157,7 +157,13 @@ impl MultiHeadAttention {
     /// `H` heads of `d_k` query/key and `d_v` value features each, projecting from and
     /// back to `embed` features (the paper's Table 3 row (B) varies `d_k`). Separate
     /// Xavier-uniform projections (PyTorch's names `q_proj_weight`, ...), zero biases.
-    pub fn with_head_dims(embed: usize, heads: usize, d_k: usize, d_v: usize, rng: &mut Rng) -> Result<Self> {
+    pub fn with_head_dims(
+        embed: usize,
+        heads: usize,
+        d_k: usize,
+        d_v: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
         if heads == 0 || d_k == 0 || d_v == 0 {
             return Err(Error::Input {
                 layer: "MultiHeadAttention",

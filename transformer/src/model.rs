@@ -1,0 +1,573 @@
+//! The encoder-decoder of "Attention Is All You Need", with PyTorch's `nn.Transformer`
+//! parameter names.
+
+use std::sync::Mutex;
+
+use tessera_autograd::{Parameter, Var};
+use tessera_nn::{
+    AttnMask, Dropout, Embedding, LayerNorm, Linear, Module, ModuleT, MultiHeadAttention, Params,
+};
+use tessera_tensor::{IndexTensor, Rng, Tensor};
+
+use crate::config::{Positional, TransformerConfig};
+use crate::{input_err, Result};
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+/// The sinusoidal table `PE(pos, 2i) = sin(pos / 10000^(2i/d))`,
+/// `PE(pos, 2i+1) = cos(pos / 10000^(2i/d))`, `[len, d]`.
+///
+/// ```
+/// let pe = tessera_transformer::sinusoidal_encoding(4, 6);
+/// assert_eq!(pe.shape(), &[4, 6]);
+/// assert_eq!(pe.to_vec()[..2], [0.0, 1.0]); // sin 0, cos 0
+/// ```
+pub fn sinusoidal_encoding(len: usize, d: usize) -> Tensor {
+    let mut pe = vec![0.0f32; len * d];
+    for pos in 0..len {
+        for i in (0..d).step_by(2) {
+            // The frequency as PyTorch's reference computes it: exp(2i · -ln(10000) / d).
+            let freq = ((i as f32) * (-(10000f32).ln() / d as f32)).exp();
+            let angle = pos as f32 * freq;
+            pe[pos * d + i] = angle.sin();
+            if i + 1 < d {
+                pe[pos * d + i + 1] = angle.cos();
+            }
+        }
+    }
+    Tensor::from_vec(pe, &[len, d]).expect("len x d values")
+}
+
+/// Attention with its own dropout generator.
+#[derive(Debug)]
+struct Attention {
+    mha: MultiHeadAttention,
+    p: f32,
+    rng: Mutex<Rng>,
+}
+
+impl Attention {
+    fn new(c: &TransformerConfig, rng: &mut Rng) -> Result<Attention> {
+        let mha = if c.d_k * c.heads == c.d_model && c.d_v * c.heads == c.d_model {
+            MultiHeadAttention::new(c.d_model, c.heads, tessera_nn::AttnNames::Torch, rng)?
+        } else {
+            MultiHeadAttention::with_head_dims(c.d_model, c.heads, c.d_k, c.d_v, rng)?
+        };
+        Ok(Attention {
+            mha,
+            p: c.dropout,
+            rng: Mutex::new(Rng::seed(rng.below(1 << 30) as u64)),
+        })
+    }
+
+    fn forward(&self, q: &Var, kv: &Var, mask: Option<&AttnMask>, train: bool) -> Result<Var> {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        let dropout = (train && self.p > 0.0).then_some((self.p, &mut *rng));
+        Ok(self.mha.forward_qkv(q, kv, kv, mask, dropout, false)?.0)
+    }
+}
+
+/// `linear2(dropout(relu(linear1(x))))`.
+#[derive(Debug)]
+struct FeedForward {
+    linear1: Linear,
+    linear2: Linear,
+    dropout: Dropout,
+}
+
+impl FeedForward {
+    fn new(c: &TransformerConfig, rng: &mut Rng) -> FeedForward {
+        FeedForward {
+            linear1: Linear::new(c.d_model, c.d_ff, true, rng),
+            linear2: Linear::new(c.d_ff, c.d_model, true, rng),
+            dropout: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
+        }
+    }
+
+    fn forward(&self, x: &Var, train: bool) -> Result<Var> {
+        let h = self
+            .dropout
+            .forward_t(&self.linear1.forward(x)?.relu(), train)?;
+        Ok(self.linear2.forward(&h)?)
+    }
+}
+
+/// `norm(x + dropout(f(x)))` (post-norm) or `x + dropout(f(norm(x)))` (pre-norm).
+fn sublayer(
+    x: &Var,
+    norm: &LayerNorm,
+    drop: &Dropout,
+    norm_first: bool,
+    train: bool,
+    f: impl FnOnce(&Var) -> Result<Var>,
+) -> Result<Var> {
+    if norm_first {
+        let y = f(&norm.forward(x)?)?;
+        Ok(x.add(&drop.forward_t(&y, train)?)?)
+    } else {
+        let y = f(x)?;
+        Ok(norm.forward(&x.add(&drop.forward_t(&y, train)?)?)?)
+    }
+}
+
+/// One encoder layer (`nn.TransformerEncoderLayer`: `self_attn`, `linear1`, `linear2`,
+/// `norm1`, `norm2`).
+#[derive(Debug)]
+struct EncoderLayer {
+    self_attn: Attention,
+    ff: FeedForward,
+    norm1: LayerNorm,
+    norm2: LayerNorm,
+    dropout1: Dropout,
+    dropout2: Dropout,
+}
+
+impl EncoderLayer {
+    fn new(c: &TransformerConfig, rng: &mut Rng) -> Result<EncoderLayer> {
+        Ok(EncoderLayer {
+            self_attn: Attention::new(c, rng)?,
+            ff: FeedForward::new(c, rng),
+            norm1: LayerNorm::new(c.d_model, 1e-5),
+            norm2: LayerNorm::new(c.d_model, 1e-5),
+            dropout1: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
+            dropout2: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Var,
+        mask: Option<&AttnMask>,
+        norm_first: bool,
+        train: bool,
+    ) -> Result<Var> {
+        let x = sublayer(x, &self.norm1, &self.dropout1, norm_first, train, |h| {
+            self.self_attn.forward(h, h, mask, train)
+        })?;
+        sublayer(&x, &self.norm2, &self.dropout2, norm_first, train, |h| {
+            self.ff.forward(h, train)
+        })
+    }
+}
+
+impl Params for EncoderLayer {
+    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
+        self.self_attn
+            .mha
+            .collect_params(&join(prefix, "self_attn"), out);
+        self.ff
+            .linear1
+            .collect_params(&join(prefix, "linear1"), out);
+        self.ff
+            .linear2
+            .collect_params(&join(prefix, "linear2"), out);
+        self.norm1.collect_params(&join(prefix, "norm1"), out);
+        self.norm2.collect_params(&join(prefix, "norm2"), out);
+    }
+}
+
+/// One decoder layer (`nn.TransformerDecoderLayer`: `self_attn`, `multihead_attn`,
+/// `linear1`, `linear2`, `norm1`..`norm3`).
+#[derive(Debug)]
+struct DecoderLayer {
+    self_attn: Attention,
+    cross_attn: Attention,
+    ff: FeedForward,
+    norm1: LayerNorm,
+    norm2: LayerNorm,
+    norm3: LayerNorm,
+    dropout1: Dropout,
+    dropout2: Dropout,
+    dropout3: Dropout,
+}
+
+impl DecoderLayer {
+    fn new(c: &TransformerConfig, rng: &mut Rng) -> Result<DecoderLayer> {
+        Ok(DecoderLayer {
+            self_attn: Attention::new(c, rng)?,
+            cross_attn: Attention::new(c, rng)?,
+            ff: FeedForward::new(c, rng),
+            norm1: LayerNorm::new(c.d_model, 1e-5),
+            norm2: LayerNorm::new(c.d_model, 1e-5),
+            norm3: LayerNorm::new(c.d_model, 1e-5),
+            dropout1: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
+            dropout2: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
+            dropout3: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Var,
+        memory: &Var,
+        self_mask: Option<&AttnMask>,
+        memory_mask: Option<&AttnMask>,
+        norm_first: bool,
+        train: bool,
+    ) -> Result<Var> {
+        let x = sublayer(x, &self.norm1, &self.dropout1, norm_first, train, |h| {
+            self.self_attn.forward(h, h, self_mask, train)
+        })?;
+        let x = sublayer(&x, &self.norm2, &self.dropout2, norm_first, train, |h| {
+            self.cross_attn.forward(h, memory, memory_mask, train)
+        })?;
+        sublayer(&x, &self.norm3, &self.dropout3, norm_first, train, |h| {
+            self.ff.forward(h, train)
+        })
+    }
+}
+
+impl Params for DecoderLayer {
+    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
+        self.self_attn
+            .mha
+            .collect_params(&join(prefix, "self_attn"), out);
+        self.cross_attn
+            .mha
+            .collect_params(&join(prefix, "multihead_attn"), out);
+        self.ff
+            .linear1
+            .collect_params(&join(prefix, "linear1"), out);
+        self.ff
+            .linear2
+            .collect_params(&join(prefix, "linear2"), out);
+        self.norm1.collect_params(&join(prefix, "norm1"), out);
+        self.norm2.collect_params(&join(prefix, "norm2"), out);
+        self.norm3.collect_params(&join(prefix, "norm3"), out);
+    }
+}
+
+/// The Transformer of "Attention Is All You Need" (see the [crate documentation](crate)).
+///
+/// Parameter names are those of a module holding `embed` (`nn.Embedding`, shared by
+/// source, target and the pre-softmax projection) and `transformer` (`nn.Transformer`):
+/// `embed.weight`, `transformer.encoder.layers.0.self_attn.in_proj_weight`, ...,
+/// `transformer.decoder.layers.5.multihead_attn.out_proj.bias`, and with
+/// [`TransformerConfig::final_norms`] `transformer.encoder.norm.weight`, ... Unshared
+/// vocabularies use `src_embed.weight`, `tgt_embed.weight` and `generator.weight`; learned
+/// positions `pos_embed.weight`.
+#[derive(Debug)]
+pub struct Transformer {
+    config: TransformerConfig,
+    src_embed: Embedding,
+    tgt_embed: Option<Embedding>,
+    generator: Option<Parameter>,
+    pos_embed: Option<Parameter>,
+    pe: Tensor,
+    embed_dropout: Dropout,
+    encoder: Vec<EncoderLayer>,
+    decoder: Vec<DecoderLayer>,
+    encoder_norm: Option<LayerNorm>,
+    decoder_norm: Option<LayerNorm>,
+}
+
+/// Source and target padding for [`Transformer::forward`]: the id that marks padding.
+pub type PadId = Option<usize>;
+
+impl Transformer {
+    /// A model with `torch_bench.py`'s initialisation: embeddings `N(0, d_model^-1/2)`,
+    /// attention Xavier-uniform, linear layers PyTorch's default, LayerNorm `γ = 1, β = 0`.
+    pub fn new(config: TransformerConfig, rng: &mut Rng) -> Result<Transformer> {
+        config.validate()?;
+        let c = &config;
+        let d = c.d_model;
+        let std = (d as f32).powf(-0.5);
+        let table = |n: usize, rng: &mut Rng| -> Result<Embedding> {
+            let mut e = Embedding::new(n, d, None, rng)?;
+            e.weight = Parameter::new(Tensor::randn(&[n, d], 0.0, std, rng));
+            Ok(e)
+        };
+        let src_embed = table(c.src_vocab, rng)?;
+        let (tgt_embed, generator) = if c.share_embeddings {
+            (None, None)
+        } else {
+            let t = table(c.tgt_vocab, rng)?;
+            let g = Parameter::new(Tensor::randn(&[c.tgt_vocab, d], 0.0, std, rng));
+            (Some(t), Some(g))
+        };
+        let pos_embed = (c.positional == Positional::Learned)
+            .then(|| Parameter::new(Tensor::randn(&[c.max_len, d], 0.0, std, rng)));
+        let encoder = (0..c.encoder_layers)
+            .map(|_| EncoderLayer::new(c, rng))
+            .collect::<Result<Vec<_>>>()?;
+        let decoder = (0..c.decoder_layers)
+            .map(|_| DecoderLayer::new(c, rng))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Transformer {
+            config,
+            src_embed,
+            tgt_embed,
+            generator,
+            pos_embed,
+            pe: sinusoidal_encoding(c.max_len, d),
+            embed_dropout: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
+            encoder,
+            decoder,
+            encoder_norm: c.final_norms.then(|| LayerNorm::new(d, 1e-5)),
+            decoder_norm: c.final_norms.then(|| LayerNorm::new(d, 1e-5)),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TransformerConfig {
+        &self.config
+    }
+
+    /// `dropout(E[ids] · √d_model + PE[offset .. offset + T])`, `[B, T, d_model]`.
+    fn embed(&self, ids: &IndexTensor, target: bool, offset: usize, train: bool) -> Result<Var> {
+        let &[_, t] = ids.shape() else {
+            return Err(input_err(
+                "Transformer",
+                format!("expected token ids [B, T], got {:?}", ids.shape()),
+            ));
+        };
+        let c = &self.config;
+        if offset + t > c.max_len {
+            return Err(input_err(
+                "Transformer",
+                format!(
+                    "a sequence of {} positions is longer than max_len {}",
+                    offset + t,
+                    c.max_len
+                ),
+            ));
+        }
+        let (table, vocab) = match (&self.tgt_embed, target) {
+            (Some(e), true) => (e, c.tgt_vocab),
+            _ => (
+                &self.src_embed,
+                if target { c.tgt_vocab } else { c.src_vocab },
+            ),
+        };
+        if let Some(&bad) = ids.data().iter().find(|&&i| i >= vocab) {
+            return Err(input_err(
+                "Transformer",
+                format!("token id {bad} is outside the vocabulary of {vocab}"),
+            ));
+        }
+        let x = table
+            .forward_ids(ids)?
+            .mul_scalar((c.d_model as f32).sqrt());
+        let x = match &self.pos_embed {
+            Some(p) => x.add(&p.var().narrow(0, offset, t)?)?,
+            None => x.add(&Var::constant(self.pe.narrow(0, offset, t)?))?,
+        };
+        Ok(self.embed_dropout.forward_t(&x, train)?)
+    }
+
+    /// `[B, 1, 1, T]` keep-mask of the non-padding keys, when padding is used.
+    fn key_mask(ids: &IndexTensor, pad: PadId) -> Result<Option<Tensor>> {
+        let Some(pad) = pad else { return Ok(None) };
+        let (b, t) = (ids.shape()[0], ids.shape()[1]);
+        let keep: Vec<f32> = ids
+            .data()
+            .iter()
+            .map(|&i| (i != pad) as u8 as f32)
+            .collect();
+        Ok(Some(Tensor::from_vec(keep, &[b, 1, 1, t])?))
+    }
+
+    /// The encoder's output `[B, S, d_model]` for source ids `[B, S]`.
+    pub fn encode(&self, src: &IndexTensor, pad: PadId, train: bool) -> Result<Var> {
+        let mask = Self::key_mask(src, pad)?.map(AttnMask::Keep);
+        let mut x = self.embed(src, false, 0, train)?;
+        for layer in &self.encoder {
+            x = layer.forward(&x, mask.as_ref(), self.config.norm_first, train)?;
+        }
+        match &self.encoder_norm {
+            Some(n) => Ok(n.forward(&x)?),
+            None => Ok(x),
+        }
+    }
+
+    /// The decoder's output `[B, T, d_model]` for target inputs `[B, T]` (causally
+    /// masked) over `memory` from [`Transformer::encode`] of `src`.
+    pub fn decode_hidden(
+        &self,
+        tgt: &IndexTensor,
+        memory: &Var,
+        src: &IndexTensor,
+        pad: PadId,
+        train: bool,
+    ) -> Result<Var> {
+        let t = tgt.shape().get(1).copied().unwrap_or(0);
+        let causal = AttnMask::causal(t);
+        let self_mask = match Self::key_mask(tgt, pad)? {
+            Some(keys) => {
+                let AttnMask::Keep(c) = causal else {
+                    unreachable!("causal is a keep-mask")
+                };
+                AttnMask::Keep(keys.mul(&c)?)
+            }
+            None => causal,
+        };
+        let memory_mask = Self::key_mask(src, pad)?.map(AttnMask::Keep);
+        let mut x = self.embed(tgt, true, 0, train)?;
+        for layer in &self.decoder {
+            x = layer.forward(
+                &x,
+                memory,
+                Some(&self_mask),
+                memory_mask.as_ref(),
+                self.config.norm_first,
+                train,
+            )?;
+        }
+        match &self.decoder_norm {
+            Some(n) => Ok(n.forward(&x)?),
+            None => Ok(x),
+        }
+    }
+
+    /// The pre-softmax projection `h Eᵀ` (tied) or `h Gᵀ`: `[..., tgt_vocab]`.
+    pub fn logits(&self, h: &Var) -> Result<Var> {
+        let w = match &self.generator {
+            Some(g) => g.var(),
+            None => self.src_embed.weight.var(),
+        };
+        let d = self.config.d_model;
+        let lead: Vec<usize> = h.shape()[..h.shape().len() - 1].to_vec();
+        let rows: usize = lead.iter().product();
+        let y = h.reshape(&[rows, d])?.matmul(&w.transpose(0, 1)?)?;
+        let mut shape = lead;
+        shape.push(w.shape()[0]);
+        Ok(y.reshape(&shape)?)
+    }
+
+    /// Logits `[B, T, tgt_vocab]` for source `[B, S]` and target inputs `[B, T]`.
+    pub fn forward(
+        &self,
+        src: &IndexTensor,
+        tgt_in: &IndexTensor,
+        pad: PadId,
+        train: bool,
+    ) -> Result<Var> {
+        let memory = self.encode(src, pad, train)?;
+        let h = self.decode_hidden(tgt_in, &memory, src, pad, train)?;
+        self.logits(&h)
+    }
+
+    /// The label-smoothed cross-entropy (mean over the non-padding target tokens) of
+    /// `tgt_out` `[B, T]` given `src` and `tgt_in`.
+    pub fn loss(
+        &self,
+        src: &IndexTensor,
+        tgt_in: &IndexTensor,
+        tgt_out: &IndexTensor,
+        pad: PadId,
+        train: bool,
+    ) -> Result<Var> {
+        let logits = self.forward(src, tgt_in, pad, train)?;
+        let (b, t, v) = (logits.shape()[0], logits.shape()[1], logits.shape()[2]);
+        if tgt_out.shape() != [b, t] {
+            return Err(input_err(
+                "Transformer::loss",
+                format!("expected targets [{b}, {t}], got {:?}", tgt_out.shape()),
+            ));
+        }
+        let flat = IndexTensor::from_vec(tgt_out.data().to_vec());
+        Ok(tessera_nn::cross_entropy(
+            &logits.reshape(&[b * t, v])?,
+            &flat,
+            self.config.label_smoothing,
+            pad,
+        )?)
+    }
+
+    /// Greedy decoding: from `bos`, append the most likely token until `eos` or
+    /// `max_len` new tokens; returns each sequence's new tokens (without `bos`, with
+    /// `eos` when produced).
+    pub fn greedy(
+        &self,
+        src: &IndexTensor,
+        bos: usize,
+        eos: usize,
+        max_len: usize,
+        pad: PadId,
+    ) -> Result<Vec<Vec<usize>>> {
+        tessera_autograd::no_grad(|| {
+            let b = src.shape()[0];
+            let memory = self.encode(src, pad, false)?;
+            let mut seqs: Vec<Vec<usize>> = vec![vec![bos]; b];
+            let mut done = vec![false; b];
+            for _ in 0..max_len {
+                let t = seqs[0].len();
+                let flat: Vec<usize> = seqs.iter().flatten().copied().collect();
+                let tgt = IndexTensor::new(flat, &[b, t])?;
+                let h = self.decode_hidden(&tgt, &memory, src, pad, false)?;
+                let last = h.narrow(1, t - 1, 1)?;
+                let logits = self.logits(&last)?.value().to_vec();
+                let v = self.config.tgt_vocab;
+                for (i, seq) in seqs.iter_mut().enumerate() {
+                    let row = &logits[i * v..(i + 1) * v];
+                    let next = row
+                        .iter()
+                        .enumerate()
+                        .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &x)| {
+                            if x > bv {
+                                (j, x)
+                            } else {
+                                (bi, bv)
+                            }
+                        })
+                        .0;
+                    seq.push(if done[i] { pad.unwrap_or(eos) } else { next });
+                    done[i] |= next == eos;
+                }
+                if done.iter().all(|&d| d) {
+                    break;
+                }
+            }
+            Ok(seqs
+                .into_iter()
+                .map(|s| {
+                    let mut out: Vec<usize> = s[1..].to_vec();
+                    if let Some(p) = out.iter().position(|&x| x == eos) {
+                        out.truncate(p + 1);
+                    }
+                    out
+                })
+                .collect())
+        })
+    }
+}
+
+impl Params for Transformer {
+    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
+        if self.tgt_embed.is_none() {
+            self.src_embed.collect_params(&join(prefix, "embed"), out);
+        } else {
+            self.src_embed
+                .collect_params(&join(prefix, "src_embed"), out);
+        }
+        if let Some(t) = &self.tgt_embed {
+            t.collect_params(&join(prefix, "tgt_embed"), out);
+        }
+        if let Some(g) = &self.generator {
+            out.push((join(prefix, "generator.weight"), g.clone()));
+        }
+        if let Some(p) = &self.pos_embed {
+            out.push((join(prefix, "pos_embed.weight"), p.clone()));
+        }
+        let tr = join(prefix, "transformer");
+        for (i, l) in self.encoder.iter().enumerate() {
+            l.collect_params(&format!("{tr}.encoder.layers.{i}"), out);
+        }
+        if let Some(n) = &self.encoder_norm {
+            n.collect_params(&format!("{tr}.encoder.norm"), out);
+        }
+        for (i, l) in self.decoder.iter().enumerate() {
+            l.collect_params(&format!("{tr}.decoder.layers.{i}"), out);
+        }
+        if let Some(n) = &self.decoder_norm {
+            n.collect_params(&format!("{tr}.decoder.norm"), out);
+        }
+    }
+}
