@@ -6,6 +6,7 @@
 mod bench;
 mod inspect;
 mod rnn;
+mod transformer;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,9 @@ enum Command {
     /// Recurrent character language models: the Elman network, RNN, LSTM, GRU.
     #[command(subcommand)]
     Rnn(rnn::RnnCommand),
+    /// The Transformer of "Attention Is All You Need": the paper's configurations.
+    #[command(subcommand)]
+    Transformer(transformer::TransformerCommand),
 }
 
 fn main() {
@@ -35,6 +39,7 @@ fn main() {
         Command::Bench(args) => bench::run(&args),
         Command::Rnn(cmd) => rnn::run(&cmd),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Transformer(cmd) => transformer::run(&cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

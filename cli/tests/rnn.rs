@@ -166,3 +166,27 @@ fn inspect_lists_a_training_checkpoint_and_a_pytorch_file() {
     ]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn transformer_params_prints_the_exact_count_beside_the_paper() {
+    let text = ok(tessera(&["transformer", "params", "--preset", "base"]));
+    assert!(
+        text.contains("63,082,496") && text.contains("65M"),
+        "{text}"
+    );
+    let text = ok(tessera(&[
+        "transformer",
+        "params",
+        "--all",
+        "--vocab",
+        "41000",
+    ]));
+    assert!(text.contains("10 of the 11 rows"), "{text}");
+    assert!(
+        text.contains("218,341,376") && text.contains("213M"),
+        "{text}"
+    );
+    let out = tessera(&["transformer", "params", "--preset", "huge"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown preset"));
+}
