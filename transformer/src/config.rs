@@ -198,7 +198,7 @@ pub const PRESETS: &[Preset] = &[
         "base",
         "N=6, d_model=512, d_ff=2048, h=8, d_k=d_v=64, P_drop=0.1, ε_ls=0.1",
         Some(65),
-        |c| ()
+        |c| c.positional = Positional::Sinusoidal
     ),
     preset!("A1", "(A) h=1, d_k=d_v=512", None, |c| {
         c.heads = 1;
