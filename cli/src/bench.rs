@@ -26,6 +26,12 @@ pub enum Workload {
     /// Elman RNN char-LM training step: vocab 65, hidden 256, 64 steps, batch 32, Adam (tokens/s).
     #[value(name = "W2")]
     W2,
+    /// Transformer training step: d_model 256, 4 heads, d_ff 1024, 3+3 layers, vocabulary 8000, batch 32 x 32 (target tokens/s).
+    #[value(name = "W3")]
+    W3,
+    /// Transformer greedy decoding of W3's model: batch 1, source 32, 32 new tokens (tokens/s).
+    #[value(name = "W6")]
+    W6,
     /// Every workload above.
     #[value(name = "all")]
     All,
@@ -291,6 +297,87 @@ fn w2(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
     Ok(())
 }
 
+/// W3's model: the paper's post-norm encoder-decoder, d_model 256, 4 heads, d_ff 1024,
+/// 3 + 3 layers, a shared vocabulary of 8000 tied to the pre-softmax projection.
+fn w3_model() -> Result<tessera_transformer::Transformer> {
+    use tessera_transformer::{Transformer, TransformerConfig};
+    let mut config = TransformerConfig::small(8000, 256, 4, 1024, 3);
+    config.dropout = 0.1;
+    config.label_smoothing = 0.1;
+    Ok(Transformer::new(config, &mut Rng::seed(1234))?)
+}
+
+/// Random ids `[rows, cols]` below `vocab`.
+fn random_ids(
+    rng: &mut Rng,
+    rows: usize,
+    cols: usize,
+    vocab: usize,
+) -> Result<tessera_tensor::IndexTensor> {
+    let ids = (0..rows * cols).map(|_| rng.below(vocab)).collect();
+    Ok(tessera_tensor::IndexTensor::new(ids, &[rows, cols])?)
+}
+
+/// W3: one training step (dropout 0.1, label smoothing 0.1, Adam 0.9/0.98/1e-9 with the
+/// warmup schedule), batch 32, source and target 32 tokens.
+fn w3(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
+    use tessera_nn::Params;
+    use tessera_optim::{schedule, Adam, Optimizer};
+    let model = w3_model()?;
+    let mut rng = Rng::seed(1234);
+    let (b, s, t) = (32, 32, 32);
+    let src = random_ids(&mut rng, b, s, 8000)?;
+    let tgt = random_ids(&mut rng, b, t + 1, 8000)?;
+    let (mut tin, mut tout) = (Vec::new(), Vec::new());
+    for row in tgt.data().chunks_exact(t + 1) {
+        tin.extend_from_slice(&row[..t]);
+        tout.extend_from_slice(&row[1..]);
+    }
+    let tin = tessera_tensor::IndexTensor::new(tin, &[b, t])?;
+    let tout = tessera_tensor::IndexTensor::new(tout, &[b, t])?;
+    let params = model.named_parameters();
+    let mut opt = Adam::transformer(0.0);
+    let mut step = 0u64;
+    let timing = time_steps(args, (b * t) as f64, || {
+        step += 1;
+        for (_, p) in &params {
+            p.zero_grad();
+        }
+        model.loss(&src, &tin, &tout, None, true)?.backward()?;
+        opt.set_lr(schedule::transformer(step, 256, 4000));
+        opt.step(&params)?;
+        Ok(())
+    })?;
+    out(record(
+        "W3",
+        "nn.Transformer".into(),
+        "target tokens/s",
+        timing,
+    ));
+    Ok(())
+}
+
+/// W6: greedy decoding with W3's model, batch 1, source 32 tokens, 32 new tokens, the
+/// encoder included; the decoder re-runs on the whole prefix and only the last position
+/// is projected to the vocabulary (as the PyTorch peer).
+fn w6(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
+    let model = w3_model()?;
+    let mut rng = Rng::seed(1234);
+    let src = random_ids(&mut rng, 1, 32, 8000)?;
+    let timing = time_steps(args, 32.0, || {
+        // An end-of-sequence id outside the vocabulary: always 32 new tokens.
+        model.greedy(&src, 1, usize::MAX, 32, None)?;
+        Ok(())
+    })?;
+    out(record(
+        "W6",
+        "no-kv-cache (decoder re-run on prefix), last-position logits, incl. encoder".into(),
+        "tokens/s",
+        timing,
+    ));
+    Ok(())
+}
+
 /// Runs `tessera bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.steps == 0 {
@@ -305,7 +392,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut list: Vec<Workload> = Vec::new();
     for w in &args.workloads {
         match w {
-            Workload::All => list.extend([Workload::W0, Workload::W1, Workload::W1b, Workload::W2]),
+            Workload::All => list.extend([
+                Workload::W0,
+                Workload::W1,
+                Workload::W1b,
+                Workload::W2,
+                Workload::W3,
+                Workload::W6,
+            ]),
             w => list.push(*w),
         }
     }
@@ -333,6 +427,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Workload::W1 => w1(args, &mut print)?,
             Workload::W1b => w1b(args, &mut print)?,
             Workload::W2 => w2(args, &mut print)?,
+            Workload::W3 => w3(args, &mut print)?,
+            Workload::W6 => w6(args, &mut print)?,
             Workload::All => unreachable!("expanded above"),
         }
     }

@@ -186,11 +186,96 @@ impl Module for LayerNorm {
                 msg: format!("expected input [..., {d}], got {:?}", x.shape()),
             });
         }
-        let mean = x.mean(&[-1], true)?;
-        let centred = x.sub(&mean)?;
-        let var = centred.sqr().mean(&[-1], true)?;
-        let norm = centred.div(&var.add_scalar(self.eps).sqrt())?;
-        Ok(norm.mul(&self.weight.var())?.add(&self.bias.var())?)
+        // One pass per row; the backward rule is written out (see LayerNormBackward).
+        let xv = x.value().contiguous();
+        let xs = xv.as_slice().expect("contiguous");
+        let (gamma, beta) = (self.weight.value(), self.bias.value());
+        let (g, b) = (gamma.to_vec(), beta.to_vec());
+        let rows = xs.len() / d;
+        let mut y = vec![0.0f32; xs.len()];
+        let mut xhat = vec![0.0f32; xs.len()];
+        let mut rstd = vec![0.0f32; rows];
+        for (r, ((xr, yr), hr)) in xs
+            .chunks_exact(d)
+            .zip(y.chunks_exact_mut(d))
+            .zip(xhat.chunks_exact_mut(d))
+            .enumerate()
+        {
+            let mean = xr.iter().sum::<f32>() / d as f32;
+            let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let rs = 1.0 / (var + self.eps).sqrt();
+            rstd[r] = rs;
+            for k in 0..d {
+                let h = (xr[k] - mean) * rs;
+                hr[k] = h;
+                yr[k] = h * g[k] + b[k];
+            }
+        }
+        let value = Tensor::from_vec(y, x.shape())?;
+        let backward = LayerNormBackward {
+            xhat,
+            rstd,
+            gamma: g,
+            d,
+        };
+        Ok(Var::custom(
+            value,
+            &[x.clone(), self.weight.var(), self.bias.var()],
+            std::sync::Arc::new(backward),
+        ))
+    }
+}
+
+/// LayerNorm's gradients, with `x̂ = (x - μ) / σ` and `dx̂ = dy ⊙ γ`:
+/// `dx = (dx̂ - mean(dx̂) - x̂ ⊙ mean(dx̂ ⊙ x̂)) / σ`, `dγ = Σ_rows dy ⊙ x̂`,
+/// `dβ = Σ_rows dy`.
+#[derive(Debug)]
+struct LayerNormBackward {
+    xhat: Vec<f32>,
+    rstd: Vec<f32>,
+    gamma: Vec<f32>,
+    d: usize,
+}
+
+impl tessera_autograd::Function for LayerNormBackward {
+    fn name(&self) -> &'static str {
+        "layer_norm"
+    }
+
+    fn backward(&self, g: &Tensor, _y: &Tensor) -> tessera_autograd::Result<Vec<Option<Tensor>>> {
+        let d = self.d;
+        let gv = g.contiguous();
+        let gs = gv.as_slice().expect("contiguous");
+        let mut dx = vec![0.0f32; gs.len()];
+        let mut dgamma = vec![0.0f32; d];
+        let mut dbeta = vec![0.0f32; d];
+        let mut dxhat = vec![0.0f32; d];
+        for (r, ((gr, hr), dxr)) in gs
+            .chunks_exact(d)
+            .zip(self.xhat.chunks_exact(d))
+            .zip(dx.chunks_exact_mut(d))
+            .enumerate()
+        {
+            let (mut m1, mut m2) = (0.0f32, 0.0f32);
+            for k in 0..d {
+                let dh = gr[k] * self.gamma[k];
+                dxhat[k] = dh;
+                m1 += dh;
+                m2 += dh * hr[k];
+                dgamma[k] += gr[k] * hr[k];
+                dbeta[k] += gr[k];
+            }
+            let (m1, m2) = (m1 / d as f32, m2 / d as f32);
+            let rs = self.rstd[r];
+            for k in 0..d {
+                dxr[k] = (dxhat[k] - m1 - hr[k] * m2) * rs;
+            }
+        }
+        Ok(vec![
+            Some(Tensor::from_vec(dx, g.shape())?),
+            Some(Tensor::from_vec(dgamma, &[d])?),
+            Some(Tensor::from_vec(dbeta, &[d])?),
+        ])
     }
 }
 

@@ -26,23 +26,113 @@ pub fn cross_entropy(
             msg: format!("label smoothing {label_smoothing} is outside [0, 1]"),
         });
     }
-    let logp = logits.log_softmax(-1)?;
-    let (picked, weights) = picked_log_probs(&logp, targets, n, c, ignore_index, "cross_entropy")?;
-    let valid: f32 = weights.sum_all().to_scalar()?;
-    let w = Var::constant(weights);
-    // Σ_i w_i · (-log p_i[t_i]) and Σ_i w_i · (-(1/C) Σ_c log p_ic), each / n_valid.
-    let nll = picked.mul(&w)?.sum_all().mul_scalar(-1.0 / valid);
-    if label_smoothing == 0.0 {
-        return Ok(nll);
+    if targets.shape() != [n] {
+        return Err(Error::Input {
+            layer: "cross_entropy",
+            msg: format!("expected {n} targets, got shape {:?}", targets.shape()),
+        });
     }
-    let smooth = logp
-        .sum(&[-1], true)?
-        .mul(&w)?
-        .sum_all()
-        .mul_scalar(-1.0 / (c as f32 * valid));
-    Ok(nll
-        .mul_scalar(1.0 - label_smoothing)
-        .add(&smooth.mul_scalar(label_smoothing))?)
+    for (row, &t) in targets.data().iter().enumerate() {
+        if Some(t) != ignore_index && t >= c {
+            return Err(Error::Input {
+                layer: "cross_entropy",
+                msg: format!("target {t} of row {row} is outside {c} classes"),
+            });
+        }
+    }
+    let valid = targets
+        .data()
+        .iter()
+        .filter(|&&t| Some(t) != ignore_index)
+        .count();
+    if valid == 0 {
+        return Err(Error::Input {
+            layer: "cross_entropy",
+            msg: "every target is ignored: the mean is undefined".into(),
+        });
+    }
+    // One pass per row for the value, the softmax kept for the backward pass:
+    // loss_i = (1 - ε)(lse_i - x_i[t]) + ε (lse_i - mean_c x_ic).
+    let x = logits.value().contiguous();
+    let xs = x.as_slice().expect("contiguous");
+    let mut probs = vec![0.0f32; n * c];
+    let mut shifted = vec![0.0f32; c];
+    let mut total = 0.0f64;
+    for (i, (row, p)) in xs
+        .chunks_exact(c)
+        .zip(probs.chunks_exact_mut(c))
+        .enumerate()
+    {
+        let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        shifted.iter_mut().zip(row).for_each(|(s, &v)| *s = v - m);
+        tessera_tensor::exp_slice(&shifted, p);
+        let sum: f64 = p.iter().map(|&v| f64::from(v)).sum();
+        let inv = (1.0 / sum) as f32;
+        p.iter_mut().for_each(|v| *v *= inv);
+        let t = targets.data()[i];
+        if Some(t) == ignore_index {
+            continue;
+        }
+        let log_sum = sum.ln();
+        let nll = log_sum - f64::from(shifted[t]);
+        let mean_shifted = shifted.iter().map(|&v| f64::from(v)).sum::<f64>() / c as f64;
+        let smooth = log_sum - mean_shifted;
+        total += (1.0 - f64::from(label_smoothing)) * nll + f64::from(label_smoothing) * smooth;
+    }
+    let value = Tensor::scalar((total / valid as f64) as f32);
+    let backward = CrossEntropyBackward {
+        probs,
+        targets: targets.data().to_vec(),
+        ignore_index,
+        label_smoothing,
+        valid,
+        shape: [n, c],
+    };
+    Ok(Var::custom(
+        value,
+        std::slice::from_ref(logits),
+        std::sync::Arc::new(backward),
+    ))
+}
+
+/// `∂loss/∂x_i = (softmax(x_i) - (1 - ε) onehot(t_i) - ε / C) / n_valid` for the counted
+/// rows, zero for ignored ones.
+#[derive(Debug)]
+struct CrossEntropyBackward {
+    probs: Vec<f32>,
+    targets: Vec<usize>,
+    ignore_index: Option<usize>,
+    label_smoothing: f32,
+    valid: usize,
+    shape: [usize; 2],
+}
+
+impl tessera_autograd::Function for CrossEntropyBackward {
+    fn name(&self) -> &'static str {
+        "cross_entropy"
+    }
+
+    fn backward(&self, g: &Tensor, _y: &Tensor) -> tessera_autograd::Result<Vec<Option<Tensor>>> {
+        let [n, c] = self.shape;
+        let scale = g.to_scalar()? / self.valid as f32;
+        let (eps, uniform) = (self.label_smoothing, self.label_smoothing / c as f32);
+        let mut dx = vec![0.0f32; n * c];
+        for (i, (d, p)) in dx
+            .chunks_exact_mut(c)
+            .zip(self.probs.chunks_exact(c))
+            .enumerate()
+        {
+            let t = self.targets[i];
+            if Some(t) == self.ignore_index {
+                continue;
+            }
+            d.iter_mut()
+                .zip(p)
+                .for_each(|(d, &p)| *d = (p - uniform) * scale);
+            d[t] -= (1.0 - eps) * scale;
+        }
+        Ok(vec![Some(Tensor::from_vec(dx, &[n, c])?)])
+    }
 }
 
 /// `log p[target]` per row (`[N, 1]`) and the 0/1 weights of the rows that count.
