@@ -245,11 +245,32 @@ impl MultiHeadAttention {
         dropout: Option<(f32, &mut Rng)>,
         return_probs: bool,
     ) -> Result<(Var, Option<Tensor>)> {
+        let (k, v) = self.project_kv(key, value)?;
+        self.attend(query, &k, &v, mask, dropout, return_probs)
+    }
+
+    /// The keys and values projected and split into heads, `[B, H, Tk, d_k]` and
+    /// `[B, H, Tk, d_v]`: what a decoder caches (once for the encoder's memory, one step
+    /// at a time for its own past).
+    pub fn project_kv(&self, key: &Var, value: &Var) -> Result<(Var, Var)> {
+        Ok((self.project(key, 1)?, self.project(value, 2)?))
+    }
+
+    /// Attention of `query` `[B, Tq, E]` over keys and values already projected by
+    /// [`MultiHeadAttention::project_kv`] (possibly several calls concatenated along
+    /// axis 2).
+    pub fn attend(
+        &self,
+        query: &Var,
+        k: &Var,
+        v: &Var,
+        mask: Option<&AttnMask>,
+        dropout: Option<(f32, &mut Rng)>,
+        return_probs: bool,
+    ) -> Result<(Var, Option<Tensor>)> {
         let (_, e) = self.proj_dims();
         let q = self.project(query, 0)?;
-        let k = self.project(key, 1)?;
-        let v = self.project(value, 2)?;
-        let (ctx, probs) = scaled_dot_product_attention(&q, &k, &v, mask, dropout, return_probs)?;
+        let (ctx, probs) = scaled_dot_product_attention(&q, k, v, mask, dropout, return_probs)?;
         let (b, tq) = (query.shape()[0], query.shape()[1]);
         let ctx = ctx.permute(&[0, 2, 1, 3])?.reshape(&[b * tq, e])?; // (B·Tq, H·d_v)
         let out = ctx

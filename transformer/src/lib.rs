@@ -35,7 +35,7 @@ mod config;
 mod model;
 
 pub use config::{preset, Positional, Preset, TransformerConfig, PRESETS};
-pub use model::{sinusoidal_encoding, PadId, Transformer};
+pub use model::{sinusoidal_encoding, DecoderCache, PadId, Transformer};
 
 /// Errors of the Transformer.
 #[derive(Debug, thiserror::Error)]

@@ -224,6 +224,40 @@ impl DecoderLayer {
     }
 }
 
+impl DecoderLayer {
+    /// One new position `[B, 1, d]` attending to the cached past (extended here) and to
+    /// the encoder's projected memory.
+    fn step(
+        &self,
+        x: &Var,
+        past: &mut Option<(Var, Var)>,
+        cross: &(Var, Var),
+        memory_mask: Option<&AttnMask>,
+        norm_first: bool,
+    ) -> Result<Var> {
+        let x = sublayer(x, &self.norm1, &self.dropout1, norm_first, false, |h| {
+            let (k, v) = self.self_attn.mha.project_kv(h, h)?;
+            let (k, v) = match past.take() {
+                Some((pk, pv)) => (Var::concat(&[&pk, &k], 2)?, Var::concat(&[&pv, &v], 2)?),
+                None => (k, v),
+            };
+            let out = self.self_attn.mha.attend(h, &k, &v, None, None, false)?.0;
+            *past = Some((k, v));
+            Ok(out)
+        })?;
+        let x = sublayer(&x, &self.norm2, &self.dropout2, norm_first, false, |h| {
+            Ok(self
+                .cross_attn
+                .mha
+                .attend(h, &cross.0, &cross.1, memory_mask, None, false)?
+                .0)
+        })?;
+        sublayer(&x, &self.norm3, &self.dropout3, norm_first, false, |h| {
+            self.ff.forward(h, false)
+        })
+    }
+}
+
 impl Params for DecoderLayer {
     fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
         self.self_attn
@@ -266,6 +300,30 @@ pub struct Transformer {
     decoder: Vec<DecoderLayer>,
     encoder_norm: Option<LayerNorm>,
     decoder_norm: Option<LayerNorm>,
+}
+
+/// What incremental decoding keeps between steps: the encoder's keys and values for
+/// every decoder layer (computed once) and the decoder's own keys and values of the
+/// positions produced so far. Made by [`Transformer::start_decoding`].
+#[derive(Debug)]
+pub struct DecoderCache {
+    memory_mask: Option<AttnMask>,
+    cross: Vec<(Var, Var)>,
+    past: Vec<Option<(Var, Var)>>,
+    len: usize,
+    batch: usize,
+}
+
+impl DecoderCache {
+    /// Positions decoded so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was decoded yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// Source and target padding for [`Transformer::forward`]: the id that marks padding.
@@ -481,10 +539,100 @@ impl Transformer {
         )?)
     }
 
-    /// Greedy decoding: from `bos`, append the most likely token until `eos` or
-    /// `max_len` new tokens; returns each sequence's new tokens (without `bos`, with
-    /// `eos` when produced).
+    /// Encodes `src` and projects the memory for every decoder layer: the start of
+    /// incremental decoding with [`Transformer::decode_step`].
+    pub fn start_decoding(&self, src: &IndexTensor, pad: PadId) -> Result<DecoderCache> {
+        tessera_autograd::no_grad(|| {
+            let memory = self.encode(src, pad, false)?;
+            let cross = self
+                .decoder
+                .iter()
+                .map(|l| Ok(l.cross_attn.mha.project_kv(&memory, &memory)?))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(DecoderCache {
+                memory_mask: Self::key_mask(src, pad)?.map(AttnMask::Keep),
+                cross,
+                past: vec![None; self.decoder.len()],
+                len: 0,
+                batch: src.shape()[0],
+            })
+        })
+    }
+
+    /// Feeds one token per sequence (`[B]`) and returns the next-token logits `[B,
+    /// tgt_vocab]`. Each step costs one position, not the whole prefix: the keys and
+    /// values of earlier positions come from the cache.
+    pub fn decode_step(&self, cache: &mut DecoderCache, tokens: &[usize]) -> Result<Tensor> {
+        if tokens.len() != cache.batch {
+            return Err(input_err(
+                "Transformer::decode_step",
+                format!(
+                    "expected {} tokens (one per sequence), got {}",
+                    cache.batch,
+                    tokens.len()
+                ),
+            ));
+        }
+        tessera_autograd::no_grad(|| {
+            let ids = IndexTensor::new(tokens.to_vec(), &[cache.batch, 1])?;
+            let mut x = self.embed(&ids, true, cache.len, false)?;
+            for (i, layer) in self.decoder.iter().enumerate() {
+                x = layer.step(
+                    &x,
+                    &mut cache.past[i],
+                    &cache.cross[i],
+                    cache.memory_mask.as_ref(),
+                    self.config.norm_first,
+                )?;
+            }
+            if let Some(n) = &self.decoder_norm {
+                x = n.forward(&x)?;
+            }
+            cache.len += 1;
+            let logits = self.logits(&x)?;
+            Ok(logits
+                .value()
+                .reshape(&[cache.batch, self.config.tgt_vocab])?)
+        })
+    }
+
+    /// Greedy decoding with the key/value cache: from `bos`, append the most likely
+    /// token until every sequence has produced `eos`, or `max_len` new tokens; returns
+    /// each sequence's new tokens (up to and including `eos`).
     pub fn greedy(
+        &self,
+        src: &IndexTensor,
+        bos: usize,
+        eos: usize,
+        max_len: usize,
+        pad: PadId,
+    ) -> Result<Vec<Vec<usize>>> {
+        let mut cache = self.start_decoding(src, pad)?;
+        let b = cache.batch;
+        let mut out: Vec<Vec<usize>> = vec![Vec::new(); b];
+        let mut done = vec![false; b];
+        let mut current = vec![bos; b];
+        for _ in 0..max_len {
+            let logits = self.decode_step(&mut cache, &current)?;
+            let next = argmax_rows(&logits.to_vec(), self.config.tgt_vocab);
+            for i in 0..b {
+                if !done[i] {
+                    out[i].push(next[i]);
+                    done[i] = next[i] == eos;
+                }
+            }
+            if done.iter().all(|&d| d) {
+                break;
+            }
+            current = next;
+        }
+        Ok(out)
+    }
+
+    /// Greedy decoding without a cache: the decoder re-runs on the whole prefix at
+    /// every step (the same tokens as [`Transformer::greedy`], at quadratic cost; kept to
+    /// check the cache against).
+    pub fn greedy_uncached(
         &self,
         src: &IndexTensor,
         bos: usize,
@@ -496,47 +644,48 @@ impl Transformer {
             let b = src.shape()[0];
             let memory = self.encode(src, pad, false)?;
             let mut seqs: Vec<Vec<usize>> = vec![vec![bos]; b];
+            let mut out: Vec<Vec<usize>> = vec![Vec::new(); b];
             let mut done = vec![false; b];
             for _ in 0..max_len {
                 let t = seqs[0].len();
                 let flat: Vec<usize> = seqs.iter().flatten().copied().collect();
                 let tgt = IndexTensor::new(flat, &[b, t])?;
                 let h = self.decode_hidden(&tgt, &memory, src, pad, false)?;
-                let last = h.narrow(1, t - 1, 1)?;
-                let logits = self.logits(&last)?.value().to_vec();
-                let v = self.config.tgt_vocab;
-                for (i, seq) in seqs.iter_mut().enumerate() {
-                    let row = &logits[i * v..(i + 1) * v];
-                    let next = row
-                        .iter()
-                        .enumerate()
-                        .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &x)| {
-                            if x > bv {
-                                (j, x)
-                            } else {
-                                (bi, bv)
-                            }
-                        })
-                        .0;
-                    seq.push(if done[i] { pad.unwrap_or(eos) } else { next });
-                    done[i] |= next == eos;
+                let logits = self.logits(&h.narrow(1, t - 1, 1)?)?;
+                let next = argmax_rows(&logits.value().to_vec(), self.config.tgt_vocab);
+                for i in 0..b {
+                    if !done[i] {
+                        out[i].push(next[i]);
+                        done[i] = next[i] == eos;
+                    }
+                    seqs[i].push(next[i]);
                 }
                 if done.iter().all(|&d| d) {
                     break;
                 }
             }
-            Ok(seqs
-                .into_iter()
-                .map(|s| {
-                    let mut out: Vec<usize> = s[1..].to_vec();
-                    if let Some(p) = out.iter().position(|&x| x == eos) {
-                        out.truncate(p + 1);
-                    }
-                    out
-                })
-                .collect())
+            Ok(out)
         })
     }
+}
+
+/// The index of the largest value of each row of `cols` values.
+fn argmax_rows(values: &[f32], cols: usize) -> Vec<usize> {
+    values
+        .chunks_exact(cols)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &x)| {
+                    if x > bv {
+                        (j, x)
+                    } else {
+                        (bi, bv)
+                    }
+                })
+                .0
+        })
+        .collect()
 }
 
 impl Params for Transformer {
