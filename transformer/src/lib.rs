@@ -31,9 +31,11 @@
 //! ```
 #![warn(missing_docs)]
 
+mod bleu;
 mod config;
 mod model;
 
+pub use bleu::{corpus_bleu, tokenize_13a, Bleu};
 pub use config::{preset, Positional, Preset, TransformerConfig, PRESETS};
 pub use model::{sinusoidal_encoding, DecoderCache, PadId, Transformer};
 
