@@ -324,6 +324,31 @@ impl DecoderCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Keeps sequences `rows` (in that order, repeats allowed): what beam search does
+    /// when hypotheses are extended, dropped or duplicated.
+    pub fn reorder(&mut self, rows: &[usize]) -> Result<()> {
+        if let Some(&bad) = rows.iter().find(|&&r| r >= self.batch) {
+            return Err(input_err(
+                "DecoderCache::reorder",
+                format!("row {bad} of a batch of {}", self.batch),
+            ));
+        }
+        let pick = |v: &Var| -> Result<Var> { Ok(v.index_select(0, rows)?) };
+        for (k, v) in self.cross.iter_mut() {
+            *k = pick(k)?;
+            *v = pick(v)?;
+        }
+        for (k, v) in self.past.iter_mut().flatten() {
+            *k = pick(k)?;
+            *v = pick(v)?;
+        }
+        if let Some(AttnMask::Keep(m)) = &self.memory_mask {
+            self.memory_mask = Some(AttnMask::Keep(m.index_select(0, rows)?));
+        }
+        self.batch = rows.len();
+        Ok(())
+    }
 }
 
 /// Source and target padding for [`Transformer::forward`]: the id that marks padding.
@@ -627,6 +652,100 @@ impl Transformer {
             current = next;
         }
         Ok(out)
+    }
+
+    /// Beam search for one source sentence (`src` `[1, S]`), as the paper decodes: `beam`
+    /// hypotheses, length penalty `((5 + |Y|) / 6)^α` (Wu et al., 2016; the paper uses
+    /// beam 4 and α = 0.6), at most `max_len` new tokens (the paper: input length + 50).
+    /// Hypotheses end at `eos`; the search stops when the best finished hypothesis can no
+    /// longer be beaten. Returns the best hypothesis's tokens (ending with `eos` if it
+    /// was produced) and its length-normalised log-probability.
+    #[allow(clippy::too_many_arguments)]
+    pub fn beam_search(
+        &self,
+        src: &IndexTensor,
+        bos: usize,
+        eos: usize,
+        beam: usize,
+        alpha: f32,
+        max_len: usize,
+        pad: PadId,
+    ) -> Result<(Vec<usize>, f32)> {
+        if src.shape().first() != Some(&1) || beam == 0 {
+            return Err(input_err(
+                "Transformer::beam_search",
+                format!(
+                    "expected one source sentence [1, S] and beam ≥ 1, got {:?} and beam {beam}",
+                    src.shape()
+                ),
+            ));
+        }
+        let penalty = |len: usize| ((5.0 + len as f32) / 6.0).powf(alpha);
+        let v = self.config.tgt_vocab;
+        let mut cache = self.start_decoding(src, pad)?;
+        // Live hypotheses: tokens and summed log-probability.
+        let mut live: Vec<(Vec<usize>, f32)> = vec![(Vec::new(), 0.0)];
+        let mut finished: Vec<(Vec<usize>, f32)> = Vec::new();
+        for step in 0..max_len {
+            let last: Vec<usize> = live
+                .iter()
+                .map(|(t, _)| t.last().copied().unwrap_or(bos))
+                .collect();
+            let logits = self.decode_step(&mut cache, &last)?;
+            let logp = logits.log_softmax(-1)?.to_vec();
+            // The best 2·beam extensions of all live hypotheses.
+            let mut cand: Vec<(f32, usize, usize)> = Vec::with_capacity(live.len() * v);
+            for (h, (_, score)) in live.iter().enumerate() {
+                for (tok, &lp) in logp[h * v..(h + 1) * v].iter().enumerate() {
+                    cand.push((score + lp, h, tok));
+                }
+            }
+            let keep = (2 * beam).min(cand.len());
+            cand.select_nth_unstable_by(keep - 1, |a, b| b.0.total_cmp(&a.0));
+            cand.truncate(keep);
+            cand.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut next: Vec<(Vec<usize>, f32)> = Vec::with_capacity(beam);
+            let mut rows = Vec::with_capacity(beam);
+            for (score, h, tok) in cand {
+                let mut tokens = live[h].0.clone();
+                tokens.push(tok);
+                if tok == eos {
+                    let n = tokens.len();
+                    finished.push((tokens, score / penalty(n)));
+                } else if next.len() < beam {
+                    next.push((tokens, score));
+                    rows.push(h);
+                }
+                if next.len() == beam && finished.len() >= beam {
+                    break;
+                }
+            }
+            // Stop when no live hypothesis can still beat the best finished one: scores
+            // only fall, and the penalty grows at most to that of max_len.
+            let best_done = finished
+                .iter()
+                .map(|f| f.1)
+                .fold(f32::NEG_INFINITY, f32::max);
+            let best_live = next
+                .iter()
+                .map(|h| h.1 / penalty(max_len))
+                .fold(f32::NEG_INFINITY, f32::max);
+            if step + 1 == max_len {
+                // Out of length: unfinished hypotheses compete as they are.
+                finished.extend(next.iter().map(|(t, s)| (t.clone(), s / penalty(t.len()))));
+                break;
+            }
+            if next.is_empty() || (finished.len() >= beam && best_done >= best_live) {
+                break;
+            }
+            cache.reorder(&rows)?;
+            live = next;
+        }
+        let best = finished
+            .into_iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .ok_or_else(|| input_err("Transformer::beam_search", "no hypothesis".into()))?;
+        Ok(best)
     }
 
     /// Greedy decoding without a cache: the decoder re-runs on the whole prefix at

@@ -66,3 +66,66 @@ fn a_step_with_the_wrong_batch_is_an_error() {
         "{err}"
     );
 }
+
+/// The normalised score of `tokens` under the model: Σ log p / ((5 + |Y|) / 6)^α.
+fn score(m: &Transformer, src: &IndexTensor, tokens: &[usize], alpha: f32) -> f32 {
+    let mut cache = m.start_decoding(src, None).unwrap();
+    let mut prev = 1; // bos
+    let mut total = 0.0f32;
+    for &t in tokens {
+        let logits = m.decode_step(&mut cache, &[prev]).unwrap();
+        total += logits.log_softmax(-1).unwrap().to_vec()[t];
+        prev = t;
+    }
+    total / ((5.0 + tokens.len() as f32) / 6.0).powf(alpha)
+}
+
+#[test]
+fn a_wide_beam_finds_the_best_sequence_of_an_exhaustive_search() {
+    // Vocabulary 5 (bos 1, eos 2), at most 3 new tokens: 5 + 25 + 125 candidates.
+    let mut c = TransformerConfig::small(5, 8, 2, 16, 1);
+    c.max_len = 8;
+    let m = Transformer::new(c, &mut Rng::seed(11)).unwrap();
+    let src = IndexTensor::new(vec![3, 4, 0, 3], &[1, 4]).unwrap();
+    for alpha in [0.0f32, 0.6, 1.0] {
+        let mut best = (Vec::new(), f32::NEG_INFINITY);
+        let mut all: Vec<Vec<usize>> = (0..5).map(|a| vec![a]).collect();
+        for len in 2..=3 {
+            let prev: Vec<Vec<usize>> = all
+                .iter()
+                .filter(|s| s.len() == len - 1 && s[len - 2] != 2)
+                .cloned()
+                .collect();
+            for p in prev {
+                for t in 0..5 {
+                    let mut s = p.clone();
+                    s.push(t);
+                    all.push(s);
+                }
+            }
+        }
+        // Complete hypotheses end in eos, or have the full length.
+        for s in all.iter().filter(|s| s.last() == Some(&2) || s.len() == 3) {
+            let sc = score(&m, &src, s, alpha);
+            if sc > best.1 {
+                best = (s.clone(), sc);
+            }
+        }
+        let (tokens, sc) = m.beam_search(&src, 1, 2, 125, alpha, 3, None).unwrap();
+        assert_eq!(
+            tokens, best.0,
+            "alpha {alpha}: beam {sc}, exhaustive {}",
+            best.1
+        );
+        assert!((sc - best.1).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn beam_one_is_greedy() {
+    let m = model(false, false, 12);
+    let src = IndexTensor::new(vec![3, 4, 5, 6, 7], &[1, 5]).unwrap();
+    let greedy = m.greedy(&src, 1, 2, 8, None).unwrap().remove(0);
+    let (beam, _) = m.beam_search(&src, 1, 2, 1, 0.6, 8, None).unwrap();
+    assert_eq!(beam, greedy);
+}
