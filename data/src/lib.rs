@@ -21,7 +21,9 @@
 
 mod text;
 
-pub use text::{split_fraction, BpttBatches, CharVocab, SONNETS};
+mod bpe;
+pub use bpe::{Bpe, SPECIALS};
+pub use text::{read_lines, split_fraction, BpttBatches, CharVocab, SONNETS};
 
 /// Errors of the data layer.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,14 @@ pub enum Error {
         what: &'static str,
         /// What was expected and what came.
         msg: String,
+    },
+    /// A file that could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
     },
 }
 

@@ -87,6 +87,29 @@ impl CharVocab {
     }
 }
 
+/// The lines of a UTF-8 text file, gunzipped first when the name ends in `.gz`. Errors
+/// name the file.
+pub fn read_lines(path: impl AsRef<std::path::Path>) -> Result<Vec<String>> {
+    use std::io::Read;
+    let path = path.as_ref();
+    let fail = |e: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let file = std::fs::File::open(path).map_err(fail)?;
+    let mut text = String::new();
+    if path.extension().is_some_and(|e| e == "gz") {
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .map_err(fail)?;
+    } else {
+        std::io::BufReader::new(file)
+            .read_to_string(&mut text)
+            .map_err(fail)?;
+    }
+    Ok(text.lines().map(str::to_string).collect())
+}
+
 /// A small built-in text (nine of Shakespeare's sonnets, public domain) for demos and
 /// for training runs on a machine without data.
 ///

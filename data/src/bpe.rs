@@ -1,0 +1,174 @@
+//! A byte-level BPE subword vocabulary (GPT-2's scheme), trained on a corpus with the
+//! `tokenizers` crate and stored as its JSON, so it travels inside a checkpoint.
+
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::processors::PostProcessorWrapper;
+use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
+
+use crate::{Error, Result};
+
+/// The special tokens, with fixed ids 0..3.
+pub const SPECIALS: [&str; 4] = ["<pad>", "<bos>", "<eos>", "<unk>"];
+
+/// A trained byte-level BPE vocabulary: any UTF-8 text encodes (bytes are the base
+/// alphabet, so nothing is unknown) and decodes back exactly.
+///
+/// ```
+/// use tessera_data::Bpe;
+/// let corpus = ["the cat sat on the mat", "the dog sat on the log"];
+/// let bpe = Bpe::train(corpus.iter().copied(), 300, 1)?;
+/// let ids = bpe.encode("the cat sat on the log")?;
+/// assert_eq!(bpe.decode(&ids)?, "the cat sat on the log");
+/// assert_eq!((bpe.pad(), bpe.bos(), bpe.eos()), (0, 1, 2));
+/// # Ok::<(), tessera_data::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Bpe {
+    tokenizer: Tokenizer,
+}
+
+impl std::fmt::Debug for Bpe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bpe({} tokens)", self.len())
+    }
+}
+
+fn bpe_err(what: &'static str, e: impl std::fmt::Display) -> Error {
+    Error::Invalid {
+        what,
+        msg: e.to_string(),
+    }
+}
+
+impl Bpe {
+    /// Learns merges on `texts` until the vocabulary has `vocab_size` tokens (the 256
+    /// byte symbols and the [`SPECIALS`] included), keeping pairs seen at least
+    /// `min_frequency` times.
+    pub fn train<'a>(
+        texts: impl Iterator<Item = &'a str> + Send,
+        vocab_size: usize,
+        min_frequency: u64,
+    ) -> Result<Bpe> {
+        if vocab_size < 256 + SPECIALS.len() {
+            return Err(Error::Invalid {
+                what: "Bpe::train",
+                msg: format!(
+                    "a vocabulary of {vocab_size} is below the 260 byte and special tokens"
+                ),
+            });
+        }
+        let mut trainer = BpeTrainerBuilder::new()
+            .vocab_size(vocab_size)
+            .min_frequency(min_frequency)
+            .show_progress(false)
+            .special_tokens(
+                SPECIALS
+                    .iter()
+                    .map(|s| AddedToken::from(*s, true))
+                    .collect(),
+            )
+            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+            .build();
+        let mut tokenizer = TokenizerBuilder::<
+            BPE,
+            NormalizerWrapper,
+            ByteLevel,
+            PostProcessorWrapper,
+            ByteLevelDecoder,
+        >::new()
+        .with_model(BPE::default())
+        .with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)))
+        .with_decoder(Some(ByteLevelDecoder::default()))
+        .build()
+        .map_err(|e| bpe_err("Bpe::train", e))?;
+        tokenizer
+            .train(&mut trainer, texts)
+            .map_err(|e| bpe_err("Bpe::train", e))?;
+        let bpe = Bpe {
+            tokenizer: tokenizer.into(),
+        };
+        bpe.check_specials()?;
+        Ok(bpe)
+    }
+
+    fn check_specials(&self) -> Result<()> {
+        for (i, s) in SPECIALS.iter().enumerate() {
+            if self.tokenizer.token_to_id(s) != Some(i as u32) {
+                return Err(Error::Invalid {
+                    what: "Bpe",
+                    msg: format!(
+                        "special token {s} should have id {i}, has {:?}",
+                        self.tokenizer.token_to_id(s)
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The vocabulary as the `tokenizers` JSON (what [`Bpe::from_json`] reads).
+    pub fn to_json(&self) -> Result<String> {
+        self.tokenizer
+            .to_string(false)
+            .map_err(|e| bpe_err("Bpe::to_json", e))
+    }
+
+    /// A vocabulary from its JSON.
+    pub fn from_json(json: &str) -> Result<Bpe> {
+        let tokenizer: Tokenizer = json.parse().map_err(|e| bpe_err("Bpe::from_json", e))?;
+        let bpe = Bpe { tokenizer };
+        bpe.check_specials()?;
+        Ok(bpe)
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// Whether the vocabulary is empty (never, once trained).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Token ids of `text` (no special tokens added).
+    pub fn encode(&self, text: &str) -> Result<Vec<usize>> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| bpe_err("Bpe::encode", e))?;
+        Ok(enc.get_ids().iter().map(|&i| i as usize).collect())
+    }
+
+    /// The text of `ids`, special tokens left out.
+    pub fn decode(&self, ids: &[usize]) -> Result<String> {
+        if let Some(&bad) = ids.iter().find(|&&i| i >= self.len()) {
+            return Err(Error::Invalid {
+                what: "Bpe::decode",
+                msg: format!("id {bad} is outside the {} tokens", self.len()),
+            });
+        }
+        let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+        self.tokenizer
+            .decode(&ids, true)
+            .map_err(|e| bpe_err("Bpe::decode", e))
+    }
+
+    /// The padding id (0).
+    pub fn pad(&self) -> usize {
+        0
+    }
+
+    /// The begin-of-sequence id (1).
+    pub fn bos(&self) -> usize {
+        1
+    }
+
+    /// The end-of-sequence id (2).
+    pub fn eos(&self) -> usize {
+        2
+    }
+}
