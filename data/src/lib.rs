@@ -21,7 +21,9 @@
 
 mod text;
 
+mod batch;
 mod bpe;
+pub use batch::{pad_sequences, token_batches};
 pub use bpe::{Bpe, SPECIALS};
 pub use text::{read_lines, split_fraction, BpttBatches, CharVocab, SONNETS};
 

@@ -156,6 +156,93 @@ impl TransformerConfig {
     }
 }
 
+impl TransformerConfig {
+    /// The configuration as string metadata (for checkpoints).
+    pub fn to_metadata(&self) -> std::collections::HashMap<String, String> {
+        let mut m = std::collections::HashMap::new();
+        let mut put = |k: &str, v: String| {
+            m.insert(k.to_string(), v);
+        };
+        put("model", "tessera-transformer".into());
+        put("src_vocab", self.src_vocab.to_string());
+        put("tgt_vocab", self.tgt_vocab.to_string());
+        put("share_embeddings", self.share_embeddings.to_string());
+        put("d_model", self.d_model.to_string());
+        put("heads", self.heads.to_string());
+        put("d_k", self.d_k.to_string());
+        put("d_v", self.d_v.to_string());
+        put("d_ff", self.d_ff.to_string());
+        put("encoder_layers", self.encoder_layers.to_string());
+        put("decoder_layers", self.decoder_layers.to_string());
+        put("dropout", self.dropout.to_string());
+        put("label_smoothing", self.label_smoothing.to_string());
+        put(
+            "positional",
+            format!("{:?}", self.positional).to_lowercase(),
+        );
+        put("max_len", self.max_len.to_string());
+        put("norm_first", self.norm_first.to_string());
+        put("final_norms", self.final_norms.to_string());
+        m
+    }
+
+    /// The configuration read back from [`TransformerConfig::to_metadata`].
+    pub fn from_metadata(
+        m: &std::collections::HashMap<String, String>,
+    ) -> Result<TransformerConfig> {
+        if m.get("model").map(String::as_str) != Some("tessera-transformer") {
+            return Err(input_err(
+                "TransformerConfig",
+                format!(
+                    "not a Transformer checkpoint (model = {:?})",
+                    m.get("model")
+                ),
+            ));
+        }
+        fn get<T: std::str::FromStr>(
+            m: &std::collections::HashMap<String, String>,
+            k: &str,
+        ) -> Result<T> {
+            m.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                input_err(
+                    "TransformerConfig",
+                    format!("metadata {k:?} is missing or malformed"),
+                )
+            })
+        }
+        let positional = match m.get("positional").map(String::as_str) {
+            Some("learned") => Positional::Learned,
+            Some("sinusoidal") => Positional::Sinusoidal,
+            other => {
+                return Err(input_err(
+                    "TransformerConfig",
+                    format!("positional encoding {other:?}"),
+                ))
+            }
+        };
+        let c = TransformerConfig {
+            src_vocab: get(m, "src_vocab")?,
+            tgt_vocab: get(m, "tgt_vocab")?,
+            share_embeddings: get(m, "share_embeddings")?,
+            d_model: get(m, "d_model")?,
+            heads: get(m, "heads")?,
+            d_k: get(m, "d_k")?,
+            d_v: get(m, "d_v")?,
+            d_ff: get(m, "d_ff")?,
+            encoder_layers: get(m, "encoder_layers")?,
+            decoder_layers: get(m, "decoder_layers")?,
+            dropout: get(m, "dropout")?,
+            label_smoothing: get(m, "label_smoothing")?,
+            positional,
+            max_len: get(m, "max_len")?,
+            norm_first: get(m, "norm_first")?,
+            final_norms: get(m, "final_norms")?,
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
 /// A row of the paper's Table 3.
 #[derive(Clone, Copy, Debug)]
 pub struct Preset {

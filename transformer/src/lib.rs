@@ -34,10 +34,14 @@
 mod bleu;
 mod config;
 mod model;
+mod train;
 
 pub use bleu::{corpus_bleu, tokenize_13a, Bleu};
 pub use config::{preset, Positional, Preset, TransformerConfig, PRESETS};
 pub use model::{sinusoidal_encoding, DecoderCache, PadId, Transformer};
+pub use train::{
+    average_checkpoints, evaluate_loss, load_model, Batch, Corpus, StepStats, TrainConfig, Trainer,
+};
 
 /// Errors of the Transformer.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,22 @@ pub enum Error {
     /// A layer, loss or checkpoint failed.
     #[error(transparent)]
     Nn(#[from] tessera_nn::Error),
+    /// An optimizer step failed.
+    #[error(transparent)]
+    Optim(#[from] tessera_optim::Error),
+    /// Data, vocabulary or batching failed.
+    #[error(transparent)]
+    Data(#[from] tessera_data::Error),
+    /// The loss became NaN or infinite; the parameters were left as they were.
+    #[error(
+        "the loss is {loss} at step {step}; no parameter was changed (lower the learning rate)"
+    )]
+    NonFiniteLoss {
+        /// The loss value.
+        loss: f32,
+        /// The training step.
+        step: u64,
+    },
     /// An input or configuration that does not fit the model.
     #[error("{what}: {msg}")]
     Input {

@@ -4,9 +4,7 @@
 use std::sync::Mutex;
 
 use tessera_autograd::{Parameter, Var};
-use tessera_nn::{
-    AttnMask, Dropout, Embedding, LayerNorm, Linear, Module, ModuleT, MultiHeadAttention, Params,
-};
+use tessera_nn::{AttnMask, Embedding, LayerNorm, Linear, Module, MultiHeadAttention, Params};
 use tessera_tensor::{IndexTensor, Rng, Tensor};
 
 use crate::config::{Positional, TransformerConfig};
@@ -44,12 +42,21 @@ pub fn sinusoidal_encoding(len: usize, d: usize) -> Tensor {
     Tensor::from_vec(pe, &[len, d]).expect("len x d values")
 }
 
-/// Attention with its own dropout generator.
+/// Dropout with the model's one generator (saved with training checkpoints, so that a
+/// resumed run draws the same masks).
+fn dropout(x: &Var, p: f32, train: bool, rng: &Mutex<Rng>) -> Result<Var> {
+    if !train || p == 0.0 {
+        return Ok(x.clone());
+    }
+    let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(x.dropout(p, true, &mut rng)?)
+}
+
+/// Attention with dropout on its probabilities.
 #[derive(Debug)]
 struct Attention {
     mha: MultiHeadAttention,
     p: f32,
-    rng: Mutex<Rng>,
 }
 
 impl Attention {
@@ -59,17 +66,26 @@ impl Attention {
         } else {
             MultiHeadAttention::with_head_dims(c.d_model, c.heads, c.d_k, c.d_v, rng)?
         };
-        Ok(Attention {
-            mha,
-            p: c.dropout,
-            rng: Mutex::new(Rng::seed(rng.below(1 << 30) as u64)),
-        })
+        Ok(Attention { mha, p: c.dropout })
     }
 
-    fn forward(&self, q: &Var, kv: &Var, mask: Option<&AttnMask>, train: bool) -> Result<Var> {
-        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        let dropout = (train && self.p > 0.0).then_some((self.p, &mut *rng));
-        Ok(self.mha.forward_qkv(q, kv, kv, mask, dropout, false)?.0)
+    fn forward(
+        &self,
+        q: &Var,
+        kv: &Var,
+        mask: Option<&AttnMask>,
+        train: bool,
+        rng: &Mutex<Rng>,
+    ) -> Result<Var> {
+        if train && self.p > 0.0 {
+            let mut rng = rng.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(self
+                .mha
+                .forward_qkv(q, kv, kv, mask, Some((self.p, &mut *rng)), false)?
+                .0)
+        } else {
+            Ok(self.mha.forward_qkv(q, kv, kv, mask, None, false)?.0)
+        }
     }
 }
 
@@ -78,7 +94,7 @@ impl Attention {
 struct FeedForward {
     linear1: Linear,
     linear2: Linear,
-    dropout: Dropout,
+    p: f32,
 }
 
 impl FeedForward {
@@ -86,33 +102,38 @@ impl FeedForward {
         FeedForward {
             linear1: Linear::new(c.d_model, c.d_ff, true, rng),
             linear2: Linear::new(c.d_ff, c.d_model, true, rng),
-            dropout: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
+            p: c.dropout,
         }
     }
 
-    fn forward(&self, x: &Var, train: bool) -> Result<Var> {
-        let h = self
-            .dropout
-            .forward_t(&self.linear1.forward(x)?.relu(), train)?;
+    fn forward(&self, x: &Var, train: bool, rng: &Mutex<Rng>) -> Result<Var> {
+        let h = dropout(&self.linear1.forward(x)?.relu(), self.p, train, rng)?;
         Ok(self.linear2.forward(&h)?)
     }
+}
+
+/// Whether a sublayer runs in training, and the model's dropout generator.
+#[derive(Clone, Copy)]
+struct Mode<'a> {
+    p: f32,
+    norm_first: bool,
+    train: bool,
+    rng: &'a Mutex<Rng>,
 }
 
 /// `norm(x + dropout(f(x)))` (post-norm) or `x + dropout(f(norm(x)))` (pre-norm).
 fn sublayer(
     x: &Var,
     norm: &LayerNorm,
-    drop: &Dropout,
-    norm_first: bool,
-    train: bool,
+    m: Mode<'_>,
     f: impl FnOnce(&Var) -> Result<Var>,
 ) -> Result<Var> {
-    if norm_first {
+    if m.norm_first {
         let y = f(&norm.forward(x)?)?;
-        Ok(x.add(&drop.forward_t(&y, train)?)?)
+        Ok(x.add(&dropout(&y, m.p, m.train, m.rng)?)?)
     } else {
         let y = f(x)?;
-        Ok(norm.forward(&x.add(&drop.forward_t(&y, train)?)?)?)
+        Ok(norm.forward(&x.add(&dropout(&y, m.p, m.train, m.rng)?)?)?)
     }
 }
 
@@ -124,8 +145,6 @@ struct EncoderLayer {
     ff: FeedForward,
     norm1: LayerNorm,
     norm2: LayerNorm,
-    dropout1: Dropout,
-    dropout2: Dropout,
 }
 
 impl EncoderLayer {
@@ -135,24 +154,14 @@ impl EncoderLayer {
             ff: FeedForward::new(c, rng),
             norm1: LayerNorm::new(c.d_model, 1e-5),
             norm2: LayerNorm::new(c.d_model, 1e-5),
-            dropout1: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
-            dropout2: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
         })
     }
 
-    fn forward(
-        &self,
-        x: &Var,
-        mask: Option<&AttnMask>,
-        norm_first: bool,
-        train: bool,
-    ) -> Result<Var> {
-        let x = sublayer(x, &self.norm1, &self.dropout1, norm_first, train, |h| {
-            self.self_attn.forward(h, h, mask, train)
+    fn forward(&self, x: &Var, mask: Option<&AttnMask>, m: Mode<'_>) -> Result<Var> {
+        let x = sublayer(x, &self.norm1, m, |h| {
+            self.self_attn.forward(h, h, mask, m.train, m.rng)
         })?;
-        sublayer(&x, &self.norm2, &self.dropout2, norm_first, train, |h| {
-            self.ff.forward(h, train)
-        })
+        sublayer(&x, &self.norm2, m, |h| self.ff.forward(h, m.train, m.rng))
     }
 }
 
@@ -182,9 +191,6 @@ struct DecoderLayer {
     norm1: LayerNorm,
     norm2: LayerNorm,
     norm3: LayerNorm,
-    dropout1: Dropout,
-    dropout2: Dropout,
-    dropout3: Dropout,
 }
 
 impl DecoderLayer {
@@ -196,46 +202,38 @@ impl DecoderLayer {
             norm1: LayerNorm::new(c.d_model, 1e-5),
             norm2: LayerNorm::new(c.d_model, 1e-5),
             norm3: LayerNorm::new(c.d_model, 1e-5),
-            dropout1: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
-            dropout2: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
-            dropout3: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Var,
         memory: &Var,
         self_mask: Option<&AttnMask>,
         memory_mask: Option<&AttnMask>,
-        norm_first: bool,
-        train: bool,
+        m: Mode<'_>,
     ) -> Result<Var> {
-        let x = sublayer(x, &self.norm1, &self.dropout1, norm_first, train, |h| {
-            self.self_attn.forward(h, h, self_mask, train)
+        let x = sublayer(x, &self.norm1, m, |h| {
+            self.self_attn.forward(h, h, self_mask, m.train, m.rng)
         })?;
-        let x = sublayer(&x, &self.norm2, &self.dropout2, norm_first, train, |h| {
-            self.cross_attn.forward(h, memory, memory_mask, train)
+        let x = sublayer(&x, &self.norm2, m, |h| {
+            self.cross_attn
+                .forward(h, memory, memory_mask, m.train, m.rng)
         })?;
-        sublayer(&x, &self.norm3, &self.dropout3, norm_first, train, |h| {
-            self.ff.forward(h, train)
-        })
+        sublayer(&x, &self.norm3, m, |h| self.ff.forward(h, m.train, m.rng))
     }
-}
 
-impl DecoderLayer {
     /// One new position `[B, 1, d]` attending to the cached past (extended here) and to
-    /// the encoder's projected memory.
+    /// the encoder's projected memory (evaluation mode).
     fn step(
         &self,
         x: &Var,
         past: &mut Option<(Var, Var)>,
         cross: &(Var, Var),
         memory_mask: Option<&AttnMask>,
-        norm_first: bool,
+        m: Mode<'_>,
     ) -> Result<Var> {
-        let x = sublayer(x, &self.norm1, &self.dropout1, norm_first, false, |h| {
+        let x = sublayer(x, &self.norm1, m, |h| {
             let (k, v) = self.self_attn.mha.project_kv(h, h)?;
             let (k, v) = match past.take() {
                 Some((pk, pv)) => (Var::concat(&[&pk, &k], 2)?, Var::concat(&[&pv, &v], 2)?),
@@ -245,16 +243,14 @@ impl DecoderLayer {
             *past = Some((k, v));
             Ok(out)
         })?;
-        let x = sublayer(&x, &self.norm2, &self.dropout2, norm_first, false, |h| {
+        let x = sublayer(&x, &self.norm2, m, |h| {
             Ok(self
                 .cross_attn
                 .mha
                 .attend(h, &cross.0, &cross.1, memory_mask, None, false)?
                 .0)
         })?;
-        sublayer(&x, &self.norm3, &self.dropout3, norm_first, false, |h| {
-            self.ff.forward(h, false)
-        })
+        sublayer(&x, &self.norm3, m, |h| self.ff.forward(h, false, m.rng))
     }
 }
 
@@ -295,7 +291,8 @@ pub struct Transformer {
     generator: Option<Parameter>,
     pos_embed: Option<Parameter>,
     pe: Tensor,
-    embed_dropout: Dropout,
+    /// The one dropout generator.
+    rng: Mutex<Rng>,
     encoder: Vec<EncoderLayer>,
     decoder: Vec<DecoderLayer>,
     encoder_norm: Option<LayerNorm>,
@@ -390,7 +387,7 @@ impl Transformer {
             generator,
             pos_embed,
             pe: sinusoidal_encoding(c.max_len, d),
-            embed_dropout: Dropout::new(c.dropout, rng.below(1 << 30) as u64),
+            rng: Mutex::new(Rng::seed(rng.below(1 << 30) as u64)),
             encoder,
             decoder,
             encoder_norm: c.final_norms.then(|| LayerNorm::new(d, 1e-5)),
@@ -401,6 +398,26 @@ impl Transformer {
     /// The configuration.
     pub fn config(&self) -> &TransformerConfig {
         &self.config
+    }
+
+    fn mode(&self, train: bool) -> Mode<'_> {
+        Mode {
+            p: self.config.dropout,
+            norm_first: self.config.norm_first,
+            train,
+            rng: &self.rng,
+        }
+    }
+
+    /// The state of the dropout generator (key and position), for checkpoints.
+    pub fn rng_state(&self) -> ([u8; 32], u128) {
+        let rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        (rng.key(), rng.word_pos())
+    }
+
+    /// Restores the dropout generator saved by [`Transformer::rng_state`].
+    pub fn set_rng_state(&self, key: [u8; 32], word_pos: u128) {
+        *self.rng.lock().unwrap_or_else(|e| e.into_inner()) = Rng::from_state(key, word_pos);
     }
 
     /// `dropout(E[ids] · √d_model + PE[offset .. offset + T])`, `[B, T, d_model]`.
@@ -442,7 +459,7 @@ impl Transformer {
             Some(p) => x.add(&p.var().narrow(0, offset, t)?)?,
             None => x.add(&Var::constant(self.pe.narrow(0, offset, t)?))?,
         };
-        Ok(self.embed_dropout.forward_t(&x, train)?)
+        dropout(&x, c.dropout, train, &self.rng)
     }
 
     /// `[B, 1, 1, T]` keep-mask of the non-padding keys, when padding is used.
@@ -462,7 +479,7 @@ impl Transformer {
         let mask = Self::key_mask(src, pad)?.map(AttnMask::Keep);
         let mut x = self.embed(src, false, 0, train)?;
         for layer in &self.encoder {
-            x = layer.forward(&x, mask.as_ref(), self.config.norm_first, train)?;
+            x = layer.forward(&x, mask.as_ref(), self.mode(train))?;
         }
         match &self.encoder_norm {
             Some(n) => Ok(n.forward(&x)?),
@@ -499,8 +516,7 @@ impl Transformer {
                 memory,
                 Some(&self_mask),
                 memory_mask.as_ref(),
-                self.config.norm_first,
-                train,
+                self.mode(train),
             )?;
         }
         match &self.decoder_norm {
@@ -607,7 +623,7 @@ impl Transformer {
                     &mut cache.past[i],
                     &cache.cross[i],
                     cache.memory_mask.as_ref(),
-                    self.config.norm_first,
+                    self.mode(false),
                 )?;
             }
             if let Some(n) = &self.decoder_norm {

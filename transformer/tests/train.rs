@@ -1,0 +1,129 @@
+//! Training runs: a stopped and resumed run equals an uninterrupted one; checkpoint
+//! averaging takes the element-wise mean; bad checkpoints are errors.
+
+use std::collections::HashMap;
+
+use tessera_nn::Params;
+use tessera_tensor::Rng;
+use tessera_transformer::{
+    average_checkpoints, evaluate_loss, load_model, Corpus, TrainConfig, Trainer, Transformer,
+    TransformerConfig,
+};
+
+/// Copy pairs of 3..8 symbols (ids 4..15); 0 pad, 1 bos, 2 eos.
+fn corpus(n: usize, seed: u64) -> Corpus {
+    let mut rng = Rng::seed(seed);
+    let pairs = (0..n)
+        .map(|_| {
+            let len = 3 + rng.below(6);
+            let s: Vec<usize> = (0..len).map(|_| 4 + rng.below(12)).collect();
+            (s.clone(), s)
+        })
+        .collect();
+    Corpus {
+        pairs,
+        bos: 1,
+        eos: 2,
+        pad: 0,
+    }
+}
+
+fn model(seed: u64) -> Transformer {
+    let mut c = TransformerConfig::small(16, 16, 2, 32, 1);
+    c.max_len = 16;
+    c.dropout = 0.1;
+    Transformer::new(c, &mut Rng::seed(seed)).unwrap()
+}
+
+fn config() -> TrainConfig {
+    TrainConfig {
+        max_tokens: 120,
+        warmup: 20,
+        lr_factor: 1.0,
+        seed: 3,
+    }
+}
+
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(60, 1);
+    let mut straight = Trainer::new(model(5), data.clone(), config()).unwrap();
+    let per_epoch = straight.batches_per_epoch();
+    // Cross an epoch boundary, where the batches are reshuffled.
+    let total = per_epoch as u64 + 5;
+    for _ in 0..total {
+        straight.step().unwrap();
+    }
+    let mut first = Trainer::new(model(5), data.clone(), config()).unwrap();
+    for _ in 0..per_epoch as u64 - 2 {
+        first.step().unwrap();
+    }
+    let path = dir.path().join("run.safetensors");
+    first.save(&path, &HashMap::new()).unwrap();
+    drop(first);
+    let (mut resumed, _) = Trainer::resume(&path, data).unwrap();
+    while resumed.step < total {
+        resumed.step().unwrap();
+    }
+    assert_eq!(resumed.epoch, 1);
+    for ((name, a), (_, b)) in straight
+        .model
+        .named_parameters()
+        .iter()
+        .zip(resumed.model.named_parameters())
+    {
+        assert_eq!(
+            a.value().to_vec(),
+            b.value().to_vec(),
+            "{name} differs after resuming"
+        );
+    }
+}
+
+#[test]
+fn training_lowers_the_loss_and_averaging_takes_the_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(200, 2);
+    let held_out = corpus(40, 9);
+    let mut run = Trainer::new(model(6), data, config()).unwrap();
+    let before = evaluate_loss(&run.model, &held_out, 400).unwrap();
+    let mut paths = Vec::new();
+    for k in 0..3 {
+        for _ in 0..60 {
+            run.step().unwrap();
+        }
+        let p = dir.path().join(format!("ckpt{k}.safetensors"));
+        run.save(&p, &HashMap::new()).unwrap();
+        paths.push(p);
+    }
+    let after = evaluate_loss(&run.model, &held_out, 400).unwrap();
+    assert!(after < before - 0.5, "held-out loss {before} -> {after}");
+    let averaged = model(0);
+    average_checkpoints(&averaged, &paths).unwrap();
+    let loaded: Vec<Transformer> = paths.iter().map(|p| load_model(p).unwrap().0).collect();
+    for (i, (name, p)) in averaged.named_parameters().iter().enumerate() {
+        let parts: Vec<Vec<f32>> = loaded
+            .iter()
+            .map(|m| m.named_parameters()[i].1.value().to_vec())
+            .collect();
+        for (j, v) in p.value().to_vec().iter().enumerate() {
+            let mean = parts.iter().map(|x| f64::from(x[j])).sum::<f64>() / 3.0;
+            assert!((f64::from(*v) - mean).abs() < 1e-6, "{name}[{j}]");
+        }
+    }
+}
+
+#[test]
+fn checkpoints_of_other_models_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.safetensors");
+    tessera_tensor::save_safetensors(&path, [("w", &tessera_tensor::Tensor::zeros(&[1]))], None)
+        .unwrap();
+    let err = load_model(&path).err().unwrap().to_string();
+    assert!(
+        err.contains("x.safetensors") && err.contains("not a Transformer checkpoint"),
+        "{err}"
+    );
+    assert!(Trainer::resume(&path, corpus(5, 1)).is_err());
+}
