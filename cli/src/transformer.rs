@@ -1,8 +1,19 @@
-//! `tessera transformer`: the paper's configurations.
+//! `tessera transformer`: the paper's configurations, training, translation and BLEU.
 
-use anyhow::{bail, Result};
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use tessera_transformer::{preset, Preset, PRESETS};
+use tessera_data::{read_lines, Bpe};
+use tessera_nn::Params;
+use tessera_tensor::{IndexTensor, Rng};
+use tessera_transformer::{
+    average_checkpoints, corpus_bleu, evaluate_loss, load_model, preset, Corpus, Preset,
+    TrainConfig, Trainer, Transformer, TransformerConfig, PRESETS,
+};
 
 /// `tessera transformer` subcommands.
 #[derive(Subcommand, Debug)]
@@ -11,6 +22,148 @@ pub enum TransformerCommand {
     /// (shared source/target vocabulary, tied embeddings and pre-softmax projection,
     /// biases on every projection, no final stack norms), beside the paper's column.
     Params(ParamsArgs),
+    /// Train a translation model on parallel text files (one sentence per line, .gz
+    /// read as is) with a shared byte-level BPE vocabulary, or on a built-in
+    /// sequence-reversal task when no files are given. Writes OUT/checkpoint.safetensors
+    /// (the run, for --resume), OUT/step-N.safetensors snapshots (for averaging) and
+    /// OUT/metrics.jsonl.
+    Train(TrainArgs),
+    /// Translate lines from standard input with beam search.
+    Translate(TranslateArgs),
+    /// Translate a source file and score it against references with BLEU (sacreBLEU's
+    /// defaults).
+    Eval(EvalArgs),
+    /// Average the parameters of several checkpoints of one model (the paper averages
+    /// the last 5 or 20) into a new file.
+    Average(AverageArgs),
+}
+
+/// Arguments of `tessera transformer train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Source sentences.
+    #[arg(long, requires = "tgt")]
+    src: Option<PathBuf>,
+    /// Target sentences (line i translates line i of --src).
+    #[arg(long, requires = "src")]
+    tgt: Option<PathBuf>,
+    /// Validation source sentences.
+    #[arg(long, requires = "valid_tgt")]
+    valid_src: Option<PathBuf>,
+    /// Validation target sentences.
+    #[arg(long, requires = "valid_src")]
+    valid_tgt: Option<PathBuf>,
+    /// Size of the shared BPE vocabulary.
+    #[arg(long, default_value_t = 8000)]
+    vocab: usize,
+    /// A Table 3 preset (base, big, ...) instead of the sizes below.
+    #[arg(long)]
+    preset: Option<String>,
+    /// d_model.
+    #[arg(long, default_value_t = 256)]
+    d_model: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// Inner width of the feed-forward networks.
+    #[arg(long, default_value_t = 1024)]
+    d_ff: usize,
+    /// Encoder and decoder layers.
+    #[arg(long, default_value_t = 3)]
+    layers: usize,
+    /// P_drop.
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f32,
+    /// Label smoothing.
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f32,
+    /// Padded source + target tokens per batch.
+    #[arg(long, default_value_t = 4096)]
+    max_tokens: usize,
+    /// Warmup steps of the learning-rate schedule.
+    #[arg(long, default_value_t = 4000)]
+    warmup: u64,
+    /// Factor on the paper's learning-rate schedule.
+    #[arg(long, default_value_t = 1.0)]
+    lr_factor: f64,
+    /// Stop after this many steps in total.
+    #[arg(long, default_value_t = 20_000)]
+    steps: u64,
+    /// Also stop after this many minutes.
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Evaluate every this many steps (and at the end).
+    #[arg(long, default_value_t = 500)]
+    eval_every: u64,
+    /// Save a checkpoint every this many steps (and at the end).
+    #[arg(long, default_value_t = 1000)]
+    save_every: u64,
+    /// Output folder.
+    #[arg(long, default_value = "runs/transformer")]
+    out: PathBuf,
+    /// Continue the run in OUT/checkpoint.safetensors.
+    #[arg(long)]
+    resume: bool,
+    /// Seed of the initialisation and the batch order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads used by the kernels (default: all cores).
+    #[arg(long, short)]
+    threads: Option<usize>,
+    /// Print progress as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `tessera transformer translate`.
+#[derive(Args, Debug)]
+pub struct TranslateArgs {
+    /// A checkpoint written by `tessera transformer train`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Beam width (1: greedy).
+    #[arg(long, default_value_t = 4)]
+    beam: usize,
+    /// Length penalty α.
+    #[arg(long, default_value_t = 0.6)]
+    alpha: f32,
+}
+
+/// Arguments of `tessera transformer eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A checkpoint written by `tessera transformer train`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Source sentences.
+    #[arg(long)]
+    src: PathBuf,
+    /// Reference translations.
+    #[arg(long = "ref")]
+    reference: PathBuf,
+    /// Beam width (1: greedy).
+    #[arg(long, default_value_t = 4)]
+    beam: usize,
+    /// Length penalty α.
+    #[arg(long, default_value_t = 0.6)]
+    alpha: f32,
+    /// Only the first N sentences.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Write the translations here.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+/// Arguments of `tessera transformer average`.
+#[derive(Args, Debug)]
+pub struct AverageArgs {
+    /// The averaged checkpoint to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Checkpoints of one model.
+    #[arg(required = true)]
+    checkpoints: Vec<PathBuf>,
 }
 
 /// Arguments of `tessera transformer params`.
@@ -31,7 +184,317 @@ pub struct ParamsArgs {
 pub fn run(cmd: &TransformerCommand) -> Result<()> {
     match cmd {
         TransformerCommand::Params(a) => params(a),
+        TransformerCommand::Train(a) => train(a),
+        TransformerCommand::Translate(a) => translate(a),
+        TransformerCommand::Eval(a) => eval(a),
+        TransformerCommand::Average(a) => average(a),
     }
+}
+
+/// The built-in task: sequences of 4 to 12 letters and their reversal.
+fn reversal_pairs(n: usize, seed: u64) -> Vec<(String, String)> {
+    let mut rng = Rng::seed(seed);
+    (0..n)
+        .map(|_| {
+            let len = 4 + rng.below(9);
+            let words: Vec<String> = (0..len)
+                .map(|_| ((b'a' + rng.below(12) as u8) as char).to_string())
+                .collect();
+            let rev: Vec<String> = words.iter().rev().cloned().collect();
+            (words.join(" "), rev.join(" "))
+        })
+        .collect()
+}
+
+fn read_pairs(src: &Path, tgt: &Path) -> Result<Vec<(String, String)>> {
+    let s = read_lines(src)?;
+    let t = read_lines(tgt)?;
+    if s.len() != t.len() {
+        bail!(
+            "{} has {} lines but {} has {}",
+            src.display(),
+            s.len(),
+            tgt.display(),
+            t.len()
+        );
+    }
+    if s.is_empty() {
+        bail!("{} is empty", src.display());
+    }
+    Ok(s.into_iter().zip(t).collect())
+}
+
+fn encode_pairs(bpe: &Bpe, pairs: &[(String, String)], max_len: usize) -> Result<Corpus> {
+    let mut out = Vec::with_capacity(pairs.len());
+    for (s, t) in pairs {
+        let (s, t) = (bpe.encode(s)?, bpe.encode(t)?);
+        // Room for eos / bos within the model's positions.
+        if s.len() < max_len && t.len() < max_len && !s.is_empty() && !t.is_empty() {
+            out.push((s, t));
+        }
+    }
+    Ok(Corpus {
+        pairs: out,
+        bos: bpe.bos(),
+        eos: bpe.eos(),
+        pad: bpe.pad(),
+    })
+}
+
+fn bpe_of(meta: &HashMap<String, String>, path: &Path) -> Result<Bpe> {
+    let json = meta
+        .get("bpe")
+        .with_context(|| format!("{}: no BPE vocabulary in the metadata", path.display()))?;
+    Ok(Bpe::from_json(json)?)
+}
+
+fn train(a: &TrainArgs) -> Result<()> {
+    if let Some(t) = a.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        tessera_tensor::set_num_threads(t);
+    }
+    if a.eval_every == 0 || a.save_every == 0 {
+        bail!("--eval-every and --save-every must be at least 1");
+    }
+    let (train_pairs, valid_pairs, source) = match (&a.src, &a.tgt) {
+        (Some(s), Some(t)) => {
+            let train = read_pairs(s, t)?;
+            let valid = match (&a.valid_src, &a.valid_tgt) {
+                (Some(vs), Some(vt)) => read_pairs(vs, vt)?,
+                _ => train[..train.len().min(500)].to_vec(),
+            };
+            (train, valid, format!("{} -> {}", s.display(), t.display()))
+        }
+        _ => (
+            reversal_pairs(20_000, a.seed),
+            reversal_pairs(300, a.seed + 1),
+            "built-in reversal task".to_string(),
+        ),
+    };
+    let ckpt = a.out.join("checkpoint.safetensors");
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let (mut trainer, bpe) = if a.resume {
+        let file = tessera_tensor::SafeTensorsFile::open(&ckpt)
+            .with_context(|| format!("resuming from {}", ckpt.display()))?;
+        let bpe = bpe_of(&file.metadata()?, &ckpt)?;
+        let (model_max_len, _) = {
+            let cfg = TransformerConfig::from_metadata(&file.metadata()?)?;
+            (cfg.max_len, ())
+        };
+        let corpus = encode_pairs(&bpe, &train_pairs, model_max_len)?;
+        (Trainer::resume(&ckpt, corpus)?.0, bpe)
+    } else {
+        let texts = train_pairs
+            .iter()
+            .flat_map(|(s, t)| [s.as_str(), t.as_str()]);
+        let bpe = Bpe::train(texts, a.vocab, 2)?;
+        let mut config = match &a.preset {
+            Some(name) => preset(name)?.config(bpe.len()),
+            None => TransformerConfig::small(bpe.len(), a.d_model, a.heads, a.d_ff, a.layers),
+        };
+        config.dropout = a.dropout;
+        config.label_smoothing = a.label_smoothing;
+        let model = Transformer::new(config, &mut Rng::seed(a.seed))?;
+        let corpus = encode_pairs(&bpe, &train_pairs, config.max_len)?;
+        let tc = TrainConfig {
+            max_tokens: a.max_tokens,
+            warmup: a.warmup,
+            lr_factor: a.lr_factor,
+            seed: a.seed,
+        };
+        (Trainer::new(model, corpus, tc)?, bpe)
+    };
+    let max_len = trainer.model.config().max_len;
+    let valid = encode_pairs(&bpe, &valid_pairs, max_len)?;
+    let meta = HashMap::from([
+        ("bpe".to_string(), bpe.to_json()?),
+        ("data".to_string(), source.clone()),
+    ]);
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(a.out.join("metrics.jsonl"))?;
+    if !a.json {
+        let c = trainer.model.config();
+        println!(
+            "{source}: {} training pairs, {} for validation, BPE vocabulary {}",
+            train_pairs.len(),
+            valid.pairs.len(),
+            bpe.len()
+        );
+        println!(
+            "d_model {}, {} heads, d_ff {}, {}+{} layers, dropout {}, {} parameters; {} batches of ≤{} tokens per epoch; from step {}",
+            c.d_model,
+            c.heads,
+            c.d_ff,
+            c.encoder_layers,
+            c.decoder_layers,
+            c.dropout,
+            trainer.model.num_parameters(),
+            trainer.batches_per_epoch(),
+            trainer.config.max_tokens,
+            trainer.step
+        );
+    }
+    let start = Instant::now();
+    let budget = a.minutes.map(|m| m * 60.0);
+    let (mut window_t, mut window_tokens, mut window_loss, mut window_n) =
+        (Instant::now(), 0usize, 0.0f64, 0u64);
+    let (mut last_eval, mut last_saved) = (None, trainer.step);
+    loop {
+        let done =
+            trainer.step >= a.steps || budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b);
+        if (trainer.step % a.eval_every == 0 || done) && last_eval != Some(trainer.step) {
+            last_eval = Some(trainer.step);
+            let val = evaluate_loss(&trainer.model, &valid, a.max_tokens.max(512))?;
+            let secs = window_t.elapsed().as_secs_f64().max(1e-9);
+            let line = serde_json::json!({
+                "step": trainer.step, "epoch": trainer.epoch,
+                "train_loss": if window_n > 0 { window_loss / window_n as f64 } else { f64::NAN },
+                "val_loss": val, "target_tokens_per_s": window_tokens as f64 / secs,
+                "elapsed_s": start.elapsed().as_secs_f64(),
+            });
+            writeln!(metrics, "{line}")?;
+            if a.json {
+                println!("{line}");
+            } else {
+                let train = if window_n > 0 {
+                    format!("{:.4}", window_loss / window_n as f64)
+                } else {
+                    "-".into()
+                };
+                println!(
+                    "step {:>6}  epoch {:>3}  train {train:>6}  val {val:.4}  {:>7.0} target tokens/s  {:>6.0} s",
+                    trainer.step,
+                    trainer.epoch,
+                    window_tokens as f64 / secs,
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            (window_t, window_tokens, window_loss, window_n) = (Instant::now(), 0, 0.0, 0);
+        }
+        if (trainer.step % a.save_every == 0 || done) && trainer.step != last_saved {
+            trainer.save(&ckpt, &meta)?;
+            trainer.save(
+                a.out.join(format!("step-{}.safetensors", trainer.step)),
+                &meta,
+            )?;
+            last_saved = trainer.step;
+        }
+        if done {
+            break;
+        }
+        let s = trainer.step()?;
+        window_tokens += s.target_tokens;
+        window_loss += f64::from(s.loss);
+        window_n += 1;
+    }
+    if !a.json {
+        // A few validation translations (greedy) and their BLEU.
+        let n = valid_pairs.len().min(100);
+        let mut hyps = Vec::with_capacity(n);
+        for (src, _) in &valid_pairs[..n] {
+            hyps.push(translate_line(&trainer.model, &bpe, src, 1, 0.6)?);
+        }
+        let refs: Vec<&str> = valid_pairs[..n].iter().map(|(_, t)| t.as_str()).collect();
+        println!(
+            "greedy BLEU on {n} validation sentences: {}",
+            corpus_bleu(&hyps, &refs)?
+        );
+        for (i, h) in hyps.iter().take(3).enumerate() {
+            println!("  {}\n  -> {h}", valid_pairs[i].0);
+        }
+        println!("saved {}", ckpt.display());
+    }
+    Ok(())
+}
+
+fn translate_line(
+    model: &Transformer,
+    bpe: &Bpe,
+    line: &str,
+    beam: usize,
+    alpha: f32,
+) -> Result<String> {
+    let mut ids = bpe.encode(line)?;
+    let max_len = model.config().max_len;
+    ids.truncate(max_len - 1);
+    ids.push(bpe.eos());
+    let n = ids.len();
+    let src = IndexTensor::new(ids, &[1, n])?;
+    let limit = (n + 50).min(max_len - 1);
+    let mut out = if beam <= 1 {
+        model
+            .greedy(&src, bpe.bos(), bpe.eos(), limit, None)?
+            .remove(0)
+    } else {
+        model
+            .beam_search(&src, bpe.bos(), bpe.eos(), beam, alpha, limit, None)?
+            .0
+    };
+    if out.last() == Some(&bpe.eos()) {
+        out.pop();
+    }
+    Ok(bpe.decode(&out)?)
+}
+
+fn translate(a: &TranslateArgs) -> Result<()> {
+    let (model, _, meta) = load_model(&a.checkpoint)?;
+    let bpe = bpe_of(&meta, &a.checkpoint)?;
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    for line in stdin.lock().lines() {
+        let line = line.context("reading standard input")?;
+        writeln!(
+            out,
+            "{}",
+            translate_line(&model, &bpe, &line, a.beam, a.alpha)?
+        )?;
+    }
+    Ok(())
+}
+
+fn eval(a: &EvalArgs) -> Result<()> {
+    let (model, _, meta) = load_model(&a.checkpoint)?;
+    let bpe = bpe_of(&meta, &a.checkpoint)?;
+    let mut pairs = read_pairs(&a.src, &a.reference)?;
+    if let Some(n) = a.limit {
+        pairs.truncate(n);
+    }
+    let mut hyps = Vec::with_capacity(pairs.len());
+    for (s, _) in &pairs {
+        hyps.push(translate_line(&model, &bpe, s, a.beam, a.alpha)?);
+    }
+    if let Some(path) = &a.output {
+        tessera_tensor::write_atomic(path, (hyps.join("\n") + "\n").as_bytes())?;
+    }
+    let refs: Vec<&str> = pairs.iter().map(|(_, r)| r.as_str()).collect();
+    println!("{}", corpus_bleu(&hyps, &refs)?);
+    Ok(())
+}
+
+fn average(a: &AverageArgs) -> Result<()> {
+    let (model, _, mut meta) = load_model(&a.checkpoints[0])?;
+    average_checkpoints(&model, &a.checkpoints)?;
+    meta.insert("averaged".into(), a.checkpoints.len().to_string());
+    let tensors: Vec<(String, tessera_tensor::Tensor)> = model
+        .named_parameters()
+        .into_iter()
+        .map(|(n, p)| (n, p.value()))
+        .collect();
+    tessera_tensor::save_safetensors(
+        &a.out,
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        Some(&meta),
+    )?;
+    println!(
+        "averaged {} checkpoints into {}",
+        a.checkpoints.len(),
+        a.out.display()
+    );
+    Ok(())
 }
 
 fn params(a: &ParamsArgs) -> Result<()> {

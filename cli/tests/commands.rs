@@ -1,4 +1,5 @@
-//! `tessera rnn` end to end: training on the built-in text learns and writes its files,
+//! The model commands end to end (`tessera rnn`, `tessera transformer`, `tessera inspect`):
+//! training on built-in data learns and writes its files,
 //! a resumed run ends where an uninterrupted one does, sampling reads the checkpoint,
 //! and bad input gives one clear line and a non-zero exit.
 
@@ -189,4 +190,124 @@ fn transformer_params_prints_the_exact_count_beside_the_paper() {
     let out = tessera(&["transformer", "params", "--preset", "huge"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown preset"));
+}
+
+#[test]
+fn transformer_trains_on_the_built_in_task_translates_evaluates_and_averages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().to_str().unwrap();
+    let text = ok(tessera(&[
+        "transformer",
+        "train",
+        "--d-model",
+        "32",
+        "--heads",
+        "2",
+        "--d-ff",
+        "64",
+        "--layers",
+        "1",
+        "--vocab",
+        "300",
+        "--warmup",
+        "100",
+        "--max-tokens",
+        "1024",
+        "--steps",
+        "60",
+        "--eval-every",
+        "30",
+        "--save-every",
+        "30",
+        "--threads",
+        "1",
+        "--out",
+        out,
+    ]));
+    assert!(
+        text.contains("built-in reversal task") && text.contains("greedy BLEU"),
+        "{text}"
+    );
+    let ckpt = tmp.path().join("checkpoint.safetensors");
+    assert!(
+        tmp.path().join("step-30.safetensors").exists()
+            && tmp.path().join("step-60.safetensors").exists()
+    );
+    // Resuming continues from step 60.
+    let text = ok(tessera(&[
+        "transformer",
+        "train",
+        "--resume",
+        "--steps",
+        "70",
+        "--eval-every",
+        "100",
+        "--threads",
+        "1",
+        "--out",
+        out,
+    ]));
+    assert!(text.contains("from step 60"), "{text}");
+    let (src, refs) = (tmp.path().join("s.txt"), tmp.path().join("r.txt"));
+    std::fs::write(&src, "a b c d\n").unwrap();
+    std::fs::write(&refs, "d c b a\n").unwrap();
+    let text = ok(tessera(&[
+        "transformer",
+        "eval",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--src",
+        src.to_str().unwrap(),
+        "--ref",
+        refs.to_str().unwrap(),
+    ]));
+    assert!(text.starts_with("BLEU = "), "{text}");
+    let avg = tmp.path().join("avg.safetensors");
+    ok(tessera(&[
+        "transformer",
+        "average",
+        "--out",
+        avg.to_str().unwrap(),
+        tmp.path().join("step-30.safetensors").to_str().unwrap(),
+        tmp.path().join("step-60.safetensors").to_str().unwrap(),
+    ]));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "transformer",
+            "translate",
+            "--checkpoint",
+            avg.to_str().unwrap(),
+            "--beam",
+            "2",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a b c\nk l\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2);
+    // A checkpoint of another model is refused with its name.
+    let rnn_dir = tmp.path().join("rnn");
+    train(&rnn_dir, "elman", 2, false);
+    let wrong = rnn_dir.join("checkpoint.safetensors");
+    let out = tessera(&[
+        "transformer",
+        "eval",
+        "--checkpoint",
+        wrong.to_str().unwrap(),
+        "--src",
+        src.to_str().unwrap(),
+        "--ref",
+        refs.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a Transformer checkpoint"));
 }
