@@ -370,7 +370,7 @@ impl Var {
         if !train || p == 0.0 {
             return Ok(self.clone());
         }
-        let keep = Tensor::bernoulli(self.shape(), 1.0 - p, rng)?.mul_scalar(1.0 / (1.0 - p));
+        let keep = Tensor::dropout_mask(self.shape(), p, rng)?;
         let value = self.value().mul(&keep)?;
         Ok(Var::from_op(value, Op::Dropout(self.clone(), keep)))
     }

@@ -66,7 +66,7 @@ pub fn cross_entropy(
         let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         shifted.iter_mut().zip(row).for_each(|(s, &v)| *s = v - m);
         tessera_tensor::exp_slice(&shifted, p);
-        let sum: f64 = p.iter().map(|&v| f64::from(v)).sum();
+        let sum = lane_sum(p);
         let inv = (1.0 / sum) as f32;
         p.iter_mut().for_each(|v| *v *= inv);
         let t = targets.data()[i];
@@ -75,7 +75,7 @@ pub fn cross_entropy(
         }
         let log_sum = sum.ln();
         let nll = log_sum - f64::from(shifted[t]);
-        let mean_shifted = shifted.iter().map(|&v| f64::from(v)).sum::<f64>() / c as f64;
+        let mean_shifted = lane_sum(&shifted) / c as f64;
         let smooth = log_sum - mean_shifted;
         total += (1.0 - f64::from(label_smoothing)) * nll + f64::from(label_smoothing) * smooth;
     }
@@ -93,6 +93,19 @@ pub fn cross_entropy(
         std::slice::from_ref(logits),
         std::sync::Arc::new(backward),
     ))
+}
+
+/// `Σ v` with eight f32 lanes (vectorisable) combined in f64.
+fn lane_sum(v: &[f32]) -> f64 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|&x| f64::from(x)).sum();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += x;
+        }
+    }
+    lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + tail
 }
 
 /// `∂loss/∂x_i = (softmax(x_i) - (1 - ε) onehot(t_i) - ε / C) / n_valid` for the counted

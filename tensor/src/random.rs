@@ -37,6 +37,12 @@ impl Rng {
         self.inner.random::<f32>()
     }
 
+    /// The next 32 random bits (what [`Rng::uniform`] turns into an `f32` from its
+    /// high 24 bits).
+    pub fn next_u32(&mut self) -> u32 {
+        rand::RngCore::next_u32(&mut self.inner)
+    }
+
     /// A standard normal `f32`.
     pub fn normal(&mut self) -> f32 {
         StandardNormal.sample(&mut self.inner)
@@ -194,6 +200,52 @@ impl Tensor {
         let data = (0..numel(shape))
             .map(|_| (rng.uniform() < p) as u8 as f32)
             .collect();
+        Ok(Tensor::from_contiguous(data, shape))
+    }
+
+    /// Inverted dropout's mask: each element `1 / (1 - p)` with probability `1 - p`, else
+    /// 0, independently.
+    ///
+    /// Masks are large and drawn every step, so they do not come from the ChaCha stream
+    /// word by word: one 64-bit seed is taken from `rng`, and the mask's bits come from
+    /// the SplitMix64 sequence of that seed (Steele, Lea and Flood, 2014; it passes
+    /// BigCrush), two 24-bit uniforms per 64-bit output. The result depends only on
+    /// `rng`'s state, so seeded runs stay reproducible.
+    ///
+    /// ```
+    /// use tessera_tensor::{Rng, Tensor};
+    /// let m = Tensor::dropout_mask(&[10_000], 0.25, &mut Rng::seed(3))?;
+    /// let kept = m.to_vec().iter().filter(|&&v| v != 0.0).count();
+    /// assert!((kept as f64 / 10_000.0 - 0.75).abs() < 0.02);
+    /// assert!(m.to_vec().iter().all(|&v| v == 0.0 || v == 1.0 / 0.75));
+    /// # Ok::<(), tessera_tensor::Error>(())
+    /// ```
+    pub fn dropout_mask(shape: &[usize], p: f32, rng: &mut Rng) -> Result<Tensor> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid(
+                "dropout_mask",
+                format!("probability {p} is outside [0, 1)"),
+            ));
+        }
+        let keep = 1.0 - p;
+        // A 24-bit uniform u · 2^-24 < keep  ⟺  u < ceil(keep · 2^24).
+        let threshold = (keep * 16_777_216.0).ceil() as u64;
+        let scale = 1.0 / keep;
+        let mut state = (u64::from(rng.next_u32()) << 32) | u64::from(rng.next_u32());
+        let n = numel(shape);
+        let mut data = vec![0.0f32; n];
+        for pair in data.chunks_mut(2) {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            let (hi, lo) = (z >> 40, (z >> 8) & 0xFF_FFFF);
+            pair[0] = if hi < threshold { scale } else { 0.0 };
+            if let Some(second) = pair.get_mut(1) {
+                *second = if lo < threshold { scale } else { 0.0 };
+            }
+        }
         Ok(Tensor::from_contiguous(data, shape))
     }
 }
