@@ -7,6 +7,7 @@ mod bench;
 mod inspect;
 mod rnn;
 mod transformer;
+mod vit;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,9 @@ enum Command {
     /// The Transformer of "Attention Is All You Need": the paper's configurations.
     #[command(subcommand)]
     Transformer(transformer::TransformerCommand),
+    /// The Vision Transformer: its configurations.
+    #[command(subcommand)]
+    Vit(vit::VitCommand),
 }
 
 fn main() {
@@ -40,6 +44,7 @@ fn main() {
         Command::Rnn(cmd) => rnn::run(&cmd),
         Command::Inspect(args) => inspect::run(&args),
         Command::Transformer(cmd) => transformer::run(&cmd),
+        Command::Vit(cmd) => vit::run(&cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -311,3 +311,19 @@ fn transformer_trains_on_the_built_in_task_translates_evaluates_and_averages() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a Transformer checkpoint"));
 }
+
+#[test]
+fn vit_params_prints_timm_counts_beside_the_paper() {
+    let text = ok(tessera(&["vit", "params"]));
+    for want in [
+        "5717416",
+        "86567656",
+        "304326632",
+        "632045800",
+        "86M",
+        "632M",
+    ] {
+        assert!(text.contains(want), "{want} missing: {text}");
+    }
+    assert!(ok(tessera(&["vit", "params", "--classes", "0"])).contains("630764800"));
+}

@@ -1,0 +1,162 @@
+//! The Vision Transformer against timm (`tests/fixtures/make_fixtures.py`): a timm state
+//! dict loads by name and gives timm's logits and gradients, with the class token and
+//! with mean pooling; parameter counts equal timm's.
+
+use std::path::PathBuf;
+
+use tessera_autograd::Var;
+use tessera_nn::Params;
+use tessera_tensor::{Rng, SafeTensorsFile, Tensor};
+use tessera_vit::{Pool, VisionTransformer, VitConfig};
+
+fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    for (i, (a, b)) in got.to_vec().iter().zip(want.to_vec()).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * (1.0 + b.abs()),
+            "{what}[{i}]: tessera {a}, timm {b}"
+        );
+    }
+}
+
+fn check(name: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/{name}.safetensors"));
+    let file = SafeTensorsFile::open(&path).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&file.metadata().unwrap()["config"]).unwrap();
+    let n = |k: &str| meta[k].as_u64().unwrap() as usize;
+    let config = VitConfig {
+        image_size: n("image_size"),
+        patch_size: n("patch_size"),
+        channels: 3,
+        embed_dim: n("embed_dim"),
+        depth: n("depth"),
+        heads: n("heads"),
+        mlp_dim: n("mlp_dim"),
+        classes: n("classes"),
+        pool: if meta["pool"] == "avg" {
+            Pool::Mean
+        } else {
+            Pool::ClassToken
+        },
+        eps: 1e-6,
+    };
+    let model = VisionTransformer::new(config, &mut Rng::seed(0)).unwrap();
+    let report = tessera_nn::load_checkpoint(&path, &model, false).unwrap();
+    assert!(
+        report.missing.is_empty() && report.mismatched.is_empty(),
+        "{name}: {report}"
+    );
+    let in_file = file
+        .names()
+        .iter()
+        .filter(|k| !k.starts_with("grad.") && !["x", "w", "logits"].contains(&k.as_str()))
+        .count();
+    assert_eq!(
+        model.named_parameters().len(),
+        in_file,
+        "{name}: every timm tensor is a parameter"
+    );
+    assert_eq!(model.num_parameters(), config.num_parameters());
+    let logits = model.forward(&file.get("x").unwrap(), false).unwrap();
+    assert_close(
+        &format!("{name} logits"),
+        logits.value(),
+        &file.get("logits").unwrap(),
+        1e-5,
+    );
+    logits
+        .mul(&Var::constant(file.get("w").unwrap()))
+        .unwrap()
+        .sum_all()
+        .backward()
+        .unwrap();
+    for (pname, p) in model.named_parameters() {
+        let g = p
+            .grad()
+            .unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
+        assert_close(
+            &format!("{name} grad {pname}"),
+            &g,
+            &file.get(&format!("grad.{pname}")).unwrap(),
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn class_token_model_matches_timm() {
+    check("vit_cls");
+}
+
+#[test]
+fn mean_pooled_model_matches_timm() {
+    check("vit_avg");
+}
+
+#[test]
+fn parameter_counts_equal_timm() {
+    for (name, count) in [
+        ("Ti/16", 5_717_416),
+        ("S/16", 22_050_664),
+        ("B/16", 86_567_656),
+        ("B/32", 88_224_232),
+        ("L/16", 304_326_632),
+        ("H/14", 632_045_800),
+    ] {
+        assert_eq!(
+            VitConfig::preset(name).unwrap().num_parameters(),
+            count,
+            "{name}"
+        );
+    }
+    // timm's vit_huge_patch14_224 is created without a head (num_classes=0) by default:
+    // 630,764,800 parameters; with 1,000 classes it has the 632,045,800 above.
+    let headless = VitConfig {
+        classes: 0,
+        ..VitConfig::preset("H/14").unwrap()
+    };
+    assert_eq!(headless.num_parameters(), 630_764_800);
+    // The formula counts the model as built.
+    let c = VitConfig {
+        image_size: 32,
+        patch_size: 8,
+        depth: 2,
+        ..VitConfig::preset("Ti/16").unwrap()
+    };
+    assert_eq!(
+        VisionTransformer::new(c, &mut Rng::seed(1))
+            .unwrap()
+            .num_parameters(),
+        c.num_parameters()
+    );
+}
+
+#[test]
+fn a_patch_size_that_does_not_divide_the_image_is_an_error_with_the_numbers() {
+    let c = VitConfig {
+        image_size: 30,
+        patch_size: 8,
+        ..VitConfig::preset("Ti/16").unwrap()
+    };
+    let err = VisionTransformer::new(c, &mut Rng::seed(0))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("8") && err.contains("30"), "{err}");
+    let c = VitConfig {
+        image_size: 8,
+        patch_size: 4,
+        depth: 1,
+        ..VitConfig::preset("Ti/16").unwrap()
+    };
+    let m = VisionTransformer::new(c, &mut Rng::seed(0)).unwrap();
+    let err = m
+        .forward(&Tensor::zeros(&[1, 3, 9, 8]), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("[B, 3, 8, 8]") && err.contains("[1, 3, 9, 8]"),
+        "{err}"
+    );
+}
