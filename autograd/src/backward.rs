@@ -142,7 +142,7 @@ pub(crate) fn backward_rule(op: &Op, g: &Tensor, y: &Tensor) -> Result<Vec<(Var,
             ])
         }
         // y = x Φ(x): ∂x = g (Φ(x) + x φ(x)).
-        Gelu(a) => one(a, g.mul(&a.value().map(gelu_grad))?),
+        Gelu(a) => one(a, g.mul(&a.value().gelu_grad())?),
         // y = x/2 (1 + tanh u), u = √(2/π)(x + 0.044715 x³):
         // ∂x = g (½(1 + tanh u) + ½ x (1 - tanh² u) √(2/π)(1 + 3·0.044715 x²)).
         GeluTanh(a) => one(a, g.mul(&a.value().map(gelu_tanh_grad))?),
@@ -188,20 +188,9 @@ pub(crate) fn backward_rule(op: &Op, g: &Tensor, y: &Tensor) -> Result<Vec<(Var,
     }
 }
 
-fn gelu_grad(x: f32) -> f32 {
-    let x = x as f64;
-    let cdf = 0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2));
-    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
-    (cdf + x * pdf) as f32
-}
-
 fn gelu_tanh_grad(x: f32) -> f32 {
     let x = x as f64;
     let k = (2.0 / std::f64::consts::PI).sqrt();
     let t = (k * (x + 0.044715 * x * x * x)).tanh();
     (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x)) as f32
-}
-
-fn erf(z: f64) -> f64 {
-    libm::erf(z)
 }

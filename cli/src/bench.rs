@@ -29,6 +29,12 @@ pub enum Workload {
     /// Transformer training step: d_model 256, 4 heads, d_ff 1024, 3+3 layers, vocabulary 8000, batch 32 x 32 (target tokens/s).
     #[value(name = "W3")]
     W3,
+    /// ViT training step: 32x32 images, patch 4, D 192, depth 6, 3 heads, MLP 768, 10 classes, batch 64, AdamW (images/s).
+    #[value(name = "W4")]
+    W4,
+    /// ViT-B/16 inference at 224x224, batch 1 and 8 (images/s).
+    #[value(name = "W5")]
+    W5,
     /// Transformer greedy decoding of W3's model: batch 1, source 32, 32 new tokens (tokens/s).
     #[value(name = "W6")]
     W6,
@@ -389,6 +395,66 @@ fn w6(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
     Ok(())
 }
 
+/// W4: a ViT training step (cross-entropy, AdamW 1e-3 with weight decay 0.05), batch 64
+/// of 32x32 images. The variant names are the PyTorch peer's, so the two pair up.
+fn w4(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
+    use tessera_nn::Params;
+    use tessera_optim::{Adam, Optimizer};
+    use tessera_vit::{VisionTransformer, VitConfig};
+    let config = VitConfig {
+        image_size: 32,
+        patch_size: 4,
+        embed_dim: 192,
+        depth: 6,
+        heads: 3,
+        mlp_dim: 768,
+        classes: 10,
+        ..VitConfig::preset("Ti/16")?
+    };
+    let mut rng = Rng::seed(1234);
+    let model = VisionTransformer::new(config, &mut rng)?;
+    let x = Tensor::rand(&[64, 3, 32, 32], 0.0, 1.0, &mut rng);
+    let y = tessera_tensor::IndexTensor::from_vec((0..64).map(|_| rng.below(10)).collect());
+    let params = model.named_parameters();
+    let mut opt = Adam::adamw(1e-3).with_weight_decay(0.05);
+    let timing = time_steps(args, 64.0, || {
+        for (_, p) in &params {
+            p.zero_grad();
+        }
+        tessera_nn::cross_entropy(&model.forward(&x, true)?, &y, 0.0, None)?.backward()?;
+        opt.step(&params)?;
+        Ok(())
+    })?;
+    out(record(
+        "W4",
+        "timm VisionTransformer (fused_attn=True)".into(),
+        "images/s",
+        timing,
+    ));
+    Ok(())
+}
+
+/// W5: ViT-B/16 inference at 224x224, batch 1 and 8, without gradients.
+fn w5(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
+    use tessera_vit::{VisionTransformer, VitConfig};
+    let mut rng = Rng::seed(1234);
+    let model = VisionTransformer::new(VitConfig::preset("B/16")?, &mut rng)?;
+    for b in [1usize, 8] {
+        let x = Tensor::rand(&[b, 3, 224, 224], 0.0, 1.0, &mut rng);
+        let timing = time_steps(args, b as f64, || {
+            tessera_autograd::no_grad(|| model.forward(&x, false))?;
+            Ok(())
+        })?;
+        out(record(
+            "W5",
+            format!("vit_base_patch16_224 batch={b} (fused_attn=True)"),
+            "images/s",
+            timing,
+        ));
+    }
+    Ok(())
+}
+
 /// Runs `tessera bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.steps == 0 {
@@ -409,6 +475,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 Workload::W1b,
                 Workload::W2,
                 Workload::W3,
+                Workload::W4,
+                Workload::W5,
                 Workload::W6,
             ]),
             w => list.push(*w),
@@ -439,6 +507,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             Workload::W1b => w1b(args, &mut print)?,
             Workload::W2 => w2(args, &mut print)?,
             Workload::W3 => w3(args, &mut print)?,
+            Workload::W4 => w4(args, &mut print)?,
+            Workload::W5 => w5(args, &mut print)?,
             Workload::W6 => w6(args, &mut print)?,
             Workload::All => unreachable!("expanded above"),
         }

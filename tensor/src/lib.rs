@@ -50,7 +50,7 @@ mod tensor;
 mod vmath;
 
 pub use conv::Window2d;
-pub use elementwise::{gelu_erf_scalar, gelu_tanh_scalar, sigmoid_scalar};
+pub use elementwise::{gelu_erf_scalar, gelu_grad_scalar, gelu_tanh_scalar, sigmoid_scalar};
 pub use error::{Error, Result, ShapeDisplay};
 pub use index::IndexTensor;
 pub use io::{
@@ -61,4 +61,4 @@ pub use parallel::{num_threads, parallel_for, set_num_threads};
 pub use random::Rng;
 pub use shape::{broadcast_shape, contiguous_strides, numel, Dim, Dims};
 pub use tensor::Tensor;
-pub use vmath::{exp_slice, sigmoid_slice, tanh_slice};
+pub use vmath::{exp_slice, gelu_grad_slice, gelu_slice, sigmoid_slice, tanh_slice};
