@@ -68,7 +68,7 @@ use tessera_tensor::{
     exp_slice, gemm, num_threads, parallel_for, tanh_slice, IndexTensor, MatRef, Rng, Tensor,
 };
 
-use crate::{input_err, Result};
+use crate::{input_err, mat, Result};
 
 /// A batch of input sequences.
 #[derive(Clone, Copy, Debug)]
@@ -498,24 +498,6 @@ struct Part {
     db_y: Vec<f32>,
     dh0: Vec<f32>,
     last: Vec<f32>,
-}
-
-fn mat(
-    data: &[f32],
-    offset: usize,
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-    col_stride: usize,
-) -> MatRef<'_> {
-    MatRef {
-        data,
-        offset,
-        rows,
-        cols,
-        row_stride,
-        col_stride,
-    }
 }
 
 /// `c = alpha a b + beta c` on one thread; the shapes are built by this module, so a

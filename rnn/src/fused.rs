@@ -18,25 +18,7 @@ use tessera_autograd::{Function, Var};
 use tessera_tensor::{gemm, num_threads, sigmoid_slice, tanh_slice, MatRef, Tensor};
 
 use crate::recurrent::Mode;
-use crate::Result;
-
-fn mat(
-    data: &[f32],
-    offset: usize,
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-    col_stride: usize,
-) -> MatRef<'_> {
-    MatRef {
-        data,
-        offset,
-        rows,
-        cols,
-        row_stride,
-        col_stride,
-    }
-}
+use crate::{mat, Result};
 
 /// `c = a b + beta c`; the shapes are built here, so a mismatch is a bug.
 fn mm(a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {

@@ -80,6 +80,26 @@ pub enum Error {
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A strided view of `data` for the GEMM: element `(i, j)` at
+/// `offset + i·row_stride + j·col_stride`.
+pub(crate) fn mat(
+    data: &[f32],
+    offset: usize,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+) -> tessera_tensor::MatRef<'_> {
+    tessera_tensor::MatRef {
+        data,
+        offset,
+        rows,
+        cols,
+        row_stride,
+        col_stride,
+    }
+}
+
 pub(crate) fn input_err(what: &'static str, msg: String) -> Error {
     Error::Input { what, msg }
 }

@@ -459,18 +459,10 @@ impl Recurrent {
         }
         let x = x.ok_or_else(|| input_err("Recurrent", "a stack without layers".into()))?;
         let output = if c.batch_first { x.transpose(0, 1)? } else { x };
-        let hr: Vec<&Var> = finals_h.iter().collect();
-        let h = Var::concat(&hr, 0)?;
-        let state = if c.mode == Mode::Lstm {
-            let cr: Vec<&Var> = finals_c.iter().collect();
-            State::Lstm {
-                h,
-                c: Var::concat(&cr, 0)?,
-            }
-        } else {
-            State::Hidden(h)
-        };
-        Ok(RecurrentOutput { output, state })
+        Ok(RecurrentOutput {
+            output,
+            state: self.final_state(&finals_h, &finals_c)?,
+        })
     }
 
     fn run_stepwise(
@@ -538,6 +530,21 @@ impl Recurrent {
         self.finish(steps, b, t, finals_h, finals_c)
     }
 
+    /// The final states of every layer and direction stacked as PyTorch lays them out.
+    fn final_state(&self, finals_h: &[Var], finals_c: &[Var]) -> Result<State> {
+        let hr: Vec<&Var> = finals_h.iter().collect();
+        let h = Var::concat(&hr, 0)?;
+        Ok(if self.config.mode == Mode::Lstm {
+            let cr: Vec<&Var> = finals_c.iter().collect();
+            State::Lstm {
+                h,
+                c: Var::concat(&cr, 0)?,
+            }
+        } else {
+            State::Hidden(h)
+        })
+    }
+
     fn finish(
         &self,
         steps: Vec<Var>,
@@ -556,18 +563,10 @@ impl Recurrent {
         let output = Var::concat(&refs, axis)?;
         debug_assert_eq!(output.shape()[axis], t);
         debug_assert_eq!(output.shape()[1 - axis], b);
-        let hr: Vec<&Var> = finals_h.iter().collect();
-        let h = Var::concat(&hr, 0)?;
-        let state = if c.mode == Mode::Lstm {
-            let cr: Vec<&Var> = finals_c.iter().collect();
-            State::Lstm {
-                h,
-                c: Var::concat(&cr, 0)?,
-            }
-        } else {
-            State::Hidden(h)
-        };
-        Ok(RecurrentOutput { output, state })
+        Ok(RecurrentOutput {
+            output,
+            state: self.final_state(&finals_h, &finals_c)?,
+        })
     }
 
     /// One layer in one direction over the projected inputs `xs[t] = x_t W_ihᵀ`:
