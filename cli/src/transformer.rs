@@ -278,12 +278,10 @@ fn train(a: &TrainArgs) -> Result<()> {
     let (mut trainer, bpe) = if a.resume {
         let file = tessera_tensor::SafeTensorsFile::open(&ckpt)
             .with_context(|| format!("resuming from {}", ckpt.display()))?;
-        let bpe = bpe_of(&file.metadata()?, &ckpt)?;
-        let (model_max_len, _) = {
-            let cfg = TransformerConfig::from_metadata(&file.metadata()?)?;
-            (cfg.max_len, ())
-        };
-        let corpus = encode_pairs(&bpe, &train_pairs, model_max_len)?;
+        let meta = file.metadata()?;
+        let bpe = bpe_of(&meta, &ckpt)?;
+        let max_len = TransformerConfig::from_metadata(&meta)?.max_len;
+        let corpus = encode_pairs(&bpe, &train_pairs, max_len)?;
         (Trainer::resume(&ckpt, corpus)?.0, bpe)
     } else {
         let texts = train_pairs

@@ -75,7 +75,9 @@ pub(crate) fn layer(
     let h = w_hh.shape()[1];
     let g = mode.gates();
     debug_assert_eq!(gh, g * h);
-    let xg_v = xg.value().to_vec();
+    // Read in place (the projection is contiguous): no copy of the largest input.
+    let xg_t = xg.value().contiguous();
+    let xg_v = xg_t.as_slice().expect("a contiguous tensor has a slice");
     let w = w_hh.value().to_vec();
     let bias = b_hh.map(|v| v.value().to_vec());
     let blk = b * h;
@@ -209,7 +211,8 @@ impl Function for Saved {
         let gates = self.mode.gates();
         let gh = gates * h;
         let blk = b * h;
-        let g = g.to_vec();
+        let g_t = g.contiguous();
+        let g = g_t.as_slice().expect("a contiguous tensor has a slice");
         let lstm = self.mode == Mode::Lstm;
         let gru = self.mode == Mode::Gru;
         // Gradients flowing into the state and cell after the last step.

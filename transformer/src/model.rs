@@ -106,6 +106,12 @@ impl FeedForward {
         }
     }
 
+    /// `linear1.*`, `linear2.*` under the layer's prefix (PyTorch names them there).
+    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
+        self.linear1.collect_params(&join(prefix, "linear1"), out);
+        self.linear2.collect_params(&join(prefix, "linear2"), out);
+    }
+
     fn forward(&self, x: &Var, train: bool, rng: &Mutex<Rng>) -> Result<Var> {
         let h = dropout(&self.linear1.forward(x)?.relu(), self.p, train, rng)?;
         Ok(self.linear2.forward(&h)?)
@@ -170,12 +176,7 @@ impl Params for EncoderLayer {
         self.self_attn
             .mha
             .collect_params(&join(prefix, "self_attn"), out);
-        self.ff
-            .linear1
-            .collect_params(&join(prefix, "linear1"), out);
-        self.ff
-            .linear2
-            .collect_params(&join(prefix, "linear2"), out);
+        self.ff.collect_params(prefix, out);
         self.norm1.collect_params(&join(prefix, "norm1"), out);
         self.norm2.collect_params(&join(prefix, "norm2"), out);
     }
@@ -216,11 +217,10 @@ impl DecoderLayer {
         let x = sublayer(x, &self.norm1, m, |h| {
             self.self_attn.forward(h, h, self_mask, m.train, m.rng)
         })?;
-        let x = sublayer(&x, &self.norm2, m, |h| {
+        self.cross_and_feed_forward(&x, m, |h| {
             self.cross_attn
                 .forward(h, memory, memory_mask, m.train, m.rng)
-        })?;
-        sublayer(&x, &self.norm3, m, |h| self.ff.forward(h, m.train, m.rng))
+        })
     }
 
     /// One new position `[B, 1, d]` attending to the cached past (extended here) and to
@@ -243,14 +243,25 @@ impl DecoderLayer {
             *past = Some((k, v));
             Ok(out)
         })?;
-        let x = sublayer(&x, &self.norm2, m, |h| {
+        self.cross_and_feed_forward(&x, m, |h| {
             Ok(self
                 .cross_attn
                 .mha
                 .attend(h, &cross.0, &cross.1, memory_mask, None, false)?
                 .0)
-        })?;
-        sublayer(&x, &self.norm3, m, |h| self.ff.forward(h, false, m.rng))
+        })
+    }
+
+    /// The encoder-decoder attention sublayer (`cross` attends `h` over the memory) and
+    /// the feed-forward sublayer, shared by full and incremental decoding.
+    fn cross_and_feed_forward(
+        &self,
+        x: &Var,
+        m: Mode<'_>,
+        cross: impl FnOnce(&Var) -> Result<Var>,
+    ) -> Result<Var> {
+        let x = sublayer(x, &self.norm2, m, cross)?;
+        sublayer(&x, &self.norm3, m, |h| self.ff.forward(h, m.train, m.rng))
     }
 }
 
@@ -262,12 +273,7 @@ impl Params for DecoderLayer {
         self.cross_attn
             .mha
             .collect_params(&join(prefix, "multihead_attn"), out);
-        self.ff
-            .linear1
-            .collect_params(&join(prefix, "linear1"), out);
-        self.ff
-            .linear2
-            .collect_params(&join(prefix, "linear2"), out);
+        self.ff.collect_params(prefix, out);
         self.norm1.collect_params(&join(prefix, "norm1"), out);
         self.norm2.collect_params(&join(prefix, "norm2"), out);
         self.norm3.collect_params(&join(prefix, "norm3"), out);
