@@ -29,7 +29,7 @@
 mod config;
 mod model;
 
-pub use config::{Pool, VitConfig, PRESETS};
+pub use config::{Hybrid, Pool, VitConfig, PRESETS};
 pub use model::VisionTransformer;
 
 /// Errors of the Vision Transformer.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use tessera_autograd::Var;
 use tessera_nn::Params;
 use tessera_tensor::{Rng, SafeTensorsFile, Tensor};
-use tessera_vit::{Pool, VisionTransformer, VitConfig};
+use tessera_vit::{Hybrid, Pool, VisionTransformer, VitConfig};
 
 fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
@@ -41,6 +41,7 @@ fn check(name: &str) {
             Pool::ClassToken
         },
         eps: 1e-6,
+        hybrid: None,
     };
     let model = VisionTransformer::new(config, &mut Rng::seed(0)).unwrap();
     let report = tessera_nn::load_checkpoint(&path, &model, false).unwrap();
@@ -159,4 +160,140 @@ fn a_patch_size_that_does_not_divide_the_image_is_an_error_with_the_numbers() {
         err.contains("[B, 3, 8, 8]") && err.contains("[1, 3, 9, 8]"),
         "{err}"
     );
+}
+
+fn fixture(name: &str) -> SafeTensorsFile {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/{name}.safetensors"));
+    SafeTensorsFile::open(&path).unwrap()
+}
+
+#[test]
+fn hybrid_model_matches_timm_hybrid_embed() {
+    let file = fixture("vit_hybrid");
+    let config = VitConfig {
+        image_size: 32,
+        patch_size: 1,
+        channels: 3,
+        embed_dim: 8,
+        depth: 2,
+        heads: 2,
+        mlp_dim: 16,
+        classes: 4,
+        pool: Pool::ClassToken,
+        eps: 1e-6,
+        hybrid: Some(Hybrid {
+            width: 6,
+            stages: 2,
+        }),
+    };
+    let model = VisionTransformer::new(config, &mut Rng::seed(0)).unwrap();
+    // Every parameter and buffer of timm's model, by name.
+    let named = model.named_parameters().len() + model.named_buffers().len();
+    let state = file
+        .names()
+        .iter()
+        .filter(|k| {
+            !k.starts_with("grad.")
+                && !k.starts_with("after.")
+                && !["x", "w", "logits", "eval_logits"].contains(&k.as_str())
+        })
+        .count();
+    assert_eq!(named, state, "the same tensors as timm's state dict");
+    for (n, p) in model.named_parameters() {
+        p.set(file.get(&n).unwrap()).unwrap();
+    }
+    for (n, b) in model.named_buffers() {
+        let t = file.get(&n).unwrap();
+        assert_eq!(t.shape(), b.value().shape(), "{n}");
+        b.set(t);
+    }
+    assert_eq!(model.num_parameters(), config.num_parameters());
+    let x = file.get("x").unwrap();
+    let eval = tessera_autograd::no_grad(|| model.forward(&x, false)).unwrap();
+    assert_close(
+        "hybrid eval logits",
+        eval.value(),
+        &file.get("eval_logits").unwrap(),
+        1e-5,
+    );
+    let logits = model.forward(&x, true).unwrap();
+    assert_close(
+        "hybrid train logits",
+        logits.value(),
+        &file.get("logits").unwrap(),
+        1e-5,
+    );
+    for (n, b) in model.named_buffers() {
+        assert_close(
+            &format!("running statistic {n}"),
+            &b.value(),
+            &file.get(&format!("after.{n}")).unwrap(),
+            1e-5,
+        );
+    }
+    logits
+        .mul(&Var::constant(file.get("w").unwrap()))
+        .unwrap()
+        .sum_all()
+        .backward()
+        .unwrap();
+    for (n, p) in model.named_parameters() {
+        assert_close(
+            &format!("hybrid grad {n}"),
+            &p.grad().unwrap(),
+            &file.get(&format!("grad.{n}")).unwrap(),
+            1e-4,
+        );
+    }
+}
+
+/// The weights of the `det_values` formula of make_fixtures.py.
+fn set_formula_weights(model: &VisionTransformer) {
+    let mut params = model.named_parameters();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    for (k, (name, p)) in params.iter().enumerate() {
+        let shape = p.value().shape().to_vec();
+        let n: usize = shape.iter().product();
+        let ln = ["norm.weight", "norm1.weight", "norm2.weight"]
+            .iter()
+            .any(|s| name.ends_with(s));
+        let v: Vec<f32> = (0..n)
+            .map(|i| {
+                let v = 0.05 * (0.1 * i as f64 + 0.7 * k as f64).sin();
+                (if ln { v + 1.0 } else { v }) as f32
+            })
+            .collect();
+        p.set(Tensor::from_vec(v, &shape).unwrap()).unwrap();
+    }
+}
+
+/// The `det_image` formula of make_fixtures.py.
+fn formula_images(b: usize, size: usize) -> Tensor {
+    let n = 3 * size * size;
+    let v: Vec<f32> = (0..b)
+        .flat_map(|j| (0..n).map(move |i| (0.5 + 0.5 * (0.013 * i as f64 + j as f64).sin()) as f32))
+        .collect();
+    Tensor::from_vec(v, &[b, 3, size, size]).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.to_vec()
+        .iter()
+        .zip(b.to_vec())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
+#[test]
+fn vit_tiny_patch16_224_gives_timms_logits() {
+    let file = fixture("vit_tiny");
+    let model =
+        VisionTransformer::new(VitConfig::preset("Ti/16").unwrap(), &mut Rng::seed(0)).unwrap();
+    set_formula_weights(&model);
+    let logits =
+        tessera_autograd::no_grad(|| model.forward(&formula_images(2, 224), false)).unwrap();
+    let worst = max_diff(logits.value(), &file.get("logits").unwrap());
+    assert!(worst <= 1e-4, "largest logit difference {worst}");
 }
