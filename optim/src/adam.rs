@@ -1,6 +1,6 @@
 //! Adam and AdamW.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tessera_tensor::Tensor;
 
@@ -36,6 +36,9 @@ pub struct Adam {
     pub weight_decay: f32,
     /// Decoupled weight decay (AdamW).
     pub decoupled: bool,
+    /// Parameters exempt from weight decay (a second PyTorch parameter group with
+    /// `weight_decay=0`, as timm puts biases, norms and embeddings).
+    pub no_decay: BTreeSet<String>,
     state: HashMap<String, Moments>,
 }
 
@@ -48,6 +51,7 @@ impl Adam {
             eps: 1e-8,
             weight_decay: 0.0,
             decoupled: false,
+            no_decay: BTreeSet::new(),
             state: HashMap::new(),
         }
     }
@@ -84,6 +88,18 @@ impl Adam {
         self.weight_decay = weight_decay;
         self
     }
+
+    /// Exempts the named parameters from weight decay.
+    ///
+    /// ```
+    /// use tessera_optim::Adam;
+    /// let opt = Adam::adamw(1e-3).without_decay(["pos_embed", "head.bias"]);
+    /// assert!(opt.no_decay.contains("pos_embed"));
+    /// ```
+    pub fn without_decay<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Adam {
+        self.no_decay.extend(names.into_iter().map(Into::into));
+        self
+    }
 }
 
 /// The elements of `t` in row-major order, borrowed when it is contiguous.
@@ -101,13 +117,18 @@ impl Optimizer for Adam {
         let mut updates = Vec::with_capacity(grads.len());
         for (name, p, g) in grads {
             let mut value = p.value();
-            let g = if self.weight_decay != 0.0 && !self.decoupled {
-                g.add(&value.mul_scalar(self.weight_decay))?
+            let wd = if self.no_decay.contains(&name) {
+                0.0
+            } else {
+                self.weight_decay
+            };
+            let g = if wd != 0.0 && !self.decoupled {
+                g.add(&value.mul_scalar(wd))?
             } else {
                 g
             };
-            if self.weight_decay != 0.0 && self.decoupled {
-                value = value.mul_scalar((1.0 - self.lr * self.weight_decay as f64) as f32);
+            if wd != 0.0 && self.decoupled {
+                value = value.mul_scalar((1.0 - self.lr * wd as f64) as f32);
             }
             let prev = self.state.get(&name);
             let step = prev.map_or(0, |s| s.step) + 1;

@@ -153,3 +153,36 @@ fn a_non_finite_gradient_changes_nothing() {
     assert!(err.contains("\"q\"") && err.contains("non-finite"), "{err}");
     assert_eq!(p.value().to_vec(), vec![1.0, 1.0]);
 }
+
+#[test]
+fn parameters_exempt_from_decay_follow_adamw_without_decay() {
+    // One optimizer with decay and an exemption, two references: with and without decay.
+    let run = |opt: &mut Adam, names: &[&str]| -> Vec<Vec<f32>> {
+        let params: Vec<(String, Parameter)> = names
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    Parameter::new(Tensor::from_vec(vec![1.0, -2.0, 0.5], &[3]).unwrap()),
+                )
+            })
+            .collect();
+        for step in 0..5 {
+            for (_, p) in &params {
+                let g = p.value().mul_scalar(0.3).add_scalar(step as f32 * 0.1);
+                p.set_grad(g).unwrap();
+            }
+            opt.step(&params).unwrap();
+        }
+        params.iter().map(|(_, p)| p.value().to_vec()).collect()
+    };
+    let both = run(
+        &mut Adam::adamw(0.1).with_weight_decay(0.5).without_decay(["b"]),
+        &["a", "b"],
+    );
+    let decayed = run(&mut Adam::adamw(0.1).with_weight_decay(0.5), &["a"]);
+    let plain = run(&mut Adam::adamw(0.1).with_weight_decay(0.0), &["b"]);
+    assert_eq!(both[0], decayed[0]);
+    assert_eq!(both[1], plain[0]);
+    assert_ne!(decayed[0], plain[0], "the decay must matter in this test");
+}
