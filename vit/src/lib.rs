@@ -28,9 +28,15 @@
 
 mod config;
 mod model;
+mod train;
+pub mod viz;
 
 pub use config::{Hybrid, Pool, VitConfig, PRESETS};
 pub use model::VisionTransformer;
+pub use train::{
+    argmax_rows, evaluate, load_model, save_model, top_k, Evaluation, StepStats, TrainConfig,
+    Trainer,
+};
 
 /// Errors of the Vision Transformer.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +51,9 @@ pub enum Error {
     /// A layer, loss or checkpoint failed.
     #[error(transparent)]
     Nn(#[from] tessera_nn::Error),
+    /// An optimizer step failed.
+    #[error(transparent)]
+    Optim(#[from] tessera_optim::Error),
     /// An input or configuration that does not fit the model.
     #[error("{what}: {msg}")]
     Input {

@@ -1,0 +1,408 @@
+//! What the paper's figures 7 and 6 show, computed from a model: the similarity of the
+//! position embeddings, the principal components of the patch-embedding filters, the
+//! mean attention distance of every head, and attention rollout.
+//!
+//! Each function returns numbers or an image tensor `[C, H, W]` in `[0, 1]`; writing
+//! them as PNG is the caller's (for example `tessera_data::save_png`).
+
+use tessera_tensor::Tensor;
+
+use crate::config::Pool;
+use crate::{input_err, Result, VisionTransformer};
+
+/// Cosine similarity of every patch's position embedding with every other's:
+/// `[g, g, g, g]` where `[i, j, k, l]` is the similarity of patch `(i, j)` with patch
+/// `(k, l)` (the paper's figure 7, centre). The class token's embedding is left out.
+pub fn position_similarity(model: &VisionTransformer) -> Result<Tensor> {
+    let c = model.config();
+    let g = c.grid();
+    let n = g * g;
+    let d = c.embed_dim;
+    let pos = model.pos_embed().value().to_vec();
+    let skip = usize::from(c.pool == Pool::ClassToken);
+    let rows: Vec<&[f32]> = (0..n)
+        .map(|p| &pos[(skip + p) * d..(skip + p + 1) * d])
+        .collect();
+    let norms: Vec<f32> = rows
+        .iter()
+        .map(|r| r.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12))
+        .collect();
+    let mut out = vec![0.0f32; n * n];
+    for a in 0..n {
+        for b in 0..n {
+            let dot: f32 = rows[a].iter().zip(rows[b]).map(|(x, y)| x * y).sum();
+            out[a * n + b] = dot / (norms[a] * norms[b]);
+        }
+    }
+    Ok(Tensor::from_vec(out, &[g, g, g, g])?)
+}
+
+/// The similarity grid of [`position_similarity`] as one picture: a `g × g` grid of
+/// tiles (tile `(i, j)` shows patch `(i, j)`'s similarity with every patch), each cell
+/// `scale` pixels, tiles separated by one white pixel, values from -1 to 1 in the
+/// viridis colour map.
+pub fn position_similarity_image(model: &VisionTransformer, scale: usize) -> Result<Tensor> {
+    let sim = position_similarity(model)?;
+    let g = sim.shape()[0];
+    let s = scale.max(1);
+    let tile = g * s;
+    let size = g * tile + (g - 1);
+    let v = sim.to_vec();
+    let mut img = vec![1.0f32; 3 * size * size];
+    for i in 0..g {
+        for j in 0..g {
+            let (y0, x0) = (i * (tile + 1), j * (tile + 1));
+            for k in 0..g {
+                for l in 0..g {
+                    let value = v[((i * g + j) * g + k) * g + l];
+                    let rgb = viridis((value + 1.0) / 2.0);
+                    for dy in 0..s {
+                        for dx in 0..s {
+                            let (y, x) = (y0 + k * s + dy, x0 + l * s + dx);
+                            for (ch, &c) in rgb.iter().enumerate() {
+                                img[(ch * size + y) * size + x] = c;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(img, &[3, size, size])?)
+}
+
+/// Eigenvalues (descending) and eigenvectors (columns of the returned row-major
+/// `n × n` matrix) of a symmetric matrix, by cyclic Jacobi rotations.
+fn symmetric_eigen(mut a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut v = vec![0.0f64; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    for _sweep in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j] * a[i * n + j])
+            .sum();
+        let total: f64 = a.iter().map(|x| x * x).sum();
+        if off <= 1e-22 * total.max(1e-300) {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = a[p * n + q];
+                if apq.abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+                let sign = if theta >= 0.0 { 1.0 } else { -1.0 };
+                let t = sign / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..n {
+                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+                for k in 0..n {
+                    let (vkp, vkq) = (v[k * n + p], v[k * n + q]);
+                    v[k * n + p] = c * vkp - s * vkq;
+                    v[k * n + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| a[j * n + j].total_cmp(&a[i * n + i]));
+    let values = order.iter().map(|&i| a[i * n + i]).collect();
+    let mut vectors = vec![0.0f64; n * n];
+    for (col, &i) in order.iter().enumerate() {
+        for k in 0..n {
+            vectors[k * n + col] = v[k * n + i];
+        }
+    }
+    (values, vectors)
+}
+
+/// The first `k` principal components of the patch-embedding filters (the paper's
+/// figure 7, left): the `D` rows of the projection `[D, C·P·P]` are centred, and the
+/// top eigenvectors of their covariance are returned as `[k, C, P, P]`, with the
+/// fraction of the variance each explains. (For a hybrid model the "filters" act on
+/// the feature map's channels, not on pixels.)
+pub fn filter_components(model: &VisionTransformer, k: usize) -> Result<(Tensor, Vec<f32>)> {
+    let w = model.patch_weight();
+    let &[d, c, p, q] = w.shape() else {
+        return Err(input_err(
+            "filter_components",
+            format!("patch weights {:?} are not [D, C, P, P]", w.shape()),
+        ));
+    };
+    let n = c * p * q;
+    let x: Vec<f64> = w.to_vec().iter().map(|&v| v as f64).collect();
+    let mut mean = vec![0.0f64; n];
+    for r in 0..d {
+        for j in 0..n {
+            mean[j] += x[r * n + j] / d as f64;
+        }
+    }
+    let mut cov = vec![0.0f64; n * n];
+    for r in 0..d {
+        let row: Vec<f64> = (0..n).map(|j| x[r * n + j] - mean[j]).collect();
+        for i in 0..n {
+            for j in 0..n {
+                cov[i * n + j] += row[i] * row[j] / d as f64;
+            }
+        }
+    }
+    let (values, vectors) = symmetric_eigen(cov, n);
+    let total: f64 = values.iter().map(|v| v.max(0.0)).sum::<f64>().max(1e-300);
+    let k = k.min(n);
+    let mut out = Vec::with_capacity(k * n);
+    for col in 0..k {
+        out.extend((0..n).map(|i| vectors[i * n + col] as f32));
+    }
+    let explained = values[..k]
+        .iter()
+        .map(|v| (v.max(0.0) / total) as f32)
+        .collect();
+    Ok((Tensor::from_vec(out, &[k, c, p, q])?, explained))
+}
+
+/// The components of [`filter_components`] as one picture: a row-major grid of
+/// `columns` tiles, each component scaled to `[0, 1]` on its own and shown as RGB (or
+/// grey for one channel), each pixel `scale × scale`.
+pub fn filter_components_image(
+    model: &VisionTransformer,
+    k: usize,
+    columns: usize,
+    scale: usize,
+) -> Result<Tensor> {
+    let (comp, _) = filter_components(model, k)?;
+    let &[k, c, p, q] = comp.shape() else {
+        unreachable!("filter_components returns [k, C, P, P]")
+    };
+    let cols = columns.clamp(1, k.max(1));
+    let rows = k.div_ceil(cols);
+    let s = scale.max(1);
+    let (th, tw) = (p * s, q * s);
+    let (h, w) = (rows * (th + 1) - 1, cols * (tw + 1) - 1);
+    let out_c = if c == 3 { 3 } else { 1 };
+    let mut img = vec![1.0f32; out_c * h * w];
+    let v = comp.to_vec();
+    for t in 0..k {
+        let tile = &v[t * c * p * q..(t + 1) * c * p * q];
+        let (lo, hi) = tile
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        let range = (hi - lo).max(1e-12);
+        let (y0, x0) = ((t / cols) * (th + 1), (t % cols) * (tw + 1));
+        for ch in 0..out_c {
+            for i in 0..p {
+                for j in 0..q {
+                    // One channel shown: the mean over the input channels.
+                    let value = if out_c == 3 {
+                        tile[(ch * p + i) * q + j]
+                    } else {
+                        (0..c).map(|cc| tile[(cc * p + i) * q + j]).sum::<f32>() / c as f32
+                    };
+                    let value = if out_c == 3 {
+                        (value - lo) / range
+                    } else {
+                        let m = tile
+                            .iter()
+                            .map(|x| x.abs())
+                            .fold(0.0f32, f32::max)
+                            .max(1e-12);
+                        0.5 + 0.5 * value / m
+                    };
+                    for dy in 0..s {
+                        for dx in 0..s {
+                            img[(ch * h + y0 + i * s + dy) * w + x0 + j * s + dx] = value;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(img, &[out_c, h, w])?)
+}
+
+/// The mean attention distance of every head, `[depth][heads]`, in pixels (the paper's
+/// figure 7, right): for each head, the distance between a query patch and each key
+/// patch, weighted by the attention between them and averaged over the query patches
+/// and the images. The class token is left out on both sides and the weights over the
+/// patch keys are renormalised to sum to one.
+pub fn mean_attention_distance(
+    model: &VisionTransformer,
+    images: &Tensor,
+) -> Result<Vec<Vec<f32>>> {
+    let c = model.config();
+    let g = c.grid();
+    let n = g * g;
+    let skip = usize::from(c.pool == Pool::ClassToken);
+    let pix = c.pixels_per_patch() as f32;
+    let dist: Vec<f32> = (0..n * n)
+        .map(|i| {
+            let (a, b) = (i / n, i % n);
+            let (ya, xa) = ((a / g) as f32, (a % g) as f32);
+            let (yb, xb) = ((b / g) as f32, (b % g) as f32);
+            pix * ((ya - yb).powi(2) + (xa - xb).powi(2)).sqrt()
+        })
+        .collect();
+    let (_, probs) = model.forward_with_attention(images)?;
+    let mut out = Vec::with_capacity(probs.len());
+    for a in &probs {
+        let &[b, h, t, _] = a.shape() else {
+            unreachable!("attention probabilities are [B, H, T, T]")
+        };
+        let v = a.to_vec();
+        let mut heads = vec![0.0f32; h];
+        for (head, acc) in heads.iter_mut().enumerate() {
+            let mut sum = 0.0f64;
+            for img in 0..b {
+                let base = (img * h + head) * t * t;
+                for q in 0..n {
+                    let row = &v[base + (skip + q) * t + skip..base + (skip + q) * t + t];
+                    let mass: f32 = row.iter().sum::<f32>().max(1e-12);
+                    let d: f32 = row
+                        .iter()
+                        .zip(&dist[q * n..(q + 1) * n])
+                        .map(|(w, d)| w * d)
+                        .sum();
+                    sum += (d / mass) as f64;
+                }
+            }
+            *acc = (sum / (b * n) as f64) as f32;
+        }
+        out.push(heads);
+    }
+    Ok(out)
+}
+
+/// Attention rollout (Abnar and Zuidema, 2020; the paper's figure 6) for one image
+/// `[C, H, W]`: in every block the heads' attention is averaged, the identity added for
+/// the residual (`0.5·A + 0.5·I`) and the rows renormalised; the product over the
+/// blocks is read at the class token's row (or, with mean pooling, averaged over the
+/// patch rows) and returned as a `[g, g]` map scaled to a maximum of 1.
+pub fn attention_rollout(model: &VisionTransformer, image: &Tensor) -> Result<Tensor> {
+    let shape = image.shape().to_vec();
+    if shape.len() != 3 {
+        return Err(input_err(
+            "attention_rollout",
+            format!("expected one image [C, H, W], got {shape:?}"),
+        ));
+    }
+    let c = model.config();
+    let g = c.grid();
+    let skip = usize::from(c.pool == Pool::ClassToken);
+    let (_, probs) = model.forward_with_attention(&image.unsqueeze(0)?)?;
+    let t = c.num_tokens();
+    let mut rollout: Vec<f64> = (0..t * t)
+        .map(|i| if i / t == i % t { 1.0 } else { 0.0 })
+        .collect();
+    for a in &probs {
+        let h = a.shape()[1];
+        let v = a.to_vec();
+        let mut m = vec![0.0f64; t * t];
+        for head in 0..h {
+            for (i, x) in m.iter_mut().enumerate() {
+                *x += v[head * t * t + i] as f64 / h as f64;
+            }
+        }
+        for i in 0..t {
+            m[i * t + i] += 1.0;
+            let s: f64 = m[i * t..(i + 1) * t].iter().sum();
+            for x in &mut m[i * t..(i + 1) * t] {
+                *x /= s;
+            }
+        }
+        // rollout ← m · rollout (later blocks on the left).
+        let mut next = vec![0.0f64; t * t];
+        for i in 0..t {
+            for k in 0..t {
+                let mik = m[i * t + k];
+                for j in 0..t {
+                    next[i * t + j] += mik * rollout[k * t + j];
+                }
+            }
+        }
+        rollout = next;
+    }
+    let mut map = vec![0.0f64; g * g];
+    if skip == 1 {
+        map.copy_from_slice(&rollout[1..t]);
+    } else {
+        for i in 0..t {
+            for (j, x) in map.iter_mut().enumerate() {
+                *x += rollout[i * t + j] / t as f64;
+            }
+        }
+    }
+    let max = map.iter().copied().fold(0.0f64, f64::max).max(1e-300);
+    Ok(Tensor::from_vec(
+        map.iter().map(|&x| (x / max) as f32).collect(),
+        &[g, g],
+    )?)
+}
+
+/// The viridis colour map at `x ∈ [0, 1]` (piecewise linear through nine of its
+/// colours).
+pub fn viridis(x: f32) -> [f32; 3] {
+    const STOPS: [[f32; 3]; 9] = [
+        [0.267, 0.005, 0.329],
+        [0.283, 0.141, 0.458],
+        [0.254, 0.265, 0.530],
+        [0.207, 0.372, 0.553],
+        [0.164, 0.471, 0.558],
+        [0.128, 0.567, 0.551],
+        [0.135, 0.659, 0.518],
+        [0.267, 0.749, 0.441],
+        [0.993, 0.906, 0.144],
+    ];
+    let x = if x.is_finite() {
+        x.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let f = x * (STOPS.len() - 1) as f32;
+    let i = (f as usize).min(STOPS.len() - 2);
+    let u = f - i as f32;
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    [
+        a[0] + u * (b[0] - a[0]),
+        a[1] + u * (b[1] - a[1]),
+        a[2] + u * (b[2] - a[2]),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::symmetric_eigen;
+
+    #[test]
+    fn jacobi_gives_eigenpairs() {
+        let n = 6;
+        let mut a = vec![0.0f64; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                let v = ((i * 7 + j * 3) as f64).sin();
+                a[i * n + j] = v;
+                a[j * n + i] = v;
+            }
+        }
+        let (values, vectors) = symmetric_eigen(a.clone(), n);
+        assert!(values.windows(2).all(|w| w[0] >= w[1]));
+        for col in 0..n {
+            for i in 0..n {
+                let av: f64 = (0..n).map(|k| a[i * n + k] * vectors[k * n + col]).sum();
+                assert!((av - values[col] * vectors[i * n + col]).abs() < 1e-9);
+            }
+            let norm: f64 = (0..n).map(|k| vectors[k * n + col].powi(2)).sum();
+            assert!((norm - 1.0).abs() < 1e-9);
+        }
+    }
+}
