@@ -239,9 +239,47 @@ impl VisionTransformer {
         self.patch_embed.weight.value()
     }
 
-    /// Replaces the position embedding (and the image size it implies) by one for a
-    /// grid of `grid × grid` patches; used by fine-tuning at a new resolution.
-    pub(crate) fn set_pos_embed(&mut self, pos: Tensor, image_size: usize) -> Result<()> {
+    /// Prepares the model for images of `image_size × image_size` (fine-tuning at a
+    /// higher resolution, the paper's section 3.2): the position embeddings of the patch
+    /// grid are resampled to the new grid exactly as timm's `resample_abs_pos_embed`
+    /// does (bicubic, antialiased, `F.interpolate` semantics), the class token's is
+    /// kept. The patch size stays, so the sequence grows.
+    ///
+    /// ```
+    /// use tessera_tensor::Rng;
+    /// use tessera_vit::{VisionTransformer, VitConfig};
+    /// let c = VitConfig { image_size: 16, patch_size: 4, embed_dim: 8, depth: 1, heads: 2, mlp_dim: 16, classes: 3, ..VitConfig::preset("Ti/16")? };
+    /// let mut model = VisionTransformer::new(c, &mut Rng::seed(0))?;
+    /// model.resample_pos_embed(24)?;
+    /// assert_eq!(model.pos_embed().value().shape(), &[1, 1 + 36, 8]);
+    /// # Ok::<(), tessera_vit::Error>(())
+    /// ```
+    pub fn resample_pos_embed(&mut self, image_size: usize) -> Result<()> {
+        let c = self.config;
+        let mut new = c;
+        new.image_size = image_size;
+        new.validate()?;
+        let (g0, g1, d) = (c.grid(), new.grid(), c.embed_dim);
+        let prefix = usize::from(c.pool == Pool::ClassToken);
+        let pos = self.pos_embed.value();
+        let grid = pos
+            .narrow(1, prefix, g0 * g0)?
+            .reshape(&[1, g0, g0, d])?
+            .permute(&[0, 3, 1, 2])?
+            .contiguous();
+        let grid = tessera_data::resize(&grid, g1, g1, tessera_data::Filter::Bicubic, true)
+            .map_err(|e| input_err("resample_pos_embed", e.to_string()))?;
+        let grid = grid.permute(&[0, 2, 3, 1])?.reshape(&[1, g1 * g1, d])?;
+        let pos = if prefix == 1 {
+            Tensor::concat(&[&pos.narrow(1, 0, 1)?, &grid], 1)?
+        } else {
+            grid
+        };
+        self.set_pos_embed(pos, image_size)
+    }
+
+    /// Replaces the position embedding (and the image size it implies).
+    fn set_pos_embed(&mut self, pos: Tensor, image_size: usize) -> Result<()> {
         let mut config = self.config;
         config.image_size = image_size;
         config.validate()?;

@@ -297,3 +297,24 @@ fn vit_tiny_patch16_224_gives_timms_logits() {
     let worst = max_diff(logits.value(), &file.get("logits").unwrap());
     assert!(worst <= 1e-4, "largest logit difference {worst}");
 }
+
+#[test]
+fn fine_tuning_at_384_resamples_the_position_embedding_as_timm() {
+    let file = fixture("vit_tiny");
+    let mut model =
+        VisionTransformer::new(VitConfig::preset("Ti/16").unwrap(), &mut Rng::seed(0)).unwrap();
+    set_formula_weights(&model);
+    model.resample_pos_embed(384).unwrap();
+    assert_eq!(model.config().image_size, 384);
+    let pos = model.pos_embed().value();
+    let worst = max_diff(&pos, &file.get("pos_embed_384").unwrap());
+    assert!(worst <= 1e-5, "position embedding differs by {worst}");
+    let logits =
+        tessera_autograd::no_grad(|| model.forward(&formula_images(1, 384), false)).unwrap();
+    let worst = max_diff(logits.value(), &file.get("logits_384").unwrap());
+    assert!(worst <= 1e-4, "largest logit difference at 384: {worst}");
+    // A new head for a new label set keeps everything else.
+    model.reset_head(7, &mut Rng::seed(1)).unwrap();
+    let out = tessera_autograd::no_grad(|| model.forward(&formula_images(1, 384), false)).unwrap();
+    assert_eq!(out.shape(), &[1, 7]);
+}
