@@ -170,14 +170,17 @@ fn idx_header(
 ) -> Result<(usize, usize, usize)> {
     let header = 4 + 4 * rank;
     let kind = if rank == 3 { "images" } else { "labels" };
-    if bytes.len() < header {
-        return Err(format_err(
+    let truncated = || {
+        format_err(
             path,
             format!(
                 "truncated: an IDX {kind} header needs {header} bytes, the file has {}",
                 bytes.len()
             ),
-        ));
+        )
+    };
+    if bytes.len() < 4 {
+        return Err(truncated());
     }
     let found = be_u32(bytes, 0);
     if found != magic {
@@ -187,6 +190,9 @@ fn idx_header(
                 "magic number {found} (0x{found:08x}), expected {magic} (0x{magic:08x}) for IDX {kind}"
             ),
         ));
+    }
+    if bytes.len() < header {
+        return Err(truncated());
     }
     let dims: Vec<usize> = (0..rank).map(|k| be_u32(bytes, 4 + 4 * k)).collect();
     let expected = dims
@@ -413,7 +419,6 @@ impl CsvImages {
         let text = std::str::from_utf8(&bytes)
             .map_err(|e| format_err(path, format!("not UTF-8 text: {e}")))?;
         let (mut pixels, mut labels, mut lines) = (Vec::new(), Vec::new(), Vec::new());
-        let scale = 1.0 / max_value;
         for (k, line) in text.lines().enumerate() {
             let lineno = k + 1;
             let line = line.trim();
@@ -442,7 +447,7 @@ impl CsvImages {
                         format!("line {lineno}: pixel {col} is {f:?}, not a number"),
                     )
                 })?;
-                pixels.push(v * scale);
+                pixels.push(v / max_value);
             }
             let label = parse_label(label_field).ok_or_else(|| {
                 format_err(
