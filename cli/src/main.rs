@@ -11,6 +11,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod inspect;
+mod plot;
+mod progress;
 mod rnn;
 mod transformer;
 mod vit;
@@ -38,7 +40,8 @@ enum Command {
     /// The Transformer of "Attention Is All You Need": the paper's configurations.
     #[command(subcommand)]
     Transformer(transformer::TransformerCommand),
-    /// The Vision Transformer: its configurations.
+    /// The Vision Transformer: configurations, training, evaluation, prediction and the
+    /// paper's pictures.
     #[command(subcommand)]
     Vit(vit::VitCommand),
 }

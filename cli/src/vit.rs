@@ -1,8 +1,26 @@
-//! `tessera vit`: the Vision Transformer's configurations.
+//! `tessera vit`: train, evaluate and inspect Vision Transformers.
 
-use anyhow::Result;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use tessera_vit::{VitConfig, PRESETS};
+use tessera_data::{
+    center_crop, hflip, load_image, normalize, random_crop, resize, resize_shorter, split,
+    ColorMode, CsvImages, Dataset, Filter, Idx, ImageFolder, LabelColumn, Loader, OnBadFile,
+    Shapes,
+};
+use tessera_nn::Params;
+use tessera_tensor::{Rng, Tensor};
+use tessera_vit::{
+    evaluate, load_model, top_k, viz, Hybrid, Pool, TrainConfig, Trainer, VisionTransformer,
+    VitConfig, PRESETS,
+};
+
+use crate::plot::{Chart, Series, Style};
+use crate::progress::{self, Mode};
 
 /// `tessera vit` subcommands.
 #[derive(Subcommand, Debug)]
@@ -10,6 +28,27 @@ pub enum VitCommand {
     /// Print the exact parameter count of every preset (224×224, 1,000 classes, timm's
     /// layout) beside the paper's rounded Table 1 column.
     Params(ParamsArgs),
+    /// Train a ViT from scratch on an image dataset (or the built-in shapes).
+    ///
+    /// --data takes a folder of IDX files (MNIST, Fashion-MNIST: train-images-idx3-ubyte
+    /// and t10k-images-idx3-ubyte, gzip or not), a CSV of pixels (a square grey image and
+    /// the label last, gzip or not), or a folder with one sub-folder of images per class.
+    /// Without --data, a generated set of eight kinds of shapes is used. The test set is
+    /// --test, the IDX folder's t10k files, or 10% held out.
+    ///
+    /// AdamW, linear warmup then cosine decay, label smoothing, gradient clipping;
+    /// accuracy on the test set after every epoch. Writes OUT/checkpoint.safetensors
+    /// (model, optimizer, step; atomically) after every epoch and on Ctrl-C,
+    /// OUT/model.safetensors at the end, OUT/metrics.jsonl and OUT/metrics.png.
+    Train(TrainArgs),
+    /// Loss and accuracy of a checkpoint on a dataset, with the accuracy of each class.
+    Eval(EvalArgs),
+    /// The most probable classes of image files (PNG, JPEG, ...).
+    Predict(PredictArgs),
+    /// The paper's pictures from a checkpoint, as PNG files: position-embedding
+    /// similarity, principal components of the patch filters, mean attention distance
+    /// per head against depth, attention rollout over an image.
+    Viz(VizArgs),
 }
 
 /// Arguments of `tessera vit params`.
@@ -20,10 +59,163 @@ pub struct ParamsArgs {
     classes: usize,
 }
 
+/// Where images come from.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Training data: an IDX folder, a CSV file or an image folder (default: built-in
+    /// shapes).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Test data (default: the IDX folder's t10k files, else 10% of --data).
+    #[arg(long)]
+    test: Option<PathBuf>,
+    /// Image folders: skip files that do not decode (listed) instead of failing.
+    #[arg(long)]
+    skip_bad: bool,
+}
+
+/// Arguments of `tessera vit train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Input size (default: the data's; images are resized to it).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Patch size P.
+    #[arg(long, default_value_t = 4)]
+    patch: usize,
+    /// Token width D.
+    #[arg(long, default_value_t = 96)]
+    dim: usize,
+    /// Encoder blocks.
+    #[arg(long, default_value_t = 6)]
+    depth: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// MLP width (default 2·D).
+    #[arg(long)]
+    mlp: Option<usize>,
+    /// Pooling before the head: token (class token) or avg.
+    #[arg(long, default_value = "token")]
+    pool: String,
+    /// Hybrid input: the width of a ResNet-style stem (0: plain patches).
+    #[arg(long, default_value_t = 0)]
+    hybrid_width: usize,
+    /// Hybrid input: convolution stages after the stem.
+    #[arg(long, default_value_t = 1)]
+    hybrid_stages: usize,
+    /// Passes over the training data.
+    #[arg(long, default_value_t = 10)]
+    epochs: u64,
+    /// Images per batch.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f32,
+    /// Warmup, in epochs (may be fractional).
+    #[arg(long, default_value_t = 1.0)]
+    warmup_epochs: f64,
+    /// Label smoothing.
+    #[arg(long, default_value_t = 0.1)]
+    label_smoothing: f32,
+    /// Gradient-norm clip (0: none).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f32,
+    /// Augmentation: random crops after zero padding by this many pixels (0: none).
+    #[arg(long, default_value_t = 0)]
+    crop_padding: usize,
+    /// Augmentation: random horizontal flips.
+    #[arg(long)]
+    flip: bool,
+    /// Also stop after this many minutes (a checkpoint is saved).
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Output folder.
+    #[arg(long, default_value = "runs/vit")]
+    out: PathBuf,
+    /// Continue the run saved in OUT/checkpoint.safetensors.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this many steps in total (for tests and quick looks).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Seed of the initialisation, data order and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Threads used by the kernels (default: all cores).
+    #[arg(long, short)]
+    threads: Option<usize>,
+    /// Background threads that decode and augment batches.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// One JSON line per epoch on stdout, nothing else.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `tessera vit eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// A checkpoint written by `tessera vit train`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Images per batch.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+}
+
+/// Arguments of `tessera vit predict`.
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// A checkpoint written by `tessera vit train`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Image files.
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// How many classes to list per image.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+}
+
+/// Arguments of `tessera vit viz`.
+#[derive(Args, Debug)]
+pub struct VizArgs {
+    /// A checkpoint written by `tessera vit train`.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Output folder for the PNG files.
+    #[arg(long, default_value = "runs/vit/viz")]
+    out: PathBuf,
+    /// The image of the rollout picture (default: the first test image of --data).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Images over which the attention distances are averaged.
+    #[arg(long, default_value_t = 64)]
+    samples: usize,
+}
+
 /// Runs `tessera vit ...`.
 pub fn run(cmd: &VitCommand) -> Result<()> {
     match cmd {
         VitCommand::Params(a) => params(a),
+        VitCommand::Train(a) => train(a),
+        VitCommand::Eval(a) => eval(a),
+        VitCommand::Predict(a) => predict(a),
+        VitCommand::Viz(a) => viz_cmd(a),
     }
 }
 
@@ -59,4 +251,674 @@ fn params(a: &ParamsArgs) -> Result<()> {
          head by default (630,764,800; --classes 0)."
     );
     Ok(())
+}
+
+/// A training set and a test set.
+struct Data {
+    name: String,
+    train: Arc<dyn Dataset>,
+    test: Arc<dyn Dataset>,
+}
+
+fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
+    [stem.to_string(), format!("{stem}.gz")]
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+}
+
+/// An IDX folder's train (or t10k) pair, when present.
+fn idx_pair(dir: &Path, prefix: &str) -> Result<Option<Idx>> {
+    let (Some(images), Some(labels)) = (
+        find(dir, &format!("{prefix}-images-idx3-ubyte")),
+        find(dir, &format!("{prefix}-labels-idx1-ubyte")),
+    ) else {
+        return Ok(None);
+    };
+    let idx = Idx::open(images, labels)?;
+    let fashion = dir
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().to_lowercase().contains("fashion"));
+    Ok(Some(if fashion {
+        idx.with_class_names(Idx::fashion_mnist_names())?
+    } else {
+        idx
+    }))
+}
+
+/// One dataset from a path (see `tessera vit train --help`); for an IDX folder, its
+/// train and t10k sets.
+fn open_path(path: &Path, skip_bad: bool) -> Result<(Arc<dyn Dataset>, Option<Arc<dyn Dataset>>)> {
+    if path.is_dir() {
+        let train = idx_pair(path, "train")?;
+        let test = idx_pair(path, "t10k")?;
+        match (train, test) {
+            (Some(tr), te) => {
+                return Ok((Arc::new(tr), te.map(|t| Arc::new(t) as Arc<dyn Dataset>)))
+            }
+            (None, Some(te)) => return Ok((Arc::new(te), None)),
+            (None, None) => {}
+        }
+        let on_bad = if skip_bad {
+            OnBadFile::Skip
+        } else {
+            OnBadFile::Fail
+        };
+        let folder = ImageFolder::open(path, None, ColorMode::Keep, on_bad)?;
+        for (p, why) in folder.skipped() {
+            eprintln!("skipped {}: {why}", p.display());
+        }
+        let [_, h, w] = folder.image_shape();
+        let size = h.min(w);
+        let folder = ImageFolder::open(path, Some((size, size)), ColorMode::Keep, on_bad)?;
+        return Ok((Arc::new(folder), None));
+    }
+    if !path.exists() {
+        bail!("{}: no such file or folder", path.display());
+    }
+    let name = path.to_string_lossy().to_lowercase();
+    if name.ends_with(".csv") || name.ends_with(".csv.gz") {
+        // Square grey images, the label last: find the side from the first row.
+        let lines = tessera_data::read_lines(path)?;
+        let cols = lines.first().map_or(0, |l| l.split(',').count());
+        let side = ((cols.saturating_sub(1)) as f64).sqrt().round() as usize;
+        if side == 0 || side * side + 1 != cols {
+            bail!(
+                "{}: expected rows of a square grey image and a label, got {cols} columns in line 1",
+                path.display()
+            );
+        }
+        // Pixel range: 0..255, or 0..16 for scikit-learn's digits.
+        let raw = CsvImages::open(path, side, side, 1, LabelColumn::Last, 255.0)?;
+        let max = (0..raw.len().min(200))
+            .map(|i| raw.get(i).map(|s| s.image.max_all().unwrap_or(0.0)))
+            .collect::<std::result::Result<Vec<f32>, _>>()?
+            .into_iter()
+            .fold(0.0f32, f32::max);
+        if max * 255.0 <= 16.0 {
+            let ds = CsvImages::open(path, side, side, 1, LabelColumn::Last, 16.0)?;
+            return Ok((Arc::new(ds), None));
+        }
+        return Ok((Arc::new(raw), None));
+    }
+    bail!(
+        "{}: expected an IDX folder, a .csv(.gz) file or a folder of class folders",
+        path.display()
+    )
+}
+
+fn open_data(a: &DataArgs, seed: u64) -> Result<Data> {
+    let Some(path) = &a.data else {
+        let all: Arc<dyn Dataset> = Arc::new(Shapes::new(2400, 32, seed)?);
+        let (train, test) = split(all, 5.0 / 6.0, seed)?;
+        return Ok(Data {
+            name: "built-in shapes (2,000 train, 400 test, 32x32)".into(),
+            train: Arc::new(train),
+            test: Arc::new(test),
+        });
+    };
+    let (train, test) = open_path(path, a.skip_bad)?;
+    let (train, test): (Arc<dyn Dataset>, Arc<dyn Dataset>) = match (&a.test, test) {
+        (Some(t), _) => (train, open_path(t, a.skip_bad)?.0),
+        (None, Some(t)) => (train, t),
+        (None, None) => {
+            let (tr, te) = split(train, 0.9, seed)?;
+            (Arc::new(tr), Arc::new(te))
+        }
+    };
+    if train.is_empty() || test.is_empty() {
+        bail!("{}: an empty training or test set", path.display());
+    }
+    if train.image_shape() != test.image_shape() || train.classes() != test.classes() {
+        bail!(
+            "the training images {:?} ({} classes) and the test images {:?} ({} classes) differ",
+            train.image_shape(),
+            train.classes(),
+            test.image_shape(),
+            test.classes()
+        );
+    }
+    Ok(Data {
+        name: path.display().to_string(),
+        train,
+        test,
+    })
+}
+
+/// Per-image preparation: resize to the model's size if needed, then normalise to
+/// `(x - 0.5) / 0.5` per channel.
+fn prepare(image: Tensor, size: usize) -> tessera_data::Result<Tensor> {
+    let s = image.shape().to_vec();
+    let image = if s[1] != size || s[2] != size {
+        let r = resize_shorter(&image, size, Filter::Bilinear)?;
+        center_crop(&r, size, size)?
+    } else {
+        image
+    };
+    let c = image.shape()[0];
+    normalize(&image, &vec![0.5; c], &vec![0.5; c])
+}
+
+fn loaders(
+    data: &Data,
+    size: usize,
+    batch: usize,
+    seed: u64,
+    workers: usize,
+    crop: usize,
+    flip: bool,
+) -> Result<(Loader, Loader)> {
+    let train = Loader::new(data.train.clone(), batch)?
+        .seed(seed)
+        .drop_last(true)
+        .workers(workers)
+        .transform(move |img, rng| {
+            let mut img = prepare(img, size)?;
+            if crop > 0 {
+                img = random_crop(&img, size, size, crop, rng)?;
+            }
+            if flip && rng.below(2) == 1 {
+                img = hflip(&img)?;
+            }
+            Ok(img)
+        });
+    let test = Loader::new(data.test.clone(), batch.max(256))?
+        .shuffle(false)
+        .workers(workers)
+        .transform(move |img, _| prepare(img, size));
+    Ok((train, test))
+}
+
+fn eval_batches(
+    loader: &Loader,
+) -> impl Iterator<Item = tessera_vit::Result<(Tensor, Vec<usize>)>> {
+    loader.epoch(0).map(|b| {
+        b.map(|b| (b.images, b.labels))
+            .map_err(|e| tessera_vit::Error::Input {
+                what: "data",
+                msg: e.to_string(),
+            })
+    })
+}
+
+fn train(a: &TrainArgs) -> Result<()> {
+    if let Some(t) = a.threads {
+        if t == 0 {
+            bail!("--threads must be at least 1");
+        }
+        tessera_tensor::set_num_threads(t);
+    }
+    if a.batch == 0 || a.epochs == 0 {
+        bail!("--batch and --epochs must be at least 1");
+    }
+    progress::catch_ctrl_c();
+    let mode = Mode::new(a.quiet, a.json);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let ckpt = a.out.join("checkpoint.safetensors");
+    let metrics_path = a.out.join("metrics.jsonl");
+    // On --resume, the data and augmentation come from the checkpoint.
+    let stored = if a.resume {
+        let file = tessera_tensor::SafeTensorsFile::open(&ckpt)
+            .with_context(|| format!("resuming from {}", ckpt.display()))?;
+        Some(file.metadata()?)
+    } else {
+        None
+    };
+    let get = |k: &str| stored.as_ref().and_then(|m| m.get(k).cloned());
+    let data_args = DataArgs {
+        data: get("data.path").map(PathBuf::from).or(a.data.data.clone()),
+        test: get("data.test").map(PathBuf::from).or(a.data.test.clone()),
+        skip_bad: a.data.skip_bad,
+    };
+    let seed = get("train.seed").map_or(Ok(a.seed), |s| s.parse())?;
+    let crop = get("data.crop_padding").map_or(Ok(a.crop_padding), |s| s.parse())?;
+    let flip = get("data.flip").map_or(Ok(a.flip), |s| s.parse())?;
+    let epochs = get("data.epochs").map_or(Ok(a.epochs), |s| s.parse())?;
+    let data = open_data(&data_args, seed)?;
+    let [channels, h, w] = data.train.image_shape();
+    let mut trainer = if a.resume {
+        let (t, _) = Trainer::resume(&ckpt)?;
+        t
+    } else {
+        let size = a.image_size.unwrap_or(h.min(w));
+        let config = VitConfig {
+            image_size: size,
+            patch_size: a.patch,
+            channels,
+            embed_dim: a.dim,
+            depth: a.depth,
+            heads: a.heads,
+            mlp_dim: a.mlp.unwrap_or(2 * a.dim),
+            classes: data.train.classes(),
+            pool: match a.pool.as_str() {
+                "token" => Pool::ClassToken,
+                "avg" => Pool::Mean,
+                other => bail!("--pool {other:?}: expected token or avg"),
+            },
+            eps: 1e-6,
+            hybrid: (a.hybrid_width > 0).then_some(Hybrid {
+                width: a.hybrid_width,
+                stages: a.hybrid_stages,
+            }),
+        };
+        let model = VisionTransformer::new(config, &mut Rng::seed(a.seed))?;
+        let per_epoch = (data.train.len() / a.batch) as u64;
+        if per_epoch == 0 {
+            bail!(
+                "--batch {} is larger than the {} training images",
+                a.batch,
+                data.train.len()
+            );
+        }
+        let tc = TrainConfig {
+            lr: a.lr,
+            min_lr: a.lr / 100.0,
+            weight_decay: a.weight_decay,
+            warmup_steps: (a.warmup_epochs * per_epoch as f64).round() as u64,
+            total_steps: a.epochs * per_epoch,
+            label_smoothing: a.label_smoothing,
+            clip_norm: a.clip,
+            batch_size: a.batch,
+            seed: a.seed,
+        };
+        Trainer::new(model, tc)?
+    };
+    let c = *trainer.model.config();
+    if c.channels != channels || c.classes != data.train.classes() {
+        bail!(
+            "the checkpoint's model takes {} channels and {} classes; the data has {channels} and {}",
+            c.channels,
+            c.classes,
+            data.train.classes()
+        );
+    }
+    let batch = trainer.config.batch_size;
+    let (train_loader, test_loader) =
+        loaders(&data, c.image_size, batch, seed, a.workers, crop, flip)?;
+    let per_epoch = train_loader.num_batches() as u64;
+    let total = trainer
+        .config
+        .total_steps
+        .min(a.max_steps.unwrap_or(u64::MAX));
+    let mut meta = HashMap::from([
+        ("data.name".to_string(), data.name.clone()),
+        (
+            "class_names".to_string(),
+            serde_json::to_string(&data.train.class_names())?,
+        ),
+        ("data.crop_padding".to_string(), crop.to_string()),
+        ("data.flip".to_string(), flip.to_string()),
+        ("data.epochs".to_string(), epochs.to_string()),
+        ("normalize".to_string(), "0.5".to_string()),
+    ]);
+    if let Some(p) = &data_args.data {
+        meta.insert("data.path".into(), p.display().to_string());
+    }
+    if let Some(p) = &data_args.test {
+        meta.insert("data.test".into(), p.display().to_string());
+    }
+    let bar = mode.bar(total, "steps");
+    bar.set_position(trainer.step);
+    mode.line(
+        &bar,
+        &format!(
+            "{}: {} training images, {} test images, {} classes, {:?}",
+            data.name,
+            data.train.len(),
+            data.test.len(),
+            c.classes,
+            data.train.image_shape()
+        ),
+    );
+    mode.line(
+        &bar,
+        &format!(
+            "ViT {}x{} patch {} ({} tokens), D {}, depth {}, heads {}, MLP {}{}: {} parameters; {} steps of {} images per epoch; from step {}",
+            c.image_size,
+            c.image_size,
+            c.patch_size,
+            c.num_tokens(),
+            c.embed_dim,
+            c.depth,
+            c.heads,
+            c.mlp_dim,
+            c.hybrid.map_or(String::new(), |h| format!(", hybrid stem width {} with {} stages", h.width, h.stages)),
+            trainer.model.num_parameters(),
+            per_epoch,
+            batch,
+            trainer.step
+        ),
+    );
+    let start = Instant::now();
+    let budget = a.minutes.map(|m| m * 60.0);
+    let (mut loss_sum, mut correct, mut seen, mut steps_in_window) = (0.0f64, 0usize, 0usize, 0u64);
+    let mut window = Instant::now();
+    let mut stop_reason: Option<&str> = None;
+    'outer: while trainer.step < total {
+        let epoch = trainer.step / per_epoch;
+        let offset = (trainer.step % per_epoch) as usize;
+        for b in train_loader.epoch_from(epoch, offset)? {
+            let b = b?;
+            let s = trainer.step(&b.images, &b.labels)?;
+            loss_sum += f64::from(s.loss);
+            correct += s.correct;
+            seen += s.images;
+            steps_in_window += 1;
+            bar.set_position(trainer.step);
+            bar.set_message(format!(
+                "loss {:.4} lr {:.2e} {:.0} img/s",
+                loss_sum / steps_in_window as f64,
+                s.lr,
+                seen as f64 / window.elapsed().as_secs_f64().max(1e-9)
+            ));
+            if progress::stop_requested() {
+                stop_reason = Some("interrupted");
+            } else if budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b) {
+                stop_reason = Some("time limit");
+            }
+            let end_of_epoch = trainer.step % per_epoch == 0;
+            if end_of_epoch || trainer.step >= total || stop_reason.is_some() {
+                let secs = window.elapsed().as_secs_f64().max(1e-9);
+                let ev = evaluate(&trainer.model, eval_batches(&test_loader))?;
+                let line = serde_json::json!({
+                    "step": trainer.step,
+                    "epoch": trainer.step as f64 / per_epoch as f64,
+                    "train_loss": loss_sum / steps_in_window.max(1) as f64,
+                    "train_acc": correct as f64 / seen.max(1) as f64,
+                    "test_loss": ev.loss,
+                    "test_acc": ev.accuracy,
+                    "lr": s.lr,
+                    "images_per_s": seen as f64 / secs,
+                    "elapsed_s": start.elapsed().as_secs_f64(),
+                });
+                progress::record(&metrics_path, mode, &line)?;
+                mode.line(
+                    &bar,
+                    &format!(
+                        "epoch {:>6.2}  step {:>6}  train loss {:.4} acc {:5.2}%  test loss {:.4} acc {:5.2}%  {:>5.0} img/s  {:>6.0} s",
+                        trainer.step as f64 / per_epoch as f64,
+                        trainer.step,
+                        loss_sum / steps_in_window.max(1) as f64,
+                        100.0 * correct as f64 / seen.max(1) as f64,
+                        ev.loss,
+                        100.0 * ev.accuracy,
+                        seen as f64 / secs,
+                        start.elapsed().as_secs_f64()
+                    ),
+                );
+                trainer.save(&ckpt, &meta)?;
+                (loss_sum, correct, seen, steps_in_window) = (0.0, 0, 0, 0);
+                window = Instant::now();
+            }
+            if stop_reason.is_some() || trainer.step >= total {
+                break 'outer;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    tessera_vit::save_model(&trainer.model, a.out.join("model.safetensors"), &meta)?;
+    plot_metrics(&metrics_path, &a.out.join("metrics.png"))?;
+    if mode != Mode::Json {
+        println!(
+            "{} at step {}: wrote {}, {}, {} and {}",
+            stop_reason.unwrap_or("done"),
+            trainer.step,
+            ckpt.display(),
+            a.out.join("model.safetensors").display(),
+            metrics_path.display(),
+            a.out.join("metrics.png").display()
+        );
+    }
+    if stop_reason == Some("interrupted") {
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+/// Loss and accuracy curves of a metrics.jsonl file, as one PNG.
+pub fn plot_metrics(jsonl: &Path, png: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(jsonl).with_context(|| format!("reading {}", jsonl.display()))?;
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a JSON line", jsonl.display(), i + 1))
+        })
+        .collect::<Result<_>>()?;
+    let x_key = if rows
+        .iter()
+        .any(|r| r.get("epoch").is_some_and(|v| v.is_f64()))
+    {
+        "epoch"
+    } else {
+        "step"
+    };
+    let series = |key: &str| -> Option<Series> {
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| Some((r.get(x_key)?.as_f64()?, r.get(key)?.as_f64()?)))
+            .collect();
+        (!points.is_empty()).then(|| Series {
+            name: key.to_string(),
+            points,
+            style: Style::Line,
+        })
+    };
+    let losses: Vec<Series> = ["train_loss", "val_loss", "test_loss"]
+        .iter()
+        .filter_map(|k| series(k))
+        .collect();
+    let accs: Vec<Series> = ["train_acc", "test_acc", "val_acc"]
+        .iter()
+        .filter_map(|k| series(k))
+        .collect();
+    if losses.is_empty() && accs.is_empty() {
+        bail!("{}: no loss or accuracy values to plot", jsonl.display());
+    }
+    let (w, h) = (800, if accs.is_empty() { 500 } else { 1000 });
+    let mut canvas = crate::plot::Canvas::new(w, h);
+    let mut paste = |chart: Chart, y0: usize| {
+        let c = chart.render(w, 500);
+        for ch in 0..3 {
+            for y in 0..500 {
+                let dst = (ch * h + y0 + y) * w;
+                let src = (ch * 500 + y) * w;
+                canvas.px[dst..dst + w].copy_from_slice(&c.px[src..src + w]);
+            }
+        }
+    };
+    paste(
+        Chart {
+            title: "loss".into(),
+            x_label: x_key.into(),
+            y_label: "loss".into(),
+            series: losses,
+            ..Chart::default()
+        },
+        0,
+    );
+    if !accs.is_empty() {
+        paste(
+            Chart {
+                title: "accuracy".into(),
+                x_label: x_key.into(),
+                y_label: "accuracy".into(),
+                series: accs,
+                ..Chart::default()
+            },
+            500,
+        );
+    }
+    canvas.save(png)
+}
+
+fn load(checkpoint: &Path) -> Result<(VisionTransformer, HashMap<String, String>)> {
+    let (model, _, meta) = load_model(checkpoint)?;
+    Ok((model, meta))
+}
+
+fn class_names(meta: &HashMap<String, String>, classes: usize) -> Vec<String> {
+    meta.get("class_names")
+        .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
+        .filter(|v| v.len() == classes)
+        .unwrap_or_else(|| (0..classes).map(|k| k.to_string()).collect())
+}
+
+fn eval(a: &EvalArgs) -> Result<()> {
+    let (model, meta) = load(&a.checkpoint)?;
+    let data = open_data(&a.data, 0)?;
+    let c = model.config();
+    if data.test.image_shape()[0] != c.channels || data.test.classes() > c.classes {
+        bail!(
+            "the model takes {} channels and {} classes; {} has {} and {}",
+            c.channels,
+            c.classes,
+            data.name,
+            data.test.image_shape()[0],
+            data.test.classes()
+        );
+    }
+    let (_, test) = loaders(&data, c.image_size, a.batch, 0, 1, 0, false)?;
+    let names = class_names(&meta, c.classes);
+    let (mut right, mut count) = (vec![0usize; c.classes], vec![0usize; c.classes]);
+    let (mut loss, mut n) = (0.0f64, 0usize);
+    for b in eval_batches(&test) {
+        let (images, labels) = b?;
+        let ev = evaluate(&model, [Ok((images.clone(), labels.clone()))])?;
+        loss += ev.loss * ev.images as f64;
+        n += ev.images;
+        let logits = tessera_autograd::no_grad(|| model.forward(&images, false))?;
+        for (p, &l) in tessera_vit::argmax_rows(logits.value())?
+            .iter()
+            .zip(&labels)
+        {
+            count[l] += 1;
+            right[l] += usize::from(*p == l);
+        }
+    }
+    let acc = right.iter().sum::<usize>() as f64 / n.max(1) as f64;
+    println!(
+        "{}: {n} images, loss {:.4}, accuracy {:.2}%",
+        data.name,
+        loss / n.max(1) as f64,
+        100.0 * acc
+    );
+    for k in 0..c.classes {
+        if count[k] > 0 {
+            println!(
+                "  {:<14} {:>6.2}%  ({}/{})",
+                names[k],
+                100.0 * right[k] as f64 / count[k] as f64,
+                right[k],
+                count[k]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An image file as the model's input `[C, S, S]`: decoded, resized (shorter side) and
+/// centre-cropped, normalised.
+fn image_input(path: &Path, model: &VisionTransformer) -> Result<Tensor> {
+    let c = model.config();
+    let mode = if c.channels == 1 {
+        ColorMode::Gray
+    } else {
+        ColorMode::Rgb
+    };
+    let img = load_image(path, mode)?;
+    Ok(prepare(img, c.image_size)?)
+}
+
+fn predict(a: &PredictArgs) -> Result<()> {
+    let (model, meta) = load(&a.checkpoint)?;
+    let names = class_names(&meta, model.config().classes);
+    for path in &a.images {
+        let x = image_input(path, &model)?;
+        let top = top_k(&model, &x.unsqueeze(0)?, a.top_k)?;
+        println!("{}", path.display());
+        for (k, p) in &top[0] {
+            println!("  {:>6.2}%  {}", 100.0 * p, names[*k]);
+        }
+    }
+    Ok(())
+}
+
+fn viz_cmd(a: &VizArgs) -> Result<()> {
+    let (model, _) = load(&a.checkpoint)?;
+    let c = *model.config();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut written = Vec::new();
+    let scale = (96 / c.grid().max(1)).max(2);
+    let pos = viz::position_similarity_image(&model, scale)?;
+    let p = a.out.join("position_similarity.png");
+    tessera_data::save_png(&p, &pos)?;
+    written.push(p);
+    let k = (c.channels * c.patch_size * c.patch_size).min(28);
+    let filters = viz::filter_components_image(&model, k, 7, (64 / c.patch_size).max(4))?;
+    let p = a.out.join("filter_components.png");
+    tessera_data::save_png(&p, &filters)?;
+    written.push(p);
+    // Images for the attention pictures: the test set's (or shapes), prepared.
+    let data = open_data(&a.data, 0)?;
+    let n = a.samples.clamp(1, data.test.len());
+    let mut imgs = Vec::with_capacity(n);
+    for i in 0..n {
+        imgs.push(prepare(data.test.get(i)?.image, c.image_size)?);
+    }
+    let refs: Vec<&Tensor> = imgs.iter().collect();
+    let batch = Tensor::stack(&refs, 0)?;
+    let dist = viz::mean_attention_distance(&model, &batch)?;
+    let chart = Chart {
+        title: "mean attention distance".into(),
+        x_label: "network depth (block)".into(),
+        y_label: "distance (pixels)".into(),
+        series: (0..c.heads)
+            .map(|h| Series {
+                name: format!("head {}", h + 1),
+                points: dist
+                    .iter()
+                    .enumerate()
+                    .map(|(l, d)| ((l + 1) as f64, f64::from(d[h])))
+                    .collect(),
+                style: Style::Points,
+            })
+            .collect(),
+        ..Chart::default()
+    };
+    let p = a.out.join("attention_distance.png");
+    chart.save(&p)?;
+    written.push(p);
+    let image = match &a.image {
+        Some(path) => image_input(path, &model)?,
+        None => imgs[0].clone(),
+    };
+    let map = viz::attention_rollout(&model, &image)?;
+    let p = a.out.join("attention_rollout.png");
+    tessera_data::save_png(&p, &rollout_picture(&image, &map)?)?;
+    written.push(p);
+    for p in &written {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+/// The input (un-normalised) beside the same image weighted by the rollout map.
+fn rollout_picture(image: &Tensor, map: &Tensor) -> Result<Tensor> {
+    let s = image.shape()[1];
+    let scale = (224 / s).max(1);
+    let size = s * scale;
+    let img = image.mul_scalar(0.5).add_scalar(0.5);
+    let img = if img.shape()[0] == 1 {
+        Tensor::concat(&[&img, &img, &img], 0)?
+    } else {
+        img
+    };
+    let img = resize(&img, size, size, Filter::Nearest, false)?;
+    let heat = resize(&map.unsqueeze(0)?, size, size, Filter::Bilinear, false)?;
+    let masked = img.mul(&heat)?;
+    Ok(Tensor::concat(&[&img, &masked], 2)?)
 }
