@@ -231,7 +231,7 @@ impl Loader {
                 msg: format!("batch {k} of an epoch of {} batches", self.num_batches()),
             });
         }
-        self.plan(epoch).build(k)
+        self.plan(epoch).build_caught(k)
     }
 
     /// The batches of epoch `epoch`, in order.
@@ -443,7 +443,7 @@ impl Iterator for Epoch {
         let k = self.next;
         self.next += 1;
         let Some(pool) = self.pool.as_mut() else {
-            return Some(self.plan.build(k));
+            return Some(self.plan.build_caught(k));
         };
         // Keep the workers `prefetch` batches ahead of the consumer.
         while pool.dispatched < self.end && pool.dispatched < k + pool.prefetch {
