@@ -10,6 +10,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod demo;
 mod inspect;
 mod plot;
 mod progress;
@@ -29,6 +30,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train the three model families briefly on built-in data (an Elman RNN on
+    /// sonnets, a Transformer on sequence reversal, a ViT on generated shapes) and show
+    /// each learning; about 2-3 minutes on 2 cores.
+    Demo(demo::DemoArgs),
     /// Run the reference workloads of WORKLOADS.md and print their figures.
     Bench(bench::BenchArgs),
     /// List the tensors (name, dtype, shape), parameter count and metadata of a
@@ -40,21 +45,51 @@ enum Command {
     /// The Transformer of "Attention Is All You Need": the paper's configurations.
     #[command(subcommand)]
     Transformer(transformer::TransformerCommand),
+    /// Draw the loss and accuracy curves of a metrics.jsonl file (written by every
+    /// training command) as a PNG.
+    Plot(PlotArgs),
     /// The Vision Transformer: configurations, training, evaluation, prediction and the
     /// paper's pictures.
     #[command(subcommand)]
     Vit(vit::VitCommand),
 }
 
-fn main() {
-    let cli = Cli::parse();
-    let result = match cli.command {
+/// Arguments of `tessera plot`.
+#[derive(clap::Args)]
+struct PlotArgs {
+    /// A metrics.jsonl file.
+    metrics: std::path::PathBuf,
+    /// The PNG to write (default: beside the metrics, with the extension .png).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+}
+
+/// Parses and runs one `tessera` command line (without the program name).
+pub(crate) fn run_args(args: &[String]) -> anyhow::Result<()> {
+    let cli =
+        Cli::try_parse_from(std::iter::once("tessera".to_string()).chain(args.iter().cloned()))?;
+    dispatch(cli)
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo(args) => demo::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Rnn(cmd) => rnn::run(&cmd),
         Command::Inspect(args) => inspect::run(&args),
         Command::Transformer(cmd) => transformer::run(&cmd),
         Command::Vit(cmd) => vit::run(&cmd),
-    };
+        Command::Plot(a) => {
+            let out = a.out.unwrap_or_else(|| a.metrics.with_extension("png"));
+            plot::metrics_png(&a.metrics, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let result = dispatch(Cli::parse());
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

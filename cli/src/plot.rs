@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use font8x8::UnicodeFonts;
 use tessera_tensor::Tensor;
 
@@ -265,9 +265,15 @@ impl Chart {
                 }
                 Style::Points => p.iter().for_each(|&q| cv.dot(q, c)),
             }
-            // Legend, top right.
-            let ly = top as i64 + 8 + 14 * k as i64;
-            let lx = right as i64 - 8 * s.name.len() as i64 - 30;
+            // Legend, top right, aligned on the longest name.
+            let longest = self
+                .series
+                .iter()
+                .map(|s| s.name.chars().count())
+                .max()
+                .unwrap_or(0);
+            let ly = top as i64 + 8 + 16 * k as i64;
+            let lx = right as i64 - 8 * longest as i64 - 30;
             cv.line(
                 (lx as f64, ly as f64 + 4.0),
                 (lx as f64 + 18.0, ly as f64 + 4.0),
@@ -283,6 +289,86 @@ impl Chart {
     pub fn save(&self, path: &Path) -> Result<()> {
         self.render(800, 500).save(path)
     }
+}
+
+/// Loss and accuracy curves of a metrics.jsonl file, as one PNG.
+pub fn metrics_png(jsonl: &Path, png: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(jsonl).with_context(|| format!("reading {}", jsonl.display()))?;
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{}:{}: not a JSON line", jsonl.display(), i + 1))
+        })
+        .collect::<Result<_>>()?;
+    let x_key = if rows
+        .iter()
+        .any(|r| r.get("epoch").is_some_and(|v| v.is_f64()))
+    {
+        "epoch"
+    } else {
+        "step"
+    };
+    let series = |key: &str| -> Option<Series> {
+        let points: Vec<(f64, f64)> = rows
+            .iter()
+            .filter_map(|r| Some((r.get(x_key)?.as_f64()?, r.get(key)?.as_f64()?)))
+            .collect();
+        (!points.is_empty()).then(|| Series {
+            name: key.to_string(),
+            points,
+            style: Style::Line,
+        })
+    };
+    let losses: Vec<Series> = ["train_loss", "val_loss", "test_loss"]
+        .iter()
+        .filter_map(|k| series(k))
+        .collect();
+    let accs: Vec<Series> = ["train_acc", "test_acc", "val_acc"]
+        .iter()
+        .filter_map(|k| series(k))
+        .collect();
+    if losses.is_empty() && accs.is_empty() {
+        bail!("{}: no loss or accuracy values to plot", jsonl.display());
+    }
+    let (w, h) = (800, if accs.is_empty() { 500 } else { 1000 });
+    let mut canvas = Canvas::new(w, h);
+    let mut paste = |chart: Chart, y0: usize| {
+        let c = chart.render(w, 500);
+        for ch in 0..3 {
+            for y in 0..500 {
+                let dst = (ch * h + y0 + y) * w;
+                let src = (ch * 500 + y) * w;
+                canvas.px[dst..dst + w].copy_from_slice(&c.px[src..src + w]);
+            }
+        }
+    };
+    paste(
+        Chart {
+            title: "loss".into(),
+            x_label: x_key.into(),
+            y_label: "loss".into(),
+            series: losses,
+            ..Chart::default()
+        },
+        0,
+    );
+    if !accs.is_empty() {
+        paste(
+            Chart {
+                title: "accuracy".into(),
+                x_label: x_key.into(),
+                y_label: "accuracy".into(),
+                series: accs,
+                ..Chart::default()
+            },
+            500,
+        );
+    }
+    canvas.save(png)
 }
 
 #[cfg(test)]

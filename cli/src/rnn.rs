@@ -138,6 +138,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         bail!("--eval-every and --save-every must be at least 1");
     }
     let (text, source) = read_text(a.text.as_deref())?;
+    crate::progress::catch_ctrl_c();
     let ckpt = a.out.join("checkpoint.safetensors");
     let (mut state, vocab) = if a.resume {
         let file = tessera_tensor::SafeTensorsFile::open(&ckpt)
@@ -217,7 +218,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     let mut last_eval = None;
     loop {
         let out_of_time = budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b);
-        let done = state.step >= a.steps || out_of_time;
+        let done = state.step >= a.steps || out_of_time || crate::progress::stop_requested();
         if (state.step % a.eval_every == 0 || done) && last_eval != Some(state.step) {
             last_eval = Some(state.step);
             let val = evaluate(&state.model, val_ids, val_batch, c.seq)?;
@@ -261,8 +262,13 @@ fn train(a: &TrainArgs) -> Result<()> {
         window.1 += 1;
         window.2 += f64::from(s.loss);
     }
+    crate::plot::metrics_png(&a.out.join("metrics.jsonl"), &a.out.join("metrics.png"))?;
     if !a.json {
-        println!("saved {}", ckpt.display());
+        println!(
+            "saved {} and {}",
+            ckpt.display(),
+            a.out.join("metrics.png").display()
+        );
         if a.sample > 0 {
             let prompt =
                 vocab.encode(&text[..text.char_indices().nth(1).map_or(text.len(), |(i, _)| i)])?;

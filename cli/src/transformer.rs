@@ -336,14 +336,16 @@ fn train(a: &TrainArgs) -> Result<()> {
             trainer.step
         );
     }
+    crate::progress::catch_ctrl_c();
     let start = Instant::now();
     let budget = a.minutes.map(|m| m * 60.0);
     let (mut window_t, mut window_tokens, mut window_loss, mut window_n) =
         (Instant::now(), 0usize, 0.0f64, 0u64);
     let (mut last_eval, mut last_saved) = (None, trainer.step);
     loop {
-        let done =
-            trainer.step >= a.steps || budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b);
+        let done = trainer.step >= a.steps
+            || budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b)
+            || crate::progress::stop_requested();
         if (trainer.step % a.eval_every == 0 || done) && last_eval != Some(trainer.step) {
             last_eval = Some(trainer.step);
             let val = evaluate_loss(&trainer.model, &valid, a.max_tokens.max(512))?;
@@ -406,6 +408,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         }
         println!("saved {}", ckpt.display());
     }
+    crate::plot::metrics_png(&a.out.join("metrics.jsonl"), &a.out.join("metrics.png"))?;
     Ok(())
 }
 

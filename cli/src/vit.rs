@@ -349,10 +349,10 @@ fn open_path(path: &Path, skip_bad: bool) -> Result<(Arc<dyn Dataset>, Option<Ar
 
 fn open_data(a: &DataArgs, seed: u64) -> Result<Data> {
     let Some(path) = &a.data else {
-        let all: Arc<dyn Dataset> = Arc::new(Shapes::new(2400, 32, seed)?);
-        let (train, test) = split(all, 5.0 / 6.0, seed)?;
+        let all: Arc<dyn Dataset> = Arc::new(Shapes::new(7000, 32, seed)?);
+        let (train, test) = split(all, 6.0 / 7.0, seed)?;
         return Ok(Data {
-            name: "built-in shapes (2,000 train, 400 test, 32x32)".into(),
+            name: "built-in shapes (6,000 train, 1,000 test, 32x32)".into(),
             train: Arc::new(train),
             test: Arc::new(test),
         });
@@ -657,7 +657,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     tessera_vit::save_model(&trainer.model, a.out.join("model.safetensors"), &meta)?;
-    plot_metrics(&metrics_path, &a.out.join("metrics.png"))?;
+    crate::plot::metrics_png(&metrics_path, &a.out.join("metrics.png"))?;
     if mode != Mode::Json {
         println!(
             "{} at step {}: wrote {}, {}, {} and {}",
@@ -673,86 +673,6 @@ fn train(a: &TrainArgs) -> Result<()> {
         std::process::exit(130);
     }
     Ok(())
-}
-
-/// Loss and accuracy curves of a metrics.jsonl file, as one PNG.
-pub fn plot_metrics(jsonl: &Path, png: &Path) -> Result<()> {
-    let text =
-        std::fs::read_to_string(jsonl).with_context(|| format!("reading {}", jsonl.display()))?;
-    let rows: Vec<serde_json::Value> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{}:{}: not a JSON line", jsonl.display(), i + 1))
-        })
-        .collect::<Result<_>>()?;
-    let x_key = if rows
-        .iter()
-        .any(|r| r.get("epoch").is_some_and(|v| v.is_f64()))
-    {
-        "epoch"
-    } else {
-        "step"
-    };
-    let series = |key: &str| -> Option<Series> {
-        let points: Vec<(f64, f64)> = rows
-            .iter()
-            .filter_map(|r| Some((r.get(x_key)?.as_f64()?, r.get(key)?.as_f64()?)))
-            .collect();
-        (!points.is_empty()).then(|| Series {
-            name: key.to_string(),
-            points,
-            style: Style::Line,
-        })
-    };
-    let losses: Vec<Series> = ["train_loss", "val_loss", "test_loss"]
-        .iter()
-        .filter_map(|k| series(k))
-        .collect();
-    let accs: Vec<Series> = ["train_acc", "test_acc", "val_acc"]
-        .iter()
-        .filter_map(|k| series(k))
-        .collect();
-    if losses.is_empty() && accs.is_empty() {
-        bail!("{}: no loss or accuracy values to plot", jsonl.display());
-    }
-    let (w, h) = (800, if accs.is_empty() { 500 } else { 1000 });
-    let mut canvas = crate::plot::Canvas::new(w, h);
-    let mut paste = |chart: Chart, y0: usize| {
-        let c = chart.render(w, 500);
-        for ch in 0..3 {
-            for y in 0..500 {
-                let dst = (ch * h + y0 + y) * w;
-                let src = (ch * 500 + y) * w;
-                canvas.px[dst..dst + w].copy_from_slice(&c.px[src..src + w]);
-            }
-        }
-    };
-    paste(
-        Chart {
-            title: "loss".into(),
-            x_label: x_key.into(),
-            y_label: "loss".into(),
-            series: losses,
-            ..Chart::default()
-        },
-        0,
-    );
-    if !accs.is_empty() {
-        paste(
-            Chart {
-                title: "accuracy".into(),
-                x_label: x_key.into(),
-                y_label: "accuracy".into(),
-                series: accs,
-                ..Chart::default()
-            },
-            500,
-        );
-    }
-    canvas.save(png)
 }
 
 fn load(checkpoint: &Path) -> Result<(VisionTransformer, HashMap<String, String>)> {

@@ -23,7 +23,7 @@ fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A small ViT on the built-in shapes: 2 epochs of 62 steps (batch 32).
+/// A small ViT on the built-in shapes: 2 epochs of 62 steps (batch 96).
 fn train(dir: &Path, max_steps: u64, resume: bool) -> String {
     let steps = max_steps.to_string();
     let mut args = vec![
