@@ -288,7 +288,10 @@ fn idx_pair(dir: &Path, prefix: &str) -> Result<Option<Idx>> {
 
 /// One dataset from a path (see `tessera vit train --help`); for an IDX folder, its
 /// train and t10k sets.
-fn open_path(path: &Path, skip_bad: bool) -> Result<(Arc<dyn Dataset>, Option<Arc<dyn Dataset>>)> {
+/// A dataset and, for an IDX folder with both, its test set.
+type Opened = (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>);
+
+fn open_path(path: &Path, skip_bad: bool) -> Result<Opened> {
     if path.is_dir() {
         let train = idx_pair(path, "train")?;
         let test = idx_pair(path, "t10k")?;
