@@ -40,7 +40,7 @@ fn train(dir: &Path, max_steps: u64, resume: bool) -> String {
         "--epochs",
         "2",
         "--batch",
-        "32",
+        "96",
         "--lr",
         "3e-3",
         "--crop-padding",
