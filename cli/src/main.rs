@@ -10,6 +10,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod config;
 mod demo;
 mod inspect;
 mod plot;
@@ -89,7 +90,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() {
-    let result = dispatch(Cli::parse());
+    let argv = match config::expand(std::env::args().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    let result = dispatch(Cli::parse_from(argv));
     if let Err(e) = result {
         eprintln!("error: {e:#}");
         std::process::exit(1);

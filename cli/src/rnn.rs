@@ -27,8 +27,14 @@ pub enum RnnCommand {
 }
 
 /// Arguments of `tessera rnn train`.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, serde::Serialize)]
+#[command(args_override_self = true)]
 pub struct TrainArgs {
+    /// Read flags from a TOML file (keys are flag names; flags given here win). The
+    /// effective configuration is written to OUT/config.toml.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
     /// UTF-8 text to learn (default: nine of Shakespeare's sonnets, built in).
     #[arg(long)]
     text: Option<PathBuf>,
@@ -179,6 +185,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     let c = state.config;
     let lm = *state.model.config();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    crate::config::save(a, &a.out.join("config.toml"))?;
     let mut metrics = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

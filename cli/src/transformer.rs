@@ -39,8 +39,14 @@ pub enum TransformerCommand {
 }
 
 /// Arguments of `tessera transformer train`.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, serde::Serialize)]
+#[command(args_override_self = true)]
 pub struct TrainArgs {
+    /// Read flags from a TOML file (keys are flag names; flags given here win). The
+    /// effective configuration is written to OUT/config.toml.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
     /// Source sentences.
     #[arg(long, requires = "tgt")]
     src: Option<PathBuf>,
@@ -275,6 +281,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     };
     let ckpt = a.out.join("checkpoint.safetensors");
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    crate::config::save(a, &a.out.join("config.toml"))?;
     let (mut trainer, bpe) = if a.resume {
         let file = tessera_tensor::SafeTensorsFile::open(&ckpt)
             .with_context(|| format!("resuming from {}", ckpt.display()))?;

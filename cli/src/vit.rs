@@ -60,7 +60,7 @@ pub struct ParamsArgs {
 }
 
 /// Where images come from.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, serde::Serialize)]
 pub struct DataArgs {
     /// Training data: an IDX folder, a CSV file or an image folder (default: built-in
     /// shapes).
@@ -75,9 +75,16 @@ pub struct DataArgs {
 }
 
 /// Arguments of `tessera vit train`.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, serde::Serialize)]
+#[command(args_override_self = true)]
 pub struct TrainArgs {
+    /// Read flags from a TOML file (keys are flag names; flags given here win). The
+    /// effective configuration is written to OUT/config.toml.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
     #[command(flatten)]
+    #[serde(flatten)]
     data: DataArgs,
     /// Input size (default: the data's; images are resized to it).
     #[arg(long)]
@@ -457,6 +464,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     progress::catch_ctrl_c();
     let mode = Mode::new(a.quiet, a.json);
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    crate::config::save(a, &a.out.join("config.toml"))?;
     let ckpt = a.out.join("checkpoint.safetensors");
     let metrics_path = a.out.join("metrics.jsonl");
     // On --resume, the data and augmentation come from the checkpoint.

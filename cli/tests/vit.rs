@@ -93,6 +93,27 @@ fn vit_trains_on_shapes_resumes_exactly_evaluates_predicts_and_draws() {
         "the model learns: {out}"
     );
     assert!(straight.join("metrics.png").is_file());
+    // The effective configuration, written beside the checkpoint, reads back with
+    // --config; a flag on the command line wins over the file.
+    let config = std::fs::read_to_string(straight.join("config.toml")).unwrap();
+    assert!(
+        config.contains("patch = 8") && config.contains("flip = true"),
+        "{config}"
+    );
+    let again = tmp.path().join("again");
+    let text = ok(tessera(&[
+        "vit",
+        "train",
+        "--config",
+        straight.join("config.toml").to_str().unwrap(),
+        "--max-steps",
+        "3",
+        "--out",
+        again.to_str().unwrap(),
+    ]));
+    assert!(text.contains("\"step\":3"), "{text}");
+    let again_config = std::fs::read_to_string(again.join("config.toml")).unwrap();
+    assert!(again_config.contains("max_steps = 3") && again_config.contains("patch = 8"));
     // Stopped in the middle of the first epoch, then resumed: the same parameters,
     // optimizer state and step, bit for bit.
     let split = tmp.path().join("split");
