@@ -89,7 +89,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// mimalloc's `mi_option_purge_delay`, the option before `mi_option_use_numa_nodes` in
+/// mimalloc 2 and 3 (15); `libmimalloc-sys` does not name it.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t =
+    libmimalloc_sys::mi_option_use_numa_nodes - 1;
+
 fn main() {
+    // Keep freed memory instead of returning it to the system after 10 ms: a training
+    // step frees and reallocates the same large buffers, and every return costs page
+    // faults (W4, 2 threads, 5 steps: 45,674 page faults with the default, 810 without).
+    // SAFETY: sets a mimalloc option; no allocation depends on its previous value.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let argv = match config::expand(std::env::args().collect()) {
         Ok(a) => a,
         Err(e) => {
