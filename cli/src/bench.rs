@@ -460,12 +460,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    if let Some(t) = args.threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        tessera_tensor::set_num_threads(t);
-    }
+    crate::progress::set_threads(args.threads)?;
     let mut list: Vec<Workload> = Vec::new();
     for w in &args.workloads {
         match w {

@@ -32,6 +32,17 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
+/// Applies `--threads N` (none: all cores); 0 is an error.
+pub fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(t) = threads {
+        if t == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        tessera_tensor::set_num_threads(t);
+    }
+    Ok(())
+}
+
 /// How a command reports progress.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

@@ -134,12 +134,7 @@ fn read_text(path: Option<&Path>) -> Result<(String, String)> {
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
-    if let Some(t) = a.threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        tessera_tensor::set_num_threads(t);
-    }
+    crate::progress::set_threads(a.threads)?;
     if a.eval_every == 0 || a.save_every == 0 {
         bail!("--eval-every and --save-every must be at least 1");
     }

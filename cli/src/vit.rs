@@ -452,12 +452,7 @@ fn eval_batches(
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
-    if let Some(t) = a.threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
-        tessera_tensor::set_num_threads(t);
-    }
+    crate::progress::set_threads(a.threads)?;
     if a.batch == 0 || a.epochs == 0 {
         bail!("--batch and --epochs must be at least 1");
     }

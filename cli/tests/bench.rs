@@ -1,14 +1,9 @@
 //! `tessera bench` end to end: the JSON lines carry torch_bench.py's keys and sane
 //! figures, the table prints, and bad flags fail with one clear line.
 
-use std::process::Command;
+mod common;
 
-fn tessera(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .output()
-        .expect("the tessera binary runs")
-}
+use common::tessera;
 
 #[test]
 fn json_lines_have_torch_bench_keys() {

@@ -4,25 +4,13 @@
 //! and bad input gives one clear line and a non-zero exit.
 
 use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Command;
+
+use common::{ok, tessera};
 
 use tessera_tensor::load_safetensors;
-
-fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .output()
-        .expect("the tessera binary runs")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn train(dir: &Path, cell: &str, steps: u64, resume: bool) -> String {
     let steps = steps.to_string();

@@ -3,25 +3,11 @@
 //! prediction on real photos, the pictures, and bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::{ok, tessera};
 
 use tessera_tensor::load_safetensors;
-
-fn tessera(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
-        .output()
-        .expect("the tessera binary runs")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A small ViT on the built-in shapes: 2 epochs of 62 steps (batch 96).
 fn train(dir: &Path, max_steps: u64, resume: bool) -> String {
