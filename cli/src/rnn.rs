@@ -1,7 +1,6 @@
 //! `tessera rnn`: train a character language model and sample from it.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,6 +10,8 @@ use tessera_data::{split_fraction, CharVocab, SONNETS};
 use tessera_nn::Params;
 use tessera_rnn::{evaluate, sample, Cell, CharLm, CharLmConfig, TrainConfig, TrainState};
 use tessera_tensor::Rng;
+
+use crate::progress::{self, Mode};
 
 /// `tessera rnn` subcommands.
 #[derive(Subcommand, Debug)]
@@ -86,6 +87,9 @@ pub struct TrainArgs {
     /// Characters of sample text to print after training.
     #[arg(long, default_value_t = 200)]
     sample: usize,
+    /// No progress bar: a line per evaluation only.
+    #[arg(long)]
+    quiet: bool,
     /// Print progress as JSON lines instead of text.
     #[arg(long)]
     json: bool,
@@ -134,12 +138,12 @@ fn read_text(path: Option<&Path>) -> Result<(String, String)> {
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
-    crate::progress::set_threads(a.threads)?;
+    progress::set_threads(a.threads)?;
     if a.eval_every == 0 || a.save_every == 0 {
         bail!("--eval-every and --save-every must be at least 1");
     }
     let (text, source) = read_text(a.text.as_deref())?;
-    crate::progress::catch_ctrl_c();
+    progress::catch_ctrl_c();
     let ckpt = a.out.join("checkpoint.safetensors");
     let (mut state, vocab) = if a.resume {
         let file = tessera_tensor::SafeTensorsFile::open(&ckpt)
@@ -181,17 +185,17 @@ fn train(a: &TrainArgs) -> Result<()> {
     let lm = *state.model.config();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     crate::config::save(a, &a.out.join("config.toml"))?;
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(a.out.join("metrics.jsonl"))
-        .with_context(|| format!("opening {}", a.out.join("metrics.jsonl").display()))?;
+    let metrics_path = a.out.join("metrics.jsonl");
+    let mode = Mode::new(a.quiet, a.json);
+    let bar = mode.bar(a.steps, "steps");
+    bar.set_position(state.step);
     let meta = HashMap::from([
         ("vocab".to_string(), vocab.as_string()),
         ("text".to_string(), source.clone()),
     ]);
-    if !a.json {
-        println!(
+    mode.line(
+        &bar,
+        &format!(
             "{} {}x{} on {source}: {} characters ({} for validation), vocabulary {}, {} parameters",
             lm.cell.name(),
             lm.layers,
@@ -200,8 +204,11 @@ fn train(a: &TrainArgs) -> Result<()> {
             val_ids.len(),
             vocab.len(),
             state.model.num_parameters()
-        );
-        println!(
+        ),
+    );
+    mode.line(
+        &bar,
+        &format!(
             "batch {} x {} characters, Adam {}, clip {}, {} threads; from step {}",
             c.batch,
             c.seq,
@@ -209,8 +216,8 @@ fn train(a: &TrainArgs) -> Result<()> {
             c.clip,
             tessera_tensor::num_threads(),
             state.step
-        );
-    }
+        ),
+    );
     // Validation on at most 64 streams of the same chunk length.
     let val_batch = (val_ids.len() / (c.seq + 1)).clamp(1, 64);
     let start = Instant::now();
@@ -220,7 +227,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     let mut last_eval = None;
     loop {
         let out_of_time = budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b);
-        let done = state.step >= a.steps || out_of_time || crate::progress::stop_requested();
+        let done = state.step >= a.steps || out_of_time || progress::stop_requested();
         if (state.step % a.eval_every == 0 || done) && last_eval != Some(state.step) {
             last_eval = Some(state.step);
             let val = evaluate(&state.model, val_ids, val_batch, c.seq)?;
@@ -235,22 +242,21 @@ fn train(a: &TrainArgs) -> Result<()> {
                 "step": state.step, "train_loss": train_loss, "val_loss": val,
                 "tokens_per_s": tokens_per_s, "elapsed_s": start.elapsed().as_secs_f64(),
             });
-            writeln!(metrics, "{line}")?;
-            if a.json {
-                println!("{line}");
+            progress::record(&metrics_path, mode, &line)?;
+            let train = if window.1 > 0 {
+                format!("{train_loss:.4}")
             } else {
-                let train = if window.1 > 0 {
-                    format!("{train_loss:.4}")
-                } else {
-                    "-".into()
-                };
-                println!(
+                "-".into()
+            };
+            mode.line(
+                &bar,
+                &format!(
                     "step {:>7}  train {train:>6}  val {val:.4} nats/char  {:>9.0} chars/s  {:>6.0} s",
                     state.step,
                     tokens_per_s,
                     start.elapsed().as_secs_f64()
-                );
-            }
+                ),
+            );
             window = (Instant::now(), 0, 0.0);
         }
         if (state.step % a.save_every == 0 || done) && state.step != last_saved {
@@ -263,9 +269,17 @@ fn train(a: &TrainArgs) -> Result<()> {
         let s = state.step()?;
         window.1 += 1;
         window.2 += f64::from(s.loss);
+        bar.set_position(state.step);
+        bar.set_message(format!(
+            "loss {:.4} {:.0} chars/s",
+            window.2 / window.1 as f64,
+            (window.1 * (c.batch * c.seq) as u64) as f64
+                / window.0.elapsed().as_secs_f64().max(1e-9)
+        ));
     }
-    crate::plot::metrics_png(&a.out.join("metrics.jsonl"), &a.out.join("metrics.png"))?;
-    if !a.json {
+    bar.finish_and_clear();
+    crate::plot::metrics_png(&metrics_path, &a.out.join("metrics.png"))?;
+    if mode != Mode::Json {
         println!(
             "saved {} and {}",
             ckpt.display(),

@@ -15,6 +15,8 @@ use tessera_transformer::{
     TrainConfig, Trainer, Transformer, TransformerConfig, PRESETS,
 };
 
+use crate::progress::{self, Mode};
+
 /// `tessera transformer` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum TransformerCommand {
@@ -116,6 +118,9 @@ pub struct TrainArgs {
     /// Threads used by the kernels (default: all cores).
     #[arg(long, short)]
     threads: Option<usize>,
+    /// No progress bar: a line per evaluation only.
+    #[arg(long)]
+    quiet: bool,
     /// Print progress as JSON lines.
     #[arg(long)]
     json: bool,
@@ -255,7 +260,7 @@ fn bpe_of(meta: &HashMap<String, String>, path: &Path) -> Result<Bpe> {
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
-    crate::progress::set_threads(a.threads)?;
+    progress::set_threads(a.threads)?;
     if a.eval_every == 0 || a.save_every == 0 {
         bail!("--eval-every and --save-every must be at least 1");
     }
@@ -312,19 +317,22 @@ fn train(a: &TrainArgs) -> Result<()> {
         ("bpe".to_string(), bpe.to_json()?),
         ("data".to_string(), source.clone()),
     ]);
-    let mut metrics = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(a.out.join("metrics.jsonl"))?;
-    if !a.json {
+    let metrics_path = a.out.join("metrics.jsonl");
+    let mode = Mode::new(a.quiet, a.json);
+    let bar = mode.bar(a.steps, "steps");
+    bar.set_position(trainer.step);
+    {
         let c = trainer.model.config();
-        println!(
-            "{source}: {} training pairs, {} for validation, BPE vocabulary {}",
-            train_pairs.len(),
-            valid.pairs.len(),
-            bpe.len()
+        mode.line(
+            &bar,
+            &format!(
+                "{source}: {} training pairs, {} for validation, BPE vocabulary {}",
+                train_pairs.len(),
+                valid.pairs.len(),
+                bpe.len()
+            ),
         );
-        println!(
+        mode.line(&bar, &format!(
             "d_model {}, {} heads, d_ff {}, {}+{} layers, dropout {}, {} parameters; {} batches of ≤{} tokens per epoch; from step {}",
             c.d_model,
             c.heads,
@@ -336,9 +344,9 @@ fn train(a: &TrainArgs) -> Result<()> {
             trainer.batches_per_epoch(),
             trainer.config.max_tokens,
             trainer.step
-        );
+        ));
     }
-    crate::progress::catch_ctrl_c();
+    progress::catch_ctrl_c();
     let start = Instant::now();
     let budget = a.minutes.map(|m| m * 60.0);
     let (mut window_t, mut window_tokens, mut window_loss, mut window_n) =
@@ -347,7 +355,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     loop {
         let done = trainer.step >= a.steps
             || budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b)
-            || crate::progress::stop_requested();
+            || progress::stop_requested();
         if (trainer.step % a.eval_every == 0 || done) && last_eval != Some(trainer.step) {
             last_eval = Some(trainer.step);
             let val = evaluate_loss(&trainer.model, &valid, a.max_tokens.max(512))?;
@@ -358,23 +366,22 @@ fn train(a: &TrainArgs) -> Result<()> {
                 "val_loss": val, "target_tokens_per_s": window_tokens as f64 / secs,
                 "elapsed_s": start.elapsed().as_secs_f64(),
             });
-            writeln!(metrics, "{line}")?;
-            if a.json {
-                println!("{line}");
+            progress::record(&metrics_path, mode, &line)?;
+            let train = if window_n > 0 {
+                format!("{:.4}", window_loss / window_n as f64)
             } else {
-                let train = if window_n > 0 {
-                    format!("{:.4}", window_loss / window_n as f64)
-                } else {
-                    "-".into()
-                };
-                println!(
+                "-".into()
+            };
+            mode.line(
+                &bar,
+                &format!(
                     "step {:>6}  epoch {:>3}  train {train:>6}  val {val:.4}  {:>7.0} target tokens/s  {:>6.0} s",
                     trainer.step,
                     trainer.epoch,
                     window_tokens as f64 / secs,
                     start.elapsed().as_secs_f64()
-                );
-            }
+                ),
+            );
             (window_t, window_tokens, window_loss, window_n) = (Instant::now(), 0, 0.0, 0);
         }
         if (trainer.step % a.save_every == 0 || done) && trainer.step != last_saved {
@@ -392,8 +399,16 @@ fn train(a: &TrainArgs) -> Result<()> {
         window_tokens += s.target_tokens;
         window_loss += f64::from(s.loss);
         window_n += 1;
+        bar.set_position(trainer.step);
+        bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.0} target tokens/s",
+            window_loss / window_n as f64,
+            s.lr,
+            window_tokens as f64 / window_t.elapsed().as_secs_f64().max(1e-9)
+        ));
     }
-    if !a.json {
+    bar.finish_and_clear();
+    if mode != Mode::Json {
         // A few validation translations (greedy) and their BLEU.
         let n = valid_pairs.len().min(100);
         let mut hyps = Vec::with_capacity(n);
