@@ -38,6 +38,38 @@ pub enum TransformerCommand {
     /// Average the parameters of several checkpoints of one model (the paper averages
     /// the last 5 or 20) into a new file.
     Average(AverageArgs),
+    /// Table 1 made measurable: time one layer of self-attention, recurrent,
+    /// convolutional (kernel k) and restricted self-attention (neighbourhood r) for
+    /// growing sequence lengths n at a fixed width d; print the per-layer cost, the
+    /// sequential operations and the maximum path length beside the table's O() forms,
+    /// and write a PNG of time against n.
+    Complexity(ComplexityArgs),
+}
+
+/// Arguments of `tessera transformer complexity`.
+#[derive(Args, Debug)]
+pub struct ComplexityArgs {
+    /// Width d of the representations.
+    #[arg(long, short, default_value_t = 512)]
+    d: usize,
+    /// Sequence lengths n to time (comma-separated).
+    #[arg(long, short, value_delimiter = ',', default_values_t = [16, 32, 64, 128, 256, 512, 1024, 2048])]
+    n: Vec<usize>,
+    /// Kernel width of the convolutional layer.
+    #[arg(long, short, default_value_t = 3)]
+    k: usize,
+    /// Neighbourhood size of the restricted self-attention.
+    #[arg(long, short, default_value_t = 32)]
+    r: usize,
+    /// Timed runs per point (the fastest counts).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// The plot to write.
+    #[arg(long, default_value = "complexity.png")]
+    out: PathBuf,
+    /// Threads used by the kernels (default: all cores).
+    #[arg(long, short)]
+    threads: Option<usize>,
 }
 
 /// Arguments of `tessera transformer train`.
@@ -199,6 +231,7 @@ pub fn run(cmd: &TransformerCommand) -> Result<()> {
         TransformerCommand::Translate(a) => translate(a),
         TransformerCommand::Eval(a) => eval(a),
         TransformerCommand::Average(a) => average(a),
+        TransformerCommand::Complexity(a) => complexity(a),
     }
 }
 
@@ -573,4 +606,104 @@ fn group(n: usize) -> String {
         out.push(ch);
     }
     out
+}
+
+fn complexity(a: &ComplexityArgs) -> Result<()> {
+    use tessera_transformer::complexity::{Layer, LayerKind};
+    progress::set_threads(a.threads)?;
+    if a.n.is_empty() || a.n.contains(&0) {
+        bail!("--n needs sequence lengths of at least 1");
+    }
+    let kinds = [
+        LayerKind::SelfAttention,
+        LayerKind::Recurrent,
+        LayerKind::Convolutional { k: a.k },
+        LayerKind::Restricted { r: a.r },
+    ];
+    let mut rng = Rng::seed(0);
+    let layers = kinds
+        .iter()
+        .map(|&k| Layer::new(k, a.d, &mut rng))
+        .collect::<Result<Vec<_>, _>>()?;
+    println!(
+        "Table 1 of the paper, one layer at d = {}, {} thread(s):\n",
+        a.d,
+        tessera_tensor::num_threads()
+    );
+    println!(
+        "{:<36} {:<12} {:<12} {:<12}",
+        "layer", "per layer", "sequential", "max path"
+    );
+    for k in &kinds {
+        println!(
+            "{:<36} {:<12} {:<12} {:<12}",
+            k.name(),
+            k.complexity(),
+            k.sequential(),
+            k.path()
+        );
+    }
+    let short = ["self-attention", "recurrent", "convolution", "restricted"];
+    println!("\ntime per layer in ms (multiply-adds per ns), sequential operations / maximum path length in layers:\n");
+    print!("{:>6}", "n");
+    for s in short {
+        print!("  {s:>24}");
+    }
+    println!();
+    let mut series: Vec<Vec<(f64, f64)>> = vec![Vec::new(); kinds.len()];
+    let mut crossover = None;
+    for &n in &a.n {
+        print!("{n:>6}");
+        let mut times = Vec::new();
+        for (i, layer) in layers.iter().enumerate() {
+            let t = layer.time(n, a.repeats, &mut rng)?.as_secs_f64();
+            let k = layer.kind();
+            let rate = k.multiply_adds(n, a.d) / t / 1e9;
+            let path = match k.max_path_length(n) {
+                usize::MAX => "∞".to_string(),
+                p => p.to_string(),
+            };
+            let cell = format!(
+                "{:.3} ({rate:.1}) {}/{path}",
+                t * 1e3,
+                k.sequential_operations(n)
+            );
+            print!("  {cell:>24}");
+            series[i].push((n as f64, t * 1e3));
+            times.push(t);
+        }
+        println!();
+        if crossover.is_none() && times[0] > times[1] {
+            crossover = Some(n);
+        }
+    }
+    match crossover {
+        Some(n) => println!(
+            "\nself-attention is faster than the recurrent layer below n = {n} (d = {}); the paper: when n < d",
+            a.d
+        ),
+        None => println!(
+            "\nself-attention is faster than the recurrent layer at every n measured (d = {})",
+            a.d
+        ),
+    }
+    let chart = crate::plot::Chart {
+        title: format!("one layer, d = {}", a.d),
+        x_label: "sequence length n".into(),
+        y_label: "ms per layer".into(),
+        series: kinds
+            .iter()
+            .zip(series)
+            .map(|(k, points)| crate::plot::Series {
+                name: k.name(),
+                points,
+                style: crate::plot::Style::Line,
+            })
+            .collect(),
+        log_x: true,
+        log_y: true,
+    };
+    chart.save(&a.out)?;
+    println!("wrote {}", a.out.display());
+    Ok(())
 }

@@ -315,3 +315,48 @@ fn vit_params_prints_timm_counts_beside_the_paper() {
     }
     assert!(ok(tessera(&["vit", "params", "--classes", "0"])).contains("630764800"));
 }
+
+#[test]
+fn transformer_complexity_prints_table_1_and_plots_time_against_n() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("c.png");
+    let text = ok(tessera(&[
+        "transformer",
+        "complexity",
+        "-d",
+        "32",
+        "-n",
+        "8,16,64",
+        "-k",
+        "3",
+        "-r",
+        "5",
+        "--repeats",
+        "1",
+        "--out",
+        png.to_str().unwrap(),
+    ]));
+    for row in [
+        "O(n²·d)",
+        "O(n·d²)",
+        "O(k·n·d²)",
+        "O(r·n·d)",
+        "O(log_k(n))",
+        "O(n/r)",
+    ] {
+        assert!(text.contains(row), "{row} missing:\n{text}");
+    }
+    // The n = 64 row: the recurrent layer runs 64 steps (path 63); a centred kernel of
+    // 3 reaches one position per layer (63 layers); r = 5 reaches 2 (32 layers).
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("64 "))
+        .unwrap();
+    for cell in ["1/1", "64/63", "1/63", "1/32"] {
+        assert!(row.contains(cell), "{cell} missing: {row}");
+    }
+    let img = tessera_data::load_image(&png, tessera_data::ColorMode::Rgb).unwrap();
+    assert_eq!(img.shape(), &[3, 500, 800]);
+    let out = tessera(&["transformer", "complexity", "-n", "0"]);
+    assert!(!out.status.success());
+}

@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod bleu;
+pub mod complexity;
 mod config;
 mod model;
 mod train;
