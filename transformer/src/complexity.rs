@@ -267,42 +267,45 @@ fn restricted_attention(x: &Tensor, r: usize) -> Result<Tensor> {
     let b = r.max(32);
     let blocks = n.div_ceil(b);
     let scale = 1.0 / (d as f32).sqrt();
-    let window = |i: usize| (i.saturating_sub(r / 2), (i + r - r / 2).min(n));
     let parts: Vec<Mutex<Result<Vec<f32>>>> = (0..blocks).map(|_| Mutex::new(Ok(vec![]))).collect();
     parallel_for(blocks, |blk| {
-        let block = || -> Result<Vec<f32>> {
-            let (q0, q1) = (blk * b, ((blk + 1) * b).min(n));
-            let (k0, k1) = (window(q0).0, window(q1 - 1).1);
-            let keys = x.narrow(0, k0, k1 - k0)?;
-            let scores = x.narrow(0, q0, q1 - q0)?.matmul(&keys.t()?)?;
-            let mut s = scores.to_vec();
-            let w = k1 - k0;
-            for (i, row) in (q0..q1).zip(s.chunks_mut(w)) {
-                let (lo, hi) = window(i);
-                let mut max = f32::NEG_INFINITY;
-                for (j, v) in row.iter_mut().enumerate() {
-                    if (lo..hi).contains(&(k0 + j)) {
-                        *v *= scale;
-                        max = max.max(*v);
-                    } else {
-                        *v = f32::NEG_INFINITY;
-                    }
-                }
-                let mut sum = 0.0;
-                for v in row.iter_mut() {
-                    *v = (*v - max).exp();
-                    sum += *v;
-                }
-                row.iter_mut().for_each(|v| *v /= sum);
-            }
-            let probs = Tensor::from_vec(s, &[q1 - q0, w])?;
-            Ok(probs.matmul(&keys)?.to_vec())
-        };
-        *parts[blk].lock().expect("no task panics") = block();
+        *parts[blk].lock().expect("no task panics") = attend_block(x, blk * b, b, r, scale);
     });
     let mut out = Vec::with_capacity(n * d);
     for part in parts {
         out.extend(part.into_inner().expect("no task panics")?);
     }
     Ok(Tensor::from_vec(out, &[n, d])?)
+}
+
+/// The rows `q0..q0 + b` of [`restricted_attention`].
+fn attend_block(x: &Tensor, q0: usize, b: usize, r: usize, scale: f32) -> Result<Vec<f32>> {
+    let n = x.dims2()?.0;
+    let window = |i: usize| (i.saturating_sub(r / 2), (i + r - r / 2).min(n));
+    let q1 = (q0 + b).min(n);
+    let (k0, k1) = (window(q0).0, window(q1 - 1).1);
+    let keys = x.narrow(0, k0, k1 - k0)?;
+    let scores = x.narrow(0, q0, q1 - q0)?.matmul(&keys.t()?)?;
+    let mut s = scores.to_vec();
+    let w = k1 - k0;
+    for (i, row) in (q0..q1).zip(s.chunks_mut(w)) {
+        let (lo, hi) = window(i);
+        let mut max = f32::NEG_INFINITY;
+        for (j, v) in row.iter_mut().enumerate() {
+            if (lo..hi).contains(&(k0 + j)) {
+                *v *= scale;
+                max = max.max(*v);
+            } else {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+        let mut sum = 0.0;
+        for v in row.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        row.iter_mut().for_each(|v| *v /= sum);
+    }
+    let probs = Tensor::from_vec(s, &[q1 - q0, w])?;
+    Ok(probs.matmul(&keys)?.to_vec())
 }
