@@ -35,7 +35,7 @@ training is deterministic: the 1-step run's vocabulary is the 60-minute run's):
           --valid-src $D/val.de.gz --valid-tgt $D/val.en.gz"
     $T transformer train $DATA --warmup 400 --steps 1 --out runs/m30k-bpe
     $T transformer train $DATA --warmup 400 --threads 1 --minutes 60 --out runs/m30k-tessera &
-    /work/venv/bin/python transformer/scripts/train_torch.py $DATA --warmup 400 \\
+    python transformer/scripts/train_torch.py $DATA --warmup 400 \\
         --tokenizer-from runs/m30k-bpe/checkpoint.safetensors --threads 1 --minutes 60 \\
         --out runs/m30k-torch &
     wait
