@@ -66,6 +66,11 @@ fn pack<const W: usize>(src: Strided, lines: usize, kc: usize, out: &mut [f32]) 
                 let first = src.ptr.add(l0 * src.rs + p * src.cs);
                 if src.rs == 1 && width == W {
                     std::ptr::copy_nonoverlapping(first, dst.as_mut_ptr(), W);
+                } else if width == W {
+                    // A full sliver of strided lines: `W` loads, unrolled, no branch.
+                    for (i, d) in dst.iter_mut().enumerate() {
+                        *d = *first.add(i * src.rs);
+                    }
                 } else {
                     for (i, d) in dst.iter_mut().enumerate() {
                         *d = if i < width {
@@ -86,9 +91,13 @@ fn pack<const W: usize>(src: Strided, lines: usize, kc: usize, out: &mut [f32]) 
 /// AVX2 and FMA must be available; `a` must reach `MR` rows and `b` `NR` columns over
 /// `kc` steps; `c` addresses an `mr x nr` tile with row stride `rsc` (`mr <= MR`,
 /// `nr <= NR`).
+///
+/// `PACKED` is true when `a` is a packed sliver (`rs == 1`, `ks == MR`): its six
+/// loads per step then sit at constant offsets of one pointer instead of a chain of
+/// additions of a run-time stride.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel(
+unsafe fn kernel<const PACKED: bool>(
     kc: usize,
     a: Sliver,
     b: Sliver,
@@ -116,7 +125,11 @@ unsafe fn kernel(
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc + NR - 1) as *const i8);
     }
-    let (ars, aks, bks) = (a.rs, a.ks, b.ks);
+    let (ars, aks, bks) = if PACKED {
+        (1, MR, b.ks)
+    } else {
+        (a.rs, a.ks, b.ks)
+    };
     let (mut a, mut b) = (a.ptr, b.ptr);
     for _ in 0..kc {
         let b0 = _mm256_loadu_ps(b);
@@ -211,7 +224,11 @@ unsafe fn macro_kernel(
         for (si, &as_) in a.iter().enumerate() {
             let ir = si * MR;
             let mr = MR.min(mc - ir);
-            kernel(kc, as_, bs, c.add(ir * rsc + jr), rsc, alpha, beta, mr, nr);
+            if as_.rs == 1 && as_.ks == MR {
+                kernel::<true>(kc, as_, bs, c.add(ir * rsc + jr), rsc, alpha, beta, mr, nr);
+            } else {
+                kernel::<false>(kc, as_, bs, c.add(ir * rsc + jr), rsc, alpha, beta, mr, nr);
+            }
         }
     }
 }

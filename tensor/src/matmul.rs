@@ -265,13 +265,28 @@ pub(crate) unsafe fn gemm_into(
         GemmKernel::Auto => GemmKernel::Gemm,
         chosen => chosen,
     };
-    // One band of C per thread, along its longer side, each an independent product.
+    // Bands of C along its longer side, each an independent product: two per thread
+    // when they stay wide (edges then on multiples of 48, whole micro-tiles of both
+    // backends), so a thread that starts late takes fewer.
     let c = SendPtr(c);
     let by_rows = m >= n;
     let len = if by_rows { m } else { n };
-    let tasks = threads.min(len.div_ceil(16)).max(1);
+    let per_thread = if threads > 1 && len >= threads * 2 * 96 {
+        2
+    } else {
+        1
+    };
+    let tasks = (threads * per_thread).min(len.div_ceil(16)).max(1);
+    let align = if per_thread > 1 { 48 } else { 1 };
+    let edge = |t: usize| {
+        if t == tasks {
+            len
+        } else {
+            ((len * t / tasks + align / 2) / align * align).min(len)
+        }
+    };
     parallel::run_split(tasks, |t| {
-        let (lo, hi) = (len * t / tasks, len * (t + 1) / tasks);
+        let (lo, hi) = (edge(t), edge(t + 1));
         if lo == hi {
             return;
         }
@@ -473,9 +488,11 @@ impl Tensor {
             if threads == 1 || (nb == 1 && small) {
                 // Nothing to split: stay on the calling thread.
                 (0..nb).try_for_each(|i| product(i, 1))?;
-            } else if nb > 1 && small {
-                // Many small products: each thread takes an equal run of them.
-                let tasks = threads.min(nb);
+            } else if nb > 1 && (small || nb >= 2 * threads) {
+                // Small products, or enough of them to go round: runs of whole products
+                // that the threads take one by one (one parallel region instead of one
+                // per product).
+                let tasks = (threads * 4).min(nb);
                 let failure = std::sync::Mutex::new(None);
                 parallel::run_split(tasks, |t| {
                     let (lo, hi) = (nb * t / tasks, nb * (t + 1) / tasks);

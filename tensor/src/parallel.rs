@@ -1,7 +1,8 @@
 //! The threads of the crate's parallel kernels (GEMM, batched matmul).
 //!
-//! Work is cut into as many tasks as threads. The calling thread runs its own share and
-//! a small team of helper threads, one fewer than the thread count, runs the rest. After
+//! Work is cut into tasks that the calling thread and a small team of helper threads
+//! (one fewer than the thread count) take one by one from a shared counter, so the
+//! threads that are ready do the work when another is slow to start. After
 //! a task a helper keeps polling for the next one for a short while ([`SPIN`]) before it
 //! sleeps, as OpenMP runtimes do: in a training loop operations follow each other within
 //! microseconds, and waking a sleeping thread costs tens of microseconds, as much as a
@@ -18,19 +19,34 @@ use std::time::{Duration, Instant};
 /// How long an idle helper polls for new work before it sleeps.
 const SPIN: Duration = Duration::from_micros(500);
 
-/// The work a helper is handed: a task function and which task indices it runs.
+/// The work a helper is handed: a task function, the number of tasks and the counter
+/// from which every participant takes the next task index.
 #[derive(Clone, Copy)]
 struct Job {
     f: *const (dyn Fn(usize) + Sync),
-    first: usize,
-    step: usize,
+    next: *const AtomicUsize,
     tasks: usize,
+}
+
+/// Runs tasks `next.fetch_add(1)` until they are all taken.
+fn take_tasks(f: &(dyn Fn(usize) + Sync), next: &AtomicUsize, tasks: usize) {
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= tasks {
+            return;
+        }
+        f(i);
+    }
 }
 
 /// One helper's mailbox.
 struct Slot {
     /// Incremented by the caller when it posts a job.
     posted: AtomicUsize,
+    /// Set to a job's ticket by whoever claims it first: the helper (it runs the job)
+    /// or the caller (the caller took every task itself, and the helper skips the job
+    /// without touching it, so a helper slow to wake costs the caller nothing).
+    claimed: AtomicUsize,
     /// Set to `posted` by the helper when the job is done.
     done: AtomicUsize,
     /// Whether the job panicked.
@@ -93,13 +109,24 @@ fn helper_loop(slot: Arc<Slot>) {
             }
         }
         seen = slot.posted.load(Ordering::Acquire);
-        // SAFETY: the caller wrote the job before bumping `posted` and keeps `f` alive
-        // until it sees `done == seen`.
+        let ticket = seen;
+        if slot
+            .claimed
+            .compare_exchange(
+                ticket.wrapping_sub(1),
+                ticket,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            continue; // withdrawn by the caller
+        }
+        // SAFETY: the caller wrote the job before bumping `posted` and, since this helper
+        // claimed it, keeps `f` alive until it sees `done == seen`.
         let job = unsafe { (*slot.job.get()).expect("a posted job") };
-        let f = unsafe { &*job.f };
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            (job.first..job.tasks).step_by(job.step).for_each(f)
-        }));
+        let (f, next) = unsafe { (&*job.f, &*job.next) };
+        let result = catch_unwind(AssertUnwindSafe(|| take_tasks(f, next, job.tasks)));
         if result.is_err() {
             slot.panicked.store(true, Ordering::Release);
         }
@@ -113,6 +140,7 @@ impl Team {
         for i in 1..threads {
             let slot = Arc::new(Slot {
                 posted: AtomicUsize::new(0),
+                claimed: AtomicUsize::new(0),
                 done: AtomicUsize::new(0),
                 panicked: AtomicBool::new(false),
                 shutdown: AtomicBool::new(false),
@@ -143,9 +171,10 @@ impl Team {
             Ok(g) if tasks > 1 && !self.helpers.is_empty() => g,
             _ => return (0..tasks).for_each(f),
         };
-        let step = self.helpers.len() + 1;
-        // SAFETY (lifetime): the helpers only use `f` until they mark the job done,
-        // and this function waits for that before returning, even if `f` panics here.
+        let next = AtomicUsize::new(0);
+        // SAFETY (lifetime): the helpers only use `f` and `next` until they mark the job
+        // done, and this function waits for that before returning, even if `f` panics
+        // here.
         let f_static: *const (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
         let mut posted = Vec::with_capacity(self.helpers.len());
         for (w, h) in self.helpers.iter().enumerate() {
@@ -157,8 +186,7 @@ impl Team {
             unsafe {
                 *h.slot.job.get() = Some(Job {
                     f: f_static,
-                    first: w + 1,
-                    step,
+                    next: &next,
                     tasks,
                 });
             }
@@ -167,9 +195,22 @@ impl Team {
             h.thread.unpark();
             posted.push((h, ticket));
         }
-        let own = catch_unwind(AssertUnwindSafe(|| (0..tasks).step_by(step).for_each(f)));
+        let own = catch_unwind(AssertUnwindSafe(|| take_tasks(f, &next, tasks)));
         let mut helper_panicked = false;
         for (h, ticket) in posted {
+            let withdrawn = h
+                .slot
+                .claimed
+                .compare_exchange(
+                    ticket.wrapping_sub(1),
+                    ticket,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok();
+            if withdrawn {
+                continue; // every task is taken; the helper never started this job
+            }
             let mut polls = 0u32;
             while h.slot.done.load(Ordering::Acquire) != ticket {
                 polls = polls.wrapping_add(1);
@@ -237,16 +278,17 @@ pub fn num_threads() -> usize {
     team().threads
 }
 
-/// Runs `f(0)`, ..., `f(tasks - 1)` in parallel: task 0 (and every `threads`-th after
-/// it) on the calling thread, the others on the helpers. Runs them all on the calling
-/// thread when the helpers are busy with another caller, or for a nested call.
+/// Runs `f(0)`, ..., `f(tasks - 1)` in parallel: the calling thread and the helpers take
+/// the next task from a shared counter until none is left, so a helper that starts late
+/// (asleep, or its core busy) takes fewer. Runs them all on the calling thread when the
+/// helpers are busy with another caller, or for a nested call.
 pub(crate) fn run_split(tasks: usize, f: impl Fn(usize) + Sync) {
     team().run(tasks, &f);
 }
 
 /// Runs `f(0)`, ..., `f(tasks - 1)` on the crate's thread team (see
-/// [`set_num_threads`]): task 0 and every `threads`-th after it on the calling thread,
-/// the others on the helper threads. A nested call, or a call while the helpers serve
+/// [`set_num_threads`]): every thread, the calling one included, takes the next task
+/// until none is left. A nested call, or a call while the helpers serve
 /// another caller, runs every task on the calling thread, so `f` must not rely on the
 /// tasks running at the same time.
 ///
