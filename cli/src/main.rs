@@ -103,13 +103,30 @@ fn main() {
     let argv = match config::expand(std::env::args().collect()) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             std::process::exit(1);
         }
     };
     let result = dispatch(Cli::parse_from(argv));
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", report(&e));
         std::process::exit(1);
     }
+}
+
+/// An error and its causes on one line, each cause once (a library error that already
+/// names its cause in its message does not repeat it).
+fn report(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

@@ -703,6 +703,9 @@ fn complexity(a: &ComplexityArgs) -> Result<()> {
         log_x: true,
         log_y: true,
     };
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     chart.save(&a.out)?;
     println!("wrote {}", a.out.display());
     Ok(())
