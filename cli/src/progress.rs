@@ -85,8 +85,10 @@ impl Mode {
     pub fn line(self, bar: &ProgressBar, s: &str) {
         match self {
             Mode::Json => {}
-            Mode::Bar => bar.println(s),
-            Mode::Quiet => println!("{s}"),
+            // A bar drawn on a terminal prints the line above itself; a hidden one (stderr
+            // not a terminal) would drop it.
+            Mode::Bar if !bar.is_hidden() => bar.println(s),
+            Mode::Bar | Mode::Quiet => println!("{s}"),
         }
     }
 }
