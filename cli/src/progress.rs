@@ -106,3 +106,11 @@ pub fn record(path: &Path, mode: Mode, value: &serde_json::Value) -> Result<()> 
     }
     Ok(())
 }
+
+/// Puts a training step on the bar: its position, the running mean loss, the learning
+/// rate when there is a schedule, and the throughput in `unit` per second.
+pub fn show_step(bar: &ProgressBar, step: u64, loss: f64, lr: Option<f64>, rate: f64, unit: &str) {
+    bar.set_position(step);
+    let lr = lr.map_or(String::new(), |lr| format!(" lr {lr:.2e}"));
+    bar.set_message(format!("loss {loss:.4}{lr} {rate:.0} {unit}"));
+}

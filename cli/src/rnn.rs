@@ -269,13 +269,15 @@ fn train(a: &TrainArgs) -> Result<()> {
         let s = state.step()?;
         window.1 += 1;
         window.2 += f64::from(s.loss);
-        bar.set_position(state.step);
-        bar.set_message(format!(
-            "loss {:.4} {:.0} chars/s",
+        progress::show_step(
+            &bar,
+            state.step,
             window.2 / window.1 as f64,
+            None,
             (window.1 * (c.batch * c.seq) as u64) as f64
-                / window.0.elapsed().as_secs_f64().max(1e-9)
-        ));
+                / window.0.elapsed().as_secs_f64().max(1e-9),
+            "chars/s",
+        );
     }
     bar.finish_and_clear();
     crate::plot::metrics_png(&metrics_path, &a.out.join("metrics.png"))?;

@@ -432,13 +432,14 @@ fn train(a: &TrainArgs) -> Result<()> {
         window_tokens += s.target_tokens;
         window_loss += f64::from(s.loss);
         window_n += 1;
-        bar.set_position(trainer.step);
-        bar.set_message(format!(
-            "loss {:.4} lr {:.2e} {:.0} target tokens/s",
+        progress::show_step(
+            &bar,
+            trainer.step,
             window_loss / window_n as f64,
-            s.lr,
-            window_tokens as f64 / window_t.elapsed().as_secs_f64().max(1e-9)
-        ));
+            Some(s.lr),
+            window_tokens as f64 / window_t.elapsed().as_secs_f64().max(1e-9),
+            "target tokens/s",
+        );
     }
     bar.finish_and_clear();
     if mode != Mode::Json {

@@ -610,13 +610,14 @@ fn train(a: &TrainArgs) -> Result<()> {
             correct += s.correct;
             seen += s.images;
             steps_in_window += 1;
-            bar.set_position(trainer.step);
-            bar.set_message(format!(
-                "loss {:.4} lr {:.2e} {:.0} img/s",
+            progress::show_step(
+                &bar,
+                trainer.step,
                 loss_sum / steps_in_window as f64,
-                s.lr,
-                seen as f64 / window.elapsed().as_secs_f64().max(1e-9)
-            ));
+                Some(s.lr),
+                seen as f64 / window.elapsed().as_secs_f64().max(1e-9),
+                "img/s",
+            );
             if progress::stop_requested() {
                 stop_reason = Some("interrupted");
             } else if budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b) {

@@ -55,6 +55,21 @@ struct Slot {
     job: UnsafeCell<Option<Job>>,
 }
 
+impl Slot {
+    /// Claims job `ticket` for the helper (to run it) or for the caller (to withdraw
+    /// it); true for whichever comes first.
+    fn claim(&self, ticket: usize) -> bool {
+        self.claimed
+            .compare_exchange(
+                ticket.wrapping_sub(1),
+                ticket,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+}
+
 // SAFETY: `job` is written by the caller only while the helper is idle (before `posted`
 // is bumped, with release ordering) and read by the helper only after it saw the bump
 // (acquire); the function it points to is `Sync` and outlives the job (the caller waits
@@ -109,17 +124,7 @@ fn helper_loop(slot: Arc<Slot>) {
             }
         }
         seen = slot.posted.load(Ordering::Acquire);
-        let ticket = seen;
-        if slot
-            .claimed
-            .compare_exchange(
-                ticket.wrapping_sub(1),
-                ticket,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
-        {
+        if !slot.claim(seen) {
             continue; // withdrawn by the caller
         }
         // SAFETY: the caller wrote the job before bumping `posted` and, since this helper
@@ -198,17 +203,7 @@ impl Team {
         let own = catch_unwind(AssertUnwindSafe(|| take_tasks(f, &next, tasks)));
         let mut helper_panicked = false;
         for (h, ticket) in posted {
-            let withdrawn = h
-                .slot
-                .claimed
-                .compare_exchange(
-                    ticket.wrapping_sub(1),
-                    ticket,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok();
-            if withdrawn {
+            if h.slot.claim(ticket) {
                 continue; // every task is taken; the helper never started this job
             }
             let mut polls = 0u32;
