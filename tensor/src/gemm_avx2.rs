@@ -125,11 +125,8 @@ unsafe fn kernel<const PACKED: bool>(
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc + NR - 1) as *const i8);
     }
-    let (ars, aks, bks) = if PACKED {
-        (1, MR, b.ks)
-    } else {
-        (a.rs, a.ks, b.ks)
-    };
+    let (ars, aks) = if PACKED { (1, MR) } else { (a.rs, a.ks) };
+    let bks = b.ks;
     let (mut a, mut b) = (a.ptr, b.ptr);
     for _ in 0..kc {
         let b0 = _mm256_loadu_ps(b);
