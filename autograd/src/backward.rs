@@ -75,6 +75,12 @@ pub(crate) fn backward_rule(op: &Op, g: &Tensor, y: &Tensor) -> Result<Vec<(Var,
             (a.clone(), sum_to(g.matmul(&b.value().t()?)?, a.shape())?),
             (b.clone(), sum_to(a.value().t()?.matmul(g)?, b.shape())?),
         ]),
+        // y = bias + a b: as Matmul, and ∂bias = g summed over the rows.
+        Addmm(bias, a, b) => Ok(vec![
+            (bias.clone(), sum_to(g.clone(), bias.shape())?),
+            (a.clone(), g.matmul(&b.value().t()?)?),
+            (b.clone(), a.value().t()?.matmul(g)?),
+        ]),
         // y = Σ_axes x: ∂x = g broadcast back over the summed axes.
         Sum(a, axes, keepdim) => {
             let mut g = g.clone();
@@ -142,7 +148,7 @@ pub(crate) fn backward_rule(op: &Op, g: &Tensor, y: &Tensor) -> Result<Vec<(Var,
             ])
         }
         // y = x Φ(x): ∂x = g (Φ(x) + x φ(x)).
-        Gelu(a) => one(a, g.mul(&a.value().gelu_grad())?),
+        Gelu(a) => one(a, a.value().gelu_backward(g)?),
         // y = x/2 (1 + tanh u), u = √(2/π)(x + 0.044715 x³):
         // ∂x = g (½(1 + tanh u) + ½ x (1 - tanh² u) √(2/π)(1 + 3·0.044715 x²)).
         GeluTanh(a) => one(a, g.mul(&a.value().map(gelu_tanh_grad))?),

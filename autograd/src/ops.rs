@@ -24,6 +24,8 @@ pub(crate) enum Op {
     Sigmoid(Var),
     Relu(Var),
     Matmul(Var, Var),
+    /// `bias + a·b` (bias broadcast over the rows).
+    Addmm(Var, Var, Var),
     Sum(Var, Vec<usize>, bool),
     Reshape(Var),
     Permute(Var, Vec<usize>),
@@ -111,6 +113,7 @@ impl Op {
             | Unfold(a, _, _)
             | MaxPool(a, _) => smallvec![a],
             Where(_, a, b) => smallvec![a, b],
+            Addmm(bias, a, b) => smallvec![bias, a, b],
             Concat(parts, _) | Custom(parts, _) => parts.iter().collect(),
         }
     }
@@ -183,6 +186,28 @@ unary! {
 }
 
 impl Var {
+    /// `self + a·b` for matrices `a [m, k]`, `b [k, n]`, with `self` (a bias, typically
+    /// `[n]`) broadcast to `[m, n]`: PyTorch's `addmm`, as `Tensor::addmm`. Its gradient
+    /// is that of `a.matmul(b)?.add(self)`.
+    ///
+    /// ```
+    /// use tessera_autograd::Var;
+    /// use tessera_tensor::Tensor;
+    /// let bias = Var::parameter(Tensor::from_vec(vec![1.0, 2.0], &[2])?);
+    /// let x = Var::constant(Tensor::ones(&[3, 2]));
+    /// let w = Var::parameter(Tensor::eye(2));
+    /// bias.addmm(&x, &w)?.sum_all().backward()?;
+    /// assert_eq!(bias.grad().unwrap().to_vec(), vec![3.0, 3.0]);
+    /// # Ok::<(), tessera_autograd::Error>(())
+    /// ```
+    pub fn addmm(&self, a: &Var, b: &Var) -> Result<Var> {
+        let value = self.value().addmm(a.value(), b.value())?;
+        Ok(Var::from_op(
+            value,
+            Op::Addmm(self.clone(), a.clone(), b.clone()),
+        ))
+    }
+
     /// `x + s`.
     pub fn add_scalar(&self, s: f32) -> Var {
         Var::from_op(self.value().add_scalar(s), Op::AddScalar(self.clone()))

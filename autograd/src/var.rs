@@ -131,6 +131,12 @@ impl Var {
         }
     }
 
+    /// Whether `self` and `other` are handles of the same variable (not merely equal
+    /// values).
+    pub fn same(&self, other: &Var) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The value.
     pub fn value(&self) -> &Tensor {
         &self.0.value

@@ -1,6 +1,9 @@
 //! Scaled dot-product and multi-head attention ("Attention Is All You Need", 3.2), shared
 //! by the Transformer and the Vision Transformer.
 
+use std::sync::{Arc, Mutex};
+
+use tessera_autograd::Function;
 use tessera_tensor::{Rng, Tensor};
 
 use crate::init::xavier_uniform;
@@ -64,6 +67,175 @@ pub fn scaled_dot_product_attention(
         None => probs,
     };
     Ok((probs.matmul(v)?, return_probs.then_some(kept)))
+}
+
+/// Self-attention over one packed projection `[B·T, 3E]` (rows `(b, t)`, columns q, k, v
+/// with heads of `E/H` features each), as one differentiable operation: the same
+/// `softmax(Q Kᵀ/√d + mask) V` as [`scaled_dot_product_attention`], but with the heads
+/// read in place from the packed rows, the scale folded into the softmax and a backward
+/// pass written out by hand, which writes the packed gradient directly. Returns
+/// `[B·T, E]` (heads side by side) and, on request, the probabilities `[B, H, T, T]`.
+fn packed_self_attention(
+    qkv: &Var,
+    batch: usize,
+    heads: usize,
+    mask: Option<&AttnMask>,
+    return_probs: bool,
+) -> Result<(Var, Option<Tensor>)> {
+    let x = qkv.value();
+    let [q, k, v] = split_heads(x, batch, heads)?;
+    let hs = q.shape()[3];
+    let scale = 1.0 / (hs as f32).sqrt();
+    let scores = q.matmul(&k.transpose(-2, -1)?)?; // [B, H, T, T]
+    let probs = match mask {
+        None => {
+            let shape = scores.shape().to_vec();
+            let mut buf = scores.into_vec();
+            by_rows(&mut buf, shape[3], |_, row, tmp| {
+                softmax_row(row, scale, tmp)
+            });
+            Tensor::from_vec(buf, &shape)?
+        }
+        Some(AttnMask::Keep(keep)) => scores
+            .mul_scalar(scale)
+            .masked_fill(&keep.eq_scalar(0.0), f32::NEG_INFINITY)?
+            .softmax(-1)?,
+        Some(AttnMask::Additive(bias)) => scores.mul_scalar(scale).add(bias)?.softmax(-1)?,
+    };
+    let (rows, e) = (x.shape()[0], x.shape()[1] / 3);
+    let ctx = probs
+        .matmul(&v)? // [B, H, T, hs]
+        .permute(&[0, 2, 1, 3])?
+        .reshape(&[rows, e])?;
+    let function = PackedAttention {
+        qkv: x.clone(),
+        probs: probs.clone(),
+        batch,
+        heads,
+        scale,
+    };
+    Ok((
+        Var::custom(ctx, std::slice::from_ref(qkv), Arc::new(function)),
+        return_probs.then_some(probs),
+    ))
+}
+
+/// Views of the queries, keys and values `[B, H, T, hs]` inside a packed `[B·T, 3E]`.
+fn split_heads(qkv: &Tensor, batch: usize, heads: usize) -> Result<[Tensor; 3]> {
+    let (rows, e3) = qkv.dims2()?;
+    let (t, hs) = (rows / batch, e3 / 3 / heads);
+    let parts = qkv
+        .reshape(&[batch, t, 3, heads, hs])?
+        .permute(&[2, 0, 3, 1, 4])?; // [3, B, H, T, hs]
+    let part = |i| -> Result<Tensor> { Ok(parts.narrow(0, i, 1)?.squeeze(0)?) };
+    Ok([part(0)?, part(1)?, part(2)?])
+}
+
+/// Runs `f(r, row, scratch)` on every `n`-element row `r` of `buf`, the rows shared
+/// among the threads.
+fn by_rows(buf: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32], &mut Vec<f32>) + Sync) {
+    if n == 0 {
+        return;
+    }
+    let rows = buf.len() / n;
+    let tasks = tessera_tensor::num_threads().min(rows.div_ceil(64)).max(1);
+    let per = rows.div_ceil(tasks) * n;
+    let parts: Vec<Mutex<&mut [f32]>> = buf.chunks_mut(per).map(Mutex::new).collect();
+    tessera_tensor::parallel_for(parts.len(), |i| {
+        let mut tmp = Vec::with_capacity(n);
+        if let Ok(mut part) = parts[i].lock() {
+            for (j, row) in part.chunks_exact_mut(n).enumerate() {
+                f(i * per / n + j, row, &mut tmp);
+            }
+        }
+    });
+}
+
+/// `softmax(scale · row)` in place (`Tensor::softmax` of the scaled row: the maximum
+/// subtracted first; NaN propagates).
+fn softmax_row(row: &mut [f32], scale: f32, tmp: &mut Vec<f32>) {
+    let mut m = f32::NEG_INFINITY;
+    for v in row.iter_mut() {
+        *v *= scale;
+        if *v > m || v.is_nan() {
+            m = *v;
+        }
+    }
+    tmp.clear();
+    tmp.extend(row.iter().map(|&v| v - m));
+    tessera_tensor::exp_slice(tmp, row);
+    let s: f32 = row.iter().sum();
+    for v in row.iter_mut() {
+        *v /= s;
+    }
+}
+
+/// The backward rule of [`packed_self_attention`].
+#[derive(Debug)]
+struct PackedAttention {
+    /// The packed projection `[B·T, 3E]`.
+    qkv: Tensor,
+    /// The softmax probabilities `[B, H, T, T]` (contiguous).
+    probs: Tensor,
+    batch: usize,
+    heads: usize,
+    scale: f32,
+}
+
+impl Function for PackedAttention {
+    fn name(&self) -> &'static str {
+        "packed_self_attention"
+    }
+
+    /// With `P` the probabilities and `G` the output's gradient per head:
+    /// `∂V = Pᵀ G`, `∂P = G Vᵀ`, `∂S = P ⊙ (∂P - rowsum(∂P ⊙ P)) · scale`,
+    /// `∂Q = ∂S K`, `∂K = ∂Sᵀ Q`, written back into the packed layout.
+    fn backward(&self, g: &Tensor, _y: &Tensor) -> tessera_autograd::Result<Vec<Option<Tensor>>> {
+        let [q, k, v] = split_heads(&self.qkv, self.batch, self.heads).map_err(|e| {
+            tessera_autograd::Error::CustomGrad {
+                op: self.name(),
+                msg: e.to_string(),
+            }
+        })?;
+        let (b, h, t, hs) = q.dims4()?;
+        let gh = g.reshape(&[b, t, h, hs])?.permute(&[0, 2, 1, 3])?; // [B, H, T, hs]
+        let dv = self.probs.transpose(-2, -1)?.matmul(&gh)?;
+        let dp = gh.matmul(&v.transpose(-2, -1)?)?; // [B, H, T, T]
+        let shape = dp.shape().to_vec();
+        let mut ds = dp.into_vec();
+        let p = self.probs.contiguous();
+        let p = p.as_slice().unwrap_or_default();
+        let scale = self.scale;
+        let n = shape[3];
+        by_rows(&mut ds, n, |r, row, _| {
+            let pr = &p[r * n..(r + 1) * n];
+            let dot: f32 = row.iter().zip(pr).map(|(d, p)| d * p).sum();
+            for (d, &p) in row.iter_mut().zip(pr) {
+                *d = p * (*d - dot) * scale;
+            }
+        });
+        let ds = Tensor::from_vec(ds, &shape)?;
+        let dq = ds.matmul(&k)?;
+        let dk = ds.transpose(-2, -1)?.matmul(&q)?;
+        // [B, H, T, hs] x 3 -> [B, T, 3, H, hs].
+        let parts = [dq.contiguous(), dk.contiguous(), dv.contiguous()];
+        let src: Vec<&[f32]> = parts
+            .iter()
+            .map(|x| x.as_slice().unwrap_or_default())
+            .collect();
+        let mut out = Vec::with_capacity(b * t * 3 * h * hs);
+        for bi in 0..b {
+            for ti in 0..t {
+                for part in &src {
+                    for hi in 0..h {
+                        let at = ((bi * h + hi) * t + ti) * hs;
+                        out.extend_from_slice(&part[at..at + hs]);
+                    }
+                }
+            }
+        }
+        Ok(vec![Some(Tensor::from_vec(out, &[b * t, 3 * h * hs])?)])
+    }
 }
 
 /// How a multi-head attention names its parameters.
@@ -226,10 +398,7 @@ impl MultiHeadAttention {
         }
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let bias = self.in_proj_bias.var().narrow(0, offset, e)?; // (out)
-        let y = x
-            .reshape(&[b * t, width])?
-            .matmul(&w.transpose(0, 1)?)?
-            .add(&bias)?;
+        let y = bias.addmm(&x.reshape(&[b * t, width])?, &w.transpose(0, 1)?)?;
         Ok(y.reshape(&[b, t, self.heads, e / self.heads])?
             .permute(&[0, 2, 1, 3])?) // (B, H, T, hs)
     }
@@ -245,8 +414,43 @@ impl MultiHeadAttention {
         dropout: Option<(f32, &mut Rng)>,
         return_probs: bool,
     ) -> Result<(Var, Option<Tensor>)> {
+        if let QkvWeights::Packed(w) = &self.qkv {
+            if dropout.is_none() && query.same(key) && key.same(value) {
+                return self.self_attend(query, w, mask, return_probs);
+            }
+        }
         let (k, v) = self.project_kv(key, value)?;
         self.attend(query, &k, &v, mask, dropout, return_probs)
+    }
+
+    /// Self-attention without dropout: one product projects q, k and v together, and
+    /// [`packed_self_attention`] attends within the packed result.
+    fn self_attend(
+        &self,
+        x: &Var,
+        w: &Parameter,
+        mask: Option<&AttnMask>,
+        return_probs: bool,
+    ) -> Result<(Var, Option<Tensor>)> {
+        let width = w.value().shape()[1];
+        if x.shape().len() != 3 || x.shape()[2] != width {
+            return Err(Error::Input {
+                layer: "MultiHeadAttention",
+                msg: format!("expected query [B, T, {width}], got {:?}", x.shape()),
+            });
+        }
+        let (b, t) = (x.shape()[0], x.shape()[1]);
+        let qkv = self
+            .in_proj_bias
+            .var()
+            .addmm(&x.reshape(&[b * t, width])?, &w.var().transpose(0, 1)?)?; // [B·T, 3E]
+        let (ctx, probs) = packed_self_attention(&qkv, b, self.heads, mask, return_probs)?;
+        let out = self
+            .out_proj_bias
+            .var()
+            .addmm(&ctx, &self.out_proj_weight.var().transpose(0, 1)?)?;
+        let embed = self.out_proj_weight.value().shape()[0];
+        Ok((out.reshape(&[b, t, embed])?, probs))
     }
 
     /// The keys and values projected and split into heads, `[B, H, Tk, d_k]` and
@@ -273,9 +477,10 @@ impl MultiHeadAttention {
         let (ctx, probs) = scaled_dot_product_attention(&q, k, v, mask, dropout, return_probs)?;
         let (b, tq) = (query.shape()[0], query.shape()[1]);
         let ctx = ctx.permute(&[0, 2, 1, 3])?.reshape(&[b * tq, e])?; // (B·Tq, H·d_v)
-        let out = ctx
-            .matmul(&self.out_proj_weight.var().transpose(0, 1)?)?
-            .add(&self.out_proj_bias.var())?;
+        let out = self
+            .out_proj_bias
+            .var()
+            .addmm(&ctx, &self.out_proj_weight.var().transpose(0, 1)?)?;
         let embed = self.out_proj_weight.value().shape()[0];
         Ok((out.reshape(&[b, tq, embed])?, probs))
     }

@@ -73,12 +73,11 @@ impl Module for Linear {
         // [..., in] as [rows, in] · [in, out].
         let lead: Vec<usize> = x.shape()[..x.shape().len() - 1].to_vec();
         let rows: usize = lead.iter().product();
-        let y = x
-            .reshape(&[rows, in_features])?
-            .matmul(&w.transpose(0, 1)?)?;
+        let x = x.reshape(&[rows, in_features])?;
+        let wt = w.transpose(0, 1)?;
         let y = match &self.bias {
-            Some(b) => y.add(&b.var())?,
-            None => y,
+            Some(b) => b.var().addmm(&x, &wt)?,
+            None => x.matmul(&wt)?,
         };
         let mut shape = lead;
         shape.push(w.shape()[0]);

@@ -156,3 +156,74 @@ fn separate_projections_for_other_key_and_value_widths_equal_torch() {
     );
     assert!(mha.forward_qkv(&q, &q, &v, None, None, false).is_err());
 }
+
+/// Self-attention (one variable as query, key and value) takes a fused path: one packed
+/// projection and a hand-written backward pass. It must agree with the general path,
+/// reached here through a second handle of the same values, in outputs, probabilities
+/// and every gradient, with and without masks.
+#[test]
+fn fused_self_attention_equals_the_general_path() {
+    let mut rng = Rng::seed(3);
+    let mha = MultiHeadAttention::new(12, 3, AttnNames::Timm, &mut rng).unwrap();
+    mha.in_proj_bias
+        .set(Tensor::randn(&[36], 0.0, 0.5, &mut rng))
+        .unwrap();
+    let x = Tensor::randn(&[3, 7, 12], 0.0, 1.0, &mut rng);
+    let r = Tensor::randn(&[3, 7, 12], 0.0, 1.0, &mut rng);
+    let additive = Tensor::randn(&[7, 7], 0.0, 1.0, &mut rng);
+    let masks = [
+        None,
+        Some(AttnMask::causal(7)),
+        Some(AttnMask::Additive(additive)),
+    ];
+    for mask in &masks {
+        let run = |fused: bool| {
+            for (_, p) in mha.named_parameters() {
+                p.zero_grad();
+            }
+            let q = Var::parameter(x.clone());
+            let (k, v) = if fused {
+                (q.clone(), q.clone())
+            } else {
+                (
+                    q.reshape(&[3, 7, 12]).unwrap(),
+                    q.reshape(&[3, 7, 12]).unwrap(),
+                )
+            };
+            let (y, probs) = mha
+                .forward_qkv(&q, &k, &v, mask.as_ref(), None, true)
+                .unwrap();
+            y.mul(&Var::constant(r.clone()))
+                .unwrap()
+                .sum_all()
+                .backward()
+                .unwrap();
+            let mut out = vec![y.value().clone(), probs.unwrap(), q.grad().unwrap()];
+            out.extend(
+                mha.named_parameters()
+                    .iter()
+                    .map(|(_, p)| p.grad().unwrap()),
+            );
+            out
+        };
+        let (fused, general) = (run(true), run(false));
+        let what = [
+            "y",
+            "probs",
+            "dx",
+            "dqkv.weight",
+            "dqkv.bias",
+            "dproj.weight",
+            "dproj.bias",
+        ];
+        for ((a, b), what) in fused.iter().zip(&general).zip(what) {
+            assert_eq!(a.shape(), b.shape(), "{what}");
+            for (i, (u, v)) in a.to_vec().iter().zip(b.to_vec()).enumerate() {
+                assert!(
+                    (u - v).abs() <= 1e-5 + 1e-5 * v.abs(),
+                    "{what}[{i}] with mask {mask:?}: fused {u}, general {v}"
+                );
+            }
+        }
+    }
+}

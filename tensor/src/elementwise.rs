@@ -3,7 +3,7 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::iter::{extend_map2, for_each_run};
 use crate::shape::{broadcast_shape, broadcast_strides, numel};
 use crate::tensor::Tensor;
@@ -178,6 +178,35 @@ impl Tensor {
     /// GELU's derivative `Φ(x) + x φ(x)`, element-wise and vectorised.
     pub fn gelu_grad(&self) -> Tensor {
         self.map_kernel(vmath::gelu_grad, vmath::gelu_grad_slice)
+    }
+
+    /// GELU's backward pass: `grad · gelu'(self)` element by element, in one sweep
+    /// (`self` is GELU's input; both tensors have the same shape).
+    ///
+    /// ```
+    /// use tessera_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![0.0, 1.0], &[2])?;
+    /// let g = Tensor::from_vec(vec![2.0, 2.0], &[2])?;
+    /// let dx = x.gelu_backward(&g)?.to_vec();
+    /// assert!((dx[0] - 1.0).abs() < 1e-6 && (dx[1] - 2.0 * 1.0833155).abs() < 1e-5);
+    /// # Ok::<(), tessera_tensor::Error>(())
+    /// ```
+    pub fn gelu_backward(&self, grad: &Tensor) -> Result<Tensor> {
+        if self.shape() != grad.shape() {
+            return Err(Error::shape_mismatch(
+                "gelu_backward",
+                self.shape(),
+                grad.shape(),
+            ));
+        }
+        if let (Some(x), Some(g)) = (self.as_slice(), grad.as_slice()) {
+            let out = crate::parallel::fill(x.len(), |lo, chunk| {
+                let hi = lo + chunk.len();
+                vmath::gelu_backward_slice(&x[lo..hi], &g[lo..hi], chunk)
+            });
+            return Ok(Tensor::from_contiguous(out, self.shape()));
+        }
+        self.zip_map(grad, "gelu_backward", |x, g| g * vmath::gelu_grad(x))
     }
 
     /// Clamps every element into `[min, max]`.

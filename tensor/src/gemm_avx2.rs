@@ -9,7 +9,8 @@
 //! issues twelve fused multiply-adds.
 //!
 //! Packing reads the operands through their row and column strides, so a transposed
-//! view costs nothing extra; small operands with a unit stride are not packed at all.
+//! view costs nothing extra. A row-major A is not packed at all (the kernel reads its
+//! six rows in place), nor is a small row-major B.
 //! The kernel runs on one thread; `matmul.rs` gives each thread its own band of C.
 
 use std::arch::x86_64::*;
@@ -92,12 +93,14 @@ fn pack<const W: usize>(src: Strided, lines: usize, kc: usize, out: &mut [f32]) 
 /// `kc` steps; `c` addresses an `mr x nr` tile with row stride `rsc` (`mr <= MR`,
 /// `nr <= NR`).
 ///
-/// `PACKED` is true when `a` is a packed sliver (`rs == 1`, `ks == MR`): its six
-/// loads per step then sit at constant offsets of one pointer instead of a chain of
-/// additions of a run-time stride.
+/// `UNIT_RS` is true when the sliver's rows are adjacent (`rs == 1`: a packed sliver, or
+/// a column-major A read in place): its six loads per step then sit at constant offsets
+/// of one pointer. Otherwise (a row-major A read in place, `ks == 1`) the six row
+/// offsets are computed once, so a step costs one pointer increment rather than a chain
+/// of additions of a run-time stride.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel<const PACKED: bool>(
+unsafe fn kernel<const UNIT_RS: bool>(
     kc: usize,
     a: Sliver,
     b: Sliver,
@@ -125,7 +128,9 @@ unsafe fn kernel<const PACKED: bool>(
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc + NR - 1) as *const i8);
     }
-    let (ars, aks) = if PACKED { (1, MR) } else { (a.rs, a.ks) };
+    // Offsets of the six rows from the sliver's pointer, and its step along k.
+    let (ars, aks) = if UNIT_RS { (1, a.ks) } else { (a.rs, 1) };
+    let rows = [0, ars, 2 * ars, 3 * ars, 4 * ars, 5 * ars];
     let bks = b.ks;
     let (mut a, mut b) = (a.ptr, b.ptr);
     for _ in 0..kc {
@@ -134,19 +139,19 @@ unsafe fn kernel<const PACKED: bool>(
         let a0 = _mm256_broadcast_ss(&*a);
         c00 = _mm256_fmadd_ps(a0, b0, c00);
         c01 = _mm256_fmadd_ps(a0, b1, c01);
-        let a1 = _mm256_broadcast_ss(&*a.add(ars));
+        let a1 = _mm256_broadcast_ss(&*a.add(rows[1]));
         c10 = _mm256_fmadd_ps(a1, b0, c10);
         c11 = _mm256_fmadd_ps(a1, b1, c11);
-        let a2 = _mm256_broadcast_ss(&*a.add(2 * ars));
+        let a2 = _mm256_broadcast_ss(&*a.add(rows[2]));
         c20 = _mm256_fmadd_ps(a2, b0, c20);
         c21 = _mm256_fmadd_ps(a2, b1, c21);
-        let a3 = _mm256_broadcast_ss(&*a.add(3 * ars));
+        let a3 = _mm256_broadcast_ss(&*a.add(rows[3]));
         c30 = _mm256_fmadd_ps(a3, b0, c30);
         c31 = _mm256_fmadd_ps(a3, b1, c31);
-        let a4 = _mm256_broadcast_ss(&*a.add(4 * ars));
+        let a4 = _mm256_broadcast_ss(&*a.add(rows[4]));
         c40 = _mm256_fmadd_ps(a4, b0, c40);
         c41 = _mm256_fmadd_ps(a4, b1, c41);
-        let a5 = _mm256_broadcast_ss(&*a.add(5 * ars));
+        let a5 = _mm256_broadcast_ss(&*a.add(rows[5]));
         c50 = _mm256_fmadd_ps(a5, b0, c50);
         c51 = _mm256_fmadd_ps(a5, b1, c51);
         a = a.add(aks);
@@ -221,7 +226,7 @@ unsafe fn macro_kernel(
         for (si, &as_) in a.iter().enumerate() {
             let ir = si * MR;
             let mr = MR.min(mc - ir);
-            if as_.rs == 1 && as_.ks == MR {
+            if as_.rs == 1 {
                 kernel::<true>(kc, as_, bs, c.add(ir * rsc + jr), rsc, alpha, beta, mr, nr);
             } else {
                 kernel::<false>(kc, as_, bs, c.add(ir * rsc + jr), rsc, alpha, beta, mr, nr);
@@ -230,7 +235,7 @@ unsafe fn macro_kernel(
     }
 }
 
-/// Operands up to this many elements are read in place when their layout allows:
+/// B operands up to this many elements are read in place when their layout allows:
 /// they sit in L2, and packing them would cost more than it saves.
 const DIRECT_MAX: usize = 64 * 1024;
 
@@ -289,8 +294,12 @@ pub(crate) unsafe fn sgemm(
     c: *mut f32,
     rsc: usize,
 ) {
-    // Small operands with a unit stride are read where they are.
-    let a_direct = m * k <= DIRECT_MAX && a.cs == 1;
+    // A row-major A is read in place: the kernel walks its six rows with one pointer
+    // and fixed offsets, which costs no more than a packed sliver, and each A block is
+    // used by every B sliver of the panel while it sits in L2 either way.
+    let a_direct = a.cs == 1;
+    // A small row-major B too; a large one is packed, since its slivers are reused by
+    // every A sliver and must stay in L1.
     let b_direct = k * n <= DIRECT_MAX && b.cs == 1;
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);

@@ -520,4 +520,41 @@ impl Tensor {
         }
         Ok(Tensor::from_contiguous(out, &shape))
     }
+
+    /// `self + a·b` for matrices `a [m, k]` and `b [k, n]`, with `self` broadcast to
+    /// `[m, n]` (PyTorch's `addmm`; typically a bias row added to every row of the
+    /// product). The product accumulates onto the broadcast `self` instead of onto
+    /// zeros, so the sum costs no pass over the output of its own.
+    ///
+    /// ```
+    /// use tessera_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1., 2., 3., 4.], &[2, 2])?;
+    /// let w = Tensor::eye(2);
+    /// let bias = Tensor::from_vec(vec![10., 20.], &[2])?;
+    /// assert_eq!(bias.addmm(&x, &w)?.to_vec(), vec![11., 22., 13., 24.]);
+    /// # Ok::<(), tessera_tensor::Error>(())
+    /// ```
+    pub fn addmm(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let op = "addmm";
+        if a.rank() != 2 || b.rank() != 2 || a.shape()[1] != b.shape()[0] {
+            return Err(Error::shape_mismatch(op, a.shape(), b.shape()));
+        }
+        let (m, n) = (a.shape()[0], b.shape()[1]);
+        let mut out = self
+            .broadcast_to(&[m, n])
+            .map_err(|_| Error::shape_mismatch(op, self.shape(), &[m, n]))?
+            .to_vec();
+        fn mat(t: &Tensor) -> MatRef<'_> {
+            MatRef {
+                data: t.storage(),
+                offset: t.offset(),
+                rows: t.shape()[0],
+                cols: t.shape()[1],
+                row_stride: t.strides()[0],
+                col_stride: t.strides()[1],
+            }
+        }
+        gemm(1.0, mat(a), mat(b), 1.0, &mut out, parallel::num_threads())?;
+        Ok(Tensor::from_contiguous(out, &[m, n]))
+    }
 }

@@ -201,6 +201,26 @@ impl Tensor {
         self.map_collect(|x| x)
     }
 
+    /// The elements in row-major order, taking the storage without a copy when this
+    /// tensor is its only, compact owner (a freshly computed result), copying otherwise.
+    ///
+    /// ```
+    /// use tessera_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0, 2.0], &[2])?;
+    /// assert_eq!(x.into_vec(), vec![1.0, 2.0]);
+    /// # Ok::<(), tessera_tensor::Error>(())
+    /// ```
+    pub fn into_vec(self) -> Vec<f32> {
+        if self.offset == 0 && self.is_contiguous() && self.storage.len() == self.numel() {
+            match Arc::try_unwrap(self.storage) {
+                Ok(v) => v,
+                Err(shared) => shared.to_vec(),
+            }
+        } else {
+            self.to_vec()
+        }
+    }
+
     /// The single value of a one-element tensor.
     pub fn to_scalar(&self) -> Result<f32> {
         if self.numel() != 1 {

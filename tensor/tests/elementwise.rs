@@ -175,3 +175,79 @@ fn large_tensors_split_across_threads_give_the_same_values() {
         "offsets",
     );
 }
+
+/// GELU's fused backward `g · gelu'(x)` against the derivative in f64 (`Φ(x) + x φ(x)`),
+/// for lengths around its 32-element blocks, on contiguous and strided inputs.
+#[test]
+fn gelu_backward_matches_the_f64_derivative() {
+    let mut rng = tessera_tensor::Rng::seed(4);
+    for n in [1usize, 31, 32, 33, 100, 70_000] {
+        let x = Tensor::randn(&[n], 0.0, 3.0, &mut rng);
+        let g = Tensor::randn(&[n], 0.0, 1.0, &mut rng);
+        let want: Vec<f32> = x
+            .to_vec()
+            .iter()
+            .zip(g.to_vec())
+            .map(|(&x, g)| {
+                let x = x as f64;
+                let cdf = 0.5 * (1.0 + libm_erf_wide(x / 2f64.sqrt()));
+                let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+                (g as f64 * (cdf + x * pdf)) as f32
+            })
+            .collect();
+        assert_close(
+            &x.gelu_backward(&g).unwrap(),
+            &[n],
+            &want,
+            2e-6,
+            "contiguous",
+        );
+        // The same values read through a stride.
+        let (xs, gs) = (every_second(&x), every_second(&g));
+        assert_close(
+            &xs.gelu_backward(&gs).unwrap(),
+            &[n],
+            &want,
+            2e-6,
+            "strided",
+        );
+    }
+    assert!(Tensor::zeros(&[2])
+        .gelu_backward(&Tensor::zeros(&[3]))
+        .is_err());
+}
+
+/// erf over the whole line: the series below 3, 1 (to f64 precision near 1) beyond.
+fn libm_erf_wide(x: f64) -> f64 {
+    if x.abs() < 3.0 {
+        libm_erf(x)
+    } else {
+        let t = 1.0 / (1.0 + 0.5 * x.abs());
+        // Numerical Recipes' erfc (relative error below 1.2e-7), ample where erf ≈ ±1.
+        let erfc = t
+            * (-x * x - 1.265_512_23
+                + t * (1.000_023_68
+                    + t * (0.374_091_96
+                        + t * (0.096_784_18
+                            + t * (-0.186_288_06
+                                + t * (0.278_868_07
+                                    + t * (-1.135_203_98
+                                        + t * (1.488_515_87
+                                            + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+                .exp();
+        (1.0 - erfc).copysign(x)
+    }
+}
+
+/// The same values as `x`, read through a stride of 2 (zeros in between).
+fn every_second(x: &Tensor) -> Tensor {
+    let n = x.numel();
+    let mut v = vec![0.0f32; 2 * n];
+    for (i, &e) in x.to_vec().iter().enumerate() {
+        v[2 * i] = e;
+    }
+    Tensor::from_vec(v, &[2 * n])
+        .unwrap()
+        .slice(0, 0, 2 * n, 2)
+        .unwrap()
+}

@@ -323,3 +323,35 @@ fn every_kernel_matches_triple_loop() {
         }
     }
 }
+
+/// `bias.addmm(a, b)` against the triple loop plus the broadcast bias: a row `[n]`, a
+/// column `[m, 1]` and a full `[m, n]`, with transposed and strided operands, and sizes
+/// large enough for the threaded kernels.
+#[test]
+fn addmm_adds_the_broadcast_bias_to_the_product() {
+    let mut rng = Rng::seed(8);
+    for &(m, k, n) in &[(1usize, 1usize, 1usize), (7, 5, 17), (300, 64, 520)] {
+        let a = Tensor::rand(&[m, k], -1.0, 1.0, &mut rng).to_vec();
+        let b = Tensor::rand(&[k, n], -1.0, 1.0, &mut rng).to_vec();
+        let prod = naive(&a, &b, m, k, n);
+        let row = Tensor::rand(&[n], -1.0, 1.0, &mut rng);
+        let col = Tensor::rand(&[m, 1], -1.0, 1.0, &mut rng);
+        let full = Tensor::rand(&[m, n], -1.0, 1.0, &mut rng);
+        for bias in [&row, &col, &full] {
+            let bv = bias.broadcast_to(&[m, n]).unwrap().to_vec();
+            let want: Vec<f32> = prod.iter().zip(&bv).map(|(p, b)| p + b).collect();
+            for (la, ta) in matrix_layouts(&a, m, k) {
+                for (lb, tb) in matrix_layouts(&b, k, n) {
+                    let got = bias.addmm(&ta, &tb).unwrap();
+                    let what = format!("{m}x{k}x{n} {la} * {lb} + {:?}", bias.shape());
+                    assert_close(&got, &[m, n], &want, 1e-5, &what);
+                }
+            }
+        }
+    }
+    let (a, b) = (Tensor::zeros(&[2, 3]), Tensor::zeros(&[4, 5]));
+    assert!(Tensor::zeros(&[5]).addmm(&a, &b).is_err());
+    assert!(Tensor::zeros(&[7])
+        .addmm(&Tensor::zeros(&[2, 3]), &Tensor::zeros(&[3, 5]))
+        .is_err());
+}
