@@ -1,12 +1,13 @@
 //! Scaled dot-product and multi-head attention ("Attention Is All You Need", 3.2), shared
 //! by the Transformer and the Vision Transformer.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tessera_autograd::Function;
 use tessera_tensor::{Rng, Tensor};
 
 use crate::init::xavier_uniform;
+use crate::rows::{self, par_parts, ROWS_PER_PART};
 use crate::{join, Error, Parameter, Params, Result, Var};
 
 /// A mask on attention scores `[..., Tq, Tk]` (broadcast over batch and heads).
@@ -137,16 +138,11 @@ fn by_rows(buf: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32], &mut Vec<f32
     if n == 0 {
         return;
     }
-    let rows = buf.len() / n;
-    let tasks = tessera_tensor::num_threads().min(rows.div_ceil(64)).max(1);
-    let per = rows.div_ceil(tasks) * n;
-    let parts: Vec<Mutex<&mut [f32]>> = buf.chunks_mut(per).map(Mutex::new).collect();
-    tessera_tensor::parallel_for(parts.len(), |i| {
+    let parts: Vec<_> = buf.chunks_mut(ROWS_PER_PART * n).enumerate().collect();
+    par_parts(parts, |(i, part)| {
         let mut tmp = Vec::with_capacity(n);
-        if let Ok(mut part) = parts[i].lock() {
-            for (j, row) in part.chunks_exact_mut(n).enumerate() {
-                f(i * per / n + j, row, &mut tmp);
-            }
+        for (j, row) in part.chunks_exact_mut(n).enumerate() {
+            f(i * ROWS_PER_PART + j, row, &mut tmp);
         }
     });
 }
@@ -164,7 +160,7 @@ fn softmax_row(row: &mut [f32], scale: f32, tmp: &mut Vec<f32>) {
     tmp.clear();
     tmp.extend(row.iter().map(|&v| v - m));
     tessera_tensor::exp_slice(tmp, row);
-    let s: f32 = row.iter().sum();
+    let s = rows::sum(row);
     for v in row.iter_mut() {
         *v /= s;
     }
@@ -209,7 +205,7 @@ impl Function for PackedAttention {
         let n = shape[3];
         by_rows(&mut ds, n, |r, row, _| {
             let pr = &p[r * n..(r + 1) * n];
-            let dot: f32 = row.iter().zip(pr).map(|(d, p)| d * p).sum();
+            let dot = rows::dot(row, pr);
             for (d, &p) in row.iter_mut().zip(pr) {
                 *d = p * (*d - dot) * scale;
             }

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use tessera_tensor::{IndexTensor, Rng, Tensor};
 
 use crate::init::kaiming_uniform;
+use crate::rows::{self, par_parts, ROWS_PER_PART};
 use crate::{join, Buffer, Error, Module, ModuleT, Parameter, Params, Result, Var};
 
 /// `y = x Wᵀ + b` (PyTorch's `nn.Linear`; weight `[out, in]`, parameters `weight`,
@@ -179,37 +180,48 @@ impl Params for LayerNorm {
 impl Module for LayerNorm {
     fn forward(&self, x: &Var) -> Result<Var> {
         let d = self.weight.value().numel();
-        if x.shape().last() != Some(&d) {
+        if d == 0 || x.shape().last() != Some(&d) {
             return Err(Error::Input {
                 layer: "LayerNorm",
                 msg: format!("expected input [..., {d}], got {:?}", x.shape()),
             });
         }
-        // One pass per row; the backward rule is written out (see LayerNormBackward).
+        // One pass per row, rows shared among the threads; the backward rule is
+        // written out (see LayerNormBackward).
         let xv = x.value().contiguous();
         let xs = xv.as_slice().expect("contiguous");
         let (gamma, beta) = (self.weight.value(), self.bias.value());
         let (g, b) = (gamma.to_vec(), beta.to_vec());
-        let rows = xs.len() / d;
+        let rows = xs.len() / d.max(1);
         let mut y = vec![0.0f32; xs.len()];
         let mut xhat = vec![0.0f32; xs.len()];
         let mut rstd = vec![0.0f32; rows];
-        for (r, ((xr, yr), hr)) in xs
-            .chunks_exact(d)
-            .zip(y.chunks_exact_mut(d))
-            .zip(xhat.chunks_exact_mut(d))
-            .enumerate()
-        {
-            let mean = xr.iter().sum::<f32>() / d as f32;
-            let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-            let rs = 1.0 / (var + self.eps).sqrt();
-            rstd[r] = rs;
-            for k in 0..d {
-                let h = (xr[k] - mean) * rs;
-                hr[k] = h;
-                yr[k] = h * g[k] + b[k];
+        let part = ROWS_PER_PART * d;
+        let parts: Vec<_> = xs
+            .chunks(part.max(1))
+            .zip(y.chunks_mut(part.max(1)))
+            .zip(xhat.chunks_mut(part.max(1)))
+            .zip(rstd.chunks_mut(ROWS_PER_PART))
+            .collect();
+        let eps = self.eps;
+        par_parts(parts, |(((xs, y), xhat), rstd)| {
+            for (((xr, yr), hr), rs_out) in xs
+                .chunks_exact(d)
+                .zip(y.chunks_exact_mut(d))
+                .zip(xhat.chunks_exact_mut(d))
+                .zip(rstd.iter_mut())
+            {
+                let mean = rows::sum(xr) / d as f32;
+                let var = rows::sum_sq_dev(xr, mean) / d as f32;
+                let rs = 1.0 / (var + eps).sqrt();
+                *rs_out = rs;
+                for k in 0..d {
+                    let h = (xr[k] - mean) * rs;
+                    hr[k] = h;
+                    yr[k] = h * g[k] + b[k];
+                }
             }
-        }
+        });
         let value = Tensor::from_vec(y, x.shape())?;
         let backward = LayerNormBackward {
             xhat,
@@ -246,28 +258,44 @@ impl tessera_autograd::Function for LayerNormBackward {
         let gv = g.contiguous();
         let gs = gv.as_slice().expect("contiguous");
         let mut dx = vec![0.0f32; gs.len()];
+        // Per part of rows: dγ and dβ partial sums, added up in order afterwards.
+        let part = ROWS_PER_PART * d.max(1);
+        let nparts = gs.len().div_ceil(part).max(1);
+        let mut partial = vec![0.0f32; nparts * 2 * d];
+        let parts: Vec<_> = gs
+            .chunks(part)
+            .zip(self.xhat.chunks(part))
+            .zip(dx.chunks_mut(part))
+            .zip(self.rstd.chunks(ROWS_PER_PART))
+            .zip(partial.chunks_mut(2 * d.max(1)))
+            .collect();
+        par_parts(parts, |((((gs, xhat), dx), rstd), sums)| {
+            let (dgamma, dbeta) = sums.split_at_mut(d);
+            let mut dxhat = vec![0.0f32; d];
+            for (((gr, hr), dxr), &rs) in gs
+                .chunks_exact(d)
+                .zip(xhat.chunks_exact(d))
+                .zip(dx.chunks_exact_mut(d))
+                .zip(rstd)
+            {
+                for k in 0..d {
+                    dxhat[k] = gr[k] * self.gamma[k];
+                    dgamma[k] += gr[k] * hr[k];
+                    dbeta[k] += gr[k];
+                }
+                let m1 = rows::sum(&dxhat) / d as f32;
+                let m2 = rows::dot(&dxhat, hr) / d as f32;
+                for k in 0..d {
+                    dxr[k] = (dxhat[k] - m1 - hr[k] * m2) * rs;
+                }
+            }
+        });
         let mut dgamma = vec![0.0f32; d];
         let mut dbeta = vec![0.0f32; d];
-        let mut dxhat = vec![0.0f32; d];
-        for (r, ((gr, hr), dxr)) in gs
-            .chunks_exact(d)
-            .zip(self.xhat.chunks_exact(d))
-            .zip(dx.chunks_exact_mut(d))
-            .enumerate()
-        {
-            let (mut m1, mut m2) = (0.0f32, 0.0f32);
+        for sums in partial.chunks_exact(2 * d.max(1)) {
             for k in 0..d {
-                let dh = gr[k] * self.gamma[k];
-                dxhat[k] = dh;
-                m1 += dh;
-                m2 += dh * hr[k];
-                dgamma[k] += gr[k] * hr[k];
-                dbeta[k] += gr[k];
-            }
-            let (m1, m2) = (m1 / d as f32, m2 / d as f32);
-            let rs = self.rstd[r];
-            for k in 0..d {
-                dxr[k] = (dxhat[k] - m1 - hr[k] * m2) * rs;
+                dgamma[k] += sums[k];
+                dbeta[k] += sums[d + k];
             }
         }
         Ok(vec![

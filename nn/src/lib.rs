@@ -24,6 +24,7 @@ mod checkpoint;
 pub mod init;
 mod layers;
 mod loss;
+mod rows;
 
 pub use attention::{
     scaled_dot_product_attention, AttnMask, AttnNames, MultiHeadAttention, QkvWeights,
