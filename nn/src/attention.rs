@@ -147,16 +147,13 @@ fn by_rows(buf: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32], &mut Vec<f32
     });
 }
 
-/// `softmax(scale · row)` in place (`Tensor::softmax` of the scaled row: the maximum
-/// subtracted first; NaN propagates).
+/// `softmax(scale · row)` in place, as `Tensor::softmax` of the scaled row: the maximum
+/// subtracted first (a NaN anywhere makes the whole row NaN, through the sum).
 fn softmax_row(row: &mut [f32], scale: f32, tmp: &mut Vec<f32>) {
-    let mut m = f32::NEG_INFINITY;
     for v in row.iter_mut() {
         *v *= scale;
-        if *v > m || v.is_nan() {
-            m = *v;
-        }
     }
+    let m = rows::max(row);
     tmp.clear();
     tmp.extend(row.iter().map(|&v| v - m));
     tessera_tensor::exp_slice(tmp, row);

@@ -10,6 +10,7 @@
 //! of CPUs, or `TESSERA_NUM_THREADS` when set).
 
 use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -301,22 +302,34 @@ pub fn parallel_for(tasks: usize, f: impl Fn(usize) + Sync) {
 pub(crate) const PAR_MIN_ELEMS: usize = 1 << 16;
 
 /// A vector of `n` elements whose chunks `fill(start, chunk)` computes, in parallel
-/// when `n` is large; `chunk` holds elements `start..start + chunk.len()`.
-pub(crate) fn fill(n: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let mut out = vec![0.0f32; n];
+/// when `n` is large; `chunk` holds elements `start..start + chunk.len()`, not yet
+/// initialised (no pass over the memory to zero it first).
+///
+/// # Safety
+/// `fill` must write every element of every chunk it is given.
+pub(crate) unsafe fn fill(
+    n: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(n);
     let threads = num_threads();
     if n < PAR_MIN_ELEMS || threads == 1 {
-        fill(0, &mut out);
-        return out;
+        fill(0, &mut out.spare_capacity_mut()[..n]);
+    } else {
+        let tasks = threads.min(n / (PAR_MIN_ELEMS / 2)).max(1);
+        let base = SendPtr(out.as_mut_ptr());
+        run_split(tasks, |t| {
+            let (lo, hi) = (n * t / tasks, n * (t + 1) / tasks);
+            // SAFETY: tasks cover disjoint ranges of `out`'s capacity, which outlives
+            // `run_split`.
+            let chunk = unsafe {
+                std::slice::from_raw_parts_mut(base.get().add(lo) as *mut MaybeUninit<f32>, hi - lo)
+            };
+            fill(lo, chunk);
+        });
     }
-    let tasks = threads.min(n / (PAR_MIN_ELEMS / 2)).max(1);
-    let base = SendPtr(out.as_mut_ptr());
-    run_split(tasks, |t| {
-        let (lo, hi) = (n * t / tasks, n * (t + 1) / tasks);
-        // SAFETY: tasks cover disjoint ranges of `out`, which outlives `run_split`.
-        let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(lo), hi - lo) };
-        fill(lo, chunk);
-    });
+    // SAFETY: the chunks cover 0..n, and the caller's `fill` wrote each of them whole.
+    unsafe { out.set_len(n) };
     out
 }
 

@@ -308,11 +308,15 @@ impl Tensor {
         let n = self.numel();
         if let Some(s) = self.as_slice() {
             if n >= crate::parallel::PAR_MIN_ELEMS {
-                return crate::parallel::fill(n, |lo, chunk| {
-                    for (d, &x) in chunk.iter_mut().zip(&s[lo..]) {
-                        *d = f(x);
-                    }
-                });
+                // SAFETY: `s` has `n` elements, so it reaches past every chunk and the
+                // loop writes each chunk whole.
+                return unsafe {
+                    crate::parallel::fill(n, |lo, chunk| {
+                        for (d, &x) in chunk.iter_mut().zip(&s[lo..]) {
+                            d.write(f(x));
+                        }
+                    })
+                };
             }
             return s.iter().map(|&x| f(x)).collect();
         }

@@ -15,6 +15,8 @@
 //! and evaluates a degree-6 polynomial; `tanh` uses an odd polynomial below 0.625 and
 //! `1 - 2 / (e^{2|x|} + 1)` above.
 
+use std::mem::MaybeUninit;
+
 /// `1.5 · 2²³`: adding it rounds an f32 of magnitude below 2²² to an integer.
 const ROUND: f32 = 12_582_912.0;
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -135,13 +137,33 @@ pub(crate) fn gelu_grad(x: f32) -> f32 {
     cdf + x * pdf
 }
 
+/// `dst` seen as possibly uninitialised memory, for the kernels below (which only write).
+fn as_uninit(dst: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the kernels only store
+    // initialised values through the result, so `dst` stays initialised.
+    unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
 macro_rules! slice_kernel {
-    ($name:ident, $avx2:ident, $f:path) => {
+    ($name:ident, $into:ident, $avx2:ident, $f:path) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2")]
-        unsafe fn $avx2(src: &[f32], dst: &mut [f32]) {
+        unsafe fn $avx2(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
             for (d, &x) in dst.iter_mut().zip(src) {
-                *d = $f(x);
+                d.write($f(x));
+            }
+        }
+
+        /// `f(x)` for every `x` of `src` into `dst` (the shorter length of the two), which
+        /// need not be initialised, with the widest SIMD this CPU has.
+        pub(crate) fn $into(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { $avx2(src, dst) };
+            }
+            for (d, &x) in dst.iter_mut().zip(src) {
+                d.write($f(x));
             }
         }
 
@@ -160,66 +182,41 @@ macro_rules! slice_kernel {
         #[doc = concat!("# fn gelu_grad_ref(x: f32) -> f32 { let x = x as f64; (0.5 * (1.0 + libm::erf(x / 2f64.sqrt())) + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()) as f32 }")]
         /// ```
         pub fn $name(src: &[f32], dst: &mut [f32]) {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { $avx2(src, dst) };
-            }
-            for (d, &x) in dst.iter_mut().zip(src) {
-                *d = $f(x);
-            }
+            $into(src, as_uninit(dst))
         }
     };
 }
 
-slice_kernel!(exp_slice, exp_slice_avx2, exp);
-slice_kernel!(tanh_slice, tanh_slice_avx2, tanh);
-slice_kernel!(sigmoid_slice, sigmoid_slice_avx2, sigmoid);
-slice_kernel!(gelu_slice, gelu_slice_avx2, gelu);
-slice_kernel!(gelu_grad_slice, gelu_grad_slice_avx2, gelu_grad);
+slice_kernel!(exp_slice, exp_into, exp_slice_avx2, exp);
+slice_kernel!(tanh_slice, tanh_into, tanh_slice_avx2, tanh);
+slice_kernel!(sigmoid_slice, sigmoid_into, sigmoid_slice_avx2, sigmoid);
+slice_kernel!(gelu_slice, gelu_into, gelu_slice_avx2, gelu);
+slice_kernel!(
+    gelu_grad_slice,
+    gelu_grad_into,
+    gelu_grad_slice_avx2,
+    gelu_grad
+);
 
-/// `g · gelu'(x)` element by element into `dst` (the shortest length of the three): the
-/// backward pass of GELU in one sweep, with the widest SIMD this CPU has.
-pub(crate) fn gelu_backward_slice(x: &[f32], g: &[f32], dst: &mut [f32]) {
+/// `g · gelu'(x)` element by element into `dst` (the shortest length of the three, not
+/// necessarily initialised): GELU's backward pass in one sweep, with the widest SIMD
+/// this CPU has.
+pub(crate) fn gelu_backward_into(x: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { gelu_backward_slice_avx2(x, g, dst) };
+        return unsafe { gelu_backward_avx2(x, g, dst) };
     }
-    gelu_backward_lanes(x, g, dst)
+    for ((d, &x), &g) in dst.iter_mut().zip(x).zip(g) {
+        d.write(g * gelu_grad(x));
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn gelu_backward_slice_avx2(x: &[f32], g: &[f32], dst: &mut [f32]) {
-    gelu_backward_lanes(x, g, dst)
-}
-
-/// The loop of [`gelu_backward_slice`], 32 elements at a time so that four vectors'
-/// polynomial chains overlap (one alone is bound by its latency).
-#[inline(always)]
-fn gelu_backward_lanes(x: &[f32], g: &[f32], dst: &mut [f32]) {
-    const L: usize = 32;
-    let n = dst.len().min(x.len()).min(g.len());
-    let (x, g, dst) = (&x[..n], &g[..n], &mut dst[..n]);
-    let mut xs = x.chunks_exact(L);
-    let mut gs = g.chunks_exact(L);
-    let mut ds = dst.chunks_exact_mut(L);
-    for ((d, x), g) in (&mut ds).zip(&mut xs).zip(&mut gs) {
-        let x: &[f32; L] = x.try_into().expect("chunks of L");
-        let g: &[f32; L] = g.try_into().expect("chunks of L");
-        let d: &mut [f32; L] = d.try_into().expect("chunks of L");
-        for i in 0..L {
-            d[i] = g[i] * gelu_grad(x[i]);
-        }
-    }
-    for ((d, &x), &g) in ds
-        .into_remainder()
-        .iter_mut()
-        .zip(xs.remainder())
-        .zip(gs.remainder())
-    {
-        *d = g * gelu_grad(x);
+unsafe fn gelu_backward_avx2(x: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>]) {
+    for ((d, &x), &g) in dst.iter_mut().zip(x).zip(g) {
+        d.write(g * gelu_grad(x));
     }
 }
 
