@@ -148,7 +148,7 @@ pub(crate) fn backward_rule(op: &Op, g: &Tensor, y: &Tensor) -> Result<Vec<(Var,
             ])
         }
         // y = x Φ(x): ∂x = g (Φ(x) + x φ(x)).
-        Gelu(a) => one(a, a.value().gelu_backward(g)?),
+        Gelu(a) => one(a, a.value().gelu_backward(y, g)?),
         // y = x/2 (1 + tanh u), u = √(2/π)(x + 0.044715 x³):
         // ∂x = g (½(1 + tanh u) + ½ x (1 - tanh² u) √(2/π)(1 + 3·0.044715 x²)).
         GeluTanh(a) => one(a, g.mul(&a.value().map(gelu_tanh_grad))?),

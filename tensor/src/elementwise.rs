@@ -189,37 +189,38 @@ impl Tensor {
         self.map_kernel(vmath::gelu_grad, vmath::gelu_grad_into)
     }
 
-    /// GELU's backward pass: `grad · gelu'(self)` element by element, in one sweep
-    /// (`self` is GELU's input; both tensors have the same shape).
+    /// GELU's backward pass: `grad · gelu'(self)` element by element, in one sweep.
+    /// `self` is GELU's input and `output` its result `self.gelu()`, from which the
+    /// normal CDF is recovered (`Φ(x) = gelu(x) / x`) instead of evaluated again; all
+    /// three tensors have the same shape.
     ///
     /// ```
     /// use tessera_tensor::Tensor;
     /// let x = Tensor::from_vec(vec![0.0, 1.0], &[2])?;
     /// let g = Tensor::from_vec(vec![2.0, 2.0], &[2])?;
-    /// let dx = x.gelu_backward(&g)?.to_vec();
+    /// let dx = x.gelu_backward(&x.gelu(), &g)?.to_vec();
     /// assert!((dx[0] - 1.0).abs() < 1e-6 && (dx[1] - 2.0 * 1.0833155).abs() < 1e-5);
     /// # Ok::<(), tessera_tensor::Error>(())
     /// ```
-    pub fn gelu_backward(&self, grad: &Tensor) -> Result<Tensor> {
-        if self.shape() != grad.shape() {
-            return Err(Error::shape_mismatch(
-                "gelu_backward",
-                self.shape(),
-                grad.shape(),
-            ));
+    pub fn gelu_backward(&self, output: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        let op = "gelu_backward";
+        for other in [output, grad] {
+            if self.shape() != other.shape() {
+                return Err(Error::shape_mismatch(op, self.shape(), other.shape()));
+            }
         }
-        if let (Some(x), Some(g)) = (self.as_slice(), grad.as_slice()) {
-            // SAFETY: the kernel writes the shortest of its three slices, here all
-            // three the chunk's length.
+        if let (Some(x), Some(y), Some(g)) = (self.as_slice(), output.as_slice(), grad.as_slice()) {
+            // SAFETY: the kernel writes the shortest of its four slices, here all four
+            // the chunk's length.
             let out = unsafe {
                 crate::parallel::fill(x.len(), |lo, chunk| {
                     let hi = lo + chunk.len();
-                    vmath::gelu_backward_into(&x[lo..hi], &g[lo..hi], chunk)
+                    vmath::gelu_backward_into(&x[lo..hi], &y[lo..hi], &g[lo..hi], chunk)
                 })
             };
             return Ok(Tensor::from_contiguous(out, self.shape()));
         }
-        self.zip_map(grad, "gelu_backward", |x, g| g * vmath::gelu_grad(x))
+        self.zip_map(grad, op, |x, g| g * vmath::gelu_grad(x))
     }
 
     /// Clamps every element into `[min, max]`.

@@ -198,25 +198,37 @@ slice_kernel!(
     gelu_grad
 );
 
-/// `g · gelu'(x)` element by element into `dst` (the shortest length of the three, not
-/// necessarily initialised): GELU's backward pass in one sweep, with the widest SIMD
-/// this CPU has.
-pub(crate) fn gelu_backward_into(x: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>]) {
+/// GELU's derivative from its input `x` and output `y = x Φ(x)`: `Φ(x) = y / x` (½ where
+/// `x` is 0 to f32 precision), plus `x φ(x)`. The output saves the error function: one
+/// division and one `exp` per element instead of a rational function and an `exp`.
+#[inline(always)]
+pub(crate) fn gelu_grad_from_output(x: f32, y: f32) -> f32 {
+    let cdf = if x.abs() >= 1e-30 { y / x } else { 0.5 };
+    cdf + x * (exp(-0.5 * x * x) * 0.398_942_3)
+}
+
+/// `g · gelu'(x)` element by element into `dst` (the shortest length of the four, not
+/// necessarily initialised), given GELU's input `x` and output `y`: its backward pass in
+/// one sweep, with the widest SIMD this CPU has.
+pub(crate) fn gelu_backward_into(x: &[f32], y: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { gelu_backward_avx2(x, g, dst) };
+        return unsafe { gelu_backward_avx2(x, y, g, dst) };
     }
-    for ((d, &x), &g) in dst.iter_mut().zip(x).zip(g) {
-        d.write(g * gelu_grad(x));
-    }
+    gelu_backward_loop(x, y, g, dst)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn gelu_backward_avx2(x: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>]) {
-    for ((d, &x), &g) in dst.iter_mut().zip(x).zip(g) {
-        d.write(g * gelu_grad(x));
+unsafe fn gelu_backward_avx2(x: &[f32], y: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>]) {
+    gelu_backward_loop(x, y, g, dst)
+}
+
+#[inline(always)]
+fn gelu_backward_loop(x: &[f32], y: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>]) {
+    for (((d, &x), &y), &g) in dst.iter_mut().zip(x).zip(y).zip(g) {
+        d.write(g * gelu_grad_from_output(x, y));
     }
 }
 

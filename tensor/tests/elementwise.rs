@@ -176,13 +176,16 @@ fn large_tensors_split_across_threads_give_the_same_values() {
     );
 }
 
-/// GELU's fused backward `g · gelu'(x)` against the derivative in f64 (`Φ(x) + x φ(x)`),
-/// for lengths around its 32-element blocks, on contiguous and strided inputs.
+/// GELU's fused backward `g · gelu'(x)` (from its input and output) against the
+/// derivative in f64 (`Φ(x) + x φ(x)`), for short and long inputs (threaded), contiguous
+/// and strided, with 0 among the inputs.
 #[test]
 fn gelu_backward_matches_the_f64_derivative() {
     let mut rng = tessera_tensor::Rng::seed(4);
     for n in [1usize, 31, 32, 33, 100, 70_000] {
-        let x = Tensor::randn(&[n], 0.0, 3.0, &mut rng);
+        let mut xv = Tensor::randn(&[n], 0.0, 3.0, &mut rng).to_vec();
+        xv[0] = 0.0;
+        let x = Tensor::from_vec(xv, &[n]).unwrap();
         let g = Tensor::randn(&[n], 0.0, 1.0, &mut rng);
         let want: Vec<f32> = x
             .to_vec()
@@ -195,26 +198,17 @@ fn gelu_backward_matches_the_f64_derivative() {
                 (g as f64 * (cdf + x * pdf)) as f32
             })
             .collect();
-        assert_close(
-            &x.gelu_backward(&g).unwrap(),
-            &[n],
-            &want,
-            2e-6,
-            "contiguous",
-        );
+        let y = x.gelu();
+        let got = x.gelu_backward(&y, &g).unwrap();
+        assert_close(&got, &[n], &want, 2e-6, "contiguous");
         // The same values read through a stride.
-        let (xs, gs) = (every_second(&x), every_second(&g));
-        assert_close(
-            &xs.gelu_backward(&gs).unwrap(),
-            &[n],
-            &want,
-            2e-6,
-            "strided",
-        );
+        let (xs, ys, gs) = (every_second(&x), every_second(&y), every_second(&g));
+        let got = xs.gelu_backward(&ys, &gs).unwrap();
+        assert_close(&got, &[n], &want, 2e-6, "strided");
     }
-    assert!(Tensor::zeros(&[2])
-        .gelu_backward(&Tensor::zeros(&[3]))
-        .is_err());
+    let (two, three) = (Tensor::zeros(&[2]), Tensor::zeros(&[3]));
+    assert!(two.gelu_backward(&two, &three).is_err());
+    assert!(two.gelu_backward(&three, &two).is_err());
 }
 
 /// erf over the whole line: the series below 3, 1 (to f64 precision near 1) beyond.
