@@ -69,6 +69,14 @@ fn matmul_plain_transposed_and_batched() {
         |v| v[0].matmul(&v[1]),
         vec![randn(&[2, 3, 4], 10), randn(&[4, 5], 11)],
     );
+    // bias + a·bᵀ, the bias a row [5] and a column [3, 1] (summed back over the other
+    // axis).
+    for bias in [randn(&[5], 30), randn(&[3, 1], 31)] {
+        check(
+            |v| v[0].addmm(&v[1], &v[2].transpose(0, 1)?),
+            vec![bias, randn(&[3, 4], 32), randn(&[5, 4], 33)],
+        );
+    }
 }
 
 #[test]

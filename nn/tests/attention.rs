@@ -226,4 +226,10 @@ fn fused_self_attention_equals_the_general_path() {
             }
         }
     }
+    // An empty batch is no error for either path.
+    let empty = Var::constant(Tensor::zeros(&[0, 7, 12]));
+    let (y, _) = mha
+        .forward_qkv(&empty, &empty, &empty, None, None, false)
+        .unwrap();
+    assert_eq!(y.shape(), &[0, 7, 12]);
 }
