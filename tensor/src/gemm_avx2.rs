@@ -26,6 +26,10 @@ const KC: usize = 256;
 const MC: usize = 96;
 /// Columns of a packed B panel: 256 x 2048 x 4 B = 2 MiB.
 const NC: usize = 2048;
+/// Products whose A has at most this many rows...
+const SMALL_M: usize = 4 * MC;
+/// ...use B panels of this many columns: 256 x 256 x 4 B = 256 KiB, inside L2.
+const NC_SMALL_M: usize = 256;
 
 /// Whether this CPU can run the kernel (checked once).
 pub(crate) fn available() -> bool {
@@ -301,8 +305,11 @@ pub(crate) unsafe fn sgemm(
     // A small row-major B too; a large one is packed, since its slivers are reused by
     // every A sliver and must stay in L1.
     let b_direct = k * n <= DIRECT_MAX && b.cs == 1;
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
+    // With few rows in A, each B panel serves few A blocks and is mostly streamed in
+    // once: narrower panels then stay in L2 between the blocks that share them.
+    let nc_max = if m <= SMALL_M { NC_SMALL_M } else { NC };
+    for jc in (0..n).step_by(nc_max) {
+        let nc = nc_max.min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             let beta_eff = if pc == 0 { beta } else { 1.0 };
