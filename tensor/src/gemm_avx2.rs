@@ -9,8 +9,10 @@
 //! issues twelve fused multiply-adds.
 //!
 //! Packing reads the operands through their row and column strides, so a transposed
-//! view costs nothing extra. A row-major A is not packed at all (the kernel reads its
-//! six rows in place), nor is a small row-major B.
+//! view costs nothing extra; a B that is a transposed weight (`x · Wᵀ`) is packed in
+//! 8 x 8 blocks transposed in registers. A row-major A is not packed at all (the kernel
+//! reads its six rows in place), nor is a small row-major B; products with few rows in
+//! A use narrower B panels, which stay in L2.
 //! The kernel runs on one thread; `matmul.rs` gives each thread its own band of C.
 
 use std::arch::x86_64::*;
@@ -64,7 +66,28 @@ fn pack<const W: usize>(src: Strided, lines: usize, kc: usize, out: &mut [f32]) 
     for (s, sliver) in out.chunks_exact_mut(W * kc).enumerate() {
         let l0 = s * W;
         let width = W.min(lines - l0);
-        for p in 0..kc {
+        let mut p0 = 0;
+        if W % 8 == 0 && width == W && src.cs == 1 {
+            // Lines contiguous along k (B a transposed weight): 8 x 8 blocks, eight
+            // vector loads transposed in registers into eight vector stores.
+            while p0 + 8 <= kc {
+                for h in (0..W).step_by(8) {
+                    // SAFETY: lines l0+h .. l0+h+8 and steps p0 .. p0+8 lie inside the
+                    // block; the sliver holds steps p0 .. p0+8 of all W lines; this
+                    // module runs only where AVX2 is available.
+                    unsafe {
+                        transpose8(
+                            src.ptr.add((l0 + h) * src.rs + p0),
+                            src.rs,
+                            sliver.as_mut_ptr().add(p0 * W + h),
+                            W,
+                        )
+                    };
+                }
+                p0 += 8;
+            }
+        }
+        for p in p0..kc {
             let dst = &mut sliver[p * W..(p + 1) * W];
             // SAFETY: (l0 + i, p) for i < width lies inside the block the caller described.
             unsafe {
@@ -87,6 +110,46 @@ fn pack<const W: usize>(src: Strided, lines: usize, kc: usize, out: &mut [f32]) 
                 }
             }
         }
+    }
+}
+
+/// Writes the transpose of the 8 x 8 block at `src` (rows `rs` apart) to `dst` (rows
+/// `rd` apart): `dst[c * rd + r] = src[r * rs + c]`.
+///
+/// # Safety
+/// AVX2 must be available; both blocks must be valid for 8 rows of 8 elements.
+#[target_feature(enable = "avx2")]
+unsafe fn transpose8(src: *const f32, rs: usize, dst: *mut f32, rd: usize) {
+    let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * rs)));
+    // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped.
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    let c = [
+        _mm256_permute2f128_ps::<0x20>(u0, u4),
+        _mm256_permute2f128_ps::<0x20>(u1, u5),
+        _mm256_permute2f128_ps::<0x20>(u2, u6),
+        _mm256_permute2f128_ps::<0x20>(u3, u7),
+        _mm256_permute2f128_ps::<0x31>(u0, u4),
+        _mm256_permute2f128_ps::<0x31>(u1, u5),
+        _mm256_permute2f128_ps::<0x31>(u2, u6),
+        _mm256_permute2f128_ps::<0x31>(u3, u7),
+    ];
+    for (i, v) in c.iter().enumerate() {
+        _mm256_storeu_ps(dst.add(i * rd), *v);
     }
 }
 
