@@ -439,12 +439,17 @@ impl MultiHeadAttention {
             .var()
             .addmm(&x.reshape(&[b * t, width])?, &w.var().transpose(0, 1)?)?; // [B·T, 3E]
         let (ctx, probs) = packed_self_attention(&qkv, b, self.heads, mask, return_probs)?;
+        Ok((self.project_out(&ctx, b, t)?, probs))
+    }
+
+    /// The output projection of the heads side by side, `[B·T, H·d_v]` -> `[B, T, E]`.
+    fn project_out(&self, ctx: &Var, b: usize, t: usize) -> Result<Var> {
         let out = self
             .out_proj_bias
             .var()
-            .addmm(&ctx, &self.out_proj_weight.var().transpose(0, 1)?)?;
+            .addmm(ctx, &self.out_proj_weight.var().transpose(0, 1)?)?;
         let embed = self.out_proj_weight.value().shape()[0];
-        Ok((out.reshape(&[b, t, embed])?, probs))
+        Ok(out.reshape(&[b, t, embed])?)
     }
 
     /// The keys and values projected and split into heads, `[B, H, Tk, d_k]` and
@@ -471,12 +476,7 @@ impl MultiHeadAttention {
         let (ctx, probs) = scaled_dot_product_attention(&q, k, v, mask, dropout, return_probs)?;
         let (b, tq) = (query.shape()[0], query.shape()[1]);
         let ctx = ctx.permute(&[0, 2, 1, 3])?.reshape(&[b * tq, e])?; // (B·Tq, H·d_v)
-        let out = self
-            .out_proj_bias
-            .var()
-            .addmm(&ctx, &self.out_proj_weight.var().transpose(0, 1)?)?;
-        let embed = self.out_proj_weight.value().shape()[0];
-        Ok((out.reshape(&[b, tq, embed])?, probs))
+        Ok((self.project_out(&ctx, b, tq)?, probs))
     }
 }
 
