@@ -192,15 +192,15 @@ impl Module for LayerNorm {
         let xs = xv.as_slice().expect("contiguous");
         let (gamma, beta) = (self.weight.value(), self.bias.value());
         let (g, b) = (gamma.to_vec(), beta.to_vec());
-        let rows = xs.len() / d.max(1);
+        let rows = xs.len() / d;
         let mut y = vec![0.0f32; xs.len()];
         let mut xhat = vec![0.0f32; xs.len()];
         let mut rstd = vec![0.0f32; rows];
         let part = ROWS_PER_PART * d;
         let parts: Vec<_> = xs
-            .chunks(part.max(1))
-            .zip(y.chunks_mut(part.max(1)))
-            .zip(xhat.chunks_mut(part.max(1)))
+            .chunks(part)
+            .zip(y.chunks_mut(part))
+            .zip(xhat.chunks_mut(part))
             .zip(rstd.chunks_mut(ROWS_PER_PART))
             .collect();
         let eps = self.eps;
@@ -245,6 +245,7 @@ struct LayerNormBackward {
     xhat: Vec<f32>,
     rstd: Vec<f32>,
     gamma: Vec<f32>,
+    /// Features per row (never 0: the forward pass rejects an empty last axis).
     d: usize,
 }
 
@@ -259,7 +260,7 @@ impl tessera_autograd::Function for LayerNormBackward {
         let gs = gv.as_slice().expect("contiguous");
         let mut dx = vec![0.0f32; gs.len()];
         // Per part of rows: dγ and dβ partial sums, added up in order afterwards.
-        let part = ROWS_PER_PART * d.max(1);
+        let part = ROWS_PER_PART * d;
         let nparts = gs.len().div_ceil(part).max(1);
         let mut partial = vec![0.0f32; nparts * 2 * d];
         let parts: Vec<_> = gs
@@ -267,7 +268,7 @@ impl tessera_autograd::Function for LayerNormBackward {
             .zip(self.xhat.chunks(part))
             .zip(dx.chunks_mut(part))
             .zip(self.rstd.chunks(ROWS_PER_PART))
-            .zip(partial.chunks_mut(2 * d.max(1)))
+            .zip(partial.chunks_mut(2 * d))
             .collect();
         par_parts(parts, |((((gs, xhat), dx), rstd), sums)| {
             let (dgamma, dbeta) = sums.split_at_mut(d);
@@ -292,7 +293,7 @@ impl tessera_autograd::Function for LayerNormBackward {
         });
         let mut dgamma = vec![0.0f32; d];
         let mut dbeta = vec![0.0f32; d];
-        for sums in partial.chunks_exact(2 * d.max(1)) {
+        for sums in partial.chunks_exact(2 * d) {
             for k in 0..d {
                 dgamma[k] += sums[k];
                 dbeta[k] += sums[d + k];

@@ -104,8 +104,8 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 pub(crate) fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
-    // Both polynomials in x² by Estrin's scheme (pairs, then powers x⁴, x⁸): a shorter
-    // chain of dependent operations than Horner's rule, the same terms.
+    // Both polynomials in x² by Estrin's scheme (pairs of terms, combined by powers of
+    // x⁴): a shorter chain of dependent operations than Horner's rule, the same terms.
     let x4 = x2 * x2;
     let p01 = -1.609_603_3e-2 + x2 * -2.954_600_2e-3;
     let p23 = -7.349_906e-4 + x2 * -5.692_506_4e-5;
