@@ -2,17 +2,19 @@
 //!
 //! The structure is the one of Goto and van de Geijn ("Anatomy of high-performance matrix
 //! multiplication", 2008) and BLIS: the product is cut into `KC`-deep slabs; for each,
-//! a `KC x NC` panel of B is packed into `NR`-wide column slivers (kept in L3/L2) and an
-//! `MC x KC` block of A into `MR`-tall row slivers (kept in L2); a `6 x 16` micro-kernel
-//! then multiplies one A sliver by one B sliver (which sits in L1) into twelve 8-lane
+//! a block of up to `MC` rows of A is packed into `MR`-tall row slivers, and B is packed
+//! one `NR`-wide column sliver at a time; a `6 x 16` micro-kernel then multiplies every
+//! A sliver of the block by that B sliver (which stays in L1) into twelve 8-lane
 //! accumulators: per step of k it loads two vectors of B, broadcasts six values of A and
 //! issues twelve fused multiply-adds.
 //!
+//! Each B sliver is packed right before its use and serves the whole A block, so B is
+//! read once per block from wherever it lives (a weight streamed from memory at batch 1
+//! included) and no packed panel of B competes with the A block for L2.
+//!
 //! Packing reads the operands through their row and column strides, so a transposed
 //! view costs nothing extra; a B that is a transposed weight (`x · Wᵀ`) is packed in
-//! 8 x 8 blocks transposed in registers. A row-major A is not packed at all (the kernel
-//! reads its six rows in place), nor is a small row-major B; products with few rows in
-//! A use narrower B panels, which stay in L2.
+//! 8 x 8 blocks transposed in registers. A small row-major B is read in place.
 //! The kernel runs on one thread; `matmul.rs` gives each thread its own band of C.
 
 use std::arch::x86_64::*;
@@ -24,14 +26,10 @@ const MR: usize = 6;
 const NR: usize = 16;
 /// Depth of a slab: one A sliver (6 x 256 x 4 B = 6 KiB) plus one B sliver (16 KiB) fit in L1.
 const KC: usize = 256;
-/// Rows of a packed A block: 96 x 256 x 4 B = 96 KiB, inside L2.
-const MC: usize = 96;
-/// Columns of a packed B panel: 256 x 2048 x 4 B = 2 MiB.
-const NC: usize = 2048;
-/// Products whose A has at most this many rows...
-const SMALL_M: usize = 4 * MC;
-/// ...use B panels of this many columns: 256 x 256 x 4 B = 256 KiB, inside L2.
-const NC_SMALL_M: usize = 256;
+/// Most rows of a packed A block (at most 2,048 x 256 x 4 B = 2 MiB): small enough to
+/// stream from L2 or L3 once per B sliver, large enough that packing each B sliver is
+/// paid back many times.
+const MC: usize = 2048;
 
 /// Whether this CPU can run the kernel (checked once).
 pub(crate) fn available() -> bool {
@@ -86,6 +84,22 @@ fn pack<const W: usize>(src: Strided, lines: usize, kc: usize, out: &mut [f32]) 
                 }
                 p0 += 8;
             }
+        } else if W == MR && width == W && src.cs == 1 {
+            // Rows contiguous along k (a row-major A): 6 x 8 blocks transposed in
+            // registers into 48 consecutive elements (eight steps of six).
+            while p0 + 8 <= kc {
+                // SAFETY: lines l0 .. l0+6 and steps p0 .. p0+8 lie inside the block;
+                // the sliver holds steps p0 .. p0+8 (48 elements from p0*6); this module
+                // runs only where AVX2 is available.
+                unsafe {
+                    transpose6x8(
+                        src.ptr.add(l0 * src.rs + p0),
+                        src.rs,
+                        sliver.as_mut_ptr().add(p0 * W),
+                    )
+                };
+                p0 += 8;
+            }
         }
         for p in p0..kc {
             let dst = &mut sliver[p * W..(p + 1) * W];
@@ -121,6 +135,40 @@ fn pack<const W: usize>(src: Strided, lines: usize, kc: usize, out: &mut [f32]) 
 #[target_feature(enable = "avx2")]
 unsafe fn transpose8(src: *const f32, rs: usize, dst: *mut f32, rd: usize) {
     let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * rs)));
+    for (i, v) in transposed(r).iter().enumerate() {
+        _mm256_storeu_ps(dst.add(i * rd), *v);
+    }
+}
+
+/// Writes the 6 x 8 block at `src` (rows `rs` apart) column by column to the 48
+/// elements at `dst`: `dst[c * 6 + r] = src[r * rs + c]`.
+///
+/// # Safety
+/// AVX2 must be available; `src` must be valid for 6 rows of 8 elements, `dst` for 48.
+#[target_feature(enable = "avx2")]
+unsafe fn transpose6x8(src: *const f32, rs: usize, dst: *mut f32) {
+    let zero = _mm256_setzero_ps();
+    let r: [__m256; 8] = std::array::from_fn(|i| {
+        if i < 6 {
+            _mm256_loadu_ps(src.add(i * rs))
+        } else {
+            zero
+        }
+    });
+    let c = transposed(r);
+    // Column c holds six values and two zeros; each store's last two lanes are
+    // overwritten by the next one, and the last column stores six lanes only.
+    for (i, v) in c[..7].iter().enumerate() {
+        _mm256_storeu_ps(dst.add(i * 6), *v);
+    }
+    let six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+    _mm256_maskstore_ps(dst.add(42), six, c[7]);
+}
+
+/// The transpose of eight 8-lane rows: lane `r` of result `c` is lane `c` of row `r`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn transposed(r: [__m256; 8]) -> [__m256; 8] {
     // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped.
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -138,7 +186,7 @@ unsafe fn transpose8(src: *const f32, rs: usize, dst: *mut f32, rd: usize) {
     let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
     let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
     let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    let c = [
+    [
         _mm256_permute2f128_ps::<0x20>(u0, u4),
         _mm256_permute2f128_ps::<0x20>(u1, u5),
         _mm256_permute2f128_ps::<0x20>(u2, u6),
@@ -147,30 +195,26 @@ unsafe fn transpose8(src: *const f32, rs: usize, dst: *mut f32, rd: usize) {
         _mm256_permute2f128_ps::<0x31>(u1, u5),
         _mm256_permute2f128_ps::<0x31>(u2, u6),
         _mm256_permute2f128_ps::<0x31>(u3, u7),
-    ];
-    for (i, v) in c.iter().enumerate() {
-        _mm256_storeu_ps(dst.add(i * rd), *v);
-    }
+    ]
 }
 
 /// `C[0..mr, 0..nr] = alpha * A_sliver * B_sliver + beta * C` for one micro-tile.
 ///
+/// `a` is a packed A sliver (step `p` of row `i` at `a + p*MR + i`); step `p` of B's
+/// sixteen columns starts at `b + p*bks` (`bks` is `NR` for a packed sliver, B's row
+/// stride for one read in place).
+///
 /// # Safety
-/// AVX2 and FMA must be available; `a` must reach `MR` rows and `b` `NR` columns over
+/// AVX2 and FMA must be available; `a` must hold `MR x kc` and `b` reach `NR` columns over
 /// `kc` steps; `c` addresses an `mr x nr` tile with row stride `rsc` (`mr <= MR`,
 /// `nr <= NR`).
-///
-/// `UNIT_RS` is true when the sliver's rows are adjacent (`rs == 1`: a packed sliver, or
-/// a column-major A read in place): its six loads per step then sit at constant offsets
-/// of one pointer. Otherwise (a row-major A read in place, `ks == 1`) the six row
-/// offsets are computed once, so a step costs one pointer increment rather than a chain
-/// of additions of a run-time stride.
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel<const UNIT_RS: bool>(
+unsafe fn kernel(
     kc: usize,
-    a: Sliver,
-    b: Sliver,
+    mut a: *const f32,
+    mut b: *const f32,
+    bks: usize,
     c: *mut f32,
     rsc: usize,
     alpha: f32,
@@ -195,33 +239,28 @@ unsafe fn kernel<const UNIT_RS: bool>(
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc + NR - 1) as *const i8);
     }
-    // Offsets of the six rows from the sliver's pointer, and its step along k.
-    let (ars, aks) = if UNIT_RS { (1, a.ks) } else { (a.rs, 1) };
-    let rows = [0, ars, 2 * ars, 3 * ars, 4 * ars, 5 * ars];
-    let bks = b.ks;
-    let (mut a, mut b) = (a.ptr, b.ptr);
     for _ in 0..kc {
         let b0 = _mm256_loadu_ps(b);
         let b1 = _mm256_loadu_ps(b.add(8));
         let a0 = _mm256_broadcast_ss(&*a);
         c00 = _mm256_fmadd_ps(a0, b0, c00);
         c01 = _mm256_fmadd_ps(a0, b1, c01);
-        let a1 = _mm256_broadcast_ss(&*a.add(rows[1]));
+        let a1 = _mm256_broadcast_ss(&*a.add(1));
         c10 = _mm256_fmadd_ps(a1, b0, c10);
         c11 = _mm256_fmadd_ps(a1, b1, c11);
-        let a2 = _mm256_broadcast_ss(&*a.add(rows[2]));
+        let a2 = _mm256_broadcast_ss(&*a.add(2));
         c20 = _mm256_fmadd_ps(a2, b0, c20);
         c21 = _mm256_fmadd_ps(a2, b1, c21);
-        let a3 = _mm256_broadcast_ss(&*a.add(rows[3]));
+        let a3 = _mm256_broadcast_ss(&*a.add(3));
         c30 = _mm256_fmadd_ps(a3, b0, c30);
         c31 = _mm256_fmadd_ps(a3, b1, c31);
-        let a4 = _mm256_broadcast_ss(&*a.add(rows[4]));
+        let a4 = _mm256_broadcast_ss(&*a.add(4));
         c40 = _mm256_fmadd_ps(a4, b0, c40);
         c41 = _mm256_fmadd_ps(a4, b1, c41);
-        let a5 = _mm256_broadcast_ss(&*a.add(rows[5]));
+        let a5 = _mm256_broadcast_ss(&*a.add(5));
         c50 = _mm256_fmadd_ps(a5, b0, c50);
         c51 = _mm256_fmadd_ps(a5, b1, c51);
-        a = a.add(aks);
+        a = a.add(MR);
         b = b.add(bks);
     }
     let acc = [
@@ -262,88 +301,16 @@ unsafe fn kernel<const UNIT_RS: bool>(
     }
 }
 
-/// Where the kernel reads one sliver: `MR` rows of A (row `i`, step `p` at
-/// `ptr + i*rs + p*ks`) or `NR` columns of B (column `j`, step `p` at `ptr + j + p*ks`).
-#[derive(Clone, Copy)]
-struct Sliver {
-    ptr: *const f32,
-    rs: usize,
-    ks: usize,
-}
-
-/// Multiplies an A block by a B panel, given as sliver lists, into C.
-///
-/// # Safety
-/// As [`kernel`], for every micro-tile of the block.
-#[allow(clippy::too_many_arguments)]
-unsafe fn macro_kernel(
-    mc: usize,
-    nc: usize,
-    kc: usize,
-    a: &[Sliver],
-    b: &[Sliver],
-    c: *mut f32,
-    rsc: usize,
-    alpha: f32,
-    beta: f32,
-) {
-    for (sj, &bs) in b.iter().enumerate() {
-        let jr = sj * NR;
-        let nr = NR.min(nc - jr);
-        for (si, &as_) in a.iter().enumerate() {
-            let ir = si * MR;
-            let mr = MR.min(mc - ir);
-            if as_.rs == 1 {
-                kernel::<true>(kc, as_, bs, c.add(ir * rsc + jr), rsc, alpha, beta, mr, nr);
-            } else {
-                kernel::<false>(kc, as_, bs, c.add(ir * rsc + jr), rsc, alpha, beta, mr, nr);
-            }
-        }
-    }
-}
-
 /// B operands up to this many elements are read in place when their layout allows:
 /// they sit in L2, and packing them would cost more than it saves.
 const DIRECT_MAX: usize = 64 * 1024;
 
-/// The slivers of `lines` lines of depth `kc` (lines and layout as for [`pack`]): read
-/// in place when `direct`, else packed into `buf`. A partial last sliver is always
-/// packed, so the kernel never reads past the last line.
-fn slivers<const W: usize>(
-    src: Strided,
-    lines: usize,
-    kc: usize,
-    direct: bool,
-    buf: &mut [f32],
-) -> Vec<Sliver> {
-    let count = lines.div_ceil(W);
-    let full = if direct { lines / W } else { 0 };
-    let mut v: Vec<Sliver> = (0..full)
-        .map(|s| Sliver {
-            // SAFETY: line s*W lies inside the block.
-            ptr: unsafe { src.ptr.add(s * W * src.rs) },
-            rs: src.rs,
-            ks: src.cs,
-        })
-        .collect();
-    let rest = Strided {
-        // SAFETY: line full*W lies inside the block (or is one past its end with no
-        // slivers left to pack).
-        ptr: src.ptr.wrapping_add(full * W * src.rs),
-        ..src
-    };
-    let packed = count - full;
-    pack::<W>(rest, lines - full * W, kc, &mut buf[..packed * W * kc]);
-    v.extend((0..packed).map(|s| Sliver {
-        ptr: buf[s * W * kc..].as_ptr(),
-        rs: 1,
-        ks: W,
-    }));
-    v
-}
-
 /// `C = alpha * A * B + beta * C` with C row-major (`rsc` elements between rows), on the
-/// calling thread: slabs of depth `KC`, B panels of `NC` columns, A blocks of `MC` rows.
+/// calling thread.
+///
+/// Blocks of at most `MC` rows of A (split evenly), slabs of depth `KC`; per slab the
+/// A block is packed once, then each `NR`-wide sliver of B is packed (or read in place)
+/// and multiplied by every A sliver of the block while it sits in L1.
 ///
 /// # Safety
 /// [`available`] must be true; `a` must address an `m x k` and `b` a `k x n` matrix
@@ -361,54 +328,58 @@ pub(crate) unsafe fn sgemm(
     c: *mut f32,
     rsc: usize,
 ) {
-    // A row-major A is read in place: the kernel walks its six rows with one pointer
-    // and fixed offsets, which costs no more than a packed sliver, and each A block is
-    // used by every B sliver of the panel while it sits in L2 either way.
-    let a_direct = a.cs == 1;
-    // A small row-major B too; a large one is packed, since its slivers are reused by
-    // every A sliver and must stay in L1.
+    // A small row-major B is read in place; otherwise each sliver is packed, so the
+    // kernel reads its sixteen columns as two adjacent vectors per step.
     let b_direct = k * n <= DIRECT_MAX && b.cs == 1;
-    // With few rows in A, each B panel serves few A blocks and is mostly streamed in
-    // once: narrower panels then stay in L2 between the blocks that share them.
-    let nc_max = if m <= SMALL_M { NC_SMALL_M } else { NC };
-    for jc in (0..n).step_by(nc_max) {
-        let nc = nc_max.min(n - jc);
+    let blocks = m.div_ceil(MC);
+    for blk in 0..blocks {
+        let (i0, i1) = (m * blk / blocks, m * (blk + 1) / blocks);
+        let mb = i1 - i0;
+        let slivers_a = mb.div_ceil(MR);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             let beta_eff = if pc == 0 { beta } else { 1.0 };
-            let b_panel = Strided {
-                ptr: b.ptr.add(pc * b.rs + jc * b.cs),
-                ..b
+            let a_block = Strided {
+                ptr: a.ptr.add(i0 * a.rs + pc * a.cs),
+                ..a
             };
-            with_buffer(&PACK_B, nc.div_ceil(NR) * NR * kc, |bbuf| {
-                // B is read as its transpose: its columns are the lines.
-                let b_lines = Strided {
-                    ptr: b_panel.ptr,
-                    rs: b_panel.cs,
-                    cs: b_panel.rs,
-                };
-                let bsl = slivers::<NR>(b_lines, nc, kc, b_direct, bbuf);
-                for i0 in (0..m).step_by(MC) {
-                    let mc = MC.min(m - i0);
-                    let a_block = Strided {
-                        ptr: a.ptr.add(i0 * a.rs + pc * a.cs),
-                        ..a
-                    };
-                    with_buffer(&PACK_A, mc.div_ceil(MR) * MR * kc, |abuf| {
-                        let asl = slivers::<MR>(a_block, mc, kc, a_direct, abuf);
-                        macro_kernel(
-                            mc,
-                            nc,
-                            kc,
-                            &asl,
-                            &bsl,
-                            c.add(i0 * rsc + jc),
-                            rsc,
-                            alpha,
-                            beta_eff,
-                        );
-                    });
-                }
+            with_buffer(&PACK_A, slivers_a * MR * kc, |abuf| {
+                pack::<MR>(a_block, mb, kc, abuf);
+                with_buffer(&PACK_B, NR * kc, |bbuf| {
+                    for jr in (0..n).step_by(NR) {
+                        let nr = NR.min(n - jr);
+                        let first = b.ptr.add(pc * b.rs + jr * b.cs);
+                        // The last sliver, when partial, is packed (zero-padded) so the
+                        // kernel never reads past B's last column.
+                        let (bp, bks) = if b_direct && nr == NR {
+                            (first, b.rs)
+                        } else {
+                            // B is read as its transpose: its columns are the lines.
+                            let lines = Strided {
+                                ptr: first,
+                                rs: b.cs,
+                                cs: b.rs,
+                            };
+                            pack::<NR>(lines, nr, kc, bbuf);
+                            (bbuf.as_ptr(), NR)
+                        };
+                        for s in 0..slivers_a {
+                            let ir = s * MR;
+                            kernel(
+                                kc,
+                                abuf.as_ptr().add(s * MR * kc),
+                                bp,
+                                bks,
+                                c.add((i0 + ir) * rsc + jr),
+                                rsc,
+                                alpha,
+                                beta_eff,
+                                MR.min(mb - ir),
+                                nr,
+                            );
+                        }
+                    }
+                });
             });
         }
     }

@@ -266,7 +266,7 @@ fn gemm_accumulates_with_alpha_and_beta() {
     .is_err());
 }
 
-/// Every kernel this CPU can run, on shapes that cross its tile, slab and panel edges,
+/// Every kernel this CPU can run, on shapes that cross its tile, slab and block edges,
 /// with transposed and strided operands, on one and two threads.
 #[test]
 fn every_kernel_matches_triple_loop() {
@@ -286,6 +286,7 @@ fn every_kernel_matches_triple_loop() {
         (13, 257, 33),
         (100, 600, 31),
         (6, 64, 2100),
+        (4099, 300, 9),
     ] {
         let a = Tensor::rand(&[m, k], -1.0, 1.0, &mut rng).to_vec();
         let b = Tensor::rand(&[k, n], -1.0, 1.0, &mut rng).to_vec();
