@@ -363,8 +363,32 @@ pub(crate) unsafe fn sgemm(
                             pack::<NR>(lines, nr, kc, bbuf);
                             (bbuf.as_ptr(), NR)
                         };
+                        // The next sliver's lines, when they run along k (a transposed
+                        // weight), are short separate streams that the hardware does not
+                        // prefetch: fetch them a few cache lines per micro-tile.
+                        let next_lines = if b.rs == 1 && !b_direct && jr + NR < n {
+                            (n - jr - NR).min(NR)
+                        } else {
+                            0
+                        };
+                        // Cache lines (16 elements) per line, in the order line by line.
+                        let chunks = kc.div_ceil(16);
+                        let total = next_lines * chunks;
+                        let per_tile = total.div_ceil(slivers_a);
+                        let (mut line, mut chunk, mut left) = (0, 0, total);
                         for s in 0..slivers_a {
                             let ir = s * MR;
+                            for _ in 0..per_tile.min(left) {
+                                // Element (pc + 16·chunk, jr + NR + line) of B: inside it.
+                                let p = first.add((NR + line) * b.cs + chunk * 16) as *const i8;
+                                _mm_prefetch::<_MM_HINT_T2>(p);
+                                chunk += 1;
+                                if chunk == chunks {
+                                    chunk = 0;
+                                    line += 1;
+                                }
+                            }
+                            left -= per_tile.min(left);
                             kernel(
                                 kc,
                                 abuf.as_ptr().add(s * MR * kc),
