@@ -193,32 +193,42 @@ impl Module for LayerNorm {
         let (gamma, beta) = (self.weight.value(), self.bias.value());
         let (g, b) = (gamma.to_vec(), beta.to_vec());
         let rows = xs.len() / d;
+        // x̂ is kept for the backward pass only when one can follow (not under no_grad).
+        let keep = tessera_autograd::is_grad_enabled();
         let mut y = vec![0.0f32; xs.len()];
-        let mut xhat = vec![0.0f32; xs.len()];
+        let mut xhat = vec![0.0f32; if keep { xs.len() } else { 0 }];
         let mut rstd = vec![0.0f32; rows];
         let part = ROWS_PER_PART * d;
+        let mut xhat_parts = xhat.chunks_mut(part);
         let parts: Vec<_> = xs
             .chunks(part)
             .zip(y.chunks_mut(part))
-            .zip(xhat.chunks_mut(part))
+            .map(|p| (p, xhat_parts.next()))
             .zip(rstd.chunks_mut(ROWS_PER_PART))
             .collect();
         let eps = self.eps;
-        par_parts(parts, |(((xs, y), xhat), rstd)| {
-            for (((xr, yr), hr), rs_out) in xs
+        par_parts(parts, |(((xs, y), mut xhat), rstd)| {
+            for (r, ((xr, yr), rs_out)) in xs
                 .chunks_exact(d)
                 .zip(y.chunks_exact_mut(d))
-                .zip(xhat.chunks_exact_mut(d))
                 .zip(rstd.iter_mut())
+                .enumerate()
             {
                 let mean = rows::sum(xr) / d as f32;
                 let var = rows::sum_sq_dev(xr, mean) / d as f32;
                 let rs = 1.0 / (var + eps).sqrt();
                 *rs_out = rs;
-                for k in 0..d {
-                    let h = (xr[k] - mean) * rs;
-                    hr[k] = h;
-                    yr[k] = h * g[k] + b[k];
+                if let Some(xhat) = xhat.as_deref_mut() {
+                    let hr = &mut xhat[r * d..(r + 1) * d];
+                    for k in 0..d {
+                        let h = (xr[k] - mean) * rs;
+                        hr[k] = h;
+                        yr[k] = h * g[k] + b[k];
+                    }
+                } else {
+                    for k in 0..d {
+                        yr[k] = (xr[k] - mean) * rs * g[k] + b[k];
+                    }
                 }
             }
         });

@@ -92,6 +92,9 @@ fn layer_norm_equals_torch() {
     let x = Var::parameter(tensor(&f["x"], &[2, 3, 6]));
     let y = ln.forward(&x).unwrap();
     close(y.value(), &f["y"], 1e-5, 0.0, "y");
+    // Without gradients (no x̂ kept) the output is the same.
+    let y_no_grad = tessera_autograd::no_grad(|| ln.forward(&x)).unwrap();
+    close(y_no_grad.value(), &f["y"], 1e-5, 0.0, "y without gradients");
     backprop(&y, &f["r"]);
     close(
         &ln.weight.grad().unwrap(),
