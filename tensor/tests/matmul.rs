@@ -287,6 +287,7 @@ fn every_kernel_matches_triple_loop() {
         (100, 600, 31),
         (6, 64, 2100),
         (4099, 300, 9),
+        (400, 512, 520),
     ] {
         let a = Tensor::rand(&[m, k], -1.0, 1.0, &mut rng).to_vec();
         let b = Tensor::rand(&[k, n], -1.0, 1.0, &mut rng).to_vec();
