@@ -28,9 +28,10 @@ const PARALLEL_MIN_MACS: usize = 96 * 96 * 96;
 const LARGE_MACS: usize = 512 * 512 * 512;
 /// ...except products by a column-major B (a transposed weight, `x · Wᵀ`) with at least
 /// this many rows in A and this many multiply-adds: there the own kernel leads at every
-/// size measured from 8 x 768 x 768 up (+10-25%). Below (one row, or the 32 x 64 x 32
+/// size measured from 8 x 768 x 768 up (+8-35%). Below (one row, or the 32 x 64 x 32
 /// products of small attention heads) neither gains.
 const TRANSPOSED_B_MIN_ROWS: usize = 8;
+/// The multiply-adds from which a product by a transposed B goes to the own kernel.
 const TRANSPOSED_B_MIN_MACS: usize = 64 * 64 * 32;
 
 /// A read-only strided matrix: element `(i, j)` is `data[offset + i*row_stride + j*col_stride]`.
