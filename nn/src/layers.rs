@@ -252,6 +252,7 @@ impl Module for LayerNorm {
 /// `dβ = Σ_rows dy`.
 #[derive(Debug)]
 struct LayerNormBackward {
+    /// `x̂` row by row (empty when the forward ran without gradients: no backward follows).
     xhat: Vec<f32>,
     rstd: Vec<f32>,
     gamma: Vec<f32>,
