@@ -6,9 +6,8 @@ use std::sync::Arc;
 use tessera_autograd::Function;
 use tessera_tensor::{Rng, Tensor};
 
-use crate::init::xavier_uniform;
 use crate::rows::{self, par_parts, ROWS_PER_PART};
-use crate::{join, Error, Parameter, Params, Result, Var};
+use crate::{Error, Init, Parameter, Result, Var, VarBuilder};
 
 /// A mask on attention scores `[..., Tq, Tk]` (broadcast over batch and heads).
 #[derive(Clone, Debug)]
@@ -50,10 +49,10 @@ pub fn scaled_dot_product_attention(
     dropout: Option<(f32, &mut Rng)>,
     return_probs: bool,
 ) -> Result<(Var, Option<Tensor>)> {
-    let d = *q.shape().last().ok_or_else(|| Error::Input {
-        layer: "attention",
-        msg: "queries need at least one axis".into(),
-    })?;
+    let d = *q
+        .shape()
+        .last()
+        .ok_or_else(|| Error::shape("attention", "queries [..., Tq, d]", q.shape()))?;
     let scores = q
         .matmul(&k.transpose(-2, -1)?)?
         .mul_scalar(1.0 / (d as f32).sqrt()); // [.., Tq, Tk]
@@ -241,6 +240,21 @@ pub enum AttnNames {
     Timm,
 }
 
+impl AttnNames {
+    /// The names of the packed input weight and bias and of the output weight and bias.
+    fn names(self) -> [&'static str; 4] {
+        match self {
+            AttnNames::Torch => [
+                "in_proj_weight",
+                "in_proj_bias",
+                "out_proj.weight",
+                "out_proj.bias",
+            ],
+            AttnNames::Timm => ["qkv.weight", "qkv.bias", "proj.weight", "proj.bias"],
+        }
+    }
+}
+
 /// The query/key/value projection weights of a [`MultiHeadAttention`].
 #[derive(Clone, Debug)]
 pub enum QkvWeights {
@@ -273,81 +287,113 @@ pub struct MultiHeadAttention {
     pub out_proj_bias: Parameter,
     /// Number of heads.
     pub heads: usize,
-    /// Parameter naming.
-    pub names: AttnNames,
 }
 
 impl MultiHeadAttention {
-    /// PyTorch's initialisation: Xavier-uniform input projection, zero biases.
-    pub fn new(embed: usize, heads: usize, names: AttnNames, rng: &mut Rng) -> Result<Self> {
+    /// PyTorch's initialisation: Xavier-uniform input projection, zero biases, the output
+    /// projection uniform in `±1/√E`.
+    ///
+    /// ```
+    /// use tessera_nn::{AttnNames, MultiHeadAttention, Var, VarBuilder, VarMap};
+    /// use tessera_tensor::{Rng, Tensor};
+    /// let vars = VarMap::new();
+    /// let vb = VarBuilder::from_rng(&vars, Rng::seed(0));
+    /// let mha = MultiHeadAttention::new(&vb.pp("attn"), 8, 2, AttnNames::Timm)?;
+    /// let x = Var::constant(Tensor::randn(&[3, 5, 8], 0.0, 1.0, &mut Rng::seed(1)));
+    /// let (y, probs) = mha.forward_qkv(&x, &x, &x, None, None, true)?;
+    /// assert_eq!(y.shape(), &[3, 5, 8]);
+    /// // Each query's probabilities over the keys sum to 1.
+    /// let p = probs.unwrap();
+    /// assert!((p.to_vec()[..5].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    /// assert_eq!(vars.names(), ["attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias"]);
+    /// # Ok::<(), tessera_nn::Error>(())
+    /// ```
+    pub fn new(vb: &VarBuilder, embed: usize, heads: usize, names: AttnNames) -> Result<Self> {
+        let out = Init::default_bias(embed);
+        let xavier = Init::XavierUniform { gain: 1.0 };
+        MultiHeadAttention::with_init(vb, embed, heads, names, xavier, out)
+    }
+
+    /// Packed projections whose input weight is drawn by `qkv` and output weight by
+    /// `out` (biases zero), named as `names` says.
+    pub fn with_init(
+        vb: &VarBuilder,
+        embed: usize,
+        heads: usize,
+        names: AttnNames,
+        qkv: Init,
+        out: Init,
+    ) -> Result<Self> {
         if heads == 0 || embed % heads != 0 {
-            return Err(Error::Input {
-                layer: "MultiHeadAttention",
-                msg: format!("embedding size {embed} is not divisible by {heads} heads"),
-            });
+            return Err(indivisible_heads(embed, heads));
         }
-        let bound = 1.0 / (embed as f32).sqrt();
+        let [w, b, ow, ob] = names.names();
         Ok(MultiHeadAttention {
-            qkv: QkvWeights::Packed(Parameter::new(xavier_uniform(
-                &[3 * embed, embed],
-                1.0,
-                rng,
-            )?)),
-            in_proj_bias: Parameter::new(Tensor::zeros(&[3 * embed])),
-            out_proj_weight: Parameter::new(Tensor::rand(&[embed, embed], -bound, bound, rng)),
-            out_proj_bias: Parameter::new(Tensor::zeros(&[embed])),
+            qkv: QkvWeights::Packed(vb.param(w, &[3 * embed, embed], qkv)?),
+            in_proj_bias: vb.param(b, &[3 * embed], Init::Zeros)?,
+            out_proj_weight: vb.param(ow, &[embed, embed], out)?,
+            out_proj_bias: vb.param(ob, &[embed], Init::Zeros)?,
             heads,
-            names,
         })
     }
 
     /// PyTorch's `nn.MultiheadAttention(embed, heads, kdim=kdim, vdim=vdim)`: separate
     /// Xavier-uniform projections, zero biases. Names follow PyTorch.
     pub fn with_kv_dims(
+        vb: &VarBuilder,
         embed: usize,
         heads: usize,
         kdim: usize,
         vdim: usize,
-        rng: &mut Rng,
     ) -> Result<Self> {
-        let mut mha = MultiHeadAttention::new(embed, heads, AttnNames::Torch, rng)?;
-        mha.qkv = QkvWeights::Separate(
-            Parameter::new(xavier_uniform(&[embed, embed], 1.0, rng)?),
-            Parameter::new(xavier_uniform(&[embed, kdim], 1.0, rng)?),
-            Parameter::new(xavier_uniform(&[embed, vdim], 1.0, rng)?),
-        );
-        Ok(mha)
+        if heads == 0 || embed % heads != 0 {
+            return Err(indivisible_heads(embed, heads));
+        }
+        MultiHeadAttention::separate(vb, embed, heads, [embed, kdim, vdim], [embed, embed])
     }
 
     /// `H` heads of `d_k` query/key and `d_v` value features each, projecting from and
     /// back to `embed` features (the paper's Table 3 row (B) varies `d_k`). Separate
     /// Xavier-uniform projections (PyTorch's names `q_proj_weight`, ...), zero biases.
     pub fn with_head_dims(
+        vb: &VarBuilder,
         embed: usize,
         heads: usize,
         d_k: usize,
         d_v: usize,
-        rng: &mut Rng,
     ) -> Result<Self> {
         if heads == 0 || d_k == 0 || d_v == 0 {
-            return Err(Error::Input {
-                layer: "MultiHeadAttention",
-                msg: format!("heads ({heads}), d_k ({d_k}) and d_v ({d_v}) must be positive"),
-            });
+            return Err(Error::setting(
+                "MultiHeadAttention",
+                "heads, d_k, d_v",
+                format!("{heads}, {d_k}, {d_v}"),
+                "all positive",
+            ));
         }
-        let (qk, v) = (heads * d_k, heads * d_v);
-        let bound = 1.0 / (v as f32).sqrt();
+        let widths = [embed; 3];
+        MultiHeadAttention::separate(vb, embed, heads, widths, [heads * d_k, heads * d_v])
+    }
+
+    /// Separate projections from inputs of `[q, k, v]` widths to `[H·d_k, H·d_v]`
+    /// features, PyTorch's names.
+    fn separate(
+        vb: &VarBuilder,
+        embed: usize,
+        heads: usize,
+        [qdim, kdim, vdim]: [usize; 3],
+        [qk, v]: [usize; 2],
+    ) -> Result<Self> {
+        let xavier = Init::XavierUniform { gain: 1.0 };
         Ok(MultiHeadAttention {
             qkv: QkvWeights::Separate(
-                Parameter::new(xavier_uniform(&[qk, embed], 1.0, rng)?),
-                Parameter::new(xavier_uniform(&[qk, embed], 1.0, rng)?),
-                Parameter::new(xavier_uniform(&[v, embed], 1.0, rng)?),
+                vb.param("q_proj_weight", &[qk, qdim], xavier.clone())?,
+                vb.param("k_proj_weight", &[qk, kdim], xavier.clone())?,
+                vb.param("v_proj_weight", &[v, vdim], xavier)?,
             ),
-            in_proj_bias: Parameter::new(Tensor::zeros(&[2 * qk + v])),
-            out_proj_weight: Parameter::new(Tensor::rand(&[embed, v], -bound, bound, rng)),
-            out_proj_bias: Parameter::new(Tensor::zeros(&[embed])),
+            in_proj_bias: vb.param("in_proj_bias", &[2 * qk + v], Init::Zeros)?,
+            out_proj_weight: vb.param("out_proj.weight", &[embed, v], Init::default_bias(v))?,
+            out_proj_bias: vb.param("out_proj.bias", &[embed], Init::Zeros)?,
             heads,
-            names: AttnNames::Torch,
         })
     }
 
@@ -380,14 +426,12 @@ impl MultiHeadAttention {
         let offset = self.proj_dims().0 * part;
         let width = w.shape()[1];
         if x.shape().len() != 3 || x.shape()[2] != width {
-            return Err(Error::Input {
-                layer: "MultiHeadAttention",
-                msg: format!(
-                    "expected {} [B, T, {width}], got {:?}",
-                    ["query", "key", "value"][part],
-                    x.shape()
-                ),
-            });
+            let what = ["query", "key", "value"][part];
+            return Err(Error::shape(
+                "MultiHeadAttention",
+                format!("{what} [B, T, {width}]"),
+                x.shape(),
+            ));
         }
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let bias = self.in_proj_bias.var().narrow(0, offset, e)?; // (out)
@@ -428,10 +472,11 @@ impl MultiHeadAttention {
     ) -> Result<(Var, Option<Tensor>)> {
         let width = w.value().shape()[1];
         if x.shape().len() != 3 || x.shape()[2] != width {
-            return Err(Error::Input {
-                layer: "MultiHeadAttention",
-                msg: format!("expected query [B, T, {width}], got {:?}", x.shape()),
-            });
+            return Err(Error::shape(
+                "MultiHeadAttention",
+                format!("query [B, T, {width}]"),
+                x.shape(),
+            ));
         }
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let qkv = self
@@ -480,27 +525,12 @@ impl MultiHeadAttention {
     }
 }
 
-impl Params for MultiHeadAttention {
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
-        let (w, b, ow, ob) = match self.names {
-            AttnNames::Torch => (
-                "in_proj_weight",
-                "in_proj_bias",
-                "out_proj.weight",
-                "out_proj.bias",
-            ),
-            AttnNames::Timm => ("qkv.weight", "qkv.bias", "proj.weight", "proj.bias"),
-        };
-        match &self.qkv {
-            QkvWeights::Packed(p) => out.push((join(prefix, w), p.clone())),
-            QkvWeights::Separate(q, k, v) => {
-                out.push((join(prefix, "q_proj_weight"), q.clone()));
-                out.push((join(prefix, "k_proj_weight"), k.clone()));
-                out.push((join(prefix, "v_proj_weight"), v.clone()));
-            }
-        }
-        out.push((join(prefix, b), self.in_proj_bias.clone()));
-        out.push((join(prefix, ow), self.out_proj_weight.clone()));
-        out.push((join(prefix, ob), self.out_proj_bias.clone()));
-    }
+/// The error of a width that `heads` heads do not divide.
+fn indivisible_heads(embed: usize, heads: usize) -> Error {
+    Error::setting(
+        "MultiHeadAttention",
+        "heads",
+        heads,
+        format!("a positive divisor of the embedding size {embed}"),
+    )
 }

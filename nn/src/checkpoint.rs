@@ -1,10 +1,12 @@
 //! Saving and loading parameters by name as safetensors.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use tessera_tensor::{save_safetensors, SafeTensorsFile};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tessera_tensor::Rng;
 
 use crate::{Error, Params, Result};
 
@@ -53,90 +55,130 @@ pub fn save_checkpoint(
     model: &impl Params,
     metadata: Option<&HashMap<String, String>>,
 ) -> Result<()> {
-    let params = model.named_parameters();
-    let mut values: Vec<(String, tessera_tensor::Tensor)> =
-        params.iter().map(|(n, p)| (n.clone(), p.value())).collect();
-    values.extend(
-        model
-            .named_buffers()
-            .into_iter()
-            .map(|(n, b)| (n, b.value())),
-    );
-    save_safetensors(path, values.iter().map(|(n, t)| (n.as_str(), t)), metadata)?;
-    Ok(())
+    model.vars().save(path, metadata)
 }
 
-/// A named tensor of the model: a parameter or a buffer.
-enum Slot {
-    Param(crate::Parameter),
-    Buf(crate::Buffer),
-}
-
-impl Slot {
-    fn value(&self) -> tessera_tensor::Tensor {
-        match self {
-            Slot::Param(p) => p.value(),
-            Slot::Buf(b) => b.value(),
-        }
-    }
-}
-
-/// Loads parameters and buffers by name. Strict: any missing key, unexpected key or
-/// shape mismatch is an error listing all of them, and nothing is changed. Non-strict:
-/// the matching tensors are loaded and the report of the rest is returned.
+/// Loads parameters and buffers by name (see [`VarMap::load`](crate::VarMap::load)).
+/// Strict: any missing key, unexpected key or shape mismatch is an error listing all of
+/// them, and nothing is changed. Not strict: the matching tensors are loaded and the
+/// report of the rest is returned.
 pub fn load_checkpoint(
     path: impl AsRef<Path>,
     model: &impl Params,
     strict: bool,
 ) -> Result<LoadReport> {
-    let path = path.as_ref();
-    let file = SafeTensorsFile::open(path)?;
-    let shapes: BTreeMap<String, Vec<usize>> = file.shapes().into_iter().collect();
-    let mut slots: Vec<(String, Slot)> = model
-        .named_parameters()
-        .into_iter()
-        .map(|(n, p)| (n, Slot::Param(p)))
-        .collect();
-    slots.extend(
-        model
-            .named_buffers()
-            .into_iter()
-            .map(|(n, b)| (n, Slot::Buf(b))),
-    );
-    let mut report = LoadReport::default();
-    let mut to_load = Vec::new();
-    for (name, slot) in &slots {
-        let shape = slot.value().shape().to_vec();
-        match shapes.get(name) {
-            None => report.missing.push(name.clone()),
-            Some(s) if *s != shape => report.mismatched.push((name.clone(), shape, s.clone())),
-            Some(_) => to_load.push((name, slot)),
+    model.vars().load(path, strict)
+}
+
+/// The metadata key of a checkpoint's configuration: one JSON object (the model's
+/// configuration, and a training run's settings where the file is a training checkpoint).
+pub const CONFIG_KEY: &str = "config";
+
+/// The metadata key of a training checkpoint's progress: one JSON [`TrainProgress`].
+pub const TRAIN_STATE_KEY: &str = "train_state";
+
+/// Where a training run stands: what a checkpoint needs, besides the weights and the
+/// optimizer's state, to continue exactly where it stopped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainProgress {
+    /// Optimizer steps taken.
+    pub step: u64,
+    /// Completed passes over the training data.
+    pub epoch: u64,
+    /// Position in the current pass (batches or chunks already taken).
+    pub position: u64,
+    /// The state of the generator of data order, augmentation and dropout, if the run
+    /// has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rng: Option<RngState>,
+}
+
+/// A [`Rng`]'s state as integers: its 32-byte key and its position in the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RngState {
+    /// The ChaCha key ([`Rng::key`]).
+    pub key: [u8; 32],
+    /// Words consumed ([`Rng::word_pos`]); a decimal string, since JSON numbers stop
+    /// short of 128 bits.
+    #[serde(with = "u128_string")]
+    pub word_pos: u128,
+}
+
+impl RngState {
+    /// The state of `rng`.
+    pub fn of(rng: &Rng) -> RngState {
+        RngState {
+            key: rng.key(),
+            word_pos: rng.word_pos(),
         }
     }
-    let known: std::collections::HashSet<&str> = slots.iter().map(|(n, _)| n.as_str()).collect();
-    report.unexpected = shapes
-        .keys()
-        .filter(|k| !known.contains(k.as_str()))
-        .cloned()
-        .collect();
-    report.missing.sort();
-    report.mismatched.sort();
-    if strict && !report.is_clean() {
-        return Err(Error::Checkpoint {
-            path: path.to_path_buf(),
-            report,
-        });
+
+    /// A generator in this state.
+    pub fn rng(&self) -> Rng {
+        Rng::from_state(self.key, self.word_pos)
     }
-    // Read everything first, so a read error leaves the model untouched.
-    let values = to_load
-        .iter()
-        .map(|(n, _)| file.get(n))
-        .collect::<tessera_tensor::Result<Vec<_>>>()?;
-    for ((_, slot), v) in to_load.iter().zip(values) {
-        match slot {
-            Slot::Param(p) => p.set(v)?,
-            Slot::Buf(b) => b.set(v),
-        }
+}
+
+mod u128_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
     }
-    Ok(report)
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Writes `value` as one JSON entry `key` of a checkpoint's metadata.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use tessera_nn::{get_json, put_json, TrainProgress};
+/// let mut meta = HashMap::new();
+/// let progress = TrainProgress { step: 12, epoch: 1, position: 3, rng: None };
+/// put_json(&mut meta, "train_state", &progress)?;
+/// assert_eq!(meta["train_state"], r#"{"step":12,"epoch":1,"position":3}"#);
+/// let back: TrainProgress = get_json(&meta, "train_state", "run.safetensors".as_ref())?;
+/// assert_eq!(back, progress);
+/// # Ok::<(), tessera_nn::Error>(())
+/// ```
+pub fn put_json<T: Serialize>(
+    meta: &mut HashMap<String, String>,
+    key: &str,
+    value: &T,
+) -> Result<()> {
+    let text = serde_json::to_string(value).map_err(|e| Error::Metadata {
+        path: Default::default(),
+        key: key.to_string(),
+        reason: e.to_string(),
+    })?;
+    meta.insert(key.to_string(), text);
+    Ok(())
+}
+
+/// Reads the JSON entry `key` of the metadata of the checkpoint `path`. A missing entry
+/// or one that does not parse is an [`Error::Metadata`] naming the file and the key.
+pub fn get_json<T: DeserializeOwned>(
+    meta: &HashMap<String, String>,
+    key: &str,
+    path: &Path,
+) -> Result<T> {
+    let bad = |reason: String| Error::Metadata {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        reason,
+    };
+    let text = meta.get(key).ok_or_else(|| {
+        bad(if meta.contains_key("model") {
+            "missing: the file was written by an earlier version of tessera, which kept its \
+             settings as separate entries; train it again with this version"
+                .to_string()
+        } else {
+            "missing: not a checkpoint written by this kind of tessera model".to_string()
+        })
+    })?;
+    serde_json::from_str(text).map_err(|e| bad(e.to_string()))
 }

@@ -10,10 +10,11 @@ use crate::{Error, Result};
 /// `(fan_in, fan_out)` of a weight shape (at least 2 axes).
 pub fn fans(shape: &[usize]) -> Result<(usize, usize)> {
     if shape.len() < 2 {
-        return Err(Error::Input {
-            layer: "init",
-            msg: format!("fan in/out need a weight of rank >= 2, got shape {shape:?}"),
-        });
+        return Err(Error::shape(
+            "init (fan in/out)",
+            "a weight of rank >= 2",
+            shape,
+        ));
     }
     let receptive: usize = shape[2..].iter().product();
     Ok((shape[1] * receptive, shape[0] * receptive))

@@ -4,9 +4,8 @@ use std::sync::Mutex;
 
 use tessera_tensor::{IndexTensor, Rng, Tensor};
 
-use crate::init::kaiming_uniform;
 use crate::rows::{self, par_parts, ROWS_PER_PART};
-use crate::{join, Buffer, Error, Module, ModuleT, Parameter, Params, Result, Var};
+use crate::{Buffer, Error, Init, Module, Parameter, Result, Var, VarBuilder};
 
 /// `y = x Wᵀ + b` (PyTorch's `nn.Linear`; weight `[out, in]`, parameters `weight`,
 /// `bias`).
@@ -23,41 +22,43 @@ pub struct Linear {
 
 impl Linear {
     /// PyTorch's initialisation: weight and bias uniform in `±1/√in`.
-    pub fn new(input: usize, output: usize, bias: bool, rng: &mut Rng) -> Linear {
-        let weight = kaiming_uniform(&[output, input], 5f32.sqrt(), rng)
-            .expect("a [out, in] shape has fans");
-        let bound = 1.0 / (input.max(1) as f32).sqrt();
-        let bias = bias.then(|| Parameter::new(Tensor::rand(&[output], -bound, bound, rng)));
-        Linear {
-            weight: Parameter::new(weight),
-            bias,
-        }
+    ///
+    /// ```
+    /// use tessera_nn::{Linear, Module, Var, VarBuilder, VarMap};
+    /// use tessera_tensor::{Rng, Tensor};
+    /// let vars = VarMap::new();
+    /// let fc = Linear::new(&VarBuilder::from_rng(&vars, Rng::seed(0)).pp("fc"), 4, 3, true)?;
+    /// let y = fc.forward(&Var::constant(Tensor::zeros(&[2, 5, 4])))?;
+    /// assert_eq!(y.shape(), &[2, 5, 3]);
+    /// // A zero input gives the bias.
+    /// assert_eq!(y.value().to_vec()[..3], fc.bias.as_ref().unwrap().value().to_vec()[..]);
+    /// assert_eq!(vars.names(), vec!["fc.weight", "fc.bias"]);
+    /// # Ok::<(), tessera_nn::Error>(())
+    /// ```
+    pub fn new(vb: &VarBuilder, input: usize, output: usize, bias: bool) -> Result<Linear> {
+        let weight = Init::KaimingUniform { a: 5f32.sqrt() };
+        Linear::with_init(
+            vb,
+            input,
+            output,
+            weight,
+            bias.then(|| Init::default_bias(input)),
+        )
     }
 
-    /// A layer from given tensors (`weight [out, in]`, `bias [out]`).
-    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Result<Linear> {
-        let (out, _) = weight.dims2()?;
-        if let Some(b) = &bias {
-            if b.shape() != [out] {
-                return Err(Error::Input {
-                    layer: "Linear",
-                    msg: format!("bias of shape {:?} for {out} outputs", b.shape()),
-                });
-            }
-        }
+    /// A layer whose weight is drawn by `weight` and whose bias (when `bias` is `Some`)
+    /// by the given initialiser.
+    pub fn with_init(
+        vb: &VarBuilder,
+        input: usize,
+        output: usize,
+        weight: Init,
+        bias: Option<Init>,
+    ) -> Result<Linear> {
         Ok(Linear {
-            weight: Parameter::new(weight),
-            bias: bias.map(Parameter::new),
+            weight: vb.param("weight", &[output, input], weight)?,
+            bias: bias.map(|b| vb.param("bias", &[output], b)).transpose()?,
         })
-    }
-}
-
-impl Params for Linear {
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
-        out.push((join(prefix, "weight"), self.weight.clone()));
-        if let Some(b) = &self.bias {
-            out.push((join(prefix, "bias"), b.clone()));
-        }
     }
 }
 
@@ -66,10 +67,11 @@ impl Module for Linear {
         let w = self.weight.var();
         let in_features = w.shape()[1];
         if x.shape().last() != Some(&in_features) {
-            return Err(Error::Input {
-                layer: "Linear",
-                msg: format!("expected input [..., {in_features}], got {:?}", x.shape()),
-            });
+            return Err(Error::shape(
+                "Linear",
+                format!("input [..., {in_features}]"),
+                x.shape(),
+            ));
         }
         // [..., in] as [rows, in] · [in, out].
         let lead: Vec<usize> = x.shape()[..x.shape().len() - 1].to_vec();
@@ -99,23 +101,36 @@ pub struct Embedding {
 impl Embedding {
     /// PyTorch's initialisation: `N(0, 1)`, the padding row zero.
     pub fn new(
+        vb: &VarBuilder,
         num: usize,
         dim: usize,
         padding_idx: Option<usize>,
-        rng: &mut Rng,
     ) -> Result<Embedding> {
-        let mut w = Tensor::randn(&[num, dim], 0.0, 1.0, rng).to_vec();
         if let Some(p) = padding_idx {
             if p >= num {
-                return Err(Error::Input {
-                    layer: "Embedding",
-                    msg: format!("padding index {p} is outside {num} embeddings"),
-                });
+                return Err(Error::setting(
+                    "Embedding",
+                    "padding index",
+                    p,
+                    format!("below the {num} embeddings"),
+                ));
             }
+        }
+        let weight = vb.param(
+            "weight",
+            &[num, dim],
+            Init::Normal {
+                mean: 0.0,
+                std: 1.0,
+            },
+        )?;
+        if let Some(p) = padding_idx {
+            let mut w = weight.value().to_vec();
             w[p * dim..(p + 1) * dim].fill(0.0);
+            weight.set(Tensor::from_vec(w, &[num, dim])?)?;
         }
         Ok(Embedding {
-            weight: Parameter::new(Tensor::from_vec(w, &[num, dim])?),
+            weight,
             padding_idx,
         })
     }
@@ -140,12 +155,6 @@ impl Embedding {
     }
 }
 
-impl Params for Embedding {
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
-        out.push((join(prefix, "weight"), self.weight.clone()));
-    }
-}
-
 /// Layer normalisation over the last axis (PyTorch's `nn.LayerNorm(d)`, parameters
 /// `weight`, `bias`): `(x - mean) / √(var + eps) · γ + β`, with the biased variance and
 /// `eps` inside the root. `eps` is 1e-5 by default (PyTorch); timm's ViT uses 1e-6.
@@ -161,19 +170,12 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     /// γ = 1, β = 0.
-    pub fn new(dim: usize, eps: f32) -> LayerNorm {
-        LayerNorm {
-            weight: Parameter::new(Tensor::ones(&[dim])),
-            bias: Parameter::new(Tensor::zeros(&[dim])),
+    pub fn new(vb: &VarBuilder, dim: usize, eps: f32) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: vb.param("weight", &[dim], Init::Ones)?,
+            bias: vb.param("bias", &[dim], Init::Zeros)?,
             eps,
-        }
-    }
-}
-
-impl Params for LayerNorm {
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
-        out.push((join(prefix, "weight"), self.weight.clone()));
-        out.push((join(prefix, "bias"), self.bias.clone()));
+        })
     }
 }
 
@@ -181,10 +183,11 @@ impl Module for LayerNorm {
     fn forward(&self, x: &Var) -> Result<Var> {
         let d = self.weight.value().numel();
         if d == 0 || x.shape().last() != Some(&d) {
-            return Err(Error::Input {
-                layer: "LayerNorm",
-                msg: format!("expected input [..., {d}], got {:?}", x.shape()),
-            });
+            return Err(Error::shape(
+                "LayerNorm",
+                format!("input [..., {d}]"),
+                x.shape(),
+            ));
         }
         // One pass per row, rows shared among the threads; the backward rule is
         // written out (see LayerNormBackward).
@@ -336,11 +339,12 @@ impl Dropout {
     }
 }
 
-impl Params for Dropout {
-    fn collect_params(&self, _prefix: &str, _out: &mut Vec<(String, Parameter)>) {}
-}
+impl Module for Dropout {
+    /// Evaluation: the identity.
+    fn forward(&self, x: &Var) -> Result<Var> {
+        Ok(x.clone())
+    }
 
-impl ModuleT for Dropout {
     fn forward_t(&self, x: &Var, train: bool) -> Result<Var> {
         let mut rng = match self.rng.lock() {
             Ok(r) => r,
@@ -367,35 +371,37 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// PyTorch's initialisation: weight and bias uniform in `±1/√(in·kh·kw)`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        vb: &VarBuilder,
         input: usize,
         output: usize,
         kernel: usize,
         stride: usize,
         padding: usize,
         bias: bool,
-        rng: &mut Rng,
-    ) -> Conv2d {
-        let shape = [output, input, kernel, kernel];
-        let weight = kaiming_uniform(&shape, 5f32.sqrt(), rng).expect("rank-4 shape has fans");
-        let bound = 1.0 / ((input * kernel * kernel).max(1) as f32).sqrt();
-        let bias = bias.then(|| Parameter::new(Tensor::rand(&[output], -bound, bound, rng)));
-        Conv2d {
-            weight: Parameter::new(weight),
-            bias,
+    ) -> Result<Conv2d> {
+        let fan_in = input * kernel * kernel;
+        let weight = Init::KaimingUniform { a: 5f32.sqrt() };
+        let bias = bias.then(|| Init::default_bias(fan_in));
+        Conv2d::with_init(vb, [input, output, kernel, stride, padding], weight, bias)
+    }
+
+    /// A convolution of `[input, output, kernel, stride, padding]` whose weight is drawn
+    /// by `weight` and whose bias (when `bias` is `Some`) by the given initialiser.
+    pub fn with_init(
+        vb: &VarBuilder,
+        [input, output, kernel, stride, padding]: [usize; 5],
+        weight: Init,
+        bias: Option<Init>,
+    ) -> Result<Conv2d> {
+        Ok(Conv2d {
+            weight: vb.param("weight", &[output, input, kernel, kernel], weight)?,
+            bias: bias.map(|b| vb.param("bias", &[output], b)).transpose()?,
             window: tessera_tensor::Window2d::square(kernel)
                 .with_stride(stride)
                 .with_padding(padding),
-        }
-    }
-}
-
-impl Params for Conv2d {
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
-        out.push((join(prefix, "weight"), self.weight.clone()));
-        if let Some(b) = &self.bias {
-            out.push((join(prefix, "bias"), b.clone()));
-        }
+        })
     }
 }
 
@@ -403,17 +409,16 @@ impl Module for Conv2d {
     fn forward(&self, x: &Var) -> Result<Var> {
         let w = self.weight.var();
         let (d, c, kh, kw) = w.value().dims4()?;
-        let (n, cx, h, wd) = x.value().dims4().map_err(|_| Error::Input {
-            layer: "Conv2d",
-            msg: format!("expected input [N, {c}, H, W], got {:?}", x.shape()),
-        })?;
+        let (n, cx, h, wd) = x
+            .value()
+            .dims4()
+            .map_err(|_| Error::shape("Conv2d", format!("input [N, {c}, H, W]"), x.shape()))?;
         if cx != c {
-            return Err(Error::Input {
-                layer: "Conv2d",
-                msg: format!(
-                    "expected {c} input channels, got {cx} (input {:?})",
-                    x.shape()
-                ),
+            return Err(Error::Channels {
+                op: "Conv2d",
+                expected: c,
+                got: cx,
+                shape: x.shape().to_vec(),
             });
         }
         let window = tessera_tensor::Window2d {
@@ -446,10 +451,6 @@ impl MaxPool2d {
             window: tessera_tensor::Window2d::square(kernel).with_stride(stride),
         }
     }
-}
-
-impl Params for MaxPool2d {
-    fn collect_params(&self, _prefix: &str, _out: &mut Vec<(String, Parameter)>) {}
 }
 
 impl Module for MaxPool2d {
@@ -485,59 +486,48 @@ pub struct BatchNorm2d {
 impl BatchNorm2d {
     /// PyTorch's defaults: γ = 1, β = 0, running mean 0 and variance 1, eps 1e-5,
     /// momentum 0.1.
-    pub fn new(channels: usize) -> BatchNorm2d {
-        BatchNorm2d {
-            weight: Parameter::new(Tensor::ones(&[channels])),
-            bias: Parameter::new(Tensor::zeros(&[channels])),
-            running_mean: Buffer::new(Tensor::zeros(&[channels])),
-            running_var: Buffer::new(Tensor::ones(&[channels])),
-            num_batches_tracked: Buffer::new(Tensor::scalar(0.0)),
+    pub fn new(vb: &VarBuilder, channels: usize) -> Result<BatchNorm2d> {
+        Ok(BatchNorm2d {
+            weight: vb.param("weight", &[channels], Init::Ones)?,
+            bias: vb.param("bias", &[channels], Init::Zeros)?,
+            running_mean: vb.buffer("running_mean", Tensor::zeros(&[channels]))?,
+            running_var: vb.buffer("running_var", Tensor::ones(&[channels]))?,
+            num_batches_tracked: vb.buffer("num_batches_tracked", Tensor::scalar(0.0))?,
             eps: 1e-5,
             momentum: 0.1,
-        }
+        })
     }
 }
 
-impl Params for BatchNorm2d {
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
-        out.push((join(prefix, "weight"), self.weight.clone()));
-        out.push((join(prefix, "bias"), self.bias.clone()));
+impl Module for BatchNorm2d {
+    /// Evaluation: normalised by the running statistics.
+    fn forward(&self, x: &Var) -> Result<Var> {
+        self.forward_t(x, false)
     }
 
-    fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, Buffer)>) {
-        out.push((join(prefix, "running_mean"), self.running_mean.clone()));
-        out.push((join(prefix, "running_var"), self.running_var.clone()));
-        out.push((
-            join(prefix, "num_batches_tracked"),
-            self.num_batches_tracked.clone(),
-        ));
-    }
-}
-
-impl ModuleT for BatchNorm2d {
     fn forward_t(&self, x: &Var, train: bool) -> Result<Var> {
         let c = self.weight.value().numel();
-        let (n, cx, h, w) = x.value().dims4().map_err(|_| Error::Input {
-            layer: "BatchNorm2d",
-            msg: format!("expected input [N, {c}, H, W], got {:?}", x.shape()),
-        })?;
+        let (n, cx, h, w) = x
+            .value()
+            .dims4()
+            .map_err(|_| Error::shape("BatchNorm2d", format!("input [N, {c}, H, W]"), x.shape()))?;
         if cx != c {
-            return Err(Error::Input {
-                layer: "BatchNorm2d",
-                msg: format!("expected {c} channels, got {cx} (input {:?})", x.shape()),
+            return Err(Error::Channels {
+                op: "BatchNorm2d",
+                expected: c,
+                got: cx,
+                shape: x.shape().to_vec(),
             });
         }
         let per_channel = |t: Tensor| t.reshape(&[1, c, 1, 1]);
         let (mean, var) = if train {
             let count = n * h * w;
             if count < 2 {
-                return Err(Error::Input {
-                    layer: "BatchNorm2d",
-                    msg: format!(
-                        "training needs more than one value per channel, got {:?}",
-                        x.shape()
-                    ),
-                });
+                return Err(Error::shape(
+                    "BatchNorm2d (training)",
+                    "more than one value per channel",
+                    x.shape(),
+                ));
             }
             let mean = x.mean(&[0, 2, 3], true)?; // (1, C, 1, 1)
             let var = x.sub(&mean)?.sqr().mean(&[0, 2, 3], true)?;
@@ -584,10 +574,6 @@ pub enum Activation {
     Tanh,
     /// Logistic sigmoid.
     Sigmoid,
-}
-
-impl Params for Activation {
-    fn collect_params(&self, _prefix: &str, _out: &mut Vec<(String, Parameter)>) {}
 }
 
 impl Module for Activation {

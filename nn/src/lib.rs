@@ -5,16 +5,16 @@
 //!
 //! ```
 //! use tessera_autograd::Var;
-//! use tessera_nn::{cross_entropy, Linear, Module, Params};
+//! use tessera_nn::{cross_entropy, Linear, Module, VarBuilder, VarMap};
 //! use tessera_tensor::{IndexTensor, Rng, Tensor};
-//! let mut rng = Rng::seed(0);
-//! let layer = Linear::new(4, 3, true, &mut rng);
-//! let x = Var::constant(Tensor::randn(&[2, 4], 0.0, 1.0, &mut rng));
+//! let vars = VarMap::new();
+//! let layer = Linear::new(&VarBuilder::from_rng(&vars, Rng::seed(0)), 4, 3, true)?;
+//! let x = Var::constant(Tensor::randn(&[2, 4], 0.0, 1.0, &mut Rng::seed(1)));
 //! let logits = layer.forward(&x)?;
 //! let loss = cross_entropy(&logits, &IndexTensor::from_vec(vec![0, 2]), 0.1, None)?;
 //! loss.backward()?;
-//! let names: Vec<String> = layer.named_parameters().into_iter().map(|(n, _)| n).collect();
-//! assert_eq!(names, vec!["weight", "bias"]);
+//! assert_eq!(vars.names(), vec!["weight", "bias"]);
+//! assert!(layer.weight.grad().is_some());
 //! # Ok::<(), tessera_nn::Error>(())
 //! ```
 #![warn(missing_docs)]
@@ -25,16 +25,21 @@ pub mod init;
 mod layers;
 mod loss;
 mod rows;
+mod vars;
 
 pub use attention::{
     scaled_dot_product_attention, AttnMask, AttnNames, MultiHeadAttention, QkvWeights,
 };
-pub use checkpoint::{load_checkpoint, save_checkpoint, LoadReport};
+pub use checkpoint::{
+    get_json, load_checkpoint, put_json, save_checkpoint, LoadReport, RngState, TrainProgress,
+    CONFIG_KEY, TRAIN_STATE_KEY,
+};
 pub use layers::{
     Activation, BatchNorm2d, Conv2d, Dropout, Embedding, LayerNorm, Linear, MaxPool2d,
 };
 pub use loss::{cross_entropy, mse_loss, nll_loss};
 pub use tessera_autograd::{Parameter, Var};
+pub use vars::{Init, VarBuilder, VarMap};
 
 /// Errors of the layers, losses and checkpoints.
 #[derive(Debug, thiserror::Error)]
@@ -46,13 +51,73 @@ pub enum Error {
     /// A differentiation step failed.
     #[error(transparent)]
     Autograd(#[from] tessera_autograd::Error),
-    /// An input that does not fit the layer or loss.
-    #[error("{layer}: {msg}")]
-    Input {
-        /// The layer or loss.
-        layer: &'static str,
-        /// What was expected and what came.
-        msg: String,
+    /// An input whose shape does not fit the layer or loss.
+    #[error("{op}: expected {expected}, got shape {got:?}")]
+    Shape {
+        /// The layer, loss or function.
+        op: &'static str,
+        /// The shape it takes, as a pattern (`[..., 4]`, `[N, C]`).
+        expected: String,
+        /// The shape that came.
+        got: Vec<usize>,
+    },
+    /// An image-like input with the wrong number of channels.
+    #[error("{op}: expected {expected} input channels, got {got} (input {shape:?})")]
+    Channels {
+        /// The layer.
+        op: &'static str,
+        /// The layer's channels.
+        expected: usize,
+        /// The input's channels.
+        got: usize,
+        /// The input's shape.
+        shape: Vec<usize>,
+    },
+    /// A class index outside the logits' classes.
+    #[error("{op}: target {target} of row {row} is outside {classes} classes")]
+    Target {
+        /// The loss.
+        op: &'static str,
+        /// The target.
+        target: usize,
+        /// Its row.
+        row: usize,
+        /// The number of classes.
+        classes: usize,
+    },
+    /// A setting or argument outside what the layer or loss accepts.
+    #[error("{op}: {name} = {value}: {expected}")]
+    Setting {
+        /// The layer, loss or function.
+        op: &'static str,
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        expected: String,
+    },
+    /// Two parameters or buffers built under the same name.
+    #[error("the name {name:?} is already taken in this model")]
+    DuplicateName {
+        /// The full name.
+        name: String,
+    },
+    /// A name the model does not have.
+    #[error("the model has no parameter {name:?}")]
+    UnknownName {
+        /// The full name.
+        name: String,
+    },
+    /// A checkpoint metadata entry that is missing or does not parse.
+    #[error("checkpoint {path}: metadata {key:?}: {reason}")]
+    Metadata {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The metadata key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// A checkpoint whose names or shapes do not match the model (strict loading).
     #[error("checkpoint {path}: {report}")]
@@ -67,36 +132,58 @@ pub enum Error {
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Something that owns parameters, reachable by hierarchical names
-/// (`blocks.0.attn.qkv.weight`), in a deterministic order.
-pub trait Params {
-    /// Appends this object's parameters to `out`, each name prefixed by `prefix`.
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>);
-
-    /// Appends this object's buffers (state saved with the model but not trained, such
-    /// as batch-norm statistics) to `out`. None by default.
-    fn collect_buffers(&self, _prefix: &str, _out: &mut Vec<(String, Buffer)>) {}
-
-    /// All buffers with their names.
-    fn named_buffers(&self) -> Vec<(String, Buffer)> {
-        let mut out = Vec::new();
-        self.collect_buffers("", &mut out);
-        out
+impl Error {
+    /// A [`Error::Shape`] error.
+    pub fn shape(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Error {
+        Error::Shape {
+            op,
+            expected: expected.into(),
+            got: got.to_vec(),
+        }
     }
 
-    /// All parameters with their names, in declaration order.
+    /// A [`Error::Setting`] error.
+    pub fn setting(
+        op: &'static str,
+        name: &'static str,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Error {
+        Error::Setting {
+            op,
+            name,
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+}
+
+/// Something that owns parameters: a model, which keeps the [`VarMap`] its
+/// [`VarBuilder`] filled, or a bare `VarMap`.
+pub trait Params {
+    /// The store of the parameters and buffers, by name.
+    fn vars(&self) -> &VarMap;
+
+    /// All parameters with their names, in creation order.
     fn named_parameters(&self) -> Vec<(String, Parameter)> {
-        let mut out = Vec::new();
-        self.collect_params("", &mut out);
-        out
+        self.vars().named_parameters()
+    }
+
+    /// All buffers (state saved with the model but not trained, such as batch-norm
+    /// statistics) with their names.
+    fn named_buffers(&self) -> Vec<(String, Buffer)> {
+        self.vars().named_buffers()
     }
 
     /// The total number of scalar parameters.
     fn num_parameters(&self) -> usize {
-        self.named_parameters()
-            .iter()
-            .map(|(_, p)| p.value().numel())
-            .sum()
+        self.vars().num_parameters()
+    }
+}
+
+impl Params for VarMap {
+    fn vars(&self) -> &VarMap {
+        self
     }
 }
 
@@ -128,23 +215,16 @@ impl Buffer {
     }
 }
 
-/// A layer: `forward(&self, x) -> Result<Var>`.
-pub trait Module: Params {
-    /// Applies the layer.
+/// A layer: `forward(&self, x) -> Result<Var>`, the evaluation behaviour, and
+/// `forward_t` for layers that behave differently in training (dropout, batch norm).
+pub trait Module {
+    /// Applies the layer (in evaluation mode).
     fn forward(&self, x: &Var) -> Result<Var>;
-}
 
-/// A layer whose behaviour differs between training and evaluation (dropout).
-pub trait ModuleT: Params {
-    /// Applies the layer; `train` selects the training behaviour.
-    fn forward_t(&self, x: &Var, train: bool) -> Result<Var>;
-}
-
-/// `prefix.name`, or `name` at the top.
-pub(crate) fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
+    /// Applies the layer; `train` selects the training behaviour. The same as
+    /// [`Module::forward`] unless the layer overrides it.
+    fn forward_t(&self, x: &Var, train: bool) -> Result<Var> {
+        let _ = train;
+        self.forward(x)
     }
 }

@@ -16,27 +16,29 @@ pub fn cross_entropy(
     label_smoothing: f32,
     ignore_index: Option<usize>,
 ) -> Result<Var> {
-    let (n, c) = logits.value().dims2().map_err(|_| Error::Input {
-        layer: "cross_entropy",
-        msg: format!("expected logits [N, C], got {:?}", logits.shape()),
-    })?;
+    let op = "cross_entropy";
+    let (n, c) = logits
+        .value()
+        .dims2()
+        .map_err(|_| Error::shape(op, "logits [N, C]", logits.shape()))?;
     if !(0.0..=1.0).contains(&label_smoothing) {
-        return Err(Error::Input {
-            layer: "cross_entropy",
-            msg: format!("label smoothing {label_smoothing} is outside [0, 1]"),
-        });
+        return Err(Error::setting(
+            op,
+            "label smoothing",
+            label_smoothing,
+            "within [0, 1]",
+        ));
     }
     if targets.shape() != [n] {
-        return Err(Error::Input {
-            layer: "cross_entropy",
-            msg: format!("expected {n} targets, got shape {:?}", targets.shape()),
-        });
+        return Err(Error::shape(op, format!("{n} targets"), targets.shape()));
     }
     for (row, &t) in targets.data().iter().enumerate() {
         if Some(t) != ignore_index && t >= c {
-            return Err(Error::Input {
-                layer: "cross_entropy",
-                msg: format!("target {t} of row {row} is outside {c} classes"),
+            return Err(Error::Target {
+                op,
+                target: t,
+                row,
+                classes: c,
             });
         }
     }
@@ -46,10 +48,7 @@ pub fn cross_entropy(
         .filter(|&&t| Some(t) != ignore_index)
         .count();
     if valid == 0 {
-        return Err(Error::Input {
-            layer: "cross_entropy",
-            msg: "every target is ignored: the mean is undefined".into(),
-        });
+        return Err(every_target_ignored(op, ignore_index));
     }
     // One pass per row for the value, the softmax kept for the backward pass:
     // loss_i = (1 - ε)(lse_i - x_i[t]) + ε (lse_i - mean_c x_ic).
@@ -158,10 +157,7 @@ fn picked_log_probs(
     layer: &'static str,
 ) -> Result<(Var, Tensor)> {
     if targets.shape() != [n] {
-        return Err(Error::Input {
-            layer,
-            msg: format!("expected {n} targets, got shape {:?}", targets.shape()),
-        });
+        return Err(Error::shape(layer, format!("{n} targets"), targets.shape()));
     }
     let mut idx = Vec::with_capacity(n);
     let mut weights = Vec::with_capacity(n);
@@ -170,9 +166,11 @@ fn picked_log_probs(
             idx.push(0);
             weights.push(0.0);
         } else if t >= c {
-            return Err(Error::Input {
-                layer,
-                msg: format!("target {t} of row {row} is outside {c} classes"),
+            return Err(Error::Target {
+                op: layer,
+                target: t,
+                row,
+                classes: c,
             });
         } else {
             idx.push(t);
@@ -180,10 +178,7 @@ fn picked_log_probs(
         }
     }
     if weights.iter().all(|&w| w == 0.0) {
-        return Err(Error::Input {
-            layer,
-            msg: "every target is ignored: the mean is undefined".into(),
-        });
+        return Err(every_target_ignored(layer, ignore_index));
     }
     let picked = logp.gather(1, &IndexTensor::new(idx, &[n, 1])?)?;
     Ok((picked, Tensor::from_vec(weights, &[n, 1])?))
@@ -196,13 +191,10 @@ pub fn nll_loss(
     targets: &IndexTensor,
     ignore_index: Option<usize>,
 ) -> Result<Var> {
-    let (n, c) = log_probs.value().dims2().map_err(|_| Error::Input {
-        layer: "nll_loss",
-        msg: format!(
-            "expected log-probabilities [N, C], got {:?}",
-            log_probs.shape()
-        ),
-    })?;
+    let (n, c) = log_probs
+        .value()
+        .dims2()
+        .map_err(|_| Error::shape("nll_loss", "log-probabilities [N, C]", log_probs.shape()))?;
     let (picked, weights) = picked_log_probs(log_probs, targets, n, c, ignore_index, "nll_loss")?;
     let valid: f32 = weights.sum_all().to_scalar()?;
     Ok(picked
@@ -214,14 +206,25 @@ pub fn nll_loss(
 /// Mean squared error (`F.mse_loss`, mean reduction); shapes must match.
 pub fn mse_loss(prediction: &Var, target: &Var) -> Result<Var> {
     if prediction.shape() != target.shape() {
-        return Err(Error::Input {
-            layer: "mse_loss",
-            msg: format!(
-                "prediction {:?} and target {:?} differ",
-                prediction.shape(),
-                target.shape()
+        return Err(Error::shape(
+            "mse_loss",
+            format!(
+                "a target of the prediction's shape {:?}",
+                prediction.shape()
             ),
-        });
+            target.shape(),
+        ));
     }
     Ok(prediction.sub(target)?.sqr().mean_all())
+}
+
+/// The error of a batch whose every target is `ignore_index`: its mean is undefined.
+fn every_target_ignored(op: &'static str, ignore_index: Option<usize>) -> Error {
+    let index = ignore_index.map_or("none".to_string(), |i| i.to_string());
+    Error::setting(
+        op,
+        "ignore_index",
+        index,
+        "must leave at least one target (every target is ignored: the mean is undefined)",
+    )
 }

@@ -3,7 +3,9 @@
 //! probabilities and gradients, and cross-attention.
 
 use serde_json::Value;
-use tessera_nn::{AttnMask, AttnNames, MultiHeadAttention, Parameter, Params, QkvWeights, Var};
+use tessera_nn::{
+    AttnMask, AttnNames, MultiHeadAttention, Parameter, QkvWeights, Var, VarBuilder, VarMap,
+};
 use tessera_tensor::{Rng, Tensor};
 
 fn floats(v: &Value) -> Vec<f32> {
@@ -35,7 +37,10 @@ fn multi_head_attention_equals_torch() {
     let all: Value = serde_json::from_str(include_str!("fixtures/layers.json")).unwrap();
     let f = &all["mha"];
     let t = |k: &str, s: &[usize]| Tensor::from_vec(floats(&f[k]), s).unwrap();
-    let mha = MultiHeadAttention::new(8, 2, AttnNames::Torch, &mut Rng::seed(0)).unwrap();
+    let (mha, _) = VarMap::build(&mut Rng::seed(0), |vb| {
+        MultiHeadAttention::new(vb, 8, 2, AttnNames::Torch)
+    })
+    .unwrap();
     packed(&mha).set(t("in_proj_weight", &[24, 8])).unwrap();
     mha.in_proj_bias.set(t("in_proj_bias", &[24])).unwrap();
     mha.out_proj_weight
@@ -85,8 +90,9 @@ fn multi_head_attention_equals_torch() {
 #[test]
 fn names_follow_torch_or_timm() {
     let names = |n| {
-        MultiHeadAttention::new(8, 2, n, &mut Rng::seed(0))
+        VarMap::build(&mut Rng::seed(0), |vb| MultiHeadAttention::new(vb, 8, 2, n))
             .unwrap()
+            .1
             .named_parameters()
             .into_iter()
             .map(|(k, _)| k)
@@ -105,7 +111,8 @@ fn names_follow_torch_or_timm() {
         names(AttnNames::Timm),
         ["qkv.weight", "qkv.bias", "proj.weight", "proj.bias"]
     );
-    assert!(MultiHeadAttention::new(8, 3, AttnNames::Torch, &mut Rng::seed(0)).is_err());
+    let vb = VarBuilder::from_rng(&VarMap::new(), Rng::seed(0));
+    assert!(MultiHeadAttention::new(&vb, 8, 3, AttnNames::Torch).is_err());
 }
 
 #[test]
@@ -113,7 +120,10 @@ fn separate_projections_for_other_key_and_value_widths_equal_torch() {
     let all: Value = serde_json::from_str(include_str!("fixtures/layers.json")).unwrap();
     let f = &all["mha_kv"];
     let t = |k: &str, s: &[usize]| Tensor::from_vec(floats(&f[k]), s).unwrap();
-    let mha = MultiHeadAttention::with_kv_dims(8, 2, 5, 6, &mut Rng::seed(0)).unwrap();
+    let (mha, vars) = VarMap::build(&mut Rng::seed(0), |vb| {
+        MultiHeadAttention::with_kv_dims(vb, 8, 2, 5, 6)
+    })
+    .unwrap();
     let QkvWeights::Separate(wq, wk, wv) = &mha.qkv else {
         panic!("separate")
     };
@@ -149,7 +159,11 @@ fn separate_projections_for_other_key_and_value_widths_equal_torch() {
         1e-4,
         "dv_proj_weight",
     );
-    let names: Vec<String> = mha.named_parameters().into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = vars
+        .named_parameters()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(
         names[..3],
         ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
@@ -164,7 +178,10 @@ fn separate_projections_for_other_key_and_value_widths_equal_torch() {
 #[test]
 fn fused_self_attention_equals_the_general_path() {
     let mut rng = Rng::seed(3);
-    let mha = MultiHeadAttention::new(12, 3, AttnNames::Timm, &mut rng).unwrap();
+    let (mha, vars) = VarMap::build(&mut rng, |vb| {
+        MultiHeadAttention::new(vb, 12, 3, AttnNames::Timm)
+    })
+    .unwrap();
     mha.in_proj_bias
         .set(Tensor::randn(&[36], 0.0, 0.5, &mut rng))
         .unwrap();
@@ -178,7 +195,7 @@ fn fused_self_attention_equals_the_general_path() {
     ];
     for mask in &masks {
         let run = |fused: bool| {
-            for (_, p) in mha.named_parameters() {
+            for (_, p) in vars.named_parameters() {
                 p.zero_grad();
             }
             let q = Var::parameter(x.clone());
@@ -200,7 +217,7 @@ fn fused_self_attention_equals_the_general_path() {
                 .unwrap();
             let mut out = vec![y.value().clone(), probs.unwrap(), q.grad().unwrap()];
             out.extend(
-                mha.named_parameters()
+                vars.named_parameters()
                     .iter()
                     .map(|(_, p)| p.grad().unwrap()),
             );

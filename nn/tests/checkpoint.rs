@@ -1,34 +1,38 @@
 //! Checkpoints: round trips, strict reports, PyTorch state dicts, corrupt files.
 
-use tessera_nn::{load_checkpoint, save_checkpoint, Error, Linear, Parameter, Params};
+use tessera_nn::{load_checkpoint, save_checkpoint, Error, Linear, Params, VarMap};
 use tessera_tensor::Rng;
 
 /// Two linear layers named as PyTorch's `nn.Sequential(Linear(3, 2), Tanh(), Linear(2, 1))`.
 struct Mlp {
     first: Linear,
     second: Linear,
+    vars: VarMap,
 }
 
 impl Params for Mlp {
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
-        let p = |i: &str| {
-            if prefix.is_empty() {
-                i.to_string()
-            } else {
-                format!("{prefix}.{i}")
-            }
-        };
-        self.first.collect_params(&p("0"), out);
-        self.second.collect_params(&p("2"), out);
+    fn vars(&self) -> &VarMap {
+        &self.vars
+    }
+}
+
+fn mlp_of(widths: [usize; 3], rng: &mut Rng) -> Mlp {
+    let ((first, second), vars) = VarMap::build(rng, |vb| {
+        Ok((
+            Linear::new(&vb.pp("0"), widths[0], widths[1], true)?,
+            Linear::new(&vb.pp("2"), widths[1], widths[2], true)?,
+        ))
+    })
+    .unwrap();
+    Mlp {
+        first,
+        second,
+        vars,
     }
 }
 
 fn mlp(seed: u64) -> Mlp {
-    let mut rng = Rng::seed(seed);
-    Mlp {
-        first: Linear::new(3, 2, true, &mut rng),
-        second: Linear::new(2, 1, true, &mut rng),
-    }
+    mlp_of([3, 2, 1], &mut Rng::seed(seed))
 }
 
 #[test]
@@ -55,7 +59,8 @@ fn round_trip_and_torch_state_dict() {
 fn strict_loading_reports_everything_sorted_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.safetensors");
-    let other = Linear::new(3, 4, true, &mut Rng::seed(3)); // "weight", "bias": both unexpected
+    // "weight", "bias": both unexpected.
+    let (_, other) = VarMap::build(&mut Rng::seed(3), |vb| Linear::new(vb, 3, 4, true)).unwrap();
     save_checkpoint(&path, &other, None).unwrap();
     let model = mlp(4);
     let before = model.first.weight.value();
@@ -71,10 +76,7 @@ fn strict_loading_reports_everything_sorted_and_changes_nothing() {
     );
     assert_eq!(model.first.weight.value(), before);
     // Shape mismatches name both shapes; non-strict loading returns the report.
-    let wide = Mlp {
-        first: Linear::new(3, 5, true, &mut Rng::seed(5)),
-        second: Linear::new(5, 1, true, &mut Rng::seed(6)),
-    };
+    let wide = mlp_of([3, 5, 1], &mut Rng::seed(5));
     save_checkpoint(&path, &wide, None).unwrap();
     let report = load_checkpoint(&path, &model, false).unwrap();
     assert_eq!(
@@ -104,10 +106,10 @@ fn truncated_file_is_a_clear_error() {
 
 #[test]
 fn buffers_travel_with_the_parameters() {
-    use tessera_nn::{BatchNorm2d, ModuleT, Var};
+    use tessera_nn::{BatchNorm2d, Module, Var};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bn.safetensors");
-    let bn = BatchNorm2d::new(2);
+    let (bn, vars) = VarMap::build(&mut Rng::seed(0), |vb| BatchNorm2d::new(vb, 2)).unwrap();
     let x = Var::constant(tessera_tensor::Tensor::randn(
         &[3, 2, 4, 4],
         1.0,
@@ -115,9 +117,12 @@ fn buffers_travel_with_the_parameters() {
         &mut Rng::seed(8),
     ));
     bn.forward_t(&x, true).unwrap();
-    save_checkpoint(&path, &bn, None).unwrap();
-    let fresh = BatchNorm2d::new(2);
-    assert!(load_checkpoint(&path, &fresh, true).unwrap().is_clean());
+    save_checkpoint(&path, &vars, None).unwrap();
+    let (fresh, fresh_vars) =
+        VarMap::build(&mut Rng::seed(0), |vb| BatchNorm2d::new(vb, 2)).unwrap();
+    assert!(load_checkpoint(&path, &fresh_vars, true)
+        .unwrap()
+        .is_clean());
     assert_eq!(fresh.running_mean.value(), bn.running_mean.value());
     assert_eq!(fresh.running_var.value(), bn.running_var.value());
     assert_eq!(fresh.num_batches_tracked.value().to_scalar().unwrap(), 1.0);

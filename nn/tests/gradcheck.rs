@@ -5,7 +5,7 @@
 use tessera_autograd::{check_gradients, GradCheck};
 use tessera_nn::{
     Activation, AttnMask, AttnNames, BatchNorm2d, Conv2d, LayerNorm, Linear, MaxPool2d, Module,
-    ModuleT, MultiHeadAttention, Var,
+    MultiHeadAttention, Var, VarBuilder, VarMap,
 };
 use tessera_tensor::{Rng, Tensor};
 
@@ -31,13 +31,13 @@ fn check(f: impl Fn(&Var) -> tessera_nn::Result<Var>, x: Tensor) {
 
 #[test]
 fn every_layer_passes_a_finite_difference_check() {
-    let mut rng = Rng::seed(1);
-    let lin = Linear::new(5, 3, true, &mut rng);
+    let vb = VarBuilder::from_rng(&VarMap::new(), Rng::seed(1));
+    let lin = Linear::new(&vb.pp("lin"), 5, 3, true).unwrap();
     check(|x| lin.forward(x), randn(&[4, 5], 2));
-    let ln = LayerNorm::new(6, 1e-5);
+    let ln = LayerNorm::new(&vb.pp("ln"), 6, 1e-5).unwrap();
     ln.weight.set(randn(&[6], 3)).unwrap();
     check(|x| ln.forward(x), randn(&[2, 6], 4));
-    let conv = Conv2d::new(2, 3, 3, 2, 1, true, &mut rng);
+    let conv = Conv2d::new(&vb.pp("conv"), 2, 3, 3, 2, 1, true).unwrap();
     check(|x| conv.forward(x), randn(&[1, 2, 5, 4], 5));
     let distinct = Tensor::arange(0.0, 32.0, 1.0)
         .unwrap()
@@ -46,9 +46,9 @@ fn every_layer_passes_a_finite_difference_check() {
         |x| MaxPool2d::new(2, 2).forward(x),
         distinct.reshape(&[1, 2, 4, 4]).unwrap(),
     );
-    let bn = BatchNorm2d::new(2);
+    let bn = BatchNorm2d::new(&vb.pp("bn"), 2).unwrap();
     check(|x| bn.forward_t(x, true), randn(&[3, 2, 2, 2], 6));
-    let mha = MultiHeadAttention::new(4, 2, AttnNames::Torch, &mut rng).unwrap();
+    let mha = MultiHeadAttention::new(&vb.pp("mha"), 4, 2, AttnNames::Torch).unwrap();
     let causal = AttnMask::causal(3);
     check(
         |x| Ok(mha.forward_qkv(x, x, x, Some(&causal), None, false)?.0),

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use tessera_nn::{
-    cross_entropy, mse_loss, nll_loss, Embedding, LayerNorm, Linear, Module, Params, Var,
+    cross_entropy, mse_loss, nll_loss, Embedding, LayerNorm, Linear, Module, Var, VarMap,
 };
 use tessera_tensor::{IndexTensor, Rng, Tensor};
 
@@ -56,11 +56,10 @@ fn backprop(y: &Var, r: &Value) {
 #[test]
 fn linear_equals_torch() {
     let f = &fx()["linear"];
-    let lin = Linear::from_tensors(
-        tensor(&f["weight"], &[3, 5]),
-        Some(tensor(&f["bias"], &[3])),
-    )
-    .unwrap();
+    let (lin, _) = VarMap::build(&mut Rng::seed(0), |vb| Linear::new(vb, 5, 3, true)).unwrap();
+    lin.weight.set(tensor(&f["weight"], &[3, 5])).unwrap();
+    let bias = lin.bias.as_ref().unwrap();
+    bias.set(tensor(&f["bias"], &[3])).unwrap();
     let x = Var::parameter(tensor(&f["x"], &[4, 5]));
     let y = lin.forward(&x).unwrap();
     close(y.value(), &f["y"], 1e-5, 0.0, "y");
@@ -86,7 +85,7 @@ fn linear_equals_torch() {
 #[test]
 fn layer_norm_equals_torch() {
     let f = &fx()["layer_norm"];
-    let ln = LayerNorm::new(6, 1e-5);
+    let (ln, _) = VarMap::build(&mut Rng::seed(0), |vb| LayerNorm::new(vb, 6, 1e-5)).unwrap();
     ln.weight.set(tensor(&f["weight"], &[6])).unwrap();
     ln.bias.set(tensor(&f["bias"], &[6])).unwrap();
     let x = Var::parameter(tensor(&f["x"], &[2, 3, 6]));
@@ -110,7 +109,8 @@ fn layer_norm_equals_torch() {
 #[test]
 fn embedding_with_padding_equals_torch() {
     let f = &fx()["embedding"];
-    let emb = Embedding::new(7, 4, Some(0), &mut Rng::seed(0)).unwrap();
+    let (emb, _) =
+        VarMap::build(&mut Rng::seed(0), |vb| Embedding::new(vb, 7, 4, Some(0))).unwrap();
     emb.weight.set(tensor(&f["weight"], &[7, 4])).unwrap();
     let ids = IndexTensor::new(ints(&f["ids"]), &[2, 3]).unwrap();
     let y = emb.forward_ids(&ids).unwrap();
@@ -178,9 +178,10 @@ fn nll_and_mse_equal_torch() {
 
 #[test]
 fn parameter_names_and_counts() {
-    let lin = Linear::new(16, 32, true, &mut Rng::seed(1));
-    assert_eq!(lin.num_parameters(), 16 * 32 + 32);
-    let names: Vec<String> = LayerNorm::new(4, 1e-6)
+    let (lin, vars) = VarMap::build(&mut Rng::seed(1), |vb| Linear::new(vb, 16, 32, true)).unwrap();
+    assert_eq!(vars.num_parameters(), 16 * 32 + 32);
+    let (_, vars) = VarMap::build(&mut Rng::seed(1), |vb| LayerNorm::new(vb, 4, 1e-6)).unwrap();
+    let names: Vec<String> = vars
         .named_parameters()
         .into_iter()
         .map(|(n, _)| n)
@@ -195,7 +196,8 @@ fn parameter_names_and_counts() {
 fn conv2d_and_max_pool_equal_torch() {
     use tessera_nn::{Conv2d, MaxPool2d};
     let f = &fx()["conv"];
-    let conv = Conv2d::new(3, 4, 3, 2, 1, true, &mut Rng::seed(0));
+    let (conv, _) =
+        VarMap::build(&mut Rng::seed(0), |vb| Conv2d::new(vb, 3, 4, 3, 2, 1, true)).unwrap();
     conv.weight
         .set(tensor(&f["weight"], &[4, 3, 3, 3]))
         .unwrap();
@@ -236,9 +238,9 @@ fn conv2d_and_max_pool_equal_torch() {
 
 #[test]
 fn batch_norm_trains_and_evaluates_like_torch() {
-    use tessera_nn::{BatchNorm2d, ModuleT};
+    use tessera_nn::BatchNorm2d;
     let f = &fx()["batch_norm"];
-    let bn = BatchNorm2d::new(3);
+    let (bn, vars) = VarMap::build(&mut Rng::seed(0), |vb| BatchNorm2d::new(vb, 3)).unwrap();
     bn.weight.set(tensor(&f["weight"], &[3])).unwrap();
     bn.bias.set(tensor(&f["bias"], &[3])).unwrap();
     let x = Var::parameter(tensor(&f["x"], &[4, 3, 5, 5]));
@@ -273,7 +275,7 @@ fn batch_norm_trains_and_evaluates_like_torch() {
         .forward_t(&Var::constant(x.value().clone()), false)
         .unwrap();
     close(y_eval.value(), &f["y_eval"], 1e-5, 0.0, "eval y");
-    let names: Vec<String> = bn.named_buffers().into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = vars.named_buffers().into_iter().map(|(n, _)| n).collect();
     assert_eq!(
         names,
         ["running_mean", "running_var", "num_batches_tracked"]

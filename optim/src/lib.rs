@@ -55,6 +55,14 @@ pub enum Error {
         /// "gradient" or "update".
         which: &'static str,
     },
+    /// The loss of a training step is NaN or infinite; no parameter was changed.
+    #[error("the loss is {loss} at step {step}; no parameter was changed (lower the learning rate or the clipping norm)")]
+    NonFiniteLoss {
+        /// The loss value.
+        loss: f32,
+        /// The training step.
+        step: u64,
+    },
     /// Saved optimizer state that does not fit the parameters.
     #[error("optimizer state: {0}")]
     State(String),
@@ -62,6 +70,22 @@ pub enum Error {
 
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// [`Error::NonFiniteLoss`] unless `loss` is finite: what every trainer checks before it
+/// steps, so that a diverged run stops the same way everywhere.
+///
+/// ```
+/// assert!(tessera_optim::check_loss(0.7, 3).is_ok());
+/// let err = tessera_optim::check_loss(f32::NAN, 3).unwrap_err();
+/// assert!(err.to_string().starts_with("the loss is NaN at step 3"));
+/// ```
+pub fn check_loss(loss: f32, step: u64) -> Result<()> {
+    if loss.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::NonFiniteLoss { loss, step })
+    }
+}
 
 /// An optimizer over named parameters.
 pub trait Optimizer {

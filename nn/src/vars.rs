@@ -1,0 +1,466 @@
+//! Named parameters, created once: a [`VarMap`] holds a model's parameters and buffers
+//! under their PyTorch/timm names, and a [`VarBuilder`] creates each of them at its path
+//! with its initialiser (in the spirit of candle's `VarBuilder`).
+//!
+//! A layer never names itself: the builder's path does (`vb.pp("blocks").pp(3).pp("mlp")`
+//! then `Linear::new(&vb.pp("fc1"), ..)` creates `blocks.3.mlp.fc1.weight` and `.bias`),
+//! so the names of a checkpoint are the names of the code that built the model.
+//!
+//! ```
+//! use tessera_nn::{Init, Linear, Module, VarBuilder, VarMap, Var};
+//! use tessera_tensor::{Rng, Tensor};
+//! let vars = VarMap::new();
+//! let vb = VarBuilder::from_rng(&vars, Rng::seed(0));
+//! let fc = Linear::with_init(&vb.pp("mlp").pp("fc1"), 4, 3, Init::Const(0.5), Some(Init::Zeros))?;
+//! let y = fc.forward(&Var::constant(Tensor::ones(&[1, 4])))?;
+//! assert_eq!(y.value().to_vec(), vec![2.0, 2.0, 2.0]);
+//! assert_eq!(vars.names(), vec!["mlp.fc1.weight", "mlp.fc1.bias"]);
+//! assert_eq!(vars.num_parameters(), 15);
+//! # Ok::<(), tessera_nn::Error>(())
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tessera_tensor::{Rng, Tensor};
+
+use crate::{init, Buffer, Error, LoadReport, Parameter, Result};
+
+/// How a new parameter's values are drawn (the `torch.nn.init` functions).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Init {
+    /// All zeros.
+    Zeros,
+    /// All ones.
+    Ones,
+    /// Every element the same value.
+    Const(f32),
+    /// `U(lo, hi)`.
+    Uniform {
+        /// Lower bound.
+        lo: f32,
+        /// Upper bound.
+        hi: f32,
+    },
+    /// `N(mean, std²)`.
+    Normal {
+        /// Mean.
+        mean: f32,
+        /// Standard deviation.
+        std: f32,
+    },
+    /// timm's `trunc_normal_(std)`: `N(0, std²)` truncated to `[-2, 2]`.
+    TruncNormal {
+        /// Standard deviation.
+        std: f32,
+    },
+    /// `kaiming_uniform_(a)` over the fan-in: PyTorch's default for `Linear` and
+    /// `Conv2d` weights with `a = √5`.
+    KaimingUniform {
+        /// Negative slope of the rectifier.
+        a: f32,
+    },
+    /// He normal over the fan-out, `N(0, 2 / fan_out)` (ResNet convolutions).
+    KaimingNormalFanOut,
+    /// `xavier_uniform_(gain)`.
+    XavierUniform {
+        /// Gain.
+        gain: f32,
+    },
+}
+
+impl Init {
+    /// PyTorch's default bias of a layer with `fan_in` inputs: `U(±1/√fan_in)`.
+    pub fn default_bias(fan_in: usize) -> Init {
+        let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+        Init::Uniform {
+            lo: -bound,
+            hi: bound,
+        }
+    }
+
+    /// A tensor of `shape` drawn from `rng` (constants draw nothing).
+    pub fn tensor(&self, shape: &[usize], rng: &mut Rng) -> Result<Tensor> {
+        Ok(match *self {
+            Init::Zeros => Tensor::zeros(shape),
+            Init::Ones => Tensor::ones(shape),
+            Init::Const(v) => Tensor::full(shape, v),
+            Init::Uniform { lo, hi } => Tensor::rand(shape, lo, hi, rng),
+            Init::Normal { mean, std } => Tensor::randn(shape, mean, std, rng),
+            Init::TruncNormal { std } => init::trunc_normal(shape, std, rng)?,
+            Init::KaimingUniform { a } => init::kaiming_uniform(shape, a, rng)?,
+            Init::KaimingNormalFanOut => {
+                let (_, fan_out) = init::fans(shape)?;
+                Tensor::randn(shape, 0.0, (2.0 / fan_out.max(1) as f32).sqrt(), rng)
+            }
+            Init::XavierUniform { gain } => init::xavier_uniform(shape, gain, rng)?,
+        })
+    }
+}
+
+/// A named tensor of a model: a trained parameter or a buffer.
+#[derive(Clone, Debug)]
+enum Slot {
+    Param(Parameter),
+    Buffer(Buffer),
+}
+
+impl Slot {
+    fn value(&self) -> Tensor {
+        match self {
+            Slot::Param(p) => p.value(),
+            Slot::Buffer(b) => b.value(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Store {
+    /// In creation order: the order of `named_parameters`, of a saved file's listing
+    /// and of an optimizer's state.
+    entries: Vec<(String, Slot)>,
+    index: HashMap<String, usize>,
+}
+
+impl Store {
+    fn reindex(&mut self) {
+        self.index = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.clone(), i))
+            .collect();
+    }
+}
+
+/// The parameters and buffers of a model by name, in creation order: what a
+/// [`VarBuilder`] fills, what an optimizer steps and what a checkpoint saves and loads.
+///
+/// A cheap handle: clones share the same store, and the [`Parameter`]s in it are the
+/// ones the layers hold, so a load or an optimizer step is seen by the model at once.
+#[derive(Clone, Debug, Default)]
+pub struct VarMap(Arc<Mutex<Store>>);
+
+impl VarMap {
+    /// An empty store.
+    pub fn new() -> VarMap {
+        VarMap::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        match self.0.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn insert(&self, name: String, slot: Slot) -> Result<()> {
+        let mut store = self.lock();
+        if store.index.contains_key(&name) {
+            return Err(Error::DuplicateName { name });
+        }
+        let at = store.entries.len();
+        store.index.insert(name.clone(), at);
+        store.entries.push((name, slot));
+        Ok(())
+    }
+
+    /// Builds `T` into a fresh store whose initialisers draw from `rng` (left advanced),
+    /// and returns both.
+    ///
+    /// ```
+    /// use tessera_nn::{Linear, VarMap};
+    /// use tessera_tensor::Rng;
+    /// let (fc, vars) = VarMap::build(&mut Rng::seed(0), |vb| Linear::new(vb, 4, 3, true))?;
+    /// assert_eq!(vars.num_parameters(), 4 * 3 + 3);
+    /// assert_eq!(fc.weight.value().shape(), &[3, 4]);
+    /// # Ok::<(), tessera_nn::Error>(())
+    /// ```
+    pub fn build<T>(
+        rng: &mut Rng,
+        build: impl FnOnce(&VarBuilder) -> Result<T>,
+    ) -> Result<(T, VarMap)> {
+        let vars = VarMap::new();
+        let built = VarBuilder::with_rng(&vars, rng, build)?;
+        Ok((built, vars))
+    }
+
+    /// Adds a parameter under `name`; a name already taken is an error.
+    pub fn add_parameter(&self, name: impl Into<String>, p: Parameter) -> Result<()> {
+        self.insert(name.into(), Slot::Param(p))
+    }
+
+    /// Adds a buffer under `name`; a name already taken is an error.
+    pub fn add_buffer(&self, name: impl Into<String>, b: Buffer) -> Result<()> {
+        self.insert(name.into(), Slot::Buffer(b))
+    }
+
+    /// Every name, parameters and buffers, in creation order.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().entries.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// All parameters with their names, in creation order.
+    pub fn named_parameters(&self) -> Vec<(String, Parameter)> {
+        self.lock()
+            .entries
+            .iter()
+            .filter_map(|(n, s)| match s {
+                Slot::Param(p) => Some((n.clone(), p.clone())),
+                Slot::Buffer(_) => None,
+            })
+            .collect()
+    }
+
+    /// All buffers with their names, in creation order.
+    pub fn named_buffers(&self) -> Vec<(String, Buffer)> {
+        self.lock()
+            .entries
+            .iter()
+            .filter_map(|(n, s)| match s {
+                Slot::Buffer(b) => Some((n.clone(), b.clone())),
+                Slot::Param(_) => None,
+            })
+            .collect()
+    }
+
+    /// The parameter called `name`.
+    pub fn parameter(&self, name: &str) -> Option<Parameter> {
+        let store = self.lock();
+        match store.index.get(name).map(|&i| &store.entries[i].1) {
+            Some(Slot::Param(p)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    /// Every value by name, parameters and buffers, in creation order.
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        self.lock()
+            .entries
+            .iter()
+            .map(|(n, s)| (n.clone(), s.value()))
+            .collect()
+    }
+
+    /// The total number of scalar parameters (buffers not counted).
+    pub fn num_parameters(&self) -> usize {
+        self.named_parameters()
+            .iter()
+            .map(|(_, p)| p.value().numel())
+            .sum()
+    }
+
+    /// Puts `p` in place of the parameter `name` (keeping its position), for a change of
+    /// shape such as resampled position embeddings. An unknown name is an error.
+    pub fn replace_parameter(&self, name: &str, p: Parameter) -> Result<()> {
+        let mut store = self.lock();
+        match store.index.get(name).copied() {
+            Some(i) => {
+                store.entries[i].1 = Slot::Param(p);
+                Ok(())
+            }
+            None => Err(Error::UnknownName {
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// Removes every entry at `path` or below it (`head` removes `head.weight` and
+    /// `head.bias`, not `head_drop.x`), e.g. before a new head is built in its place.
+    pub fn remove(&self, path: &str) {
+        let mut store = self.lock();
+        let below = format!("{path}.");
+        store
+            .entries
+            .retain(|(n, _)| n != path && !n.starts_with(&below));
+        store.reindex();
+    }
+
+    /// Loads parameters and buffers by name from a safetensors file. Strict: any missing
+    /// key, unexpected key or shape mismatch is an error listing all of them, and nothing
+    /// is changed. Not strict: the matching tensors are loaded and the report of the
+    /// rest is returned.
+    pub fn load(&self, path: impl AsRef<Path>, strict: bool) -> Result<LoadReport> {
+        let path = path.as_ref();
+        let file = tessera_tensor::SafeTensorsFile::open(path)?;
+        let shapes: HashMap<String, Vec<usize>> = file.shapes().into_iter().collect();
+        let slots: Vec<(String, Slot)> = self.lock().entries.clone();
+        let mut report = LoadReport::default();
+        let mut to_load = Vec::new();
+        for (name, slot) in &slots {
+            let shape = slot.value().shape().to_vec();
+            match shapes.get(name) {
+                None => report.missing.push(name.clone()),
+                Some(s) if *s != shape => report.mismatched.push((name.clone(), shape, s.clone())),
+                Some(_) => to_load.push((name, slot)),
+            }
+        }
+        let known: std::collections::HashSet<&str> =
+            slots.iter().map(|(n, _)| n.as_str()).collect();
+        report.unexpected = shapes
+            .keys()
+            .filter(|k| !known.contains(k.as_str()))
+            .cloned()
+            .collect();
+        report.missing.sort();
+        report.unexpected.sort();
+        report.mismatched.sort();
+        if strict && !report.is_clean() {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                report,
+            });
+        }
+        // Read everything first, so a read error leaves the model untouched.
+        let values = to_load
+            .iter()
+            .map(|(n, _)| file.get(n))
+            .collect::<tessera_tensor::Result<Vec<_>>>()?;
+        for ((_, slot), v) in to_load.iter().zip(values) {
+            match slot {
+                Slot::Param(p) => p.set(v)?,
+                Slot::Buffer(b) => b.set(v),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Writes every parameter and buffer by name to a safetensors file (atomically),
+    /// with string metadata.
+    pub fn save(
+        &self,
+        path: impl AsRef<Path>,
+        metadata: Option<&HashMap<String, String>>,
+    ) -> Result<()> {
+        let values = self.tensors();
+        tessera_tensor::save_safetensors(
+            path,
+            values.iter().map(|(n, t)| (n.as_str(), t)),
+            metadata,
+        )?;
+        Ok(())
+    }
+}
+
+/// Where a builder's values come from.
+#[derive(Clone, Debug)]
+enum Source {
+    /// Drawn by each parameter's initialiser.
+    Init(Arc<Mutex<Rng>>),
+    /// Zeros of the right shapes, for a model whose values come from a checkpoint next:
+    /// no random draws, so building a large model for loading is fast.
+    Zeros,
+}
+
+/// Creates parameters and buffers at a path of a [`VarMap`] (see the [module
+/// documentation](self)).
+#[derive(Clone, Debug)]
+pub struct VarBuilder {
+    vars: VarMap,
+    path: String,
+    source: Source,
+}
+
+impl VarBuilder {
+    /// A builder at the root of `vars` whose initialisers draw from `rng`.
+    pub fn from_rng(vars: &VarMap, rng: Rng) -> VarBuilder {
+        VarBuilder {
+            vars: vars.clone(),
+            path: String::new(),
+            source: Source::Init(Arc::new(Mutex::new(rng))),
+        }
+    }
+
+    /// A builder at the root of `vars` that creates zeros of the right shapes and draws
+    /// nothing: for a model whose values are loaded next ([`VarMap::load`]).
+    pub fn zeros(vars: &VarMap) -> VarBuilder {
+        VarBuilder {
+            vars: vars.clone(),
+            path: String::new(),
+            source: Source::Zeros,
+        }
+    }
+
+    /// Runs `build` with a builder that draws from `rng`, then leaves `rng` advanced by
+    /// what was drawn, as if the draws had been made from it directly.
+    pub fn with_rng<T>(
+        vars: &VarMap,
+        rng: &mut Rng,
+        build: impl FnOnce(&VarBuilder) -> Result<T>,
+    ) -> Result<T> {
+        let shared = Arc::new(Mutex::new(rng.clone()));
+        let vb = VarBuilder {
+            vars: vars.clone(),
+            path: String::new(),
+            source: Source::Init(Arc::clone(&shared)),
+        };
+        let out = build(&vb);
+        *rng = match shared.lock() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        out
+    }
+
+    /// The builder one level down: `vb.pp("blocks").pp(3)` is at `blocks.3`.
+    pub fn pp(&self, name: impl ToString) -> VarBuilder {
+        VarBuilder {
+            vars: self.vars.clone(),
+            path: self.name(&name.to_string()),
+            source: self.source.clone(),
+        }
+    }
+
+    /// The full name of `name` at this builder's path.
+    pub fn name(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.path)
+        }
+    }
+
+    /// The path of this builder (empty at the root).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The store this builder fills.
+    pub fn vars(&self) -> &VarMap {
+        &self.vars
+    }
+
+    /// Whether values are drawn (false when the builder makes zeros for a load).
+    pub fn draws(&self) -> bool {
+        matches!(self.source, Source::Init(_))
+    }
+
+    /// A tensor of `shape` as the source gives it: drawn by `init`, or zeros.
+    pub fn tensor(&self, shape: &[usize], init: &Init) -> Result<Tensor> {
+        match &self.source {
+            Source::Init(rng) => {
+                let mut rng = match rng.lock() {
+                    Ok(r) => r,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                init.tensor(shape, &mut rng)
+            }
+            Source::Zeros => Ok(Tensor::zeros(shape)),
+        }
+    }
+
+    /// Creates the parameter `name` of `shape`, initialised by `init`, and registers it.
+    pub fn param(&self, name: &str, shape: &[usize], init: Init) -> Result<Parameter> {
+        let p = Parameter::new(self.tensor(shape, &init)?);
+        self.vars.add_parameter(self.name(name), p.clone())?;
+        Ok(p)
+    }
+
+    /// Registers the buffer `name` with the value `value`.
+    pub fn buffer(&self, name: &str, value: Tensor) -> Result<Buffer> {
+        let b = Buffer::new(value);
+        self.vars.add_buffer(self.name(name), b.clone())?;
+        Ok(b)
+    }
+}
