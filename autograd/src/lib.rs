@@ -4,11 +4,18 @@
 //!
 //! A [`Var`] is a tensor that remembers the operation that produced it. Calling
 //! [`Var::backward`] on a scalar walks the recorded graph once, in reverse topological
-//! order, applying one backward rule per operation (all rules live together in
-//! `backward.rs`), and accumulates the gradient of every leaf created with
+//! order, applying one backward rule per operation, and accumulates the gradient of
+//! every leaf created with
 //! [`Var::parameter`]. The graph is freed as it is walked. [`no_grad`] turns recording
 //! off; [`check_gradients`] compares any function's backward pass with central finite
 //! differences.
+//!
+//! The rules of the built-in operations live together in `backward.rs`, one match arm
+//! per operation with its derivative beside it. A fused operation defined by another
+//! crate through [`Function`] (layer norm and packed attention in `tessera-nn`, the
+//! fused recurrent cells of `tessera-rnn`) carries its own backward rule next to its
+//! forward pass, and is tested against the composition of built-in operations it
+//! replaces.
 //!
 //! ```
 //! use tessera_autograd::Var;

@@ -4,7 +4,6 @@ use std::sync::Mutex;
 
 use tessera_tensor::{IndexTensor, Rng, Tensor};
 
-use crate::rows::{self, par_parts, ROWS_PER_PART};
 use crate::{Buffer, Error, Init, Module, Parameter, Result, Var, VarBuilder};
 
 /// `y = x Wᵀ + b` (PyTorch's `nn.Linear`; weight `[out, in]`, parameters `weight`,
@@ -189,135 +188,7 @@ impl Module for LayerNorm {
                 x.shape(),
             ));
         }
-        // One pass per row, rows shared among the threads; the backward rule is
-        // written out (see LayerNormBackward).
-        let xv = x.value().contiguous();
-        let xs = xv.as_slice().expect("contiguous");
-        let (gamma, beta) = (self.weight.value(), self.bias.value());
-        let (g, b) = (gamma.to_vec(), beta.to_vec());
-        let rows = xs.len() / d;
-        // x̂ is kept for the backward pass only when one can follow (not under no_grad).
-        let keep = tessera_autograd::is_grad_enabled();
-        let mut y = vec![0.0f32; xs.len()];
-        let mut xhat = vec![0.0f32; if keep { xs.len() } else { 0 }];
-        let mut rstd = vec![0.0f32; rows];
-        let part = ROWS_PER_PART * d;
-        let mut xhat_parts = xhat.chunks_mut(part);
-        let parts: Vec<_> = xs
-            .chunks(part)
-            .zip(y.chunks_mut(part))
-            .map(|p| (p, xhat_parts.next()))
-            .zip(rstd.chunks_mut(ROWS_PER_PART))
-            .collect();
-        let eps = self.eps;
-        par_parts(parts, |(((xs, y), mut xhat), rstd)| {
-            for (r, ((xr, yr), rs_out)) in xs
-                .chunks_exact(d)
-                .zip(y.chunks_exact_mut(d))
-                .zip(rstd.iter_mut())
-                .enumerate()
-            {
-                let mean = rows::sum(xr) / d as f32;
-                let var = rows::sum_sq_dev(xr, mean) / d as f32;
-                let rs = 1.0 / (var + eps).sqrt();
-                *rs_out = rs;
-                if let Some(xhat) = xhat.as_deref_mut() {
-                    let hr = &mut xhat[r * d..(r + 1) * d];
-                    for k in 0..d {
-                        let h = (xr[k] - mean) * rs;
-                        hr[k] = h;
-                        yr[k] = h * g[k] + b[k];
-                    }
-                } else {
-                    for k in 0..d {
-                        yr[k] = (xr[k] - mean) * rs * g[k] + b[k];
-                    }
-                }
-            }
-        });
-        let value = Tensor::from_vec(y, x.shape())?;
-        let backward = LayerNormBackward {
-            xhat,
-            rstd,
-            gamma: g,
-            d,
-        };
-        Ok(Var::custom(
-            value,
-            &[x.clone(), self.weight.var(), self.bias.var()],
-            std::sync::Arc::new(backward),
-        ))
-    }
-}
-
-/// LayerNorm's gradients, with `x̂ = (x - μ) / σ` and `dx̂ = dy ⊙ γ`:
-/// `dx = (dx̂ - mean(dx̂) - x̂ ⊙ mean(dx̂ ⊙ x̂)) / σ`, `dγ = Σ_rows dy ⊙ x̂`,
-/// `dβ = Σ_rows dy`.
-#[derive(Debug)]
-struct LayerNormBackward {
-    /// `x̂` row by row (empty when the forward ran without gradients: no backward follows).
-    xhat: Vec<f32>,
-    rstd: Vec<f32>,
-    gamma: Vec<f32>,
-    /// Features per row (never 0: the forward pass rejects an empty last axis).
-    d: usize,
-}
-
-impl tessera_autograd::Function for LayerNormBackward {
-    fn name(&self) -> &'static str {
-        "layer_norm"
-    }
-
-    fn backward(&self, g: &Tensor, _y: &Tensor) -> tessera_autograd::Result<Vec<Option<Tensor>>> {
-        let d = self.d;
-        let gv = g.contiguous();
-        let gs = gv.as_slice().expect("contiguous");
-        let mut dx = vec![0.0f32; gs.len()];
-        // Per part of rows: dγ and dβ partial sums, added up in order afterwards.
-        let part = ROWS_PER_PART * d;
-        let nparts = gs.len().div_ceil(part).max(1);
-        let mut partial = vec![0.0f32; nparts * 2 * d];
-        let parts: Vec<_> = gs
-            .chunks(part)
-            .zip(self.xhat.chunks(part))
-            .zip(dx.chunks_mut(part))
-            .zip(self.rstd.chunks(ROWS_PER_PART))
-            .zip(partial.chunks_mut(2 * d))
-            .collect();
-        par_parts(parts, |((((gs, xhat), dx), rstd), sums)| {
-            let (dgamma, dbeta) = sums.split_at_mut(d);
-            let mut dxhat = vec![0.0f32; d];
-            for (((gr, hr), dxr), &rs) in gs
-                .chunks_exact(d)
-                .zip(xhat.chunks_exact(d))
-                .zip(dx.chunks_exact_mut(d))
-                .zip(rstd)
-            {
-                for k in 0..d {
-                    dxhat[k] = gr[k] * self.gamma[k];
-                    dgamma[k] += gr[k] * hr[k];
-                    dbeta[k] += gr[k];
-                }
-                let m1 = rows::sum(&dxhat) / d as f32;
-                let m2 = rows::dot(&dxhat, hr) / d as f32;
-                for k in 0..d {
-                    dxr[k] = (dxhat[k] - m1 - hr[k] * m2) * rs;
-                }
-            }
-        });
-        let mut dgamma = vec![0.0f32; d];
-        let mut dbeta = vec![0.0f32; d];
-        for sums in partial.chunks_exact(2 * d) {
-            for k in 0..d {
-                dgamma[k] += sums[k];
-                dbeta[k] += sums[d + k];
-            }
-        }
-        Ok(vec![
-            Some(Tensor::from_vec(dx, g.shape())?),
-            Some(Tensor::from_vec(dgamma, &[d])?),
-            Some(Tensor::from_vec(dbeta, &[d])?),
-        ])
+        crate::kernels::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 

@@ -22,9 +22,9 @@
 mod attention;
 mod checkpoint;
 pub mod init;
+mod kernels;
 mod layers;
 mod loss;
-mod rows;
 mod vars;
 
 pub use attention::{
