@@ -89,6 +89,21 @@ impl Module for Linear {
 
 /// A lookup table (PyTorch's `nn.Embedding`, parameter `weight [num, dim]`), optionally
 /// with a padding index whose row starts at zero and receives no gradient.
+///
+/// # Shapes
+/// ids `[...]` -> `[..., dim]`.
+///
+/// ```
+/// use tessera_nn::{Embedding, VarMap};
+/// use tessera_tensor::{IndexTensor, Rng};
+/// let (emb, _) = VarMap::build(&mut Rng::seed(0), |vb| Embedding::new(vb, 10, 4, Some(0)))?;
+/// let y = emb.forward_ids(&IndexTensor::new(vec![0, 3, 3], &[1, 3])?)?;
+/// assert_eq!(y.shape(), &[1, 3, 4]);
+/// let rows = y.value().to_vec();
+/// assert_eq!(rows[..4], [0.0; 4]); // the padding row starts at zero
+/// assert_eq!(rows[4..8], rows[8..12]); // the same id, the same row
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Embedding {
     /// `[num_embeddings, dim]`.
@@ -157,6 +172,19 @@ impl Embedding {
 /// Layer normalisation over the last axis (PyTorch's `nn.LayerNorm(d)`, parameters
 /// `weight`, `bias`): `(x - mean) / √(var + eps) · γ + β`, with the biased variance and
 /// `eps` inside the root. `eps` is 1e-5 by default (PyTorch); timm's ViT uses 1e-6.
+///
+/// # Shapes
+/// `[..., d] -> [..., d]`.
+///
+/// ```
+/// use tessera_nn::{LayerNorm, Module, Var, VarMap};
+/// use tessera_tensor::{Rng, Tensor};
+/// let (ln, _) = VarMap::build(&mut Rng::seed(0), |vb| LayerNorm::new(vb, 2, 0.0))?;
+/// let y = ln.forward(&Var::constant(Tensor::from_vec(vec![1.0, 3.0], &[1, 2])?))?;
+/// // mean 2, biased variance 1: (x - 2) / 1.
+/// assert_eq!(y.value().to_vec(), vec![-1.0, 1.0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct LayerNorm {
     /// γ, `[d]`.
@@ -192,7 +220,25 @@ impl Module for LayerNorm {
     }
 }
 
-/// Inverted dropout with its own seeded generator (PyTorch's `nn.Dropout`).
+/// Inverted dropout with its own seeded generator (PyTorch's `nn.Dropout`): in training
+/// each element is zeroed with probability `p` and the others scaled by `1/(1 - p)`; in
+/// evaluation ([`Module::forward`]) it is the identity.
+///
+/// # Shapes
+/// Any shape, unchanged.
+///
+/// ```
+/// use tessera_nn::{Dropout, Module, Var};
+/// use tessera_tensor::Tensor;
+/// let drop = Dropout::new(0.5, 0);
+/// let x = Var::constant(Tensor::ones(&[1000]));
+/// assert_eq!(drop.forward(&x)?.value().to_vec(), vec![1.0; 1000]);
+/// let kept = drop.forward_t(&x, true)?.value().to_vec();
+/// assert!(kept.iter().all(|&v| v == 0.0 || v == 2.0));
+/// let zeros = kept.iter().filter(|&&v| v == 0.0).count();
+/// assert!((400..600).contains(&zeros), "{zeros}");
+/// # Ok::<(), tessera_nn::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Dropout {
     /// Probability of zeroing an element.
@@ -229,7 +275,21 @@ impl Module for Dropout {
 /// computed as im2col followed by one matrix product.
 ///
 /// # Shapes
-/// `[N, in, H, W] -> [N, out, oh, ow]`.
+/// `[N, in, H, W] -> [N, out, oh, ow]`, `oh = (H + 2·padding - kernel) / stride + 1`.
+///
+/// ```
+/// use tessera_nn::{Conv2d, Init, Module, Var, VarMap};
+/// use tessera_tensor::{Rng, Tensor};
+/// // A 2x2 box filter of ones, stride 2: each output sums a 2x2 block.
+/// let (conv, _) = VarMap::build(&mut Rng::seed(0), |vb| {
+///     Conv2d::with_init(vb, [1, 1, 2, 2, 0], Init::Ones, None)
+/// })?;
+/// let x = Tensor::arange(0.0, 16.0, 1.0)?.reshape(&[1, 1, 4, 4])?;
+/// let y = conv.forward(&Var::constant(x))?;
+/// assert_eq!(y.shape(), &[1, 1, 2, 2]);
+/// assert_eq!(y.value().to_vec(), vec![10.0, 18.0, 42.0, 50.0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Conv2d {
     /// `[out, in, kh, kw]`.
@@ -308,6 +368,18 @@ impl Module for Conv2d {
 }
 
 /// 2-D max-pooling (PyTorch's `nn.MaxPool2d`).
+///
+/// # Shapes
+/// `[N, C, H, W] -> [N, C, oh, ow]`.
+///
+/// ```
+/// use tessera_nn::{MaxPool2d, Module, Var};
+/// use tessera_tensor::Tensor;
+/// let x = Tensor::arange(0.0, 16.0, 1.0)?.reshape(&[1, 1, 4, 4])?;
+/// let y = MaxPool2d::new(2, 2).forward(&Var::constant(x))?;
+/// assert_eq!(y.value().to_vec(), vec![5.0, 7.0, 13.0, 15.0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct MaxPool2d {
     /// Kernel, stride, padding, dilation.
@@ -336,6 +408,21 @@ impl Module for MaxPool2d {
 /// Training normalises with the batch's mean and biased variance over `(N, H, W)` and
 /// moves the running statistics by `momentum` (the running variance takes the unbiased
 /// batch variance); evaluation normalises with the running statistics.
+///
+/// # Shapes
+/// `[N, C, H, W] -> [N, C, H, W]`.
+///
+/// ```
+/// use tessera_nn::{BatchNorm2d, Module, Var, VarMap};
+/// use tessera_tensor::{Rng, Tensor};
+/// let (bn, _) = VarMap::build(&mut Rng::seed(0), |vb| BatchNorm2d::new(vb, 1))?;
+/// let x = Var::constant(Tensor::from_vec(vec![1.0, 3.0], &[2, 1, 1, 1])?);
+/// let y = bn.forward_t(&x, true)?; // batch mean 2, biased variance 1
+/// assert!((y.value().to_vec()[0] + 1.0).abs() < 1e-4);
+/// // The running mean moved by momentum 0.1 towards 2.
+/// assert!((bn.running_mean.value().to_vec()[0] - 0.2).abs() < 1e-6);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct BatchNorm2d {
     /// γ, `[C]`.
@@ -433,6 +520,17 @@ impl Module for BatchNorm2d {
 }
 
 /// An element-wise activation as a layer.
+///
+/// # Shapes
+/// Any shape, unchanged.
+///
+/// ```
+/// use tessera_nn::{Activation, Module, Var};
+/// use tessera_tensor::Tensor;
+/// let x = Var::constant(Tensor::from_vec(vec![-1.0, 2.0], &[2])?);
+/// assert_eq!(Activation::Relu.forward(&x)?.value().to_vec(), vec![0.0, 2.0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
     /// `max(x, 0)`.

@@ -10,6 +10,19 @@ use crate::{Error, Result, Var};
 /// `(1 - ε) · (-log p[target]) + ε · (-(1/C) Σ_c log p[c])`, averaged over the
 /// non-ignored rows (the smoothing mass is spread over all C classes, the target's
 /// included).
+///
+/// # Shapes
+/// logits `[N, C]`, targets `[N]` -> a scalar.
+///
+/// ```
+/// use tessera_nn::{cross_entropy, Var};
+/// use tessera_tensor::{IndexTensor, Tensor};
+/// // Equal logits over 4 classes: -log(1/4) = ln 4, whatever the target.
+/// let logits = Var::constant(Tensor::zeros(&[2, 4]));
+/// let loss = cross_entropy(&logits, &IndexTensor::from_vec(vec![1, 3]), 0.0, None)?;
+/// assert!((loss.value().to_scalar()? - 4f32.ln()).abs() < 1e-6);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn cross_entropy(
     logits: &Var,
     targets: &IndexTensor,
@@ -186,6 +199,18 @@ fn picked_log_probs(
 
 /// Negative log-likelihood on log-probabilities `[N, C]`, mean over non-ignored rows
 /// (`F.nll_loss`).
+///
+/// # Shapes
+/// log-probabilities `[N, C]`, targets `[N]` -> a scalar.
+///
+/// ```
+/// use tessera_nn::{nll_loss, Var};
+/// use tessera_tensor::{IndexTensor, Tensor};
+/// let logp = Var::constant(Tensor::from_vec(vec![-0.5, -2.0, -3.0, -0.25], &[2, 2])?);
+/// let loss = nll_loss(&logp, &IndexTensor::from_vec(vec![0, 1]), None)?;
+/// assert_eq!(loss.value().to_scalar()?, 0.375); // (0.5 + 0.25) / 2
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn nll_loss(
     log_probs: &Var,
     targets: &IndexTensor,
@@ -204,6 +229,18 @@ pub fn nll_loss(
 }
 
 /// Mean squared error (`F.mse_loss`, mean reduction); shapes must match.
+///
+/// # Shapes
+/// prediction and target of one shape -> a scalar.
+///
+/// ```
+/// use tessera_nn::{mse_loss, Var};
+/// use tessera_tensor::Tensor;
+/// let p = Var::constant(Tensor::from_vec(vec![1.0, 2.0], &[2])?);
+/// let t = Var::constant(Tensor::from_vec(vec![0.0, 4.0], &[2])?);
+/// assert_eq!(mse_loss(&p, &t)?.value().to_scalar()?, 2.5); // (1 + 4) / 2
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn mse_loss(prediction: &Var, target: &Var) -> Result<Var> {
     if prediction.shape() != target.shape() {
         return Err(Error::shape(

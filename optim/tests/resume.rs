@@ -3,28 +3,32 @@
 //! everything from the files and trains 20 more steps: the parameters equal those of 40
 //! steps straight, bit for bit.
 
-use tessera_nn::{
-    load_checkpoint, mse_loss, save_checkpoint, Linear, Module, Parameter, Params, Var,
-};
+use tessera_nn::{load_checkpoint, mse_loss, save_checkpoint, Linear, Module, Params, Var, VarMap};
 use tessera_optim::{Adam, Optimizer};
 use tessera_tensor::{load_safetensors, save_safetensors, Rng, Tensor};
 
-struct Mlp(Linear, Linear);
+struct Mlp(Linear, Linear, VarMap);
 
 impl Params for Mlp {
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
-        let _ = prefix;
-        self.0.collect_params("0", out);
-        self.1.collect_params("2", out);
+    fn vars(&self) -> &VarMap {
+        &self.2
     }
 }
 
+/// `nn.Sequential(Linear(4, 8), Tanh(), Linear(8, 2))`, named as PyTorch names it.
+fn mlp_from(seed: u64) -> Mlp {
+    let ((a, b), vars) = VarMap::build(&mut Rng::seed(seed), |vb| {
+        Ok((
+            Linear::new(&vb.pp("0"), 4, 8, true)?,
+            Linear::new(&vb.pp("2"), 8, 2, true)?,
+        ))
+    })
+    .unwrap();
+    Mlp(a, b, vars)
+}
+
 fn mlp() -> Mlp {
-    let mut rng = Rng::seed(42);
-    Mlp(
-        Linear::new(4, 8, true, &mut rng),
-        Linear::new(8, 2, true, &mut rng),
-    )
+    mlp_from(42)
 }
 
 fn train(model: &Mlp, opt: &mut Adam, steps: usize) {
@@ -99,10 +103,7 @@ fn resume_child() {
         return;
     };
     let dir = std::path::PathBuf::from(dir);
-    let resumed = Mlp(
-        Linear::new(4, 8, true, &mut Rng::seed(999)),
-        Linear::new(8, 2, true, &mut Rng::seed(998)),
-    );
+    let resumed = mlp_from(999);
     assert!(
         load_checkpoint(dir.join("model.safetensors"), &resumed, true)
             .unwrap()
