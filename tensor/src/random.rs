@@ -151,9 +151,13 @@ impl Tensor {
         Tensor::from_contiguous(data, shape)
     }
 
-    /// Samples of a normal `N(mean, std²)` truncated to `[a, b]`, drawn as timm's
-    /// `trunc_normal_` does: a uniform value between the normal CDF at `a` and at `b`,
-    /// mapped back through the inverse CDF, then clamped to `[a, b]`.
+    /// Samples of a normal `N(mean, std²)` truncated to `[a, b]` (timm's
+    /// `trunc_normal_`). Where `[a, b]` holds at least half of the normal's mass (the
+    /// usual case: timm's bounds are ±2 for a std of 0.02), normal draws outside `[a, b]`
+    /// are rejected and drawn again: on average fewer than two draws per sample, no
+    /// inverse CDF. Otherwise, as timm does, a uniform value between the normal CDF at
+    /// `a` and at `b` is mapped back through the inverse CDF. Both give exactly the
+    /// truncated distribution; results are clamped to `[a, b]` against rounding.
     ///
     /// ```
     /// use tessera_tensor::{Rng, Tensor};
@@ -179,6 +183,17 @@ impl Tensor {
         let (mean64, std64) = (mean as f64, std as f64);
         let l = normal_cdf((a as f64 - mean64) / std64);
         let u = normal_cdf((b as f64 - mean64) / std64);
+        if u - l >= 0.5 {
+            let data = (0..numel(shape))
+                .map(|_| loop {
+                    let x = mean + std * rng.normal();
+                    if (a..=b).contains(&x) {
+                        break x;
+                    }
+                })
+                .collect();
+            return Ok(Tensor::from_contiguous(data, shape));
+        }
         let data = (0..numel(shape))
             .map(|_| {
                 let p = 2.0 * l - 1.0 + (2.0 * u - 2.0 * l) * rng.uniform() as f64;

@@ -51,6 +51,14 @@ fn trunc_normal_matches_the_truncated_distribution() {
     let (_, s) = mean_std(&w);
     assert!((s - 0.02).abs() < 5e-4, "{s}");
     assert!(Tensor::trunc_normal(&[1], 0.0, -1.0, -2.0, 2.0, &mut Rng::seed(0)).is_err());
+    // A narrow tail, [1, 3] (16% of the mass: drawn by the inverse CDF): mean
+    // (φ(1) - φ(3)) / (Φ(3) - Φ(1)) = 0.237538 / 0.157305 = 1.51005.
+    let t = Tensor::trunc_normal(&[200_000], 0.0, 1.0, 1.0, 3.0, &mut Rng::seed(3))
+        .unwrap()
+        .to_vec();
+    assert!(t.iter().all(|&v| (1.0..=3.0).contains(&v)));
+    let (m, _) = mean_std(&t);
+    assert!((m - 1.51005).abs() < 0.005, "{m}");
 }
 
 #[test]
