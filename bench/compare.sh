@@ -7,7 +7,9 @@
 #
 # Environment: ROUNDS (default 3), MIN_TIME (seconds per figure, default 1),
 # VENV (PyTorch virtualenv, default ../venv-torch; created with torch and timm if missing),
-# SHARED (default ../shared), OUT (JSON lines file, default bench/results/latest.jsonl).
+# SHARED (default ../shared), OUT (JSON lines file, default bench/results/latest.jsonl),
+# BASE (optional: another tessera binary, e.g. a release build of an earlier commit, run
+# in the same rounds so that a change is measured against what it replaces).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 workloads="${1:-W1,W1b}"
@@ -36,6 +38,10 @@ for round in $(seq 1 "$rounds"); do
       echo "round $round/$rounds: $w, $t thread(s)" >&2
       "$tessera" bench "$w" --threads "$t" --json --min-time "$min_time" \
         | sed 's/^{/{"impl":"tessera",/' >> "$out"
+      if [ -n "${BASE:-}" ]; then
+        "$BASE" bench "$w" --threads "$t" --json --min-time "$min_time" \
+          | sed 's/^{/{"impl":"base",/' >> "$out"
+      fi
       "$venv/bin/python" "$shared/bench/torch_bench.py" --workload "$w" --threads "$t" \
         --min-time "$min_time" | sed 's/^{/{"impl":"torch",/' >> "$out"
     done

@@ -5,14 +5,16 @@ Each figure was measured once per round for each program, the two runs back to b
 The table gives the median over rounds of each program's figure and the median over
 rounds of the per-round ratio tessera / PyTorch (pairing runs made seconds apart cancels
 most of the drift of a shared machine). Runs where another process used more than
-0.3 CPU per wall second are left out, as WORKLOADS.md asks.
+0.3 CPU per wall second are left out, as WORKLOADS.md asks. Where compare.sh also ran
+a BASE binary (an earlier build), its figures and its ratio to PyTorch get two more
+columns, from the same rounds.
 """
 import json
 import statistics
 import sys
 from collections import defaultdict
 
-runs = defaultdict(lambda: {"tessera": [], "torch": []})
+runs = defaultdict(lambda: {"tessera": [], "torch": [], "base": []})
 dropped = 0
 with open(sys.argv[1]) as f:
     for line in f:
@@ -23,15 +25,31 @@ with open(sys.argv[1]) as f:
         dropped += not ok
         runs[key][r["impl"]].append(r["median"] if ok else None)
 
-print("| workload | variant | threads | figure | tessera | PyTorch | tessera / PyTorch |")
-print("|---|---|---:|---|---:|---:|---:|")
+with_base = any(impls["base"] for impls in runs.values())
+
+
+def median(xs):
+    xs = [x for x in xs if x]
+    return f"{statistics.median(xs):.1f}" if xs else "-"
+
+
+def ratio(xs, ys):
+    pairs = [(x, y) for x, y in zip(xs, ys) if x and y]
+    return f"{statistics.median(x / y for x, y in pairs):.2f}" if pairs else "-"
+
+
+head = "| workload | variant | threads | figure | tessera | PyTorch | tessera / PyTorch |"
+rule = "|---|---|---:|---|---:|---:|---:|"
+if with_base:
+    head += " base | base / PyTorch |"
+    rule += "---:|---:|"
+print(head)
+print(rule)
 for (w, v, t, fig), impls in sorted(runs.items(), key=lambda kv: (kv[0][0], kv[0][2])):
-    pairs = [(a, b) for a, b in zip(impls["tessera"], impls["torch"]) if a and b]
-    a = [x for x in impls["tessera"] if x]
-    b = [x for x in impls["torch"] if x]
-    fa = f"{statistics.median(a):.1f}" if a else "-"
-    fb = f"{statistics.median(b):.1f}" if b else "-"
-    ratio = f"{statistics.median(x / y for x, y in pairs):.2f}" if pairs else "-"
-    print(f"| {w} | {v} | {t} | {fig} | {fa} | {fb} | {ratio} |")
+    row = f"| {w} | {v} | {t} | {fig} | {median(impls['tessera'])} | {median(impls['torch'])}"
+    row += f" | {ratio(impls['tessera'], impls['torch'])} |"
+    if with_base:
+        row += f" {median(impls['base'])} | {ratio(impls['base'], impls['torch'])} |"
+    print(row)
 if dropped:
     print(f"\n{dropped} run(s) left out: another process used > 0.3 CPU per wall second.")
