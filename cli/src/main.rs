@@ -14,8 +14,8 @@ mod config;
 mod demo;
 mod inspect;
 mod plot;
-mod progress;
 mod rnn;
+mod train;
 mod transformer;
 mod vit;
 
