@@ -10,7 +10,7 @@ use tessera_nn::Params;
 use tessera_rnn::{evaluate, sample, Cell, CharLm, CharLmConfig, TrainConfig, TrainState};
 use tessera_tensor::Rng;
 
-use crate::train::{choice, Eval, Mode, Plan, Run, RunArgs, Step, Task};
+use crate::train::{choice, Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
 
 /// `tessera rnn` subcommands.
 #[derive(Subcommand, Debug)]
@@ -29,9 +29,6 @@ pub enum RnnCommand {
 /// Arguments of `tessera rnn train`.
 #[derive(Args, Debug, serde::Serialize)]
 pub struct TrainArgs {
-    #[command(flatten)]
-    #[serde(flatten)]
-    run: RunArgs,
     /// UTF-8 text to learn (default: nine of Shakespeare's sonnets, built in).
     #[arg(long)]
     text: Option<PathBuf>,
@@ -56,18 +53,15 @@ pub struct TrainArgs {
     /// Global gradient-norm clip.
     #[arg(long, default_value_t = 5.0)]
     clip: f32,
-    /// Stop after this many steps in total.
-    #[arg(long, default_value_t = 1000)]
-    steps: u64,
-    /// Evaluate on the validation text every this many steps (and at the end).
-    #[arg(long, default_value_t = 200)]
-    eval_every: u64,
-    /// Save the checkpoint every this many steps (and at the end).
-    #[arg(long, default_value_t = 1000)]
-    save_every: u64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    budget: Budget,
     /// Characters of sample text to print after training.
     #[arg(long, default_value_t = 200)]
     sample: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    run: RunArgs,
 }
 
 /// The choices of `--cell`.
@@ -192,15 +186,7 @@ fn train(a: &TrainArgs) -> Result<()> {
 
 impl Task for CharTask<'_> {
     fn plan(&self) -> Plan {
-        let a = self.args;
-        Plan {
-            steps: a.steps,
-            eval_every: a.eval_every,
-            eval_at_start: true,
-            save_every: a.save_every,
-            unit: "chars/s",
-            rate_key: "tokens_per_s",
-        }
+        self.args.budget.plan("chars/s", "tokens_per_s")
     }
 
     fn position(&self) -> u64 {

@@ -35,7 +35,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the run saved in OUT/checkpoint.safetensors.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
     pub resume: bool,
     /// Seed of the initialisation, the data order and the augmentation.
     #[arg(long, default_value_t = 0)]
@@ -47,11 +47,43 @@ pub struct RunArgs {
     #[arg(long)]
     pub minutes: Option<f64>,
     /// No progress bar: a line per evaluation only.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
     pub quiet: bool,
     /// One JSON line per evaluation on stdout, nothing else.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
     pub json: bool,
+}
+
+/// How long a run trains and how often it evaluates and saves, in steps (`rnn train`
+/// and `transformer train`; `vit train` counts in epochs).
+#[derive(Args, Debug, serde::Serialize)]
+pub struct Budget {
+    /// Stop after this many steps in total.
+    #[arg(long, default_value_t = 1000)]
+    pub steps: u64,
+    /// Evaluate on the validation data every this many steps (and at the end).
+    #[arg(long, default_value_t = 200)]
+    pub eval_every: u64,
+    /// Save the checkpoint every this many steps (and at the end).
+    #[arg(long, default_value_t = 1000)]
+    pub save_every: u64,
+}
+
+impl Budget {
+    /// The plan of this budget, evaluating from the first step; throughput in `unit`
+    /// (`"chars/s"`), called `rate_key` in metrics.jsonl (`"tokens_per_s"`).
+    pub fn plan(&self, unit: &'static str, rate_key: &'static str) -> Plan {
+        let (steps, eval_every, save_every) = (self.steps, self.eval_every, self.save_every);
+        let eval_at_start = true;
+        Plan {
+            steps,
+            eval_every,
+            eval_at_start,
+            save_every,
+            unit,
+            rate_key,
+        }
+    }
 }
 
 /// One model's side of the training loop. The loop calls [`Task::step`] until the
@@ -153,13 +185,12 @@ impl Run {
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
         crate::config::save(args, &out, &out.join("config.toml"))?;
         let checkpoint = out.join("checkpoint.safetensors");
-        let resumed = if run.resume {
+        let open = || -> Result<_> {
             let file = tessera_tensor::SafeTensorsFile::open(&checkpoint)
                 .with_context(|| format!("resuming from {}", checkpoint.display()))?;
-            Some(file.metadata()?)
-        } else {
-            None
+            Ok(file.metadata()?)
         };
+        let resumed = run.resume.then(open).transpose()?;
         Ok(Run {
             out,
             checkpoint,
@@ -195,11 +226,9 @@ impl Run {
         for line in task.describe() {
             mode.line(&bar, &line);
         }
-        let start = Instant::now();
-        let budget = self.minutes.map(|m| m * 60.0);
-        let mut window = Window::new();
-        let (mut last_eval, mut last_saved) = (None, task.position());
-        let first = task.position();
+        let (start, budget) = (Instant::now(), self.minutes.map(|m| m * 60.0));
+        let (mut window, mut since) = (Window::default(), Instant::now());
+        let (first, mut last_eval, mut last_saved) = (task.position(), None, task.position());
         let reason = loop {
             let step = task.position();
             let reason = if stop_requested() {
@@ -213,11 +242,11 @@ impl Run {
             if (on_cadence || reason.is_some()) && last_eval != Some(step) {
                 last_eval = Some(step);
                 let eval = task.evaluate()?;
-                let elapsed = start.elapsed().as_secs_f64();
-                let (line, json) = window.report(step, &plan, eval, elapsed);
+                let (rate, elapsed) = (window.rate(since), start.elapsed().as_secs_f64());
+                let (line, json) = window.report(step, &plan, eval, rate, elapsed);
                 record(&metrics, mode, &json)?;
                 mode.line(&bar, &line);
-                window = Window::new();
+                (window, since) = (Window::default(), Instant::now());
             }
             if (step % plan.save_every == 0 || reason.is_some()) && step != last_saved {
                 task.save(&self.checkpoint)?;
@@ -230,7 +259,7 @@ impl Run {
             window.add(&s);
             bar.set_position(task.position());
             let lr = s.lr.map_or(String::new(), |lr| format!(" lr {lr:.2e}"));
-            let (loss, rate) = (window.loss(), window.rate());
+            let (loss, rate) = (window.loss(), window.rate(since));
             bar.set_message(format!("loss {loss:.4}{lr} {rate:.0} {}", plan.unit));
         };
         bar.finish_and_clear();
@@ -258,8 +287,8 @@ impl Run {
 }
 
 /// The steps since the last evaluation.
+#[derive(Default)]
 struct Window {
-    start: Instant,
     steps: u64,
     loss: f64,
     items: usize,
@@ -268,17 +297,6 @@ struct Window {
 }
 
 impl Window {
-    fn new() -> Window {
-        Window {
-            start: Instant::now(),
-            steps: 0,
-            loss: 0.0,
-            items: 0,
-            correct: None,
-            lr: None,
-        }
-    }
-
     fn add(&mut self, s: &Step) {
         self.steps += 1;
         self.loss += f64::from(s.loss);
@@ -294,18 +312,27 @@ impl Window {
         self.loss / self.steps as f64
     }
 
-    fn rate(&self) -> f64 {
-        self.items as f64 / self.start.elapsed().as_secs_f64().max(1e-9)
+    /// Items per second since `start`.
+    fn rate(&self, start: Instant) -> f64 {
+        self.items as f64 / start.elapsed().as_secs_f64().max(1e-9)
     }
 
     /// The progress line and the metrics.jsonl object of an evaluation at `step`.
-    fn report(&self, step: u64, plan: &Plan, eval: Eval, elapsed: f64) -> (String, Value) {
+    fn report(
+        &self,
+        step: u64,
+        plan: &Plan,
+        eval: Eval,
+        rate: f64,
+        elapsed: f64,
+    ) -> (String, Value) {
         let mut json = Map::new();
         json.insert("step".into(), step.into());
         json.insert("train_loss".into(), self.loss().into());
-        let mut train = match self.steps {
-            0 => "-".to_string(),
-            _ => format!("{:.4}", self.loss()),
+        let mut train = if self.steps == 0 {
+            "-".into()
+        } else {
+            format!("{:.4}", self.loss())
         };
         if let Some(c) = self.correct {
             let acc = c as f64 / self.items.max(1) as f64;
@@ -316,13 +343,11 @@ impl Window {
         if let Some(lr) = self.lr {
             json.insert("lr".into(), lr.into());
         }
-        json.insert(plan.rate_key.into(), self.rate().into());
+        json.insert(plan.rate_key.into(), rate.into());
         json.insert("elapsed_s".into(), elapsed.into());
+        let (summary, unit) = (eval.summary, plan.unit);
         let line = format!(
-            "step {step:>7}  train {train:>6}  {}  {:>9.0} {}  {elapsed:>6.0} s",
-            eval.summary,
-            self.rate(),
-            plan.unit
+            "step {step:>7}  train {train:>6}  {summary}  {rate:>9.0} {unit}  {elapsed:>6.0} s"
         );
         (line, Value::Object(json))
     }
@@ -411,9 +436,9 @@ fn record(path: &Path, mode: Mode, value: &Value) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    writeln!(f, "{value}").with_context(|| format!("writing {}", path.display()))?;
+        .open(path);
+    f = f.and_then(|mut f| writeln!(f, "{value}").map(|()| f));
+    f.with_context(|| format!("writing {}", path.display()))?;
     if mode == Mode::Json {
         println!("{value}");
     }

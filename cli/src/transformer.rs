@@ -14,7 +14,7 @@ use tessera_transformer::{
     TrainConfig, Trainer, Transformer, TransformerConfig, PRESETS,
 };
 
-use crate::train::{Eval, Mode, Plan, Run, RunArgs, Step, Task};
+use crate::train::{Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
 
 /// `tessera transformer` subcommands.
 #[derive(Subcommand, Debug)]
@@ -73,10 +73,9 @@ pub struct ComplexityArgs {
 
 /// Arguments of `tessera transformer train`.
 #[derive(Args, Debug, serde::Serialize)]
+#[command(mut_arg("steps", |a| a.default_value("20000")))]
+#[command(mut_arg("eval_every", |a| a.default_value("500")))]
 pub struct TrainArgs {
-    #[command(flatten)]
-    #[serde(flatten)]
-    run: RunArgs,
     /// Source sentences.
     #[arg(long, requires = "tgt")]
     src: Option<PathBuf>,
@@ -122,15 +121,12 @@ pub struct TrainArgs {
     /// Factor on the paper's learning-rate schedule.
     #[arg(long, default_value_t = 1.0)]
     lr_factor: f64,
-    /// Stop after this many steps in total.
-    #[arg(long, default_value_t = 20_000)]
-    steps: u64,
-    /// Evaluate every this many steps (and at the end).
-    #[arg(long, default_value_t = 500)]
-    eval_every: u64,
-    /// Save a checkpoint every this many steps (and at the end).
-    #[arg(long, default_value_t = 1000)]
-    save_every: u64,
+    #[command(flatten)]
+    #[serde(flatten)]
+    budget: Budget,
+    #[command(flatten)]
+    #[serde(flatten)]
+    run: RunArgs,
 }
 
 /// Arguments of `tessera transformer translate`.
@@ -340,15 +336,9 @@ fn train(a: &TrainArgs) -> Result<()> {
 
 impl Task for TranslationTask<'_> {
     fn plan(&self) -> Plan {
-        let a = self.args;
-        Plan {
-            steps: a.steps,
-            eval_every: a.eval_every,
-            eval_at_start: true,
-            save_every: a.save_every,
-            unit: "target tokens/s",
-            rate_key: "target_tokens_per_s",
-        }
+        self.args
+            .budget
+            .plan("target tokens/s", "target_tokens_per_s")
     }
 
     fn position(&self) -> u64 {

@@ -69,16 +69,13 @@ pub struct DataArgs {
     #[arg(long)]
     test: Option<PathBuf>,
     /// Image folders: skip files that do not decode (listed) instead of failing.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
     skip_bad: bool,
 }
 
 /// Arguments of `tessera vit train`.
 #[derive(Args, Debug, serde::Serialize)]
 pub struct TrainArgs {
-    #[command(flatten)]
-    #[serde(flatten)]
-    run: RunArgs,
     #[command(flatten)]
     #[serde(flatten)]
     data: DataArgs,
@@ -135,7 +132,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     crop_padding: usize,
     /// Augmentation: random horizontal flips.
-    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
     flip: bool,
     /// Stop after this many steps in total (for tests and quick looks).
     #[arg(long)]
@@ -143,6 +140,9 @@ pub struct TrainArgs {
     /// Background threads that decode and augment batches.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    run: RunArgs,
 }
 
 /// The choices of `--pool`.
