@@ -102,8 +102,8 @@ pub trait Task {
     fn evaluate(&mut self) -> Result<Eval>;
     /// Writes what `--resume` continues from (atomically).
     fn save(&self, checkpoint: &Path) -> Result<()>;
-    /// After the run (not in JSON mode unless it writes files): samples, translations,
-    /// exported models. Returns the files it wrote.
+    /// Runs after the loop (after the last save): samples or translations to print
+    /// (`mode` says whether to), files to export. Returns the files it wrote.
     fn finish(&mut self, _out: &Path, _mode: Mode) -> Result<Vec<PathBuf>> {
         Ok(Vec::new())
     }
