@@ -460,7 +460,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }
-    crate::progress::set_threads(args.threads)?;
+    crate::train::set_threads(args.threads)?;
     let mut list: Vec<Workload> = Vec::new();
     for w in &args.workloads {
         match w {

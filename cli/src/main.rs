@@ -14,8 +14,8 @@ mod config;
 mod demo;
 mod inspect;
 mod plot;
-mod progress;
 mod rnn;
+mod train;
 mod transformer;
 mod vit;
 
@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Train the three model families briefly on built-in data (an Elman RNN on
     /// sonnets, a Transformer on sequence reversal, a ViT on generated shapes) and show
-    /// each learning; about 2-3 minutes on 2 cores.
+    /// each learning; at most 45 s each, about 1.5 minutes in all on 2 cores.
     Demo(demo::DemoArgs),
     /// Run the reference workloads of WORKLOADS.md and print their figures.
     Bench(bench::BenchArgs),

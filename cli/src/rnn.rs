@@ -2,16 +2,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use tessera_data::{split_fraction, CharVocab, SONNETS};
 use tessera_nn::Params;
 use tessera_rnn::{evaluate, sample, Cell, CharLm, CharLmConfig, TrainConfig, TrainState};
 use tessera_tensor::Rng;
 
-use crate::progress::{self, Mode};
+use crate::train::{choice, Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
 
 /// `tessera rnn` subcommands.
 #[derive(Subcommand, Debug)]
@@ -29,19 +28,13 @@ pub enum RnnCommand {
 
 /// Arguments of `tessera rnn train`.
 #[derive(Args, Debug, serde::Serialize)]
-#[command(args_override_self = true)]
 pub struct TrainArgs {
-    /// Read flags from a TOML file (keys are flag names; flags given here win). The
-    /// effective configuration is written to OUT/config.toml.
-    #[arg(long)]
-    #[serde(skip)]
-    config: Option<PathBuf>,
     /// UTF-8 text to learn (default: nine of Shakespeare's sonnets, built in).
     #[arg(long)]
     text: Option<PathBuf>,
     /// Recurrent cell: elman (the notes' network, closed-form BPTT), rnn, lstm or gru.
-    #[arg(long, default_value = "elman")]
-    cell: String,
+    #[arg(long, value_parser = choice::<CellName>("cell"), default_value = "elman")]
+    cell: CellName,
     /// State size.
     #[arg(long, default_value_t = 256)]
     hidden: usize,
@@ -60,39 +53,25 @@ pub struct TrainArgs {
     /// Global gradient-norm clip.
     #[arg(long, default_value_t = 5.0)]
     clip: f32,
-    /// Stop after this many steps in total.
-    #[arg(long, default_value_t = 1000)]
-    steps: u64,
-    /// Also stop after this many minutes of training.
-    #[arg(long)]
-    minutes: Option<f64>,
-    /// Evaluate on the validation text every this many steps (and at the end).
-    #[arg(long, default_value_t = 200)]
-    eval_every: u64,
-    /// Save the checkpoint every this many steps (and at the end).
-    #[arg(long, default_value_t = 1000)]
-    save_every: u64,
-    /// Output folder.
-    #[arg(long, default_value = "runs/rnn")]
-    out: PathBuf,
-    /// Continue the run saved in OUT/checkpoint.safetensors.
-    #[arg(long)]
-    resume: bool,
-    /// Seed of the initialisation.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Threads used by the kernels (default: all cores).
-    #[arg(long, short)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    budget: Budget,
     /// Characters of sample text to print after training.
     #[arg(long, default_value_t = 200)]
     sample: usize,
-    /// No progress bar: a line per evaluation only.
-    #[arg(long)]
-    quiet: bool,
-    /// Print progress as JSON lines instead of text.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    run: RunArgs,
+}
+
+/// The choices of `--cell`.
+#[derive(Clone, Copy, Debug, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum CellName {
+    Elman,
+    Rnn,
+    Lstm,
+    Gru,
 }
 
 /// Arguments of `tessera rnn sample`.
@@ -124,44 +103,47 @@ pub fn run(cmd: &RnnCommand) -> Result<()> {
 }
 
 fn read_text(path: Option<&Path>) -> Result<(String, String)> {
-    match path {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            if text.is_empty() {
-                bail!("{} is empty", p.display());
-            }
-            Ok((text, p.display().to_string()))
-        }
-        None => Ok((SONNETS.to_string(), "built-in sonnets".to_string())),
+    let Some(p) = path else {
+        return Ok((SONNETS.to_string(), "built-in sonnets".to_string()));
+    };
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    if text.is_empty() {
+        bail!("{} is empty", p.display());
     }
+    Ok((text, p.display().to_string()))
+}
+
+/// A character language model learning a text: the first 90% trains, the rest
+/// validates.
+struct CharTask<'a> {
+    args: &'a TrainArgs,
+    state: TrainState,
+    vocab: CharVocab,
+    text: String,
+    val: Vec<usize>,
+    meta: HashMap<String, String>,
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
-    progress::set_threads(a.threads)?;
-    if a.eval_every == 0 || a.save_every == 0 {
-        bail!("--eval-every and --save-every must be at least 1");
-    }
     let (text, source) = read_text(a.text.as_deref())?;
-    progress::catch_ctrl_c();
-    let ckpt = a.out.join("checkpoint.safetensors");
-    let (mut state, vocab) = if a.resume {
-        let file = tessera_tensor::SafeTensorsFile::open(&ckpt)
-            .with_context(|| format!("resuming from {}", ckpt.display()))?;
-        let meta = file.metadata()?;
-        let vocab =
-            CharVocab::from_chars(meta.get("vocab").map(String::as_str).unwrap_or_default())
-                .with_context(|| format!("{}: no vocabulary in the metadata", ckpt.display()))?;
-        let ids = vocab
-            .encode(&text)
-            .context("the text has characters the checkpoint's vocabulary lacks")?;
-        let (train_ids, _) = split_fraction(&ids, 0.9)?;
-        let (state, _) = TrainState::resume(&ckpt, train_ids)?;
-        (state, vocab)
+    let run = Run::start(&a.run, "rnn", a)?;
+    let vocab = match &run.resumed {
+        Some(meta) => CharVocab::from_chars(meta.get("vocab").map_or("", String::as_str))
+            .with_context(|| {
+                format!(
+                    "{}: no vocabulary in the metadata",
+                    run.checkpoint.display()
+                )
+            })?,
+        None => CharVocab::from_text(&text)?,
+    };
+    let ids = vocab
+        .encode(&text)
+        .context("the text has characters the checkpoint's vocabulary lacks")?;
+    let (train_ids, val_ids) = split_fraction(&ids, 0.9)?;
+    let state = if run.resumed.is_some() {
+        TrainState::resume(&run.checkpoint, train_ids)?.0
     } else {
-        let vocab = CharVocab::from_text(&text)?;
-        let ids = vocab.encode(&text)?;
-        let (train_ids, _) = split_fraction(&ids, 0.9)?;
         let small = a.text.is_none();
         let config = TrainConfig {
             batch: a.batch.unwrap_or(if small { 8 } else { 32 }),
@@ -169,136 +151,109 @@ fn train(a: &TrainArgs) -> Result<()> {
             lr: a.lr,
             clip: a.clip,
         };
-        let cell: Cell = a.cell.parse()?;
+        let cell = match a.cell {
+            CellName::Elman => Cell::Elman,
+            CellName::Rnn => Cell::Rnn,
+            CellName::Lstm => Cell::Lstm,
+            CellName::Gru => Cell::Gru,
+        };
         let lm = CharLmConfig {
             cell,
             vocab: vocab.len(),
             hidden: a.hidden,
             layers: a.layers,
         };
-        let model = CharLm::new(lm, &mut Rng::seed(a.seed))?;
-        (TrainState::new(model, train_ids, config)?, vocab)
+        TrainState::new(
+            CharLm::new(lm, &mut Rng::seed(a.run.seed))?,
+            train_ids,
+            config,
+        )?
     };
-    let ids = vocab.encode(&text)?;
-    let (_, val_ids) = split_fraction(&ids, 0.9)?;
-    let c = state.config;
-    let lm = *state.model.config();
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    crate::config::save(a, &a.out.join("config.toml"))?;
-    let metrics_path = a.out.join("metrics.jsonl");
-    let mode = Mode::new(a.quiet, a.json);
-    let bar = mode.bar(a.steps, "steps");
-    bar.set_position(state.step);
     let meta = HashMap::from([
         ("vocab".to_string(), vocab.as_string()),
-        ("text".to_string(), source.clone()),
+        ("text".to_string(), source),
     ]);
-    mode.line(
-        &bar,
-        &format!(
-            "{} {}x{} on {source}: {} characters ({} for validation), vocabulary {}, {} parameters",
-            lm.cell.name(),
-            lm.layers,
-            lm.hidden,
-            ids.len(),
-            val_ids.len(),
-            vocab.len(),
-            state.model.num_parameters()
-        ),
-    );
-    mode.line(
-        &bar,
-        &format!(
-            "batch {} x {} characters, Adam {}, clip {}, {} threads; from step {}",
-            c.batch,
-            c.seq,
-            c.lr,
-            c.clip,
-            tessera_tensor::num_threads(),
-            state.step
-        ),
-    );
-    // Validation on at most 64 streams of the same chunk length.
-    let val_batch = (val_ids.len() / (c.seq + 1)).clamp(1, 64);
-    let start = Instant::now();
-    let mut window = (Instant::now(), 0u64, 0.0f64);
-    let budget = a.minutes.map(|m| m * 60.0);
-    let mut last_saved = state.step;
-    let mut last_eval = None;
-    loop {
-        let out_of_time = budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b);
-        let done = state.step >= a.steps || out_of_time || progress::stop_requested();
-        if (state.step % a.eval_every == 0 || done) && last_eval != Some(state.step) {
-            last_eval = Some(state.step);
-            let val = evaluate(&state.model, val_ids, val_batch, c.seq)?;
-            let secs = window.0.elapsed().as_secs_f64();
-            let tokens_per_s = (window.1 * (c.batch * c.seq) as u64) as f64 / secs.max(1e-9);
-            let train_loss = if window.1 > 0 {
-                window.2 / window.1 as f64
-            } else {
-                f64::NAN
-            };
-            let line = serde_json::json!({
-                "step": state.step, "train_loss": train_loss, "val_loss": val,
-                "tokens_per_s": tokens_per_s, "elapsed_s": start.elapsed().as_secs_f64(),
-            });
-            progress::record(&metrics_path, mode, &line)?;
-            let train = if window.1 > 0 {
-                format!("{train_loss:.4}")
-            } else {
-                "-".into()
-            };
-            mode.line(
-                &bar,
-                &format!(
-                    "step {:>7}  train {train:>6}  val {val:.4} nats/char  {:>9.0} chars/s  {:>6.0} s",
-                    state.step,
-                    tokens_per_s,
-                    start.elapsed().as_secs_f64()
-                ),
-            );
-            window = (Instant::now(), 0, 0.0);
-        }
-        if (state.step % a.save_every == 0 || done) && state.step != last_saved {
-            state.save(&ckpt, &meta)?;
-            last_saved = state.step;
-        }
-        if done {
-            break;
-        }
-        let s = state.step()?;
-        window.1 += 1;
-        window.2 += f64::from(s.loss);
-        progress::show_step(
-            &bar,
-            state.step,
-            window.2 / window.1 as f64,
-            None,
-            (window.1 * (c.batch * c.seq) as u64) as f64
-                / window.0.elapsed().as_secs_f64().max(1e-9),
-            "chars/s",
-        );
+    let val = val_ids.to_vec();
+    run.train(&mut CharTask {
+        args: a,
+        state,
+        vocab,
+        text,
+        val,
+        meta,
+    })
+}
+
+impl Task for CharTask<'_> {
+    fn plan(&self) -> Plan {
+        self.args.budget.plan("chars/s", "tokens_per_s")
     }
-    bar.finish_and_clear();
-    crate::plot::metrics_png(&metrics_path, &a.out.join("metrics.png"))?;
-    if mode != Mode::Json {
-        println!(
-            "saved {} and {}",
-            ckpt.display(),
-            a.out.join("metrics.png").display()
-        );
-        if a.sample > 0 {
-            let prompt =
-                vocab.encode(&text[..text.char_indices().nth(1).map_or(text.len(), |(i, _)| i)])?;
-            let out = sample(&state.model, &prompt, a.sample, 0.8, &mut Rng::seed(a.seed))?;
-            println!(
-                "--- sample (temperature 0.8) ---\n{}{}",
-                vocab.decode(&prompt)?,
-                vocab.decode(&out)?
-            );
-        }
+
+    fn position(&self) -> u64 {
+        self.state.step
     }
-    Ok(())
+
+    fn describe(&self) -> Vec<String> {
+        let (c, lm) = (self.state.config, self.state.model.config());
+        vec![
+            format!(
+                "{} {}x{} on {}: {} characters ({} for validation), vocabulary {}, {} parameters",
+                lm.cell.name(),
+                lm.layers,
+                lm.hidden,
+                self.meta["text"],
+                self.text.chars().count(),
+                self.val.len(),
+                self.vocab.len(),
+                self.state.model.num_parameters()
+            ),
+            format!(
+                "batch {} x {} characters, Adam {}, clip {}, {} threads; from step {}",
+                c.batch,
+                c.seq,
+                c.lr,
+                c.clip,
+                tessera_tensor::num_threads(),
+                self.state.step
+            ),
+        ]
+    }
+
+    fn step(&mut self) -> Result<Step> {
+        let c = self.state.config;
+        let loss = self.state.step()?.loss;
+        Ok(Step {
+            loss,
+            lr: None,
+            items: c.batch * c.seq,
+            correct: None,
+        })
+    }
+
+    fn evaluate(&mut self) -> Result<Eval> {
+        // At most 64 streams of the training chunk length.
+        let seq = self.state.config.seq;
+        let batch = (self.val.len() / (seq + 1)).clamp(1, 64);
+        let val = evaluate(&self.state.model, &self.val, batch, seq)?;
+        let summary = format!("val {val:.4} nats/char");
+        Ok(Eval::new(summary, [("val_loss", val.into())]))
+    }
+
+    fn save(&self, checkpoint: &Path) -> Result<()> {
+        Ok(self.state.save(checkpoint, &self.meta)?)
+    }
+
+    fn finish(&mut self, _: &Path, mode: Mode) -> Result<Vec<PathBuf>> {
+        if mode != Mode::Json && self.args.sample > 0 {
+            let first = self.text.chars().next().map_or(0, char::len_utf8);
+            let prompt = self.vocab.encode(&self.text[..first])?;
+            let mut rng = Rng::seed(self.args.run.seed);
+            let out = sample(&self.state.model, &prompt, self.args.sample, 0.8, &mut rng)?;
+            let (p, o) = (self.vocab.decode(&prompt)?, self.vocab.decode(&out)?);
+            println!("--- sample (temperature 0.8) ---\n{p}{o}");
+        }
+        Ok(Vec::new())
+    }
 }
 
 fn sample_cmd(a: &SampleArgs) -> Result<()> {

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -15,7 +14,7 @@ use tessera_transformer::{
     TrainConfig, Trainer, Transformer, TransformerConfig, PRESETS,
 };
 
-use crate::progress::{self, Mode};
+use crate::train::{Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
 
 /// `tessera transformer` subcommands.
 #[derive(Subcommand, Debug)]
@@ -74,13 +73,9 @@ pub struct ComplexityArgs {
 
 /// Arguments of `tessera transformer train`.
 #[derive(Args, Debug, serde::Serialize)]
-#[command(args_override_self = true)]
+#[command(mut_arg("steps", |a| a.default_value("20000")))]
+#[command(mut_arg("eval_every", |a| a.default_value("500")))]
 pub struct TrainArgs {
-    /// Read flags from a TOML file (keys are flag names; flags given here win). The
-    /// effective configuration is written to OUT/config.toml.
-    #[arg(long)]
-    #[serde(skip)]
-    config: Option<PathBuf>,
     /// Source sentences.
     #[arg(long, requires = "tgt")]
     src: Option<PathBuf>,
@@ -126,36 +121,12 @@ pub struct TrainArgs {
     /// Factor on the paper's learning-rate schedule.
     #[arg(long, default_value_t = 1.0)]
     lr_factor: f64,
-    /// Stop after this many steps in total.
-    #[arg(long, default_value_t = 20_000)]
-    steps: u64,
-    /// Also stop after this many minutes.
-    #[arg(long)]
-    minutes: Option<f64>,
-    /// Evaluate every this many steps (and at the end).
-    #[arg(long, default_value_t = 500)]
-    eval_every: u64,
-    /// Save a checkpoint every this many steps (and at the end).
-    #[arg(long, default_value_t = 1000)]
-    save_every: u64,
-    /// Output folder.
-    #[arg(long, default_value = "runs/transformer")]
-    out: PathBuf,
-    /// Continue the run in OUT/checkpoint.safetensors.
-    #[arg(long)]
-    resume: bool,
-    /// Seed of the initialisation and the batch order.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Threads used by the kernels (default: all cores).
-    #[arg(long, short)]
-    threads: Option<usize>,
-    /// No progress bar: a line per evaluation only.
-    #[arg(long)]
-    quiet: bool,
-    /// Print progress as JSON lines.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    budget: Budget,
+    #[command(flatten)]
+    #[serde(flatten)]
+    run: RunArgs,
 }
 
 /// Arguments of `tessera transformer translate`.
@@ -292,11 +263,18 @@ fn bpe_of(meta: &HashMap<String, String>, path: &Path) -> Result<Bpe> {
     Ok(Bpe::from_json(json)?)
 }
 
+/// A translation model learning parallel text (or the reversal task).
+struct TranslationTask<'a> {
+    args: &'a TrainArgs,
+    trainer: Trainer,
+    bpe: Bpe,
+    train_pairs: usize,
+    valid_pairs: Vec<(String, String)>,
+    valid: Corpus,
+    meta: HashMap<String, String>,
+}
+
 fn train(a: &TrainArgs) -> Result<()> {
-    progress::set_threads(a.threads)?;
-    if a.eval_every == 0 || a.save_every == 0 {
-        bail!("--eval-every and --save-every must be at least 1");
-    }
     let (train_pairs, valid_pairs, source) = match (&a.src, &a.tgt) {
         (Some(s), Some(t)) => {
             let train = read_pairs(s, t)?;
@@ -307,22 +285,17 @@ fn train(a: &TrainArgs) -> Result<()> {
             (train, valid, format!("{} -> {}", s.display(), t.display()))
         }
         _ => (
-            reversal_pairs(20_000, a.seed),
-            reversal_pairs(300, a.seed + 1),
+            reversal_pairs(20_000, a.run.seed),
+            reversal_pairs(300, a.run.seed + 1),
             "built-in reversal task".to_string(),
         ),
     };
-    let ckpt = a.out.join("checkpoint.safetensors");
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    crate::config::save(a, &a.out.join("config.toml"))?;
-    let (mut trainer, bpe) = if a.resume {
-        let file = tessera_tensor::SafeTensorsFile::open(&ckpt)
-            .with_context(|| format!("resuming from {}", ckpt.display()))?;
-        let meta = file.metadata()?;
-        let bpe = bpe_of(&meta, &ckpt)?;
-        let max_len = TransformerConfig::from_metadata(&meta)?.max_len;
+    let run = Run::start(&a.run, "transformer", a)?;
+    let (trainer, bpe) = if let Some(meta) = &run.resumed {
+        let bpe = bpe_of(meta, &run.checkpoint)?;
+        let max_len = TransformerConfig::from_metadata(meta)?.max_len;
         let corpus = encode_pairs(&bpe, &train_pairs, max_len)?;
-        (Trainer::resume(&ckpt, corpus)?.0, bpe)
+        (Trainer::resume(&run.checkpoint, corpus)?.0, bpe)
     } else {
         let texts = train_pairs
             .iter()
@@ -334,133 +307,122 @@ fn train(a: &TrainArgs) -> Result<()> {
         };
         config.dropout = a.dropout;
         config.label_smoothing = a.label_smoothing;
-        let model = Transformer::new(config, &mut Rng::seed(a.seed))?;
+        let model = Transformer::new(config, &mut Rng::seed(a.run.seed))?;
         let corpus = encode_pairs(&bpe, &train_pairs, config.max_len)?;
         let tc = TrainConfig {
             max_tokens: a.max_tokens,
             warmup: a.warmup,
             lr_factor: a.lr_factor,
-            seed: a.seed,
+            seed: a.run.seed,
         };
         (Trainer::new(model, corpus, tc)?, bpe)
     };
-    let max_len = trainer.model.config().max_len;
-    let valid = encode_pairs(&bpe, &valid_pairs, max_len)?;
+    let valid = encode_pairs(&bpe, &valid_pairs, trainer.model.config().max_len)?;
     let meta = HashMap::from([
         ("bpe".to_string(), bpe.to_json()?),
-        ("data".to_string(), source.clone()),
+        ("data".to_string(), source),
     ]);
-    let metrics_path = a.out.join("metrics.jsonl");
-    let mode = Mode::new(a.quiet, a.json);
-    let bar = mode.bar(a.steps, "steps");
-    bar.set_position(trainer.step);
-    {
-        let c = trainer.model.config();
-        mode.line(
-            &bar,
-            &format!(
-                "{source}: {} training pairs, {} for validation, BPE vocabulary {}",
-                train_pairs.len(),
-                valid.pairs.len(),
-                bpe.len()
+    let train_pairs = train_pairs.len();
+    run.train(&mut TranslationTask {
+        args: a,
+        trainer,
+        bpe,
+        train_pairs,
+        valid_pairs,
+        valid,
+        meta,
+    })
+}
+
+impl Task for TranslationTask<'_> {
+    fn plan(&self) -> Plan {
+        self.args
+            .budget
+            .plan("target tokens/s", "target_tokens_per_s")
+    }
+
+    fn position(&self) -> u64 {
+        self.trainer.step
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let (t, c) = (&self.trainer, self.trainer.model.config());
+        vec![
+            format!(
+                "{}: {} training pairs, {} for validation, BPE vocabulary {}",
+                self.meta["data"],
+                self.train_pairs,
+                self.valid.pairs.len(),
+                self.bpe.len()
             ),
-        );
-        mode.line(&bar, &format!(
-            "d_model {}, {} heads, d_ff {}, {}+{} layers, dropout {}, {} parameters; {} batches of ≤{} tokens per epoch; from step {}",
-            c.d_model,
-            c.heads,
-            c.d_ff,
-            c.encoder_layers,
-            c.decoder_layers,
-            c.dropout,
-            trainer.model.num_parameters(),
-            trainer.batches_per_epoch(),
-            trainer.config.max_tokens,
-            trainer.step
-        ));
+            format!(
+                "d_model {}, {} heads, d_ff {}, {}+{} layers, dropout {}, {} parameters; {} batches of ≤{} tokens per epoch; from step {}",
+                c.d_model,
+                c.heads,
+                c.d_ff,
+                c.encoder_layers,
+                c.decoder_layers,
+                c.dropout,
+                t.model.num_parameters(),
+                t.batches_per_epoch(),
+                t.config.max_tokens,
+                t.step
+            ),
+        ]
     }
-    progress::catch_ctrl_c();
-    let start = Instant::now();
-    let budget = a.minutes.map(|m| m * 60.0);
-    let (mut window_t, mut window_tokens, mut window_loss, mut window_n) =
-        (Instant::now(), 0usize, 0.0f64, 0u64);
-    let (mut last_eval, mut last_saved) = (None, trainer.step);
-    loop {
-        let done = trainer.step >= a.steps
-            || budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b)
-            || progress::stop_requested();
-        if (trainer.step % a.eval_every == 0 || done) && last_eval != Some(trainer.step) {
-            last_eval = Some(trainer.step);
-            let val = evaluate_loss(&trainer.model, &valid, a.max_tokens.max(512))?;
-            let secs = window_t.elapsed().as_secs_f64().max(1e-9);
-            let line = serde_json::json!({
-                "step": trainer.step, "epoch": trainer.epoch,
-                "train_loss": if window_n > 0 { window_loss / window_n as f64 } else { f64::NAN },
-                "val_loss": val, "target_tokens_per_s": window_tokens as f64 / secs,
-                "elapsed_s": start.elapsed().as_secs_f64(),
-            });
-            progress::record(&metrics_path, mode, &line)?;
-            let train = if window_n > 0 {
-                format!("{:.4}", window_loss / window_n as f64)
-            } else {
-                "-".into()
-            };
-            mode.line(
-                &bar,
-                &format!(
-                    "step {:>6}  epoch {:>3}  train {train:>6}  val {val:.4}  {:>7.0} target tokens/s  {:>6.0} s",
-                    trainer.step,
-                    trainer.epoch,
-                    window_tokens as f64 / secs,
-                    start.elapsed().as_secs_f64()
-                ),
-            );
-            (window_t, window_tokens, window_loss, window_n) = (Instant::now(), 0, 0.0, 0);
-        }
-        if (trainer.step % a.save_every == 0 || done) && trainer.step != last_saved {
-            trainer.save(&ckpt, &meta)?;
-            trainer.save(
-                a.out.join(format!("step-{}.safetensors", trainer.step)),
-                &meta,
-            )?;
-            last_saved = trainer.step;
-        }
-        if done {
-            break;
-        }
-        let s = trainer.step()?;
-        window_tokens += s.target_tokens;
-        window_loss += f64::from(s.loss);
-        window_n += 1;
-        progress::show_step(
-            &bar,
-            trainer.step,
-            window_loss / window_n as f64,
-            Some(s.lr),
-            window_tokens as f64 / window_t.elapsed().as_secs_f64().max(1e-9),
-            "target tokens/s",
-        );
+
+    fn step(&mut self) -> Result<Step> {
+        let s = self.trainer.step()?;
+        Ok(Step {
+            loss: s.loss,
+            lr: Some(s.lr),
+            items: s.target_tokens,
+            correct: None,
+        })
     }
-    bar.finish_and_clear();
-    if mode != Mode::Json {
-        // A few validation translations (greedy) and their BLEU.
-        let n = valid_pairs.len().min(100);
-        let mut hyps = Vec::with_capacity(n);
-        for (src, _) in &valid_pairs[..n] {
-            hyps.push(translate_line(&trainer.model, &bpe, src, 1, 0.6)?);
+
+    fn evaluate(&mut self) -> Result<Eval> {
+        let batch = self.args.max_tokens.max(512);
+        let val = evaluate_loss(&self.trainer.model, &self.valid, batch)?;
+        let epoch = self.trainer.epoch;
+        let summary = format!("val {val:.4}  epoch {epoch:>3}");
+        Ok(Eval::new(
+            summary,
+            [("val_loss", val.into()), ("epoch", epoch.into())],
+        ))
+    }
+
+    /// The run in OUT/checkpoint.safetensors, and a snapshot OUT/step-N.safetensors to
+    /// average.
+    fn save(&self, checkpoint: &Path) -> Result<()> {
+        let snapshot = format!("step-{}.safetensors", self.trainer.step);
+        self.trainer.save(checkpoint, &self.meta)?;
+        Ok(self
+            .trainer
+            .save(checkpoint.with_file_name(snapshot), &self.meta)?)
+    }
+
+    /// A few validation translations (greedy) and their BLEU.
+    fn finish(&mut self, _: &Path, mode: Mode) -> Result<Vec<PathBuf>> {
+        if mode == Mode::Json {
+            return Ok(Vec::new());
         }
-        let refs: Vec<&str> = valid_pairs[..n].iter().map(|(_, t)| t.as_str()).collect();
+        let pairs = &self.valid_pairs[..self.valid_pairs.len().min(100)];
+        let hyps = pairs
+            .iter()
+            .map(|(src, _)| translate_line(&self.trainer.model, &self.bpe, src, 1, 0.6))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&str> = pairs.iter().map(|(_, t)| t.as_str()).collect();
+        let n = pairs.len();
         println!(
             "greedy BLEU on {n} validation sentences: {}",
             corpus_bleu(&hyps, &refs)?
         );
-        for (i, h) in hyps.iter().take(3).enumerate() {
-            println!("  {}\n  -> {h}", valid_pairs[i].0);
+        for (h, (src, _)) in hyps.iter().zip(pairs).take(3) {
+            println!("  {src}\n  -> {h}");
         }
-        println!("saved {}", ckpt.display());
+        Ok(Vec::new())
     }
-    crate::plot::metrics_png(&a.out.join("metrics.jsonl"), &a.out.join("metrics.png"))?;
-    Ok(())
 }
 
 fn translate_line(
@@ -611,7 +573,7 @@ fn group(n: usize) -> String {
 
 fn complexity(a: &ComplexityArgs) -> Result<()> {
     use tessera_transformer::complexity::{Layer, LayerKind};
-    progress::set_threads(a.threads)?;
+    crate::train::set_threads(a.threads)?;
     if a.n.is_empty() || a.n.contains(&0) {
         bail!("--n needs sequence lengths of at least 1");
     }

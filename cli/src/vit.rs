@@ -3,13 +3,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand};
+use clap::{ArgAction, Args, Subcommand, ValueEnum};
 use tessera_data::{
     center_crop, hflip, load_image, normalize, random_crop, resize, resize_shorter, split,
-    ColorMode, CsvImages, Dataset, Filter, Idx, ImageFolder, LabelColumn, Loader, OnBadFile,
+    ColorMode, CsvImages, Dataset, Epoch, Filter, Idx, ImageFolder, LabelColumn, Loader, OnBadFile,
     Shapes,
 };
 use tessera_nn::Params;
@@ -20,7 +19,7 @@ use tessera_vit::{
 };
 
 use crate::plot::{Chart, Series, Style};
-use crate::progress::{self, Mode};
+use crate::train::{choice, Eval, Mode, Plan, Run, RunArgs, Step, Task};
 
 /// `tessera vit` subcommands.
 #[derive(Subcommand, Debug)]
@@ -70,19 +69,13 @@ pub struct DataArgs {
     #[arg(long)]
     test: Option<PathBuf>,
     /// Image folders: skip files that do not decode (listed) instead of failing.
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
     skip_bad: bool,
 }
 
 /// Arguments of `tessera vit train`.
 #[derive(Args, Debug, serde::Serialize)]
-#[command(args_override_self = true)]
 pub struct TrainArgs {
-    /// Read flags from a TOML file (keys are flag names; flags given here win). The
-    /// effective configuration is written to OUT/config.toml.
-    #[arg(long)]
-    #[serde(skip)]
-    config: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
     data: DataArgs,
@@ -104,9 +97,10 @@ pub struct TrainArgs {
     /// MLP width (default 2·D).
     #[arg(long)]
     mlp: Option<usize>,
-    /// Pooling before the head: token (class token) or avg.
-    #[arg(long, default_value = "token")]
-    pool: String,
+    /// Pooling before the head: token (the class token) or avg (the mean of the patch
+    /// tokens).
+    #[arg(long, value_parser = choice::<PoolName>("pool"), default_value = "token")]
+    pool: PoolName,
     /// Hybrid input: the width of a ResNet-style stem (0: plain patches).
     #[arg(long, default_value_t = 0)]
     hybrid_width: usize,
@@ -138,35 +132,25 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     crop_padding: usize,
     /// Augmentation: random horizontal flips.
-    #[arg(long)]
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
     flip: bool,
-    /// Also stop after this many minutes (a checkpoint is saved).
-    #[arg(long)]
-    minutes: Option<f64>,
-    /// Output folder.
-    #[arg(long, default_value = "runs/vit")]
-    out: PathBuf,
-    /// Continue the run saved in OUT/checkpoint.safetensors.
-    #[arg(long)]
-    resume: bool,
     /// Stop after this many steps in total (for tests and quick looks).
     #[arg(long)]
     max_steps: Option<u64>,
-    /// Seed of the initialisation, data order and augmentation.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Threads used by the kernels (default: all cores).
-    #[arg(long, short)]
-    threads: Option<usize>,
     /// Background threads that decode and augment batches.
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
-    /// One JSON line per epoch on stdout, nothing else.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    #[serde(flatten)]
+    run: RunArgs,
+}
+
+/// The choices of `--pool`.
+#[derive(Clone, Copy, Debug, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum PoolName {
+    Token,
+    Avg,
 }
 
 /// Arguments of `tessera vit eval`.
@@ -451,40 +435,44 @@ fn eval_batches(
     })
 }
 
+/// A Vision Transformer learning to classify images; an evaluation on the test set
+/// after every epoch.
+struct ImageTask {
+    trainer: Trainer,
+    data: Data,
+    train: Loader,
+    test: Loader,
+    /// The batches left in the current epoch.
+    batches: Option<Epoch>,
+    per_epoch: u64,
+    total: u64,
+    meta: HashMap<String, String>,
+}
+
 fn train(a: &TrainArgs) -> Result<()> {
-    crate::progress::set_threads(a.threads)?;
     if a.batch == 0 || a.epochs == 0 {
         bail!("--batch and --epochs must be at least 1");
     }
-    progress::catch_ctrl_c();
-    let mode = Mode::new(a.quiet, a.json);
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    crate::config::save(a, &a.out.join("config.toml"))?;
-    let ckpt = a.out.join("checkpoint.safetensors");
-    let metrics_path = a.out.join("metrics.jsonl");
+    let run = Run::start(&a.run, "vit", a)?;
     // On --resume, the data and augmentation come from the checkpoint.
-    let stored = if a.resume {
-        let file = tessera_tensor::SafeTensorsFile::open(&ckpt)
-            .with_context(|| format!("resuming from {}", ckpt.display()))?;
-        Some(file.metadata()?)
-    } else {
-        None
+    let get = |k: &str| {
+        run.resumed
+            .as_ref()
+            .and_then(|m| m.get(k).map(PathBuf::from))
     };
-    let get = |k: &str| stored.as_ref().and_then(|m| m.get(k).cloned());
     let data_args = DataArgs {
-        data: get("data.path").map(PathBuf::from).or(a.data.data.clone()),
-        test: get("data.test").map(PathBuf::from).or(a.data.test.clone()),
+        data: get("data.path").or(a.data.data.clone()),
+        test: get("data.test").or(a.data.test.clone()),
         skip_bad: a.data.skip_bad,
     };
-    let seed = get("train.seed").map_or(Ok(a.seed), |s| s.parse())?;
-    let crop = get("data.crop_padding").map_or(Ok(a.crop_padding), |s| s.parse())?;
-    let flip = get("data.flip").map_or(Ok(a.flip), |s| s.parse())?;
-    let epochs = get("data.epochs").map_or(Ok(a.epochs), |s| s.parse())?;
+    let seed = run.stored("train.seed", a.run.seed)?;
+    let crop = run.stored("data.crop_padding", a.crop_padding)?;
+    let flip = run.stored("data.flip", a.flip)?;
+    let epochs = run.stored("data.epochs", a.epochs)?;
     let data = open_data(&data_args, seed)?;
     let [channels, h, w] = data.train.image_shape();
-    let mut trainer = if a.resume {
-        let (t, _) = Trainer::resume(&ckpt)?;
-        t
+    let trainer = if run.resumed.is_some() {
+        Trainer::resume(&run.checkpoint)?.0
     } else {
         let size = a.image_size.unwrap_or(h.min(w));
         let config = VitConfig {
@@ -496,10 +484,9 @@ fn train(a: &TrainArgs) -> Result<()> {
             heads: a.heads,
             mlp_dim: a.mlp.unwrap_or(2 * a.dim),
             classes: data.train.classes(),
-            pool: match a.pool.as_str() {
-                "token" => Pool::ClassToken,
-                "avg" => Pool::Mean,
-                other => bail!("--pool {other:?}: expected token or avg"),
+            pool: match a.pool {
+                PoolName::Token => Pool::ClassToken,
+                PoolName::Avg => Pool::Mean,
             },
             eps: 1e-6,
             hybrid: (a.hybrid_width > 0).then_some(Hybrid {
@@ -507,14 +494,11 @@ fn train(a: &TrainArgs) -> Result<()> {
                 stages: a.hybrid_stages,
             }),
         };
-        let model = VisionTransformer::new(config, &mut Rng::seed(a.seed))?;
+        let model = VisionTransformer::new(config, &mut Rng::seed(a.run.seed))?;
         let per_epoch = (data.train.len() / a.batch) as u64;
         if per_epoch == 0 {
-            bail!(
-                "--batch {} is larger than the {} training images",
-                a.batch,
-                data.train.len()
-            );
+            let n = data.train.len();
+            bail!("--batch {} is larger than the {n} training images", a.batch);
         }
         let tc = TrainConfig {
             lr: a.lr,
@@ -525,7 +509,7 @@ fn train(a: &TrainArgs) -> Result<()> {
             label_smoothing: a.label_smoothing,
             clip_norm: a.clip,
             batch_size: a.batch,
-            seed: a.seed,
+            seed: a.run.seed,
         };
         Trainer::new(model, tc)?
     };
@@ -539,9 +523,8 @@ fn train(a: &TrainArgs) -> Result<()> {
         );
     }
     let batch = trainer.config.batch_size;
-    let (train_loader, test_loader) =
-        loaders(&data, c.image_size, batch, seed, a.workers, crop, flip)?;
-    let per_epoch = train_loader.num_batches() as u64;
+    let (train, test) = loaders(&data, c.image_size, batch, seed, a.workers, crop, flip)?;
+    let per_epoch = train.num_batches() as u64;
     let total = trainer
         .config
         .total_steps
@@ -557,129 +540,122 @@ fn train(a: &TrainArgs) -> Result<()> {
         ("data.epochs".to_string(), epochs.to_string()),
         ("normalize".to_string(), "0.5".to_string()),
     ]);
-    if let Some(p) = &data_args.data {
-        meta.insert("data.path".into(), p.display().to_string());
-    }
-    if let Some(p) = &data_args.test {
-        meta.insert("data.test".into(), p.display().to_string());
-    }
-    let bar = mode.bar(total, "steps");
-    bar.set_position(trainer.step);
-    mode.line(
-        &bar,
-        &format!(
-            "{}: {} training images, {} test images, {} classes, {:?}",
-            data.name,
-            data.train.len(),
-            data.test.len(),
-            c.classes,
-            data.train.image_shape()
-        ),
-    );
-    mode.line(
-        &bar,
-        &format!(
-            "ViT {}x{} patch {} ({} tokens), D {}, depth {}, heads {}, MLP {}{}: {} parameters; {} steps of {} images per epoch; from step {}",
-            c.image_size,
-            c.image_size,
-            c.patch_size,
-            c.num_tokens(),
-            c.embed_dim,
-            c.depth,
-            c.heads,
-            c.mlp_dim,
-            c.hybrid.map_or(String::new(), |h| format!(", hybrid stem width {} with {} stages", h.width, h.stages)),
-            trainer.model.num_parameters(),
-            per_epoch,
-            batch,
-            trainer.step
-        ),
-    );
-    let start = Instant::now();
-    let budget = a.minutes.map(|m| m * 60.0);
-    let (mut loss_sum, mut correct, mut seen, mut steps_in_window) = (0.0f64, 0usize, 0usize, 0u64);
-    let mut window = Instant::now();
-    let mut stop_reason: Option<&str> = None;
-    'outer: while trainer.step < total {
-        let epoch = trainer.step / per_epoch;
-        let offset = (trainer.step % per_epoch) as usize;
-        for b in train_loader.epoch_from(epoch, offset)? {
-            let b = b?;
-            let s = trainer.step(&b.images, &b.labels)?;
-            loss_sum += f64::from(s.loss);
-            correct += s.correct;
-            seen += s.images;
-            steps_in_window += 1;
-            progress::show_step(
-                &bar,
-                trainer.step,
-                loss_sum / steps_in_window as f64,
-                Some(s.lr),
-                seen as f64 / window.elapsed().as_secs_f64().max(1e-9),
-                "img/s",
-            );
-            if progress::stop_requested() {
-                stop_reason = Some("interrupted");
-            } else if budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b) {
-                stop_reason = Some("time limit");
-            }
-            let end_of_epoch = trainer.step % per_epoch == 0;
-            if end_of_epoch || trainer.step >= total || stop_reason.is_some() {
-                let secs = window.elapsed().as_secs_f64().max(1e-9);
-                let ev = evaluate(&trainer.model, eval_batches(&test_loader))?;
-                let line = serde_json::json!({
-                    "step": trainer.step,
-                    "epoch": trainer.step as f64 / per_epoch as f64,
-                    "train_loss": loss_sum / steps_in_window.max(1) as f64,
-                    "train_acc": correct as f64 / seen.max(1) as f64,
-                    "test_loss": ev.loss,
-                    "test_acc": ev.accuracy,
-                    "lr": s.lr,
-                    "images_per_s": seen as f64 / secs,
-                    "elapsed_s": start.elapsed().as_secs_f64(),
-                });
-                progress::record(&metrics_path, mode, &line)?;
-                mode.line(
-                    &bar,
-                    &format!(
-                        "epoch {:>6.2}  step {:>6}  train loss {:.4} acc {:5.2}%  test loss {:.4} acc {:5.2}%  {:>5.0} img/s  {:>6.0} s",
-                        trainer.step as f64 / per_epoch as f64,
-                        trainer.step,
-                        loss_sum / steps_in_window.max(1) as f64,
-                        100.0 * correct as f64 / seen.max(1) as f64,
-                        ev.loss,
-                        100.0 * ev.accuracy,
-                        seen as f64 / secs,
-                        start.elapsed().as_secs_f64()
-                    ),
-                );
-                trainer.save(&ckpt, &meta)?;
-                (loss_sum, correct, seen, steps_in_window) = (0.0, 0, 0, 0);
-                window = Instant::now();
-            }
-            if stop_reason.is_some() || trainer.step >= total {
-                break 'outer;
-            }
+    let paths = [
+        ("data.path", &data_args.data),
+        ("data.test", &data_args.test),
+    ];
+    for (key, path) in paths {
+        if let Some(p) = path {
+            meta.insert(key.into(), p.display().to_string());
         }
     }
-    bar.finish_and_clear();
-    tessera_vit::save_model(&trainer.model, a.out.join("model.safetensors"), &meta)?;
-    crate::plot::metrics_png(&metrics_path, &a.out.join("metrics.png"))?;
-    if mode != Mode::Json {
-        println!(
-            "{} at step {}: wrote {}, {}, {} and {}",
-            stop_reason.unwrap_or("done"),
-            trainer.step,
-            ckpt.display(),
-            a.out.join("model.safetensors").display(),
-            metrics_path.display(),
-            a.out.join("metrics.png").display()
+    let batches = None;
+    run.train(&mut ImageTask {
+        trainer,
+        data,
+        train,
+        test,
+        batches,
+        per_epoch,
+        total,
+        meta,
+    })
+}
+
+impl Task for ImageTask {
+    fn plan(&self) -> Plan {
+        Plan {
+            steps: self.total,
+            eval_every: self.per_epoch,
+            eval_at_start: false,
+            save_every: self.per_epoch,
+            unit: "img/s",
+            rate_key: "images_per_s",
+        }
+    }
+
+    fn position(&self) -> u64 {
+        self.trainer.step
+    }
+
+    fn describe(&self) -> Vec<String> {
+        let (d, t, c) = (&self.data, &self.trainer, self.trainer.model.config());
+        let hybrid = c.hybrid.map_or(String::new(), |h| {
+            format!(", hybrid stem width {} with {} stages", h.width, h.stages)
+        });
+        vec![
+            format!(
+                "{}: {} training images, {} test images, {} classes, {:?}",
+                d.name,
+                d.train.len(),
+                d.test.len(),
+                c.classes,
+                d.train.image_shape()
+            ),
+            format!(
+                "ViT {0}x{0} patch {1} ({2} tokens), D {3}, depth {4}, heads {5}, MLP {6}{hybrid}: {7} parameters; {8} steps of {9} images per epoch; from step {10}",
+                c.image_size,
+                c.patch_size,
+                c.num_tokens(),
+                c.embed_dim,
+                c.depth,
+                c.heads,
+                c.mlp_dim,
+                t.model.num_parameters(),
+                self.per_epoch,
+                t.config.batch_size,
+                t.step
+            ),
+        ]
+    }
+
+    fn step(&mut self) -> Result<Step> {
+        let b = loop {
+            if self.batches.is_none() {
+                let (s, n) = (self.trainer.step, self.per_epoch);
+                self.batches = Some(self.train.epoch_from(s / n, (s % n) as usize)?);
+            }
+            match self.batches.as_mut().and_then(Iterator::next) {
+                Some(b) => break b?,
+                None => self.batches = None,
+            }
+        };
+        let s = self.trainer.step(&b.images, &b.labels)?;
+        let (loss, lr, items, correct) = (s.loss, Some(s.lr), s.images, Some(s.correct));
+        Ok(Step {
+            loss,
+            lr,
+            items,
+            correct,
+        })
+    }
+
+    fn evaluate(&mut self) -> Result<Eval> {
+        let ev = evaluate(&self.trainer.model, eval_batches(&self.test))?;
+        let epoch = self.trainer.step as f64 / self.per_epoch as f64;
+        let summary = format!(
+            "test loss {:.4} acc {:5.2}%  epoch {epoch:>6.2}",
+            ev.loss,
+            100.0 * ev.accuracy
         );
+        let metrics = [
+            ("test_loss", ev.loss.into()),
+            ("test_acc", ev.accuracy.into()),
+            ("epoch", epoch.into()),
+        ];
+        Ok(Eval::new(summary, metrics))
     }
-    if stop_reason == Some("interrupted") {
-        std::process::exit(130);
+
+    fn save(&self, checkpoint: &Path) -> Result<()> {
+        Ok(self.trainer.save(checkpoint, &self.meta)?)
     }
-    Ok(())
+
+    /// The model alone, for `vit eval`, `predict` and `viz`: OUT/model.safetensors.
+    fn finish(&mut self, out: &Path, _: Mode) -> Result<Vec<PathBuf>> {
+        let path = out.join("model.safetensors");
+        tessera_vit::save_model(&self.trainer.model, &path, &self.meta)?;
+        Ok(vec![path])
+    }
 }
 
 fn load(checkpoint: &Path) -> Result<(VisionTransformer, HashMap<String, String>)> {

@@ -1,0 +1,483 @@
+//! The one training loop of `rnn train`, `transformer train` and `vit train`, and the
+//! arguments they share.
+//!
+//! A model plugs in as a [`Task`]: it owns its model, data and optimizer and knows how
+//! to take a step, evaluate and save. The loop owns everything else: threads, Ctrl-C,
+//! the step and time budgets, the progress bar or its quiet and JSON forms, the
+//! evaluation and checkpoint cadence, `metrics.jsonl`, the final plot and `--resume`.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::Write;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::{error::ErrorKind, ArgAction, Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{Map, Value};
+
+/// The arguments every training command shares.
+#[derive(Args, Debug, serde::Serialize)]
+#[command(args_override_self = true)]
+pub struct RunArgs {
+    /// Read flags from a TOML file (keys are flag names, `lr = 1e-3`, `flip = true`);
+    /// flags given here win, `--flip false` included. The effective configuration is
+    /// written to OUT/config.toml.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Output folder (default: runs/MODEL, e.g. runs/vit).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run saved in OUT/checkpoint.safetensors.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
+    pub resume: bool,
+    /// Seed of the initialisation, the data order and the augmentation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Threads used by the kernels (default: all cores).
+    #[arg(long, short)]
+    pub threads: Option<usize>,
+    /// Also stop after this many minutes of training (a checkpoint is saved).
+    #[arg(long)]
+    pub minutes: Option<f64>,
+    /// No progress bar: a line per evaluation only.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
+    pub quiet: bool,
+    /// One JSON line per evaluation on stdout, nothing else.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
+    pub json: bool,
+}
+
+/// How long a run trains and how often it evaluates and saves, in steps (`rnn train`
+/// and `transformer train`; `vit train` counts in epochs).
+#[derive(Args, Debug, serde::Serialize)]
+pub struct Budget {
+    /// Stop after this many steps in total.
+    #[arg(long, default_value_t = 1000)]
+    pub steps: u64,
+    /// Evaluate on the validation data every this many steps (and at the end).
+    #[arg(long, default_value_t = 200)]
+    pub eval_every: u64,
+    /// Save the checkpoint every this many steps (and at the end).
+    #[arg(long, default_value_t = 1000)]
+    pub save_every: u64,
+}
+
+impl Budget {
+    /// The plan of this budget, evaluating from the first step; throughput in `unit`
+    /// (`"chars/s"`), called `rate_key` in metrics.jsonl (`"tokens_per_s"`).
+    pub fn plan(&self, unit: &'static str, rate_key: &'static str) -> Plan {
+        let (steps, eval_every, save_every) = (self.steps, self.eval_every, self.save_every);
+        let eval_at_start = true;
+        Plan {
+            steps,
+            eval_every,
+            eval_at_start,
+            save_every,
+            unit,
+            rate_key,
+        }
+    }
+}
+
+/// One model's side of the training loop. The loop calls [`Task::step`] until the
+/// budget is spent, [`Task::evaluate`] and [`Task::save`] at the [`Plan`]'s cadence and
+/// when the run stops, then [`Task::finish`].
+pub trait Task {
+    /// When to stop, evaluate and save, and what a step's items are.
+    fn plan(&self) -> Plan;
+    /// Training steps done so far: 0 for a new run, the checkpoint's for a resumed one.
+    fn position(&self) -> u64;
+    /// Lines that describe the run before it starts (data, model, batch).
+    fn describe(&self) -> Vec<String>;
+    /// One optimizer step.
+    fn step(&mut self) -> Result<Step>;
+    /// The held-out loss and whatever else the task measures.
+    fn evaluate(&mut self) -> Result<Eval>;
+    /// Writes what `--resume` continues from (atomically).
+    fn save(&self, checkpoint: &Path) -> Result<()>;
+    /// Runs after the loop (after the last save): samples or translations to print
+    /// (`mode` says whether to), files to export. Returns the files it wrote.
+    fn finish(&mut self, _out: &Path, _mode: Mode) -> Result<Vec<PathBuf>> {
+        Ok(Vec::new())
+    }
+}
+
+/// When a run stops, evaluates and saves, and how its throughput is counted.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Stop when this many steps are done in total.
+    pub steps: u64,
+    /// Evaluate every this many steps, and when the run stops.
+    pub eval_every: u64,
+    /// Also evaluate before the first step when the position is on the cadence.
+    pub eval_at_start: bool,
+    /// Save the checkpoint every this many steps, and when the run stops.
+    pub save_every: u64,
+    /// The items of [`Step::items`] per second, as shown: `"chars/s"`.
+    pub unit: &'static str,
+    /// The same in metrics.jsonl: `"tokens_per_s"`.
+    pub rate_key: &'static str,
+}
+
+/// What one training step reports.
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    /// The mean loss of the batch.
+    pub loss: f32,
+    /// The learning rate, when it follows a schedule.
+    pub lr: Option<f64>,
+    /// Items trained on (characters, target tokens, images), for the throughput.
+    pub items: usize,
+    /// Items predicted correctly, for tasks that count them (the training accuracy).
+    pub correct: Option<usize>,
+}
+
+/// An evaluation: its fields in metrics.jsonl and its words on the progress line.
+#[derive(Clone, Debug, Default)]
+pub struct Eval {
+    /// For example `val_loss`, `test_acc`, `epoch`.
+    pub metrics: Map<String, Value>,
+    /// For example `val 2.5613 nats/char`.
+    pub summary: String,
+}
+
+impl Eval {
+    /// An evaluation from its summary and its metrics.
+    pub fn new(summary: String, metrics: impl IntoIterator<Item = (&'static str, Value)>) -> Eval {
+        let metrics = metrics
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        Eval { metrics, summary }
+    }
+}
+
+/// A run about to start: the output folder, the checkpoint and, with `--resume`, the
+/// metadata stored in it.
+pub struct Run {
+    /// The output folder.
+    pub out: PathBuf,
+    /// `OUT/checkpoint.safetensors`.
+    pub checkpoint: PathBuf,
+    /// The checkpoint's metadata when resuming.
+    pub resumed: Option<HashMap<String, String>>,
+    mode: Mode,
+    minutes: Option<f64>,
+}
+
+impl Run {
+    /// Applies `--threads`, creates the output folder (`runs/{model}` by default),
+    /// writes the effective configuration `args` to OUT/config.toml and, with
+    /// `--resume`, reads the checkpoint's metadata.
+    pub fn start(run: &RunArgs, model: &str, args: &impl serde::Serialize) -> Result<Run> {
+        set_threads(run.threads)?;
+        let out = run
+            .out
+            .clone()
+            .unwrap_or_else(|| Path::new("runs").join(model));
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        crate::config::save(args, &out, &out.join("config.toml"))?;
+        let checkpoint = out.join("checkpoint.safetensors");
+        let open = || -> Result<_> {
+            let file = tessera_tensor::SafeTensorsFile::open(&checkpoint)
+                .with_context(|| format!("resuming from {}", checkpoint.display()))?;
+            Ok(file.metadata()?)
+        };
+        let resumed = run.resume.then(open).transpose()?;
+        Ok(Run {
+            out,
+            checkpoint,
+            resumed,
+            mode: Mode::new(run.quiet, run.json),
+            minutes: run.minutes,
+        })
+    }
+
+    /// A value stored in the resumed checkpoint's metadata, parsed, or `default`.
+    pub fn stored<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T>
+    where
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        match self.resumed.as_ref().and_then(|m| m.get(key)) {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("{}: {key} = {v:?}", self.checkpoint.display())),
+            None => Ok(default),
+        }
+    }
+
+    /// Trains `task` until its plan, the time budget or Ctrl-C stops it.
+    pub fn train(self, task: &mut impl Task) -> Result<()> {
+        let plan = task.plan();
+        if plan.eval_every == 0 || plan.save_every == 0 {
+            bail!("--eval-every and --save-every must be at least 1");
+        }
+        catch_ctrl_c();
+        let (mode, metrics) = (self.mode, self.out.join("metrics.jsonl"));
+        let bar = mode.bar(plan.steps);
+        bar.set_position(task.position());
+        for line in task.describe() {
+            mode.line(&bar, &line);
+        }
+        let (start, budget) = (Instant::now(), self.minutes.map(|m| m * 60.0));
+        let (mut window, mut since) = (Window::default(), Instant::now());
+        let (first, mut last_eval, mut last_saved) = (task.position(), None, task.position());
+        let reason = loop {
+            let step = task.position();
+            let reason = if stop_requested() {
+                Some("interrupted")
+            } else if budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b) {
+                Some("time limit")
+            } else {
+                (step >= plan.steps).then_some("done")
+            };
+            let on_cadence = step % plan.eval_every == 0 && (step > first || plan.eval_at_start);
+            if (on_cadence || reason.is_some()) && last_eval != Some(step) {
+                last_eval = Some(step);
+                let eval = task.evaluate()?;
+                let (rate, elapsed) = (window.rate(since), start.elapsed().as_secs_f64());
+                let (line, json) = window.report(step, &plan, eval, rate, elapsed);
+                record(&metrics, mode, &json)?;
+                mode.line(&bar, &line);
+                (window, since) = (Window::default(), Instant::now());
+            }
+            if (step % plan.save_every == 0 || reason.is_some()) && step != last_saved {
+                task.save(&self.checkpoint)?;
+                last_saved = step;
+            }
+            if let Some(reason) = reason {
+                break reason;
+            }
+            let s = task.step()?;
+            window.add(&s);
+            bar.set_position(task.position());
+            let lr = s.lr.map_or(String::new(), |lr| format!(" lr {lr:.2e}"));
+            let (loss, rate) = (window.loss(), window.rate(since));
+            bar.set_message(format!("loss {loss:.4}{lr} {rate:.0} {}", plan.unit));
+        };
+        bar.finish_and_clear();
+        let png = self.out.join("metrics.png");
+        if metrics.exists() {
+            crate::plot::metrics_png(&metrics, &png)?;
+        }
+        let mut files = vec![self.checkpoint.clone()];
+        files.extend(task.finish(&self.out, mode)?);
+        files.extend([metrics, png]);
+        if mode != Mode::Json {
+            let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            let (last, rest) = names.split_last().expect("files");
+            let step = task.position();
+            println!(
+                "{reason} at step {step}: wrote {} and {last}",
+                rest.join(", ")
+            );
+        }
+        if reason == "interrupted" {
+            std::process::exit(130);
+        }
+        Ok(())
+    }
+}
+
+/// The steps since the last evaluation.
+#[derive(Default)]
+struct Window {
+    steps: u64,
+    loss: f64,
+    items: usize,
+    correct: Option<usize>,
+    lr: Option<f64>,
+}
+
+impl Window {
+    fn add(&mut self, s: &Step) {
+        self.steps += 1;
+        self.loss += f64::from(s.loss);
+        self.items += s.items;
+        if let Some(c) = s.correct {
+            self.correct = Some(self.correct.unwrap_or(0) + c);
+        }
+        self.lr = s.lr.or(self.lr);
+    }
+
+    /// The mean training loss (NaN before the first step).
+    fn loss(&self) -> f64 {
+        self.loss / self.steps as f64
+    }
+
+    /// Items per second since `start`.
+    fn rate(&self, start: Instant) -> f64 {
+        self.items as f64 / start.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    /// The progress line and the metrics.jsonl object of an evaluation at `step`.
+    fn report(
+        &self,
+        step: u64,
+        plan: &Plan,
+        eval: Eval,
+        rate: f64,
+        elapsed: f64,
+    ) -> (String, Value) {
+        let mut json = Map::new();
+        json.insert("step".into(), step.into());
+        json.insert("train_loss".into(), self.loss().into());
+        let mut train = if self.steps == 0 {
+            "-".into()
+        } else {
+            format!("{:.4}", self.loss())
+        };
+        if let Some(c) = self.correct {
+            let acc = c as f64 / self.items.max(1) as f64;
+            json.insert("train_acc".into(), acc.into());
+            train.push_str(&format!(" acc {:5.2}%", 100.0 * acc));
+        }
+        json.extend(eval.metrics);
+        if let Some(lr) = self.lr {
+            json.insert("lr".into(), lr.into());
+        }
+        json.insert(plan.rate_key.into(), rate.into());
+        json.insert("elapsed_s".into(), elapsed.into());
+        let (summary, unit) = (eval.summary, plan.unit);
+        let line = format!(
+            "step {step:>7}  train {train:>6}  {summary}  {rate:>9.0} {unit}  {elapsed:>6.0} s"
+        );
+        (line, Value::Object(json))
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static HANDLER: Once = Once::new();
+
+/// Installs the Ctrl-C handler (once): the first Ctrl-C asks the running loop to save
+/// a checkpoint and stop; a second one exits at once.
+fn catch_ctrl_c() {
+    HANDLER.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if STOP.swap(true, Ordering::SeqCst) {
+                eprintln!("\ninterrupted twice: exiting without saving");
+                std::process::exit(130);
+            }
+            eprintln!(
+                "\ninterrupted: saving a checkpoint, then stopping (Ctrl-C again to quit now)"
+            );
+        });
+    });
+}
+
+/// Whether Ctrl-C was pressed.
+fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// Applies `--threads N` (none: all cores); 0 is an error.
+pub fn set_threads(threads: Option<usize>) -> Result<()> {
+    match threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(t) => tessera_tensor::set_num_threads(t),
+        None => {}
+    }
+    Ok(())
+}
+
+/// How a training command reports progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A progress bar and a line per evaluation.
+    Bar,
+    /// A line per evaluation only.
+    Quiet,
+    /// One JSON line per evaluation on stdout, nothing else.
+    Json,
+}
+
+impl Mode {
+    fn new(quiet: bool, json: bool) -> Mode {
+        match (quiet, json) {
+            (_, true) => Mode::Json,
+            (true, false) => Mode::Quiet,
+            (false, false) => Mode::Bar,
+        }
+    }
+
+    /// A bar of `len` steps (hidden unless the mode is [`Mode::Bar`] and stderr is a
+    /// terminal).
+    fn bar(self, len: u64) -> ProgressBar {
+        if self != Mode::Bar {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        let template = "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}, {eta} left]";
+        bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+        bar
+    }
+
+    /// Prints a human line (above the bar) unless the mode is JSON.
+    fn line(self, bar: &ProgressBar, s: &str) {
+        match self {
+            Mode::Json => {}
+            // A bar drawn on a terminal prints the line above itself; a hidden one (stderr
+            // not a terminal) would drop it.
+            Mode::Bar if !bar.is_hidden() => bar.println(s),
+            Mode::Bar | Mode::Quiet => println!("{s}"),
+        }
+    }
+}
+
+/// Appends one JSON object to `path` (one line) and, in JSON mode, prints it.
+fn record(path: &Path, mode: Mode, value: &Value) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path);
+    f = f.and_then(|mut f| writeln!(f, "{value}").map(|()| f));
+    f.with_context(|| format!("writing {}", path.display()))?;
+    if mode == Mode::Json {
+        println!("{value}");
+    }
+    Ok(())
+}
+
+/// A value parser for a [`ValueEnum`] whose error names the kind of value and the
+/// choices (`unknown cell "x"; expected elman, rnn, lstm, gru`); `--help` lists them.
+#[derive(Clone)]
+pub struct Choice<T>(&'static str, PhantomData<T>);
+
+/// The [`Choice`] parser of a `what` (`"cell"`).
+pub fn choice<T>(what: &'static str) -> Choice<T> {
+    Choice(what, PhantomData)
+}
+
+impl<T: ValueEnum + Clone + Send + Sync + 'static> TypedValueParser for Choice<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let s = value.to_string_lossy();
+        T::from_str(&s, true).map_err(|_| {
+            let names: Vec<_> = T::value_variants()
+                .iter()
+                .filter_map(|v| Some(v.to_possible_value()?.get_name().to_string()))
+                .collect();
+            let msg = format!("unknown {} {s:?}; expected {}", self.0, names.join(", "));
+            cmd.clone().error(ErrorKind::InvalidValue, msg)
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            T::value_variants().iter().filter_map(T::to_possible_value),
+        ))
+    }
+}
