@@ -206,39 +206,6 @@ pub fn run(cmd: &TransformerCommand) -> Result<()> {
     }
 }
 
-/// The built-in task: sequences of 4 to 12 letters and their reversal.
-fn reversal_pairs(n: usize, seed: u64) -> Vec<(String, String)> {
-    let mut rng = Rng::seed(seed);
-    (0..n)
-        .map(|_| {
-            let len = 4 + rng.below(9);
-            let words: Vec<String> = (0..len)
-                .map(|_| ((b'a' + rng.below(12) as u8) as char).to_string())
-                .collect();
-            let rev: Vec<String> = words.iter().rev().cloned().collect();
-            (words.join(" "), rev.join(" "))
-        })
-        .collect()
-}
-
-fn read_pairs(src: &Path, tgt: &Path) -> Result<Vec<(String, String)>> {
-    let s = read_lines(src)?;
-    let t = read_lines(tgt)?;
-    if s.len() != t.len() {
-        bail!(
-            "{} has {} lines but {} has {}",
-            src.display(),
-            s.len(),
-            tgt.display(),
-            t.len()
-        );
-    }
-    if s.is_empty() {
-        bail!("{} is empty", src.display());
-    }
-    Ok(s.into_iter().zip(t).collect())
-}
-
 fn encode_pairs(bpe: &Bpe, pairs: &[(String, String)], max_len: usize) -> Result<Corpus> {
     let mut out = Vec::with_capacity(pairs.len());
     for (s, t) in pairs {
@@ -277,9 +244,9 @@ struct TranslationTask<'a> {
 fn train(a: &TrainArgs) -> Result<()> {
     let (train_pairs, valid_pairs, source) = match (&a.src, &a.tgt) {
         (Some(s), Some(t)) => {
-            let train = read_pairs(s, t)?;
+            let train = read_parallel(s, t)?;
             let valid = match (&a.valid_src, &a.valid_tgt) {
-                (Some(vs), Some(vt)) => read_pairs(vs, vt)?,
+                (Some(vs), Some(vt)) => read_parallel(vs, vt)?,
                 _ => train[..train.len().min(500)].to_vec(),
             };
             (train, valid, format!("{} -> {}", s.display(), t.display()))
@@ -473,7 +440,7 @@ fn translate(a: &TranslateArgs) -> Result<()> {
 fn eval(a: &EvalArgs) -> Result<()> {
     let (model, _, meta) = load_model(&a.checkpoint)?;
     let bpe = bpe_of(&meta, &a.checkpoint)?;
-    let mut pairs = read_pairs(&a.src, &a.reference)?;
+    let mut pairs = read_parallel(&a.src, &a.reference)?;
     if let Some(n) = a.limit {
         pairs.truncate(n);
     }

@@ -244,139 +244,17 @@ fn params(a: &ParamsArgs) -> Result<()> {
     Ok(())
 }
 
-/// A training set and a test set.
-struct Data {
-    name: String,
-    train: Arc<dyn Dataset>,
-    test: Arc<dyn Dataset>,
-}
-
-fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
-    [stem.to_string(), format!("{stem}.gz")]
-        .iter()
-        .map(|n| dir.join(n))
-        .find(|p| p.is_file())
-}
-
-/// An IDX folder's train (or t10k) pair, when present.
-fn idx_pair(dir: &Path, prefix: &str) -> Result<Option<Idx>> {
-    let (Some(images), Some(labels)) = (
-        find(dir, &format!("{prefix}-images-idx3-ubyte")),
-        find(dir, &format!("{prefix}-labels-idx1-ubyte")),
-    ) else {
-        return Ok(None);
+/// The training and test sets of `a` (the built-in shapes without `--data`), with the
+/// files an image folder skipped listed on stderr.
+fn open_data(a: &DataArgs, seed: u64) -> Result<ImageSets> {
+    let sets = match &a.data {
+        None => ImageSets::shapes(seed)?,
+        Some(path) => ImageSets::open(path, a.test.as_deref(), a.skip_bad, seed)?,
     };
-    let idx = Idx::open(images, labels)?;
-    let fashion = dir
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().to_lowercase().contains("fashion"));
-    Ok(Some(if fashion {
-        idx.with_class_names(Idx::fashion_mnist_names())?
-    } else {
-        idx
-    }))
-}
-
-/// One dataset from a path (see `tessera vit train --help`); for an IDX folder, its
-/// train and t10k sets.
-/// A dataset and, for an IDX folder with both, its test set.
-type Opened = (Arc<dyn Dataset>, Option<Arc<dyn Dataset>>);
-
-fn open_path(path: &Path, skip_bad: bool) -> Result<Opened> {
-    if path.is_dir() {
-        let train = idx_pair(path, "train")?;
-        let test = idx_pair(path, "t10k")?;
-        match (train, test) {
-            (Some(tr), te) => {
-                return Ok((Arc::new(tr), te.map(|t| Arc::new(t) as Arc<dyn Dataset>)))
-            }
-            (None, Some(te)) => return Ok((Arc::new(te), None)),
-            (None, None) => {}
-        }
-        let on_bad = if skip_bad {
-            OnBadFile::Skip
-        } else {
-            OnBadFile::Fail
-        };
-        let folder = ImageFolder::open(path, None, ColorMode::Keep, on_bad)?;
-        for (p, why) in folder.skipped() {
-            eprintln!("skipped {}: {why}", p.display());
-        }
-        let [_, h, w] = folder.image_shape();
-        let size = h.min(w);
-        let folder = ImageFolder::open(path, Some((size, size)), ColorMode::Keep, on_bad)?;
-        return Ok((Arc::new(folder), None));
+    for (p, why) in &sets.skipped {
+        eprintln!("skipped {}: {why}", p.display());
     }
-    if !path.exists() {
-        bail!("{}: no such file or folder", path.display());
-    }
-    let name = path.to_string_lossy().to_lowercase();
-    if name.ends_with(".csv") || name.ends_with(".csv.gz") {
-        // Square grey images, the label last: find the side from the first row.
-        let lines = tessera_data::read_lines(path)?;
-        let cols = lines.first().map_or(0, |l| l.split(',').count());
-        let side = ((cols.saturating_sub(1)) as f64).sqrt().round() as usize;
-        if side == 0 || side * side + 1 != cols {
-            bail!(
-                "{}: expected rows of a square grey image and a label, got {cols} columns in line 1",
-                path.display()
-            );
-        }
-        // Pixel range: 0..255, or 0..16 for scikit-learn's digits.
-        let raw = CsvImages::open(path, side, side, 1, LabelColumn::Last, 255.0)?;
-        let max = (0..raw.len().min(200))
-            .map(|i| raw.get(i).map(|s| s.image.max_all().unwrap_or(0.0)))
-            .collect::<std::result::Result<Vec<f32>, _>>()?
-            .into_iter()
-            .fold(0.0f32, f32::max);
-        if max * 255.0 <= 16.0 {
-            let ds = CsvImages::open(path, side, side, 1, LabelColumn::Last, 16.0)?;
-            return Ok((Arc::new(ds), None));
-        }
-        return Ok((Arc::new(raw), None));
-    }
-    bail!(
-        "{}: expected an IDX folder, a .csv(.gz) file or a folder of class folders",
-        path.display()
-    )
-}
-
-fn open_data(a: &DataArgs, seed: u64) -> Result<Data> {
-    let Some(path) = &a.data else {
-        let all: Arc<dyn Dataset> = Arc::new(Shapes::new(7000, 32, seed)?);
-        let (train, test) = split(all, 6.0 / 7.0, seed)?;
-        return Ok(Data {
-            name: "built-in shapes (6,000 train, 1,000 test, 32x32)".into(),
-            train: Arc::new(train),
-            test: Arc::new(test),
-        });
-    };
-    let (train, test) = open_path(path, a.skip_bad)?;
-    let (train, test): (Arc<dyn Dataset>, Arc<dyn Dataset>) = match (&a.test, test) {
-        (Some(t), _) => (train, open_path(t, a.skip_bad)?.0),
-        (None, Some(t)) => (train, t),
-        (None, None) => {
-            let (tr, te) = split(train, 0.9, seed)?;
-            (Arc::new(tr), Arc::new(te))
-        }
-    };
-    if train.is_empty() || test.is_empty() {
-        bail!("{}: an empty training or test set", path.display());
-    }
-    if train.image_shape() != test.image_shape() || train.classes() != test.classes() {
-        bail!(
-            "the training images {:?} ({} classes) and the test images {:?} ({} classes) differ",
-            train.image_shape(),
-            train.classes(),
-            test.image_shape(),
-            test.classes()
-        );
-    }
-    Ok(Data {
-        name: path.display().to_string(),
-        train,
-        test,
-    })
+    Ok(sets)
 }
 
 /// Per-image preparation: resize to the model's size if needed, then normalise to
@@ -394,7 +272,7 @@ fn prepare(image: Tensor, size: usize) -> tessera_data::Result<Tensor> {
 }
 
 fn loaders(
-    data: &Data,
+    data: &ImageSets,
     size: usize,
     batch: usize,
     seed: u64,
@@ -439,7 +317,7 @@ fn eval_batches(
 /// after every epoch.
 struct ImageTask {
     trainer: Trainer,
-    data: Data,
+    data: ImageSets,
     train: Loader,
     test: Loader,
     /// The batches left in the current epoch.

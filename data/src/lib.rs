@@ -55,6 +55,7 @@ mod files;
 mod folder;
 mod image;
 mod loader;
+mod open;
 mod patches;
 mod resize;
 mod shapes;
@@ -66,10 +67,13 @@ pub use files::{Cifar10, CsvImages, Idx, LabelColumn};
 pub use folder::{ImageFolder, OnBadFile};
 pub use image::{decode_image, load_image, save_png, ColorMode};
 pub use loader::{Batch, Epoch, Loader, Transform};
+pub use open::{open_images, ImageSets};
 pub use patches::{patches, unpatch};
 pub use resize::{resize, resize_shorter, Filter};
 pub use shapes::Shapes;
-pub use text::{read_lines, split_fraction, BpttBatches, CharVocab, SONNETS};
+pub use text::{
+    read_lines, read_parallel, reversal_pairs, split_fraction, BpttBatches, CharVocab, SONNETS,
+};
 pub use transforms::{center_crop, hflip, normalize, random_crop};
 
 /// Errors of the data layer.

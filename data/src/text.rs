@@ -196,3 +196,48 @@ impl BpttBatches {
         Ok((IndexTensor::new(x, &[b, t])?, IndexTensor::new(y, &[b, t])?))
     }
 }
+
+/// The built-in translation task: `n` sequences of 4 to 12 letters (`a` to `l`, separated
+/// by spaces) and their reversal, drawn with `seed`.
+///
+/// ```
+/// let pairs = tessera_data::reversal_pairs(3, 0);
+/// for (src, tgt) in &pairs {
+///     let reversed: Vec<&str> = src.split(' ').rev().collect();
+///     assert_eq!(tgt, &reversed.join(" "));
+/// }
+/// ```
+pub fn reversal_pairs(n: usize, seed: u64) -> Vec<(String, String)> {
+    let mut rng = tessera_tensor::Rng::seed(seed);
+    (0..n)
+        .map(|_| {
+            let len = 4 + rng.below(9);
+            let words: Vec<String> = (0..len)
+                .map(|_| ((b'a' + rng.below(12) as u8) as char).to_string())
+                .collect();
+            let rev: Vec<String> = words.iter().rev().cloned().collect();
+            (words.join(" "), rev.join(" "))
+        })
+        .collect()
+}
+
+/// Parallel text: line `i` of `src` with line `i` of `tgt` (gzipped or not). Files of
+/// different lengths, or empty ones, are an error naming them.
+pub fn read_parallel(
+    src: &std::path::Path,
+    tgt: &std::path::Path,
+) -> Result<Vec<(String, String)>> {
+    let (s, t) = (read_lines(src)?, read_lines(tgt)?);
+    if s.len() != t.len() || s.is_empty() {
+        return Err(Error::Format {
+            path: src.to_path_buf(),
+            msg: format!(
+                "{} lines, against {} in {}: parallel text needs equal, non-zero counts",
+                s.len(),
+                t.len(),
+                tgt.display()
+            ),
+        });
+    }
+    Ok(s.into_iter().zip(t).collect())
+}
