@@ -11,8 +11,8 @@ use tessera_data::{read_lines, Bpe};
 use tessera_nn::Params;
 use tessera_tensor::{IndexTensor, Rng};
 use tessera_transformer::{
-    average_checkpoints, corpus_bleu, evaluate_loss, load_model, preset, Corpus, Preset,
-    TrainConfig, Trainer, Transformer, TransformerConfig, PRESETS,
+    average_checkpoints, corpus_bleu, evaluate_loss, load_model, preset, read_config, Corpus,
+    Preset, TrainConfig, Trainer, Transformer, TransformerConfig, PRESETS,
 };
 
 use crate::progress::{self, Mode};
@@ -316,11 +316,10 @@ fn train(a: &TrainArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     crate::config::save(a, &a.out.join("config.toml"))?;
     let (mut trainer, bpe) = if a.resume {
-        let file = tessera_tensor::SafeTensorsFile::open(&ckpt)
-            .with_context(|| format!("resuming from {}", ckpt.display()))?;
-        let meta = file.metadata()?;
+        let (saved, meta) =
+            read_config(&ckpt).with_context(|| format!("resuming from {}", ckpt.display()))?;
         let bpe = bpe_of(&meta, &ckpt)?;
-        let max_len = TransformerConfig::from_metadata(&meta)?.max_len;
+        let max_len = saved.model.max_len;
         let corpus = encode_pairs(&bpe, &train_pairs, max_len)?;
         (Trainer::resume(&ckpt, corpus)?.0, bpe)
     } else {
@@ -493,7 +492,7 @@ fn translate_line(
 }
 
 fn translate(a: &TranslateArgs) -> Result<()> {
-    let (model, _, meta) = load_model(&a.checkpoint)?;
+    let (model, meta) = load_model(&a.checkpoint)?;
     let bpe = bpe_of(&meta, &a.checkpoint)?;
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
@@ -509,7 +508,7 @@ fn translate(a: &TranslateArgs) -> Result<()> {
 }
 
 fn eval(a: &EvalArgs) -> Result<()> {
-    let (model, _, meta) = load_model(&a.checkpoint)?;
+    let (model, meta) = load_model(&a.checkpoint)?;
     let bpe = bpe_of(&meta, &a.checkpoint)?;
     let mut pairs = read_pairs(&a.src, &a.reference)?;
     if let Some(n) = a.limit {
@@ -528,19 +527,12 @@ fn eval(a: &EvalArgs) -> Result<()> {
 }
 
 fn average(a: &AverageArgs) -> Result<()> {
-    let (model, _, mut meta) = load_model(&a.checkpoints[0])?;
+    let (model, mut meta) = load_model(&a.checkpoints[0])?;
     average_checkpoints(&model, &a.checkpoints)?;
+    // A model checkpoint: the first file's extras (BPE, data), not its training state.
+    meta.remove(tessera_nn::TRAIN_STATE_KEY);
     meta.insert("averaged".into(), a.checkpoints.len().to_string());
-    let tensors: Vec<(String, tessera_tensor::Tensor)> = model
-        .named_parameters()
-        .into_iter()
-        .map(|(n, p)| (n, p.value()))
-        .collect();
-    tessera_tensor::save_safetensors(
-        &a.out,
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(&meta),
-    )?;
+    model.save(&a.out, &meta)?;
     println!(
         "averaged {} checkpoints into {}",
         a.checkpoints.len(),
