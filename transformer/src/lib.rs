@@ -121,7 +121,11 @@ pub enum Error {
     },
     /// A checkpoint of another kind of model (its `model` metadata entry is not
     /// [`MODEL_TAG`]).
-    #[error("{}: not a Transformer checkpoint (model = {found:?})", path.display())]
+    #[error(
+        "{}: not a Transformer checkpoint (model = {})",
+        path.display(),
+        found.as_deref().unwrap_or("none")
+    )]
     NotTransformer {
         /// The file.
         path: PathBuf,

@@ -169,7 +169,10 @@ fn a_checkpoint_of_the_earlier_layout_is_refused_with_a_clear_message() {
     let before = std::fs::read(&path).unwrap();
     let errors = [
         load_model(&path).err().unwrap().to_string(),
-        Trainer::resume(&path, corpus(5, 1)).err().unwrap().to_string(),
+        Trainer::resume(&path, corpus(5, 1))
+            .err()
+            .unwrap()
+            .to_string(),
         read_config(&path).err().unwrap().to_string(),
     ];
     for err in errors {
