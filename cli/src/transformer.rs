@@ -10,8 +10,8 @@ use tessera_data::{read_lines, Bpe};
 use tessera_nn::Params;
 use tessera_tensor::{IndexTensor, Rng};
 use tessera_transformer::{
-    average_checkpoints, corpus_bleu, evaluate_loss, load_model, preset, Corpus, Preset,
-    TrainConfig, Trainer, Transformer, TransformerConfig, PRESETS,
+    average_checkpoints, corpus_bleu, evaluate_loss, load_model, preset, CheckpointConfig, Corpus,
+    Preset, TrainConfig, Trainer, Transformer, TransformerConfig, PRESETS,
 };
 
 use crate::train::{Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
@@ -260,7 +260,9 @@ fn train(a: &TrainArgs) -> Result<()> {
     let run = Run::start(&a.run, "transformer", a)?;
     let (trainer, bpe) = if let Some(meta) = &run.resumed {
         let bpe = bpe_of(meta, &run.checkpoint)?;
-        let max_len = TransformerConfig::from_metadata(meta)?.max_len;
+        let saved: CheckpointConfig =
+            tessera_nn::get_json(meta, tessera_nn::CONFIG_KEY, &run.checkpoint)?;
+        let max_len = saved.model.max_len;
         let corpus = encode_pairs(&bpe, &train_pairs, max_len)?;
         (Trainer::resume(&run.checkpoint, corpus)?.0, bpe)
     } else {
@@ -422,7 +424,7 @@ fn translate_line(
 }
 
 fn translate(a: &TranslateArgs) -> Result<()> {
-    let (model, _, meta) = load_model(&a.checkpoint)?;
+    let (model, meta) = load_model(&a.checkpoint)?;
     let bpe = bpe_of(&meta, &a.checkpoint)?;
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
@@ -438,7 +440,7 @@ fn translate(a: &TranslateArgs) -> Result<()> {
 }
 
 fn eval(a: &EvalArgs) -> Result<()> {
-    let (model, _, meta) = load_model(&a.checkpoint)?;
+    let (model, meta) = load_model(&a.checkpoint)?;
     let bpe = bpe_of(&meta, &a.checkpoint)?;
     let mut pairs = read_parallel(&a.src, &a.reference)?;
     if let Some(n) = a.limit {
@@ -457,19 +459,12 @@ fn eval(a: &EvalArgs) -> Result<()> {
 }
 
 fn average(a: &AverageArgs) -> Result<()> {
-    let (model, _, mut meta) = load_model(&a.checkpoints[0])?;
+    let (model, mut meta) = load_model(&a.checkpoints[0])?;
     average_checkpoints(&model, &a.checkpoints)?;
+    // A model checkpoint: the first file's extras (BPE, data), not its training state.
+    meta.remove(tessera_nn::TRAIN_STATE_KEY);
     meta.insert("averaged".into(), a.checkpoints.len().to_string());
-    let tensors: Vec<(String, tessera_tensor::Tensor)> = model
-        .named_parameters()
-        .into_iter()
-        .map(|(n, p)| (n, p.value()))
-        .collect();
-    tessera_tensor::save_safetensors(
-        &a.out,
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(&meta),
-    )?;
+    model.save(&a.out, &meta)?;
     println!(
         "averaged {} checkpoints into {}",
         a.checkpoints.len(),

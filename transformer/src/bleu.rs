@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use regex::Regex;
 
-use crate::{input_err, Result};
+use crate::{Error, Result};
 
 /// The `13a` tokenisation of a line (sacreBLEU's default; mteval-v13a's rules): unescape
 /// four HTML entities, split off punctuation and symbols, periods and commas unless
@@ -109,14 +109,12 @@ pub fn corpus_bleu<S: AsRef<str>, R: AsRef<str>>(
     references: &[R],
 ) -> Result<Bleu> {
     if hypotheses.len() != references.len() {
-        return Err(input_err(
-            "corpus_bleu",
-            format!(
-                "{} hypotheses for {} references",
-                hypotheses.len(),
-                references.len()
-            ),
-        ));
+        return Err(Error::Count {
+            op: "corpus_bleu",
+            what: "hypotheses (one per reference)",
+            expected: references.len(),
+            got: hypotheses.len(),
+        });
     }
     let (mut counts, mut totals) = ([0usize; 4], [0usize; 4]);
     let (mut sys_len, mut ref_len) = (0usize, 0usize);
@@ -146,31 +144,24 @@ pub fn corpus_bleu<S: AsRef<str>, R: AsRef<str>>(
     };
     let mut precisions = [0.0f64; 4];
     // No match at all: 0, before any smoothing (as sacreBLEU).
-    if counts.iter().all(|&c| c == 0) {
-        return Ok(Bleu {
-            score: 0.0,
-            precisions,
-            brevity_penalty,
-            counts,
-            totals,
-            sys_len,
-            ref_len,
-        });
-    }
-    let mut smooth = 1.0f64;
-    for n in 0..4 {
-        if totals[n] == 0 {
-            break;
+    let score = if counts.iter().all(|&c| c == 0) {
+        0.0
+    } else {
+        let mut smooth = 1.0f64;
+        for n in 0..4 {
+            if totals[n] == 0 {
+                break;
+            }
+            precisions[n] = if counts[n] == 0 {
+                smooth *= 2.0;
+                100.0 / (smooth * totals[n] as f64)
+            } else {
+                100.0 * counts[n] as f64 / totals[n] as f64
+            };
         }
-        precisions[n] = if counts[n] == 0 {
-            smooth *= 2.0;
-            100.0 / (smooth * totals[n] as f64)
-        } else {
-            100.0 * counts[n] as f64 / totals[n] as f64
-        };
-    }
-    let log = |p: f64| if p == 0.0 { -9_999_999_999.0 } else { p.ln() };
-    let score = brevity_penalty * (precisions.iter().map(|&p| log(p)).sum::<f64>() / 4.0).exp();
+        let log = |p: f64| if p == 0.0 { -9_999_999_999.0 } else { p.ln() };
+        brevity_penalty * (precisions.iter().map(|&p| log(p)).sum::<f64>() / 4.0).exp()
+    };
     Ok(Bleu {
         score,
         precisions,

@@ -37,6 +37,9 @@ use tessera_tensor::{parallel_for, Rng, Tensor};
 
 use crate::{Error, Result};
 
+/// The name of the layers in errors.
+const OP: &str = "complexity layer";
+
 /// The four rows of the paper's Table 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayerKind {
@@ -156,12 +159,9 @@ pub struct Layer {
 impl Layer {
     /// A layer of width `d` with weights drawn from `N(0, 1/fan_in)`.
     pub fn new(kind: LayerKind, d: usize, rng: &mut Rng) -> Result<Layer> {
-        let bad = |msg: String| Error::Input {
-            what: "complexity layer",
-            msg,
-        };
+        let bad = |name, value| Error::setting(OP, name, value, "at least 1");
         if d == 0 {
-            return Err(bad("the width d must be at least 1".into()));
+            return Err(bad("the width d", d));
         }
         let std = |fan_in: usize| (1.0 / fan_in as f32).sqrt();
         let weights = match kind {
@@ -172,13 +172,13 @@ impl Layer {
             ],
             LayerKind::Convolutional { k } => {
                 if k == 0 {
-                    return Err(bad("the kernel width k must be at least 1".into()));
+                    return Err(bad("the kernel width k", k));
                 }
                 vec![Tensor::randn(&[k * d, d], 0.0, std(k * d), rng)]
             }
             LayerKind::Restricted { r } => {
                 if r == 0 {
-                    return Err(bad("the neighbourhood r must be at least 1".into()));
+                    return Err(bad("the neighbourhood r", r));
                 }
                 vec![]
             }
@@ -195,14 +195,8 @@ impl Layer {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (n, d) = x.dims2()?;
         if d != self.d || n == 0 {
-            return Err(Error::Input {
-                what: "complexity layer",
-                msg: format!(
-                    "expected a sequence [n >= 1, {}], got {:?}",
-                    self.d,
-                    x.shape()
-                ),
-            });
+            let expected = format!("a sequence [n >= 1, {}]", self.d);
+            return Err(Error::shape(OP, expected, x.shape()));
         }
         let x = x.contiguous();
         Ok(match self.kind {

@@ -1,9 +1,13 @@
 //! The model's shape, and the configurations of the paper's Table 3 as named presets.
 
-use crate::{input_err, Result};
+use serde::{Deserialize, Serialize};
 
-/// How positions enter the model (Table 3 row (E) compares the two).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+use crate::{Error, Result};
+
+/// How positions enter the model (Table 3 row (E) compares the two). Serialised as
+/// `"sinusoidal"` or `"learned"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Positional {
     /// `PE(pos, 2i) = sin(pos / 10000^(2i/d))`, `PE(pos, 2i+1) = cos(...)`: no parameters.
     Sinusoidal,
@@ -11,8 +15,17 @@ pub enum Positional {
     Learned,
 }
 
-/// The shape and regularisation of a [`crate::Transformer`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// The shape and regularisation of a [`crate::Transformer`]: data, serialised as the
+/// `model` part of a checkpoint's `config` entry ([`crate::CheckpointConfig`]).
+///
+/// ```
+/// use tessera_transformer::TransformerConfig;
+/// let c = TransformerConfig::base(37_000);
+/// let json = serde_json::to_string(&c).unwrap();
+/// assert!(json.contains(r#""d_model":512"#) && json.contains(r#""positional":"sinusoidal""#));
+/// assert_eq!(serde_json::from_str::<TransformerConfig>(&json).unwrap(), c);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TransformerConfig {
     /// Source vocabulary.
     pub src_vocab: usize,
@@ -96,6 +109,7 @@ impl TransformerConfig {
 
     /// Checks the numbers against each other.
     pub fn validate(&self) -> Result<()> {
+        const OP: &str = "TransformerConfig";
         let positive = [
             ("src_vocab", self.src_vocab),
             ("tgt_vocab", self.tgt_vocab),
@@ -106,29 +120,26 @@ impl TransformerConfig {
             ("d_ff", self.d_ff),
             ("max_len", self.max_len),
         ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(input_err(
-                "TransformerConfig",
-                format!("{name} must be positive"),
-            ));
+        if let Some(&(name, v)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(Error::setting(OP, name, v, "must be positive"));
         }
         if self.share_embeddings && self.src_vocab != self.tgt_vocab {
-            return Err(input_err(
-                "TransformerConfig",
+            return Err(Error::setting(
+                OP,
+                "tgt_vocab",
+                self.tgt_vocab,
                 format!(
-                    "shared embeddings need one vocabulary; source has {}, target {}",
-                    self.src_vocab, self.tgt_vocab
+                    "shared embeddings need one vocabulary, and src_vocab is {}",
+                    self.src_vocab
                 ),
             ));
         }
-        if !(0.0..1.0).contains(&self.dropout) || !(0.0..=1.0).contains(&self.label_smoothing) {
-            return Err(input_err(
-                "TransformerConfig",
-                format!(
-                    "dropout {} must be in [0, 1) and label smoothing {} in [0, 1]",
-                    self.dropout, self.label_smoothing
-                ),
-            ));
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::setting(OP, "dropout", self.dropout, "in [0, 1)"));
+        }
+        if !(0.0..=1.0).contains(&self.label_smoothing) {
+            let v = self.label_smoothing;
+            return Err(Error::setting(OP, "label_smoothing", v, "in [0, 1]"));
         }
         Ok(())
     }
@@ -153,93 +164,6 @@ impl TransformerConfig {
         };
         let norms = if self.final_norms { 2 * 2 * d } else { 0 };
         embeddings + positions + self.encoder_layers * enc + self.decoder_layers * dec + norms
-    }
-}
-
-impl TransformerConfig {
-    /// The configuration as string metadata (for checkpoints).
-    pub fn to_metadata(&self) -> std::collections::HashMap<String, String> {
-        let mut m = std::collections::HashMap::new();
-        let mut put = |k: &str, v: String| {
-            m.insert(k.to_string(), v);
-        };
-        put("model", "tessera-transformer".into());
-        put("src_vocab", self.src_vocab.to_string());
-        put("tgt_vocab", self.tgt_vocab.to_string());
-        put("share_embeddings", self.share_embeddings.to_string());
-        put("d_model", self.d_model.to_string());
-        put("heads", self.heads.to_string());
-        put("d_k", self.d_k.to_string());
-        put("d_v", self.d_v.to_string());
-        put("d_ff", self.d_ff.to_string());
-        put("encoder_layers", self.encoder_layers.to_string());
-        put("decoder_layers", self.decoder_layers.to_string());
-        put("dropout", self.dropout.to_string());
-        put("label_smoothing", self.label_smoothing.to_string());
-        put(
-            "positional",
-            format!("{:?}", self.positional).to_lowercase(),
-        );
-        put("max_len", self.max_len.to_string());
-        put("norm_first", self.norm_first.to_string());
-        put("final_norms", self.final_norms.to_string());
-        m
-    }
-
-    /// The configuration read back from [`TransformerConfig::to_metadata`].
-    pub fn from_metadata(
-        m: &std::collections::HashMap<String, String>,
-    ) -> Result<TransformerConfig> {
-        if m.get("model").map(String::as_str) != Some("tessera-transformer") {
-            return Err(input_err(
-                "TransformerConfig",
-                format!(
-                    "not a Transformer checkpoint (model = {:?})",
-                    m.get("model")
-                ),
-            ));
-        }
-        fn get<T: std::str::FromStr>(
-            m: &std::collections::HashMap<String, String>,
-            k: &str,
-        ) -> Result<T> {
-            m.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| {
-                input_err(
-                    "TransformerConfig",
-                    format!("metadata {k:?} is missing or malformed"),
-                )
-            })
-        }
-        let positional = match m.get("positional").map(String::as_str) {
-            Some("learned") => Positional::Learned,
-            Some("sinusoidal") => Positional::Sinusoidal,
-            other => {
-                return Err(input_err(
-                    "TransformerConfig",
-                    format!("positional encoding {other:?}"),
-                ))
-            }
-        };
-        let c = TransformerConfig {
-            src_vocab: get(m, "src_vocab")?,
-            tgt_vocab: get(m, "tgt_vocab")?,
-            share_embeddings: get(m, "share_embeddings")?,
-            d_model: get(m, "d_model")?,
-            heads: get(m, "heads")?,
-            d_k: get(m, "d_k")?,
-            d_v: get(m, "d_v")?,
-            d_ff: get(m, "d_ff")?,
-            encoder_layers: get(m, "encoder_layers")?,
-            decoder_layers: get(m, "decoder_layers")?,
-            dropout: get(m, "dropout")?,
-            label_smoothing: get(m, "label_smoothing")?,
-            positional,
-            max_len: get(m, "max_len")?,
-            norm_first: get(m, "norm_first")?,
-            final_norms: get(m, "final_norms")?,
-        };
-        c.validate()?;
-        Ok(c)
     }
 }
 
@@ -278,6 +202,28 @@ macro_rules! preset {
     };
 }
 
+/// Rows (A) and (C): `h` heads of `d_k = d_v = head` features.
+fn heads(mut c: TransformerConfig, h: usize, head: usize) -> TransformerConfig {
+    c.heads = h;
+    c.d_k = head;
+    c.d_v = head;
+    c
+}
+
+/// Row (C): `n` encoder and `n` decoder layers.
+fn layers(mut c: TransformerConfig, n: usize) -> TransformerConfig {
+    c.encoder_layers = n;
+    c.decoder_layers = n;
+    c
+}
+
+/// Row (C): `d_model` with `d_k = d_v = head` (the base model's 8 heads).
+fn width(c: TransformerConfig, d_model: usize, head: usize) -> TransformerConfig {
+    let mut c = heads(c, c.heads, head);
+    c.d_model = d_model;
+    c
+}
+
 /// Every row of Table 3 ("Variations on the Transformer architecture"), in the table's
 /// order. Unlisted values are those of the base model.
 pub const PRESETS: &[Preset] = &[
@@ -287,50 +233,19 @@ pub const PRESETS: &[Preset] = &[
         Some(65),
         |c| c.positional = Positional::Sinusoidal
     ),
-    preset!("A1", "(A) h=1, d_k=d_v=512", None, |c| {
-        c.heads = 1;
-        c.d_k = 512;
-        c.d_v = 512
-    }),
-    preset!("A2", "(A) h=4, d_k=d_v=128", None, |c| {
-        c.heads = 4;
-        c.d_k = 128;
-        c.d_v = 128
-    }),
-    preset!("A3", "(A) h=16, d_k=d_v=32", None, |c| {
-        c.heads = 16;
-        c.d_k = 32;
-        c.d_v = 32
-    }),
-    preset!("A4", "(A) h=32, d_k=d_v=16", None, |c| {
-        c.heads = 32;
-        c.d_k = 16;
-        c.d_v = 16
-    }),
+    preset!("A1", "(A) h=1, d_k=d_v=512", None, |c| c = heads(c, 1, 512)),
+    preset!("A2", "(A) h=4, d_k=d_v=128", None, |c| c = heads(c, 4, 128)),
+    preset!("A3", "(A) h=16, d_k=d_v=32", None, |c| c = heads(c, 16, 32)),
+    preset!("A4", "(A) h=32, d_k=d_v=16", None, |c| c = heads(c, 32, 16)),
     preset!("B1", "(B) d_k=16", Some(58), |c| c.d_k = 16),
     preset!("B2", "(B) d_k=32", Some(60), |c| c.d_k = 32),
-    preset!("C1", "(C) N=2", Some(36), |c| {
-        c.encoder_layers = 2;
-        c.decoder_layers = 2
-    }),
-    preset!("C2", "(C) N=4", Some(50), |c| {
-        c.encoder_layers = 4;
-        c.decoder_layers = 4
-    }),
-    preset!("C3", "(C) N=8", Some(80), |c| {
-        c.encoder_layers = 8;
-        c.decoder_layers = 8
-    }),
-    preset!("C4", "(C) d_model=256, d_k=d_v=32", Some(28), |c| {
-        c.d_model = 256;
-        c.d_k = 32;
-        c.d_v = 32
-    }),
-    preset!("C5", "(C) d_model=1024, d_k=d_v=128", Some(168), |c| {
-        c.d_model = 1024;
-        c.d_k = 128;
-        c.d_v = 128
-    }),
+    preset!("C1", "(C) N=2", Some(36), |c| c = layers(c, 2)),
+    preset!("C2", "(C) N=4", Some(50), |c| c = layers(c, 4)),
+    preset!("C3", "(C) N=8", Some(80), |c| c = layers(c, 8)),
+    preset!("C4", "(C) d_model=256, d_k=d_v=32", Some(28), |c| c =
+        width(c, 256, 32)),
+    preset!("C5", "(C) d_model=1024, d_k=d_v=128", Some(168), |c| c =
+        width(c, 1024, 128)),
     preset!("C6", "(C) d_ff=1024", Some(53), |c| c.d_ff = 1024),
     preset!("C7", "(C) d_ff=4096", Some(90), |c| c.d_ff = 4096),
     preset!("D1", "(D) P_drop=0.0", None, |c| c.dropout = 0.0),
@@ -348,9 +263,9 @@ pub const PRESETS: &[Preset] = &[
         "N=6, d_model=1024, d_ff=4096, h=16, d_k=d_v=64, P_drop=0.3",
         Some(213),
         |c| {
+            c = heads(c, 16, 64);
             c.d_model = 1024;
             c.d_ff = 4096;
-            c.heads = 16;
             c.dropout = 0.3
         }
     ),
@@ -361,14 +276,8 @@ pub fn preset(name: &str) -> Result<&'static Preset> {
     PRESETS
         .iter()
         .find(|p| p.name.eq_ignore_ascii_case(name))
-        .ok_or_else(|| {
-            let names: Vec<&str> = PRESETS.iter().map(|p| p.name).collect();
-            input_err(
-                "preset",
-                format!(
-                    "unknown preset {name:?}; the presets are {}",
-                    names.join(", ")
-                ),
-            )
+        .ok_or_else(|| Error::UnknownPreset {
+            name: name.to_string(),
+            known: PRESETS.iter().map(|p| p.name).collect(),
         })
 }

@@ -11,7 +11,12 @@
 //!   with the exact parameter count of the model as built
 //!   ([`TransformerConfig::num_parameters`]).
 //! - [`Transformer`]: the model, with PyTorch's `nn.Transformer` parameter names, padding
-//!   and causal masks, label-smoothed loss and greedy decoding.
+//!   and causal masks and the label-smoothed loss; its parameters are created, named
+//!   and initialised once by a [`tessera_nn::VarBuilder`].
+//! - Decoding ([`Transformer::greedy`], [`Transformer::beam_search`]) on an incremental
+//!   decoder with a key/value cache ([`DecoderCache`]).
+//! - [`Trainer`]: the paper's training recipe, with checkpoints that resume exactly
+//!   ([`CheckpointConfig`] in their `config` metadata entry).
 //!
 //! ```
 //! use tessera_nn::Params;
@@ -31,18 +36,25 @@
 //! ```
 #![warn(missing_docs)]
 
+use std::path::PathBuf;
+
 mod bleu;
+mod checkpoint;
 pub mod complexity;
 mod config;
+mod decode;
 mod model;
 mod train;
 
 pub use bleu::{corpus_bleu, tokenize_13a, Bleu};
-pub use config::{preset, Positional, Preset, TransformerConfig, PRESETS};
-pub use model::{sinusoidal_encoding, DecoderCache, PadId, Transformer};
-pub use train::{
-    average_checkpoints, evaluate_loss, load_model, Batch, Corpus, StepStats, TrainConfig, Trainer,
+pub use checkpoint::{
+    average_checkpoints, load_model, read_config, CheckpointConfig, SpecialIds, MODEL_KEY,
+    MODEL_TAG,
 };
+pub use config::{preset, Positional, Preset, TransformerConfig, PRESETS};
+pub use decode::DecoderCache;
+pub use model::{sinusoidal_encoding, PadId, Transformer};
+pub use train::{evaluate_loss, Batch, Corpus, StepStats, TrainConfig, Trainer};
 
 /// Errors of the Transformer.
 #[derive(Debug, thiserror::Error)]
@@ -57,35 +69,118 @@ pub enum Error {
     /// A layer, loss or checkpoint failed.
     #[error(transparent)]
     Nn(#[from] tessera_nn::Error),
-    /// An optimizer step failed.
+    /// An optimizer step failed, or the loss became NaN or infinite
+    /// ([`tessera_optim::Error::NonFiniteLoss`]; the parameters were left as they were).
     #[error(transparent)]
     Optim(#[from] tessera_optim::Error),
     /// Data, vocabulary or batching failed.
     #[error(transparent)]
     Data(#[from] tessera_data::Error),
-    /// The loss became NaN or infinite; the parameters were left as they were.
-    #[error(
-        "the loss is {loss} at step {step}; no parameter was changed (lower the learning rate)"
-    )]
-    NonFiniteLoss {
-        /// The loss value.
-        loss: f32,
-        /// The training step.
-        step: u64,
-    },
-    /// An input or configuration that does not fit the model.
-    #[error("{what}: {msg}")]
-    Input {
+    /// An input whose shape does not fit the model or function.
+    #[error("{op}: expected {expected}, got shape {got:?}")]
+    Shape {
         /// The model part or function.
+        op: &'static str,
+        /// The shape it takes, as a pattern (`[B, T]`, `[1, S]`).
+        expected: String,
+        /// The shape that came.
+        got: Vec<usize>,
+    },
+    /// A number of items that does not fit (tokens per sequence, hypotheses per
+    /// reference).
+    #[error("{op}: expected {expected} {what}, got {got}")]
+    Count {
+        /// The model part or function.
+        op: &'static str,
+        /// What is counted.
         what: &'static str,
-        /// What was expected and what came.
-        msg: String,
+        /// How many it takes.
+        expected: usize,
+        /// How many came.
+        got: usize,
+    },
+    /// A setting, argument or id outside what the model or function accepts.
+    #[error("{op}: {name} = {value}: {expected}")]
+    Setting {
+        /// The model part or function.
+        op: &'static str,
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        expected: String,
+    },
+    /// A preset name that is not a row of Table 3.
+    #[error("unknown preset {name:?}; the presets are {}", known.join(", "))]
+    UnknownPreset {
+        /// The name asked for.
+        name: String,
+        /// The presets there are.
+        known: Vec<&'static str>,
+    },
+    /// A checkpoint of another kind of model (its `model` metadata entry is not
+    /// [`MODEL_TAG`]).
+    #[error(
+        "{}: not a Transformer checkpoint (model = {})",
+        path.display(),
+        found.as_deref().unwrap_or("none")
+    )]
+    NotTransformer {
+        /// The file.
+        path: PathBuf,
+        /// Its `model` entry, if any.
+        found: Option<String>,
+    },
+    /// A model checkpoint where a training checkpoint is needed.
+    #[error("{}: not a training checkpoint (it has no {missing} entry)", path.display())]
+    NotTraining {
+        /// The file.
+        path: PathBuf,
+        /// The entry it lacks.
+        missing: &'static str,
+    },
+    /// A training checkpoint whose position lies beyond the batches of the corpus it
+    /// resumes on.
+    #[error(
+        "{}: position {position} is beyond the {batches} batches of this corpus",
+        path.display()
+    )]
+    CorpusMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The batch position saved.
+        position: u64,
+        /// Batches per epoch of the corpus given.
+        batches: usize,
     },
 }
 
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub(crate) fn input_err(what: &'static str, msg: String) -> Error {
-    Error::Input { what, msg }
+impl Error {
+    /// A [`Error::Shape`] error.
+    pub fn shape(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Error {
+        Error::Shape {
+            op,
+            expected: expected.into(),
+            got: got.to_vec(),
+        }
+    }
+
+    /// A [`Error::Setting`] error.
+    pub fn setting(
+        op: &'static str,
+        name: &'static str,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Error {
+        Error::Setting {
+            op,
+            name,
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
 }

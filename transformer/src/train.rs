@@ -5,13 +5,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use tessera_autograd::no_grad;
 use tessera_data::{pad_sequences, token_batches};
-use tessera_nn::Params;
-use tessera_optim::{schedule, Adam, Optimizer};
-use tessera_tensor::{save_safetensors, IndexTensor, Rng, SafeTensorsFile, Tensor};
+use tessera_nn::{get_json, put_json, Params, TrainProgress, TRAIN_STATE_KEY};
+use tessera_optim::{check_loss, schedule, Adam, Optimizer};
+use tessera_tensor::{save_safetensors, IndexTensor, Rng, SafeTensorsFile};
 
-use crate::{input_err, Error, Result, Transformer, TransformerConfig};
+use crate::checkpoint::{load_model, read_config, CheckpointConfig, SpecialIds, OPTIM_PREFIX};
+use crate::{Error, Result, Transformer};
 
 /// Source and target token ids of sentence pairs (without `bos`/`eos`), and the special
 /// ids the model uses around them.
@@ -69,8 +71,9 @@ impl Corpus {
     }
 }
 
-/// Hyperparameters of a [`Trainer`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Hyperparameters of a [`Trainer`]: data, serialised as the `train` part of a training
+/// checkpoint's `config` entry ([`CheckpointConfig`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// Padded source + target tokens per batch (the paper: about 50,000).
     pub max_tokens: usize,
@@ -131,7 +134,8 @@ impl Trainer {
     }
 
     /// One batch: loss, gradients, the scheduled learning rate, Adam. A non-finite loss
-    /// is an error and changes nothing.
+    /// is an error ([`tessera_optim::Error::NonFiniteLoss`], as [`Error::Optim`]) and
+    /// changes nothing.
     pub fn step(&mut self) -> Result<StepStats> {
         let batch = self.corpus.batch(&self.batches[self.position])?;
         let params = self.model.named_parameters();
@@ -143,12 +147,7 @@ impl Trainer {
             .model
             .loss(&batch.src, &batch.tgt_in, &batch.tgt_out, pad, true)?;
         let value = loss.value().to_scalar()?;
-        if !value.is_finite() {
-            return Err(Error::NonFiniteLoss {
-                loss: value,
-                step: self.step,
-            });
-        }
+        check_loss(value, self.step)?;
         loss.backward()?;
         let lr = self.config.lr_factor
             * schedule::transformer(
@@ -172,52 +171,35 @@ impl Trainer {
         })
     }
 
-    /// Writes the run (model, `optim.*`, `train.*`; configuration and `metadata` as
-    /// metadata) atomically.
+    /// Writes the run atomically: the model's parameters and the optimizer's state
+    /// (`optim.*`) as tensors; the kind tag, one `config` entry (model, hyperparameters,
+    /// special ids), one `train_state` entry (step, epoch, position, dropout generator)
+    /// and the caller's `metadata` as metadata.
     pub fn save(&self, path: impl AsRef<Path>, metadata: &HashMap<String, String>) -> Result<()> {
-        let mut meta = self.model.config().to_metadata();
-        meta.extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
-        meta.insert("max_tokens".into(), self.config.max_tokens.to_string());
-        meta.insert("warmup".into(), self.config.warmup.to_string());
-        meta.insert("lr_factor".into(), self.config.lr_factor.to_string());
-        meta.insert("seed".into(), self.config.seed.to_string());
-        for (k, v) in [
-            ("bos", self.corpus.bos),
-            ("eos", self.corpus.eos),
-            ("pad", self.corpus.pad),
-        ] {
-            meta.insert(k.into(), v.to_string());
-        }
-        let mut tensors: BTreeMap<String, Tensor> = self
-            .model
-            .named_parameters()
-            .into_iter()
-            .map(|(n, p)| (n, p.value()))
-            .collect();
+        let config = CheckpointConfig {
+            model: *self.model.config(),
+            train: Some(self.config),
+            ids: Some(SpecialIds {
+                bos: self.corpus.bos,
+                eos: self.corpus.eos,
+                pad: self.corpus.pad,
+            }),
+        };
+        let mut meta = config.metadata(metadata)?;
+        let progress = TrainProgress {
+            step: self.step,
+            epoch: self.epoch,
+            position: self.position as u64,
+            rng: Some(self.model.rng_state()),
+        };
+        put_json(&mut meta, TRAIN_STATE_KEY, &progress)?;
+        let mut tensors = self.model.vars().tensors();
         tensors.extend(
             self.opt
                 .state()
                 .into_iter()
-                .map(|(k, v)| (format!("optim.{k}"), v)),
+                .map(|(k, v)| (format!("{OPTIM_PREFIX}{k}"), v)),
         );
-        for (k, v) in [
-            ("train.step", self.step),
-            ("train.epoch", self.epoch),
-            ("train.position", self.position as u64),
-        ] {
-            tensors.insert(
-                k.into(),
-                Tensor::from_vec(vec![(v >> 20) as f32, (v & 0xF_FFFF) as f32], &[2])?,
-            );
-        }
-        // The dropout generator, as 16-bit pieces (exact in f32).
-        let (key, pos) = self.model.rng_state();
-        let mut pieces: Vec<f32> = key
-            .chunks(2)
-            .map(|c| f32::from(u16::from_le_bytes([c[0], c[1]])))
-            .collect();
-        pieces.extend((0..8).map(|i| ((pos >> (16 * i)) & 0xFFFF) as f32));
-        tensors.insert("train.rng".into(), Tensor::from_vec(pieces, &[24])?);
         save_safetensors(
             path,
             tensors.iter().map(|(n, t)| (n.as_str(), t)),
@@ -226,71 +208,43 @@ impl Trainer {
         Ok(())
     }
 
-    /// Continues a run saved by [`Trainer::save`] on the same corpus.
+    /// Continues a run saved by [`Trainer::save`] on the same corpus; returns it with the
+    /// file's metadata.
     pub fn resume(
         path: impl AsRef<Path>,
         corpus: Corpus,
     ) -> Result<(Trainer, HashMap<String, String>)> {
         let path = path.as_ref();
-        let (model, mut rest, meta) = load_model(path)?;
-        let bad =
-            |what: String| input_err("Trainer::resume", format!("{}: {what}", path.display()));
-        fn num<T: std::str::FromStr>(meta: &HashMap<String, String>, k: &str) -> Option<T> {
-            meta.get(k).and_then(|v| v.parse().ok())
-        }
-        let config = TrainConfig {
-            max_tokens: num(&meta, "max_tokens")
-                .ok_or_else(|| bad("no max_tokens: not a training checkpoint".into()))?,
-            warmup: num(&meta, "warmup").ok_or_else(|| bad("no warmup".into()))?,
-            lr_factor: num(&meta, "lr_factor").ok_or_else(|| bad("no lr_factor".into()))?,
-            seed: num(&meta, "seed").ok_or_else(|| bad("no seed".into()))?,
+        let (saved, _) = read_config(path)?;
+        let not_training = |missing| Error::NotTraining {
+            path: path.to_path_buf(),
+            missing,
         };
-        let mut counter = |k: &str| -> Result<u64> {
-            let t = rest
-                .remove(k)
-                .ok_or_else(|| bad(format!("tensor {k:?} is missing")))?;
-            match t.to_vec().as_slice() {
-                [hi, lo] => Ok(((*hi as u64) << 20) | *lo as u64),
-                _ => Err(bad(format!("tensor {k:?} is malformed"))),
+        let config = saved.train.ok_or_else(|| not_training("config.train"))?;
+        let (model, meta) = load_model(path)?;
+        if !meta.contains_key(TRAIN_STATE_KEY) {
+            return Err(not_training(TRAIN_STATE_KEY));
+        }
+        let progress: TrainProgress = get_json(&meta, TRAIN_STATE_KEY, path)?;
+        if let Some(rng) = progress.rng {
+            model.set_rng_state(rng);
+        }
+        let file = SafeTensorsFile::open(path)?;
+        let mut optim = BTreeMap::new();
+        for name in file.names() {
+            if let Some(k) = name.strip_prefix(OPTIM_PREFIX) {
+                optim.insert(k.to_string(), file.get(&name)?);
             }
-        };
-        let (step, epoch, position) = (
-            counter("train.step")?,
-            counter("train.epoch")?,
-            counter("train.position")? as usize,
-        );
-        let pieces = rest
-            .remove("train.rng")
-            .ok_or_else(|| bad("tensor \"train.rng\" is missing".into()))?
-            .to_vec();
-        if pieces.len() != 24
-            || pieces
-                .iter()
-                .any(|&v| !(0.0..65536.0).contains(&v) || v.fract() != 0.0)
-        {
-            return Err(bad("tensor \"train.rng\" is malformed".into()));
         }
-        let mut key = [0u8; 32];
-        for (i, &v) in pieces[..16].iter().enumerate() {
-            key[2 * i..2 * i + 2].copy_from_slice(&(v as u16).to_le_bytes());
-        }
-        let pos = pieces[16..]
-            .iter()
-            .enumerate()
-            .fold(0u128, |acc, (i, &v)| acc | ((v as u128) << (16 * i)));
-        model.set_rng_state(key, pos);
-        let optim: BTreeMap<String, Tensor> = rest
-            .into_iter()
-            .filter_map(|(k, v)| k.strip_prefix("optim.").map(|s| (s.to_string(), v)))
-            .collect();
         let mut opt = Adam::transformer(0.0);
         opt.load_state(&optim)?;
-        let batches = epoch_batches(&corpus, &config, epoch)?;
-        if position >= batches.len() {
-            return Err(bad(format!(
-                "position {position} is beyond the {} batches of this corpus",
-                batches.len()
-            )));
+        let batches = epoch_batches(&corpus, &config, progress.epoch)?;
+        if progress.position >= batches.len() as u64 {
+            return Err(Error::CorpusMismatch {
+                path: path.to_path_buf(),
+                position: progress.position,
+                batches: batches.len(),
+            });
         }
         Ok((
             Trainer {
@@ -298,9 +252,9 @@ impl Trainer {
                 config,
                 corpus,
                 opt,
-                step,
-                epoch,
-                position,
+                step: progress.step,
+                epoch: progress.epoch,
+                position: progress.position as usize,
                 batches,
             },
             meta,
@@ -320,47 +274,6 @@ fn epoch_batches(corpus: &Corpus, config: &TrainConfig, epoch: u64) -> Result<Ve
         config.max_tokens,
         &mut rng,
     )?)
-}
-
-/// A model from a checkpoint written by [`Trainer::save`] (or any file with the
-/// configuration metadata and the parameters by name): the model, the file's other
-/// tensors and its metadata.
-#[allow(clippy::type_complexity)]
-pub fn load_model(
-    path: impl AsRef<Path>,
-) -> Result<(
-    Transformer,
-    BTreeMap<String, Tensor>,
-    HashMap<String, String>,
-)> {
-    let path = path.as_ref();
-    let file = SafeTensorsFile::open(path)?;
-    let meta = file.metadata()?;
-    let config = TransformerConfig::from_metadata(&meta)
-        .map_err(|e| input_err("load_model", format!("{}: {e}", path.display())))?;
-    let model = Transformer::new(config, &mut Rng::seed(0))?;
-    let mut tensors = file.load_all()?;
-    for (name, p) in model.named_parameters() {
-        let t = tensors.remove(&name).ok_or_else(|| {
-            input_err(
-                "load_model",
-                format!("{}: tensor {name:?} is missing", path.display()),
-            )
-        })?;
-        if t.shape() != p.value().shape() {
-            return Err(input_err(
-                "load_model",
-                format!(
-                    "{}: {name:?} has shape {:?}, the model expects {:?}",
-                    path.display(),
-                    t.shape(),
-                    p.value().shape()
-                ),
-            ));
-        }
-        p.set(t)?;
-    }
-    Ok((model, tensors, meta))
 }
 
 /// The mean cross-entropy (no smoothing) per target token of `model` on `corpus`.
@@ -387,49 +300,4 @@ pub fn evaluate_loss(model: &Transformer, corpus: &Corpus, max_tokens: usize) ->
         Ok(())
     })?;
     Ok((total / count.max(1) as f64) as f32)
-}
-
-/// The element-wise mean of the parameters of several checkpoints of one model (the
-/// paper averages the last 5 or 20), written by name into `model`.
-pub fn average_checkpoints(model: &Transformer, paths: &[impl AsRef<Path>]) -> Result<()> {
-    if paths.is_empty() {
-        return Err(input_err(
-            "average_checkpoints",
-            "no checkpoint given".into(),
-        ));
-    }
-    let params = model.named_parameters();
-    let mut sums: Vec<Vec<f64>> = params
-        .iter()
-        .map(|(_, p)| vec![0.0; p.value().numel()])
-        .collect();
-    for path in paths {
-        let (m, _, _) = load_model(path)?;
-        let theirs = m.named_parameters();
-        if theirs.len() != params.len()
-            || theirs
-                .iter()
-                .zip(&params)
-                .any(|(a, b)| a.0 != b.0 || a.1.value().shape() != b.1.value().shape())
-        {
-            return Err(input_err(
-                "average_checkpoints",
-                format!("{} holds another model", path.as_ref().display()),
-            ));
-        }
-        for (s, (_, p)) in sums.iter_mut().zip(&theirs) {
-            s.iter_mut()
-                .zip(p.value().to_vec())
-                .for_each(|(a, v)| *a += f64::from(v));
-        }
-    }
-    let k = paths.len() as f64;
-    for (s, (_, p)) in sums.into_iter().zip(&params) {
-        let shape = p.value().shape().to_vec();
-        p.set(Tensor::from_vec(
-            s.into_iter().map(|v| (v / k) as f32).collect(),
-            &shape,
-        )?)?;
-    }
-    Ok(())
 }

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use tessera_nn::Params;
 use tessera_tensor::Rng;
 use tessera_transformer::{
-    average_checkpoints, evaluate_loss, load_model, Corpus, TrainConfig, Trainer, Transformer,
-    TransformerConfig,
+    average_checkpoints, evaluate_loss, load_model, read_config, Corpus, TrainConfig, Trainer,
+    Transformer, TransformerConfig,
 };
 
 /// Copy pairs of 3..8 symbols (ids 4..15); 0 pad, 1 bos, 2 eos.
@@ -126,4 +126,62 @@ fn checkpoints_of_other_models_are_rejected() {
         "{err}"
     );
     assert!(Trainer::resume(&path, corpus(5, 1)).is_err());
+}
+
+#[test]
+fn a_training_checkpoint_holds_one_config_and_one_train_state_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = Trainer::new(model(5), corpus(30, 1), config()).unwrap();
+    for _ in 0..3 {
+        run.step().unwrap();
+    }
+    let path = dir.path().join("run.safetensors");
+    let extra = HashMap::from([("data".to_string(), "copy pairs".to_string())]);
+    run.save(&path, &extra).unwrap();
+    let meta = tessera_tensor::SafeTensorsFile::open(&path)
+        .unwrap()
+        .metadata()
+        .unwrap();
+    let mut keys: Vec<&str> = meta.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["config", "data", "model", "train_state"]);
+    assert_eq!(meta["model"], "tessera-transformer");
+    let (saved, _) = read_config(&path).unwrap();
+    assert_eq!(saved.model, *run.model.config());
+    assert_eq!(saved.train, Some(config()));
+    let state: serde_json::Value = serde_json::from_str(&meta["train_state"]).unwrap();
+    assert_eq!(state["step"], 3);
+    assert!(state["rng"]["key"].is_array(), "{state}");
+    // The optimizer's state travels as tensors; the model loads without it.
+    let (loaded, _) = load_model(&path).unwrap();
+    assert_eq!(loaded.num_parameters(), run.model.num_parameters());
+}
+
+#[test]
+fn a_checkpoint_of_the_earlier_layout_is_refused_with_a_clear_message() {
+    // tests/fixtures/make_legacy_fixture.py: the metadata of the earlier TransformerConfig
+    // ::to_metadata and Trainer::save, and the step counter in f32 halves.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/legacy_checkpoint.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.safetensors");
+    std::fs::copy(&fixture, &path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let errors = [
+        load_model(&path).err().unwrap().to_string(),
+        Trainer::resume(&path, corpus(5, 1))
+            .err()
+            .unwrap()
+            .to_string(),
+        read_config(&path).err().unwrap().to_string(),
+    ];
+    for err in errors {
+        assert!(
+            err.contains("old.safetensors") && err.contains("written by an earlier version"),
+            "{err}"
+        );
+    }
+    // Nothing was written: the file is as it was and stands alone in its folder.
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }

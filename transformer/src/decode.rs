@@ -1,0 +1,356 @@
+//! Decoding: greedy and beam search ("Attention Is All You Need", §6.1: beam 4, length
+//! penalty α = 0.6, at most input length + 50 tokens) on an incremental decoder.
+//!
+//! The fast path and its reference stand side by side: [`Transformer::decode_step`]
+//! feeds one position at a time and takes the keys and values of earlier positions from
+//! a [`DecoderCache`] (the encoder's are projected once), and
+//! [`Transformer::greedy_uncached`] re-runs the plain decoder
+//! ([`Transformer::decode_hidden`]) on the whole prefix at every step. `tests/decode.rs`
+//! checks that the two give the same logits at every step and the same tokens.
+
+use tessera_autograd::{no_grad, Var};
+use tessera_nn::{AttnMask, Module};
+use tessera_tensor::{IndexTensor, Tensor};
+
+use crate::model::{DecoderLayer, PadId, Transformer};
+use crate::{Error, Result};
+
+/// What incremental decoding keeps between steps: the encoder's keys and values for
+/// every decoder layer (computed once) and the decoder's own keys and values of the
+/// positions produced so far. Made by [`Transformer::start_decoding`].
+#[derive(Debug)]
+pub struct DecoderCache {
+    memory_mask: Option<AttnMask>,
+    /// Per layer, the memory's keys `[B, H, S, d_k]` and values `[B, H, S, d_v]`.
+    cross: Vec<(Var, Var)>,
+    /// Per layer, the past positions' keys `[B, H, t, d_k]` and values `[B, H, t, d_v]`.
+    past: Vec<Option<(Var, Var)>>,
+    len: usize,
+    batch: usize,
+}
+
+impl DecoderCache {
+    /// Positions decoded so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was decoded yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Keeps sequences `rows` (in that order, repeats allowed): what beam search does
+    /// when hypotheses are extended, dropped or duplicated.
+    pub fn reorder(&mut self, rows: &[usize]) -> Result<()> {
+        if let Some(&bad) = rows.iter().find(|&&r| r >= self.batch) {
+            let expected = format!("below the batch of {}", self.batch);
+            return Err(Error::setting(
+                "DecoderCache::reorder",
+                "row",
+                bad,
+                expected,
+            ));
+        }
+        let pick = |v: &Var| -> Result<Var> { Ok(v.index_select(0, rows)?) };
+        for (k, v) in self.cross.iter_mut().chain(self.past.iter_mut().flatten()) {
+            *k = pick(k)?;
+            *v = pick(v)?;
+        }
+        if let Some(AttnMask::Keep(m)) = &self.memory_mask {
+            self.memory_mask = Some(AttnMask::Keep(m.index_select(0, rows)?));
+        }
+        self.batch = rows.len();
+        Ok(())
+    }
+}
+
+impl DecoderLayer {
+    /// One new position `[B, 1, d_model]` attending to the cached past (extended here)
+    /// and to the encoder's projected memory (evaluation mode): the same sublayers as
+    /// the full layer, with the keys and values from the cache.
+    fn step(
+        &self,
+        x: &Var,
+        past: &mut Option<(Var, Var)>,
+        cross: &(Var, Var),
+        memory_mask: Option<&AttnMask>,
+    ) -> Result<Var> {
+        let mha = &self.self_attn.mha;
+        let self_attn = |h: &Var| -> Result<Var> {
+            let (k, v) = mha.project_kv(h, h)?; // [B, H, 1, d_k], [B, H, 1, d_v]
+            let (k, v) = match past.take() {
+                // [B, H, t + 1, d_k], [B, H, t + 1, d_v]
+                Some((pk, pv)) => (Var::concat(&[&pk, &k], 2)?, Var::concat(&[&pv, &v], 2)?),
+                None => (k, v),
+            };
+            let out = mha.attend(h, &k, &v, None, None, false)?.0;
+            *past = Some((k, v));
+            Ok(out)
+        };
+        let cross_attn = |h: &Var| -> Result<Var> {
+            let (k, v) = cross;
+            Ok(self
+                .multihead_attn
+                .mha
+                .attend(h, k, v, memory_mask, None, false)?
+                .0)
+        };
+        self.sublayers(x, false, self_attn, cross_attn)
+    }
+}
+
+impl Transformer {
+    /// Encodes `src` `[B, S]` and projects the memory for every decoder layer: the start
+    /// of incremental decoding with [`Transformer::decode_step`].
+    pub fn start_decoding(&self, src: &IndexTensor, pad: PadId) -> Result<DecoderCache> {
+        no_grad(|| {
+            let memory = self.encode(src, pad, false)?;
+            let layers = &self.transformer.decoder.layers;
+            let cross = layers
+                .iter()
+                .map(|l| Ok(l.multihead_attn.mha.project_kv(&memory, &memory)?))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(DecoderCache {
+                memory_mask: Self::key_mask(src, pad)?,
+                cross,
+                past: vec![None; layers.len()],
+                len: 0,
+                batch: src.shape()[0],
+            })
+        })
+    }
+
+    /// Feeds one token per sequence and returns the next-token logits. Each step costs
+    /// one position, not the whole prefix: the keys and values of earlier positions come
+    /// from the cache.
+    ///
+    /// # Shapes
+    /// `tokens [B]` -> `[B, tgt_vocab]`.
+    pub fn decode_step(&self, cache: &mut DecoderCache, tokens: &[usize]) -> Result<Tensor> {
+        if tokens.len() != cache.batch {
+            return Err(Error::Count {
+                op: "Transformer::decode_step",
+                what: "tokens (one per sequence)",
+                expected: cache.batch,
+                got: tokens.len(),
+            });
+        }
+        no_grad(|| {
+            let ids = IndexTensor::new(tokens.to_vec(), &[cache.batch, 1])?;
+            let mut x = self.embed(&ids, true, cache.len, false)?; // [B, 1, d]
+            let decoder = &self.transformer.decoder;
+            for (i, layer) in decoder.layers.iter().enumerate() {
+                let mask = cache.memory_mask.as_ref();
+                x = layer.step(&x, &mut cache.past[i], &cache.cross[i], mask)?;
+            }
+            if let Some(n) = &decoder.norm {
+                x = n.forward(&x)?;
+            }
+            cache.len += 1;
+            let logits = self.logits(&x)?; // [B, 1, V]
+            Ok(logits
+                .value()
+                .reshape(&[cache.batch, self.config().tgt_vocab])?)
+        })
+    }
+
+    /// Greedy decoding with the key/value cache: from `bos`, append the most likely
+    /// token until every sequence has produced `eos`, or `max_len` new tokens; returns
+    /// each sequence's new tokens (up to and including `eos`).
+    ///
+    /// # Shapes
+    /// `src [B, S]` -> `B` sequences of at most `max_len` tokens.
+    pub fn greedy(
+        &self,
+        src: &IndexTensor,
+        bos: usize,
+        eos: usize,
+        max_len: usize,
+        pad: PadId,
+    ) -> Result<Vec<Vec<usize>>> {
+        let mut cache = self.start_decoding(src, pad)?;
+        let mut current = vec![bos; cache.batch];
+        greedy_loop(cache.batch, eos, max_len, || {
+            let logits = self.decode_step(&mut cache, &current)?;
+            let next = argmax_rows(&logits.to_vec(), self.config().tgt_vocab);
+            current.clone_from(&next);
+            Ok(next)
+        })
+    }
+
+    /// Greedy decoding without a cache: the plain decoder re-runs on the whole prefix
+    /// at every step (the same tokens as [`Transformer::greedy`], at quadratic cost;
+    /// kept as the reference the cache is checked against).
+    ///
+    /// # Shapes
+    /// `src [B, S]` -> `B` sequences of at most `max_len` tokens.
+    pub fn greedy_uncached(
+        &self,
+        src: &IndexTensor,
+        bos: usize,
+        eos: usize,
+        max_len: usize,
+        pad: PadId,
+    ) -> Result<Vec<Vec<usize>>> {
+        no_grad(|| {
+            let b = src.shape()[0];
+            let memory = self.encode(src, pad, false)?;
+            let mut seqs: Vec<Vec<usize>> = vec![vec![bos]; b];
+            greedy_loop(b, eos, max_len, || {
+                let t = seqs[0].len();
+                let flat: Vec<usize> = seqs.iter().flatten().copied().collect();
+                let tgt = IndexTensor::new(flat, &[b, t])?;
+                let h = self.decode_hidden(&tgt, &memory, src, pad, false)?; // [B, t, d]
+                let logits = self.logits(&h.narrow(1, t - 1, 1)?)?; // [B, 1, V]
+                let next = argmax_rows(&logits.value().to_vec(), self.config().tgt_vocab);
+                for (s, &n) in seqs.iter_mut().zip(&next) {
+                    s.push(n);
+                }
+                Ok(next)
+            })
+        })
+    }
+
+    /// Beam search for one source sentence, as the paper decodes: `beam` hypotheses,
+    /// length penalty `((5 + |Y|) / 6)^α` (Wu et al., 2016; the paper uses beam 4 and
+    /// α = 0.6), at most `max_len` new tokens (the paper: input length + 50). Hypotheses
+    /// end at `eos`; the search stops when the best finished hypothesis can no longer be
+    /// beaten. Returns the best hypothesis's tokens (ending with `eos` if it was
+    /// produced) and its length-normalised log-probability.
+    ///
+    /// # Shapes
+    /// `src [1, S]` -> at most `max_len` tokens.
+    #[allow(clippy::too_many_arguments)]
+    pub fn beam_search(
+        &self,
+        src: &IndexTensor,
+        bos: usize,
+        eos: usize,
+        beam: usize,
+        alpha: f32,
+        max_len: usize,
+        pad: PadId,
+    ) -> Result<(Vec<usize>, f32)> {
+        const OP: &str = "Transformer::beam_search";
+        if src.shape().len() != 2 || src.shape()[0] != 1 {
+            return Err(Error::shape(OP, "one source sentence [1, S]", src.shape()));
+        }
+        if beam == 0 {
+            return Err(Error::setting(OP, "beam", beam, "at least 1"));
+        }
+        let too_short = || Error::setting(OP, "max_len", max_len, "at least 1");
+        if max_len == 0 {
+            return Err(too_short());
+        }
+        let penalty = |len: usize| ((5.0 + len as f32) / 6.0).powf(alpha);
+        let v = self.config().tgt_vocab;
+        let mut cache = self.start_decoding(src, pad)?;
+        // Live hypotheses: tokens and summed log-probability.
+        let mut live: Vec<(Vec<usize>, f32)> = vec![(Vec::new(), 0.0)];
+        let mut finished: Vec<(Vec<usize>, f32)> = Vec::new();
+        for step in 0..max_len {
+            let last: Vec<usize> = live
+                .iter()
+                .map(|(t, _)| t.last().copied().unwrap_or(bos))
+                .collect();
+            let logits = self.decode_step(&mut cache, &last)?;
+            let logp = logits.log_softmax(-1)?.to_vec(); // [live, V]
+                                                         // The best 2·beam extensions of all live hypotheses.
+            let mut cand: Vec<(f32, usize, usize)> = Vec::with_capacity(live.len() * v);
+            for (h, (_, score)) in live.iter().enumerate() {
+                for (tok, &lp) in logp[h * v..(h + 1) * v].iter().enumerate() {
+                    cand.push((score + lp, h, tok));
+                }
+            }
+            let keep = (2 * beam).min(cand.len());
+            cand.select_nth_unstable_by(keep - 1, |a, b| b.0.total_cmp(&a.0));
+            cand.truncate(keep);
+            cand.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut next: Vec<(Vec<usize>, f32)> = Vec::with_capacity(beam);
+            let mut rows = Vec::with_capacity(beam);
+            for (score, h, tok) in cand {
+                let mut tokens = live[h].0.clone();
+                tokens.push(tok);
+                if tok == eos {
+                    let n = tokens.len();
+                    finished.push((tokens, score / penalty(n)));
+                } else if next.len() < beam {
+                    next.push((tokens, score));
+                    rows.push(h);
+                }
+                if next.len() == beam && finished.len() >= beam {
+                    break;
+                }
+            }
+            // Stop when no live hypothesis can still beat the best finished one: scores
+            // only fall, and the penalty grows at most to that of max_len.
+            let best_done = finished
+                .iter()
+                .map(|f| f.1)
+                .fold(f32::NEG_INFINITY, f32::max);
+            let best_live = next
+                .iter()
+                .map(|h| h.1 / penalty(max_len))
+                .fold(f32::NEG_INFINITY, f32::max);
+            if step + 1 == max_len {
+                // Out of length: unfinished hypotheses compete as they are.
+                finished.extend(next.iter().map(|(t, s)| (t.clone(), s / penalty(t.len()))));
+                break;
+            }
+            if next.is_empty() || (finished.len() >= beam && best_done >= best_live) {
+                break;
+            }
+            cache.reorder(&rows)?;
+            live = next;
+        }
+        finished
+            .into_iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .ok_or_else(too_short)
+    }
+}
+
+/// The bookkeeping of greedy decoding for `b` sequences: `next()` gives each
+/// sequence's next token; a sequence is done after `eos`; at most `max_len` steps.
+fn greedy_loop(
+    b: usize,
+    eos: usize,
+    max_len: usize,
+    mut next: impl FnMut() -> Result<Vec<usize>>,
+) -> Result<Vec<Vec<usize>>> {
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); b];
+    let mut done = vec![false; b];
+    for _ in 0..max_len {
+        let tokens = next()?;
+        for ((o, d), &t) in out.iter_mut().zip(done.iter_mut()).zip(&tokens) {
+            if !*d {
+                o.push(t);
+                *d = t == eos;
+            }
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The index of the largest value of each row of `cols` values.
+fn argmax_rows(values: &[f32], cols: usize) -> Vec<usize> {
+    values
+        .chunks_exact(cols)
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &x)| {
+                    if x > bv {
+                        (j, x)
+                    } else {
+                        (bi, bv)
+                    }
+                })
+                .0
+        })
+        .collect()
+}
