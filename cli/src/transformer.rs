@@ -10,8 +10,9 @@ use tessera_data::{read_lines, Bpe};
 use tessera_nn::Params;
 use tessera_tensor::{IndexTensor, Rng};
 use tessera_transformer::{
-    average_checkpoints, corpus_bleu, evaluate_loss, load_model, preset, CheckpointConfig, Corpus,
-    Preset, TrainConfig, Trainer, Transformer, TransformerConfig, PRESETS,
+    average_checkpoints, corpus_bleu, evaluate_loss, load_model, preset, read_bpe,
+    CheckpointConfig, Corpus, Preset, TrainConfig, Trainer, Transformer, TransformerConfig,
+    BPE_KEY, PRESETS,
 };
 
 use crate::train::{Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
@@ -206,30 +207,6 @@ pub fn run(cmd: &TransformerCommand) -> Result<()> {
     }
 }
 
-fn encode_pairs(bpe: &Bpe, pairs: &[(String, String)], max_len: usize) -> Result<Corpus> {
-    let mut out = Vec::with_capacity(pairs.len());
-    for (s, t) in pairs {
-        let (s, t) = (bpe.encode(s)?, bpe.encode(t)?);
-        // Room for eos / bos within the model's positions.
-        if s.len() < max_len && t.len() < max_len && !s.is_empty() && !t.is_empty() {
-            out.push((s, t));
-        }
-    }
-    Ok(Corpus {
-        pairs: out,
-        bos: bpe.bos(),
-        eos: bpe.eos(),
-        pad: bpe.pad(),
-    })
-}
-
-fn bpe_of(meta: &HashMap<String, String>, path: &Path) -> Result<Bpe> {
-    let json = meta
-        .get("bpe")
-        .with_context(|| format!("{}: no BPE vocabulary in the metadata", path.display()))?;
-    Ok(Bpe::from_json(json)?)
-}
-
 /// A translation model learning parallel text (or the reversal task).
 struct TranslationTask<'a> {
     args: &'a TrainArgs,
@@ -259,11 +236,11 @@ fn train(a: &TrainArgs) -> Result<()> {
     };
     let run = Run::start(&a.run, "transformer", a)?;
     let (trainer, bpe) = if let Some(meta) = &run.resumed {
-        let bpe = bpe_of(meta, &run.checkpoint)?;
+        let bpe = read_bpe(meta, &run.checkpoint)?;
         let saved: CheckpointConfig =
             tessera_nn::get_json(meta, tessera_nn::CONFIG_KEY, &run.checkpoint)?;
         let max_len = saved.model.max_len;
-        let corpus = encode_pairs(&bpe, &train_pairs, max_len)?;
+        let corpus = Corpus::encode(&bpe, &train_pairs, max_len)?;
         (Trainer::resume(&run.checkpoint, corpus)?.0, bpe)
     } else {
         let texts = train_pairs
@@ -277,7 +254,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         config.dropout = a.dropout;
         config.label_smoothing = a.label_smoothing;
         let model = Transformer::new(config, &mut Rng::seed(a.run.seed))?;
-        let corpus = encode_pairs(&bpe, &train_pairs, config.max_len)?;
+        let corpus = Corpus::encode(&bpe, &train_pairs, config.max_len)?;
         let tc = TrainConfig {
             max_tokens: a.max_tokens,
             warmup: a.warmup,
@@ -286,9 +263,9 @@ fn train(a: &TrainArgs) -> Result<()> {
         };
         (Trainer::new(model, corpus, tc)?, bpe)
     };
-    let valid = encode_pairs(&bpe, &valid_pairs, trainer.model.config().max_len)?;
+    let valid = Corpus::encode(&bpe, &valid_pairs, trainer.model.config().max_len)?;
     let meta = HashMap::from([
-        ("bpe".to_string(), bpe.to_json()?),
+        (BPE_KEY.to_string(), bpe.to_json()?),
         ("data".to_string(), source),
     ]);
     let train_pairs = train_pairs.len();
@@ -379,7 +356,7 @@ impl Task for TranslationTask<'_> {
         let pairs = &self.valid_pairs[..self.valid_pairs.len().min(100)];
         let hyps = pairs
             .iter()
-            .map(|(src, _)| translate_line(&self.trainer.model, &self.bpe, src, 1, 0.6))
+            .map(|(src, _)| self.trainer.model.translate(&self.bpe, src, 1, 0.6))
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&str> = pairs.iter().map(|(_, t)| t.as_str()).collect();
         let n = pairs.len();
@@ -394,61 +371,28 @@ impl Task for TranslationTask<'_> {
     }
 }
 
-fn translate_line(
-    model: &Transformer,
-    bpe: &Bpe,
-    line: &str,
-    beam: usize,
-    alpha: f32,
-) -> Result<String> {
-    let mut ids = bpe.encode(line)?;
-    let max_len = model.config().max_len;
-    ids.truncate(max_len - 1);
-    ids.push(bpe.eos());
-    let n = ids.len();
-    let src = IndexTensor::new(ids, &[1, n])?;
-    let limit = (n + 50).min(max_len - 1);
-    let mut out = if beam <= 1 {
-        model
-            .greedy(&src, bpe.bos(), bpe.eos(), limit, None)?
-            .remove(0)
-    } else {
-        model
-            .beam_search(&src, bpe.bos(), bpe.eos(), beam, alpha, limit, None)?
-            .0
-    };
-    if out.last() == Some(&bpe.eos()) {
-        out.pop();
-    }
-    Ok(bpe.decode(&out)?)
-}
-
 fn translate(a: &TranslateArgs) -> Result<()> {
     let (model, meta) = load_model(&a.checkpoint)?;
-    let bpe = bpe_of(&meta, &a.checkpoint)?;
+    let bpe = read_bpe(&meta, &a.checkpoint)?;
     let stdin = std::io::stdin();
     let mut out = std::io::stdout().lock();
     for line in stdin.lock().lines() {
         let line = line.context("reading standard input")?;
-        writeln!(
-            out,
-            "{}",
-            translate_line(&model, &bpe, &line, a.beam, a.alpha)?
-        )?;
+        writeln!(out, "{}", model.translate(&bpe, &line, a.beam, a.alpha)?)?;
     }
     Ok(())
 }
 
 fn eval(a: &EvalArgs) -> Result<()> {
     let (model, meta) = load_model(&a.checkpoint)?;
-    let bpe = bpe_of(&meta, &a.checkpoint)?;
+    let bpe = read_bpe(&meta, &a.checkpoint)?;
     let mut pairs = read_parallel(&a.src, &a.reference)?;
     if let Some(n) = a.limit {
         pairs.truncate(n);
     }
     let mut hyps = Vec::with_capacity(pairs.len());
     for (s, _) in &pairs {
-        hyps.push(translate_line(&model, &bpe, s, a.beam, a.alpha)?);
+        hyps.push(model.translate(&bpe, s, a.beam, a.alpha)?);
     }
     if let Some(path) = &a.output {
         tessera_tensor::write_atomic(path, (hyps.join("\n") + "\n").as_bytes())?;

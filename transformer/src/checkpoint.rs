@@ -183,3 +183,21 @@ pub fn average_checkpoints(model: &Transformer, paths: &[impl AsRef<Path>]) -> R
     }
     Ok(())
 }
+
+/// The metadata key of the BPE vocabulary a model was trained with (its JSON form).
+pub const BPE_KEY: &str = "bpe";
+
+/// The BPE vocabulary kept in the metadata of the checkpoint `path`.
+pub fn read_bpe(
+    meta: &HashMap<String, String>,
+    path: impl AsRef<Path>,
+) -> Result<tessera_data::Bpe> {
+    let json = meta
+        .get(BPE_KEY)
+        .ok_or_else(|| tessera_nn::Error::Metadata {
+            path: path.as_ref().to_path_buf(),
+            key: BPE_KEY.to_string(),
+            reason: "missing: no BPE vocabulary in this checkpoint".to_string(),
+        })?;
+    Ok(tessera_data::Bpe::from_json(json)?)
+}

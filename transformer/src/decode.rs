@@ -354,3 +354,35 @@ fn argmax_rows(values: &[f32], cols: usize) -> Vec<usize> {
         })
         .collect()
 }
+
+impl Transformer {
+    /// Translates one line of text: encoded by `bpe`, cut to the model's positions, then
+    /// decoded greedily (`beam` ≤ 1) or by beam search with length penalty `alpha`, at
+    /// most 50 tokens longer than the source.
+    pub fn translate(
+        &self,
+        bpe: &tessera_data::Bpe,
+        line: &str,
+        beam: usize,
+        alpha: f32,
+    ) -> Result<String> {
+        let mut ids = bpe.encode(line)?;
+        let max_len = self.config().max_len;
+        ids.truncate(max_len - 1);
+        ids.push(bpe.eos());
+        let n = ids.len();
+        let src = IndexTensor::new(ids, &[1, n])?;
+        let limit = (n + 50).min(max_len - 1);
+        let mut out = if beam <= 1 {
+            self.greedy(&src, bpe.bos(), bpe.eos(), limit, None)?
+                .remove(0)
+        } else {
+            self.beam_search(&src, bpe.bos(), bpe.eos(), beam, alpha, limit, None)?
+                .0
+        };
+        if out.last() == Some(&bpe.eos()) {
+            out.pop();
+        }
+        Ok(bpe.decode(&out)?)
+    }
+}

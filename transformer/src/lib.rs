@@ -48,8 +48,8 @@ mod train;
 
 pub use bleu::{corpus_bleu, tokenize_13a, Bleu};
 pub use checkpoint::{
-    average_checkpoints, load_model, read_config, CheckpointConfig, SpecialIds, MODEL_KEY,
-    MODEL_TAG,
+    average_checkpoints, load_model, read_bpe, read_config, CheckpointConfig, SpecialIds, BPE_KEY,
+    MODEL_KEY, MODEL_TAG,
 };
 pub use config::{preset, Positional, Preset, TransformerConfig, PRESETS};
 pub use decode::DecoderCache;

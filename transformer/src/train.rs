@@ -29,6 +29,30 @@ pub struct Corpus {
     pub pad: usize,
 }
 
+impl Corpus {
+    /// Sentence pairs encoded by `bpe`, keeping the pairs whose source and target are not
+    /// empty and leave room for `bos`/`eos` within `max_len` positions.
+    pub fn encode(
+        bpe: &tessera_data::Bpe,
+        pairs: &[(String, String)],
+        max_len: usize,
+    ) -> Result<Corpus> {
+        let mut out = Vec::with_capacity(pairs.len());
+        for (s, t) in pairs {
+            let (s, t) = (bpe.encode(s)?, bpe.encode(t)?);
+            if s.len() < max_len && t.len() < max_len && !s.is_empty() && !t.is_empty() {
+                out.push((s, t));
+            }
+        }
+        Ok(Corpus {
+            pairs: out,
+            bos: bpe.bos(),
+            eos: bpe.eos(),
+            pad: bpe.pad(),
+        })
+    }
+}
+
 /// One batch: source `[B, S]` (ids then `eos`), target input `[B, T]` (`bos` then ids)
 /// and target output `[B, T]` (ids then `eos`), padded.
 #[derive(Clone, Debug)]
