@@ -50,6 +50,7 @@ mod text;
 
 mod batch;
 mod bpe;
+mod chart;
 mod dataset;
 mod files;
 mod folder;
@@ -62,6 +63,7 @@ mod shapes;
 mod transforms;
 pub use batch::{pad_sequences, token_batches};
 pub use bpe::{Bpe, SPECIALS};
+pub use chart::{Canvas, Chart, Series, Style};
 pub use dataset::{split, Dataset, Sample, Subset};
 pub use files::{Cifar10, CsvImages, Idx, LabelColumn};
 pub use folder::{ImageFolder, OnBadFile};

@@ -1,0 +1,375 @@
+//! Line and scatter charts drawn into an RGB image and written as PNG: axes with
+//! ticks, labels, a legend. Text is drawn with the public-domain 8×8 bitmap font of
+//! `font8x8`, so no system font is needed.
+//!
+//! ```
+//! use tessera_data::{Chart, Series, Style};
+//! let chart = Chart {
+//!     title: "loss".into(),
+//!     series: vec![Series { name: "train".into(), points: vec![(0.0, 2.0), (1.0, 1.0)], style: Style::Line }],
+//!     ..Chart::default()
+//! };
+//! let canvas = chart.render(400, 300);
+//! assert_eq!(canvas.image()?.shape(), &[3, 300, 400]);
+//! # Ok::<(), tessera_data::Error>(())
+//! ```
+
+use std::path::Path;
+
+use font8x8::UnicodeFonts;
+use tessera_tensor::Tensor;
+
+use crate::Result;
+
+/// How a series is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// Points joined by lines.
+    Line,
+    /// Separate dots.
+    Points,
+}
+
+/// One named set of `(x, y)` points.
+#[derive(Clone, Debug)]
+pub struct Series {
+    /// The name in the legend.
+    pub name: String,
+    /// The points, in drawing order.
+    pub points: Vec<(f64, f64)>,
+    /// Lines or dots.
+    pub style: Style,
+}
+
+/// A chart: title, axis labels, series; `log_x`/`log_y` use base-10 logarithmic axes.
+#[derive(Clone, Debug, Default)]
+pub struct Chart {
+    /// Above the plot.
+    pub title: String,
+    /// Under the x axis.
+    pub x_label: String,
+    /// Beside the y axis.
+    pub y_label: String,
+    /// What is drawn, each in its colour.
+    pub series: Vec<Series>,
+    /// A base-10 logarithmic x axis.
+    pub log_x: bool,
+    /// A base-10 logarithmic y axis.
+    pub log_y: bool,
+}
+
+const PALETTE: [[f32; 3]; 8] = [
+    [0.12, 0.47, 0.71],
+    [1.00, 0.50, 0.05],
+    [0.17, 0.63, 0.17],
+    [0.84, 0.15, 0.16],
+    [0.58, 0.40, 0.74],
+    [0.55, 0.34, 0.29],
+    [0.89, 0.47, 0.76],
+    [0.50, 0.50, 0.50],
+];
+
+/// An RGB canvas with f32 channels in `[0, 1]`.
+pub struct Canvas {
+    /// Width in pixels.
+    pub w: usize,
+    /// Height in pixels.
+    pub h: usize,
+    /// Channel-major pixels `[3, h, w]`.
+    pub px: Vec<f32>,
+}
+
+impl Canvas {
+    /// A white canvas.
+    pub fn new(w: usize, h: usize) -> Canvas {
+        Canvas {
+            w,
+            h,
+            px: vec![1.0; 3 * w * h],
+        }
+    }
+
+    /// Colours the pixel `(x, y)`; outside the canvas nothing happens.
+    pub fn set(&mut self, x: i64, y: i64, c: [f32; 3]) {
+        if x >= 0 && y >= 0 && (x as usize) < self.w && (y as usize) < self.h {
+            let (x, y) = (x as usize, y as usize);
+            for (ch, v) in c.iter().enumerate() {
+                self.px[(ch * self.h + y) * self.w + x] = *v;
+            }
+        }
+    }
+
+    fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), c: [f32; 3], width: i64) {
+        let steps = ((x1 - x0).abs().max((y1 - y0).abs()).ceil() as usize).max(1);
+        for i in 0..=steps {
+            let t = i as f64 / steps as f64;
+            let (x, y) = (x0 + t * (x1 - x0), y0 + t * (y1 - y0));
+            for dx in 0..width {
+                for dy in 0..width {
+                    self.set(
+                        x.round() as i64 + dx - width / 2,
+                        y.round() as i64 + dy - width / 2,
+                        c,
+                    );
+                }
+            }
+        }
+    }
+
+    fn dot(&mut self, (x, y): (f64, f64), c: [f32; 3]) {
+        for dx in -3i64..=3 {
+            for dy in -3i64..=3 {
+                if dx * dx + dy * dy <= 9 {
+                    self.set(x.round() as i64 + dx, y.round() as i64 + dy, c);
+                }
+            }
+        }
+    }
+
+    /// Text with its top-left corner at `(x, y)`; `vertical` turns it 90° anticlockwise.
+    pub fn text(&mut self, s: &str, x: i64, y: i64, c: [f32; 3], vertical: bool) {
+        for (k, ch) in s.chars().enumerate() {
+            let glyph = font8x8::BASIC_FONTS
+                .get(ch)
+                .or_else(|| font8x8::LATIN_FONTS.get(ch))
+                .unwrap_or([0; 8]);
+            for (row, bits) in glyph.iter().enumerate() {
+                for col in 0..8 {
+                    if bits >> col & 1 == 1 {
+                        let (gx, gy) = (k as i64 * 8 + col, row as i64);
+                        if vertical {
+                            self.set(x + gy, y - gx, c);
+                        } else {
+                            self.set(x + gx, y + gy, c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The canvas as an image tensor `[3, h, w]`.
+    pub fn image(&self) -> Result<Tensor> {
+        Ok(Tensor::from_vec(self.px.clone(), &[3, self.h, self.w])?)
+    }
+
+    /// Writes the canvas as a PNG (atomically).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        crate::save_png(path, &self.image()?)
+    }
+
+    /// Copies `other` into this canvas with its top-left corner at row `y0` (rows that
+    /// do not fit are dropped; `other` must be as wide).
+    pub fn paste_rows(&mut self, other: &Canvas, y0: usize) {
+        let rows = other.h.min(self.h.saturating_sub(y0));
+        let w = self.w.min(other.w);
+        for ch in 0..3 {
+            for y in 0..rows {
+                let dst = (ch * self.h + y0 + y) * self.w;
+                let src = (ch * other.h + y) * other.w;
+                self.px[dst..dst + w].copy_from_slice(&other.px[src..src + w]);
+            }
+        }
+    }
+}
+
+/// About five round tick values covering `[lo, hi]`.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let span = (hi - lo).max(1e-12);
+    let raw = span / 5.0;
+    let mag = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|s| span / s <= 6.0)
+        .unwrap_or(10.0 * mag);
+    let mut t = (lo / step).ceil() * step;
+    let mut out = Vec::new();
+    while t <= hi + step * 1e-9 {
+        out.push(if t.abs() < step * 1e-9 { 0.0 } else { t });
+        t += step;
+    }
+    out
+}
+
+fn label(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 {
+        "0".into()
+    } else if !(1e-3..1e5).contains(&a) {
+        format!("{v:.0e}")
+    } else if a >= 100.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .into()
+    } else {
+        format!("{v:.4}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .into()
+    }
+}
+
+impl Chart {
+    /// Draws the chart on a `w × h` canvas.
+    pub fn render(&self, w: usize, h: usize) -> Canvas {
+        let mut cv = Canvas::new(w, h);
+        let black = [0.0, 0.0, 0.0];
+        let grey = [0.85, 0.85, 0.85];
+        let (left, right, top, bottom) = (80.0, w as f64 - 20.0, 40.0, h as f64 - 50.0);
+        let tx = |v: f64, log: bool| if log { v.max(1e-300).log10() } else { v };
+        let pts: Vec<(f64, f64)> = self
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .map(|&(x, y)| (tx(x, self.log_x), tx(y, self.log_y)))
+            .collect();
+        let (mut x0, mut x1, mut y0, mut y1) = pts.iter().fold(
+            (f64::MAX, f64::MIN, f64::MAX, f64::MIN),
+            |(a, b, c, d), &(x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
+        );
+        if pts.is_empty() {
+            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        }
+        if x1 - x0 < 1e-12 {
+            (x0, x1) = (x0 - 0.5, x1 + 0.5);
+        }
+        if y1 - y0 < 1e-12 {
+            (y0, y1) = (y0 - 0.5, y1 + 0.5);
+        }
+        let pad = (y1 - y0) * 0.05;
+        let (y0, y1) = (y0 - pad, y1 + pad);
+        let px = |x: f64| left + (x - x0) / (x1 - x0) * (right - left);
+        let py = |y: f64| bottom - (y - y0) / (y1 - y0) * (bottom - top);
+        // Grid, ticks and their labels.
+        for t in ticks(y0, y1) {
+            cv.line((left, py(t)), (right, py(t)), grey, 1);
+            let s = label(if self.log_y { 10f64.powf(t) } else { t });
+            cv.text(
+                &s,
+                left as i64 - 8 * s.len() as i64 - 6,
+                py(t) as i64 - 4,
+                black,
+                false,
+            );
+        }
+        for t in ticks(x0, x1) {
+            cv.line((px(t), top), (px(t), bottom), grey, 1);
+            let s = label(if self.log_x { 10f64.powf(t) } else { t });
+            cv.text(
+                &s,
+                px(t) as i64 - 4 * s.len() as i64,
+                bottom as i64 + 6,
+                black,
+                false,
+            );
+        }
+        cv.line((left, bottom), (right, bottom), black, 1);
+        cv.line((left, top), (left, bottom), black, 1);
+        cv.text(
+            &self.title,
+            (w as i64 - 8 * self.title.len() as i64) / 2,
+            14,
+            black,
+            false,
+        );
+        cv.text(
+            &self.x_label,
+            ((left + right) / 2.0) as i64 - 4 * self.x_label.len() as i64,
+            h as i64 - 22,
+            black,
+            false,
+        );
+        cv.text(
+            &self.y_label,
+            8,
+            ((top + bottom) / 2.0) as i64 + 4 * self.y_label.len() as i64,
+            black,
+            true,
+        );
+        for (k, s) in self.series.iter().enumerate() {
+            let c = PALETTE[k % PALETTE.len()];
+            let p: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .map(|&(x, y)| (px(tx(x, self.log_x)), py(tx(y, self.log_y))))
+                .collect();
+            match s.style {
+                Style::Line => {
+                    for w2 in p.windows(2) {
+                        cv.line(w2[0], w2[1], c, 2);
+                    }
+                    if p.len() == 1 {
+                        cv.dot(p[0], c);
+                    }
+                }
+                Style::Points => p.iter().for_each(|&q| cv.dot(q, c)),
+            }
+            // Legend, top right, aligned on the longest name.
+            let longest = self
+                .series
+                .iter()
+                .map(|s| s.name.chars().count())
+                .max()
+                .unwrap_or(0);
+            let ly = top as i64 + 8 + 16 * k as i64;
+            let lx = right as i64 - 8 * longest as i64 - 30;
+            cv.line(
+                (lx as f64, ly as f64 + 4.0),
+                (lx as f64 + 18.0, ly as f64 + 4.0),
+                c,
+                3,
+            );
+            cv.text(&s.name, lx + 24, ly, black, false);
+        }
+        cv
+    }
+
+    /// Renders at 800×500 and writes a PNG (atomically).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.render(800, 500).save(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_round_and_cover_the_range() {
+        let t = ticks(0.0, 1.0);
+        assert_eq!(t.len(), 6);
+        for (a, b) in t.iter().zip([0.0, 0.2, 0.4, 0.6, 0.8, 1.0]) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+        let t = ticks(3.0, 97.0);
+        assert_eq!(t.first(), Some(&20.0));
+        assert!(t.windows(2).all(|w| (w[1] - w[0] - 20.0).abs() < 1e-9));
+    }
+
+    #[test]
+    fn a_series_is_drawn_in_its_colour() {
+        let chart = Chart {
+            title: "t".into(),
+            series: vec![Series {
+                name: "a".into(),
+                points: vec![(0.0, 0.0), (1.0, 1.0)],
+                style: Style::Line,
+            }],
+            ..Chart::default()
+        };
+        let cv = chart.render(200, 150);
+        let blue = (0..cv.w * cv.h)
+            .filter(|&i| {
+                (cv.px[i] - PALETTE[0][0]).abs() < 1e-6
+                    && (cv.px[2 * cv.w * cv.h + i] - PALETTE[0][2]).abs() < 1e-6
+            })
+            .count();
+        assert!(blue > 100, "{blue} pixels of the series colour");
+    }
+}
