@@ -77,6 +77,7 @@ struct SavedConfig {
 /// assert_eq!(resumed.progress(), run.progress());
 /// # Ok::<(), tessera_rnn::Error>(())
 /// ```
+#[derive(Debug)]
 pub struct TrainState {
     /// The model.
     pub model: CharLm,
