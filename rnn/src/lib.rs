@@ -62,7 +62,10 @@ pub enum Error {
     /// A differentiation step failed.
     #[error(transparent)]
     Autograd(#[from] tessera_autograd::Error),
-    /// A layer, loss or checkpoint failed.
+    /// A layer, loss or checkpoint failed; or an input, target or state whose shape does
+    /// not fit ([`tessera_nn::Error::Shape`]), or a setting outside what the model accepts
+    /// ([`tessera_nn::Error::Setting`]): the models of this crate report those with nn's
+    /// structured variants.
     #[error(transparent)]
     Nn(#[from] tessera_nn::Error),
     /// An optimizer step failed, or the loss of a training step is not finite
@@ -72,16 +75,6 @@ pub enum Error {
     /// Text or batching failed.
     #[error(transparent)]
     Data(#[from] tessera_data::Error),
-    /// An input, target or state whose shape does not fit the model.
-    #[error("{op}: expected {expected}, got shape {got:?}")]
-    Shape {
-        /// The model or function.
-        op: &'static str,
-        /// What it takes, as a pattern (`input [B, T, 3]`, `targets [4, 9]`).
-        expected: String,
-        /// The shape that came.
-        got: Vec<usize>,
-    },
     /// A token id or a target class outside the model's range.
     #[error("{op}: {what} {id} is outside 0..{limit}")]
     Id {
@@ -104,18 +97,6 @@ pub enum Error {
         expected: &'static str,
         /// The state that came.
         got: &'static str,
-    },
-    /// A setting or argument outside what the model accepts.
-    #[error("{op}: {name} = {value}: {expected}")]
-    Setting {
-        /// The model or function.
-        op: &'static str,
-        /// The setting.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// What it must be.
-        expected: String,
     },
     /// A cell name that is not one of [`Cell`]'s.
     #[error("unknown cell {name:?}; expected elman, rnn, lstm or gru")]
@@ -160,28 +141,19 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// An [`Error::Shape`] error.
-    pub fn shape(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Error {
-        Error::Shape {
-            op,
-            expected: expected.into(),
-            got: got.to_vec(),
-        }
+    /// A [`tessera_nn::Error::Shape`] error.
+    pub(crate) fn shape(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Error {
+        Error::Nn(tessera_nn::Error::shape(op, expected, got))
     }
 
-    /// An [`Error::Setting`] error.
-    pub fn setting(
+    /// A [`tessera_nn::Error::Setting`] error.
+    pub(crate) fn setting(
         op: &'static str,
         name: &'static str,
         value: impl std::fmt::Display,
         expected: impl Into<String>,
     ) -> Error {
-        Error::Setting {
-            op,
-            name,
-            value: value.to_string(),
-            expected: expected.into(),
-        }
+        Error::Nn(tessera_nn::Error::setting(op, name, value, expected))
     }
 }
 
