@@ -279,7 +279,7 @@ fn w2(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
     let x = IndexTensor::new(x, &[batch, steps])?;
     let y = IndexTensor::new(y, &[batch, steps])?;
     for variant in ["elman-loop", "elman-autograd"] {
-        let model = Elman::new(vocab, hidden, vocab, &mut rng);
+        let model = Elman::new(vocab, hidden, vocab, &mut rng)?;
         let params = model.named_parameters();
         let mut opt = Adam::new(2e-3);
         let t = time_steps(args, (batch * steps) as f64, || {

@@ -1,25 +1,29 @@
-//! A character-level language model: the Elman network or a [`Recurrent`] stack with a
-//! linear decoder, trained by truncated backpropagation through time.
-//!
-//! The training objective is the mean cross-entropy per character (nats per
-//! character, what validation reports); the state is carried from one chunk to the
-//! next and cut from its history at the boundary (char-rnn's recipe).
+//! A character language model: the Elman network or a [`Recurrent`] stack with a
+//! linear decoder (char-rnn: A. Karpathy, "The Unreasonable Effectiveness of Recurrent
+//! Neural Networks", 2015; A. Graves, "Generating Sequences With Recurrent Neural
+//! Networks", 2013), evaluated in nats per character and sampled with a temperature.
+//! Its training by truncated backpropagation through time is [`crate::TrainState`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use tessera_autograd::{no_grad, Var};
 use tessera_data::BpttBatches;
-use tessera_nn::{Linear, Module, Params};
-use tessera_optim::{clip_grad_norm, Adam, Optimizer};
+use tessera_nn::{get_json, put_json, Linear, Module, Params, VarBuilder, VarMap, CONFIG_KEY};
 use tessera_tensor::{save_safetensors, IndexTensor, Rng, SafeTensorsFile, Tensor};
 
 use crate::elman::{Elman, SeqInput};
 use crate::recurrent::{Mode, Recurrent, RecurrentConfig, State};
-use crate::{input_err, Error, Result};
+use crate::{build_with_rng, sequence_cross_entropy, Error, Result};
 
-/// The recurrent cell of a [`CharLm`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The `model` metadata entry of a character language model checkpoint, the tag that
+/// says what kind of file it is.
+pub const MODEL_TAG: &str = "tessera-rnn/charlm";
+
+/// The recurrent cell of a [`CharLm`] (serialised in lower case: `"lstm"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Cell {
     /// The notes' Elman network (one layer, one bias, trained by the closed-form BPTT).
     Elman,
@@ -45,22 +49,31 @@ impl Cell {
 
 impl std::str::FromStr for Cell {
     type Err = Error;
+
+    /// A cell by its name, in any case.
     fn from_str(s: &str) -> Result<Cell> {
         match s.to_ascii_lowercase().as_str() {
             "elman" => Ok(Cell::Elman),
             "rnn" => Ok(Cell::Rnn),
             "lstm" => Ok(Cell::Lstm),
             "gru" => Ok(Cell::Gru),
-            _ => Err(input_err(
-                "Cell",
-                format!("unknown cell {s:?}; expected elman, rnn, lstm or gru"),
-            )),
+            _ => Err(Error::UnknownCell {
+                name: s.to_string(),
+            }),
         }
     }
 }
 
-/// The shape of a [`CharLm`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The shape of a [`CharLm`]; a checkpoint keeps it as the JSON of its `config` entry.
+///
+/// ```
+/// use tessera_rnn::{Cell, CharLmConfig};
+/// let config = CharLmConfig { cell: Cell::Lstm, vocab: 65, hidden: 512, layers: 1 };
+/// let json = serde_json::to_string(&config).unwrap();
+/// assert_eq!(json, r#"{"cell":"lstm","vocab":65,"hidden":512,"layers":1}"#);
+/// assert_eq!(serde_json::from_str::<CharLmConfig>(&json).unwrap(), config);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CharLmConfig {
     /// The cell.
     pub cell: Cell,
@@ -70,50 +83,6 @@ pub struct CharLmConfig {
     pub hidden: usize,
     /// Stacked layers (1 for the Elman network).
     pub layers: usize,
-}
-
-impl CharLmConfig {
-    /// The configuration as checkpoint metadata.
-    pub fn to_metadata(&self) -> HashMap<String, String> {
-        HashMap::from([
-            ("model".to_string(), "tessera-rnn/charlm".to_string()),
-            ("cell".to_string(), self.cell.name().to_string()),
-            ("vocab_size".to_string(), self.vocab.to_string()),
-            ("hidden".to_string(), self.hidden.to_string()),
-            ("layers".to_string(), self.layers.to_string()),
-        ])
-    }
-
-    /// The configuration read back from checkpoint metadata.
-    pub fn from_metadata(meta: &HashMap<String, String>) -> Result<CharLmConfig> {
-        if meta.get("model").map(String::as_str) != Some("tessera-rnn/charlm") {
-            return Err(input_err(
-                "CharLmConfig",
-                format!(
-                    "not a character language model checkpoint (model = {:?})",
-                    meta.get("model")
-                ),
-            ));
-        }
-        let num = |key: &str| -> Result<usize> {
-            meta.get(key).and_then(|v| v.parse().ok()).ok_or_else(|| {
-                input_err(
-                    "CharLmConfig",
-                    format!("metadata {key:?} is missing or not a number"),
-                )
-            })
-        };
-        let cell = meta
-            .get("cell")
-            .ok_or_else(|| input_err("CharLmConfig", "metadata \"cell\" is missing".into()))?
-            .parse()?;
-        Ok(CharLmConfig {
-            cell,
-            vocab: num("vocab_size")?,
-            hidden: num("hidden")?,
-            layers: num("layers")?,
-        })
-    }
 }
 
 /// The carried state of a [`CharLm`]: `S_t` of the Elman network, or a [`State`].
@@ -137,11 +106,17 @@ impl LmState {
 
 #[derive(Clone, Debug)]
 enum Net {
+    /// `W`, `U`, `b_s`, `V`, `b_y`: the notes' network, its own decoder.
     Elman(Elman),
+    /// `rnn.weight_ih_l0`, ..., `decoder.weight`, `decoder.bias`.
     Stack { rnn: Recurrent, decoder: Linear },
 }
 
-/// A character language model.
+/// A character language model: the [`Elman`] network, or a [`Recurrent`] stack (`rnn`)
+/// with a linear decoder (`decoder`) from its state to the next character's logits
+/// (char-rnn: A. Karpathy, "The Unreasonable Effectiveness of Recurrent Neural
+/// Networks", 2015; A. Graves, "Generating Sequences With Recurrent Neural Networks",
+/// 2013).
 ///
 /// ```
 /// use tessera_rnn::{Cell, CharLm, CharLmConfig};
@@ -158,26 +133,40 @@ enum Net {
 pub struct CharLm {
     config: CharLmConfig,
     net: Net,
+    vars: VarMap,
 }
 
 impl CharLm {
-    /// A freshly initialised model.
+    /// A freshly initialised model in a store of its own, drawn from `rng`.
     pub fn new(config: CharLmConfig, rng: &mut Rng) -> Result<CharLm> {
-        if config.vocab == 0 || config.hidden == 0 || config.layers == 0 {
-            return Err(input_err(
-                "CharLm::new",
-                format!("vocabulary, hidden size and layers must be positive: {config:?}"),
-            ));
+        build_with_rng(rng, |vb| CharLm::build(vb, config))
+    }
+
+    /// The model's parameters created at `vb`'s path: the Elman network's `W`, `U`,
+    /// `b_s`, `V`, `b_y`, or `rnn.*` (PyTorch's names) and `decoder.weight`,
+    /// `decoder.bias`.
+    pub fn build(vb: &VarBuilder, config: CharLmConfig) -> Result<CharLm> {
+        const OP: &str = "CharLm";
+        for (name, value) in [
+            ("vocab", config.vocab),
+            ("hidden", config.hidden),
+            ("layers", config.layers),
+        ] {
+            if value == 0 {
+                return Err(Error::setting(OP, name, value, "at least 1"));
+            }
         }
         let net = match config.cell {
             Cell::Elman => {
                 if config.layers != 1 {
-                    return Err(input_err(
-                        "CharLm::new",
-                        format!("the Elman network has one layer, not {}", config.layers),
+                    return Err(Error::setting(
+                        OP,
+                        "layers",
+                        config.layers,
+                        "1: the Elman network has one layer",
                     ));
                 }
-                Net::Elman(Elman::new(config.vocab, config.hidden, config.vocab, rng))
+                Net::Elman(Elman::build(vb, config.vocab, config.hidden, config.vocab)?)
             }
             cell => {
                 let mode = match cell {
@@ -189,12 +178,16 @@ impl CharLm {
                     .layers(config.layers)
                     .batch_first(true);
                 Net::Stack {
-                    rnn: Recurrent::new(rc, rng)?,
-                    decoder: Linear::new(config.hidden, config.vocab, true, rng),
+                    rnn: Recurrent::build(&vb.pp("rnn"), rc)?,
+                    decoder: Linear::new(&vb.pp("decoder"), config.hidden, config.vocab, true)?,
                 }
             }
         };
-        Ok(CharLm { config, net })
+        Ok(CharLm {
+            config,
+            net,
+            vars: vb.vars().clone(),
+        })
     }
 
     /// The configuration.
@@ -207,19 +200,25 @@ impl CharLm {
             (_, None)
             | (Net::Elman(_), Some(LmState::Elman(_)))
             | (Net::Stack { .. }, Some(LmState::Stack(_))) => Ok(()),
-            _ => Err(input_err(
-                "CharLm",
-                format!(
-                    "a state of another cell was given to a {} model",
-                    self.config.cell.name()
-                ),
-            )),
+            (Net::Elman(_), Some(_)) => Err(Error::StateKind {
+                op: "CharLm",
+                expected: "the Elman network's state",
+                got: "a recurrent stack's state",
+            }),
+            (Net::Stack { .. }, Some(_)) => Err(Error::StateKind {
+                op: "CharLm",
+                expected: "a recurrent stack's state",
+                got: "the Elman network's state",
+            }),
         }
     }
 
-    /// The mean cross-entropy per character of targets `y` given inputs `x` (both
-    /// `[B, T]`), with its gradients stored in the parameters (replacing earlier ones),
-    /// and the final state, detached: the start of the next chunk.
+    /// The mean cross-entropy per character of targets `y` given inputs `x`, with its
+    /// gradients stored in the parameters (replacing earlier ones), and the final state,
+    /// detached: the start of the next chunk.
+    ///
+    /// # Shapes
+    /// `x`, `y`: character ids `[B, T]` -> (loss, state for a batch of `B`).
     pub fn loss_and_grads(
         &self,
         x: &IndexTensor,
@@ -251,15 +250,22 @@ impl CharLm {
                     Some(LmState::Stack(s)) => Some(s),
                     _ => None,
                 };
-                let (loss, last) = stack_loss(rnn, decoder, x, y, s)?;
+                let out = rnn.forward_ids(x, s)?;
+                let logits = decoder.forward(&out.output)?;
+                let loss = sequence_cross_entropy("CharLm", &logits, y)?;
                 loss.backward()?;
-                Ok((loss.value().to_scalar()?, LmState::Stack(last.detach())))
+                Ok((
+                    loss.value().to_scalar()?,
+                    LmState::Stack(out.state.detach()),
+                ))
             }
         }
     }
 
-    /// Logits `[B, T, vocab]` for inputs `x` `[B, T]` and the final state, without
-    /// gradients.
+    /// Logits for inputs `x` and the final state, without gradients.
+    ///
+    /// # Shapes
+    /// `x`: character ids `[B, T]` -> (logits `[B, T, vocab]`, state for a batch of `B`).
     pub fn logits(&self, x: &IndexTensor, state: Option<&LmState>) -> Result<(Tensor, LmState)> {
         self.check_state(state)?;
         no_grad(|| match &self.net {
@@ -285,29 +291,54 @@ impl CharLm {
         })
     }
 
-    /// Writes the model (and `extra` tensors, such as optimizer state) atomically, with
-    /// the configuration and `metadata` as safetensors metadata.
+    /// Writes the model (and `extra` tensors) atomically. The metadata holds the
+    /// caller's `metadata` (a vocabulary, a text source, ...), then the model's own
+    /// entries, which win over the caller's: `model` ([`MODEL_TAG`]) and `config` (the
+    /// [`CharLmConfig`] as JSON).
     pub fn save(
         &self,
         path: impl AsRef<Path>,
         extra: &BTreeMap<String, Tensor>,
         metadata: &HashMap<String, String>,
     ) -> Result<()> {
-        let mut meta = self.config.to_metadata();
-        meta.extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let params = self.named_parameters();
-        let values: Vec<(String, Tensor)> =
-            params.iter().map(|(n, p)| (n.clone(), p.value())).collect();
+        let meta = self.metadata(&self.config, metadata)?;
+        self.write(path.as_ref(), extra, &meta)
+    }
+
+    /// `metadata`, then `model` and `config` (`config` as JSON).
+    pub(crate) fn metadata(
+        &self,
+        config: &impl Serialize,
+        metadata: &HashMap<String, String>,
+    ) -> Result<HashMap<String, String>> {
+        let mut meta = metadata.clone();
+        meta.insert("model".to_string(), MODEL_TAG.to_string());
+        put_json(&mut meta, CONFIG_KEY, config)?;
+        Ok(meta)
+    }
+
+    /// Writes the parameters and `extra` atomically with `meta`.
+    pub(crate) fn write(
+        &self,
+        path: &Path,
+        extra: &BTreeMap<String, Tensor>,
+        meta: &HashMap<String, String>,
+    ) -> Result<()> {
+        let values = self.vars.tensors();
         let all = values
             .iter()
             .map(|(n, t)| (n.as_str(), t))
             .chain(extra.iter().map(|(n, t)| (n.as_str(), t)));
-        save_safetensors(path, all, Some(&meta))?;
+        save_safetensors(path, all, Some(meta))?;
         Ok(())
     }
 
-    /// Reads a model written by [`CharLm::save`]: the model, the other tensors of the
-    /// file (by name) and the metadata.
+    /// Reads a model written by [`CharLm::save`] (or a training checkpoint): the model,
+    /// the other tensors of the file (by name) and the metadata. The model is built
+    /// without random draws and filled from the file; a missing parameter or a shape
+    /// that does not fit is an error that lists them all. A file of an earlier version
+    /// of tessera, with its settings as separate entries instead of one `config`, is an
+    /// error that says so.
     #[allow(clippy::type_complexity)]
     pub fn load(
         path: impl AsRef<Path>,
@@ -315,76 +346,51 @@ impl CharLm {
         let path = path.as_ref();
         let file = SafeTensorsFile::open(path)?;
         let meta = file.metadata()?;
-        let config = CharLmConfig::from_metadata(&meta)
-            .map_err(|e| input_err("CharLm::load", format!("{}: {e}", path.display())))?;
-        let model = CharLm::new(config, &mut Rng::seed(0))?;
-        let mut tensors = file.load_all()?;
-        for (name, p) in model.named_parameters() {
-            let t = tensors.remove(&name).ok_or_else(|| {
-                input_err(
-                    "CharLm::load",
-                    format!("{}: tensor {name:?} is missing", path.display()),
-                )
-            })?;
-            if t.shape() != p.value().shape() {
-                return Err(input_err(
-                    "CharLm::load",
-                    format!(
-                        "{}: tensor {name:?} has shape {:?}, the model expects {:?}",
-                        path.display(),
-                        t.shape(),
-                        p.value().shape()
-                    ),
-                ));
-            }
-            p.set(t)?;
+        if meta.get("model").map(String::as_str) != Some(MODEL_TAG) {
+            return Err(Error::NotCharLm {
+                path: path.to_path_buf(),
+                model: meta.get("model").cloned(),
+            });
         }
-        Ok((model, tensors, meta))
+        let config: CharLmConfig = get_json(&meta, CONFIG_KEY, path)?;
+        let model = CharLm::build(&VarBuilder::zeros(&VarMap::new()), config)?;
+        let mut report = model.vars.load(path, false)?;
+        // The file's other tensors (optimizer state, carried state) are the extras.
+        let extra = std::mem::take(&mut report.unexpected);
+        if !report.is_clean() {
+            return Err(tessera_nn::Error::Checkpoint {
+                path: path.to_path_buf(),
+                report,
+            }
+            .into());
+        }
+        let extra = extra
+            .into_iter()
+            .map(|name| Ok((name.clone(), file.get(&name)?)))
+            .collect::<Result<_>>()?;
+        Ok((model, extra, meta))
     }
-}
-
-fn stack_loss(
-    rnn: &Recurrent,
-    decoder: &Linear,
-    x: &IndexTensor,
-    y: &IndexTensor,
-    s: Option<&State>,
-) -> Result<(Var, State)> {
-    let out = rnn.forward_ids(x, s)?;
-    let logits = decoder.forward(&out.output)?;
-    let (b, t, v) = (logits.shape()[0], logits.shape()[1], logits.shape()[2]);
-    if y.shape() != [b, t] {
-        return Err(input_err(
-            "CharLm",
-            format!("expected targets [{b}, {t}], got {:?}", y.shape()),
-        ));
-    }
-    let flat = IndexTensor::from_vec(y.data().to_vec());
-    let loss = tessera_nn::cross_entropy(&logits.reshape(&[b * t, v])?, &flat, 0.0, None)?;
-    Ok((loss, out.state))
 }
 
 impl Params for CharLm {
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, tessera_autograd::Parameter)>) {
-        match &self.net {
-            Net::Elman(m) => m.collect_params(prefix, out),
-            Net::Stack { rnn, decoder } => {
-                let p = |n: &str| {
-                    if prefix.is_empty() {
-                        n.to_string()
-                    } else {
-                        format!("{prefix}.{n}")
-                    }
-                };
-                rnn.collect_params(&p("rnn"), out);
-                decoder.collect_params(&p("decoder"), out);
-            }
-        }
+    fn vars(&self) -> &VarMap {
+        &self.vars
     }
 }
 
 /// The mean cross-entropy in nats per character of `model` on `ids`, read as `batch`
 /// streams of `seq`-step chunks with the state carried across chunks (as in training).
+///
+/// ```
+/// use tessera_rnn::{evaluate, Cell, CharLm, CharLmConfig};
+/// use tessera_tensor::Rng;
+/// let config = CharLmConfig { cell: Cell::Gru, vocab: 4, hidden: 8, layers: 1 };
+/// let lm = CharLm::new(config, &mut Rng::seed(0))?;
+/// let ids: Vec<usize> = (0..200).map(|i| i % 4).collect();
+/// // Untrained: close to ln 4 nats per character.
+/// assert!((evaluate(&lm, &ids, 4, 10)? - 4f32.ln()).abs() < 0.2);
+/// # Ok::<(), tessera_rnn::Error>(())
+/// ```
 pub fn evaluate(model: &CharLm, ids: &[usize], batch: usize, seq: usize) -> Result<f32> {
     let batches = BpttBatches::new(ids, batch, seq)?;
     let mut state = None;
@@ -413,15 +419,19 @@ pub fn sample(
     rng: &mut Rng,
 ) -> Result<Vec<usize>> {
     if prompt.is_empty() {
-        return Err(input_err(
+        return Err(Error::setting(
             "sample",
-            "the prompt is empty; give at least one character".into(),
+            "prompt",
+            "[]",
+            "at least one character",
         ));
     }
     if !(temperature >= 0.0 && temperature.is_finite()) {
-        return Err(input_err(
+        return Err(Error::setting(
             "sample",
-            format!("temperature {temperature} must be finite and ≥ 0"),
+            "temperature",
+            temperature,
+            "finite and ≥ 0",
         ));
     }
     let x = IndexTensor::new(prompt.to_vec(), &[1, prompt.len()])?;
@@ -465,205 +475,4 @@ pub fn sample(
         last = logits.to_vec();
     }
     Ok(out)
-}
-
-/// Statistics of one training step.
-#[derive(Clone, Copy, Debug)]
-pub struct StepStats {
-    /// Mean cross-entropy per character of the chunk (before the update).
-    pub loss: f32,
-    /// Global gradient norm before clipping.
-    pub grad_norm: f32,
-}
-
-/// Hyperparameters of [`TrainState`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct TrainConfig {
-    /// Parallel streams per chunk.
-    pub batch: usize,
-    /// Steps per chunk (the truncation length).
-    pub seq: usize,
-    /// Adam's learning rate.
-    pub lr: f64,
-    /// Global gradient-norm clip.
-    pub clip: f32,
-}
-
-/// Everything a training run needs to continue: the model, Adam's state, the step, the
-/// position in the data and the carried state. Saved to and restored from one
-/// safetensors file, so a resumed run continues exactly.
-pub struct TrainState {
-    /// The model.
-    pub model: CharLm,
-    /// Hyperparameters.
-    pub config: TrainConfig,
-    opt: Adam,
-    batches: BpttBatches,
-    /// Steps taken.
-    pub step: u64,
-    chunk: usize,
-    carry: Option<LmState>,
-}
-
-impl TrainState {
-    /// A run from step 0 over `ids`.
-    pub fn new(model: CharLm, ids: &[usize], config: TrainConfig) -> Result<TrainState> {
-        let batches = BpttBatches::new(ids, config.batch, config.seq)?;
-        Ok(TrainState {
-            model,
-            config,
-            opt: Adam::new(config.lr),
-            batches,
-            step: 0,
-            chunk: 0,
-            carry: None,
-        })
-    }
-
-    /// Chunks per pass over the data.
-    pub fn chunks_per_epoch(&self) -> usize {
-        self.batches.num_chunks()
-    }
-
-    /// One chunk: loss, gradients, clipping, Adam. At the end of the data the next step
-    /// starts again from the first chunk with a zero state. A non-finite loss is an
-    /// error and changes nothing.
-    pub fn step(&mut self) -> Result<StepStats> {
-        let (x, y) = self.batches.chunk(self.chunk)?;
-        let (loss, next) = self.model.loss_and_grads(&x, &y, self.carry.as_ref())?;
-        if !loss.is_finite() {
-            return Err(Error::NonFiniteLoss {
-                loss,
-                step: self.step,
-            });
-        }
-        let params = self.model.named_parameters();
-        let grad_norm = clip_grad_norm(&params, self.config.clip)?;
-        self.opt.step(&params)?;
-        self.step += 1;
-        self.chunk += 1;
-        if self.chunk == self.batches.num_chunks() {
-            self.chunk = 0;
-            self.carry = None;
-        } else {
-            self.carry = Some(next);
-        }
-        Ok(StepStats { loss, grad_norm })
-    }
-
-    /// Writes the whole run state atomically (model, `optim.*`, `train.*` tensors;
-    /// configuration and `metadata` as metadata).
-    pub fn save(&self, path: impl AsRef<Path>, metadata: &HashMap<String, String>) -> Result<()> {
-        let mut extra: BTreeMap<String, Tensor> = self
-            .opt
-            .state()
-            .into_iter()
-            .map(|(k, v)| (format!("optim.{k}"), v))
-            .collect();
-        extra.insert(
-            "train.step".into(),
-            Tensor::from_vec(split_u64(self.step), &[2])?,
-        );
-        extra.insert(
-            "train.chunk".into(),
-            Tensor::from_vec(split_u64(self.chunk as u64), &[2])?,
-        );
-        if let Some(c) = &self.carry {
-            for (i, t) in c.tensors().into_iter().enumerate() {
-                extra.insert(format!("train.carry.{i}"), t);
-            }
-        }
-        let mut meta = metadata.clone();
-        meta.insert("batch".into(), self.config.batch.to_string());
-        meta.insert("seq".into(), self.config.seq.to_string());
-        meta.insert("lr".into(), self.config.lr.to_string());
-        meta.insert("clip".into(), self.config.clip.to_string());
-        self.model.save(path, &extra, &meta)
-    }
-
-    /// Continues a run saved by [`TrainState::save`] over the same `ids`; the
-    /// hyperparameters come from the file. Returns the state and the file's metadata.
-    pub fn resume(
-        path: impl AsRef<Path>,
-        ids: &[usize],
-    ) -> Result<(TrainState, HashMap<String, String>)> {
-        let path = path.as_ref();
-        let (model, mut tensors, meta) = CharLm::load(path)?;
-        let bad =
-            |what: &str| input_err("TrainState::resume", format!("{}: {what}", path.display()));
-        let num = |k: &str| {
-            meta.get(k)
-                .ok_or_else(|| bad(&format!("metadata {k:?} is missing")))
-        };
-        let config = TrainConfig {
-            batch: num("batch")?.parse().map_err(|_| bad("bad batch"))?,
-            seq: num("seq")?.parse().map_err(|_| bad("bad seq"))?,
-            lr: num("lr")?.parse().map_err(|_| bad("bad lr"))?,
-            clip: num("clip")?.parse().map_err(|_| bad("bad clip"))?,
-        };
-        let mut counter = |k: &str| -> Result<u64> {
-            let t = tensors.remove(k).ok_or_else(|| {
-                bad(&format!(
-                    "tensor {k:?} is missing: not a training checkpoint"
-                ))
-            })?;
-            join_u64(&t.to_vec()).ok_or_else(|| bad(&format!("tensor {k:?} is malformed")))
-        };
-        let step = counter("train.step")?;
-        let chunk = counter("train.chunk")? as usize;
-        let carry_t: Vec<Tensor> = (0..2)
-            .filter_map(|i| tensors.remove(&format!("train.carry.{i}")))
-            .collect();
-        let carry = match (model.config.cell, carry_t.len()) {
-            (_, 0) => None,
-            (Cell::Elman, 1) => Some(LmState::Elman(carry_t[0].clone())),
-            (Cell::Lstm, 2) => Some(LmState::Stack(State::Lstm {
-                h: Var::constant(carry_t[0].clone()),
-                c: Var::constant(carry_t[1].clone()),
-            })),
-            (Cell::Rnn | Cell::Gru, 1) => Some(LmState::Stack(State::Hidden(Var::constant(
-                carry_t[0].clone(),
-            )))),
-            _ => return Err(bad("the carried state does not fit the model")),
-        };
-        let optim: BTreeMap<String, Tensor> = tensors
-            .into_iter()
-            .filter_map(|(k, v)| k.strip_prefix("optim.").map(|s| (s.to_string(), v)))
-            .collect();
-        let mut opt = Adam::new(config.lr);
-        opt.load_state(&optim)?;
-        let batches = BpttBatches::new(ids, config.batch, config.seq)?;
-        if chunk >= batches.num_chunks() {
-            return Err(bad(&format!(
-                "data position {chunk} is beyond the {} chunks of this text",
-                batches.num_chunks()
-            )));
-        }
-        Ok((
-            TrainState {
-                model,
-                config,
-                opt,
-                batches,
-                step,
-                chunk,
-                carry,
-            },
-            meta,
-        ))
-    }
-}
-
-/// A counter as two exactly representable f32 halves (safetensors holds f32 here).
-fn split_u64(v: u64) -> Vec<f32> {
-    vec![(v >> 20) as f32, (v & 0xF_FFFF) as f32]
-}
-
-fn join_u64(v: &[f32]) -> Option<u64> {
-    match v {
-        [hi, lo] if *hi >= 0.0 && *lo >= 0.0 && hi.fract() == 0.0 && lo.fract() == 0.0 => {
-            Some(((*hi as u64) << 20) | *lo as u64)
-        }
-        _ => None,
-    }
 }

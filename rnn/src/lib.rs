@@ -5,18 +5,26 @@
 //!
 //! - [`Elman`]: `S_t = tanh(W S_{t-1} + U x_t + b_s)`, `ŷ_t = softmax(V S_t + b_y)`, with
 //!   two gradient paths: autograd through the unrolled graph ([`Elman::loss`]) and the
-//!   notes' hand-derived backpropagation through time in closed form ([`Elman::bptt`]).
+//!   notes' hand-derived backpropagation through time in closed form ([`Elman::bptt`];
+//!   the derivation is the documentation of the [`elman`] module).
 //! - [`Recurrent`]: multi-layer, optionally bidirectional RNN (tanh or ReLU), LSTM and
 //!   GRU with PyTorch's gate orders and parameter names (`weight_ih_l0`,
 //!   `bias_hh_l1_reverse`, ...), so a PyTorch `state_dict` saved as safetensors loads.
 //! - [`CharLm`]: a character language model (Elman or any [`Recurrent`] cell) trained
-//!   by truncated BPTT, evaluated in nats per character, sampled with a temperature.
+//!   by truncated BPTT ([`TrainState`]), evaluated in nats per character, sampled with a
+//!   temperature.
+//!
+//! Every parameter is created once, at its name, by a [`tessera_nn::VarBuilder`]; a
+//! model keeps the [`tessera_nn::VarMap`] it was built into (see [`tessera_nn::Params`]).
+//! The fast paths (the fused recurrent layer, the closed-form BPTT on raw GEMMs) live
+//! in a private `kernels` module, each checked in the tests against the plain
+//! composition it replaces ([`Recurrent::forward_stepwise`], [`Elman::loss`]).
 //!
 //! ```
 //! use tessera_rnn::{Elman, SeqInput};
 //! use tessera_tensor::{IndexTensor, Rng};
 //! let mut rng = Rng::seed(0);
-//! let model = Elman::new(11, 8, 11, &mut rng);
+//! let model = Elman::new(11, 8, 11, &mut rng)?;
 //! let x = IndexTensor::new((0..36).map(|i| i % 11).collect(), &[4, 9])?;
 //! let y = IndexTensor::new((1..37).map(|i| i % 11).collect(), &[4, 9])?;
 //! // The closed-form gradients and autograd's agree.
@@ -30,15 +38,19 @@
 #![warn(missing_docs)]
 
 mod charlm;
-mod elman;
-mod fused;
+pub mod elman;
+mod kernels;
 mod recurrent;
+mod train;
 
-pub use charlm::{
-    evaluate, sample, Cell, CharLm, CharLmConfig, LmState, StepStats, TrainConfig, TrainState,
-};
+use std::path::PathBuf;
+
+use tessera_nn::{VarBuilder, VarMap};
+
+pub use charlm::{evaluate, sample, Cell, CharLm, CharLmConfig, LmState, MODEL_TAG};
 pub use elman::{Bptt, Elman, ElmanGrads, SeqInput};
 pub use recurrent::{Mode, Recurrent, RecurrentConfig, RecurrentOutput, State};
+pub use train::{StepStats, TrainConfig, TrainState};
 
 /// Errors of the recurrent models.
 #[derive(Debug, thiserror::Error)]
@@ -50,56 +62,153 @@ pub enum Error {
     /// A differentiation step failed.
     #[error(transparent)]
     Autograd(#[from] tessera_autograd::Error),
-    /// A layer, loss or checkpoint failed.
+    /// A layer, loss or checkpoint failed; or an input, target or state whose shape does
+    /// not fit ([`tessera_nn::Error::Shape`]), or a setting outside what the model accepts
+    /// ([`tessera_nn::Error::Setting`]): the models of this crate report those with nn's
+    /// structured variants.
     #[error(transparent)]
     Nn(#[from] tessera_nn::Error),
-    /// An optimizer step failed.
+    /// An optimizer step failed, or the loss of a training step is not finite
+    /// ([`tessera_optim::Error::NonFiniteLoss`]).
     #[error(transparent)]
     Optim(#[from] tessera_optim::Error),
     /// Text or batching failed.
     #[error(transparent)]
     Data(#[from] tessera_data::Error),
-    /// An input that does not fit the model.
-    #[error("{what}: {msg}")]
-    Input {
+    /// A token id or a target class outside the model's range.
+    #[error("{op}: {what} {id} is outside 0..{limit}")]
+    Id {
         /// The model or function.
+        op: &'static str,
+        /// `token id` or `target`.
         what: &'static str,
-        /// What was expected and what came.
-        msg: String,
+        /// The id.
+        id: usize,
+        /// The number of ids the model has (input size or classes).
+        limit: usize,
     },
-    /// The loss became NaN or infinite; the parameters were left as they were.
-    #[error("the loss is {loss} at step {step}; no parameter was changed (lower the learning rate or the clipping norm)")]
-    NonFiniteLoss {
-        /// The loss value.
-        loss: f32,
-        /// The training step.
-        step: u64,
+    /// A recurrent state of the wrong kind: `h` given where `(h, c)` is needed, or the
+    /// state of another cell.
+    #[error("{op}: expected {expected}, got {got}")]
+    StateKind {
+        /// The model or function.
+        op: &'static str,
+        /// The state it takes.
+        expected: &'static str,
+        /// The state that came.
+        got: &'static str,
+    },
+    /// A cell name that is not one of [`Cell`]'s.
+    #[error("unknown cell {name:?}; expected elman, rnn, lstm or gru")]
+    UnknownCell {
+        /// The name given.
+        name: String,
+    },
+    /// A file that is not a character language model checkpoint (its `model` entry is
+    /// absent or another model's).
+    #[error("{path}: not a character language model checkpoint (model = {model:?})")]
+    NotCharLm {
+        /// The file.
+        path: PathBuf,
+        /// Its `model` metadata entry.
+        model: Option<String>,
+    },
+    /// A training checkpoint whose carried state does not fit its model.
+    #[error("{path}: the carried state has {got} tensors; a {cell} model carries {expected}")]
+    Carry {
+        /// The file.
+        path: PathBuf,
+        /// The model's cell.
+        cell: &'static str,
+        /// Tensors the cell's state has.
+        expected: usize,
+        /// Tensors the file has.
+        got: usize,
+    },
+    /// A training checkpoint whose data position lies beyond the text it resumes on.
+    #[error("{path}: data position {position} is beyond the {chunks} chunks of this text")]
+    Position {
+        /// The file.
+        path: PathBuf,
+        /// The saved position (chunks already taken in the current pass).
+        position: u64,
+        /// Chunks per pass over the text given.
+        chunks: usize,
     },
 }
 
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// A strided view of `data` for the GEMM: element `(i, j)` at
-/// `offset + i·row_stride + j·col_stride`.
-pub(crate) fn mat(
-    data: &[f32],
-    offset: usize,
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-    col_stride: usize,
-) -> tessera_tensor::MatRef<'_> {
-    tessera_tensor::MatRef {
-        data,
-        offset,
-        rows,
-        cols,
-        row_stride,
-        col_stride,
+impl Error {
+    /// A [`tessera_nn::Error::Shape`] error.
+    pub(crate) fn shape(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Error {
+        Error::Nn(tessera_nn::Error::shape(op, expected, got))
+    }
+
+    /// A [`tessera_nn::Error::Setting`] error.
+    pub(crate) fn setting(
+        op: &'static str,
+        name: &'static str,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Error {
+        Error::Nn(tessera_nn::Error::setting(op, name, value, expected))
     }
 }
 
-pub(crate) fn input_err(what: &'static str, msg: String) -> Error {
-    Error::Input { what, msg }
+/// Runs `build` with a builder at the root of a fresh store whose initialisers draw from
+/// `rng` (left advanced by what was drawn), as [`VarBuilder::with_rng`] does, keeping the
+/// crate's own errors.
+pub(crate) fn build_with_rng<T>(
+    rng: &mut tessera_tensor::Rng,
+    build: impl FnOnce(&VarBuilder) -> Result<T>,
+) -> Result<T> {
+    let mut built = None;
+    VarBuilder::with_rng(&VarMap::new(), rng, |vb| {
+        built = Some(build(vb));
+        Ok(())
+    })?;
+    built.unwrap_or_else(|| unreachable!("VarBuilder::with_rng runs its closure"))
+}
+
+/// [`Error::Id`] for the first of `ids` at or above `limit`.
+pub(crate) fn check_ids(
+    op: &'static str,
+    what: &'static str,
+    ids: &[usize],
+    limit: usize,
+) -> Result<()> {
+    match ids.iter().find(|&&i| i >= limit) {
+        Some(&id) => Err(Error::Id {
+            op,
+            what,
+            id,
+            limit,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The mean cross-entropy of `logits` `[B, T, K]` against class ids `targets` `[B, T]`.
+pub(crate) fn sequence_cross_entropy(
+    op: &'static str,
+    logits: &tessera_autograd::Var,
+    targets: &tessera_tensor::IndexTensor,
+) -> Result<tessera_autograd::Var> {
+    let (b, t, k) = (logits.shape()[0], logits.shape()[1], logits.shape()[2]);
+    if targets.shape() != [b, t] {
+        return Err(Error::shape(
+            op,
+            format!("targets [{b}, {t}]"),
+            targets.shape(),
+        ));
+    }
+    let flat = tessera_tensor::IndexTensor::from_vec(targets.data().to_vec());
+    Ok(tessera_nn::cross_entropy(
+        &logits.reshape(&[b * t, k])?,
+        &flat,
+        0.0,
+        None,
+    )?)
 }

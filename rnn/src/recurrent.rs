@@ -1,32 +1,24 @@
-//! PyTorch-compatible recurrent layers: `nn.RNN` (tanh or ReLU), `nn.LSTM`, `nn.GRU`.
+//! PyTorch-compatible recurrent layers: `nn.RNN` (tanh or ReLU), `nn.LSTM`, `nn.GRU`
+//! (the equations are in [`Recurrent`]'s documentation).
 //!
-//! The cells, for one layer and direction (`x_t` the layer's input, `h` and `c` the
-//! state; rows are batch elements, so products are `x Wᵀ`):
-//!
-//! ```text
-//! RNN    h' = act(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh)                   act = tanh or relu
-//! LSTM   [i f g o] = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh                 (PyTorch's order)
-//!        i, f, o = σ(·),  g = tanh(·),  c' = f ⊙ c + i ⊙ g,  h' = o ⊙ tanh(c')
-//! GRU    [r z n]: r = σ(x W_irᵀ + b_ir + h W_hrᵀ + b_hr)
-//!                 z = σ(x W_izᵀ + b_iz + h W_hzᵀ + b_hz)
-//!                 n = tanh(x W_inᵀ + b_in + r ⊙ (h W_hnᵀ + b_hn))
-//!        h' = (1 - z) ⊙ n + z ⊙ h
-//! ```
-//!
-//! Layer `l > 0` reads the outputs of layer `l - 1` (both directions concatenated when
-//! bidirectional). Parameters are named as PyTorch names them, layer by layer and
-//! direction by direction: `weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`,
-//! `weight_ih_l0_reverse`, ..., with the gates stacked in the first axis
-//! (`[gates·hidden, input]`).
+//! The file reads in the order of the equations: the configuration and the state, one
+//! cell as written ([`Recurrent::forward_stepwise`] records it step by step), then the
+//! stack. [`Recurrent::forward`] and [`Recurrent::forward_ids`] run each layer and
+//! direction as one fused operation instead (a kernel with its backward pass through
+//! time written out, in `kernels/recurrent.rs`), checked against the step-by-step
+//! recording.
 
+use serde::{Deserialize, Serialize};
 use tessera_autograd::{Parameter, Var};
-use tessera_nn::Params;
+use tessera_nn::{Init, Params, VarBuilder, VarMap};
 use tessera_tensor::{IndexTensor, Rng, Tensor};
 
-use crate::{input_err, Result};
+use crate::kernels::recurrent::{self as fused, LayerOut};
+use crate::{build_with_rng, check_ids, Error, Result};
 
 /// The kind of recurrent cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// `nn.RNN(nonlinearity="tanh")`.
     RnnTanh,
@@ -50,7 +42,15 @@ impl Mode {
 }
 
 /// The shape of a [`Recurrent`] layer stack, with PyTorch's constructor arguments.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// ```
+/// use tessera_rnn::{Mode, RecurrentConfig};
+/// let config = RecurrentConfig::new(Mode::Gru, 3, 4).layers(2).bidirectional(true);
+/// assert_eq!(config.directions(), 2);
+/// let json = serde_json::to_string(&config).unwrap();
+/// assert!(json.starts_with(r#"{"mode":"gru","input_size":3,"hidden_size":4,"num_layers":2"#));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecurrentConfig {
     /// The cell.
     pub mode: Mode,
@@ -58,18 +58,18 @@ pub struct RecurrentConfig {
     pub input_size: usize,
     /// Features of the state.
     pub hidden_size: usize,
-    /// Stacked layers.
+    /// Stacked layers (default 1).
     pub num_layers: usize,
-    /// Whether the cells have `b_ih` and `b_hh`.
+    /// Whether the cells have `b_ih` and `b_hh` (default true).
     pub bias: bool,
-    /// Inputs and outputs as `[B, T, F]` (otherwise `[T, B, F]`).
+    /// Inputs and outputs as `[B, T, F]`, otherwise `[T, B, F]` (default false).
     pub batch_first: bool,
-    /// A second, time-reversed direction per layer.
+    /// A second, time-reversed direction per layer (default false).
     pub bidirectional: bool,
 }
 
 impl RecurrentConfig {
-    /// One layer, with biases, time-major, one direction.
+    /// One layer, with biases, time-major, one direction (PyTorch's defaults).
     pub fn new(mode: Mode, input_size: usize, hidden_size: usize) -> RecurrentConfig {
         RecurrentConfig {
             mode,
@@ -157,6 +157,13 @@ impl State {
             State::Lstm { h, c } => vec![h.value().clone(), c.value().clone()],
         }
     }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            State::Hidden(_) => "an h state",
+            State::Lstm { .. } => "an (h, c) state",
+        }
+    }
 }
 
 /// The output sequence and the final state of [`Recurrent::forward`].
@@ -169,17 +176,190 @@ pub struct RecurrentOutput {
     pub state: State,
 }
 
-/// The weights of one layer in one direction.
+/// The weights of one layer in one direction, and the cell they make.
 #[derive(Clone, Debug)]
-struct Cell {
+struct Weights {
     w_ih: Parameter,
     w_hh: Parameter,
     b_ih: Option<Parameter>,
     b_hh: Option<Parameter>,
 }
 
-/// A stack of recurrent layers with PyTorch's semantics and parameter names (see the
-/// [module documentation](self)).
+impl Weights {
+    /// Creates `weight_ih_l{layer}`, `weight_hh_l{layer}` (and the biases), with the
+    /// suffix `_reverse` for the second direction: PyTorch's initialisation, every weight
+    /// and bias uniform in `±1/√hidden`.
+    fn build(
+        vb: &VarBuilder,
+        config: &RecurrentConfig,
+        layer: usize,
+        reverse: bool,
+    ) -> Result<Weights> {
+        let (h, g) = (config.hidden_size, config.mode.gates());
+        let input = if layer == 0 {
+            config.input_size
+        } else {
+            h * config.directions()
+        };
+        let k = 1.0 / (h as f32).sqrt();
+        let init = Init::Uniform { lo: -k, hi: k };
+        let suffix = if reverse { "_reverse" } else { "" };
+        let param = |kind: &str, shape: &[usize]| {
+            vb.param(&format!("{kind}_l{layer}{suffix}"), shape, init.clone())
+        };
+        Ok(Weights {
+            w_ih: param("weight_ih", &[g * h, input])?,
+            w_hh: param("weight_hh", &[g * h, h])?,
+            b_ih: config
+                .bias
+                .then(|| param("bias_ih", &[g * h]))
+                .transpose()?,
+            b_hh: config
+                .bias
+                .then(|| param("bias_hh", &[g * h]))
+                .transpose()?,
+        })
+    }
+
+    /// One step of the cell, the equations of the [`Recurrent`] documentation as
+    /// written: `xw` is this step's `x_t W_ihᵀ` `[B, G·H]`, `h` and (LSTM) `c` the state
+    /// `[B, H]`. Returns the new `h` and (LSTM) `c`.
+    fn step(&self, mode: Mode, xw: &Var, h: &Var, c: Option<&Var>) -> Result<(Var, Option<Var>)> {
+        let hsz = h.shape()[1];
+        let mut gi = xw.clone();
+        if let Some(b) = &self.b_ih {
+            gi = gi.add(&b.var())?;
+        }
+        let mut gh = h.matmul(&self.w_hh.var().transpose(0, 1)?)?;
+        if let Some(b) = &self.b_hh {
+            gh = gh.add(&b.var())?;
+        }
+        // Gate k of a stacked [B, G·H] pre-activation: [B, H].
+        let gate = |g: &Var, k: usize| -> Result<Var> { Ok(g.narrow(1, k * hsz, hsz)?) };
+        Ok(match mode {
+            Mode::RnnTanh => (gi.add(&gh)?.tanh(), None),
+            Mode::RnnRelu => (gi.add(&gh)?.relu(), None),
+            Mode::Lstm => {
+                let g = gi.add(&gh)?;
+                let (ig, fg) = (gate(&g, 0)?.sigmoid(), gate(&g, 1)?.sigmoid());
+                let (gg, og) = (gate(&g, 2)?.tanh(), gate(&g, 3)?.sigmoid());
+                let c = c.ok_or(Error::StateKind {
+                    op: "Recurrent",
+                    expected: "an (h, c) state",
+                    got: "an h state",
+                })?;
+                let cn = fg.mul(c)?.add(&ig.mul(&gg)?)?;
+                (og.mul(&cn.tanh())?, Some(cn))
+            }
+            Mode::Gru => {
+                let r = gate(&gi, 0)?.add(&gate(&gh, 0)?)?.sigmoid();
+                let z = gate(&gi, 1)?.add(&gate(&gh, 1)?)?.sigmoid();
+                let n = gate(&gi, 2)?.add(&r.mul(&gate(&gh, 2)?)?)?.tanh();
+                // h' = (1 - z) n + z h = n + z (h - n).
+                (n.add(&z.mul(&h.sub(&n)?)?)?, None)
+            }
+        })
+    }
+
+    /// The cell over every step, recorded step by step. `xw` is `x W_ihᵀ` of all steps,
+    /// time-major `[T·B, G·H]`; the states come back in time order as `[T, B, H]`.
+    fn stepwise(
+        &self,
+        mode: Mode,
+        xw: &Var,
+        h0: Var,
+        c0: Option<Var>,
+        t: usize,
+        reverse: bool,
+    ) -> Result<LayerOut> {
+        let b = h0.shape()[0];
+        let (mut h, mut c) = (h0, c0);
+        let mut out: Vec<Option<Var>> = vec![None; t];
+        for step in 0..t {
+            let i = if reverse { t - 1 - step } else { step };
+            // Step i's rows of the time-major projection: [B, G·H].
+            let (hn, cn) = self.step(mode, &xw.narrow(0, i * b, b)?, &h, c.as_ref())?;
+            out[i] = Some(hn.unsqueeze(0)?);
+            (h, c) = (hn, cn);
+        }
+        // T × [1, B, H] -> [T, B, H].
+        let steps: Vec<Var> = out.into_iter().flatten().collect();
+        let refs: Vec<&Var> = steps.iter().collect();
+        Ok(LayerOut {
+            hs: Var::concat(&refs, 0)?,
+            h_n: h,
+            c_n: c,
+        })
+    }
+
+    /// The same as [`Weights::stepwise`], as one fused operation: the biases added to
+    /// the projection of all steps at once (`b_hh` too, but for the GRU, whose `b_hn`
+    /// sits inside the reset product), then the kernel.
+    fn fused(
+        &self,
+        mode: Mode,
+        xw: Var,
+        h0: Var,
+        c0: Option<Var>,
+        t: usize,
+        reverse: bool,
+    ) -> Result<LayerOut> {
+        let (b, h) = (h0.shape()[0], h0.shape()[1]);
+        let gru = mode == Mode::Gru;
+        let mut xg = xw;
+        if let Some(bias) = &self.b_ih {
+            xg = xg.add(&bias.var())?;
+        }
+        if let (false, Some(bias)) = (gru, &self.b_hh) {
+            xg = xg.add(&bias.var())?;
+        }
+        // [T·B, G·H] -> [T, B, G·H].
+        let xg = xg.reshape(&[t, b, mode.gates() * h])?;
+        let b_hh = if gru {
+            self.b_hh.as_ref().map(|p| p.var())
+        } else {
+            None
+        };
+        fused::layer(
+            mode,
+            &xg,
+            &self.w_hh.var(),
+            b_hh.as_ref(),
+            &h0,
+            c0.as_ref(),
+            reverse,
+        )
+    }
+}
+
+/// A stack of recurrent layers with PyTorch's semantics and parameter names.
+///
+/// The LSTM is Hochreiter & Schmidhuber's ("Long Short-Term Memory", *Neural
+/// Computation* 9, 1997) with the forget gate of Gers, Schmidhuber & Cummins (2000); the
+/// GRU is Cho et al.'s ("Learning Phrase Representations using RNN Encoder-Decoder for
+/// Statistical Machine Translation", 2014), with PyTorch's placement of `b_hn` inside
+/// the reset product.
+///
+/// The cells, for one layer and direction (`x_t` the layer's input, `h` and `c` the
+/// state; rows are batch elements, so products are `x Wᵀ`):
+///
+/// ```text
+/// RNN    h' = act(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh)                   act = tanh or relu
+/// LSTM   [i f g o] = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh                 (PyTorch's order)
+///        i, f, o = σ(·),  g = tanh(·),  c' = f ⊙ c + i ⊙ g,  h' = o ⊙ tanh(c')
+/// GRU    [r z n]: r = σ(x W_irᵀ + b_ir + h W_hrᵀ + b_hr)
+///                 z = σ(x W_izᵀ + b_iz + h W_hzᵀ + b_hz)
+///                 n = tanh(x W_inᵀ + b_in + r ⊙ (h W_hnᵀ + b_hn))
+///        h' = (1 - z) ⊙ n + z ⊙ h
+/// ```
+///
+/// Layer `l > 0` reads the outputs of layer `l - 1` (both directions concatenated when
+/// bidirectional). Parameters are named as PyTorch names them, layer by layer and
+/// direction by direction: `weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0`,
+/// `weight_ih_l0_reverse`, ..., with the gates stacked in the first axis
+/// (`[gates·hidden, input]`).
+///
+/// PyTorch equivalent: `nn.RNN`, `nn.LSTM`, `nn.GRU`.
 ///
 /// ```
 /// use tessera_autograd::Var;
@@ -194,55 +374,65 @@ struct Cell {
 /// assert_eq!(out.output.shape(), &[2, 7, 5]);
 /// assert_eq!(out.state.h().shape(), &[2, 2, 5]);
 /// assert_eq!(lstm.named_parameters()[0].0, "weight_ih_l0");
+/// // 4 gates of 5: 4·5·3 + 4·5·5 + 2·4·5 in the first layer, 4·5·5 + 4·5·5 + 2·4·5 in
+/// // the second.
+/// assert_eq!(lstm.num_parameters(), 200 + 240);
 /// # Ok::<(), tessera_rnn::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Recurrent {
     config: RecurrentConfig,
-    /// `cells[layer][direction]`.
-    cells: Vec<Vec<Cell>>,
+    /// `layers[layer][direction]`.
+    layers: Vec<Vec<Weights>>,
+    vars: VarMap,
 }
 
-/// The input of the fused path, time-major: token ids (`t·B + b`) or `[T, B, input]`.
-enum FusedInput {
+/// The input of the first layer, time-major: token ids (`t·B + b`) or `[T, B, input]`.
+enum Input {
     Ids(Vec<usize>),
     Dense(Var),
 }
 
+/// How each layer and direction runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// One fused operation ([`Weights::fused`]).
+    Fused,
+    /// Recorded cell by cell ([`Weights::stepwise`]).
+    Stepwise,
+}
+
 impl Recurrent {
-    /// A stack with PyTorch's initialisation: every weight and bias uniform in
-    /// `±1/√hidden`.
+    /// A stack in a store of its own, with PyTorch's initialisation drawn from `rng`:
+    /// every weight and bias uniform in `±1/√hidden`.
     pub fn new(config: RecurrentConfig, rng: &mut Rng) -> Result<Recurrent> {
-        if config.input_size == 0 || config.hidden_size == 0 || config.num_layers == 0 {
-            return Err(input_err(
-                "Recurrent::new",
-                format!(
-                    "input size ({}), hidden size ({}) and layers ({}) must be positive",
-                    config.input_size, config.hidden_size, config.num_layers
-                ),
-            ));
+        build_with_rng(rng, |vb| Recurrent::build(vb, config))
+    }
+
+    /// A stack whose parameters are created at `vb`'s path (`weight_ih_l0`, ... below
+    /// it), initialised as [`Recurrent::new`] says.
+    pub fn build(vb: &VarBuilder, config: RecurrentConfig) -> Result<Recurrent> {
+        for (name, value) in [
+            ("input_size", config.input_size),
+            ("hidden_size", config.hidden_size),
+            ("num_layers", config.num_layers),
+        ] {
+            if value == 0 {
+                return Err(Error::setting("Recurrent", name, value, "at least 1"));
+            }
         }
-        let (h, g) = (config.hidden_size, config.mode.gates());
-        let k = 1.0 / (h as f32).sqrt();
-        let mut uniform = |shape: &[usize]| Parameter::new(Tensor::rand(shape, -k, k, rng));
-        let cells = (0..config.num_layers)
+        let layers = (0..config.num_layers)
             .map(|l| {
-                let input = if l == 0 {
-                    config.input_size
-                } else {
-                    h * config.directions()
-                };
                 (0..config.directions())
-                    .map(|_| Cell {
-                        w_ih: uniform(&[g * h, input]),
-                        w_hh: uniform(&[g * h, h]),
-                        b_ih: config.bias.then(|| uniform(&[g * h])),
-                        b_hh: config.bias.then(|| uniform(&[g * h])),
-                    })
+                    .map(|dir| Weights::build(vb, &config, l, dir == 1))
                     .collect()
             })
-            .collect();
-        Ok(Recurrent { config, cells })
+            .collect::<Result<_>>()?;
+        Ok(Recurrent {
+            config,
+            layers,
+            vars: vb.vars().clone(),
+        })
     }
 
     /// The configuration.
@@ -269,93 +459,59 @@ impl Recurrent {
         }
     }
 
-    fn check_state(&self, state: &State, batch: usize) -> Result<()> {
-        let c = &self.config;
-        let want = [c.num_layers * c.directions(), batch, c.hidden_size];
-        let ok = match (state, c.mode) {
-            (State::Lstm { h, c }, Mode::Lstm) => h.shape() == want && c.shape() == want,
-            (State::Hidden(h), m) if m != Mode::Lstm => h.shape() == want,
-            _ => false,
-        };
-        if ok {
-            Ok(())
-        } else {
-            let got: Vec<Vec<usize>> = state.tensors().iter().map(|t| t.shape().to_vec()).collect();
-            Err(input_err(
-                "Recurrent::forward",
-                format!(
-                    "expected a {} state of {want:?}, got {got:?}",
-                    if c.mode == Mode::Lstm { "(h, c)" } else { "h" }
-                ),
-            ))
-        }
-    }
-
-    /// `(B, T)` of a dense input, checked.
-    fn dense_dims(&self, x: &Var) -> Result<(usize, usize)> {
-        let c = &self.config;
-        match x.shape() {
-            &[d0, d1, f] if f == c.input_size => {
-                Ok(if c.batch_first { (d0, d1) } else { (d1, d0) })
-            }
-            s => {
-                let layout = if c.batch_first { "[B, T" } else { "[T, B" };
-                Err(input_err(
-                    "Recurrent::forward",
-                    format!("expected input {layout}, {}], got {s:?}", c.input_size),
-                ))
-            }
-        }
-    }
-
-    /// Runs the stack over `x` (`[B, T, input]` when batch-first, else `[T, B,
-    /// input]`) from `state` (zero when `None`).
+    /// Runs the stack over `x` from `state` (zero when `None`).
     ///
-    /// Each layer and direction is one fused operation ([`crate::fused`]): the input
-    /// projection of all steps in one product, the recurrence and its backward pass
-    /// written out, the recurrent weight gradient in one product over all steps.
+    /// Each layer and direction is one fused operation: the input projection of all
+    /// steps in one product, the recurrence and its backward pass written out, the
+    /// recurrent weight gradient in one product over all steps.
+    ///
+    /// # Shapes
+    /// `x`: `[B, T, input]` when batch-first, else `[T, B, input]`; `state`: `h` (and `c`)
+    /// `[layers · directions, B, hidden]` -> output `[B, T, directions · hidden]` (or
+    /// `[T, B, directions · hidden]`) and the final state of `state`'s shapes.
     pub fn forward(&self, x: &Var, state: Option<&State>) -> Result<RecurrentOutput> {
         let (b, t) = self.dense_dims(x)?;
-        let time_major = if self.config.batch_first {
-            x.transpose(0, 1)?
-        } else {
-            x.clone()
-        };
-        self.run_fused(FusedInput::Dense(time_major), b, t, state)
+        self.run(Input::Dense(self.time_major(x)?), b, t, state, Path::Fused)
     }
 
     /// The same computation as [`Recurrent::forward`], recorded cell by cell from
-    /// autograd's element-wise operations: the equations of the
-    /// [module documentation](self) as written, slower, and an independent check of
-    /// the fused path.
+    /// autograd's element-wise operations: the equations of the [`Recurrent`]
+    /// documentation as written, slower, and an independent check of the fused path.
+    ///
+    /// # Shapes
+    /// As [`Recurrent::forward`].
     pub fn forward_stepwise(&self, x: &Var, state: Option<&State>) -> Result<RecurrentOutput> {
         let (b, t) = self.dense_dims(x)?;
-        let c = &self.config;
-        let time_axis = if c.batch_first { 1 } else { 0 };
-        let steps = (0..t)
-            .map(|i| Ok(x.narrow(time_axis, i, 1)?.reshape(&[b, c.input_size])?))
-            .collect::<Result<Vec<Var>>>()?;
-        self.run_stepwise(&steps, b, t, state)
+        self.run(
+            Input::Dense(self.time_major(x)?),
+            b,
+            t,
+            state,
+            Path::Stepwise,
+        )
     }
 
-    /// Runs the stack over token ids `[B, T]` (or `[T, B]` when not batch-first) read as
-    /// one-hot vectors of `input_size`: `x_t W_ihᵀ` of the first layer is a row lookup
-    /// in `W_ihᵀ`, not a product.
+    /// Runs the stack over token ids read as one-hot vectors of `input_size`: `x_t
+    /// W_ihᵀ` of the first layer is a row lookup in `W_ihᵀ`, not a product.
+    ///
+    /// # Shapes
+    /// `ids`: `[B, T]` when batch-first, else `[T, B]`; the rest as [`Recurrent::forward`].
     pub fn forward_ids(&self, ids: &IndexTensor, state: Option<&State>) -> Result<RecurrentOutput> {
+        const OP: &str = "Recurrent::forward_ids";
         let c = &self.config;
-        let &[d0, d1] = ids.shape() else {
-            return Err(input_err(
-                "Recurrent::forward_ids",
-                format!("expected ids of rank 2, got {:?}", ids.shape()),
-            ));
+        let layout = if c.batch_first {
+            "ids [B, T ≥ 1]"
+        } else {
+            "ids [T ≥ 1, B]"
         };
-        if let Some(&bad) = ids.data().iter().find(|&&i| i >= c.input_size) {
-            return Err(input_err(
-                "Recurrent::forward_ids",
-                format!("token id {bad} is outside the input size {}", c.input_size),
-            ));
-        }
+        let &[d0, d1] = ids.shape() else {
+            return Err(Error::shape(OP, layout, ids.shape()));
+        };
+        check_ids(OP, "token id", ids.data(), c.input_size)?;
         let (b, t) = if c.batch_first { (d0, d1) } else { (d1, d0) };
+        if t == 0 {
+            return Err(Error::shape(OP, layout, ids.shape()));
+        }
         let data = ids.data();
         let time_major: Vec<usize> = (0..t)
             .flat_map(|ti| {
@@ -368,288 +524,144 @@ impl Recurrent {
                 })
             })
             .collect();
-        self.run_fused(FusedInput::Ids(time_major), b, t, state)
+        self.run(Input::Ids(time_major), b, t, state, Path::Fused)
+    }
+
+    /// `(B, T)` of a dense input, checked.
+    fn dense_dims(&self, x: &Var) -> Result<(usize, usize)> {
+        let c = &self.config;
+        match x.shape() {
+            &[d0, d1, f] if f == c.input_size && (if c.batch_first { d1 } else { d0 }) > 0 => {
+                Ok(if c.batch_first { (d0, d1) } else { (d1, d0) })
+            }
+            s => {
+                let layout = if c.batch_first { "[B, T" } else { "[T, B" };
+                Err(Error::shape(
+                    "Recurrent::forward",
+                    format!("input {layout}, {}] with T ≥ 1", c.input_size),
+                    s,
+                ))
+            }
+        }
+    }
+
+    /// A dense input as `[T, B, input]`.
+    fn time_major(&self, x: &Var) -> Result<Var> {
+        Ok(if self.config.batch_first {
+            // [B, T, F] -> [T, B, F].
+            x.transpose(0, 1)?
+        } else {
+            x.clone()
+        })
     }
 
     /// Checks `state` against the batch, or makes the zero state.
-    fn state_or_zero(&self, state: Option<&State>, b: usize) -> Result<State> {
-        match state {
-            Some(s) => {
-                self.check_state(s, b)?;
-                Ok(s.clone())
+    fn state_or_zero(&self, state: Option<&State>, batch: usize) -> Result<State> {
+        const OP: &str = "Recurrent::forward";
+        let Some(state) = state else {
+            return Ok(self.zero_state(batch));
+        };
+        let c = &self.config;
+        let want = [c.num_layers * c.directions(), batch, c.hidden_size];
+        let tensors: Vec<(&str, &Var)> = match (state, c.mode) {
+            (State::Lstm { h, c }, Mode::Lstm) => vec![("h", h), ("c", c)],
+            (State::Hidden(h), m) if m != Mode::Lstm => vec![("h", h)],
+            _ => {
+                return Err(Error::StateKind {
+                    op: OP,
+                    expected: self.zero_state(0).kind(),
+                    got: state.kind(),
+                })
             }
-            None => Ok(self.zero_state(b)),
+        };
+        for (name, v) in tensors {
+            if v.shape() != want {
+                return Err(Error::shape(
+                    OP,
+                    format!("state {name} {want:?}"),
+                    v.shape(),
+                ));
+            }
         }
+        Ok(state.clone())
     }
 
-    /// The fused path: per layer and direction, one product for the input projection of
-    /// all steps, then one fused operation for the recurrence.
-    fn run_fused(
+    /// The stack: layer `l > 0` reads layer `l - 1`'s outputs (both directions
+    /// concatenated), each layer and direction run by `path`.
+    fn run(
         &self,
-        input: FusedInput,
+        input: Input,
         b: usize,
         t: usize,
         state: Option<&State>,
+        path: Path,
     ) -> Result<RecurrentOutput> {
         let c = &self.config;
         let h = c.hidden_size;
-        if t == 0 {
-            return Err(input_err(
-                "Recurrent::forward",
-                "empty sequence (T = 0)".into(),
-            ));
-        }
         let state = self.state_or_zero(state, b)?;
+        // Entry idx of a stacked state: [layers · directions, B, H] -> [B, H].
         let initial =
             |v: &Var, idx: usize| -> Result<Var> { Ok(v.narrow(0, idx, 1)?.reshape(&[b, h])?) };
         let (mut finals_h, mut finals_c) = (Vec::new(), Vec::new());
         // The current layer's input, time-major [T, B, F].
         let mut x: Option<Var> = None;
-        for (l, cells) in self.cells.iter().enumerate() {
-            let mut outs: Vec<Var> = Vec::with_capacity(cells.len());
-            for (dir, cell) in cells.iter().enumerate() {
+        for (l, directions) in self.layers.iter().enumerate() {
+            let mut outs: Vec<Var> = Vec::with_capacity(directions.len());
+            for (dir, weights) in directions.iter().enumerate() {
                 let idx = l * c.directions() + dir;
                 let h0 = initial(state.h(), idx)?;
                 let c0 = match &state {
                     State::Lstm { c: cs, .. } => Some(initial(cs, idx)?),
                     State::Hidden(_) => None,
                 };
-                let w_ih_t = cell.w_ih.var().transpose(0, 1)?;
-                let mut xg = match (&input, &x) {
-                    (FusedInput::Ids(ids), None) => w_ih_t.index_select(0, ids)?,
-                    (FusedInput::Dense(v), None) => {
+                // x_t W_ihᵀ of every step in one product: [T·B, G·H].
+                let w_ih_t = weights.w_ih.var().transpose(0, 1)?;
+                let xw = match (&input, &x) {
+                    (Input::Ids(ids), None) => w_ih_t.index_select(0, ids)?,
+                    (Input::Dense(v), None) => {
                         v.reshape(&[t * b, c.input_size])?.matmul(&w_ih_t)?
                     }
                     (_, Some(prev)) => prev.reshape(&[t * b, prev.shape()[2]])?.matmul(&w_ih_t)?,
                 };
-                if let Some(bias) = &cell.b_ih {
-                    xg = xg.add(&bias.var())?;
-                }
-                let gru = c.mode == Mode::Gru;
-                if let (false, Some(bias)) = (gru, &cell.b_hh) {
-                    xg = xg.add(&bias.var())?;
-                }
-                let xg = xg.reshape(&[t, b, c.mode.gates() * h])?;
-                let b_hh = if gru {
-                    cell.b_hh.as_ref().map(|p| p.var())
-                } else {
-                    None
+                let out = match path {
+                    Path::Fused => weights.fused(c.mode, xw, h0, c0, t, dir == 1)?,
+                    Path::Stepwise => weights.stepwise(c.mode, &xw, h0, c0, t, dir == 1)?,
                 };
-                let out = crate::fused::layer(
-                    c.mode,
-                    &xg,
-                    &cell.w_hh.var(),
-                    b_hh.as_ref(),
-                    &h0,
-                    c0.as_ref(),
-                    dir == 1,
-                )?;
                 finals_h.push(out.h_n.unsqueeze(0)?);
                 if let Some(cn) = out.c_n {
                     finals_c.push(cn.unsqueeze(0)?);
                 }
                 outs.push(out.hs);
             }
+            // [T, B, H] per direction -> [T, B, directions · H].
             x = Some(match outs.as_slice() {
                 [fwd, bwd] => Var::concat(&[fwd, bwd], 2)?,
-                _ => outs
-                    .pop()
-                    .ok_or_else(|| input_err("Recurrent", "a layer without directions".into()))?,
+                _ => outs.swap_remove(0),
             });
         }
-        let x = x.ok_or_else(|| input_err("Recurrent", "a stack without layers".into()))?;
+        let x = x.unwrap_or_else(|| unreachable!("a stack has at least one layer"));
+        // [T, B, F] -> [B, T, F] when batch-first.
         let output = if c.batch_first { x.transpose(0, 1)? } else { x };
-        Ok(RecurrentOutput {
-            output,
-            state: self.final_state(&finals_h, &finals_c)?,
-        })
-    }
-
-    fn run_stepwise(
-        &self,
-        input: &[Var],
-        b: usize,
-        t: usize,
-        state: Option<&State>,
-    ) -> Result<RecurrentOutput> {
-        let c = &self.config;
-        let h = c.hidden_size;
-        if t == 0 {
-            return Err(input_err(
-                "Recurrent::forward",
-                "empty sequence (T = 0)".into(),
-            ));
-        }
-        let zero;
-        let state = match state {
-            Some(s) => {
-                self.check_state(s, b)?;
-                s
-            }
-            None => {
-                zero = self.zero_state(b);
-                &zero
-            }
-        };
-        let initial =
-            |v: &Var, idx: usize| -> Result<Var> { Ok(v.narrow(0, idx, 1)?.reshape(&[b, h])?) };
-        let project = |steps: &[Var], cell: &Cell| -> Result<Vec<Var>> {
-            let w = cell.w_ih.var().transpose(0, 1)?;
-            steps.iter().map(|x| Ok(x.matmul(&w)?)).collect()
-        };
-        let (mut finals_h, mut finals_c) = (Vec::new(), Vec::new());
-        let mut steps: Vec<Var> = Vec::new();
-        for (l, cells) in self.cells.iter().enumerate() {
-            let mut per_dir: Vec<Vec<Var>> = Vec::with_capacity(cells.len());
-            for (dir, cell) in cells.iter().enumerate() {
-                let idx = l * c.directions() + dir;
-                let h0 = initial(state.h(), idx)?;
-                let c0 = match state {
-                    State::Lstm { c: cs, .. } => Some(initial(cs, idx)?),
-                    State::Hidden(_) => None,
-                };
-                // Layer 0 reads the input, every later layer the previous one's outputs.
-                let xs = match (&input, l) {
-                    (x, 0) => project(x, cell)?,
-                    _ => project(&steps, cell)?,
-                };
-                let (hs, hn, cn) = self.direction(cell, &xs, h0, c0, dir == 1)?;
-                finals_h.push(hn.unsqueeze(0)?);
-                if let Some(cn) = cn {
-                    finals_c.push(cn.unsqueeze(0)?);
-                }
-                per_dir.push(hs);
-            }
-            steps = match per_dir.as_slice() {
-                [fwd, bwd] => (0..t)
-                    .map(|i| Ok(Var::concat(&[&fwd[i], &bwd[i]], 1)?))
-                    .collect::<Result<Vec<Var>>>()?,
-                _ => per_dir.pop().unwrap_or_default(),
-            };
-        }
-        self.finish(steps, b, t, finals_h, finals_c)
-    }
-
-    /// The final states of every layer and direction stacked as PyTorch lays them out.
-    fn final_state(&self, finals_h: &[Var], finals_c: &[Var]) -> Result<State> {
+        // The final states stacked as PyTorch lays them out: [layers · directions, B, H].
         let hr: Vec<&Var> = finals_h.iter().collect();
-        let h = Var::concat(&hr, 0)?;
-        Ok(if self.config.mode == Mode::Lstm {
+        let h_n = Var::concat(&hr, 0)?;
+        let state = if c.mode == Mode::Lstm {
             let cr: Vec<&Var> = finals_c.iter().collect();
             State::Lstm {
-                h,
+                h: h_n,
                 c: Var::concat(&cr, 0)?,
             }
         } else {
-            State::Hidden(h)
-        })
-    }
-
-    fn finish(
-        &self,
-        steps: Vec<Var>,
-        b: usize,
-        t: usize,
-        finals_h: Vec<Var>,
-        finals_c: Vec<Var>,
-    ) -> Result<RecurrentOutput> {
-        let c = &self.config;
-        let axis = if c.batch_first { 1 } else { 0 };
-        let parts = steps
-            .iter()
-            .map(|s| s.unsqueeze(axis))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let refs: Vec<&Var> = parts.iter().collect();
-        let output = Var::concat(&refs, axis)?;
-        debug_assert_eq!(output.shape()[axis], t);
-        debug_assert_eq!(output.shape()[1 - axis], b);
-        Ok(RecurrentOutput {
-            output,
-            state: self.final_state(&finals_h, &finals_c)?,
-        })
-    }
-
-    /// One layer in one direction over the projected inputs `xs[t] = x_t W_ihᵀ`:
-    /// the state at every step (in time order), the final `h` and (LSTM) `c`.
-    fn direction(
-        &self,
-        cell: &Cell,
-        xs: &[Var],
-        h0: Var,
-        c0: Option<Var>,
-        reverse: bool,
-    ) -> Result<(Vec<Var>, Var, Option<Var>)> {
-        let hsz = self.config.hidden_size;
-        let t = xs.len();
-        let w_hh = cell.w_hh.var().transpose(0, 1)?;
-        let b_ih = cell.b_ih.as_ref().map(|p| p.var());
-        let b_hh = cell.b_hh.as_ref().map(|p| p.var());
-        let mut h = h0;
-        let mut c = c0;
-        let mut out: Vec<Option<Var>> = vec![None; t];
-        for step in 0..t {
-            let i = if reverse { t - 1 - step } else { step };
-            let mut gi = xs[i].clone();
-            if let Some(b) = &b_ih {
-                gi = gi.add(b)?;
-            }
-            let mut gh = h.matmul(&w_hh)?;
-            if let Some(b) = &b_hh {
-                gh = gh.add(b)?;
-            }
-            let gate = |g: &Var, k: usize| -> Result<Var> { Ok(g.narrow(1, k * hsz, hsz)?) };
-            h = match self.config.mode {
-                Mode::RnnTanh => gi.add(&gh)?.tanh(),
-                Mode::RnnRelu => gi.add(&gh)?.relu(),
-                Mode::Lstm => {
-                    let g = gi.add(&gh)?;
-                    let (ig, fg) = (gate(&g, 0)?.sigmoid(), gate(&g, 1)?.sigmoid());
-                    let (gg, og) = (gate(&g, 2)?.tanh(), gate(&g, 3)?.sigmoid());
-                    let prev = c.take().ok_or_else(|| {
-                        input_err("Recurrent", "LSTM without a cell state".into())
-                    })?;
-                    let cn = fg.mul(&prev)?.add(&ig.mul(&gg)?)?;
-                    let hn = og.mul(&cn.tanh())?;
-                    c = Some(cn);
-                    hn
-                }
-                Mode::Gru => {
-                    let r = gate(&gi, 0)?.add(&gate(&gh, 0)?)?.sigmoid();
-                    let z = gate(&gi, 1)?.add(&gate(&gh, 1)?)?.sigmoid();
-                    let n = gate(&gi, 2)?.add(&r.mul(&gate(&gh, 2)?)?)?.tanh();
-                    // h' = (1 - z) n + z h = n + z (h - n).
-                    n.add(&z.mul(&h.sub(&n)?)?)?
-                }
-            };
-            out[i] = Some(h.clone());
-        }
-        let out = out.into_iter().flatten().collect();
-        Ok((out, h, c))
+            State::Hidden(h_n)
+        };
+        Ok(RecurrentOutput { output, state })
     }
 }
 
 impl Params for Recurrent {
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
-        for (l, cells) in self.cells.iter().enumerate() {
-            for (dir, cell) in cells.iter().enumerate() {
-                let suffix = if dir == 1 { "_reverse" } else { "" };
-                let name = |kind: &str| {
-                    let n = format!("{kind}_l{l}{suffix}");
-                    if prefix.is_empty() {
-                        n
-                    } else {
-                        format!("{prefix}.{n}")
-                    }
-                };
-                out.push((name("weight_ih"), cell.w_ih.clone()));
-                out.push((name("weight_hh"), cell.w_hh.clone()));
-                if let Some(b) = &cell.b_ih {
-                    out.push((name("bias_ih"), b.clone()));
-                }
-                if let Some(b) = &cell.b_hh {
-                    out.push((name("bias_hh"), b.clone()));
-                }
-            }
-        }
+    /// The store the stack was built into: its own for [`Recurrent::new`], the enclosing
+    /// model's for [`Recurrent::build`].
+    fn vars(&self) -> &VarMap {
+        &self.vars
     }
 }

@@ -155,3 +155,74 @@ fn tinyshakespeare_has_65_characters_and_a_90_10_split() {
     let loss = evaluate(&lm, &val[..20_000], 16, 64).unwrap();
     assert!((loss - 65f32.ln()).abs() < 0.2, "{loss}");
 }
+
+#[test]
+fn checkpoints_of_the_earlier_layout_fail_with_a_clear_message_and_write_nothing() {
+    // tests/fixtures/legacy_charlm.safetensors is a training checkpoint in the earlier
+    // layout (settings as separate metadata entries, counters as f32 halves), written by
+    // tests/fixtures/make_legacy.py.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/legacy_charlm.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoint.safetensors");
+    std::fs::copy(&fixture, &path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let err = CharLm::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("earlier version"),
+        "{err}"
+    );
+    let err = TrainState::resume(&path, &[0; 100])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("checkpoint.safetensors") && err.contains("earlier version"),
+        "{err}"
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "nothing beside the checkpoint is written");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the checkpoint is untouched"
+    );
+}
+
+#[test]
+fn a_checkpoint_keeps_one_config_and_one_train_state_entry() {
+    let (vocab, ids) = ids();
+    let mut run = TrainState::new(model(Cell::Gru, vocab.len(), 6), &ids, config()).unwrap();
+    for _ in 0..3 {
+        run.step().unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.safetensors");
+    let extras = HashMap::from([("vocab".to_string(), vocab.as_string())]);
+    run.save(&path, &extras).unwrap();
+    let file = tessera_tensor::SafeTensorsFile::open(&path).unwrap();
+    let meta = file.metadata().unwrap();
+    let mut keys: Vec<&str> = meta.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["config", "model", "train_state", "vocab"]);
+    assert_eq!(meta["model"], "tessera-rnn/charlm");
+    let config: serde_json::Value = serde_json::from_str(&meta["config"]).unwrap();
+    assert_eq!(config["cell"], "gru");
+    assert_eq!(config["train"]["seq"], 16);
+    assert_eq!(meta["train_state"], r#"{"step":3,"epoch":0,"position":3}"#);
+    assert!(!file
+        .names()
+        .iter()
+        .any(|n| n == "train.step" || n == "train.chunk"));
+    // A model file is not a training checkpoint.
+    let model_only = dir.path().join("model.safetensors");
+    run.model
+        .save(&model_only, &Default::default(), &HashMap::new())
+        .unwrap();
+    let (loaded, extra, _) = CharLm::load(&model_only).unwrap();
+    assert!(extra.is_empty());
+    assert_eq!(loaded.config(), run.model.config());
+    let err = TrainState::resume(&model_only, &ids)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a training checkpoint"), "{err}");
+}

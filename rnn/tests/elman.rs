@@ -13,7 +13,7 @@ const BATCH: usize = 4;
 
 fn setup(seed: u64) -> (Elman, IndexTensor, IndexTensor, Tensor) {
     let mut rng = Rng::seed(seed);
-    let model = Elman::new(VOCAB, HIDDEN, VOCAB, &mut rng);
+    let model = Elman::new(VOCAB, HIDDEN, VOCAB, &mut rng).unwrap();
     // Non-zero biases, so that their gradients are exercised from a general point.
     model
         .b_s

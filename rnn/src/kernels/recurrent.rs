@@ -1,6 +1,10 @@
 //! One recurrent layer in one direction as a single autograd operation, with its
 //! backward pass through time written out (as cuDNN and PyTorch's CPU kernels do).
 //!
+//! The plain composition it replaces is [`Recurrent::forward_stepwise`]'s cell, the
+//! equations of the [`Recurrent`] documentation recorded step by step from autograd's
+//! element-wise operations; `tests/pytorch.rs` checks both against PyTorch.
+//!
 //! Recorded step by step, a sequence of `T` cells costs `T` small weight-gradient
 //! products and `T` accumulations of a full `W_hh`-sized gradient. Here the forward pass
 //! keeps what the backward pass needs (gate activations, states), the backward pass
@@ -11,23 +15,27 @@
 //! computes it for all steps at once (one large product) and passes it in as `xg`
 //! `[T, B, G·H]`; for the RNN and the LSTM `b_hh` is folded into it too (it only ever
 //! appears added to `b_ih`), while the GRU needs `b_hh` apart (`r ⊙ (W_hn h + b_hn)`).
+//!
+//! [`Recurrent`]: crate::Recurrent
+//! [`Recurrent::forward_stepwise`]: crate::Recurrent::forward_stepwise
 
 use std::sync::Arc;
 
 use tessera_autograd::{Function, Var};
-use tessera_tensor::{gemm, num_threads, sigmoid_slice, tanh_slice, MatRef, Tensor};
+use tessera_tensor::{num_threads, sigmoid_slice, tanh_slice, MatRef, Tensor};
 
+use super::mat;
 use crate::recurrent::Mode;
-use crate::{mat, Result};
+use crate::Result;
 
-/// `c = a b + beta c`; the shapes are built here, so a mismatch is a bug.
+/// `c = a b + beta c`, on every thread when the product is large enough to gain.
 fn mm(a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
     let threads = if a.rows * b.cols * a.cols >= 1 << 18 {
         num_threads()
     } else {
         1
     };
-    gemm(1.0, a, b, beta, c, threads).expect("fused recurrent layer builds matching shapes");
+    super::mm(1.0, a, b, beta, c, threads);
 }
 
 /// What the backward pass needs, in processing order (entry `s` is the `s`-th step
