@@ -77,7 +77,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     );
     if !meta.is_empty() {
         println!("metadata:");
-        for (k, v) in meta {
+        for (k, v) in meta.into_iter().flat_map(|(k, v)| flatten(k, v)) {
             let shown = if v.chars().count() > 80 {
                 format!(
                     "{}... ({} characters)",
@@ -91,4 +91,31 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The configuration and the training state (JSON objects) as one `key.field = value`
+/// line per field, nested objects too; other entries as they are.
+fn flatten(key: String, value: String) -> Vec<(String, String)> {
+    if key != tessera_nn::CONFIG_KEY && key != tessera_nn::TRAIN_STATE_KEY {
+        return vec![(key, value)];
+    }
+    fn walk(key: String, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    walk(format!("{key}.{k}"), v, out);
+                }
+            }
+            serde_json::Value::String(s) => out.push((key, s.clone())),
+            other => out.push((key, other.to_string())),
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(&value) {
+        Ok(v @ serde_json::Value::Object(_)) => {
+            let mut out = Vec::new();
+            walk(key, &v, &mut out);
+            out
+        }
+        _ => vec![(key, value)],
+    }
 }
