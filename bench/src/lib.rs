@@ -1,0 +1,535 @@
+//! The reference workloads of `WORKLOADS.md` (W0 to W6), timed as `torch_bench.py` times
+//! them, so that the figures of `tessera bench` and of the PyTorch peer pair up.
+//!
+//! Protocol: 3 warm-up steps, then at least [`Settings::steps`] timed steps, and more
+//! until [`Settings::min_time`] seconds were timed (at most [`Settings::max_steps`]).
+//! Figures are work per step time; `min` is the slowest step's figure and `max` the
+//! fastest's. Each [`Record`] also says how much CPU other processes used meanwhile,
+//! so that a run disturbed by another program can be left out.
+//!
+//! ```
+//! use tessera_bench::{run, Settings, Workload};
+//! let settings = Settings { steps: 1, min_time: 0.0, max_steps: 1, sizes: Some(vec![64]) };
+//! let mut figures = Vec::new();
+//! run(Workload::W1, &settings, &mut |r| figures.push(r))?;
+//! assert_eq!((figures[0].workload, figures[0].variant.as_str()), ("W1", "n=64"));
+//! assert!(figures[0].median > 0.0);
+//! # Ok::<(), tessera_bench::Error>(())
+//! ```
+
+use std::time::Instant;
+
+use serde::Serialize;
+use tessera_tensor::{Rng, Tensor};
+
+/// A workload of `WORKLOADS.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Workload {
+    /// Per-op overhead: a 1,140-parameter MLP training step, batch 8 (steps/s).
+    W0,
+    /// Square matmul, n in {128, 256, 512, 1024, 2048} (GFLOP/s).
+    W1,
+    /// Batched attention-shaped matmul, [256, 64, 64] x [256, 64, 64] and
+    /// [256, 64, 32] x [256, 32, 64] (GFLOP/s).
+    W1b,
+    /// Elman RNN char-LM training step: vocab 65, hidden 256, 64 steps, batch 32, Adam
+    /// (tokens/s).
+    W2,
+    /// Transformer training step: d_model 256, 4 heads, d_ff 1024, 3+3 layers,
+    /// vocabulary 8000, batch 32 x 32 (target tokens/s).
+    W3,
+    /// ViT training step: 32x32 images, patch 4, D 192, depth 6, 3 heads, MLP 768, 10
+    /// classes, batch 64, AdamW (images/s).
+    W4,
+    /// ViT-B/16 inference at 224x224, batch 1 and 8 (images/s).
+    W5,
+    /// Transformer greedy decoding of W3's model: batch 1, source 32, 32 new tokens
+    /// (tokens/s).
+    W6,
+}
+
+impl Workload {
+    /// Every workload, in order.
+    pub const ALL: [Workload; 8] = [
+        Workload::W0,
+        Workload::W1,
+        Workload::W1b,
+        Workload::W2,
+        Workload::W3,
+        Workload::W4,
+        Workload::W5,
+        Workload::W6,
+    ];
+
+    /// The workload's id (`"W1b"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::W0 => "W0",
+            Workload::W1 => "W1",
+            Workload::W1b => "W1b",
+            Workload::W2 => "W2",
+            Workload::W3 => "W3",
+            Workload::W4 => "W4",
+            Workload::W5 => "W5",
+            Workload::W6 => "W6",
+        }
+    }
+}
+
+impl std::str::FromStr for Workload {
+    type Err = Error;
+
+    /// An id, in any case (`w1b`).
+    fn from_str(s: &str) -> Result<Workload> {
+        Workload::ALL
+            .into_iter()
+            .find(|w| w.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| Error::UnknownWorkload(s.to_string()))
+    }
+}
+
+/// How long each figure is measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Minimum number of timed steps (at least 1).
+    pub steps: usize,
+    /// Keep timing until this many seconds were timed.
+    pub min_time: f64,
+    /// Upper bound on timed steps.
+    pub max_steps: usize,
+    /// Only these W1 sizes (default: 128 to 2048).
+    pub sizes: Option<Vec<usize>>,
+}
+
+impl Default for Settings {
+    /// 10 steps, 2 seconds, at most 2,000 steps, every W1 size.
+    fn default() -> Settings {
+        Settings {
+            steps: 10,
+            min_time: 2.0,
+            max_steps: 2000,
+            sizes: None,
+        }
+    }
+}
+
+/// Errors of a benchmark run: a model or tensor error, or an unknown workload.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Tensor(#[from] tessera_tensor::Error),
+    /// A differentiation step failed.
+    #[error(transparent)]
+    Autograd(#[from] tessera_autograd::Error),
+    /// A layer failed.
+    #[error(transparent)]
+    Nn(#[from] tessera_nn::Error),
+    /// An optimizer step failed.
+    #[error(transparent)]
+    Optim(#[from] tessera_optim::Error),
+    /// The recurrent model failed.
+    #[error(transparent)]
+    Rnn(#[from] tessera_rnn::Error),
+    /// The Transformer failed.
+    #[error(transparent)]
+    Transformer(#[from] tessera_transformer::Error),
+    /// The Vision Transformer failed.
+    #[error(transparent)]
+    Vit(#[from] tessera_vit::Error),
+    /// A workload id that `WORKLOADS.md` does not have.
+    #[error("unknown workload {0:?}; expected one of W0, W1, W1b, W2, W3, W4, W5, W6")]
+    UnknownWorkload(String),
+    /// Settings that cannot be timed.
+    #[error("{0}")]
+    Settings(&'static str),
+}
+
+/// `Result` with the crate's [`enum@Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Runs `workload`, handing each measured figure to `out`.
+pub fn run(workload: Workload, s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
+    if s.steps == 0 {
+        return Err(Error::Settings("at least one timed step is needed"));
+    }
+    match workload {
+        Workload::W0 => w0(s, out),
+        Workload::W1 => w1(s, out),
+        Workload::W1b => w1b(s, out),
+        Workload::W2 => w2(s, out),
+        Workload::W3 => w3(s, out),
+        Workload::W4 => w4(s, out),
+        Workload::W5 => w5(s, out),
+        Workload::W6 => w6(s, out),
+    }
+}
+
+/// System-wide busy CPU seconds from /proc/stat (Linux), all cores together.
+fn busy_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<f64> = s
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0.0);
+    Some((v.iter().take(8).sum::<f64>() - idle) / 100.0)
+}
+
+/// CPU seconds used by this process (user + system) from /proc/self/stat.
+fn process_seconds() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+struct Timing {
+    figures: Vec<f64>,
+    median_step: f64,
+    cpu_per_wall: Option<f64>,
+    others: Option<f64>,
+}
+
+fn time_steps(s: &Settings, work: f64, mut step: impl FnMut() -> Result<()>) -> Result<Timing> {
+    for _ in 0..3 {
+        step()?;
+    }
+    let (b0, c0, w0) = (busy_seconds(), process_seconds(), Instant::now());
+    let mut times = Vec::new();
+    let mut total = 0.0;
+    loop {
+        let t = Instant::now();
+        step()?;
+        let dt = t.elapsed().as_secs_f64();
+        times.push(dt);
+        total += dt;
+        if times.len() >= s.steps && (total >= s.min_time || times.len() >= s.max_steps) {
+            break;
+        }
+    }
+    let wall = w0.elapsed().as_secs_f64();
+    let (b1, c1) = (busy_seconds(), process_seconds());
+    let cpu = c0.zip(c1).map(|(a, b)| b - a);
+    let others = b0
+        .zip(b1)
+        .zip(cpu)
+        .map(|((a, b), c)| ((b - a) - c).max(0.0) / wall);
+    let mut figures: Vec<f64> = times.iter().map(|t| work / t).collect();
+    figures.sort_by(f64::total_cmp);
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok(Timing {
+        median_step: median(&sorted),
+        figures,
+        cpu_per_wall: cpu.map(|c| c / wall),
+        others,
+    })
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+    }
+}
+
+fn record(workload: &'static str, variant: String, figure: &'static str, t: Timing) -> Record {
+    Record {
+        workload,
+        variant,
+        threads: tessera_tensor::num_threads(),
+        figure,
+        median: median(&t.figures),
+        min: t.figures[0],
+        max: t.figures[t.figures.len() - 1],
+        steps: t.figures.len(),
+        median_step_ms: t.median_step * 1e3,
+        cpu_per_wall: t.cpu_per_wall,
+        others_cpu_per_wall: t.others,
+        tessera: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+/// W0: Linear(16, 32), tanh, Linear(32, 16), tanh, Linear(16, 4); batch 8; MSE; SGD 0.01.
+pub fn w0(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
+    use tessera_nn::{mse_loss, Linear, Module, Var, VarMap};
+    use tessera_optim::{Optimizer, Sgd};
+    let mut rng = Rng::seed(1234);
+    let (layers, vars) = VarMap::build(&mut rng, |vb| {
+        Ok([
+            Linear::new(&vb.pp(0), 16, 32, true)?,
+            Linear::new(&vb.pp(1), 32, 16, true)?,
+            Linear::new(&vb.pp(2), 16, 4, true)?,
+        ])
+    })?;
+    let params = vars.named_parameters();
+    let x = Var::constant(Tensor::rand(&[8, 16], 0.0, 1.0, &mut rng));
+    let y = Var::constant(Tensor::rand(&[8, 4], 0.0, 1.0, &mut rng));
+    let mut opt = Sgd::new(0.01);
+    let t = time_steps(
+        &Settings {
+            steps: s.steps.max(200),
+            ..s.clone()
+        },
+        1.0,
+        || {
+            for (_, p) in &params {
+                p.zero_grad();
+            }
+            let h = layers[0].forward(&x)?.tanh();
+            let h = layers[1].forward(&h)?.tanh();
+            let pred = layers[2].forward(&h)?;
+            mse_loss(&pred, &y)?.backward()?;
+            opt.step(&params)?;
+            Ok(())
+        },
+    )?;
+    let n = vars.num_parameters();
+    out(record("W0", format!("mlp-{n}"), "steps/s", t));
+    Ok(())
+}
+
+pub fn w1(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
+    let mut rng = Rng::seed(1234);
+    let sizes = s
+        .sizes
+        .clone()
+        .unwrap_or_else(|| vec![128, 256, 512, 1024, 2048]);
+    for n in sizes {
+        let a = Tensor::rand(&[n, n], 0.0, 1.0, &mut rng);
+        let b = Tensor::rand(&[n, n], 0.0, 1.0, &mut rng);
+        let t = time_steps(s, 2.0 * (n as f64).powi(3) / 1e9, || {
+            a.matmul(&b)?;
+            Ok(())
+        })?;
+        out(record("W1", format!("n={n}"), "GFLOP/s", t));
+    }
+    Ok(())
+}
+
+pub fn w1b(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
+    let mut rng = Rng::seed(1234);
+    let batch = 32 * 8;
+    for (m, k, n) in [(64, 64, 64), (64, 32, 64)] {
+        let a = Tensor::rand(&[batch, m, k], 0.0, 1.0, &mut rng);
+        let b = Tensor::rand(&[batch, k, n], 0.0, 1.0, &mut rng);
+        let work = 2.0 * (batch * m * k * n) as f64 / 1e9;
+        let t = time_steps(s, work, || {
+            a.matmul(&b)?;
+            Ok(())
+        })?;
+        out(record(
+            "W1b",
+            format!("[{batch},{m},{k}]x[{batch},{k},{n}]"),
+            "GFLOP/s",
+            t,
+        ));
+    }
+    Ok(())
+}
+
+/// W2: the Elman char-LM training step (full BPTT over 64 steps, loss summed over time
+/// and averaged over the batch, clip 5, Adam 2e-3). `elman-loop` is the closed-form
+/// BPTT (the peer of PyTorch's explicit cell loop), `elman-autograd` the same step
+/// differentiated by autograd through the unrolled graph.
+pub fn w2(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
+    use tessera_nn::Params;
+    use tessera_optim::{clip_grad_norm, Adam, Optimizer};
+    use tessera_rnn::{Elman, SeqInput};
+    use tessera_tensor::IndexTensor;
+    let (vocab, hidden, steps, batch) = (65, 256, 64, 32);
+    let mut rng = Rng::seed(1234);
+    let ids: Vec<usize> = (0..batch * (steps + 1)).map(|_| rng.below(vocab)).collect();
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for row in ids.chunks_exact(steps + 1) {
+        x.extend_from_slice(&row[..steps]);
+        y.extend_from_slice(&row[1..]);
+    }
+    let x = IndexTensor::new(x, &[batch, steps])?;
+    let y = IndexTensor::new(y, &[batch, steps])?;
+    for variant in ["elman-loop", "elman-autograd"] {
+        let model = Elman::new(vocab, hidden, vocab, &mut rng)?;
+        let params = model.named_parameters();
+        let mut opt = Adam::new(2e-3);
+        let t = time_steps(s, (batch * steps) as f64, || {
+            if variant == "elman-loop" {
+                model
+                    .bptt(SeqInput::Ids(&x), &y, None)?
+                    .grads
+                    .write_to(&model)?;
+            } else {
+                for (_, p) in &params {
+                    p.zero_grad();
+                }
+                model.loss(SeqInput::Ids(&x), &y, None)?.0.backward()?;
+            }
+            clip_grad_norm(&params, 5.0)?;
+            opt.step(&params)?;
+            Ok(())
+        })?;
+        out(record("W2", variant.to_string(), "tokens/s", t));
+    }
+    Ok(())
+}
+
+/// W3's model: the paper's post-norm encoder-decoder, d_model 256, 4 heads, d_ff 1024,
+/// 3 + 3 layers, a shared vocabulary of 8000 tied to the pre-softmax projection.
+fn w3_model() -> Result<tessera_transformer::Transformer> {
+    use tessera_transformer::{Transformer, TransformerConfig};
+    let mut config = TransformerConfig::small(8000, 256, 4, 1024, 3);
+    config.dropout = 0.1;
+    config.label_smoothing = 0.1;
+    Ok(Transformer::new(config, &mut Rng::seed(1234))?)
+}
+
+/// Random ids `[rows, cols]` below `vocab`.
+fn random_ids(
+    rng: &mut Rng,
+    rows: usize,
+    cols: usize,
+    vocab: usize,
+) -> Result<tessera_tensor::IndexTensor> {
+    let ids = (0..rows * cols).map(|_| rng.below(vocab)).collect();
+    Ok(tessera_tensor::IndexTensor::new(ids, &[rows, cols])?)
+}
+
+/// W3: one training step (dropout 0.1, label smoothing 0.1, Adam 0.9/0.98/1e-9 with the
+/// warmup schedule), batch 32, source and target 32 tokens.
+pub fn w3(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
+    use tessera_nn::Params;
+    use tessera_optim::{schedule, Adam, Optimizer};
+    let model = w3_model()?;
+    let mut rng = Rng::seed(1234);
+    let (b, s, t) = (32, 32, 32);
+    let src = random_ids(&mut rng, b, s, 8000)?;
+    let tgt = random_ids(&mut rng, b, t + 1, 8000)?;
+    let (mut tin, mut tout) = (Vec::new(), Vec::new());
+    for row in tgt.data().chunks_exact(t + 1) {
+        tin.extend_from_slice(&row[..t]);
+        tout.extend_from_slice(&row[1..]);
+    }
+    let tin = tessera_tensor::IndexTensor::new(tin, &[b, t])?;
+    let tout = tessera_tensor::IndexTensor::new(tout, &[b, t])?;
+    let params = model.named_parameters();
+    let mut opt = Adam::transformer(0.0);
+    let mut step = 0u64;
+    let timing = time_steps(s, (b * t) as f64, || {
+        step += 1;
+        for (_, p) in &params {
+            p.zero_grad();
+        }
+        model.loss(&src, &tin, &tout, None, true)?.backward()?;
+        opt.set_lr(schedule::transformer(step, 256, 4000));
+        opt.step(&params)?;
+        Ok(())
+    })?;
+    out(record(
+        "W3",
+        "nn.Transformer".into(),
+        "target tokens/s",
+        timing,
+    ));
+    Ok(())
+}
+
+/// W6: greedy decoding with W3's model, batch 1, source 32 tokens, 32 new tokens, the
+/// encoder included: once with the decoder re-run on the whole prefix and only the last
+/// position projected to the vocabulary (as the PyTorch peer), once with the key/value
+/// cache.
+pub fn w6(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
+    let model = w3_model()?;
+    let mut rng = Rng::seed(1234);
+    let src = random_ids(&mut rng, 1, 32, 8000)?;
+    // An end-of-sequence id outside the vocabulary: always 32 new tokens.
+    let timing = time_steps(s, 32.0, || {
+        model.greedy_uncached(&src, 1, usize::MAX, 32, None)?;
+        Ok(())
+    })?;
+    out(record(
+        "W6",
+        "no-kv-cache (decoder re-run on prefix), last-position logits, incl. encoder".into(),
+        "tokens/s",
+        timing,
+    ));
+    let timing = time_steps(s, 32.0, || {
+        model.greedy(&src, 1, usize::MAX, 32, None)?;
+        Ok(())
+    })?;
+    out(record(
+        "W6",
+        "kv-cache, incl. encoder".into(),
+        "tokens/s",
+        timing,
+    ));
+    Ok(())
+}
+
+/// W4: a ViT training step (cross-entropy, AdamW 1e-3 with weight decay 0.05), batch 64
+/// of 32x32 images. The variant names are the PyTorch peer's, so the two pair up.
+pub fn w4(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
+    use tessera_nn::Params;
+    use tessera_optim::{Adam, Optimizer};
+    use tessera_vit::{VisionTransformer, VitConfig};
+    let config = VitConfig {
+        image_size: 32,
+        patch_size: 4,
+        embed_dim: 192,
+        depth: 6,
+        heads: 3,
+        mlp_dim: 768,
+        classes: 10,
+        ..VitConfig::preset("Ti/16")?
+    };
+    let mut rng = Rng::seed(1234);
+    let model = VisionTransformer::new(config, &mut rng)?;
+    let x = Tensor::rand(&[64, 3, 32, 32], 0.0, 1.0, &mut rng);
+    let y = tessera_tensor::IndexTensor::from_vec((0..64).map(|_| rng.below(10)).collect());
+    let params = model.named_parameters();
+    let mut opt = Adam::adamw(1e-3).with_weight_decay(0.05);
+    let timing = time_steps(s, 64.0, || {
+        for (_, p) in &params {
+            p.zero_grad();
+        }
+        tessera_nn::cross_entropy(&model.forward(&x, true)?, &y, 0.0, None)?.backward()?;
+        opt.step(&params)?;
+        Ok(())
+    })?;
+    out(record(
+        "W4",
+        "timm VisionTransformer (fused_attn=True)".into(),
+        "images/s",
+        timing,
+    ));
+    Ok(())
+}
+
+/// W5: ViT-B/16 inference at 224x224, batch 1 and 8, without gradients.
+pub fn w5(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
+    use tessera_vit::{VisionTransformer, VitConfig};
+    let mut rng = Rng::seed(1234);
+    let model = VisionTransformer::new(VitConfig::preset("B/16")?, &mut rng)?;
+    for b in [1usize, 8] {
+        let x = Tensor::rand(&[b, 3, 224, 224], 0.0, 1.0, &mut rng);
+        let timing = time_steps(s, b as f64, || {
+            tessera_autograd::no_grad(|| model.forward(&x, false))?;
+            Ok(())
+        })?;
+        out(record(
+            "W5",
+            format!("vit_base_patch16_224 batch={b} (fused_attn=True)"),
+            "images/s",
+            timing,
+        ));
+    }
+    Ok(())
+}
+
