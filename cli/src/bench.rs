@@ -402,14 +402,11 @@ fn w4(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
     use tessera_optim::{Adam, Optimizer};
     use tessera_vit::{VisionTransformer, VitConfig};
     let config = VitConfig {
-        image_size: 32,
+        img_size: 32,
         patch_size: 4,
-        embed_dim: 192,
         depth: 6,
-        heads: 3,
-        mlp_dim: 768,
-        classes: 10,
-        ..VitConfig::preset("Ti/16")?
+        num_classes: 10,
+        ..VitConfig::vit_tiny_patch16_224()
     };
     let mut rng = Rng::seed(1234);
     let model = VisionTransformer::new(config, &mut rng)?;
@@ -438,7 +435,7 @@ fn w4(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
 fn w5(args: &BenchArgs, out: &mut dyn FnMut(Record)) -> Result<()> {
     use tessera_vit::{VisionTransformer, VitConfig};
     let mut rng = Rng::seed(1234);
-    let model = VisionTransformer::new(VitConfig::preset("B/16")?, &mut rng)?;
+    let model = VisionTransformer::new(VitConfig::vit_base_patch16_224(), &mut rng)?;
     for b in [1usize, 8] {
         let x = Tensor::rand(&[b, 3, 224, 224], 0.0, 1.0, &mut rng);
         let timing = time_steps(args, b as f64, || {

@@ -15,8 +15,8 @@ use tessera_data::{
 use tessera_nn::Params;
 use tessera_tensor::{Rng, Tensor};
 use tessera_vit::{
-    evaluate, load_model, top_k, viz, Hybrid, Pool, TrainConfig, Trainer, VisionTransformer,
-    VitConfig, PRESETS,
+    evaluate, load_model, top_k, viz, CheckpointConfig, Hybrid, TrainConfig, Trainer,
+    VisionTransformer, VitConfig,
 };
 
 use crate::plot::{Chart, Series, Style};
@@ -231,11 +231,15 @@ fn params(a: &ParamsArgs) -> Result<()> {
         "{:<6} {:>5} {:>6} {:>6} {:>6} {:>14}  paper (Table 1)",
         "model", "D", "depth", "heads", "MLP", "parameters"
     );
-    for &(name, ..) in PRESETS {
+    for preset in VitConfig::presets() {
+        let name = preset.short;
         let c = VitConfig {
-            classes: a.classes,
-            ..VitConfig::preset(name)?
+            num_classes: a.classes,
+            ..(preset.config)()
         };
+        if c.img_size != 224 {
+            continue;
+        }
         let paper = match name.split('/').next() {
             Some("B") => "86M",
             Some("L") => "307M",
@@ -246,8 +250,8 @@ fn params(a: &ParamsArgs) -> Result<()> {
             "{name:<6} {:>5} {:>6} {:>6} {:>6} {:>14}  {paper}",
             c.embed_dim,
             c.depth,
-            c.heads,
-            c.mlp_dim,
+            c.num_heads,
+            c.mlp_hidden_dim(),
             c.num_parameters()
         );
     }
@@ -444,10 +448,7 @@ fn eval_batches(
 ) -> impl Iterator<Item = tessera_vit::Result<(Tensor, Vec<usize>)>> {
     loader.epoch(0).map(|b| {
         b.map(|b| (b.images, b.labels))
-            .map_err(|e| tessera_vit::Error::Input {
-                what: "data",
-                msg: e.to_string(),
-            })
+            .map_err(tessera_vit::Error::from)
     })
 }
 
@@ -476,7 +477,15 @@ fn train(a: &TrainArgs) -> Result<()> {
         test: get("data.test").map(PathBuf::from).or(a.data.test.clone()),
         skip_bad: a.data.skip_bad,
     };
-    let seed = get("train.seed").map_or(Ok(a.seed), |s| s.parse())?;
+    let stored_train = match get(tessera_nn::CONFIG_KEY) {
+        Some(text) => {
+            serde_json::from_str::<CheckpointConfig>(&text)
+                .with_context(|| format!("resuming from {}", ckpt.display()))?
+                .train
+        }
+        None => None,
+    };
+    let seed = stored_train.map_or(a.seed, |t| t.seed);
     let crop = get("data.crop_padding").map_or(Ok(a.crop_padding), |s| s.parse())?;
     let flip = get("data.flip").map_or(Ok(a.flip), |s| s.parse())?;
     let epochs = get("data.epochs").map_or(Ok(a.epochs), |s| s.parse())?;
@@ -488,19 +497,16 @@ fn train(a: &TrainArgs) -> Result<()> {
     } else {
         let size = a.image_size.unwrap_or(h.min(w));
         let config = VitConfig {
-            image_size: size,
+            img_size: size,
             patch_size: a.patch,
-            channels,
+            in_chans: channels,
             embed_dim: a.dim,
             depth: a.depth,
-            heads: a.heads,
-            mlp_dim: a.mlp.unwrap_or(2 * a.dim),
-            classes: data.train.classes(),
-            pool: match a.pool.as_str() {
-                "token" => Pool::ClassToken,
-                "avg" => Pool::Mean,
-                other => bail!("--pool {other:?}: expected token or avg"),
-            },
+            num_heads: a.heads,
+            mlp_ratio: 2.0,
+            mlp_dim: a.mlp,
+            num_classes: data.train.classes(),
+            global_pool: a.pool.parse()?,
             eps: 1e-6,
             hybrid: (a.hybrid_width > 0).then_some(Hybrid {
                 width: a.hybrid_width,
@@ -530,17 +536,17 @@ fn train(a: &TrainArgs) -> Result<()> {
         Trainer::new(model, tc)?
     };
     let c = *trainer.model.config();
-    if c.channels != channels || c.classes != data.train.classes() {
+    if c.in_chans != channels || c.num_classes != data.train.classes() {
         bail!(
             "the checkpoint's model takes {} channels and {} classes; the data has {channels} and {}",
-            c.channels,
-            c.classes,
+            c.in_chans,
+            c.num_classes,
             data.train.classes()
         );
     }
     let batch = trainer.config.batch_size;
     let (train_loader, test_loader) =
-        loaders(&data, c.image_size, batch, seed, a.workers, crop, flip)?;
+        loaders(&data, c.img_size, batch, seed, a.workers, crop, flip)?;
     let per_epoch = train_loader.num_batches() as u64;
     let total = trainer
         .config
@@ -564,7 +570,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         meta.insert("data.test".into(), p.display().to_string());
     }
     let bar = mode.bar(total, "steps");
-    bar.set_position(trainer.step);
+    bar.set_position(trainer.progress.step);
     mode.line(
         &bar,
         &format!(
@@ -572,7 +578,7 @@ fn train(a: &TrainArgs) -> Result<()> {
             data.name,
             data.train.len(),
             data.test.len(),
-            c.classes,
+            c.num_classes,
             data.train.image_shape()
         ),
     );
@@ -580,19 +586,19 @@ fn train(a: &TrainArgs) -> Result<()> {
         &bar,
         &format!(
             "ViT {}x{} patch {} ({} tokens), D {}, depth {}, heads {}, MLP {}{}: {} parameters; {} steps of {} images per epoch; from step {}",
-            c.image_size,
-            c.image_size,
+            c.img_size,
+            c.img_size,
             c.patch_size,
             c.num_tokens(),
             c.embed_dim,
             c.depth,
-            c.heads,
-            c.mlp_dim,
+            c.num_heads,
+            c.mlp_hidden_dim(),
             c.hybrid.map_or(String::new(), |h| format!(", hybrid stem width {} with {} stages", h.width, h.stages)),
             trainer.model.num_parameters(),
             per_epoch,
             batch,
-            trainer.step
+            trainer.progress.step
         ),
     );
     let start = Instant::now();
@@ -600,9 +606,9 @@ fn train(a: &TrainArgs) -> Result<()> {
     let (mut loss_sum, mut correct, mut seen, mut steps_in_window) = (0.0f64, 0usize, 0usize, 0u64);
     let mut window = Instant::now();
     let mut stop_reason: Option<&str> = None;
-    'outer: while trainer.step < total {
-        let epoch = trainer.step / per_epoch;
-        let offset = (trainer.step % per_epoch) as usize;
+    'outer: while trainer.progress.step < total {
+        let epoch = trainer.progress.step / per_epoch;
+        let offset = (trainer.progress.step % per_epoch) as usize;
         for b in train_loader.epoch_from(epoch, offset)? {
             let b = b?;
             let s = trainer.step(&b.images, &b.labels)?;
@@ -612,7 +618,7 @@ fn train(a: &TrainArgs) -> Result<()> {
             steps_in_window += 1;
             progress::show_step(
                 &bar,
-                trainer.step,
+                trainer.progress.step,
                 loss_sum / steps_in_window as f64,
                 Some(s.lr),
                 seen as f64 / window.elapsed().as_secs_f64().max(1e-9),
@@ -623,13 +629,16 @@ fn train(a: &TrainArgs) -> Result<()> {
             } else if budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b) {
                 stop_reason = Some("time limit");
             }
-            let end_of_epoch = trainer.step % per_epoch == 0;
-            if end_of_epoch || trainer.step >= total || stop_reason.is_some() {
+            let step = trainer.progress.step;
+            (trainer.progress.epoch, trainer.progress.position) =
+                (step / per_epoch, step % per_epoch);
+            let end_of_epoch = step % per_epoch == 0;
+            if end_of_epoch || step >= total || stop_reason.is_some() {
                 let secs = window.elapsed().as_secs_f64().max(1e-9);
                 let ev = evaluate(&trainer.model, eval_batches(&test_loader))?;
                 let line = serde_json::json!({
-                    "step": trainer.step,
-                    "epoch": trainer.step as f64 / per_epoch as f64,
+                    "step": trainer.progress.step,
+                    "epoch": trainer.progress.step as f64 / per_epoch as f64,
                     "train_loss": loss_sum / steps_in_window.max(1) as f64,
                     "train_acc": correct as f64 / seen.max(1) as f64,
                     "test_loss": ev.loss,
@@ -643,8 +652,8 @@ fn train(a: &TrainArgs) -> Result<()> {
                     &bar,
                     &format!(
                         "epoch {:>6.2}  step {:>6}  train loss {:.4} acc {:5.2}%  test loss {:.4} acc {:5.2}%  {:>5.0} img/s  {:>6.0} s",
-                        trainer.step as f64 / per_epoch as f64,
-                        trainer.step,
+                        trainer.progress.step as f64 / per_epoch as f64,
+                        trainer.progress.step,
                         loss_sum / steps_in_window.max(1) as f64,
                         100.0 * correct as f64 / seen.max(1) as f64,
                         ev.loss,
@@ -657,7 +666,7 @@ fn train(a: &TrainArgs) -> Result<()> {
                 (loss_sum, correct, seen, steps_in_window) = (0.0, 0, 0, 0);
                 window = Instant::now();
             }
-            if stop_reason.is_some() || trainer.step >= total {
+            if stop_reason.is_some() || trainer.progress.step >= total {
                 break 'outer;
             }
         }
@@ -669,7 +678,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         println!(
             "{} at step {}: wrote {}, {}, {} and {}",
             stop_reason.unwrap_or("done"),
-            trainer.step,
+            trainer.progress.step,
             ckpt.display(),
             a.out.join("model.safetensors").display(),
             metrics_path.display(),
@@ -683,8 +692,7 @@ fn train(a: &TrainArgs) -> Result<()> {
 }
 
 fn load(checkpoint: &Path) -> Result<(VisionTransformer, HashMap<String, String>)> {
-    let (model, _, meta) = load_model(checkpoint)?;
-    Ok((model, meta))
+    Ok(load_model(checkpoint)?)
 }
 
 fn class_names(meta: &HashMap<String, String>, classes: usize) -> Vec<String> {
@@ -698,19 +706,19 @@ fn eval(a: &EvalArgs) -> Result<()> {
     let (model, meta) = load(&a.checkpoint)?;
     let data = open_data(&a.data, 0)?;
     let c = model.config();
-    if data.test.image_shape()[0] != c.channels || data.test.classes() > c.classes {
+    if data.test.image_shape()[0] != c.in_chans || data.test.classes() > c.num_classes {
         bail!(
             "the model takes {} channels and {} classes; {} has {} and {}",
-            c.channels,
-            c.classes,
+            c.in_chans,
+            c.num_classes,
             data.name,
             data.test.image_shape()[0],
             data.test.classes()
         );
     }
-    let (_, test) = loaders(&data, c.image_size, a.batch, 0, 1, 0, false)?;
-    let names = class_names(&meta, c.classes);
-    let (mut right, mut count) = (vec![0usize; c.classes], vec![0usize; c.classes]);
+    let (_, test) = loaders(&data, c.img_size, a.batch, 0, 1, 0, false)?;
+    let names = class_names(&meta, c.num_classes);
+    let (mut right, mut count) = (vec![0usize; c.num_classes], vec![0usize; c.num_classes]);
     let (mut loss, mut n) = (0.0f64, 0usize);
     for b in eval_batches(&test) {
         let (images, labels) = b?;
@@ -736,7 +744,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
         loss / n.max(1) as f64,
         100.0 * acc
     );
-    for k in 0..c.classes {
+    for k in 0..c.num_classes {
         if count[k] > 0 {
             println!(
                 "  {:<14} {:>6.2}%  ({}/{})",
@@ -754,18 +762,18 @@ fn eval(a: &EvalArgs) -> Result<()> {
 /// centre-cropped, normalised.
 fn image_input(path: &Path, model: &VisionTransformer) -> Result<Tensor> {
     let c = model.config();
-    let mode = if c.channels == 1 {
+    let mode = if c.in_chans == 1 {
         ColorMode::Gray
     } else {
         ColorMode::Rgb
     };
     let img = load_image(path, mode)?;
-    Ok(prepare(img, c.image_size)?)
+    Ok(prepare(img, c.img_size)?)
 }
 
 fn predict(a: &PredictArgs) -> Result<()> {
     let (model, meta) = load(&a.checkpoint)?;
-    let names = class_names(&meta, model.config().classes);
+    let names = class_names(&meta, model.config().num_classes);
     for path in &a.images {
         let x = image_input(path, &model)?;
         let top = top_k(&model, &x.unsqueeze(0)?, a.top_k)?;
@@ -787,7 +795,7 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
     let p = a.out.join("position_similarity.png");
     tessera_data::save_png(&p, &pos)?;
     written.push(p);
-    let k = (c.channels * c.patch_size * c.patch_size).min(28);
+    let k = (c.in_chans * c.patch_size * c.patch_size).min(28);
     let filters = viz::filter_components_image(&model, k, 7, (64 / c.patch_size).max(4))?;
     let p = a.out.join("filter_components.png");
     tessera_data::save_png(&p, &filters)?;
@@ -797,7 +805,7 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
     let n = a.samples.clamp(1, data.test.len());
     let mut imgs = Vec::with_capacity(n);
     for i in 0..n {
-        imgs.push(prepare(data.test.get(i)?.image, c.image_size)?);
+        imgs.push(prepare(data.test.get(i)?.image, c.img_size)?);
     }
     let refs: Vec<&Tensor> = imgs.iter().collect();
     let batch = Tensor::stack(&refs, 0)?;
@@ -806,7 +814,7 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
         title: "mean attention distance".into(),
         x_label: "network depth (block)".into(),
         y_label: "distance (pixels)".into(),
-        series: (0..c.heads)
+        series: (0..c.num_heads)
             .map(|h| Series {
                 name: format!("head {}", h + 1),
                 points: dist
