@@ -254,4 +254,15 @@ fn build_time_of_vit_base_patch16_224() {
         drop(m);
         println!("ViT-B/16: new {drawn:.3} s, built for a load {zeros:.3} s");
     }
+    // What the draws alone cost: the MLPs' truncated normals, the attention's uniforms.
+    let mlp = 12 * 2 * 768 * 3072;
+    let t = std::time::Instant::now();
+    tessera_nn::init::trunc_normal(&[mlp], 0.02, &mut Rng::seed(0)).unwrap();
+    let trunc = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    Tensor::rand(&[12 * 4 * 768 * 768], -0.05, 0.05, &mut Rng::seed(0));
+    let uniform = t.elapsed().as_secs_f64();
+    println!(
+        "trunc_normal of {mlp} values {trunc:.3} s; uniform of the attention's {uniform:.3} s"
+    );
 }
