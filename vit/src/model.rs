@@ -250,12 +250,7 @@ impl VisionTransformer {
         self.vars.remove(&self.param_name("head"));
         let d = self.config.embed_dim;
         self.head = VarBuilder::with_rng(&self.vars, rng, |root| {
-            let vb = if self.path.is_empty() {
-                root.clone()
-            } else {
-                root.pp(&self.path)
-            };
-            build_head(&vb, d, num_classes)
+            build_head(&root.pp(&self.path), d, num_classes)
         })?;
         self.config.num_classes = num_classes;
         Ok(())
@@ -321,20 +316,12 @@ impl VisionTransformer {
     pub fn embed(&self, images: &Tensor, train: bool) -> Result<Var> {
         let c = &self.config;
         let (ch, s) = (c.in_chans, c.img_size);
-        let &[b, ..] = images.shape() else {
-            return Err(Error::shape(
-                "VisionTransformer",
-                format!("images [B, {ch}, {s}, {s}]"),
-                images.shape(),
-            ));
-        };
-        if images.shape()[1..] != [ch, s, s] {
-            return Err(Error::shape(
-                "VisionTransformer",
-                format!("images [B, {ch}, {s}, {s}]"),
-                images.shape(),
-            ));
+        let shape = images.shape();
+        if shape.len() != 4 || shape[1..] != [ch, s, s] {
+            let expected = format!("images [B, {ch}, {s}, {s}]");
+            return Err(Error::shape("VisionTransformer", expected, shape));
         }
+        let b = shape[0];
         let x = self
             .patch_embed
             .forward_t(&Var::constant(images.clone()), train)?; // (B, N, D)
