@@ -57,7 +57,7 @@ impl FromStr for GlobalPool {
                 "GlobalPool",
                 "global_pool",
                 format!("{other:?}"),
-                "\"token\" or \"avg\"",
+                "must be \"token\" or \"avg\"",
             )),
         }
     }
