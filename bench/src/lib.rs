@@ -166,6 +166,35 @@ pub fn run(workload: Workload, s: &Settings, out: &mut dyn FnMut(Record)) -> Res
     }
 }
 
+/// One measured figure; the field names are those of `torch_bench.py`.
+#[derive(Serialize, Debug, Clone)]
+pub struct Record {
+    /// The workload's id.
+    pub workload: &'static str,
+    /// What was measured within it (a size, a batch, an implementation).
+    pub variant: String,
+    /// Kernel threads.
+    pub threads: usize,
+    /// The unit of the figures.
+    pub figure: &'static str,
+    /// The median figure.
+    pub median: f64,
+    /// The slowest step's figure.
+    pub min: f64,
+    /// The fastest step's figure.
+    pub max: f64,
+    /// Timed steps.
+    pub steps: usize,
+    /// The median step time in milliseconds.
+    pub median_step_ms: f64,
+    /// CPU seconds this process used per wall second.
+    pub cpu_per_wall: Option<f64>,
+    /// CPU seconds other processes used per wall second (above 0.3: a disturbed run).
+    pub others_cpu_per_wall: Option<f64>,
+    /// The version of tessera.
+    pub tessera: &'static str,
+}
+
 /// System-wide busy CPU seconds from /proc/stat (Linux), all cores together.
 fn busy_seconds() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/stat").ok()?;
@@ -409,8 +438,8 @@ pub fn w3(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
     use tessera_optim::{schedule, Adam, Optimizer};
     let model = w3_model()?;
     let mut rng = Rng::seed(1234);
-    let (b, s, t) = (32, 32, 32);
-    let src = random_ids(&mut rng, b, s, 8000)?;
+    let (b, src_len, t) = (32, 32, 32);
+    let src = random_ids(&mut rng, b, src_len, 8000)?;
     let tgt = random_ids(&mut rng, b, t + 1, 8000)?;
     let (mut tin, mut tout) = (Vec::new(), Vec::new());
     for row in tgt.data().chunks_exact(t + 1) {
@@ -479,15 +508,13 @@ pub fn w4(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
     use tessera_nn::Params;
     use tessera_optim::{Adam, Optimizer};
     use tessera_vit::{VisionTransformer, VitConfig};
+    // ViT-Ti (D 192, 3 heads, MLP 768) on 32x32 images in 4x4 patches, 6 blocks.
     let config = VitConfig {
-        image_size: 32,
+        img_size: 32,
         patch_size: 4,
-        embed_dim: 192,
         depth: 6,
-        heads: 3,
-        mlp_dim: 768,
-        classes: 10,
-        ..VitConfig::preset("Ti/16")?
+        num_classes: 10,
+        ..VitConfig::vit_tiny_patch16_224()
     };
     let mut rng = Rng::seed(1234);
     let model = VisionTransformer::new(config, &mut rng)?;
@@ -516,7 +543,7 @@ pub fn w4(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
 pub fn w5(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
     use tessera_vit::{VisionTransformer, VitConfig};
     let mut rng = Rng::seed(1234);
-    let model = VisionTransformer::new(VitConfig::preset("B/16")?, &mut rng)?;
+    let model = VisionTransformer::new(VitConfig::vit_base_patch16_224(), &mut rng)?;
     for b in [1usize, 8] {
         let x = Tensor::rand(&[b, 3, 224, 224], 0.0, 1.0, &mut rng);
         let timing = time_steps(s, b as f64, || {
@@ -532,4 +559,3 @@ pub fn w5(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
     }
     Ok(())
 }
-

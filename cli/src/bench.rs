@@ -39,7 +39,9 @@ fn workloads(s: &str) -> Result<Workloads, String> {
     if s.eq_ignore_ascii_case("all") {
         return Ok(Workloads(Workload::ALL.to_vec()));
     }
-    s.parse().map(|w| Workloads(vec![w])).map_err(|e| format!("{e}"))
+    s.parse()
+        .map(|w| Workloads(vec![w]))
+        .map_err(|e| format!("{e}"))
 }
 
 /// Runs `tessera bench`.

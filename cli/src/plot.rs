@@ -75,4 +75,3 @@ pub fn metrics_png(jsonl: &Path, png: &Path) -> Result<()> {
     }
     Ok(canvas.save(png)?)
 }
-

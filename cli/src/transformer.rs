@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use tessera_data::{read_lines, Bpe};
+use tessera_data::{read_parallel, reversal_pairs, Bpe};
 use tessera_nn::Params;
-use tessera_tensor::{IndexTensor, Rng};
+use tessera_tensor::Rng;
 use tessera_transformer::{
     average_checkpoints, corpus_bleu, evaluate_loss, load_model, preset, read_bpe,
     CheckpointConfig, Corpus, Preset, TrainConfig, Trainer, Transformer, TransformerConfig,
@@ -357,7 +357,7 @@ impl Task for TranslationTask<'_> {
         let hyps = pairs
             .iter()
             .map(|(src, _)| self.trainer.model.translate(&self.bpe, src, 1, 0.6))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<tessera_transformer::Result<Vec<_>>>()?;
         let refs: Vec<&str> = pairs.iter().map(|(_, t)| t.as_str()).collect();
         let n = pairs.len();
         println!(
@@ -556,17 +556,17 @@ fn complexity(a: &ComplexityArgs) -> Result<()> {
             a.d
         ),
     }
-    let chart = crate::plot::Chart {
+    let chart = tessera_data::Chart {
         title: format!("one layer, d = {}", a.d),
         x_label: "sequence length n".into(),
         y_label: "ms per layer".into(),
         series: kinds
             .iter()
             .zip(series)
-            .map(|(k, points)| crate::plot::Series {
+            .map(|(k, points)| tessera_data::Series {
                 name: k.name(),
                 points,
-                style: crate::plot::Style::Line,
+                style: tessera_data::Style::Line,
             })
             .collect(),
         log_x: true,

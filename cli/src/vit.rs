@@ -2,24 +2,22 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args, Subcommand, ValueEnum};
 use tessera_data::{
-    center_crop, hflip, load_image, normalize, random_crop, resize, resize_shorter, split,
-    ColorMode, CsvImages, Dataset, Epoch, Filter, Idx, ImageFolder, LabelColumn, Loader, OnBadFile,
-    Shapes,
+    center_crop, hflip, load_image, normalize, random_crop, resize, resize_shorter, ColorMode,
+    Dataset, Epoch, Filter, ImageSets, Loader,
 };
 use tessera_nn::Params;
 use tessera_tensor::{Rng, Tensor};
 use tessera_vit::{
-    evaluate, load_model, top_k, viz, Hybrid, Pool, TrainConfig, Trainer, VisionTransformer,
-    VitConfig, PRESETS,
+    evaluate, load_model, top_k, viz, CheckpointConfig, GlobalPool, Hybrid, TrainConfig, Trainer,
+    VisionTransformer, VitConfig,
 };
 
-use crate::plot::{Chart, Series, Style};
 use crate::train::{choice, Eval, Mode, Plan, Run, RunArgs, Step, Task};
+use tessera_data::{Chart, Series, Style};
 
 /// `tessera vit` subcommands.
 #[derive(Subcommand, Debug)]
@@ -215,11 +213,15 @@ fn params(a: &ParamsArgs) -> Result<()> {
         "{:<6} {:>5} {:>6} {:>6} {:>6} {:>14}  paper (Table 1)",
         "model", "D", "depth", "heads", "MLP", "parameters"
     );
-    for &(name, ..) in PRESETS {
+    for preset in VitConfig::presets() {
+        let name = preset.short;
         let c = VitConfig {
-            classes: a.classes,
-            ..VitConfig::preset(name)?
+            num_classes: a.classes,
+            ..(preset.config)()
         };
+        if c.img_size != 224 {
+            continue;
+        }
         let paper = match name.split('/').next() {
             Some("B") => "86M",
             Some("L") => "307M",
@@ -230,8 +232,8 @@ fn params(a: &ParamsArgs) -> Result<()> {
             "{name:<6} {:>5} {:>6} {:>6} {:>6} {:>14}  {paper}",
             c.embed_dim,
             c.depth,
-            c.heads,
-            c.mlp_dim,
+            c.num_heads,
+            c.mlp_hidden_dim(),
             c.num_parameters()
         );
     }
@@ -306,10 +308,7 @@ fn eval_batches(
 ) -> impl Iterator<Item = tessera_vit::Result<(Tensor, Vec<usize>)>> {
     loader.epoch(0).map(|b| {
         b.map(|b| (b.images, b.labels))
-            .map_err(|e| tessera_vit::Error::Input {
-                what: "data",
-                msg: e.to_string(),
-            })
+            .map_err(tessera_vit::Error::from)
     })
 }
 
@@ -343,7 +342,14 @@ fn train(a: &TrainArgs) -> Result<()> {
         test: get("data.test").or(a.data.test.clone()),
         skip_bad: a.data.skip_bad,
     };
-    let seed = run.stored("train.seed", a.run.seed)?;
+    let stored_train = match &run.resumed {
+        Some(meta) => {
+            tessera_nn::get_json::<CheckpointConfig>(meta, tessera_nn::CONFIG_KEY, &run.checkpoint)?
+                .train
+        }
+        None => None,
+    };
+    let seed = stored_train.map_or(a.run.seed, |t| t.seed);
     let crop = run.stored("data.crop_padding", a.crop_padding)?;
     let flip = run.stored("data.flip", a.flip)?;
     let epochs = run.stored("data.epochs", a.epochs)?;
@@ -354,17 +360,18 @@ fn train(a: &TrainArgs) -> Result<()> {
     } else {
         let size = a.image_size.unwrap_or(h.min(w));
         let config = VitConfig {
-            image_size: size,
+            img_size: size,
             patch_size: a.patch,
-            channels,
+            in_chans: channels,
             embed_dim: a.dim,
             depth: a.depth,
-            heads: a.heads,
-            mlp_dim: a.mlp.unwrap_or(2 * a.dim),
-            classes: data.train.classes(),
-            pool: match a.pool {
-                PoolName::Token => Pool::ClassToken,
-                PoolName::Avg => Pool::Mean,
+            num_heads: a.heads,
+            mlp_ratio: 2.0,
+            mlp_dim: a.mlp,
+            num_classes: data.train.classes(),
+            global_pool: match a.pool {
+                PoolName::Token => GlobalPool::Token,
+                PoolName::Avg => GlobalPool::Avg,
             },
             eps: 1e-6,
             hybrid: (a.hybrid_width > 0).then_some(Hybrid {
@@ -392,16 +399,16 @@ fn train(a: &TrainArgs) -> Result<()> {
         Trainer::new(model, tc)?
     };
     let c = *trainer.model.config();
-    if c.channels != channels || c.classes != data.train.classes() {
+    if c.in_chans != channels || c.num_classes != data.train.classes() {
         bail!(
             "the checkpoint's model takes {} channels and {} classes; the data has {channels} and {}",
-            c.channels,
-            c.classes,
+            c.in_chans,
+            c.num_classes,
             data.train.classes()
         );
     }
     let batch = trainer.config.batch_size;
-    let (train, test) = loaders(&data, c.image_size, batch, seed, a.workers, crop, flip)?;
+    let (train, test) = loaders(&data, c.img_size, batch, seed, a.workers, crop, flip)?;
     let per_epoch = train.num_batches() as u64;
     let total = trainer
         .config
@@ -453,7 +460,7 @@ impl Task for ImageTask {
     }
 
     fn position(&self) -> u64 {
-        self.trainer.step
+        self.trainer.progress.step
     }
 
     fn describe(&self) -> Vec<String> {
@@ -467,22 +474,22 @@ impl Task for ImageTask {
                 d.name,
                 d.train.len(),
                 d.test.len(),
-                c.classes,
+                c.num_classes,
                 d.train.image_shape()
             ),
             format!(
                 "ViT {0}x{0} patch {1} ({2} tokens), D {3}, depth {4}, heads {5}, MLP {6}{hybrid}: {7} parameters; {8} steps of {9} images per epoch; from step {10}",
-                c.image_size,
+                c.img_size,
                 c.patch_size,
                 c.num_tokens(),
                 c.embed_dim,
                 c.depth,
-                c.heads,
-                c.mlp_dim,
+                c.num_heads,
+                c.mlp_hidden_dim(),
                 t.model.num_parameters(),
                 self.per_epoch,
                 t.config.batch_size,
-                t.step
+                t.progress.step
             ),
         ]
     }
@@ -490,7 +497,7 @@ impl Task for ImageTask {
     fn step(&mut self) -> Result<Step> {
         let b = loop {
             if self.batches.is_none() {
-                let (s, n) = (self.trainer.step, self.per_epoch);
+                let (s, n) = (self.trainer.progress.step, self.per_epoch);
                 self.batches = Some(self.train.epoch_from(s / n, (s % n) as usize)?);
             }
             match self.batches.as_mut().and_then(Iterator::next) {
@@ -499,6 +506,9 @@ impl Task for ImageTask {
             }
         };
         let s = self.trainer.step(&b.images, &b.labels)?;
+        // Where the run stands, as the checkpoint records it.
+        let (done, n) = (self.trainer.progress.step, self.per_epoch);
+        (self.trainer.progress.epoch, self.trainer.progress.position) = (done / n, done % n);
         let (loss, lr, items, correct) = (s.loss, Some(s.lr), s.images, Some(s.correct));
         Ok(Step {
             loss,
@@ -510,7 +520,7 @@ impl Task for ImageTask {
 
     fn evaluate(&mut self) -> Result<Eval> {
         let ev = evaluate(&self.trainer.model, eval_batches(&self.test))?;
-        let epoch = self.trainer.step as f64 / self.per_epoch as f64;
+        let epoch = self.trainer.progress.step as f64 / self.per_epoch as f64;
         let summary = format!(
             "test loss {:.4} acc {:5.2}%  epoch {epoch:>6.2}",
             ev.loss,
@@ -537,8 +547,7 @@ impl Task for ImageTask {
 }
 
 fn load(checkpoint: &Path) -> Result<(VisionTransformer, HashMap<String, String>)> {
-    let (model, _, meta) = load_model(checkpoint)?;
-    Ok((model, meta))
+    Ok(load_model(checkpoint)?)
 }
 
 fn class_names(meta: &HashMap<String, String>, classes: usize) -> Vec<String> {
@@ -552,19 +561,19 @@ fn eval(a: &EvalArgs) -> Result<()> {
     let (model, meta) = load(&a.checkpoint)?;
     let data = open_data(&a.data, 0)?;
     let c = model.config();
-    if data.test.image_shape()[0] != c.channels || data.test.classes() > c.classes {
+    if data.test.image_shape()[0] != c.in_chans || data.test.classes() > c.num_classes {
         bail!(
             "the model takes {} channels and {} classes; {} has {} and {}",
-            c.channels,
-            c.classes,
+            c.in_chans,
+            c.num_classes,
             data.name,
             data.test.image_shape()[0],
             data.test.classes()
         );
     }
-    let (_, test) = loaders(&data, c.image_size, a.batch, 0, 1, 0, false)?;
-    let names = class_names(&meta, c.classes);
-    let (mut right, mut count) = (vec![0usize; c.classes], vec![0usize; c.classes]);
+    let (_, test) = loaders(&data, c.img_size, a.batch, 0, 1, 0, false)?;
+    let names = class_names(&meta, c.num_classes);
+    let (mut right, mut count) = (vec![0usize; c.num_classes], vec![0usize; c.num_classes]);
     let (mut loss, mut n) = (0.0f64, 0usize);
     for b in eval_batches(&test) {
         let (images, labels) = b?;
@@ -590,7 +599,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
         loss / n.max(1) as f64,
         100.0 * acc
     );
-    for k in 0..c.classes {
+    for k in 0..c.num_classes {
         if count[k] > 0 {
             println!(
                 "  {:<14} {:>6.2}%  ({}/{})",
@@ -608,18 +617,18 @@ fn eval(a: &EvalArgs) -> Result<()> {
 /// centre-cropped, normalised.
 fn image_input(path: &Path, model: &VisionTransformer) -> Result<Tensor> {
     let c = model.config();
-    let mode = if c.channels == 1 {
+    let mode = if c.in_chans == 1 {
         ColorMode::Gray
     } else {
         ColorMode::Rgb
     };
     let img = load_image(path, mode)?;
-    Ok(prepare(img, c.image_size)?)
+    Ok(prepare(img, c.img_size)?)
 }
 
 fn predict(a: &PredictArgs) -> Result<()> {
     let (model, meta) = load(&a.checkpoint)?;
-    let names = class_names(&meta, model.config().classes);
+    let names = class_names(&meta, model.config().num_classes);
     for path in &a.images {
         let x = image_input(path, &model)?;
         let top = top_k(&model, &x.unsqueeze(0)?, a.top_k)?;
@@ -641,7 +650,7 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
     let p = a.out.join("position_similarity.png");
     tessera_data::save_png(&p, &pos)?;
     written.push(p);
-    let k = (c.channels * c.patch_size * c.patch_size).min(28);
+    let k = (c.in_chans * c.patch_size * c.patch_size).min(28);
     let filters = viz::filter_components_image(&model, k, 7, (64 / c.patch_size).max(4))?;
     let p = a.out.join("filter_components.png");
     tessera_data::save_png(&p, &filters)?;
@@ -651,7 +660,7 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
     let n = a.samples.clamp(1, data.test.len());
     let mut imgs = Vec::with_capacity(n);
     for i in 0..n {
-        imgs.push(prepare(data.test.get(i)?.image, c.image_size)?);
+        imgs.push(prepare(data.test.get(i)?.image, c.img_size)?);
     }
     let refs: Vec<&Tensor> = imgs.iter().collect();
     let batch = Tensor::stack(&refs, 0)?;
@@ -660,7 +669,7 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
         title: "mean attention distance".into(),
         x_label: "network depth (block)".into(),
         y_label: "distance (pixels)".into(),
-        series: (0..c.heads)
+        series: (0..c.num_heads)
             .map(|h| Series {
                 name: format!("head {}", h + 1),
                 points: dist

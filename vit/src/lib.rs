@@ -1,42 +1,49 @@
 //! # tessera-vit
 //!
-//! The Vision Transformer (Dosovitskiy et al., 2021), the third model family of the
-//! course notes: an image `H × W × C` is cut into `N = HW/P²` patches, each flattened to
-//! `P²C` values and projected linearly to `D` (a stride-`P` convolution, as timm computes
-//! it); a learned class token is prepended and learned position embeddings
-//! `E_pos ∈ R^{(N+1)×D}` are added; pre-norm Transformer encoder blocks (multi-head
-//! self-attention, GELU MLP) follow, then a final LayerNorm and a linear head on the class
-//! token (or on the mean of the patch tokens).
+//! The Vision Transformer (Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words"),
+//! the third model family of the course notes: an image `H × W × C` is cut into
+//! `N = HW/P²` patches, each flattened to `P²C` values and projected linearly to `D` (a
+//! stride-`P` convolution, as timm computes it); a learned class token is prepended and
+//! learned position embeddings `E_pos ∈ R^{(N+1)×D}` are added; pre-norm Transformer
+//! encoder blocks (multi-head self-attention, GELU MLP) follow, then a final LayerNorm
+//! and a linear head on the class token (or on the mean of the patch tokens).
 //!
-//! Parameter names are timm's (`patch_embed.proj.weight`, `cls_token`, `pos_embed`,
+//! Parameters are created once, at construction, by a [`tessera_nn::VarBuilder`] at
+//! timm's names (`patch_embed.proj.weight`, `cls_token`, `pos_embed`,
 //! `blocks.0.attn.qkv.weight`, `blocks.0.mlp.fc1.weight`, `norm.weight`, `head.weight`),
-//! so a timm ViT saved as safetensors loads as is.
+//! so a timm ViT saved as safetensors loads as is. Configurations use timm's names too
+//! ([`VitConfig`], with a constructor per timm model such as
+//! [`VitConfig::vit_base_patch16_224`]).
 //!
 //! ```
 //! use tessera_nn::Params;
 //! use tessera_tensor::{Rng, Tensor};
 //! use tessera_vit::{VisionTransformer, VitConfig};
-//! // timm's ViT-Ti/16 at 224×224 with 1000 classes: 5,717,416 parameters.
-//! assert_eq!(VitConfig::preset("Ti/16")?.num_parameters(), 5_717_416);
-//! let config = VitConfig { image_size: 8, patch_size: 4, embed_dim: 8, depth: 1, heads: 2, mlp_dim: 16, classes: 3, ..VitConfig::preset("Ti/16")? };
+//! // timm's vit_tiny_patch16_224 (1000 classes): 5,717,416 parameters.
+//! assert_eq!(VitConfig::vit_tiny_patch16_224().num_parameters(), 5_717_416);
+//! let config = VitConfig {
+//!     img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, num_heads: 2, mlp_ratio: 2.0,
+//!     num_classes: 3, ..VitConfig::vit_tiny_patch16_224()
+//! };
 //! let model = VisionTransformer::new(config, &mut Rng::seed(0))?;
+//! assert_eq!(model.num_parameters(), config.num_parameters());
 //! let x = Tensor::rand(&[2, 3, 8, 8], 0.0, 1.0, &mut Rng::seed(1));
 //! assert_eq!(model.forward(&x, false)?.shape(), &[2, 3]);
 //! # Ok::<(), tessera_vit::Error>(())
 //! ```
 #![warn(missing_docs)]
 
+mod checkpoint;
 mod config;
+mod hybrid;
 mod model;
 mod train;
 pub mod viz;
 
-pub use config::{Hybrid, Pool, VitConfig, PRESETS};
+pub use checkpoint::{load_model, save_model, CheckpointConfig, MODEL_KIND};
+pub use config::{GlobalPool, Hybrid, Preset, VitConfig};
 pub use model::VisionTransformer;
-pub use train::{
-    argmax_rows, evaluate, load_model, save_model, top_k, Evaluation, StepStats, TrainConfig,
-    Trainer,
-};
+pub use train::{argmax_rows, evaluate, top_k, Evaluation, StepStats, TrainConfig, Trainer};
 
 /// Errors of the Vision Transformer.
 #[derive(Debug, thiserror::Error)]
@@ -51,22 +58,76 @@ pub enum Error {
     /// A layer, loss or checkpoint failed.
     #[error(transparent)]
     Nn(#[from] tessera_nn::Error),
-    /// An optimizer step failed.
+    /// An optimizer step failed, or the loss was not finite
+    /// ([`tessera_optim::Error::NonFiniteLoss`]).
     #[error(transparent)]
     Optim(#[from] tessera_optim::Error),
-    /// An input or configuration that does not fit the model.
-    #[error("{what}: {msg}")]
-    Input {
+    /// Resampling failed.
+    #[error(transparent)]
+    Data(#[from] tessera_data::Error),
+    /// A configuration value or argument outside what the model accepts.
+    #[error("{op}: {name} = {value}: {expected}")]
+    Setting {
+        /// The type or function.
+        op: &'static str,
+        /// The setting (timm's field name).
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it must be.
+        expected: String,
+    },
+    /// An input whose shape does not fit the model.
+    #[error("{op}: expected {expected}, got shape {got:?}")]
+    Shape {
         /// The model part or function.
-        what: &'static str,
-        /// What was expected and what came.
-        msg: String,
+        op: &'static str,
+        /// The shape it takes, as a pattern (`images [B, 3, 224, 224]`).
+        expected: String,
+        /// The shape that came.
+        got: Vec<usize>,
+    },
+    /// A preset name that is neither timm's nor the paper's.
+    #[error("unknown preset {name:?}; the presets are {}", known.join(", "))]
+    UnknownPreset {
+        /// The name asked for.
+        name: String,
+        /// The paper's short names of the presets.
+        known: Vec<&'static str>,
+    },
+    /// A set of batches without images.
+    #[error("{op}: no images")]
+    Empty {
+        /// The function.
+        op: &'static str,
     },
 }
 
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
-pub(crate) fn input_err(what: &'static str, msg: String) -> Error {
-    Error::Input { what, msg }
+impl Error {
+    /// A [`Error::Setting`] error.
+    pub fn setting(
+        op: &'static str,
+        name: &'static str,
+        value: impl std::fmt::Display,
+        expected: impl Into<String>,
+    ) -> Error {
+        Error::Setting {
+            op,
+            name,
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+
+    /// A [`Error::Shape`] error.
+    pub fn shape(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Error {
+        Error::Shape {
+            op,
+            expected: expected.into(),
+            got: got.to_vec(),
+        }
+    }
 }

@@ -1,206 +1,219 @@
-//! The Vision Transformer with timm's parameter names.
+//! The Vision Transformer, in the paper's order (Dosovitskiy et al., 2021, section 3.1,
+//! equations 1 to 4): patches and their linear projection, the class token, position
+//! embeddings, the encoder blocks, the head. Names are timm's, by construction.
 
 use tessera_autograd::{Parameter, Var};
 use tessera_nn::{
-    AttnNames, BatchNorm2d, Buffer, Conv2d, LayerNorm, Linear, MaxPool2d, Module, ModuleT,
-    MultiHeadAttention, Params,
+    AttnNames, Init, LayerNorm, Linear, Module, MultiHeadAttention, Params, VarBuilder, VarMap,
 };
-use tessera_tensor::{Rng, Tensor, Window2d};
+use tessera_tensor::{Rng, Tensor};
 
-use crate::config::{Hybrid, Pool, VitConfig};
-use crate::{input_err, Result};
+use crate::config::{GlobalPool, VitConfig};
+use crate::hybrid::Backbone;
+use crate::{Error, Result};
 
-fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
+/// timm's initialiser of every linear layer of the MLPs and of the head: truncated
+/// normal, std 0.02, zero bias.
+const TRUNC_002: Init = Init::TruncNormal { std: 0.02 };
+
+/// Patches and their linear projection (the paper's equation 1, `x_p E`): a stride-`P`
+/// convolution with `[D, C, P, P]` weights (`proj`), as timm's `PatchEmbed` computes it;
+/// for the hybrid model (section 3.1, timm's `HybridEmbed`) the patches are cut from a
+/// CNN's feature map (`backbone`).
+///
+/// # Shapes
+/// `[B, C, H, W] -> [B, N, D]`, `N = (H/P)·(W/P)` (the feature map's for a hybrid).
+#[derive(Debug)]
+struct PatchEmbed {
+    backbone: Option<Backbone>,
+    proj: tessera_nn::Conv2d,
+}
+
+impl PatchEmbed {
+    /// PyTorch's default initialisation of the projection (timm keeps it).
+    fn new(vb: &VarBuilder, c: &VitConfig) -> tessera_nn::Result<PatchEmbed> {
+        let backbone = c
+            .hybrid
+            .map(|h| Backbone::new(&vb.pp("backbone"), h, c.in_chans))
+            .transpose()?;
+        let in_chans = c.hybrid.map_or(c.in_chans, |h| h.out_channels());
+        let (d, p) = (c.embed_dim, c.patch_size);
+        let proj = tessera_nn::Conv2d::new(&vb.pp("proj"), in_chans, d, p, p, 0, true)?;
+        Ok(PatchEmbed { backbone, proj })
+    }
+
+    /// `train` matters for the hybrid stem's batch norm only.
+    fn forward_t(&self, x: &Var, train: bool) -> Result<Var> {
+        let x = match &self.backbone {
+            Some(cnn) => cnn.forward_t(x, train)?,
+            None => x.clone(),
+        };
+        let x = self.proj.forward(&x)?; // (B, D, H/P, W/P)
+        let (b, d) = (x.shape()[0], x.shape()[1]);
+        let n = x.shape()[2] * x.shape()[3];
+        Ok(x.reshape(&[b, d, n])?.transpose(1, 2)?) // (B, N, D)
     }
 }
 
-/// One pre-norm encoder block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`, the MLP
-/// `fc2(GELU(fc1(x)))` (timm's `Block`: `norm1`, `attn.qkv`, `attn.proj`, `norm2`,
-/// `mlp.fc1`, `mlp.fc2`).
+/// The MLP of an encoder block (the paper's section 3.1: two layers with a GELU
+/// non-linearity): `fc2(GELU(fc1(x)))` (timm's `Mlp`: `fc1`, `fc2`).
+///
+/// # Shapes
+/// `[B, T, D] -> [B, T, D]`.
+#[derive(Debug)]
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Mlp {
+    fn new(vb: &VarBuilder, dim: usize, hidden: usize) -> tessera_nn::Result<Mlp> {
+        Ok(Mlp {
+            fc1: Linear::with_init(&vb.pp("fc1"), dim, hidden, TRUNC_002, Some(Init::Zeros))?,
+            fc2: Linear::with_init(&vb.pp("fc2"), hidden, dim, TRUNC_002, Some(Init::Zeros))?,
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Var) -> tessera_nn::Result<Var> {
+        self.fc2.forward(&self.fc1.forward(x)?.gelu())
+    }
+}
+
+/// One pre-norm encoder block (the paper's equations 2 and 3): `x + MSA(LN(x))`, then
+/// `x + MLP(LN(x))` (timm's `Block`: `norm1`, `attn.qkv`, `attn.proj`, `norm2`,
+/// `mlp.fc1`, `mlp.fc2`). The attention has PyTorch's initialisation.
+///
+/// # Shapes
+/// `[B, T, D] -> [B, T, D]`.
 #[derive(Debug)]
 struct Block {
     norm1: LayerNorm,
     attn: MultiHeadAttention,
     norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    mlp: Mlp,
 }
 
 impl Block {
-    fn new(c: &VitConfig, rng: &mut Rng) -> Result<Block> {
+    fn new(vb: &VarBuilder, c: &VitConfig) -> tessera_nn::Result<Block> {
+        let d = c.embed_dim;
         Ok(Block {
-            norm1: LayerNorm::new(c.embed_dim, c.eps),
-            attn: MultiHeadAttention::new(c.embed_dim, c.heads, AttnNames::Timm, rng)?,
-            norm2: LayerNorm::new(c.embed_dim, c.eps),
-            fc1: Linear::new(c.embed_dim, c.mlp_dim, true, rng),
-            fc2: Linear::new(c.mlp_dim, c.embed_dim, true, rng),
+            norm1: LayerNorm::new(&vb.pp("norm1"), d, c.eps)?,
+            attn: MultiHeadAttention::new(&vb.pp("attn"), d, c.num_heads, AttnNames::Timm)?,
+            norm2: LayerNorm::new(&vb.pp("norm2"), d, c.eps)?,
+            mlp: Mlp::new(&vb.pp("mlp"), d, c.mlp_hidden_dim())?,
         })
     }
 
     /// The block's output and, on request, its attention probabilities `[B, H, T, T]`.
-    fn forward(&self, x: &Var, probs: bool) -> Result<(Var, Option<Tensor>)> {
+    fn forward_probs(&self, x: &Var, probs: bool) -> tessera_nn::Result<(Var, Option<Tensor>)> {
         let h = self.norm1.forward(x)?;
         let (a, p) = self.attn.forward_qkv(&h, &h, &h, None, None, probs)?;
         let x = x.add(&a)?;
-        let h = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu())?;
-        Ok((x.add(&h)?, p))
+        let y = x.add(&self.mlp.forward(&self.norm2.forward(&x)?)?)?;
+        Ok((y, p))
     }
 }
 
-/// A convolution without bias, batch norm and ReLU.
-#[derive(Debug)]
-struct ConvBn {
-    conv: Conv2d,
-    norm: BatchNorm2d,
-}
-
-impl ConvBn {
-    fn forward(&self, x: &Var, train: bool) -> Result<Var> {
-        Ok(self.norm.forward_t(&self.conv.forward(x)?, train)?.relu())
+impl Module for Block {
+    fn forward(&self, x: &Var) -> tessera_nn::Result<Var> {
+        Ok(self.forward_probs(x, false)?.0)
     }
 }
 
-impl Params for ConvBn {
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
-        self.conv.collect_params(&join(prefix, "conv"), out);
-        self.norm.collect_params(&join(prefix, "norm"), out);
-    }
-
-    fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, Buffer)>) {
-        self.norm.collect_buffers(&join(prefix, "norm"), out);
-    }
-}
-
-/// The hybrid model's CNN (see [`Hybrid`]): stem, max-pool, stages.
-#[derive(Debug)]
-struct Backbone {
-    stem: ConvBn,
-    pool: MaxPool2d,
-    stages: Vec<ConvBn>,
-}
-
-impl Backbone {
-    fn new(h: Hybrid, channels: usize, rng: &mut Rng) -> Backbone {
-        let mut convs = h.convs(channels).into_iter().map(|(i, o, k, s)| {
-            let conv = Conv2d::new(i, o, k, s, k / 2, false, rng);
-            // He (fan-out) initialisation, as ResNets use.
-            let std = (2.0 / (o * k * k) as f32).sqrt();
-            let w = Tensor::randn(&[o, i, k, k], 0.0, std, rng);
-            conv.weight.set(w).expect("same shape");
-            ConvBn {
-                conv,
-                norm: BatchNorm2d::new(o),
-            }
-        });
-        let stem = convs.next().expect("the stem is the first convolution");
-        Backbone {
-            stem,
-            pool: MaxPool2d {
-                window: Window2d::square(3).with_stride(2).with_padding(1),
-            },
-            stages: convs.collect(),
-        }
-    }
-
-    fn forward(&self, x: &Var, train: bool) -> Result<Var> {
-        let mut x = self.pool.forward(&self.stem.forward(x, train)?)?;
-        for s in &self.stages {
-            x = s.forward(&x, train)?;
-        }
-        Ok(x)
-    }
-}
-
-impl Params for Backbone {
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
-        self.stem.collect_params(&join(prefix, "stem"), out);
-        for (i, s) in self.stages.iter().enumerate() {
-            s.collect_params(&join(prefix, &format!("stages.{i}")), out);
-        }
-    }
-
-    fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, Buffer)>) {
-        self.stem.collect_buffers(&join(prefix, "stem"), out);
-        for (i, s) in self.stages.iter().enumerate() {
-            s.collect_buffers(&join(prefix, &format!("stages.{i}")), out);
-        }
-    }
-}
-
-impl Params for Block {
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
-        self.norm1.collect_params(&join(prefix, "norm1"), out);
-        self.attn.collect_params(&join(prefix, "attn"), out);
-        self.norm2.collect_params(&join(prefix, "norm2"), out);
-        self.fc1.collect_params(&join(prefix, "mlp.fc1"), out);
-        self.fc2.collect_params(&join(prefix, "mlp.fc2"), out);
-    }
-}
-
-/// The Vision Transformer (see the [crate documentation](crate)).
+/// The Vision Transformer (Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words",
+/// section 3.1; see the [crate documentation](crate)), with timm's parameter names and
+/// initialisation.
+///
+/// PyTorch equivalent: `timm.models.vision_transformer.VisionTransformer`.
 #[derive(Debug)]
 pub struct VisionTransformer {
     config: VitConfig,
-    backbone: Option<Backbone>,
-    patch_embed: Conv2d,
+    vars: VarMap,
+    /// The path the model was built at (empty at the root of its store).
+    path: String,
+    patch_embed: PatchEmbed,
     cls_token: Option<Parameter>,
     pos_embed: Parameter,
     blocks: Vec<Block>,
+    /// `norm`, or `fc_norm` after mean pooling.
     norm: LayerNorm,
     head: Option<Linear>,
 }
 
 impl VisionTransformer {
-    /// A model with timm's initialisation: position embedding and class token
-    /// truncated-normal (std 0.02, class token 1e-6), linear layers truncated-normal
-    /// (std 0.02) with zero biases, the patch projection as a linear layer of `P²C` inputs.
+    /// A model with timm's initialisation, drawn from `rng` (left advanced): position
+    /// embedding truncated-normal (std 0.02), class token normal (std 1e-6), MLP and
+    /// head weights truncated-normal (std 0.02) with zero biases, the patch projection
+    /// and the attention with PyTorch's defaults. Each parameter is drawn once.
     pub fn new(config: VitConfig, rng: &mut Rng) -> Result<VisionTransformer> {
         config.validate()?;
+        let vars = VarMap::new();
+        Ok(VarBuilder::with_rng(&vars, rng, |vb| {
+            VisionTransformer::build_valid(vb, config)
+        })?)
+    }
+
+    /// A model whose parameters and buffers `vb` creates at its path: drawn by their
+    /// initialisers, or zeros for a model that is loaded next ([`VarBuilder::zeros`],
+    /// which draws nothing).
+    ///
+    /// ```
+    /// use tessera_nn::{Params, VarBuilder, VarMap};
+    /// use tessera_vit::{VisionTransformer, VitConfig};
+    /// let vars = VarMap::new();
+    /// let c = VitConfig { img_size: 8, patch_size: 4, depth: 1, embed_dim: 8, num_heads: 2, ..Default::default() };
+    /// let model = VisionTransformer::build(&VarBuilder::zeros(&vars), c)?;
+    /// assert_eq!(vars.names()[..4], ["patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "pos_embed"]);
+    /// assert_eq!(model.num_parameters(), c.num_parameters());
+    /// # Ok::<(), tessera_vit::Error>(())
+    /// ```
+    pub fn build(vb: &VarBuilder, config: VitConfig) -> Result<VisionTransformer> {
+        config.validate()?;
+        Ok(VisionTransformer::build_valid(vb, config)?)
+    }
+
+    /// [`VisionTransformer::build`] of a validated configuration.
+    fn build_valid(vb: &VarBuilder, config: VitConfig) -> tessera_nn::Result<VisionTransformer> {
         let c = &config;
         let d = c.embed_dim;
-        let tokens = c.num_tokens();
-        let trunc = |shape: &[usize], std: f32, rng: &mut Rng| -> Result<Tensor> {
-            Ok(tessera_nn::init::trunc_normal(shape, std, rng)?)
+        // Equation 1: patches, their projection, the class token, the position embedding.
+        let patch_embed = PatchEmbed::new(&vb.pp("patch_embed"), c)?;
+        let cls_token = c
+            .class_token()
+            .then(|| {
+                vb.param(
+                    "cls_token",
+                    &[1, 1, d],
+                    Init::Normal {
+                        mean: 0.0,
+                        std: 1e-6,
+                    },
+                )
+            })
+            .transpose()?;
+        let pos_embed = vb.param("pos_embed", &[1, c.num_tokens(), d], TRUNC_002)?;
+        // Equations 2 and 3: the encoder.
+        let blocks = (0..c.depth)
+            .map(|i| Block::new(&vb.pp("blocks").pp(i), c))
+            .collect::<tessera_nn::Result<Vec<_>>>()?;
+        // Equation 4: the final norm, then the head.
+        let norm_name = match c.global_pool {
+            GlobalPool::Token => "norm",
+            GlobalPool::Avg => "fc_norm",
         };
-        let mut blocks = Vec::with_capacity(c.depth);
-        for _ in 0..c.depth {
-            let b = Block::new(c, rng)?;
-            for lin in [&b.fc1, &b.fc2] {
-                lin.weight
-                    .set(trunc(lin.weight.value().shape(), 0.02, rng)?)?;
-                if let Some(bias) = &lin.bias {
-                    bias.set(Tensor::zeros(bias.value().shape()))?;
-                }
-            }
-            blocks.push(b);
-        }
-        let head = if c.classes > 0 {
-            let head = Linear::new(d, c.classes, true, rng);
-            head.weight.set(trunc(&[c.classes, d], 0.02, rng)?)?;
-            if let Some(b) = &head.bias {
-                b.set(Tensor::zeros(&[c.classes]))?;
-            }
-            Some(head)
-        } else {
-            None
-        };
-        let backbone = c.hybrid.map(|h| Backbone::new(h, c.channels, rng));
-        let embed_in = c.hybrid.map_or(c.channels, |h| h.out_channels());
+        let norm = LayerNorm::new(&vb.pp(norm_name), d, c.eps)?;
+        let head = build_head(vb, d, c.num_classes)?;
         Ok(VisionTransformer {
             config,
-            backbone,
-            patch_embed: Conv2d::new(embed_in, d, c.patch_size, c.patch_size, 0, true, rng),
-            cls_token: (c.pool == Pool::ClassToken)
-                .then(|| Parameter::new(Tensor::randn(&[1, 1, d], 0.0, 1e-6, rng))),
-            pos_embed: Parameter::new(trunc(&[1, tokens, d], 0.02, rng)?),
+            vars: vb.vars().clone(),
+            path: vb.path().to_string(),
+            patch_embed,
+            cls_token,
+            pos_embed,
             blocks,
-            norm: LayerNorm::new(d, c.eps),
+            norm,
             head,
         })
     }
@@ -210,23 +223,14 @@ impl VisionTransformer {
         &self.config
     }
 
-    /// Replaces the head by a new one for `classes` outputs (0: no head), initialised as
-    /// [`VisionTransformer::new`] does: what fine-tuning on a new label set starts from.
-    pub fn reset_head(&mut self, classes: usize, rng: &mut Rng) -> Result<()> {
-        let d = self.config.embed_dim;
-        self.head = if classes > 0 {
-            let head = Linear::new(d, classes, true, rng);
-            head.weight
-                .set(tessera_nn::init::trunc_normal(&[classes, d], 0.02, rng)?)?;
-            if let Some(b) = &head.bias {
-                b.set(Tensor::zeros(&[classes]))?;
-            }
-            Some(head)
+    /// The full name of the model's parameter `name` in its store (`name` itself unless
+    /// the model was built below the root of a larger model).
+    pub(crate) fn param_name(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_string()
         } else {
-            None
-        };
-        self.config.classes = classes;
-        Ok(())
+            format!("{}.{name}", self.path)
+        }
     }
 
     /// The learned position embedding `[1, T, D]`.
@@ -236,170 +240,191 @@ impl VisionTransformer {
 
     /// The patch projection's weights `[D, C, P, P]`.
     pub fn patch_weight(&self) -> Tensor {
-        self.patch_embed.weight.value()
+        self.patch_embed.proj.weight.value()
     }
 
-    /// Prepares the model for images of `image_size × image_size` (fine-tuning at a
-    /// higher resolution, the paper's section 3.2): the position embeddings of the patch
-    /// grid are resampled to the new grid exactly as timm's `resample_abs_pos_embed`
-    /// does (bicubic, antialiased, `F.interpolate` semantics), the class token's is
-    /// kept. The patch size stays, so the sequence grows.
+    /// Replaces the head by a new one for `num_classes` outputs (0: no head), drawn from
+    /// `rng` as [`VisionTransformer::new`] draws it: what fine-tuning on a new label set
+    /// starts from. The old `head` leaves the store.
+    pub fn reset_head(&mut self, num_classes: usize, rng: &mut Rng) -> Result<()> {
+        self.vars.remove(&self.param_name("head"));
+        let d = self.config.embed_dim;
+        self.head = VarBuilder::with_rng(&self.vars, rng, |root| {
+            build_head(&root.pp(&self.path), d, num_classes)
+        })?;
+        self.config.num_classes = num_classes;
+        Ok(())
+    }
+
+    /// Prepares the model for images of `img_size × img_size` (fine-tuning at a higher
+    /// resolution, the paper's section 3.2): the position embeddings of the patch grid
+    /// are resampled to the new grid exactly as timm's `resample_abs_pos_embed` does
+    /// (bicubic, antialiased, `F.interpolate` semantics), the class token's is kept. The
+    /// patch size stays, so the sequence grows.
     ///
     /// ```
     /// use tessera_tensor::Rng;
     /// use tessera_vit::{VisionTransformer, VitConfig};
-    /// let c = VitConfig { image_size: 16, patch_size: 4, embed_dim: 8, depth: 1, heads: 2, mlp_dim: 16, classes: 3, ..VitConfig::preset("Ti/16")? };
+    /// let c = VitConfig { img_size: 16, patch_size: 4, embed_dim: 8, depth: 1, num_heads: 2, num_classes: 3, ..VitConfig::vit_tiny_patch16_224() };
     /// let mut model = VisionTransformer::new(c, &mut Rng::seed(0))?;
     /// model.resample_pos_embed(24)?;
     /// assert_eq!(model.pos_embed().value().shape(), &[1, 1 + 36, 8]);
+    /// assert_eq!(model.config().img_size, 24);
     /// # Ok::<(), tessera_vit::Error>(())
     /// ```
-    pub fn resample_pos_embed(&mut self, image_size: usize) -> Result<()> {
+    pub fn resample_pos_embed(&mut self, img_size: usize) -> Result<()> {
         let c = self.config;
-        let mut new = c;
-        new.image_size = image_size;
+        let new = VitConfig { img_size, ..c };
         new.validate()?;
         let (g0, g1, d) = (c.grid(), new.grid(), c.embed_dim);
-        let prefix = usize::from(c.pool == Pool::ClassToken);
+        let prefix = usize::from(c.class_token());
         let pos = self.pos_embed.value();
         let grid = pos
-            .narrow(1, prefix, g0 * g0)?
+            .narrow(1, prefix, g0 * g0)? // (1, g0·g0, D)
             .reshape(&[1, g0, g0, d])?
-            .permute(&[0, 3, 1, 2])?
+            .permute(&[0, 3, 1, 2])? // (1, D, g0, g0)
             .contiguous();
-        let grid = tessera_data::resize(&grid, g1, g1, tessera_data::Filter::Bicubic, true)
-            .map_err(|e| input_err("resample_pos_embed", e.to_string()))?;
-        let grid = grid.permute(&[0, 2, 3, 1])?.reshape(&[1, g1 * g1, d])?;
+        let grid = tessera_data::resize(&grid, g1, g1, tessera_data::Filter::Bicubic, true)?;
+        let grid = grid.permute(&[0, 2, 3, 1])?.reshape(&[1, g1 * g1, d])?; // (1, g1·g1, D)
         let pos = if prefix == 1 {
             Tensor::concat(&[&pos.narrow(1, 0, 1)?, &grid], 1)?
         } else {
             grid
         };
-        self.set_pos_embed(pos, image_size)
-    }
-
-    /// Replaces the position embedding (and the image size it implies).
-    fn set_pos_embed(&mut self, pos: Tensor, image_size: usize) -> Result<()> {
-        let mut config = self.config;
-        config.image_size = image_size;
-        config.validate()?;
-        let want = [1, config.num_tokens(), config.embed_dim];
+        let want = [1, new.num_tokens(), d];
         if pos.shape() != want {
-            return Err(input_err(
-                "VisionTransformer",
-                format!("position embedding {:?} does not fit {want:?}", pos.shape()),
+            return Err(Error::shape(
+                "resample_pos_embed",
+                format!("{want:?}"),
+                pos.shape(),
             ));
         }
-        self.pos_embed = Parameter::new(pos);
-        self.config = config;
+        let pos = Parameter::new(pos);
+        self.vars
+            .replace_parameter(&self.param_name("pos_embed"), pos.clone())?;
+        self.pos_embed = pos;
+        self.config = new;
         Ok(())
     }
 
-    /// The token sequence before the encoder: patch projections `[B, N, D]`, the class
-    /// token prepended, the position embedding added: `[B, N + 1, D]`. `train` only
+    /// The token sequence before the encoder (the paper's equation 1): patch projections
+    /// `[B, N, D]`, the class token prepended, the position embedding added. `train` only
     /// matters for the hybrid stem's batch norm.
+    ///
+    /// # Shapes
+    /// `images [B, C, H, W] -> [B, T, D]`, `T = N + 1` with a class token, else `N`.
     pub fn embed(&self, images: &Tensor, train: bool) -> Result<Var> {
         let c = &self.config;
-        let &[b, ch, h, w] = images.shape() else {
-            return Err(input_err(
-                "VisionTransformer",
-                format!("expected images [B, C, H, W], got {:?}", images.shape()),
-            ));
-        };
-        if ch != c.channels || h != c.image_size || w != c.image_size {
-            return Err(input_err(
-                "VisionTransformer",
-                format!(
-                    "expected images [B, {}, {}, {}], got {:?}",
-                    c.channels,
-                    c.image_size,
-                    c.image_size,
-                    images.shape()
-                ),
-            ));
+        let (ch, s) = (c.in_chans, c.img_size);
+        let shape = images.shape();
+        if shape.len() != 4 || shape[1..] != [ch, s, s] {
+            let expected = format!("images [B, {ch}, {s}, {s}]");
+            return Err(Error::shape("VisionTransformer", expected, shape));
         }
+        let b = shape[0];
+        let x = self
+            .patch_embed
+            .forward_t(&Var::constant(images.clone()), train)?; // (B, N, D)
         let d = c.embed_dim;
-        let n = c.num_patches();
-        let x = Var::constant(images.clone());
-        let x = match &self.backbone {
-            Some(cnn) => cnn.forward(&x, train)?,
-            None => x,
-        };
-        // [B, D, H/P, W/P] -> [B, N, D].
-        let x = self.patch_embed.forward(&x)?;
-        let x = x.reshape(&[b, d, n])?.transpose(1, 2)?;
         let x = match &self.cls_token {
-            Some(cls) => Var::concat(&[&cls.var().broadcast_to(&[b, 1, d])?, &x], 1)?,
+            Some(cls) => Var::concat(&[&cls.var().broadcast_to(&[b, 1, d])?, &x], 1)?, // (B, N+1, D)
             None => x,
         };
         Ok(x.add(&self.pos_embed.var())?)
     }
 
-    /// Logits `[B, classes]` for images `[B, C, H, W]` (the pooled features `[B, D]`
-    /// when the model has no head). `train` selects batch norm's training behaviour in
-    /// the hybrid stem.
+    /// The encoder's output (timm's `forward_features`): [`VisionTransformer::embed`],
+    /// the blocks, then the final `norm` (with mean pooling timm applies its `fc_norm`
+    /// after pooling, in [`VisionTransformer::forward_head`]).
+    ///
+    /// # Shapes
+    /// `images [B, C, H, W] -> [B, T, D]`.
+    pub fn forward_features(&self, images: &Tensor, train: bool) -> Result<Var> {
+        Ok(self.features(images, train, false)?.0)
+    }
+
+    /// Pooling and the head (timm's `forward_head`): the class token, or the mean of the
+    /// tokens followed by `fc_norm`, then the linear head (none with 0 classes).
+    ///
+    /// # Shapes
+    /// `features [B, T, D] -> [B, num_classes]` (`[B, D]` without a head).
+    pub fn forward_head(&self, features: &Var) -> Result<Var> {
+        let pooled = match self.config.global_pool {
+            GlobalPool::Token => features.narrow(1, 0, 1)?.squeeze(1)?, // (B, D)
+            GlobalPool::Avg => self.norm.forward(&features.mean(&[1], false)?)?, // (B, D)
+        };
+        Ok(match &self.head {
+            Some(h) => h.forward(&pooled)?,
+            None => pooled,
+        })
+    }
+
+    /// Logits for images (the pooled features when the model has no head). `train`
+    /// selects batch norm's training behaviour in the hybrid stem.
+    ///
+    /// # Shapes
+    /// `images [B, C, H, W] -> [B, num_classes]` (`[B, D]` without a head).
     pub fn forward(&self, images: &Tensor, train: bool) -> Result<Var> {
-        Ok(self.run(images, train, false)?.0)
+        self.forward_head(&self.forward_features(images, train)?)
     }
 
-    /// Evaluation-mode logits and the attention probabilities of every block,
-    /// `[B, heads, T, T]` each (token 0 is the class token when there is one): what the
-    /// attention-distance and rollout pictures read.
+    /// Evaluation-mode logits and the attention probabilities of every block (token 0
+    /// is the class token when there is one): what the attention-distance and rollout
+    /// pictures read.
+    ///
+    /// # Shapes
+    /// `images [B, C, H, W] -> ([B, num_classes], depth × [B, num_heads, T, T])`.
     pub fn forward_with_attention(&self, images: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
-        let (out, probs) = tessera_autograd::no_grad(|| self.run(images, false, true))?;
-        Ok((out.value().clone(), probs))
+        tessera_autograd::no_grad(|| {
+            let (x, probs) = self.features(images, false, true)?;
+            Ok((self.forward_head(&x)?.value().clone(), probs))
+        })
     }
 
-    fn run(&self, images: &Tensor, train: bool, want_probs: bool) -> Result<(Var, Vec<Tensor>)> {
+    /// Embedding, blocks and (with the class token) the final norm; on request the
+    /// attention probabilities of every block.
+    fn features(
+        &self,
+        images: &Tensor,
+        train: bool,
+        want_probs: bool,
+    ) -> Result<(Var, Vec<Tensor>)> {
         let mut x = self.embed(images, train)?;
         let mut probs = Vec::new();
         for block in &self.blocks {
-            let (y, p) = block.forward(&x, want_probs)?;
+            let (y, p) = block.forward_probs(&x, want_probs)?;
             x = y;
             probs.extend(p);
         }
-        // timm: the class token is read after the final norm; mean pooling comes first
-        // and the norm (then named `fc_norm`) after it.
-        let pooled = match self.config.pool {
-            Pool::ClassToken => self.norm.forward(&x)?.narrow(1, 0, 1)?.squeeze(1)?,
-            Pool::Mean => self.norm.forward(&x.mean(&[1], false)?)?,
-        };
-        let out = match &self.head {
-            Some(h) => h.forward(&pooled)?,
-            None => pooled,
-        };
-        Ok((out, probs))
+        if self.config.global_pool == GlobalPool::Token {
+            x = self.norm.forward(&x)?;
+        }
+        Ok((x, probs))
     }
 }
 
 impl Params for VisionTransformer {
-    fn collect_buffers(&self, prefix: &str, out: &mut Vec<(String, Buffer)>) {
-        if let Some(cnn) = &self.backbone {
-            cnn.collect_buffers(&join(prefix, "patch_embed.backbone"), out);
-        }
+    fn vars(&self) -> &VarMap {
+        &self.vars
     }
+}
 
-    fn collect_params(&self, prefix: &str, out: &mut Vec<(String, Parameter)>) {
-        if let Some(cnn) = &self.backbone {
-            cnn.collect_params(&join(prefix, "patch_embed.backbone"), out);
-        }
-        self.patch_embed
-            .collect_params(&join(prefix, "patch_embed.proj"), out);
-        if let Some(cls) = &self.cls_token {
-            out.push((join(prefix, "cls_token"), cls.clone()));
-        }
-        out.push((join(prefix, "pos_embed"), self.pos_embed.clone()));
-        for (i, b) in self.blocks.iter().enumerate() {
-            b.collect_params(&join(prefix, &format!("blocks.{i}")), out);
-        }
-        let norm = if self.config.pool == Pool::Mean {
-            "fc_norm"
-        } else {
-            "norm"
-        };
-        self.norm.collect_params(&join(prefix, norm), out);
-        if let Some(h) = &self.head {
-            h.collect_params(&join(prefix, "head"), out);
-        }
-    }
+/// The linear head at `head`, truncated-normal (std 0.02) with a zero bias; none for 0
+/// classes.
+fn build_head(
+    vb: &VarBuilder,
+    dim: usize,
+    num_classes: usize,
+) -> tessera_nn::Result<Option<Linear>> {
+    (num_classes > 0)
+        .then(|| {
+            Linear::with_init(
+                &vb.pp("head"),
+                dim,
+                num_classes,
+                TRUNC_002,
+                Some(Init::Zeros),
+            )
+        })
+        .transpose()
 }

@@ -4,15 +4,19 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use tessera_autograd::no_grad;
-use tessera_nn::{cross_entropy, Params};
-use tessera_optim::{clip_grad_norm, schedule, Adam, Optimizer};
-use tessera_tensor::{save_safetensors, IndexTensor, Rng, SafeTensorsFile, Tensor};
+use tessera_nn::{
+    cross_entropy, get_json, Params, TrainProgress, VarBuilder, VarMap, TRAIN_STATE_KEY,
+};
+use tessera_optim::{check_loss, clip_grad_norm, schedule, Adam, Optimizer};
+use tessera_tensor::{save_safetensors, IndexTensor, Tensor};
 
-use crate::{input_err, Result, VisionTransformer, VitConfig};
+use crate::checkpoint::{load_weights, metadata, read_config, CheckpointConfig, OPTIM_PREFIX};
+use crate::{Error, Result, VisionTransformer};
 
 /// Hyperparameters of a [`Trainer`].
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// Peak learning rate (reached at the end of the warmup).
     pub lr: f64,
@@ -66,46 +70,6 @@ impl TrainConfig {
             self.min_lr,
         )
     }
-
-    fn to_metadata(self, m: &mut HashMap<String, String>) {
-        let mut put = |k: &str, v: String| {
-            m.insert(format!("train.{k}"), v);
-        };
-        put("lr", self.lr.to_string());
-        put("min_lr", self.min_lr.to_string());
-        put("weight_decay", self.weight_decay.to_string());
-        put("warmup_steps", self.warmup_steps.to_string());
-        put("total_steps", self.total_steps.to_string());
-        put("label_smoothing", self.label_smoothing.to_string());
-        put("clip_norm", self.clip_norm.to_string());
-        put("batch_size", self.batch_size.to_string());
-        put("seed", self.seed.to_string());
-    }
-
-    fn from_metadata(m: &HashMap<String, String>) -> Result<TrainConfig> {
-        fn get<T: std::str::FromStr>(m: &HashMap<String, String>, k: &str) -> Result<T> {
-            let key = format!("train.{k}");
-            let v = m.get(&key).ok_or_else(|| {
-                input_err(
-                    "TrainConfig",
-                    format!("metadata has no {key:?}: not a training checkpoint"),
-                )
-            })?;
-            v.parse()
-                .map_err(|_| input_err("TrainConfig", format!("metadata {key:?} = {v:?}")))
-        }
-        Ok(TrainConfig {
-            lr: get(m, "lr")?,
-            min_lr: get(m, "min_lr")?,
-            weight_decay: get(m, "weight_decay")?,
-            warmup_steps: get(m, "warmup_steps")?,
-            total_steps: get(m, "total_steps")?,
-            label_smoothing: get(m, "label_smoothing")?,
-            clip_norm: get(m, "clip_norm")?,
-            batch_size: get(m, "batch_size")?,
-            seed: get(m, "seed")?,
-        })
-    }
 }
 
 /// What one [`Trainer::step`] reports.
@@ -123,26 +87,31 @@ pub struct StepStats {
     pub grad_norm: f32,
 }
 
-/// A training run: the model, AdamW's state and the step. The data position is the
-/// step itself: with a fixed batch size and a seeded loader, step `s` reads batch
-/// `s mod batches_per_epoch` of epoch `s / batches_per_epoch`.
+/// A training run: the model, AdamW's state and the progress.
+///
+/// [`Trainer::step`] advances `progress.step`; the epoch, the position in it and the
+/// data generator's state are the data loop's to keep in `progress` (the trainer does
+/// not see the data), and [`Trainer::save`] writes them as they are. With a fixed batch
+/// size and a seeded loader, step `s` reads batch `s mod batches_per_epoch` of epoch
+/// `s / batches_per_epoch`.
 pub struct Trainer {
     /// The model.
     pub model: VisionTransformer,
     /// Hyperparameters.
     pub config: TrainConfig,
     opt: Adam,
-    /// Steps taken.
-    pub step: u64,
+    /// Steps taken, and where the data loop stands.
+    pub progress: TrainProgress,
 }
 
 /// Parameters timm exempts from weight decay: every 1-D tensor (biases, norms) and the
 /// class token and position embedding.
 fn no_decay(model: &VisionTransformer) -> Vec<String> {
+    let tokens = [model.param_name("cls_token"), model.param_name("pos_embed")];
     model
         .named_parameters()
         .into_iter()
-        .filter(|(n, p)| p.value().shape().len() <= 1 || n == "cls_token" || n == "pos_embed")
+        .filter(|(n, p)| p.value().shape().len() <= 1 || tokens.contains(n))
         .map(|(n, _)| n)
         .collect()
 }
@@ -153,24 +122,40 @@ fn optimizer(model: &VisionTransformer, config: &TrainConfig) -> Adam {
         .without_decay(no_decay(model))
 }
 
-/// Labels as an index tensor, checked against the number of classes.
-fn label_tensor(labels: &[usize], classes: usize, images: usize) -> Result<IndexTensor> {
+/// Labels as an index tensor, checked against the images and the number of classes.
+fn label_tensor(
+    op: &'static str,
+    labels: &[usize],
+    classes: usize,
+    images: usize,
+) -> Result<IndexTensor> {
     if labels.len() != images {
-        return Err(input_err(
-            "Trainer",
-            format!("{} labels for {images} images", labels.len()),
+        return Err(Error::shape(
+            op,
+            format!("labels [{images}] (one per image)"),
+            &[labels.len()],
         ));
     }
-    if let Some(&bad) = labels.iter().find(|&&l| l >= classes) {
-        return Err(input_err(
-            "Trainer",
-            format!("label {bad} is out of range for {classes} classes"),
-        ));
+    if let Some((row, &target)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
+        return Err(tessera_nn::Error::Target {
+            op,
+            target,
+            row,
+            classes,
+        }
+        .into());
     }
     Ok(IndexTensor::from_vec(labels.to_vec()))
 }
 
 /// Row-wise argmax of logits `[B, K]`.
+///
+/// ```
+/// use tessera_tensor::Tensor;
+/// let logits = Tensor::from_vec(vec![0.1, 0.7, 0.2, 0.9, 0.0, 0.1], &[2, 3])?;
+/// assert_eq!(tessera_vit::argmax_rows(&logits)?, vec![1, 0]);
+/// # Ok::<(), tessera_vit::Error>(())
+/// ```
 pub fn argmax_rows(logits: &Tensor) -> Result<Vec<usize>> {
     let (b, k) = logits.dims2()?;
     let v = logits.to_vec();
@@ -188,19 +173,40 @@ pub fn argmax_rows(logits: &Tensor) -> Result<Vec<usize>> {
         .collect())
 }
 
+/// Images whose largest logit is their label.
+fn count_correct(logits: &Tensor, labels: &[usize]) -> Result<usize> {
+    Ok(argmax_rows(logits)?
+        .iter()
+        .zip(labels)
+        .filter(|(a, b)| a == b)
+        .count())
+}
+
 impl Trainer {
     /// A run from step 0.
     pub fn new(model: VisionTransformer, config: TrainConfig) -> Result<Trainer> {
-        if model.config().classes == 0 {
-            return Err(input_err(
+        if model.config().num_classes == 0 {
+            return Err(Error::setting(
                 "Trainer",
-                "the model has no head (0 classes); give it one with reset_head".into(),
+                "num_classes",
+                0,
+                "the model needs a head to train; give it one with reset_head",
             ));
         }
-        if config.batch_size == 0 || config.total_steps == 0 {
-            return Err(input_err(
+        if config.batch_size == 0 {
+            return Err(Error::setting(
                 "Trainer",
-                "batch size and total steps must be positive".into(),
+                "batch_size",
+                0,
+                "must be positive",
+            ));
+        }
+        if config.total_steps == 0 {
+            return Err(Error::setting(
+                "Trainer",
+                "total_steps",
+                0,
+                "must be positive",
             ));
         }
         let opt = optimizer(&model, &config);
@@ -208,16 +214,17 @@ impl Trainer {
             model,
             config,
             opt,
-            step: 0,
+            progress: TrainProgress::default(),
         })
     }
 
     /// One batch of images `[B, C, H, W]` with their labels: loss, gradients, clipping,
-    /// the scheduled learning rate, AdamW. A non-finite loss is an error and changes
+    /// the scheduled learning rate, AdamW. A non-finite loss is
+    /// [`tessera_optim::Error::NonFiniteLoss`] (as [`Error::Optim`]) and changes
     /// nothing.
     pub fn step(&mut self, images: &Tensor, labels: &[usize]) -> Result<StepStats> {
         let b = images.shape().first().copied().unwrap_or(0);
-        let targets = label_tensor(labels, self.model.config().classes, b)?;
+        let targets = label_tensor("Trainer", labels, self.model.config().num_classes, b)?;
         let params = self.model.named_parameters();
         for (_, p) in &params {
             p.zero_grad();
@@ -225,30 +232,20 @@ impl Trainer {
         let logits = self.model.forward(images, true)?;
         let loss = cross_entropy(&logits, &targets, self.config.label_smoothing, None)?;
         let value = loss.value().to_scalar()?;
-        if !value.is_finite() {
-            return Err(input_err(
-                "Trainer",
-                format!(
-                    "the loss is {value} at step {}; the parameters are left as they were",
-                    self.step + 1
-                ),
-            ));
-        }
-        let correct = argmax_rows(logits.value())?
-            .iter()
-            .zip(labels)
-            .filter(|(a, b)| a == b)
-            .count();
+        let step = self.progress.step + 1;
+        check_loss(value, step)?;
+        let correct = count_correct(logits.value(), labels)?;
         loss.backward()?;
-        let grad_norm = if self.config.clip_norm > 0.0 {
-            clip_grad_norm(&params, self.config.clip_norm)?
+        let max_norm = if self.config.clip_norm > 0.0 {
+            self.config.clip_norm
         } else {
-            clip_grad_norm(&params, f32::INFINITY)?
+            f32::INFINITY
         };
-        let lr = self.config.lr_at(self.step + 1);
+        let grad_norm = clip_grad_norm(&params, max_norm)?;
+        let lr = self.config.lr_at(step);
         self.opt.set_lr(lr);
         self.opt.step(&params)?;
-        self.step += 1;
+        self.progress.step = step;
         Ok(StepStats {
             loss: value,
             correct,
@@ -258,23 +255,21 @@ impl Trainer {
         })
     }
 
-    /// Writes the run (parameters, buffers, `optim.*`, `train.step`; model and training
-    /// configuration and `metadata` as metadata) atomically.
-    pub fn save(&self, path: impl AsRef<Path>, metadata: &HashMap<String, String>) -> Result<()> {
-        let mut meta = self.model.config().to_metadata();
-        self.config.to_metadata(&mut meta);
-        meta.extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mut tensors = model_tensors(&self.model);
+    /// Writes the run atomically: parameters, buffers and AdamW's state (`optim.*`);
+    /// as metadata the kind (`model`), the model's and the run's configuration
+    /// (`config`), the progress (`train_state`) and the caller's `extra` entries.
+    pub fn save(&self, path: impl AsRef<Path>, extra: &HashMap<String, String>) -> Result<()> {
+        let config = CheckpointConfig {
+            model: *self.model.config(),
+            train: Some(self.config),
+        };
+        let meta = metadata(&config, Some(&self.progress), extra)?;
+        let mut tensors = self.model.vars().tensors();
         tensors.extend(
             self.opt
                 .state()
                 .into_iter()
-                .map(|(k, v)| (format!("optim.{k}"), v)),
-        );
-        let s = self.step;
-        tensors.insert(
-            "train.step".into(),
-            Tensor::from_vec(vec![(s >> 20) as f32, (s & 0xF_FFFF) as f32], &[2])?,
+                .map(|(k, v)| (format!("{OPTIM_PREFIX}{k}"), v)),
         );
         save_safetensors(
             path,
@@ -284,22 +279,29 @@ impl Trainer {
         Ok(())
     }
 
-    /// Continues a run saved by [`Trainer::save`].
+    /// Continues a run saved by [`Trainer::save`]; also returns the file's metadata. A
+    /// model file (no training settings) and a file of an earlier version are errors
+    /// naming the file and the entry; nothing is written.
     pub fn resume(path: impl AsRef<Path>) -> Result<(Trainer, HashMap<String, String>)> {
         let path = path.as_ref();
-        let (model, mut rest, meta) = load_model(path)?;
-        let bad =
-            |what: String| input_err("Trainer::resume", format!("{}: {what}", path.display()));
-        let config = TrainConfig::from_metadata(&meta).map_err(|e| bad(e.to_string()))?;
-        let step = match rest.remove("train.step").map(|t| t.to_vec()).as_deref() {
-            Some([hi, lo]) => ((*hi as u64) << 20) | *lo as u64,
-            Some(_) => return Err(bad("tensor \"train.step\" is malformed".into())),
-            None => return Err(bad("tensor \"train.step\" is missing".into())),
-        };
-        let state: BTreeMap<String, Tensor> = rest
-            .into_iter()
-            .filter_map(|(k, v)| k.strip_prefix("optim.").map(|s| (s.to_string(), v)))
-            .collect();
+        let (file, meta, stored) = read_config(path)?;
+        let config = stored.train.ok_or_else(|| tessera_nn::Error::Metadata {
+            path: path.to_path_buf(),
+            key: tessera_nn::CONFIG_KEY.to_string(),
+            reason: "no training settings: a model file, not a training checkpoint".to_string(),
+        })?;
+        let progress: TrainProgress = get_json(&meta, TRAIN_STATE_KEY, path)?;
+        let vars = VarMap::new();
+        let model = VisionTransformer::build(&VarBuilder::zeros(&vars), stored.model)?;
+        load_weights(&vars, path)?;
+        let state = file
+            .names()
+            .iter()
+            .filter_map(|k| {
+                k.strip_prefix(OPTIM_PREFIX)
+                    .map(|s| Ok((s.to_string(), file.get(k)?)))
+            })
+            .collect::<Result<BTreeMap<String, Tensor>>>()?;
         let mut opt = optimizer(&model, &config);
         opt.load_state(&state)?;
         Ok((
@@ -307,83 +309,11 @@ impl Trainer {
                 model,
                 config,
                 opt,
-                step,
+                progress,
             },
             meta,
         ))
     }
-}
-
-/// Parameters and buffers by name.
-fn model_tensors(model: &VisionTransformer) -> BTreeMap<String, Tensor> {
-    let mut t: BTreeMap<String, Tensor> = model
-        .named_parameters()
-        .into_iter()
-        .map(|(n, p)| (n, p.value()))
-        .collect();
-    t.extend(
-        model
-            .named_buffers()
-            .into_iter()
-            .map(|(n, b)| (n, b.value())),
-    );
-    t
-}
-
-/// Writes a model alone (parameters, buffers, configuration as metadata) atomically.
-pub fn save_model(
-    model: &VisionTransformer,
-    path: impl AsRef<Path>,
-    metadata: &HashMap<String, String>,
-) -> Result<()> {
-    let mut meta = model.config().to_metadata();
-    meta.extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let tensors = model_tensors(model);
-    save_safetensors(
-        path,
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(&meta),
-    )?;
-    Ok(())
-}
-
-/// A model from a file written by [`Trainer::save`] or [`save_model`]: the model, the
-/// file's other tensors and its metadata. Missing tensors, wrong shapes and files of
-/// other models are errors naming the file.
-#[allow(clippy::type_complexity)]
-pub fn load_model(
-    path: impl AsRef<Path>,
-) -> Result<(
-    VisionTransformer,
-    BTreeMap<String, Tensor>,
-    HashMap<String, String>,
-)> {
-    let path = path.as_ref();
-    let err = |msg: String| input_err("load_model", format!("{}: {msg}", path.display()));
-    let file = SafeTensorsFile::open(path)?;
-    let meta = file.metadata()?;
-    let config = VitConfig::from_metadata(&meta).map_err(|e| err(e.to_string()))?;
-    let model = VisionTransformer::new(config, &mut Rng::seed(0))?;
-    let mut tensors = file.load_all()?;
-    let mut take = |name: &str, want: &[usize]| -> Result<Tensor> {
-        let t = tensors
-            .remove(name)
-            .ok_or_else(|| err(format!("tensor {name:?} is missing")))?;
-        if t.shape() != want {
-            return Err(err(format!(
-                "{name:?} has shape {:?}, the model expects {want:?}",
-                t.shape()
-            )));
-        }
-        Ok(t)
-    };
-    for (name, p) in model.named_parameters() {
-        p.set(take(&name, p.value().shape())?)?;
-    }
-    for (name, b) in model.named_buffers() {
-        b.set(take(&name, b.value().shape())?);
-    }
-    Ok((model, tensors, meta))
 }
 
 /// Loss and accuracy over a set of batches.
@@ -407,19 +337,15 @@ where
     for batch in batches {
         let (images, labels) = batch?;
         let b = images.shape().first().copied().unwrap_or(0);
-        let targets = label_tensor(&labels, model.config().classes, b)?;
+        let targets = label_tensor("evaluate", &labels, model.config().num_classes, b)?;
         let logits = no_grad(|| model.forward(&images, false))?;
         let l = no_grad(|| cross_entropy(&logits, &targets, 0.0, None))?;
         loss += l.value().to_scalar()? as f64 * b as f64;
-        correct += argmax_rows(logits.value())?
-            .iter()
-            .zip(&labels)
-            .filter(|(a, b)| a == b)
-            .count();
+        correct += count_correct(logits.value(), &labels)?;
         n += b;
     }
     if n == 0 {
-        return Err(input_err("evaluate", "no images to evaluate".into()));
+        return Err(Error::Empty { op: "evaluate" });
     }
     Ok(Evaluation {
         loss: loss / n as f64,

@@ -7,8 +7,7 @@
 
 use tessera_tensor::Tensor;
 
-use crate::config::Pool;
-use crate::{input_err, Result, VisionTransformer};
+use crate::{Error, Result, VisionTransformer};
 
 /// Cosine similarity of every patch's position embedding with every other's:
 /// `[g, g, g, g]` where `[i, j, k, l]` is the similarity of patch `(i, j)` with patch
@@ -19,7 +18,7 @@ pub fn position_similarity(model: &VisionTransformer) -> Result<Tensor> {
     let n = g * g;
     let d = c.embed_dim;
     let pos = model.pos_embed().value().to_vec();
-    let skip = usize::from(c.pool == Pool::ClassToken);
+    let skip = usize::from(c.class_token());
     let rows: Vec<&[f32]> = (0..n)
         .map(|p| &pos[(skip + p) * d..(skip + p + 1) * d])
         .collect();
@@ -136,9 +135,10 @@ fn symmetric_eigen(mut a: Vec<f64>, n: usize) -> (Vec<f64>, Vec<f64>) {
 pub fn filter_components(model: &VisionTransformer, k: usize) -> Result<(Tensor, Vec<f32>)> {
     let w = model.patch_weight();
     let &[d, c, p, q] = w.shape() else {
-        return Err(input_err(
+        return Err(Error::shape(
             "filter_components",
-            format!("patch weights {:?} are not [D, C, P, P]", w.shape()),
+            "patch weights [D, C, P, P]",
+            w.shape(),
         ));
     };
     let n = c * p * q;
@@ -243,7 +243,7 @@ pub fn mean_attention_distance(
     let c = model.config();
     let g = c.grid();
     let n = g * g;
-    let skip = usize::from(c.pool == Pool::ClassToken);
+    let skip = usize::from(c.class_token());
     let pix = c.pixels_per_patch() as f32;
     let dist: Vec<f32> = (0..n * n)
         .map(|i| {
@@ -291,14 +291,15 @@ pub fn mean_attention_distance(
 pub fn attention_rollout(model: &VisionTransformer, image: &Tensor) -> Result<Tensor> {
     let shape = image.shape().to_vec();
     if shape.len() != 3 {
-        return Err(input_err(
+        return Err(Error::shape(
             "attention_rollout",
-            format!("expected one image [C, H, W], got {shape:?}"),
+            "one image [C, H, W]",
+            &shape,
         ));
     }
     let c = model.config();
     let g = c.grid();
-    let skip = usize::from(c.pool == Pool::ClassToken);
+    let skip = usize::from(c.class_token());
     let (_, probs) = model.forward_with_attention(&image.unsqueeze(0)?)?;
     let t = c.num_tokens();
     let mut rollout: Vec<f64> = (0..t * t)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use tessera_autograd::Var;
 use tessera_nn::Params;
 use tessera_tensor::{Rng, SafeTensorsFile, Tensor};
-use tessera_vit::{Hybrid, Pool, VisionTransformer, VitConfig};
+use tessera_vit::{GlobalPool, Hybrid, VisionTransformer, VitConfig};
 
 fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
@@ -27,18 +27,19 @@ fn check(name: &str) {
         serde_json::from_str(&file.metadata().unwrap()["config"]).unwrap();
     let n = |k: &str| meta[k].as_u64().unwrap() as usize;
     let config = VitConfig {
-        image_size: n("image_size"),
+        img_size: n("image_size"),
         patch_size: n("patch_size"),
-        channels: 3,
+        in_chans: 3,
         embed_dim: n("embed_dim"),
         depth: n("depth"),
-        heads: n("heads"),
-        mlp_dim: n("mlp_dim"),
-        classes: n("classes"),
-        pool: if meta["pool"] == "avg" {
-            Pool::Mean
+        num_heads: n("heads"),
+        mlp_ratio: 4.0,
+        mlp_dim: Some(n("mlp_dim")),
+        num_classes: n("classes"),
+        global_pool: if meta["pool"] == "avg" {
+            GlobalPool::Avg
         } else {
-            Pool::ClassToken
+            GlobalPool::Token
         },
         eps: 1e-6,
         hybrid: None,
@@ -115,13 +116,13 @@ fn parameter_counts_equal_timm() {
     // timm's vit_huge_patch14_224 is created without a head (num_classes=0) by default:
     // 630,764,800 parameters; with 1,000 classes it has the 632,045,800 above.
     let headless = VitConfig {
-        classes: 0,
+        num_classes: 0,
         ..VitConfig::preset("H/14").unwrap()
     };
     assert_eq!(headless.num_parameters(), 630_764_800);
     // The formula counts the model as built.
     let c = VitConfig {
-        image_size: 32,
+        img_size: 32,
         patch_size: 8,
         depth: 2,
         ..VitConfig::preset("Ti/16").unwrap()
@@ -137,7 +138,7 @@ fn parameter_counts_equal_timm() {
 #[test]
 fn a_patch_size_that_does_not_divide_the_image_is_an_error_with_the_numbers() {
     let c = VitConfig {
-        image_size: 30,
+        img_size: 30,
         patch_size: 8,
         ..VitConfig::preset("Ti/16").unwrap()
     };
@@ -146,7 +147,7 @@ fn a_patch_size_that_does_not_divide_the_image_is_an_error_with_the_numbers() {
         .to_string();
     assert!(err.contains("8") && err.contains("30"), "{err}");
     let c = VitConfig {
-        image_size: 8,
+        img_size: 8,
         patch_size: 4,
         depth: 1,
         ..VitConfig::preset("Ti/16").unwrap()
@@ -172,15 +173,16 @@ fn fixture(name: &str) -> SafeTensorsFile {
 fn hybrid_model_matches_timm_hybrid_embed() {
     let file = fixture("vit_hybrid");
     let config = VitConfig {
-        image_size: 32,
+        img_size: 32,
         patch_size: 1,
-        channels: 3,
+        in_chans: 3,
         embed_dim: 8,
         depth: 2,
-        heads: 2,
-        mlp_dim: 16,
-        classes: 4,
-        pool: Pool::ClassToken,
+        num_heads: 2,
+        mlp_ratio: 2.0,
+        mlp_dim: None,
+        num_classes: 4,
+        global_pool: GlobalPool::Token,
         eps: 1e-6,
         hybrid: Some(Hybrid {
             width: 6,
@@ -306,7 +308,7 @@ fn fine_tuning_at_384_resamples_the_position_embedding_as_timm() {
         VisionTransformer::new(VitConfig::preset("Ti/16").unwrap(), &mut Rng::seed(0)).unwrap();
     set_formula_weights(&model);
     model.resample_pos_embed(384).unwrap();
-    assert_eq!(model.config().image_size, 384);
+    assert_eq!(model.config().img_size, 384);
     let pos = model.pos_embed().value();
     let worst = max_diff(&pos, &file.get("pos_embed_384").unwrap());
     assert!(worst <= 1e-5, "position embedding differs by {worst}");

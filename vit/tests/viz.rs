@@ -6,13 +6,13 @@ use tessera_vit::{viz, VisionTransformer, VitConfig};
 
 fn small(image: usize, patch: usize) -> VisionTransformer {
     let c = VitConfig {
-        image_size: image,
+        img_size: image,
         patch_size: patch,
         embed_dim: 16,
         depth: 2,
-        heads: 2,
-        mlp_dim: 32,
-        classes: 3,
+        num_heads: 2,
+        mlp_ratio: 2.0,
+        num_classes: 3,
         ..VitConfig::preset("Ti/16").unwrap()
     };
     VisionTransformer::new(c, &mut Rng::seed(3)).unwrap()
@@ -78,13 +78,13 @@ fn uniform_attention_has_the_grids_mean_distance_and_a_flat_rollout() {
 #[test]
 fn rollout_of_one_block_is_its_mean_attention_with_the_residual() {
     let c = VitConfig {
-        image_size: 8,
+        img_size: 8,
         patch_size: 4,
         embed_dim: 16,
         depth: 1,
-        heads: 2,
-        mlp_dim: 32,
-        classes: 3,
+        num_heads: 2,
+        mlp_ratio: 2.0,
+        num_classes: 3,
         ..VitConfig::preset("Ti/16").unwrap()
     };
     let model = VisionTransformer::new(c, &mut Rng::seed(9)).unwrap();
