@@ -57,7 +57,7 @@ pub(crate) fn backward_rule(op: &Op, g: &Tensor, y: &Tensor) -> Result<Vec<(Var,
         AddScalar(a) => one(a, g.clone()),
         MulScalar(a, s) => one(a, g.mul_scalar(*s)),
         // y = x^p: ∂x = g p x^(p-1).
-        PowScalar(a, p) => one(a, g.mul(&a.value().powf(p - 1.0))?.mul_scalar(*p)),
+        PowScalar(a, p) => one(a, g.mul(&a.value().pow(p - 1.0))?.mul_scalar(*p)),
         // y = e^x: ∂x = g y.
         Exp(a) => one(a, g.mul(y)?),
         // y = ln x: ∂x = g / x.
@@ -65,7 +65,7 @@ pub(crate) fn backward_rule(op: &Op, g: &Tensor, y: &Tensor) -> Result<Vec<(Var,
         // y = √x: ∂x = g / (2 y).
         Sqrt(a) => one(a, g.div(&y.mul_scalar(2.0))?),
         // y = tanh x: ∂x = g (1 - y²).
-        Tanh(a) => one(a, g.mul(&y.sqr().neg().add_scalar(1.0))?),
+        Tanh(a) => one(a, g.mul(&y.square().neg().add_scalar(1.0))?),
         // y = σ(x): ∂x = g y (1 - y).
         Sigmoid(a) => one(a, g.mul(&y.mul(&y.neg().add_scalar(1.0))?)?),
         // y = max(x, 0): ∂x = g where x > 0 (0 at the kink, as PyTorch).

@@ -26,7 +26,7 @@
 //! let x = Var::constant(Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2])?);
 //! let t = Var::constant(Tensor::from_vec(vec![1.0, 0.0], &[2, 1])?);
 //! let y = x.matmul(&w.transpose(0, 1)?)?.add(&b)?;
-//! let loss = y.sub(&t)?.sqr().mean_all();
+//! let loss = y.sub(&t)?.square().mean_all();
 //! loss.backward()?;
 //! // y = [-0.5, -0.5], residuals r = [-1.5, -0.5]; ∂L/∂b = mean(2 r) = -2.
 //! assert_eq!(b.grad().unwrap().to_vec(), vec![-2.0]);

@@ -64,11 +64,11 @@ pub(crate) enum Op {
 /// impl Function for Cube {
 ///     fn name(&self) -> &'static str { "cube" }
 ///     fn backward(&self, g: &Tensor, _y: &Tensor) -> Result<Vec<Option<Tensor>>> {
-///         Ok(vec![Some(g.mul(&self.0.sqr().mul_scalar(3.0))?)])
+///         Ok(vec![Some(g.mul(&self.0.square().mul_scalar(3.0))?)])
 ///     }
 /// }
 /// let x = Var::parameter(Tensor::from_vec(vec![1.0, 2.0], &[2])?);
-/// let y = Var::custom(x.value().powf(3.0), &[x.clone()], Arc::new(Cube(x.value().clone())));
+/// let y = Var::custom(x.value().pow(3.0), &[x.clone()], Arc::new(Cube(x.value().clone())));
 /// y.sum_all().backward()?;
 /// assert_eq!(x.grad().unwrap().to_vec(), vec![3.0, 12.0]);
 /// # Ok::<(), tessera_autograd::Error>(())
@@ -218,14 +218,22 @@ impl Var {
         Var::from_op(self.value().mul_scalar(s), Op::MulScalar(self.clone(), s))
     }
 
-    /// `x^p`.
-    pub fn powf(&self, p: f32) -> Var {
-        Var::from_op(self.value().powf(p), Op::PowScalar(self.clone(), p))
+    /// `x^p` (`torch.pow` with a number as the exponent).
+    #[doc(alias = "powf")]
+    pub fn pow(&self, p: f32) -> Var {
+        Var::from_op(self.value().pow(p), Op::PowScalar(self.clone(), p))
     }
 
-    /// `x²`.
+    /// `x²` (`torch.square`).
+    #[doc(alias = "sqr")]
+    pub fn square(&self) -> Var {
+        self.pow(2.0)
+    }
+
+    /// The older name of [`Var::square`], kept while callers move to it.
+    #[doc(hidden)]
     pub fn sqr(&self) -> Var {
-        self.powf(2.0)
+        self.square()
     }
 
     /// Sum over `axes`.
@@ -358,9 +366,10 @@ impl Var {
     }
 
     /// `mask ? a : b` element by element, all three broadcast (`torch.where`); the mask
-    /// is a constant 0/1 tensor.
-    pub fn where_cond(mask: &Tensor, a: &Var, b: &Var) -> Result<Var> {
-        let value = Tensor::where_cond(mask, a.value(), b.value())?;
+    /// is a constant 0/1 tensor. As [`Tensor::where_`].
+    #[doc(alias = "where")]
+    pub fn where_(mask: &Tensor, a: &Var, b: &Var) -> Result<Var> {
+        let value = Tensor::where_(mask, a.value(), b.value())?;
         Ok(Var::from_op(
             value,
             Op::Where(mask.clone(), a.clone(), b.clone()),
@@ -370,7 +379,7 @@ impl Var {
     /// `value` where `mask` is non-zero, `self` elsewhere (attention masks).
     pub fn masked_fill(&self, mask: &Tensor, value: f32) -> Result<Var> {
         let fill = Var::constant(Tensor::scalar(value));
-        let out = Var::where_cond(mask, &fill, self)?;
+        let out = Var::where_(mask, &fill, self)?;
         if out.shape() != self.shape() {
             return Err(tessera_tensor::Error::Broadcast {
                 op: "masked_fill",

@@ -68,7 +68,7 @@ struct Node {
 /// // y = Σ (w · x)², dy/dw = 2 (w · x) · x
 /// let w = Var::parameter(Tensor::from_vec(vec![1.0, 2.0], &[2])?);
 /// let x = Var::constant(Tensor::from_vec(vec![3.0, 4.0], &[2])?);
-/// let y = w.mul(&x)?.sqr().sum_all();
+/// let y = w.mul(&x)?.square().sum_all();
 /// y.backward()?;
 /// assert_eq!(w.grad().unwrap().to_vec(), vec![18.0, 64.0]);
 /// # Ok::<(), tessera_autograd::Error>(())
@@ -279,7 +279,7 @@ impl Var {
 /// use tessera_autograd::Parameter;
 /// use tessera_tensor::Tensor;
 /// let p = Parameter::new(Tensor::from_vec(vec![1.0, 2.0], &[2])?);
-/// p.var().sqr().sum_all().backward()?;
+/// p.var().square().sum_all().backward()?;
 /// let g = p.grad().unwrap();                        // [2, 4]
 /// p.set(p.value().sub(&g.mul_scalar(0.5))?)?;       // one SGD step, lr 0.5
 /// assert_eq!(p.value().to_vec(), vec![0.0, 0.0]);

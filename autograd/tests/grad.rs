@@ -8,7 +8,7 @@ fn randn(shape: &[usize], seed: u64) -> Tensor {
     Tensor::randn(shape, 0.0, 1.0, &mut Rng::seed(seed))
 }
 
-/// Values away from 0 (for relu's kink) and positive (for log, sqrt, powf).
+/// Values away from 0 (for relu's kink) and positive (for log, sqrt, pow).
 fn positive(shape: &[usize], seed: u64) -> Tensor {
     Tensor::rand(shape, 0.5, 2.0, &mut Rng::seed(seed))
 }
@@ -48,7 +48,7 @@ fn unary_ops() {
     );
     check(|v| Ok(v[0].log()), vec![p.clone()]);
     check(|v| Ok(v[0].sqrt()), vec![p.clone()]);
-    check(|v| Ok(v[0].powf(1.7)), vec![p.clone()]);
+    check(|v| Ok(v[0].pow(1.7)), vec![p.clone()]);
     // relu away from its kink at 0.
     let r = x.map(|v| if v.abs() < 0.1 { v + 0.3 } else { v });
     check(|v| Ok(v[0].relu()), vec![r]);
@@ -120,7 +120,7 @@ fn a_hand_derived_case() {
 #[test]
 fn gradients_accumulate_until_zeroed_and_graphs_are_freed() {
     let w = Var::parameter(Tensor::from_vec(vec![1.0, 2.0], &[2]).unwrap());
-    let loss = || w.sqr().sum_all();
+    let loss = || w.square().sum_all();
     loss().backward().unwrap();
     loss().backward().unwrap();
     assert_eq!(w.grad().unwrap().to_vec(), vec![4.0, 8.0]); // 2 · 2w
@@ -175,7 +175,7 @@ fn the_checker_catches_a_wrong_gradient() {
     let x = randn(&[4], 14);
     let res = check_gradients(
         |v| {
-            let forward = v[0].sqr();
+            let forward = v[0].square();
             // backward sees only `v[0] * 3` (forward value replaced via detach algebra)
             let wrong = v[0].mul_scalar(3.0);
             wrong.add(&forward.detach().sub(&wrong.detach())?)
@@ -216,7 +216,7 @@ fn where_masked_fill_gelu_and_dropout() {
     let b = randn(&[3], 24);
     let mask = a.gt_scalar(0.0);
     check(
-        |v| Var::where_cond(&mask, &v[0], &v[1]),
+        |v| Var::where_(&mask, &v[0], &v[1]),
         vec![a.clone(), b.clone()],
     );
     check(|v| v[0].masked_fill(&mask, -1e9), vec![a.clone()]);
@@ -248,7 +248,7 @@ fn layer_norm_as_a_composition() {
         let x = &v[0];
         let mean = x.mean(&[-1], true)?;
         let centred = x.sub(&mean)?;
-        let var = centred.sqr().mean(&[-1], true)?;
+        let var = centred.square().mean(&[-1], true)?;
         let norm = centred.div(&var.add_scalar(1e-5).sqrt())?;
         norm.mul(&v[1])?.add(&v[2])
     };
@@ -274,4 +274,27 @@ fn unfold_and_max_pool() {
         |v| v[0].max_pool2d(&Window2d::square(3).with_stride(2).with_padding(1)),
         vec![x],
     );
+}
+
+/// PyTorch's names by hand: `square` (∂Σx²/∂x = 2x), `pow` (∂Σx³/∂x = 3x²) and `where_`
+/// (the gradient goes to the side the mask chose).
+#[test]
+fn square_pow_and_where_by_hand() {
+    let x = Var::parameter(Tensor::from_vec(vec![-1.5, 2.0, 3.0], &[3]).unwrap());
+    x.square().sum_all().backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec(), vec![-3.0, 4.0, 6.0]);
+    x.zero_grad();
+    x.pow(3.0).sum_all().backward().unwrap();
+    // 3 · (2.25, 4, 9)
+    assert_eq!(x.grad().unwrap().to_vec(), vec![6.75, 12.0, 27.0]);
+
+    let a = Var::parameter(Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3]).unwrap());
+    let b = Var::parameter(Tensor::from_vec(vec![4.0, 5.0, 6.0], &[3]).unwrap());
+    let mask = Tensor::from_vec(vec![1.0, 0.0, 1.0], &[3]).unwrap();
+    let weights = Var::constant(Tensor::from_vec(vec![1.0, 2.0, 3.0], &[3]).unwrap());
+    let y = Var::where_(&mask, &a, &b).unwrap();
+    assert_eq!(y.value().to_vec(), vec![1.0, 5.0, 3.0]);
+    y.mul(&weights).unwrap().sum_all().backward().unwrap();
+    assert_eq!(a.grad().unwrap().to_vec(), vec![1.0, 0.0, 3.0]);
+    assert_eq!(b.grad().unwrap().to_vec(), vec![0.0, 2.0, 0.0]);
 }

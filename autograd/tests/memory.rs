@@ -29,7 +29,7 @@ fn ten_thousand_training_steps_keep_memory_flat() {
         w2.zero_grad();
         let h = x.matmul(&w1.var().transpose(0, 1).unwrap()).unwrap().tanh();
         let out = h.matmul(&w2.var().transpose(0, 1).unwrap()).unwrap();
-        let loss = out.sub(&y).unwrap().sqr().mean_all();
+        let loss = out.sub(&y).unwrap().square().mean_all();
         loss.backward().unwrap();
         losses.push(loss);
         for w in [&w1, &w2] {

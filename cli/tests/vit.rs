@@ -1,8 +1,9 @@
 //! `tessera vit` end to end on the built-in shapes: training learns and writes its
 //! files, a run stopped and resumed ends where an uninterrupted one does, evaluation,
-//! prediction on real photos, the pictures, and bad input.
+//! prediction (on real photos from `../shared/data` in a test of its own, ignored unless
+//! run with `--include-ignored`), the pictures, and bad input.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 mod common;
 
 use common::{ok, tessera};
@@ -46,19 +47,6 @@ fn train(dir: &Path, max_steps: u64, resume: bool) -> String {
         args.push("--resume");
     }
     ok(tessera(&args))
-}
-
-fn photos() -> Option<PathBuf> {
-    let p = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/photos"
-    ));
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipping the photos: ../shared/data/photos not found");
-        None
-    }
 }
 
 #[test]
@@ -137,25 +125,6 @@ fn vit_trains_on_shapes_resumes_exactly_evaluates_predicts_and_draws() {
     ] {
         assert!(viz.join(f).is_file(), "{f}: {text}");
     }
-    if let Some(dir) = photos() {
-        let png = dir.join("chelsea.png");
-        let jpg = dir.join("rocket.jpg");
-        let text = ok(tessera(&[
-            "vit",
-            "predict",
-            "--checkpoint",
-            model,
-            "--top-k",
-            "3",
-            png.to_str().unwrap(),
-            jpg.to_str().unwrap(),
-        ]));
-        assert_eq!(text.matches('%').count(), 6, "{text}");
-        assert!(
-            text.contains("chelsea.png") && text.contains("rocket.jpg"),
-            "{text}"
-        );
-    }
     // A file that is not an image: one line naming it, a non-zero exit.
     let bad = tmp.path().join("notes.png");
     std::fs::write(&bad, "not an image").unwrap();
@@ -177,4 +146,31 @@ fn vit_trains_on_shapes_resumes_exactly_evaluates_predicts_and_draws() {
     std::fs::write(&other, b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ").unwrap();
     let out = tessera(&["vit", "eval", "--checkpoint", other.to_str().unwrap()]);
     assert!(!out.status.success());
+}
+
+#[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
+fn vit_predicts_real_photos() {
+    let dir = tessera_testutil::shared_data("photos");
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    train(&run, 3, false);
+    let model = run.join("model.safetensors");
+    let png = dir.join("chelsea.png");
+    let jpg = dir.join("rocket.jpg");
+    let text = ok(tessera(&[
+        "vit",
+        "predict",
+        "--checkpoint",
+        model.to_str().unwrap(),
+        "--top-k",
+        "3",
+        png.to_str().unwrap(),
+        jpg.to_str().unwrap(),
+    ]));
+    assert_eq!(text.matches('%').count(), 6, "{text}");
+    assert!(
+        text.contains("chelsea.png") && text.contains("rocket.jpg"),
+        "{text}"
+    );
 }

@@ -19,6 +19,11 @@
 //! ([`Shapes`]), [`Subset`]s and a seeded [`split`]; a [`Loader`] that shuffles with a
 //! seed, augments deterministically and builds batches on worker threads.
 //!
+//! **Features** (both on by default): `image` for the image files ([`load_image`],
+//! [`decode_image`], [`save_png`], [`ImageFolder`]; the `image` crate's decoders) and
+//! `bpe` for [`Bpe`] (the `tokenizers` crate). Everything else, resizing and the IDX,
+//! CIFAR-10 and CSV datasets included, needs neither.
+//!
 //! ```
 //! use tessera_data::{BpttBatches, CharVocab};
 //! let text = "to be or not to be";
@@ -49,26 +54,36 @@
 mod text;
 
 mod batch;
+#[cfg(feature = "bpe")]
 mod bpe;
+#[cfg(feature = "image")]
 mod chart;
 mod dataset;
 mod files;
+#[cfg(feature = "image")]
 mod folder;
+#[cfg(feature = "image")]
 mod image;
 mod loader;
+#[cfg(feature = "image")]
 mod open;
 mod patches;
 mod resize;
 mod shapes;
 mod transforms;
 pub use batch::{pad_sequences, token_batches};
+#[cfg(feature = "bpe")]
 pub use bpe::{Bpe, SPECIALS};
+#[cfg(feature = "image")]
 pub use chart::{Canvas, Chart, Series, Style};
 pub use dataset::{split, Dataset, Sample, Subset};
 pub use files::{Cifar10, CsvImages, Idx, LabelColumn};
+#[cfg(feature = "image")]
 pub use folder::{ImageFolder, OnBadFile};
+#[cfg(feature = "image")]
 pub use image::{decode_image, load_image, save_png, ColorMode};
 pub use loader::{Batch, Epoch, Loader, Transform};
+#[cfg(feature = "image")]
 pub use open::{open_images, ImageSets};
 pub use patches::{patches, unpatch};
 pub use resize::{resize, resize_shorter, Filter};

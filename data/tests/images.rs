@@ -12,21 +12,12 @@ use tessera_data::{
 };
 use tessera_tensor::{Rng, SafeTensorsFile, Tensor};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data");
-
 fn fixtures() -> SafeTensorsFile {
-    SafeTensorsFile::open(format!("{FIXTURES}/images.safetensors")).unwrap()
+    tessera_testutil::safetensors_fixture!("images.safetensors")
 }
 
-fn photos() -> Option<std::path::PathBuf> {
-    let p = std::path::Path::new(SHARED).join("photos");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipping: ../shared/data not found ({})", p.display());
-        None
-    }
+fn photos() -> std::path::PathBuf {
+    tessera_testutil::shared_data("photos")
 }
 
 /// Largest absolute difference, after checking the shapes agree.
@@ -139,8 +130,9 @@ fn hand_computed_resizes() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
 fn resize_shorter_and_center_crop_equal_torchvision() {
-    let Some(dir) = photos() else { return };
+    let dir = photos();
     let f = fixtures();
     let img = load_image(dir.join("chelsea.png"), ColorMode::Rgb).unwrap();
     assert_eq!(img.shape(), &[3, 300, 451]);
@@ -275,8 +267,9 @@ fn patches_times_weights_equal_the_strided_convolution() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
 fn photos_decode_as_pil_reads_them() {
-    let Some(dir) = photos() else { return };
+    let dir = photos();
     let f = fixtures();
     let meta = f.metadata().unwrap();
     for (photo, modes, tol) in [
@@ -318,7 +311,7 @@ fn photos_decode_as_pil_reads_them() {
 #[test]
 fn alpha_is_dropped_as_pil_drops_it() {
     let f = fixtures();
-    let path = format!("{FIXTURES}/alpha.png");
+    let path = tessera_testutil::fixture_path!("alpha.png");
     for (mode, cm) in [
         ("RGBA", ColorMode::Keep),
         ("RGB", ColorMode::Rgb),

@@ -35,17 +35,10 @@ fn chunks_continue_each_stream() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
 fn tinyshakespeare_has_65_characters() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/tinyshakespeare/input.txt"
-    );
-    let Ok(text) = std::fs::read_to_string(path) else {
-        eprintln!(
-            "skipped: {path} is absent (the shared data folder is not beside the repository)"
-        );
-        return;
-    };
+    let path = tessera_testutil::shared_data("tinyshakespeare/input.txt");
+    let text = std::fs::read_to_string(path).unwrap();
     let vocab = CharVocab::from_text(&text).unwrap();
     assert_eq!(vocab.len(), 65);
     assert_eq!(vocab.as_string().chars().next(), Some('\n'));

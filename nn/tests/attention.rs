@@ -7,14 +7,7 @@ use tessera_nn::{
     AttnMask, AttnNames, MultiHeadAttention, Parameter, QkvWeights, Var, VarBuilder, VarMap,
 };
 use tessera_tensor::{Rng, Tensor};
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
+use tessera_testutil::{assert_close_slice, floats};
 
 fn packed(mha: &MultiHeadAttention) -> &Parameter {
     match &mha.qkv {
@@ -23,18 +16,14 @@ fn packed(mha: &MultiHeadAttention) -> &Parameter {
     }
 }
 
+#[track_caller]
 fn close(got: &Tensor, want: &Value, atol: f32, rtol: f32, what: &str) {
-    for (i, (g, w)) in got.to_vec().iter().zip(floats(want)).enumerate() {
-        assert!(
-            (g - w).abs() <= atol + rtol * w.abs(),
-            "{what}[{i}]: {g} vs torch {w}"
-        );
-    }
+    assert_close_slice(what, got, &floats(want), atol, rtol);
 }
 
 #[test]
 fn multi_head_attention_equals_torch() {
-    let all: Value = serde_json::from_str(include_str!("fixtures/layers.json")).unwrap();
+    let all: Value = tessera_testutil::json_fixture!("layers.json");
     let f = &all["mha"];
     let t = |k: &str, s: &[usize]| Tensor::from_vec(floats(&f[k]), s).unwrap();
     let (mha, _) = VarMap::build(&mut Rng::seed(0), |vb| {
@@ -117,7 +106,7 @@ fn names_follow_torch_or_timm() {
 
 #[test]
 fn separate_projections_for_other_key_and_value_widths_equal_torch() {
-    let all: Value = serde_json::from_str(include_str!("fixtures/layers.json")).unwrap();
+    let all: Value = tessera_testutil::json_fixture!("layers.json");
     let f = &all["mha_kv"];
     let t = |k: &str, s: &[usize]| Tensor::from_vec(floats(&f[k]), s).unwrap();
     let (mha, vars) = VarMap::build(&mut Rng::seed(0), |vb| {

@@ -7,17 +7,10 @@ use tessera_nn::{
     cross_entropy, mse_loss, nll_loss, Embedding, LayerNorm, Linear, Module, Var, VarMap,
 };
 use tessera_tensor::{IndexTensor, Rng, Tensor};
+use tessera_testutil::{assert_close_slice, floats};
 
 fn fx() -> Value {
-    serde_json::from_str(include_str!("fixtures/layers.json")).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    tessera_testutil::json_fixture!("layers.json")
 }
 
 fn ints(v: &Value) -> Vec<usize> {
@@ -32,16 +25,9 @@ fn tensor(v: &Value, shape: &[usize]) -> Tensor {
     Tensor::from_vec(floats(v), shape).unwrap()
 }
 
+#[track_caller]
 fn close(got: &Tensor, want: &Value, atol: f32, rtol: f32, what: &str) {
-    let want = floats(want);
-    let got = got.to_vec();
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!(
-            (g - w).abs() <= atol + rtol * w.abs(),
-            "{what}[{i}]: {g} vs torch {w}"
-        );
-    }
+    assert_close_slice(what, got, &floats(want), atol, rtol);
 }
 
 /// Backpropagates `Σ y ⊙ R`.

@@ -13,7 +13,7 @@
 //! let mut opt = Adam::new(0.1);
 //! for _ in 0..3 {
 //!     w.zero_grad();
-//!     w.var().sqr().sum_all().backward()?;   // minimise Σ w²
+//!     w.var().square().sum_all().backward()?;   // minimise Σ w²
 //!     opt.step(&params)?;
 //! }
 //! assert!(w.value().to_vec().iter().all(|v| v.abs() < 0.75));

@@ -7,17 +7,10 @@
 use serde_json::Value;
 use tessera_optim::{clip_grad_norm, schedule, Adam, Optimizer, Parameter, Sgd};
 use tessera_tensor::Tensor;
+use tessera_testutil::{assert_close_slice, floats};
 
 fn fixture() -> Value {
-    serde_json::from_str(include_str!("fixtures/trajectories.json")).expect("fixture is JSON")
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
+    tessera_testutil::json_fixture!("trajectories.json")
 }
 
 /// Runs 25 steps and compares every step with PyTorch within 1e-5.
@@ -45,13 +38,8 @@ fn follow(
             clip_grad_norm(&params, max).unwrap();
         }
         opt.step(&params).unwrap();
-        let got = p.value().to_vec();
-        for (i, (&x, y)) in got.iter().zip(floats(expected)).enumerate() {
-            assert!(
-                (x - y).abs() <= 1e-5,
-                "{run}, step {step}, element {i}: {x} vs torch {y}"
-            );
-        }
+        let what = format!("{run}, step {step}");
+        assert_close_slice(&what, &p.value(), &floats(expected), 1e-5, 0.0);
     }
 }
 

@@ -138,13 +138,10 @@ fn checkpoints_of_other_files_are_rejected_with_their_path() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
 fn tinyshakespeare_has_65_characters_and_a_90_10_split() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/tinyshakespeare/input.txt");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("skipped: {} is absent", path.display());
-        return;
-    };
+    let path = tessera_testutil::shared_data("tinyshakespeare/input.txt");
+    let text = std::fs::read_to_string(&path).unwrap();
     let vocab = CharVocab::from_text(&text).unwrap();
     assert_eq!(vocab.len(), 65);
     let ids = vocab.encode(&text).unwrap();

@@ -2,28 +2,19 @@
 //! and the gradients of every parameter, the input and the initial state
 //! (fixtures from `tests/fixtures/make_fixtures.py`).
 
-use std::path::PathBuf;
-
 use tessera_autograd::Var;
 use tessera_nn::Params;
 use tessera_rnn::{Mode, Recurrent, RecurrentConfig, State};
 use tessera_tensor::{Rng, SafeTensorsFile, Tensor};
 
 fn fixture(name: &str) -> SafeTensorsFile {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/{name}.safetensors"));
-    SafeTensorsFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    tessera_testutil::safetensors_fixture!(&format!("{name}.safetensors"))
 }
 
+/// Within 1e-5 + 1e-4 |PyTorch's value|.
+#[track_caller]
 fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
-    assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    let (g, w) = (got.to_vec(), want.to_vec());
-    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-5 + 1e-4 * b.abs(),
-            "{what}[{i}]: tessera {a}, PyTorch {b}"
-        );
-    }
+    tessera_testutil::assert_close(what, got, want, 1e-5, 1e-4);
 }
 
 fn check(name: &str) {
@@ -169,8 +160,7 @@ fn gru_bidirectional_matches_pytorch() {
 fn a_pytorch_state_dict_loads_by_name() {
     // The fixture files hold the state_dict under PyTorch's names: a non-strict load
     // fills every parameter and reports only the extra tensors.
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lstm_bidir.safetensors");
+    let path = tessera_testutil::fixture_path!("lstm_bidir.safetensors");
     let config = RecurrentConfig::new(Mode::Lstm, 3, 4)
         .layers(2)
         .bidirectional(true)

@@ -91,16 +91,18 @@ impl Tensor {
     }
 
     /// `mask ? on_true : on_false` element by element, all three broadcast together
-    /// (`torch.where`); a mask element is true when non-zero.
+    /// (`torch.where`; the underscore only because `where` is a Rust keyword, the result
+    /// is a new tensor); a mask element is true when non-zero.
     ///
     /// ```
     /// use tessera_tensor::Tensor;
     /// let m = Tensor::from_vec(vec![1., 0., 1.], &[3])?;
-    /// let y = Tensor::where_cond(&m, &Tensor::ones(&[3]), &Tensor::scalar(-5.0))?;
+    /// let y = Tensor::where_(&m, &Tensor::ones(&[3]), &Tensor::scalar(-5.0))?;
     /// assert_eq!(y.to_vec(), vec![1., -5., 1.]);
     /// # Ok::<(), tessera_tensor::Error>(())
     /// ```
-    pub fn where_cond(mask: &Tensor, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
+    #[doc(alias = "where")]
+    pub fn where_(mask: &Tensor, on_true: &Tensor, on_false: &Tensor) -> Result<Tensor> {
         let op = "where";
         let shape = broadcast_shape(mask.shape(), on_true.shape(), op)?;
         let shape = broadcast_shape(&shape, on_false.shape(), op)?;
@@ -131,7 +133,7 @@ impl Tensor {
     /// `self` with `value` where `mask` is non-zero (`torch.Tensor.masked_fill`); the
     /// mask broadcasts to `self`'s shape.
     pub fn masked_fill(&self, mask: &Tensor, value: f32) -> Result<Tensor> {
-        let out = Tensor::where_cond(mask, &Tensor::scalar(value), self)?;
+        let out = Tensor::where_(mask, &Tensor::scalar(value), self)?;
         if out.shape() != self.shape() {
             return Err(crate::Error::Broadcast {
                 op: "masked_fill",
@@ -250,8 +252,9 @@ unary_ops! {
     sqrt => f32::sqrt;
     /// `1 / √x`.
     rsqrt => |x: f32| 1.0 / x.sqrt();
-    /// `x²`.
-    sqr => |x: f32| x * x;
+    /// `x²` (`torch.square`).
+    #[doc(alias = "sqr")]
+    square => |x: f32| x * x;
     /// `1 / x`.
     recip => |x: f32| 1.0 / x;
     /// Sine.
@@ -289,8 +292,9 @@ scalar_ops! {
     mul_scalar => |x, s| x * s;
     /// `x / s`.
     div_scalar => |x, s| x / s;
-    /// `x^s`.
-    powf => |x, s| x.powf(s);
+    /// `x^s` (`torch.pow` with a number as the exponent; `x.pow(2.0)`).
+    #[doc(alias = "powf")]
+    pow => |x, s| x.powf(s);
     /// `max(x, s)`.
     maximum_scalar => |x, s| x.max(s);
     /// `min(x, s)`.
@@ -330,8 +334,8 @@ binary_ops! {
     mul => |a, b| a * b;
     /// `a / b` with broadcasting.
     div => |a, b| a / b;
-    /// `a^b` with broadcasting.
-    pow => |a, b| a.powf(b);
+    /// `a^b` with broadcasting (`torch.pow` with a tensor as the exponent).
+    pow_tensor => |a, b| a.powf(b);
     /// Element-wise maximum (NaN propagates, as `torch.maximum`).
     maximum => |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) };
     /// Element-wise minimum (NaN propagates, as `torch.minimum`).

@@ -6,7 +6,8 @@
 //!   offset. Views (reshape, permute, transpose, narrow, slice, broadcast, squeeze,
 //!   unsqueeze) never copy.
 //! - Element-wise arithmetic and functions with NumPy broadcasting, comparisons to 0/1
-//!   masks, `where_cond` and `masked_fill`.
+//!   masks, `where_` and `masked_fill` (PyTorch's names: the
+//!   table in the crate's README maps the rest).
 //! - Reductions over any axes (`sum`, `mean`, `max`, `min`, `var`, `argmax`), stable
 //!   `softmax` and `log_softmax`.
 //! - [`Tensor::matmul`] with `torch.matmul` semantics on a fast, threaded GEMM

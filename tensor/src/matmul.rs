@@ -3,13 +3,15 @@
 //! [`gemm()`] is the one function through which every product goes, so its backend can
 //! change without touching callers. [`GemmKernel::Auto`] picks, at run time:
 //!
-//! - for products above 512³ multiply-adds on x86-64 CPUs with AVX2 and FMA, the crate's
-//!   own BLIS-style kernel (`gemm_avx2.rs`: packed panels, a 6 x 16 micro-kernel);
+//! - on x86-64 CPUs with AVX2 and FMA, the crate's own BLIS-style kernel
+//!   (`gemm_avx2.rs`: packed panels, a 6 x 16 micro-kernel) for products above 512³
+//!   multiply-adds, and for products by a transposed B (`x · Wᵀ`) with at least 8 rows
+//!   in A and 64·64·32 multiply-adds;
 //! - otherwise the `gemm` crate, built with its `x86-v4` feature, which itself picks
 //!   AVX-512, AVX2 or SSE kernels on x86-64 and NEON on aarch64.
 //!
 //! So one binary is fast and correct on all of them. `matrixmultiply` is a third
-//! backend, on request. Operands are passed with their row and column strides; a
+//! backend, on request, with the crate's `matrixmultiply` feature. Operands are passed with their row and column strides; a
 //! transposed view is multiplied without a copy. With several threads, each thread
 //! computes its own band of C. `tensor/README.md` has the measurements behind these
 //! choices.
@@ -20,7 +22,9 @@ use crate::shape::{broadcast_shape, broadcast_strides, Dims};
 use crate::tensor::Tensor;
 
 /// Products with fewer multiply-adds than this run on one thread: splitting them costs
-/// more than it saves (measured: one thread wins below about 192³).
+/// more than it saves. (The crossover was about 192³ when the threads came from rayon;
+/// the spinning team of `parallel.rs` starts work sooner, and the threshold was lowered
+/// to 96³ with it.)
 const PARALLEL_MIN_MACS: usize = 96 * 96 * 96;
 
 /// Products with more multiply-adds than this go to the crate's own AVX2 kernel when the
@@ -117,16 +121,18 @@ pub enum GemmKernel {
     Avx2Fma,
     /// The `gemm` crate (run-time selected AVX-512, AVX2, SSE or NEON kernels).
     Gemm,
-    /// The `matrixmultiply` crate (run-time selected AVX-512, AVX2+FMA, SSE or NEON kernels).
+    /// The `matrixmultiply` crate (run-time selected AVX-512, AVX2+FMA, SSE or NEON
+    /// kernels); available with the `matrixmultiply` feature, an error without it.
     MatrixMultiply,
 }
 
 impl GemmKernel {
-    /// Whether this kernel can run on this CPU.
+    /// Whether this kernel can run on this CPU and is compiled in.
     pub fn is_available(self) -> bool {
         match self {
-            GemmKernel::Auto | GemmKernel::Gemm | GemmKernel::MatrixMultiply => true,
+            GemmKernel::Auto | GemmKernel::Gemm => true,
             GemmKernel::Avx2Fma => avx2_available(),
+            GemmKernel::MatrixMultiply => cfg!(feature = "matrixmultiply"),
         }
     }
 }
@@ -173,7 +179,7 @@ pub fn gemm(
 /// let a = [1., 2., 3., 4.];
 /// let mut c = [0.0f32; 4];
 /// let m = MatRef::row_major(&a, 2, 2)?;
-/// gemm_with(GemmKernel::MatrixMultiply, 1.0, m, m, 0.0, &mut c, 1)?;
+/// gemm_with(GemmKernel::Gemm, 1.0, m, m, 0.0, &mut c, 1)?;
 /// assert_eq!(c, [7., 10., 15., 22.]);
 /// # Ok::<(), tessera_tensor::Error>(())
 /// ```
@@ -210,7 +216,11 @@ pub(crate) unsafe fn gemm_into(
     if !kernel.is_available() {
         return Err(Error::invalid(
             "gemm",
-            format!("the {kernel:?} kernel needs a CPU feature this machine lacks"),
+            if kernel == GemmKernel::MatrixMultiply {
+                format!("the {kernel:?} kernel needs the crate's `matrixmultiply` feature")
+            } else {
+                format!("the {kernel:?} kernel needs a CPU feature this machine lacks")
+            },
         ));
     }
     let (m, k, n) = (a.rows, a.cols, b.cols);
@@ -364,6 +374,7 @@ unsafe fn serial(
             };
             sgemm(m, n, k, alpha, sa, sb, beta, c, rsc);
         }
+        #[cfg(feature = "matrixmultiply")]
         GemmKernel::MatrixMultiply => matrixmultiply::sgemm(
             m,
             k,

@@ -213,7 +213,7 @@ impl Tensor {
     /// deviations.
     pub fn var<D: Dim>(&self, axes: &[D], correction: usize, keepdim: bool) -> Result<Tensor> {
         let mean = self.mean(axes, true)?;
-        let dev = self.sub(&mean)?.sqr();
+        let dev = self.sub(&mean)?.square();
         let n: usize = resolve_axes(axes, self.rank(), "var")?
             .iter()
             .map(|&a| self.shape()[a])

@@ -3,8 +3,6 @@
 use std::fmt;
 use std::sync::Arc;
 
-use ndarray::{ArrayD, ArrayViewD, IxDyn, ShapeBuilder};
-
 use crate::error::{Error, Result};
 use crate::iter::{extend_map1, for_each_run};
 use crate::shape::{broadcast_strides, contiguous_strides, numel, Dim, Dims};
@@ -593,7 +591,7 @@ impl Tensor {
 
     // ------------------------------------------------------------------ ndarray interop
 
-    /// A zero-copy `ndarray` view of this tensor.
+    /// A zero-copy `ndarray` view of this tensor (with the `ndarray` feature).
     ///
     /// ```
     /// use tessera_tensor::Tensor;
@@ -602,7 +600,9 @@ impl Tensor {
     /// assert_eq!(v[[0, 1]], 3.0);
     /// # Ok::<(), tessera_tensor::Error>(())
     /// ```
-    pub fn as_ndarray(&self) -> ArrayViewD<'_, f32> {
+    #[cfg(feature = "ndarray")]
+    pub fn as_ndarray(&self) -> ndarray::ArrayViewD<'_, f32> {
+        use ndarray::{ArrayViewD, IxDyn, ShapeBuilder};
         let shape = IxDyn(&self.shape).strides(IxDyn(&self.strides));
         if self.numel() == 0 {
             return ArrayViewD::from_shape(IxDyn(&self.shape), &[]).expect("empty view");
@@ -613,12 +613,16 @@ impl Tensor {
         unsafe { ArrayViewD::from_shape_ptr(shape, self.storage.as_ptr().add(self.offset)) }
     }
 
-    /// An owned `ndarray` copy.
-    pub fn to_ndarray(&self) -> ArrayD<f32> {
-        ArrayD::from_shape_vec(IxDyn(&self.shape), self.to_vec()).expect("shape matches data")
+    /// An owned `ndarray` copy (with the `ndarray` feature).
+    #[cfg(feature = "ndarray")]
+    pub fn to_ndarray(&self) -> ndarray::ArrayD<f32> {
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&self.shape), self.to_vec())
+            .expect("shape matches data")
     }
 
-    /// A tensor from an `ndarray` (copied into row-major order when needed).
+    /// A tensor from an `ndarray` (copied into row-major order when needed; with the
+    /// `ndarray` feature).
+    #[cfg(feature = "ndarray")]
     pub fn from_ndarray<S, D>(array: &ndarray::ArrayBase<S, D>) -> Tensor
     where
         S: ndarray::Data<Elem = f32>,
@@ -633,16 +637,88 @@ impl Tensor {
     }
 }
 
+/// Tensors with more elements than this print the first and last [`FMT_EDGE`] entries
+/// of each long axis around a `...` (the alternate form `{:#}` prints everything).
+const FMT_ELIDE_ABOVE: usize = 500;
+/// Entries printed at each end of an elided axis.
+const FMT_EDGE: usize = 3;
+
+impl Tensor {
+    /// Nested brackets, rows on their own lines, a blank line between blocks of rank 3
+    /// and above (numpy's and ndarray's layout); each element through `f32`'s `Display`,
+    /// so a precision (`{:.3}`) applies to every element.
+    fn fmt_elements(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let full = f.alternate() || self.numel() <= FMT_ELIDE_ABOVE;
+        self.fmt_axis(f, 0, self.offset, full)
+    }
+
+    fn fmt_axis(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        axis: usize,
+        offset: usize,
+        full: bool,
+    ) -> fmt::Result {
+        let rank = self.shape.len();
+        if axis == rank {
+            return fmt::Display::fmt(&self.storage[offset], f);
+        }
+        let n = self.shape[axis];
+        let elide = !full && n > 2 * FMT_EDGE;
+        f.write_str("[")?;
+        for i in 0..n {
+            if elide && i >= FMT_EDGE && i < n - FMT_EDGE {
+                if i == FMT_EDGE {
+                    self.fmt_separator(f, axis)?;
+                    f.write_str("...")?;
+                }
+                continue;
+            }
+            if i > 0 {
+                self.fmt_separator(f, axis)?;
+            }
+            self.fmt_axis(f, axis + 1, offset + i * self.strides[axis], full)?;
+        }
+        f.write_str("]")
+    }
+
+    /// What goes between two entries of `axis`: `", "` in a row, else a line break (two
+    /// or more between blocks) and an indent under the opening bracket.
+    fn fmt_separator(&self, f: &mut fmt::Formatter<'_>, axis: usize) -> fmt::Result {
+        let below = self.shape.len() - axis - 1;
+        if below == 0 {
+            return f.write_str(", ");
+        }
+        f.write_str(",")?;
+        for _ in 0..below.min(2) {
+            f.write_str("\n")?;
+        }
+        for _ in 0..=axis {
+            f.write_str(" ")?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Tensor{:?} ", self.shape())?;
-        fmt::Display::fmt(&self.as_ndarray(), f)
+        self.fmt_elements(f)
     }
 }
 
 impl fmt::Display for Tensor {
+    /// ```
+    /// use tessera_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1., 2.5, 3., 4.], &[2, 2])?;
+    /// assert_eq!(x.to_string(), "[[1, 2.5],\n [3, 4]]");
+    /// assert_eq!(format!("{x:.1}"), "[[1.0, 2.5],\n [3.0, 4.0]]");
+    /// let long = Tensor::arange(0.0, 1000.0, 1.0)?;
+    /// assert_eq!(long.to_string(), "[0, 1, 2, ..., 997, 998, 999]");
+    /// # Ok::<(), tessera_tensor::Error>(())
+    /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.as_ndarray(), f)
+        self.fmt_elements(f)
     }
 }
 

@@ -92,7 +92,7 @@ proptest! {
     fn where_and_masked_fill_select((a, b) in broadcast_pair()) {
         let shape = naive_broadcast(&a.shape, &b.shape).unwrap();
         let mask = a.tensor().gt_scalar(0.0);
-        let got = Tensor::where_cond(&mask, &a.tensor(), &b.tensor()).unwrap();
+        let got = Tensor::where_(&mask, &a.tensor(), &b.tensor()).unwrap();
         let want: Vec<f32> = (0..numel(&shape))
             .map(|p| {
                 let idx = unravel(p, &shape);
@@ -112,7 +112,7 @@ proptest! {
             let cases: Vec<(&str, Tensor, Vec<f32>)> = vec![
                 ("add_scalar", t.add_scalar(s), n.data.iter().map(|x| x + s).collect()),
                 ("mul_scalar", &t * s, n.data.iter().map(|x| x * s).collect()),
-                ("powf", t.abs().powf(s), n.data.iter().map(|x| x.abs().powf(s)).collect()),
+                ("pow", t.abs().pow(s), n.data.iter().map(|x| x.abs().powf(s)).collect()),
                 ("clamp", t.clamp(-1.0, 0.5), n.data.iter().map(|x| x.clamp(-1.0, 0.5)).collect()),
                 ("le_scalar", t.le_scalar(s), n.data.iter().map(|&x| (x <= s) as u8 as f32).collect()),
             ];
@@ -244,4 +244,38 @@ fn every_second(x: &Tensor) -> Tensor {
         .unwrap()
         .slice(0, 0, 2 * n, 2)
         .unwrap()
+}
+
+/// PyTorch's names `square`, `pow` (number and tensor exponents) and `where_`, against
+/// values worked out by hand and in f64.
+#[test]
+fn pytorch_named_ops() {
+    let x = Tensor::from_vec(vec![-1.5, 0.0, 2.0, 3.0], &[2, 2]).unwrap();
+    // (-1.5)² = 2.25, 0² = 0, 2² = 4, 3² = 9
+    assert_eq!(x.square().to_vec(), vec![2.25, 0.0, 4.0, 9.0]);
+    assert_eq!(x.square().shape(), &[2, 2]);
+    // x³: (-1.5)³ = -3.375, 0, 8, 27
+    assert_eq!(x.pow(3.0).to_vec(), vec![-3.375, 0.0, 8.0, 27.0]);
+    // A fractional exponent against f64.
+    let p = [0.5f64, 1.7, 4.0];
+    let got = Tensor::from_vec(p.iter().map(|&v| v as f32).collect(), &[3])
+        .unwrap()
+        .pow(-0.75)
+        .to_vec();
+    for (g, v) in got.iter().zip(p) {
+        let want = v.powf(-0.75);
+        assert!((*g as f64 - want).abs() <= 1e-6 * want, "{g} vs {want}");
+    }
+    // A tensor exponent, broadcast: [[2], [3]] ^ [0, 1, 2] = [[1, 2, 4], [1, 3, 9]].
+    let base = Tensor::from_vec(vec![2.0, 3.0], &[2, 1]).unwrap();
+    let e = Tensor::from_vec(vec![0.0, 1.0, 2.0], &[3]).unwrap();
+    let y = base.pow_tensor(&e).unwrap();
+    assert_eq!(y.shape(), &[2, 3]);
+    assert_eq!(y.to_vec(), vec![1.0, 2.0, 4.0, 1.0, 3.0, 9.0]);
+    // where_: the mask [[1], [0]] picks the first row from [7, 8, 9], the second from -1.
+    let m = Tensor::from_vec(vec![1.0, 0.0], &[2, 1]).unwrap();
+    let on = Tensor::from_vec(vec![7.0, 8.0, 9.0], &[3]).unwrap();
+    let w = Tensor::where_(&m, &on, &Tensor::scalar(-1.0)).unwrap();
+    assert_eq!(w.shape(), &[2, 3]);
+    assert_eq!(w.to_vec(), vec![7.0, 8.0, 9.0, -1.0, -1.0, -1.0]);
 }

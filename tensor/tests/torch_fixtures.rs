@@ -10,8 +10,7 @@ use serde_json::Value;
 use tessera_tensor::{Tensor, Window2d};
 
 fn fixtures() -> Value {
-    let text = include_str!("fixtures/torch_ops.json");
-    serde_json::from_str(text).expect("fixture is JSON")
+    tessera_testutil::json_fixture!("torch_ops.json")
 }
 
 fn vec(v: &Value, key: &str) -> Vec<f32> {

@@ -187,6 +187,7 @@ pub fn average_checkpoints(model: &Transformer, paths: &[impl AsRef<Path>]) -> R
 /// The metadata key of the BPE vocabulary a model was trained with (its JSON form).
 pub const BPE_KEY: &str = "bpe";
 
+#[cfg(feature = "bpe")]
 /// The BPE vocabulary kept in the metadata of the checkpoint `path`.
 pub fn read_bpe(
     meta: &HashMap<String, String>,

@@ -355,6 +355,7 @@ fn argmax_rows(values: &[f32], cols: usize) -> Vec<usize> {
         .collect()
 }
 
+#[cfg(feature = "bpe")]
 impl Transformer {
     /// Translates one line of text: encoded by `bpe`, cut to the model's positions, then
     /// decoded greedily (`beam` ≤ 1) or by beam search with length penalty `alpha`, at

@@ -47,8 +47,10 @@ mod model;
 mod train;
 
 pub use bleu::{corpus_bleu, tokenize_13a, Bleu};
+#[cfg(feature = "bpe")]
+pub use checkpoint::read_bpe;
 pub use checkpoint::{
-    average_checkpoints, load_model, read_bpe, read_config, CheckpointConfig, SpecialIds, BPE_KEY,
+    average_checkpoints, load_model, read_config, CheckpointConfig, SpecialIds, BPE_KEY,
     MODEL_KEY, MODEL_TAG,
 };
 pub use config::{preset, Positional, Preset, TransformerConfig, PRESETS};

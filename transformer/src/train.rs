@@ -29,6 +29,7 @@ pub struct Corpus {
     pub pad: usize,
 }
 
+#[cfg(feature = "bpe")]
 impl Corpus {
     /// Sentence pairs encoded by `bpe`, keeping the pairs whose source and target are not
     /// empty and leave room for `bos`/`eos` within `max_len` positions.

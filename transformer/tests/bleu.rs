@@ -1,18 +1,13 @@
 //! BLEU against sacreBLEU (`tests/fixtures/make_bleu_fixtures.py` wrote its scores and
-//! 13a tokenizations of real files in `../shared/data`; skipped with a message when that
-//! folder is absent).
+//! 13a tokenizations of real files in `../shared/data`; those two tests are ignored
+//! unless run with `--include-ignored`).
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
 
 use tessera_transformer::{corpus_bleu, tokenize_13a};
 
-fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
-}
-
 fn read_lines(rel: &str) -> Option<Vec<String>> {
-    let path = data_dir().join(rel);
+    let path = tessera_testutil::shared_data(rel);
     let mut text = String::new();
     let file = std::fs::File::open(&path).ok()?;
     if rel.ends_with(".gz") {
@@ -28,8 +23,7 @@ fn read_lines(rel: &str) -> Option<Vec<String>> {
 }
 
 fn fixture() -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bleu.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    tessera_testutil::json_fixture!("bleu.json")
 }
 
 fn transform(name: &str, line: &str) -> String {
@@ -55,11 +49,8 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
 fn corpus_bleu_equals_sacrebleu_on_real_files() {
-    if !data_dir().exists() {
-        eprintln!("skipped: {} is absent", data_dir().display());
-        return;
-    }
     for case in fixture()["bleu"].as_array().unwrap() {
         let s = |k: &str| case[k].as_str().unwrap().to_string();
         let n = case["lines"].as_u64().unwrap() as usize;
@@ -94,11 +85,8 @@ fn corpus_bleu_equals_sacrebleu_on_real_files() {
 }
 
 #[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
 fn tokenize_13a_equals_sacrebleu_on_real_files() {
-    if !data_dir().exists() {
-        eprintln!("skipped: {} is absent", data_dir().display());
-        return;
-    }
     for case in fixture()["tokenize"].as_array().unwrap() {
         let file = case["file"].as_str().unwrap();
         let lines: Vec<String> = read_lines(file)

@@ -4,15 +4,10 @@
 use tessera_tensor::{Rng, Tensor};
 use tessera_transformer::complexity::{Layer, LayerKind};
 
+/// Within `tol` of the loops' values.
+#[track_caller]
 fn close(a: &Tensor, b: &[f32], tol: f32) {
-    let a = a.to_vec();
-    assert_eq!(a.len(), b.len());
-    let worst = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
-    assert!(worst < tol, "max difference {worst}");
+    tessera_testutil::assert_close_slice("output", a, b, tol, 0.0);
 }
 
 /// Softmax attention of position i over positions `window(i)`, by loops in f64.

@@ -2,20 +2,14 @@
 //! label-smoothed loss and the gradient of every parameter, for the paper's post-norm
 //! model, a padded batch with `nn.Transformer`'s final norms, and the pre-norm variant.
 
-use std::path::PathBuf;
-
 use tessera_nn::Params;
-use tessera_tensor::{IndexTensor, Rng, SafeTensorsFile, Tensor};
+use tessera_tensor::{IndexTensor, Rng, Tensor};
 use tessera_transformer::{Transformer, TransformerConfig};
 
+/// Within `tol·(1 + |PyTorch's value|)`.
+#[track_caller]
 fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
-    assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    for (i, (a, b)) in got.to_vec().iter().zip(want.to_vec()).enumerate() {
-        assert!(
-            (a - b).abs() <= tol * (1.0 + b.abs()),
-            "{what}[{i}]: tessera {a}, PyTorch {b}"
-        );
-    }
+    tessera_testutil::assert_close(what, got, want, tol, tol);
 }
 
 fn ids(t: &Tensor) -> IndexTensor {
@@ -23,9 +17,7 @@ fn ids(t: &Tensor) -> IndexTensor {
 }
 
 fn check(name: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/{name}.safetensors"));
-    let file = SafeTensorsFile::open(&path).unwrap();
+    let file = tessera_testutil::safetensors_fixture!(&format!("{name}.safetensors"));
     let meta: serde_json::Value =
         serde_json::from_str(&file.metadata().unwrap()["config"]).unwrap();
     let n = |k: &str| meta[k].as_u64().unwrap() as usize;

@@ -2,27 +2,20 @@
 //! dict loads by name and gives timm's logits and gradients, with the class token and
 //! with mean pooling; parameter counts equal timm's.
 
-use std::path::PathBuf;
-
 use tessera_autograd::Var;
 use tessera_nn::Params;
 use tessera_tensor::{Rng, SafeTensorsFile, Tensor};
 use tessera_vit::{GlobalPool, Hybrid, VisionTransformer, VitConfig};
 
+/// Within `tol·(1 + |timm's value|)`.
+#[track_caller]
 fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
-    assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    for (i, (a, b)) in got.to_vec().iter().zip(want.to_vec()).enumerate() {
-        assert!(
-            (a - b).abs() <= tol * (1.0 + b.abs()),
-            "{what}[{i}]: tessera {a}, timm {b}"
-        );
-    }
+    tessera_testutil::assert_close(what, got, want, tol, tol);
 }
 
 fn check(name: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/{name}.safetensors"));
-    let file = SafeTensorsFile::open(&path).unwrap();
+    let path = tessera_testutil::fixture_path!(&format!("{name}.safetensors"));
+    let file = tessera_testutil::open_safetensors(&path);
     let meta: serde_json::Value =
         serde_json::from_str(&file.metadata().unwrap()["config"]).unwrap();
     let n = |k: &str| meta[k].as_u64().unwrap() as usize;
@@ -164,9 +157,7 @@ fn a_patch_size_that_does_not_divide_the_image_is_an_error_with_the_numbers() {
 }
 
 fn fixture(name: &str) -> SafeTensorsFile {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/{name}.safetensors"));
-    SafeTensorsFile::open(&path).unwrap()
+    tessera_testutil::safetensors_fixture!(&format!("{name}.safetensors"))
 }
 
 #[test]
@@ -204,8 +195,7 @@ fn hybrid_model_matches_timm_hybrid_embed() {
     assert_eq!(named, state, "the same tensors as timm's state dict");
     // Parameters and buffers by name, shapes checked (the file's other tensors are the
     // references).
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vit_hybrid.safetensors");
+    let path = tessera_testutil::fixture_path!("vit_hybrid.safetensors");
     let report = tessera_nn::load_checkpoint(&path, &model, false).unwrap();
     assert!(
         report.missing.is_empty() && report.mismatched.is_empty(),

@@ -171,13 +171,10 @@ pub fn broadcast_pair() -> impl Strategy<Value = (Naive, Naive)> {
     })
 }
 
-/// Asserts equal shapes and values within `tol` (relative to magnitude, NaN == NaN).
+/// Asserts equal shapes and values within `tol·(1 + |want|)` (NaN == NaN), in the
+/// argument order of the naive-reference tests.
+#[track_caller]
 pub fn assert_close(got: &Tensor, shape: &[usize], want: &[f32], tol: f32, what: &str) {
-    assert_eq!(got.shape(), shape, "{what}: shape");
-    let g = got.to_vec();
-    assert_eq!(g.len(), want.len(), "{what}: length");
-    for (i, (&x, &y)) in g.iter().zip(want).enumerate() {
-        let ok = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= tol * (1.0 + y.abs());
-        assert!(ok, "{what}: element {i}: got {x}, want {y}");
-    }
+    let tol = tessera_testutil::Tolerance::new(tol, tol).nan_equal();
+    tessera_testutil::assert_close_with(what, got, Some(shape), want, tol);
 }

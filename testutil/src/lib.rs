@@ -1,0 +1,299 @@
+//! # tessera-testutil
+//!
+//! What the tests of the tessera crates share; a dev-dependency only, never published.
+//!
+//! - [`assert_close`] (tensor against tensor) and [`assert_close_slice`] (tensor against
+//!   numbers): `|got - want| <= atol + rtol·|want|` element by element (numpy's
+//!   `allclose` rule); a failure names the worst element by its index, both values and
+//!   both shapes. [`Tolerance`] and [`assert_close_with`] add NaN-equals-NaN.
+//! - Fixtures of the calling crate's `tests/fixtures`: [`safetensors_fixture!`],
+//!   [`json_fixture!`], [`fixture_path!`], and [`floats`] for a JSON array of numbers.
+//! - [`shared_data`]: a folder of `../shared/data` (the real data sets beside the
+//!   repository), or a panic that names the missing folder. Tests that call it are
+//!   marked `#[ignore = "needs ../shared/data (run with --include-ignored)"]`, so a run
+//!   without the data reports them as ignored instead of passing them silently.
+//!
+//! ```
+//! use tessera_tensor::Tensor;
+//! use tessera_testutil::{assert_close, assert_close_slice};
+//! let x = Tensor::from_vec(vec![1.0, 2.0], &[2])?;
+//! assert_close("x", &x.mul_scalar(3.0), &Tensor::from_vec(vec![3.0, 6.0], &[2])?, 0.0, 1e-6);
+//! assert_close_slice("x", &x.sqrt(), &[1.0, 1.414_213_5], 1e-6, 0.0);
+//! # Ok::<(), tessera_tensor::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+use tessera_tensor::{SafeTensorsFile, Tensor};
+
+/// How close a value must be to its reference: `|got - want| <= atol + rtol·|want|`.
+///
+/// Equal values are always close (so are equal infinities); a NaN is close to nothing,
+/// unless [`Tolerance::nan_equal`] makes it close to another NaN.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    /// The absolute part.
+    pub atol: f32,
+    /// The part relative to the reference value.
+    pub rtol: f32,
+    /// Whether a NaN equals a NaN.
+    pub nan_equal: bool,
+}
+
+impl Tolerance {
+    /// `atol + rtol·|want|`, NaN close to nothing.
+    pub const fn new(atol: f32, rtol: f32) -> Tolerance {
+        Tolerance {
+            atol,
+            rtol,
+            nan_equal: false,
+        }
+    }
+
+    /// The same, with a NaN close to a NaN.
+    pub const fn nan_equal(self) -> Tolerance {
+        Tolerance {
+            nan_equal: true,
+            ..self
+        }
+    }
+
+    /// How far `got` is outside the tolerance: `None` when close, else the excess
+    /// (infinite for a NaN that should not be there).
+    pub fn excess(&self, got: f32, want: f32) -> Option<f32> {
+        if got == want || (self.nan_equal && got.is_nan() && want.is_nan()) {
+            return None;
+        }
+        let diff = (got - want).abs();
+        let bound = self.atol + self.rtol * want.abs();
+        if diff <= bound {
+            None
+        } else if diff.is_nan() {
+            Some(f32::INFINITY)
+        } else {
+            Some(diff - bound)
+        }
+    }
+}
+
+/// The index of element `flat` of a row-major `shape`, as `[i, j, ...]`.
+fn unravel(flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    let mut rest = flat;
+    for (k, &d) in shape.iter().enumerate().rev() {
+        if d > 0 {
+            index[k] = rest % d;
+            rest /= d;
+        }
+    }
+    index
+}
+
+/// Compares `got` with `want` (with `want_shape` when given, else by length) and says
+/// what differs: the shape, or the element furthest outside the tolerance.
+pub fn check_close(
+    what: &str,
+    got: &Tensor,
+    want_shape: Option<&[usize]>,
+    want: &[f32],
+    tol: Tolerance,
+) -> Result<(), String> {
+    let shapes = match want_shape {
+        Some(s) => format!("got shape {:?}, want shape {s:?}", got.shape()),
+        None => format!("got shape {:?}, want {} values", got.shape(), want.len()),
+    };
+    if want_shape.is_some_and(|s| s != got.shape()) {
+        return Err(format!("{what}: shapes differ: {shapes}"));
+    }
+    let values = got.to_vec();
+    if values.len() != want.len() {
+        return Err(format!("{what}: lengths differ: {shapes}"));
+    }
+    let mut worst: Option<(usize, f32)> = None;
+    let mut outside = 0usize;
+    for (i, (&g, &w)) in values.iter().zip(want).enumerate() {
+        if let Some(e) = tol.excess(g, w) {
+            outside += 1;
+            if worst.is_none_or(|(_, we)| e > we) {
+                worst = Some((i, e));
+            }
+        }
+    }
+    match worst {
+        None => Ok(()),
+        Some((i, _)) => {
+            let (g, w) = (values[i], want[i]);
+            Err(format!(
+                "{what}: {outside} of {} elements not close; worst at {:?} (flat {i}): \
+                 got {g}, want {w}, |diff| {} > {} + {}·|want|; {shapes}",
+                values.len(),
+                unravel(i, got.shape()),
+                (g - w).abs(),
+                tol.atol,
+                tol.rtol,
+            ))
+        }
+    }
+}
+
+/// Asserts with [`check_close`]: panics with its message.
+#[track_caller]
+pub fn assert_close_with(
+    what: &str,
+    got: &Tensor,
+    want_shape: Option<&[usize]>,
+    want: &[f32],
+    tol: Tolerance,
+) {
+    if let Err(msg) = check_close(what, got, want_shape, want, tol) {
+        panic!("{msg}");
+    }
+}
+
+/// Asserts equal shapes and `|got - want| <= atol + rtol·|want|` for every element.
+#[track_caller]
+pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, atol: f32, rtol: f32) {
+    assert_close_with(
+        what,
+        got,
+        Some(want.shape()),
+        &want.to_vec(),
+        Tolerance::new(atol, rtol),
+    );
+}
+
+/// Asserts as many elements as `want` (row-major) and `|got - want| <= atol +
+/// rtol·|want|` for every element.
+#[track_caller]
+pub fn assert_close_slice(what: &str, got: &Tensor, want: &[f32], atol: f32, rtol: f32) {
+    assert_close_with(what, got, None, want, Tolerance::new(atol, rtol));
+}
+
+/// `<crate_dir>/tests/fixtures/<name>`; [`fixture_path!`] passes the calling crate's
+/// folder.
+pub fn fixture_path_in(crate_dir: &str, name: &str) -> PathBuf {
+    Path::new(crate_dir).join("tests/fixtures").join(name)
+}
+
+/// The path of `tests/fixtures/<name>` in the crate whose test calls it.
+#[macro_export]
+macro_rules! fixture_path {
+    ($name:expr) => {
+        $crate::fixture_path_in(env!("CARGO_MANIFEST_DIR"), $name)
+    };
+}
+
+/// Opens `tests/fixtures/<name>` of the calling crate as a [`SafeTensorsFile`]
+/// (panics naming the file when it cannot).
+#[macro_export]
+macro_rules! safetensors_fixture {
+    ($name:expr) => {
+        $crate::open_safetensors($crate::fixture_path!($name))
+    };
+}
+
+/// Reads `tests/fixtures/<name>` of the calling crate as JSON (panics naming the file
+/// when it cannot).
+#[macro_export]
+macro_rules! json_fixture {
+    ($name:expr) => {
+        $crate::read_json($crate::fixture_path!($name))
+    };
+}
+
+/// Opens a safetensors file, or panics with its path and the reason.
+#[track_caller]
+pub fn open_safetensors(path: impl AsRef<Path>) -> SafeTensorsFile {
+    let path = path.as_ref();
+    SafeTensorsFile::open(path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// Reads a JSON file, or panics with its path and the reason.
+#[track_caller]
+pub fn read_json(path: impl AsRef<Path>) -> serde_json::Value {
+    let path = path.as_ref();
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// A JSON array of numbers as `f32` (panics on anything else).
+#[track_caller]
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("expected an array of numbers, got {v}"))
+        .iter()
+        .map(|x| {
+            x.as_f64()
+                .unwrap_or_else(|| panic!("expected a number, got {x}")) as f32
+        })
+        .collect()
+}
+
+/// The reason given by the `#[ignore]` of every test that reads `../shared/data`.
+pub const NEEDS_SHARED_DATA: &str = "needs ../shared/data (run with --include-ignored)";
+
+/// `../shared/data/<sub>` beside the repository: the real data sets (MNIST, Multi30K,
+/// tinyshakespeare, photos, ...).
+///
+/// # Panics
+/// When the folder or file is absent, with a message naming it: a test that needs the
+/// data fails rather than passing without it. Such tests are marked
+/// `#[ignore = "needs ../shared/data (run with --include-ignored)"]`.
+#[track_caller]
+pub fn shared_data(sub: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    let path = root.join(sub);
+    if !path.exists() {
+        panic!(
+            "this test needs {} (../shared/data/{sub} beside the repository), which is \
+             missing; put the data there, or run without --include-ignored to skip it",
+            path.display()
+        );
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerance_rule() {
+        let t = Tolerance::new(0.1, 0.01);
+        assert_eq!(t.excess(1.0, 1.0), None);
+        assert_eq!(t.excess(100.0, 101.0), None); // 1 <= 0.1 + 1.01
+        assert!(t.excess(100.0, 101.2).is_some());
+        assert_eq!(t.excess(f32::INFINITY, f32::INFINITY), None);
+        assert_eq!(t.excess(f32::NAN, 1.0), Some(f32::INFINITY));
+        assert_eq!(t.excess(f32::NAN, f32::NAN), Some(f32::INFINITY));
+        assert_eq!(t.nan_equal().excess(f32::NAN, f32::NAN), None);
+    }
+
+    #[test]
+    fn the_message_names_the_worst_element_and_the_shapes() {
+        let got = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+        let want = [1.0, 2.5, 3.0, 4.0, 5.0, 9.0];
+        let msg =
+            check_close("y", &got, Some(&[2, 3]), &want, Tolerance::new(0.1, 0.0)).unwrap_err();
+        assert!(msg.contains("2 of 6 elements"), "{msg}");
+        assert!(
+            msg.contains("worst at [1, 2] (flat 5): got 6, want 9"),
+            "{msg}"
+        );
+        assert!(msg.contains("[2, 3]"), "{msg}");
+        let msg =
+            check_close("y", &got, Some(&[3, 2]), &want, Tolerance::new(0.1, 0.0)).unwrap_err();
+        assert!(msg.starts_with("y: shapes differ"), "{msg}");
+        let msg = check_close("y", &got, None, &want[..5], Tolerance::new(0.1, 0.0)).unwrap_err();
+        assert!(msg.starts_with("y: lengths differ"), "{msg}");
+        assert!(check_close("y", &got, None, &want, Tolerance::new(3.0, 0.0)).is_ok());
+    }
+
+    #[test]
+    #[should_panic(expected = "shared/data/no-such-set")]
+    fn missing_shared_data_names_the_folder() {
+        shared_data("no-such-set");
+    }
+}
