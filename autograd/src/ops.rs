@@ -230,12 +230,6 @@ impl Var {
         self.pow(2.0)
     }
 
-    /// The older name of [`Var::square`], kept while callers move to it.
-    #[doc(hidden)]
-    pub fn sqr(&self) -> Var {
-        self.square()
-    }
-
     /// Sum over `axes`.
     pub fn sum<D: Dim>(&self, axes: &[D], keepdim: bool) -> Result<Var> {
         let value = self.value().sum(axes, keepdim)?;

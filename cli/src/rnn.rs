@@ -189,7 +189,7 @@ impl Task for CharTask<'_> {
         self.args.budget.plan("chars/s", "tokens_per_s")
     }
 
-    fn position(&self) -> u64 {
+    fn steps_done(&self) -> u64 {
         self.state.step
     }
 

@@ -93,7 +93,7 @@ pub trait Task {
     /// When to stop, evaluate and save, and what a step's items are.
     fn plan(&self) -> Plan;
     /// Training steps done so far: 0 for a new run, the checkpoint's for a resumed one.
-    fn position(&self) -> u64;
+    fn steps_done(&self) -> u64;
     /// Lines that describe the run before it starts (data, model, batch).
     fn describe(&self) -> Vec<String>;
     /// One optimizer step.
@@ -222,15 +222,15 @@ impl Run {
         catch_ctrl_c();
         let (mode, metrics) = (self.mode, self.out.join("metrics.jsonl"));
         let bar = mode.bar(plan.steps);
-        bar.set_position(task.position());
+        bar.set_position(task.steps_done());
         for line in task.describe() {
             mode.line(&bar, &line);
         }
         let (start, budget) = (Instant::now(), self.minutes.map(|m| m * 60.0));
         let (mut window, mut since) = (Window::default(), Instant::now());
-        let (first, mut last_eval, mut last_saved) = (task.position(), None, task.position());
+        let (first, mut last_eval, mut last_saved) = (task.steps_done(), None, task.steps_done());
         let reason = loop {
-            let step = task.position();
+            let step = task.steps_done();
             let reason = if stop_requested() {
                 Some("interrupted")
             } else if budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b) {
@@ -257,7 +257,7 @@ impl Run {
             }
             let s = task.step()?;
             window.add(&s);
-            bar.set_position(task.position());
+            bar.set_position(task.steps_done());
             let lr = s.lr.map_or(String::new(), |lr| format!(" lr {lr:.2e}"));
             let (loss, rate) = (window.loss(), window.rate(since));
             bar.set_message(format!("loss {loss:.4}{lr} {rate:.0} {}", plan.unit));
@@ -273,7 +273,7 @@ impl Run {
         if mode != Mode::Json {
             let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
             let (last, rest) = names.split_last().expect("files");
-            let step = task.position();
+            let step = task.steps_done();
             println!(
                 "{reason} at step {step}: wrote {} and {last}",
                 rest.join(", ")

@@ -287,7 +287,7 @@ impl Task for TranslationTask<'_> {
             .plan("target tokens/s", "target_tokens_per_s")
     }
 
-    fn position(&self) -> u64 {
+    fn steps_done(&self) -> u64 {
         self.trainer.step
     }
 

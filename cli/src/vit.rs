@@ -459,7 +459,7 @@ impl Task for ImageTask {
         }
     }
 
-    fn position(&self) -> u64 {
+    fn steps_done(&self) -> u64 {
         self.trainer.progress.step
     }
 

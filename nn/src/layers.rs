@@ -488,7 +488,7 @@ impl Module for BatchNorm2d {
                 ));
             }
             let mean = x.mean(&[0, 2, 3], true)?; // (1, C, 1, 1)
-            let var = x.sub(&mean)?.sqr().mean(&[0, 2, 3], true)?;
+            let var = x.sub(&mean)?.square().mean(&[0, 2, 3], true)?;
             let m = self.momentum;
             let unbiased = var.value().mul_scalar(count as f32 / (count - 1) as f32);
             let rm = self

@@ -252,7 +252,7 @@ pub fn mse_loss(prediction: &Var, target: &Var) -> Result<Var> {
             target.shape(),
         ));
     }
-    Ok(prediction.sub(target)?.sqr().mean_all())
+    Ok(prediction.sub(target)?.square().mean_all())
 }
 
 /// The error of a batch whose every target is `ignore_index`: its mean is undefined.

@@ -353,8 +353,28 @@ enum Source {
     Zeros,
 }
 
-/// Creates parameters and buffers at a path of a [`VarMap`] (see the [module
-/// documentation](self)).
+/// Creates parameters and buffers at a path of a [`VarMap`].
+///
+/// Parameters are named and created once: a [`VarMap`] holds a model's parameters and buffers
+/// under their PyTorch/timm names, and a [`VarBuilder`] creates each of them at its path
+/// with its initialiser (in the spirit of candle's `VarBuilder`).
+///
+/// A layer never names itself: the builder's path does (`vb.pp("blocks").pp(3).pp("mlp")`
+/// then `Linear::new(&vb.pp("fc1"), ..)` creates `blocks.3.mlp.fc1.weight` and `.bias`),
+/// so the names of a checkpoint are the names of the code that built the model.
+///
+/// ```
+/// use tessera_nn::{Init, Linear, Module, VarBuilder, VarMap, Var};
+/// use tessera_tensor::{Rng, Tensor};
+/// let vars = VarMap::new();
+/// let vb = VarBuilder::from_rng(&vars, Rng::seed(0));
+/// let fc = Linear::with_init(&vb.pp("mlp").pp("fc1"), 4, 3, Init::Const(0.5), Some(Init::Zeros))?;
+/// let y = fc.forward(&Var::constant(Tensor::ones(&[1, 4])))?;
+/// assert_eq!(y.value().to_vec(), vec![2.0, 2.0, 2.0]);
+/// assert_eq!(vars.names(), vec!["mlp.fc1.weight", "mlp.fc1.bias"]);
+/// assert_eq!(vars.num_parameters(), 15);
+/// # Ok::<(), tessera_nn::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct VarBuilder {
     vars: VarMap,

@@ -50,8 +50,8 @@ pub use bleu::{corpus_bleu, tokenize_13a, Bleu};
 #[cfg(feature = "bpe")]
 pub use checkpoint::read_bpe;
 pub use checkpoint::{
-    average_checkpoints, load_model, read_config, CheckpointConfig, SpecialIds, BPE_KEY,
-    MODEL_KEY, MODEL_TAG,
+    average_checkpoints, load_model, read_config, CheckpointConfig, SpecialIds, BPE_KEY, MODEL_KEY,
+    MODEL_TAG,
 };
 pub use config::{preset, Positional, Preset, TransformerConfig, PRESETS};
 pub use decode::DecoderCache;

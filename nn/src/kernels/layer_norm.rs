@@ -76,7 +76,7 @@ pub(crate) fn layer_norm(x: &Var, weight: &Parameter, bias: &Parameter, eps: f32
 fn layer_norm_reference(x: &Var, weight: &Var, bias: &Var, eps: f32) -> Result<Var> {
     let mean = x.mean(&[-1], true)?;
     let centred = x.sub(&mean)?;
-    let var = centred.sqr().mean(&[-1], true)?;
+    let var = centred.square().mean(&[-1], true)?;
     let normed = centred.div(&var.add_scalar(eps).sqrt())?;
     Ok(normed.mul(weight)?.add(bias)?)
 }
