@@ -24,8 +24,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     let file = SafeTensorsFile::open(&a.checkpoint)
         .with_context(|| format!("inspecting {}", a.checkpoint.display()))?;
     let entries = file.entries();
-    let mut meta: Vec<(String, String)> = file.metadata()?.into_iter().collect();
-    meta.sort();
+    let meta = file.metadata()?;
     let is_state = |n: &str| RUN_STATE.iter().any(|p| n.starts_with(p));
     let count = |pred: &dyn Fn(&str) -> bool| -> usize {
         entries
@@ -41,10 +40,8 @@ pub fn run(a: &InspectArgs) -> Result<()> {
             .iter()
             .map(|(n, s, d)| serde_json::json!({"name": n, "shape": s, "dtype": d}))
             .collect();
-        let metadata: serde_json::Map<String, serde_json::Value> = meta
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
-            .collect();
+        let metadata: serde_json::Map<String, serde_json::Value> =
+            meta.into_iter().map(|(k, v)| (k, v.into())).collect();
         let out = serde_json::json!({
             "file": a.checkpoint.display().to_string(),
             "tensors": tensors,
@@ -77,7 +74,7 @@ pub fn run(a: &InspectArgs) -> Result<()> {
     );
     if !meta.is_empty() {
         println!("metadata:");
-        for (k, v) in meta.into_iter().flat_map(|(k, v)| flatten(k, v)) {
+        for (k, v) in tessera_nn::metadata_fields(&meta) {
             let shown = if v.chars().count() > 80 {
                 format!(
                     "{}... ({} characters)",
@@ -91,31 +88,4 @@ pub fn run(a: &InspectArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The configuration and the training state (JSON objects) as one `key.field = value`
-/// line per field, nested objects too; other entries as they are.
-fn flatten(key: String, value: String) -> Vec<(String, String)> {
-    if key != tessera_nn::CONFIG_KEY && key != tessera_nn::TRAIN_STATE_KEY {
-        return vec![(key, value)];
-    }
-    fn walk(key: String, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, v) in m {
-                    walk(format!("{key}.{k}"), v, out);
-                }
-            }
-            serde_json::Value::String(s) => out.push((key, s.clone())),
-            other => out.push((key, other.to_string())),
-        }
-    }
-    match serde_json::from_str::<serde_json::Value>(&value) {
-        Ok(v @ serde_json::Value::Object(_)) => {
-            let mut out = Vec::new();
-            walk(key, &v, &mut out);
-            out
-        }
-        _ => vec![(key, value)],
-    }
 }

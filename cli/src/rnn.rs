@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use tessera_data::{split_fraction, CharVocab, SONNETS};
 use tessera_nn::Params;
-use tessera_rnn::{evaluate, sample, Cell, CharLm, CharLmConfig, TrainConfig, TrainState};
+use tessera_rnn::{
+    evaluate, read_vocab, sample, Cell, CharLm, CharLmConfig, TrainConfig, TrainState, VOCAB_KEY,
+};
 use tessera_tensor::Rng;
 
 use crate::train::{choice, Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
@@ -128,13 +130,7 @@ fn train(a: &TrainArgs) -> Result<()> {
     let (text, source) = read_text(a.text.as_deref())?;
     let run = Run::start(&a.run, "rnn", a)?;
     let vocab = match &run.resumed {
-        Some(meta) => CharVocab::from_chars(meta.get("vocab").map_or("", String::as_str))
-            .with_context(|| {
-                format!(
-                    "{}: no vocabulary in the metadata",
-                    run.checkpoint.display()
-                )
-            })?,
+        Some(meta) => read_vocab(meta, &run.checkpoint)?,
         None => CharVocab::from_text(&text)?,
     };
     let ids = vocab
@@ -170,7 +166,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         )?
     };
     let meta = HashMap::from([
-        ("vocab".to_string(), vocab.as_string()),
+        (VOCAB_KEY.to_string(), vocab.as_string()),
         ("text".to_string(), source),
     ]);
     let val = val_ids.to_vec();
@@ -257,16 +253,8 @@ impl Task for CharTask<'_> {
 }
 
 fn sample_cmd(a: &SampleArgs) -> Result<()> {
-    let file = tessera_tensor::SafeTensorsFile::open(&a.checkpoint)?;
-    let meta = file.metadata()?;
-    let vocab = CharVocab::from_chars(meta.get("vocab").map(String::as_str).unwrap_or_default())
-        .with_context(|| {
-            format!(
-                "{}: no vocabulary in the metadata (not a `tessera rnn train` checkpoint)",
-                a.checkpoint.display()
-            )
-        })?;
-    let (model, _, _) = CharLm::load(&a.checkpoint)?;
+    let (model, _, meta) = CharLm::load(&a.checkpoint)?;
+    let vocab = read_vocab(&meta, &a.checkpoint)?;
     let prompt = vocab.encode(&a.prompt).with_context(|| {
         format!(
             "the prompt {:?} has characters outside the model's vocabulary",

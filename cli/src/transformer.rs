@@ -10,9 +10,8 @@ use tessera_data::{read_parallel, reversal_pairs, Bpe};
 use tessera_nn::Params;
 use tessera_tensor::Rng;
 use tessera_transformer::{
-    average_checkpoints, corpus_bleu, evaluate_loss, load_model, preset, read_bpe,
-    CheckpointConfig, Corpus, Preset, TrainConfig, Trainer, Transformer, TransformerConfig,
-    BPE_KEY, PRESETS,
+    average_checkpoints, evaluate_loss, load_model, preset, read_bpe, CheckpointConfig, Corpus,
+    Preset, TrainConfig, Trainer, Transformer, TransformerConfig, BPE_KEY, PRESETS,
 };
 
 use crate::train::{Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
@@ -354,15 +353,10 @@ impl Task for TranslationTask<'_> {
             return Ok(Vec::new());
         }
         let pairs = &self.valid_pairs[..self.valid_pairs.len().min(100)];
-        let hyps = pairs
-            .iter()
-            .map(|(src, _)| self.trainer.model.translate(&self.bpe, src, 1, 0.6))
-            .collect::<tessera_transformer::Result<Vec<_>>>()?;
-        let refs: Vec<&str> = pairs.iter().map(|(_, t)| t.as_str()).collect();
-        let n = pairs.len();
+        let (bleu, hyps) = self.trainer.model.bleu(&self.bpe, pairs, 1, 0.6)?;
         println!(
-            "greedy BLEU on {n} validation sentences: {}",
-            corpus_bleu(&hyps, &refs)?
+            "greedy BLEU on {} validation sentences: {bleu}",
+            pairs.len()
         );
         for (h, (src, _)) in hyps.iter().zip(pairs).take(3) {
             println!("  {src}\n  -> {h}");
@@ -390,15 +384,11 @@ fn eval(a: &EvalArgs) -> Result<()> {
     if let Some(n) = a.limit {
         pairs.truncate(n);
     }
-    let mut hyps = Vec::with_capacity(pairs.len());
-    for (s, _) in &pairs {
-        hyps.push(model.translate(&bpe, s, a.beam, a.alpha)?);
-    }
+    let (bleu, hyps) = model.bleu(&bpe, &pairs, a.beam, a.alpha)?;
     if let Some(path) = &a.output {
         tessera_tensor::write_atomic(path, (hyps.join("\n") + "\n").as_bytes())?;
     }
-    let refs: Vec<&str> = pairs.iter().map(|(_, r)| r.as_str()).collect();
-    println!("{}", corpus_bleu(&hyps, &refs)?);
+    println!("{bleu}");
     Ok(())
 }
 

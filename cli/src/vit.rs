@@ -5,15 +5,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args, Subcommand, ValueEnum};
-use tessera_data::{
-    center_crop, hflip, load_image, normalize, random_crop, resize, resize_shorter, ColorMode,
-    Dataset, Epoch, Filter, ImageSets, Loader,
-};
+use tessera_data::{load_image, ColorMode, Dataset, Epoch, ImageSets, Loader};
 use tessera_nn::Params;
 use tessera_tensor::{Rng, Tensor};
 use tessera_vit::{
-    evaluate, load_model, top_k, viz, CheckpointConfig, GlobalPool, Hybrid, TrainConfig, Trainer,
-    VisionTransformer, VitConfig,
+    batches, eval_loader, evaluate, load_model, prepare_image, top_k, train_loader, viz, Augment,
+    CheckpointConfig, GlobalPool, Hybrid, TrainConfig, Trainer, VisionTransformer, VitConfig,
+    NORMALIZE,
 };
 
 use crate::train::{choice, Eval, Mode, Plan, Run, RunArgs, Step, Task};
@@ -259,59 +257,6 @@ fn open_data(a: &DataArgs, seed: u64) -> Result<ImageSets> {
     Ok(sets)
 }
 
-/// Per-image preparation: resize to the model's size if needed, then normalise to
-/// `(x - 0.5) / 0.5` per channel.
-fn prepare(image: Tensor, size: usize) -> tessera_data::Result<Tensor> {
-    let s = image.shape().to_vec();
-    let image = if s[1] != size || s[2] != size {
-        let r = resize_shorter(&image, size, Filter::Bilinear)?;
-        center_crop(&r, size, size)?
-    } else {
-        image
-    };
-    let c = image.shape()[0];
-    normalize(&image, &vec![0.5; c], &vec![0.5; c])
-}
-
-fn loaders(
-    data: &ImageSets,
-    size: usize,
-    batch: usize,
-    seed: u64,
-    workers: usize,
-    crop: usize,
-    flip: bool,
-) -> Result<(Loader, Loader)> {
-    let train = Loader::new(data.train.clone(), batch)?
-        .seed(seed)
-        .drop_last(true)
-        .workers(workers)
-        .transform(move |img, rng| {
-            let mut img = prepare(img, size)?;
-            if crop > 0 {
-                img = random_crop(&img, size, size, crop, rng)?;
-            }
-            if flip && rng.below(2) == 1 {
-                img = hflip(&img)?;
-            }
-            Ok(img)
-        });
-    let test = Loader::new(data.test.clone(), batch.max(256))?
-        .shuffle(false)
-        .workers(workers)
-        .transform(move |img, _| prepare(img, size));
-    Ok((train, test))
-}
-
-fn eval_batches(
-    loader: &Loader,
-) -> impl Iterator<Item = tessera_vit::Result<(Tensor, Vec<usize>)>> {
-    loader.epoch(0).map(|b| {
-        b.map(|b| (b.images, b.labels))
-            .map_err(tessera_vit::Error::from)
-    })
-}
-
 /// A Vision Transformer learning to classify images; an evaluation on the test set
 /// after every epoch.
 struct ImageTask {
@@ -350,8 +295,10 @@ fn train(a: &TrainArgs) -> Result<()> {
         None => None,
     };
     let seed = stored_train.map_or(a.run.seed, |t| t.seed);
-    let crop = run.stored("data.crop_padding", a.crop_padding)?;
-    let flip = run.stored("data.flip", a.flip)?;
+    let augment = Augment {
+        crop_padding: run.stored("data.crop_padding", a.crop_padding)?,
+        flip: run.stored("data.flip", a.flip)?,
+    };
     let epochs = run.stored("data.epochs", a.epochs)?;
     let data = open_data(&data_args, seed)?;
     let [channels, h, w] = data.train.image_shape();
@@ -408,7 +355,9 @@ fn train(a: &TrainArgs) -> Result<()> {
         );
     }
     let batch = trainer.config.batch_size;
-    let (train, test) = loaders(&data, c.img_size, batch, seed, a.workers, crop, flip)?;
+    let (size, workers) = (c.img_size, a.workers);
+    let train = train_loader(data.train.clone(), size, batch, seed, workers, augment)?;
+    let test = eval_loader(data.test.clone(), size, batch.max(256), workers)?;
     let per_epoch = train.num_batches() as u64;
     let total = trainer
         .config
@@ -420,10 +369,13 @@ fn train(a: &TrainArgs) -> Result<()> {
             "class_names".to_string(),
             serde_json::to_string(&data.train.class_names())?,
         ),
-        ("data.crop_padding".to_string(), crop.to_string()),
-        ("data.flip".to_string(), flip.to_string()),
+        (
+            "data.crop_padding".to_string(),
+            augment.crop_padding.to_string(),
+        ),
+        ("data.flip".to_string(), augment.flip.to_string()),
         ("data.epochs".to_string(), epochs.to_string()),
-        ("normalize".to_string(), "0.5".to_string()),
+        ("normalize".to_string(), NORMALIZE.to_string()),
     ]);
     let paths = [
         ("data.path", &data_args.data),
@@ -519,7 +471,7 @@ impl Task for ImageTask {
     }
 
     fn evaluate(&mut self) -> Result<Eval> {
-        let ev = evaluate(&self.trainer.model, eval_batches(&self.test))?;
+        let ev = evaluate(&self.trainer.model, batches(&self.test))?;
         let epoch = self.trainer.progress.step as f64 / self.per_epoch as f64;
         let summary = format!(
             "test loss {:.4} acc {:5.2}%  epoch {epoch:>6.2}",
@@ -546,10 +498,6 @@ impl Task for ImageTask {
     }
 }
 
-fn load(checkpoint: &Path) -> Result<(VisionTransformer, HashMap<String, String>)> {
-    Ok(load_model(checkpoint)?)
-}
-
 fn class_names(meta: &HashMap<String, String>, classes: usize) -> Vec<String> {
     meta.get("class_names")
         .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
@@ -558,7 +506,7 @@ fn class_names(meta: &HashMap<String, String>, classes: usize) -> Vec<String> {
 }
 
 fn eval(a: &EvalArgs) -> Result<()> {
-    let (model, meta) = load(&a.checkpoint)?;
+    let (model, meta) = load_model(&a.checkpoint)?;
     let data = open_data(&a.data, 0)?;
     let c = model.config();
     if data.test.image_shape()[0] != c.in_chans || data.test.classes() > c.num_classes {
@@ -571,43 +519,16 @@ fn eval(a: &EvalArgs) -> Result<()> {
             data.test.classes()
         );
     }
-    let (_, test) = loaders(&data, c.img_size, a.batch, 0, 1, 0, false)?;
-    let names = class_names(&meta, c.num_classes);
-    let (mut right, mut count) = (vec![0usize; c.num_classes], vec![0usize; c.num_classes]);
-    let (mut loss, mut n) = (0.0f64, 0usize);
-    for b in eval_batches(&test) {
-        let (images, labels) = b?;
-        // One forward pass gives the loss and the per-class counts.
-        let logits = tessera_autograd::no_grad(|| model.forward(&images, false))?;
-        let targets = tessera_tensor::IndexTensor::from_vec(labels.clone());
-        let l =
-            tessera_autograd::no_grad(|| tessera_nn::cross_entropy(&logits, &targets, 0.0, None))?;
-        loss += f64::from(l.value().to_scalar()?) * labels.len() as f64;
-        n += labels.len();
-        for (p, &l) in tessera_vit::argmax_rows(logits.value())?
-            .iter()
-            .zip(&labels)
-        {
-            count[l] += 1;
-            right[l] += usize::from(*p == l);
-        }
-    }
-    let acc = right.iter().sum::<usize>() as f64 / n.max(1) as f64;
+    let test = eval_loader(data.test.clone(), c.img_size, a.batch, 1)?;
+    let ev = evaluate(&model, batches(&test))?;
+    let (loss, acc) = (ev.loss, 100.0 * ev.accuracy);
     println!(
-        "{}: {n} images, loss {:.4}, accuracy {:.2}%",
-        data.name,
-        loss / n.max(1) as f64,
-        100.0 * acc
+        "{}: {} images, loss {loss:.4}, accuracy {acc:.2}%",
+        data.name, ev.images
     );
-    for k in 0..c.num_classes {
-        if count[k] > 0 {
-            println!(
-                "  {:<14} {:>6.2}%  ({}/{})",
-                names[k],
-                100.0 * right[k] as f64 / count[k] as f64,
-                right[k],
-                count[k]
-            );
+    for (k, name) in class_names(&meta, c.num_classes).iter().enumerate() {
+        if let (Some(acc), (right, seen)) = (ev.class_accuracy(k), ev.per_class[k]) {
+            println!("  {name:<14} {:>6.2}%  ({right}/{seen})", 100.0 * acc);
         }
     }
     Ok(())
@@ -623,11 +544,11 @@ fn image_input(path: &Path, model: &VisionTransformer) -> Result<Tensor> {
         ColorMode::Rgb
     };
     let img = load_image(path, mode)?;
-    Ok(prepare(img, c.img_size)?)
+    Ok(prepare_image(img, c.img_size)?)
 }
 
 fn predict(a: &PredictArgs) -> Result<()> {
-    let (model, meta) = load(&a.checkpoint)?;
+    let (model, meta) = load_model(&a.checkpoint)?;
     let names = class_names(&meta, model.config().num_classes);
     for path in &a.images {
         let x = image_input(path, &model)?;
@@ -641,7 +562,7 @@ fn predict(a: &PredictArgs) -> Result<()> {
 }
 
 fn viz_cmd(a: &VizArgs) -> Result<()> {
-    let (model, _) = load(&a.checkpoint)?;
+    let (model, _) = load_model(&a.checkpoint)?;
     let c = *model.config();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut written = Vec::new();
@@ -660,7 +581,7 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
     let n = a.samples.clamp(1, data.test.len());
     let mut imgs = Vec::with_capacity(n);
     for i in 0..n {
-        imgs.push(prepare(data.test.get(i)?.image, c.img_size)?);
+        imgs.push(prepare_image(data.test.get(i)?.image, c.img_size)?);
     }
     let refs: Vec<&Tensor> = imgs.iter().collect();
     let batch = Tensor::stack(&refs, 0)?;
@@ -691,27 +612,10 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
     };
     let map = viz::attention_rollout(&model, &image)?;
     let p = a.out.join("attention_rollout.png");
-    tessera_data::save_png(&p, &rollout_picture(&image, &map)?)?;
+    tessera_data::save_png(&p, &viz::rollout_image(&image, &map)?)?;
     written.push(p);
     for p in &written {
         println!("wrote {}", p.display());
     }
     Ok(())
-}
-
-/// The input (un-normalised) beside the same image weighted by the rollout map.
-fn rollout_picture(image: &Tensor, map: &Tensor) -> Result<Tensor> {
-    let s = image.shape()[1];
-    let scale = (224 / s).max(1);
-    let size = s * scale;
-    let img = image.mul_scalar(0.5).add_scalar(0.5);
-    let img = if img.shape()[0] == 1 {
-        Tensor::concat(&[&img, &img, &img], 0)?
-    } else {
-        img
-    };
-    let img = resize(&img, size, size, Filter::Nearest, false)?;
-    let heat = resize(&map.unsqueeze(0)?, size, size, Filter::Bilinear, false)?;
-    let masked = img.mul(&heat)?;
-    Ok(Tensor::concat(&[&img, &masked], 2)?)
 }

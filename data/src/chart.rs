@@ -14,12 +14,13 @@
 //! # Ok::<(), tessera_data::Error>(())
 //! ```
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use font8x8::UnicodeFonts;
 use tessera_tensor::Tensor;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// How a series is drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -336,9 +337,85 @@ impl Chart {
     }
 }
 
+/// The loss and accuracy curves of a training run as one 800-pixel-wide picture: the
+/// columns `train_loss`, `val_loss` and `test_loss` on top and, where any row has them,
+/// `train_acc`, `val_acc` and `test_acc` below, each against the column `x` (`step`,
+/// `epoch`). `rows` are the logged records, column name → value; a record lacks the
+/// columns it did not measure.
+///
+/// ```
+/// use std::collections::HashMap;
+/// let rows: Vec<HashMap<String, f64>> = (0..5)
+///     .map(|s| HashMap::from([("step".into(), s as f64), ("train_loss".into(), 2.0 / (s + 1) as f64)]))
+///     .collect();
+/// let picture = tessera_data::metrics_picture(&rows, "step")?;
+/// assert_eq!((picture.w, picture.h), (800, 500));
+/// # Ok::<(), tessera_data::Error>(())
+/// ```
+pub fn metrics_picture(rows: &[HashMap<String, f64>], x: &str) -> Result<Canvas> {
+    let charts = [
+        ("loss", ["train_loss", "val_loss", "test_loss"]),
+        ("accuracy", ["train_acc", "val_acc", "test_acc"]),
+    ]
+    .map(|(title, keys)| Chart {
+        title: title.into(),
+        x_label: x.into(),
+        y_label: title.into(),
+        series: keys
+            .iter()
+            .map(|&key| Series {
+                name: key.to_string(),
+                points: rows
+                    .iter()
+                    .filter_map(|r| Some((*r.get(x)?, *r.get(key)?)))
+                    .collect(),
+                style: Style::Line,
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect(),
+        ..Chart::default()
+    });
+    let charts: Vec<&Chart> = charts.iter().filter(|c| !c.series.is_empty()).collect();
+    if charts.is_empty() {
+        return Err(Error::Invalid {
+            what: "metrics_picture",
+            msg: format!(
+                "no loss or accuracy values against {x:?} in {} rows",
+                rows.len()
+            ),
+        });
+    }
+    let (w, h) = (800, 500);
+    let mut canvas = Canvas::new(w, h * charts.len());
+    for (i, chart) in charts.iter().enumerate() {
+        canvas.paste_rows(&chart.render(w, h), i * h);
+    }
+    Ok(canvas)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_stack_loss_over_accuracy_and_need_a_curve() {
+        let row = |s: f64, extra: &str| {
+            HashMap::from([
+                ("step".to_string(), s),
+                (extra.to_string(), 1.0 / (s + 1.0)),
+            ])
+        };
+        let losses: Vec<_> = (0..4).map(|s| row(s as f64, "val_loss")).collect();
+        assert_eq!(metrics_picture(&losses, "step").unwrap().h, 500);
+        let mut both = losses.clone();
+        both.extend((0..4).map(|s| row(s as f64, "test_acc")));
+        assert_eq!(metrics_picture(&both, "step").unwrap().h, 1000);
+        let err = metrics_picture(&losses, "epoch").unwrap_err().to_string();
+        assert!(
+            err.contains("no loss or accuracy values against \"epoch\""),
+            "{err}"
+        );
+    }
 
     #[test]
     fn ticks_are_round_and_cover_the_range() {

@@ -172,7 +172,11 @@ pub fn get_json<T: DeserializeOwned>(
         reason,
     };
     let text = meta.get(key).ok_or_else(|| {
-        bad(if meta.contains_key("model") {
+        bad(if meta.contains_key(CONFIG_KEY) {
+            let mut keys: Vec<&str> = meta.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            format!("missing: the file has {}", keys.join(", "))
+        } else if meta.contains_key("model") {
             "missing: the file was written by an earlier version of tessera, which kept its \
              settings as separate entries; train it again with this version"
                 .to_string()
@@ -181,4 +185,43 @@ pub fn get_json<T: DeserializeOwned>(
         })
     })?;
     serde_json::from_str(text).map_err(|e| bad(e.to_string()))
+}
+
+/// A checkpoint's metadata as `(key, value)` pairs to read, sorted by key: the JSON
+/// objects under [`CONFIG_KEY`] and [`TRAIN_STATE_KEY`] flattened into dotted keys
+/// (`config.model.depth`), every other entry as it is.
+///
+/// ```
+/// use std::collections::HashMap;
+/// let meta = HashMap::from([
+///     ("config".to_string(), r#"{"model": {"depth": 12, "pool": "token"}}"#.to_string()),
+///     ("data".to_string(), "mnist".to_string()),
+/// ]);
+/// let fields = tessera_nn::metadata_fields(&meta);
+/// assert_eq!(fields[0], ("config.model.depth".to_string(), "12".to_string()));
+/// assert_eq!(fields[1], ("config.model.pool".to_string(), "token".to_string()));
+/// assert_eq!(fields[2], ("data".to_string(), "mnist".to_string()));
+/// ```
+pub fn metadata_fields(meta: &HashMap<String, String>) -> Vec<(String, String)> {
+    fn walk(key: String, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    walk(format!("{key}.{k}"), v, out);
+                }
+            }
+            serde_json::Value::String(s) => out.push((key, s.clone())),
+            other => out.push((key, other.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    for (key, value) in meta {
+        let json = [CONFIG_KEY, TRAIN_STATE_KEY].contains(&key.as_str());
+        match serde_json::from_str::<serde_json::Value>(value) {
+            Ok(v @ serde_json::Value::Object(_)) if json => walk(key.clone(), &v, &mut out),
+            _ => out.push((key.clone(), value.clone())),
+        }
+    }
+    out.sort();
+    out
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tessera_autograd::{no_grad, Var};
-use tessera_data::BpttBatches;
+use tessera_data::{BpttBatches, CharVocab};
 use tessera_nn::{get_json, put_json, Linear, Module, Params, VarBuilder, VarMap, CONFIG_KEY};
 use tessera_tensor::{save_safetensors, IndexTensor, Rng, SafeTensorsFile, Tensor};
 
@@ -20,6 +20,31 @@ use crate::{build_with_rng, sequence_cross_entropy, Error, Result};
 /// The `model` metadata entry of a character language model checkpoint, the tag that
 /// says what kind of file it is.
 pub const MODEL_TAG: &str = "tessera-rnn/charlm";
+
+/// The metadata key of the character vocabulary a model was trained with (its
+/// characters in index order, [`CharVocab::as_string`]).
+pub const VOCAB_KEY: &str = "vocab";
+
+/// The character vocabulary kept in the metadata `meta` of the checkpoint `path`.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use tessera_rnn::{read_vocab, VOCAB_KEY};
+/// let meta = HashMap::from([(VOCAB_KEY.to_string(), "ab".to_string())]);
+/// assert_eq!(read_vocab(&meta, "m.safetensors")?.len(), 2);
+/// assert!(read_vocab(&HashMap::new(), "m.safetensors").is_err());
+/// # Ok::<(), tessera_rnn::Error>(())
+/// ```
+pub fn read_vocab(meta: &HashMap<String, String>, path: impl AsRef<Path>) -> Result<CharVocab> {
+    let chars = meta
+        .get(VOCAB_KEY)
+        .ok_or_else(|| tessera_nn::Error::Metadata {
+            path: path.as_ref().to_path_buf(),
+            key: VOCAB_KEY.to_string(),
+            reason: "missing: no character vocabulary in this checkpoint".to_string(),
+        })?;
+    Ok(CharVocab::from_chars(chars)?)
+}
 
 /// The recurrent cell of a [`CharLm`] (serialised in lower case: `"lstm"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

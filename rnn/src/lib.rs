@@ -47,7 +47,9 @@ use std::path::PathBuf;
 
 use tessera_nn::{VarBuilder, VarMap};
 
-pub use charlm::{evaluate, sample, Cell, CharLm, CharLmConfig, LmState, MODEL_TAG};
+pub use charlm::{
+    evaluate, read_vocab, sample, Cell, CharLm, CharLmConfig, LmState, MODEL_TAG, VOCAB_KEY,
+};
 pub use elman::{Bptt, Elman, ElmanGrads, SeqInput};
 pub use recurrent::{Mode, Recurrent, RecurrentConfig, RecurrentOutput, State};
 pub use train::{StepStats, TrainConfig, TrainState};

@@ -386,4 +386,22 @@ impl Transformer {
         }
         Ok(bpe.decode(&out)?)
     }
+
+    /// Translates the sources of `pairs` (as [`Transformer::translate`]) and scores the
+    /// translations against the pairs' references with [`corpus_bleu`](crate::corpus_bleu)
+    /// (sacreBLEU's defaults): the score and the translations, in order.
+    pub fn bleu(
+        &self,
+        bpe: &tessera_data::Bpe,
+        pairs: &[(String, String)],
+        beam: usize,
+        alpha: f32,
+    ) -> Result<(crate::Bleu, Vec<String>)> {
+        let hyps = pairs
+            .iter()
+            .map(|(src, _)| self.translate(bpe, src, beam, alpha))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&str> = pairs.iter().map(|(_, r)| r.as_str()).collect();
+        Ok((crate::corpus_bleu(&hyps, &refs)?, hyps))
+    }
 }

@@ -36,12 +36,14 @@
 mod checkpoint;
 mod config;
 mod hybrid;
+mod input;
 mod model;
 mod train;
 pub mod viz;
 
 pub use checkpoint::{load_model, save_model, CheckpointConfig, MODEL_KIND};
 pub use config::{GlobalPool, Hybrid, Preset, VitConfig};
+pub use input::{batches, eval_loader, prepare_image, train_loader, Augment, NORMALIZE};
 pub use model::VisionTransformer;
 pub use train::{argmax_rows, evaluate, top_k, Evaluation, StepStats, TrainConfig, Trainer};
 

@@ -317,7 +317,7 @@ impl Trainer {
 }
 
 /// Loss and accuracy over a set of batches.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Evaluation {
     /// Mean cross-entropy (no smoothing).
     pub loss: f64,
@@ -325,6 +325,19 @@ pub struct Evaluation {
     pub accuracy: f64,
     /// Images seen.
     pub images: usize,
+    /// Per class `k`: `(right, seen)`, the images of class `k` classified as `k` and
+    /// all images of class `k`.
+    pub per_class: Vec<(usize, usize)>,
+}
+
+impl Evaluation {
+    /// The accuracy on class `k` (`None` where the set has no image of it).
+    pub fn class_accuracy(&self, k: usize) -> Option<f64> {
+        match self.per_class.get(k) {
+            Some(&(right, seen)) if seen > 0 => Some(right as f64 / seen as f64),
+            _ => None,
+        }
+    }
 }
 
 /// Evaluates `model` (evaluation mode, no gradients) on batches of `(images, labels)`.
@@ -333,24 +346,31 @@ pub fn evaluate<I>(model: &VisionTransformer, batches: I) -> Result<Evaluation>
 where
     I: IntoIterator<Item = Result<(Tensor, Vec<usize>)>>,
 {
-    let (mut loss, mut correct, mut n) = (0.0f64, 0usize, 0usize);
+    let classes = model.config().num_classes;
+    let (mut loss, mut n) = (0.0f64, 0usize);
+    let mut per_class = vec![(0usize, 0usize); classes];
     for batch in batches {
         let (images, labels) = batch?;
         let b = images.shape().first().copied().unwrap_or(0);
-        let targets = label_tensor("evaluate", &labels, model.config().num_classes, b)?;
+        let targets = label_tensor("evaluate", &labels, classes, b)?;
         let logits = no_grad(|| model.forward(&images, false))?;
         let l = no_grad(|| cross_entropy(&logits, &targets, 0.0, None))?;
         loss += l.value().to_scalar()? as f64 * b as f64;
-        correct += count_correct(logits.value(), &labels)?;
+        for (&p, &k) in argmax_rows(logits.value())?.iter().zip(&labels) {
+            per_class[k].0 += usize::from(p == k);
+            per_class[k].1 += 1;
+        }
         n += b;
     }
     if n == 0 {
         return Err(Error::Empty { op: "evaluate" });
     }
+    let correct: usize = per_class.iter().map(|c| c.0).sum();
     Ok(Evaluation {
         loss: loss / n as f64,
         accuracy: correct as f64 / n as f64,
         images: n,
+        per_class,
     })
 }
 

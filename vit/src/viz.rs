@@ -5,6 +5,7 @@
 //! Each function returns numbers or an image tensor `[C, H, W]` in `[0, 1]`; writing
 //! them as PNG is the caller's (for example `tessera_data::save_png`).
 
+use tessera_data::{resize, Filter};
 use tessera_tensor::Tensor;
 
 use crate::{Error, Result, VisionTransformer};
@@ -348,6 +349,34 @@ pub fn attention_rollout(model: &VisionTransformer, image: &Tensor) -> Result<Te
         map.iter().map(|&x| (x / max) as f32).collect(),
         &[g, g],
     )?)
+}
+
+/// The picture of a rollout `map` `[g, g]` (from [`attention_rollout`]) over the
+/// model input `image` `[C, S, S]` (normalised with [`NORMALIZE`](crate::NORMALIZE)):
+/// the image, scaled up to about 224 pixels, beside the same image weighted by the map
+/// resized to it (bilinear). Grey images become RGB; the result is `[3, s, 2s]`.
+pub fn rollout_image(image: &Tensor, map: &Tensor) -> Result<Tensor> {
+    let shape = image.shape().to_vec();
+    if shape.len() != 3 || (shape[0] != 1 && shape[0] != 3) {
+        return Err(Error::shape(
+            "rollout_image",
+            "an image [1 or 3, S, S]",
+            &shape,
+        ));
+    }
+    let size = shape[1] * (224 / shape[1]).max(1);
+    let img = image
+        .mul_scalar(crate::NORMALIZE)
+        .add_scalar(crate::NORMALIZE);
+    let img = if shape[0] == 1 {
+        Tensor::concat(&[&img, &img, &img], 0)?
+    } else {
+        img
+    };
+    let img = resize(&img, size, size, Filter::Nearest, false)?;
+    let heat = resize(&map.unsqueeze(0)?, size, size, Filter::Bilinear, false)?;
+    let masked = img.mul(&heat)?;
+    Ok(Tensor::concat(&[&img, &masked], 2)?)
 }
 
 /// The viridis colour map at `x ∈ [0, 1]` (piecewise linear through nine of its
