@@ -71,6 +71,7 @@ const PALETTE: [[f32; 3]; 8] = [
 ];
 
 /// An RGB canvas with f32 channels in `[0, 1]`.
+#[derive(Clone, Debug)]
 pub struct Canvas {
     /// Width in pixels.
     pub w: usize,

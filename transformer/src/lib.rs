@@ -68,7 +68,9 @@ pub enum Error {
     /// A differentiation step failed.
     #[error(transparent)]
     Autograd(#[from] tessera_autograd::Error),
-    /// A layer, loss or checkpoint failed.
+    /// A layer, loss or checkpoint failed; or an input whose shape does not fit
+    /// ([`tessera_nn::Error::Shape`]), or a setting outside what the model accepts
+    /// ([`tessera_nn::Error::Setting`]).
     #[error(transparent)]
     Nn(#[from] tessera_nn::Error),
     /// An optimizer step failed, or the loss became NaN or infinite
@@ -78,16 +80,6 @@ pub enum Error {
     /// Data, vocabulary or batching failed.
     #[error(transparent)]
     Data(#[from] tessera_data::Error),
-    /// An input whose shape does not fit the model or function.
-    #[error("{op}: expected {expected}, got shape {got:?}")]
-    Shape {
-        /// The model part or function.
-        op: &'static str,
-        /// The shape it takes, as a pattern (`[B, T]`, `[1, S]`).
-        expected: String,
-        /// The shape that came.
-        got: Vec<usize>,
-    },
     /// A number of items that does not fit (tokens per sequence, hypotheses per
     /// reference).
     #[error("{op}: expected {expected} {what}, got {got}")]
@@ -100,18 +92,6 @@ pub enum Error {
         expected: usize,
         /// How many came.
         got: usize,
-    },
-    /// A setting, argument or id outside what the model or function accepts.
-    #[error("{op}: {name} = {value}: {expected}")]
-    Setting {
-        /// The model part or function.
-        op: &'static str,
-        /// The setting.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// What it must be.
-        expected: String,
     },
     /// A preset name that is not a row of Table 3.
     #[error("unknown preset {name:?}; the presets are {}", known.join(", "))]
@@ -162,27 +142,18 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// A [`Error::Shape`] error.
-    pub fn shape(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Error {
-        Error::Shape {
-            op,
-            expected: expected.into(),
-            got: got.to_vec(),
-        }
+    /// A [`tessera_nn::Error::Shape`] error.
+    pub(crate) fn shape(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Error {
+        Error::Nn(tessera_nn::Error::shape(op, expected, got))
     }
 
-    /// A [`Error::Setting`] error.
-    pub fn setting(
+    /// A [`tessera_nn::Error::Setting`] error.
+    pub(crate) fn setting(
         op: &'static str,
         name: &'static str,
         value: impl std::fmt::Display,
         expected: impl Into<String>,
     ) -> Error {
-        Error::Setting {
-            op,
-            name,
-            value: value.to_string(),
-            expected: expected.into(),
-        }
+        Error::Nn(tessera_nn::Error::setting(op, name, value, expected))
     }
 }

@@ -57,7 +57,9 @@ pub enum Error {
     /// A differentiation step failed.
     #[error(transparent)]
     Autograd(#[from] tessera_autograd::Error),
-    /// A layer, loss or checkpoint failed.
+    /// A layer, loss or checkpoint failed; or an input whose shape does not fit
+    /// ([`tessera_nn::Error::Shape`]), or a setting outside what the model accepts
+    /// ([`tessera_nn::Error::Setting`]).
     #[error(transparent)]
     Nn(#[from] tessera_nn::Error),
     /// An optimizer step failed, or the loss was not finite
@@ -67,28 +69,6 @@ pub enum Error {
     /// Resampling failed.
     #[error(transparent)]
     Data(#[from] tessera_data::Error),
-    /// A configuration value or argument outside what the model accepts.
-    #[error("{op}: {name} = {value}: {expected}")]
-    Setting {
-        /// The type or function.
-        op: &'static str,
-        /// The setting (timm's field name).
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// What it must be.
-        expected: String,
-    },
-    /// An input whose shape does not fit the model.
-    #[error("{op}: expected {expected}, got shape {got:?}")]
-    Shape {
-        /// The model part or function.
-        op: &'static str,
-        /// The shape it takes, as a pattern (`images [B, 3, 224, 224]`).
-        expected: String,
-        /// The shape that came.
-        got: Vec<usize>,
-    },
     /// A preset name that is neither timm's nor the paper's.
     #[error("unknown preset {name:?}; the presets are {}", known.join(", "))]
     UnknownPreset {
@@ -109,27 +89,18 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// A [`Error::Setting`] error.
-    pub fn setting(
+    /// A [`tessera_nn::Error::Shape`] error.
+    pub(crate) fn shape(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Error {
+        Error::Nn(tessera_nn::Error::shape(op, expected, got))
+    }
+
+    /// A [`tessera_nn::Error::Setting`] error.
+    pub(crate) fn setting(
         op: &'static str,
         name: &'static str,
         value: impl std::fmt::Display,
         expected: impl Into<String>,
     ) -> Error {
-        Error::Setting {
-            op,
-            name,
-            value: value.to_string(),
-            expected: expected.into(),
-        }
-    }
-
-    /// A [`Error::Shape`] error.
-    pub fn shape(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Error {
-        Error::Shape {
-            op,
-            expected: expected.into(),
-            got: got.to_vec(),
-        }
+        Error::Nn(tessera_nn::Error::setting(op, name, value, expected))
     }
 }
