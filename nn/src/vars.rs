@@ -333,7 +333,19 @@ impl VarMap {
         path: impl AsRef<Path>,
         metadata: Option<&HashMap<String, String>>,
     ) -> Result<()> {
-        let values = self.tensors();
+        self.save_with(path, Vec::new(), metadata)
+    }
+
+    /// [`VarMap::save`] with more named tensors in the same file: an optimizer's state
+    /// beside the model in a training checkpoint.
+    pub fn save_with(
+        &self,
+        path: impl AsRef<Path>,
+        extra: Vec<(String, Tensor)>,
+        metadata: Option<&HashMap<String, String>>,
+    ) -> Result<()> {
+        let mut values = self.tensors();
+        values.extend(extra);
         tessera_tensor::save_safetensors(
             path,
             values.iter().map(|(n, t)| (n.as_str(), t)),

@@ -32,7 +32,7 @@ pub use adam::Adam;
 pub use clip::clip_grad_norm;
 pub use sgd::Sgd;
 pub use tessera_autograd::Parameter;
-use tessera_tensor::Tensor;
+use tessera_tensor::{SafeTensorsFile, Tensor};
 
 /// Errors of the optimizers.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +101,32 @@ pub trait Optimizer {
     fn state(&self) -> BTreeMap<String, Tensor>;
     /// Restores a state saved by [`Optimizer::state`].
     fn load_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()>;
+
+    /// [`Optimizer::state`] as the entries of a training checkpoint: each name under
+    /// [`STATE_PREFIX`], beside the model's parameters.
+    fn checkpoint_state(&self) -> Vec<(String, Tensor)> {
+        let state = self.state().into_iter();
+        state
+            .map(|(k, v)| (format!("{STATE_PREFIX}{k}"), v))
+            .collect()
+    }
+
+    /// Restores the state kept in the training checkpoint `file` by
+    /// [`Optimizer::checkpoint_state`]; the file's other entries are left alone.
+    fn load_checkpoint_state(&mut self, file: &SafeTensorsFile) -> Result<()> {
+        let mut state = BTreeMap::new();
+        for name in file.names() {
+            if let Some(k) = name.strip_prefix(STATE_PREFIX) {
+                state.insert(k.to_string(), file.get(&name)?);
+            }
+        }
+        self.load_state(&state)
+    }
 }
+
+/// The prefix of an optimizer's state among the entries of a training checkpoint
+/// (`optim.exp_avg.fc1.weight`).
+pub const STATE_PREFIX: &str = "optim.";
 
 /// The gradients of `params` that exist, checked finite, by name.
 pub(crate) fn gradients(

@@ -151,12 +151,7 @@ impl TrainState {
     /// caller's `metadata`, then `model`, `config` (the model's configuration and, under
     /// `train`, the [`TrainConfig`]) and `train_state` (the [`TrainProgress`]), as JSON.
     pub fn save(&self, path: impl AsRef<Path>, metadata: &HashMap<String, String>) -> Result<()> {
-        let mut extra: BTreeMap<String, Tensor> = self
-            .opt
-            .state()
-            .into_iter()
-            .map(|(k, v)| (format!("optim.{k}"), v))
-            .collect();
+        let mut extra: BTreeMap<String, Tensor> = self.opt.checkpoint_state().into_iter().collect();
         if let Some(c) = &self.carry {
             for (i, t) in c.tensors().into_iter().enumerate() {
                 extra.insert(format!("train.carry.{i}"), t);
@@ -212,12 +207,8 @@ impl TrainState {
                 }
             }),
         };
-        let optim: BTreeMap<String, Tensor> = tensors
-            .into_iter()
-            .filter_map(|(k, v)| k.strip_prefix("optim.").map(|s| (s.to_string(), v)))
-            .collect();
         let mut opt = Adam::new(config.lr);
-        opt.load_state(&optim)?;
+        opt.load_checkpoint_state(&tessera_tensor::SafeTensorsFile::open(path)?)?;
         let batches = BpttBatches::new(ids, config.batch, config.seq)?;
         if progress.position >= batches.num_chunks() as u64 {
             return Err(Error::Position {

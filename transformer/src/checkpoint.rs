@@ -20,9 +20,6 @@ pub const MODEL_KEY: &str = "model";
 /// The kind tag of a Transformer checkpoint (the value of [`MODEL_KEY`]).
 pub const MODEL_TAG: &str = "tessera-transformer";
 
-/// The prefix of the optimizer's tensors in a training checkpoint.
-pub(crate) const OPTIM_PREFIX: &str = "optim.";
-
 /// The special ids of a training corpus, as a training checkpoint records them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpecialIds {
@@ -105,7 +102,9 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<(Transformer, HashMap<String
 /// Loads `vars` by name from `path`, strict but for the optimizer's tensors.
 fn load_weights(vars: &VarMap, path: &Path) -> Result<()> {
     let mut report = vars.load(path, false)?;
-    report.unexpected.retain(|n| !n.starts_with(OPTIM_PREFIX));
+    report
+        .unexpected
+        .retain(|n| !n.starts_with(tessera_optim::STATE_PREFIX));
     if report.is_clean() {
         Ok(())
     } else {

@@ -2,7 +2,7 @@
 //! (0.9, 0.98, 1e-9) with the warmup schedule, label smoothing; evaluation, checkpoints
 //! that resume exactly, and averaging of the last checkpoints.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -10,9 +10,9 @@ use tessera_autograd::no_grad;
 use tessera_data::{pad_sequences, token_batches};
 use tessera_nn::{get_json, put_json, Params, TrainProgress, TRAIN_STATE_KEY};
 use tessera_optim::{check_loss, schedule, Adam, Optimizer};
-use tessera_tensor::{save_safetensors, IndexTensor, Rng, SafeTensorsFile};
+use tessera_tensor::{IndexTensor, Rng, SafeTensorsFile};
 
-use crate::checkpoint::{load_model, read_config, CheckpointConfig, SpecialIds, OPTIM_PREFIX};
+use crate::checkpoint::{load_model, read_config, CheckpointConfig, SpecialIds};
 use crate::{Error, Result, Transformer};
 
 /// Source and target token ids of sentence pairs (without `bos`/`eos`), and the special
@@ -218,19 +218,8 @@ impl Trainer {
             rng: Some(self.model.rng_state()),
         };
         put_json(&mut meta, TRAIN_STATE_KEY, &progress)?;
-        let mut tensors = self.model.vars().tensors();
-        tensors.extend(
-            self.opt
-                .state()
-                .into_iter()
-                .map(|(k, v)| (format!("{OPTIM_PREFIX}{k}"), v)),
-        );
-        save_safetensors(
-            path,
-            tensors.iter().map(|(n, t)| (n.as_str(), t)),
-            Some(&meta),
-        )?;
-        Ok(())
+        let state = self.opt.checkpoint_state();
+        Ok(self.model.vars().save_with(path, state, Some(&meta))?)
     }
 
     /// Continues a run saved by [`Trainer::save`] on the same corpus; returns it with the
@@ -254,15 +243,8 @@ impl Trainer {
         if let Some(rng) = progress.rng {
             model.set_rng_state(rng);
         }
-        let file = SafeTensorsFile::open(path)?;
-        let mut optim = BTreeMap::new();
-        for name in file.names() {
-            if let Some(k) = name.strip_prefix(OPTIM_PREFIX) {
-                optim.insert(k.to_string(), file.get(&name)?);
-            }
-        }
         let mut opt = Adam::transformer(0.0);
-        opt.load_state(&optim)?;
+        opt.load_checkpoint_state(&SafeTensorsFile::open(path)?)?;
         let batches = epoch_batches(&corpus, &config, progress.epoch)?;
         if progress.position >= batches.len() as u64 {
             return Err(Error::CorpusMismatch {

@@ -21,9 +21,6 @@ pub const MODEL_KIND: &str = "tessera-vit";
 /// The metadata key of the kind of model.
 const KIND_KEY: &str = "model";
 
-/// The prefix of the optimizer's tensors in a training checkpoint.
-pub(crate) const OPTIM_PREFIX: &str = "optim.";
-
 /// The `config` entry of a checkpoint: the model's configuration, and the training
 /// settings in a training checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,7 +78,9 @@ pub(crate) fn read_config(
 /// the only other tensors allowed are the optimizer's (`optim.*`).
 pub(crate) fn load_weights(vars: &VarMap, path: &Path) -> Result<()> {
     let mut report = vars.load(path, false)?;
-    report.unexpected.retain(|k| !k.starts_with(OPTIM_PREFIX));
+    report
+        .unexpected
+        .retain(|k| !k.starts_with(tessera_optim::STATE_PREFIX));
     if !report.is_clean() {
         return Err(tessera_nn::Error::Checkpoint {
             path: path.to_path_buf(),

@@ -1,7 +1,7 @@
 //! Training and evaluation: AdamW with linear warmup then cosine decay, label
 //! smoothing, gradient clipping, checkpoints that resume exactly.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -10,9 +10,9 @@ use tessera_nn::{
     cross_entropy, get_json, Params, TrainProgress, VarBuilder, VarMap, TRAIN_STATE_KEY,
 };
 use tessera_optim::{check_loss, clip_grad_norm, schedule, Adam, Optimizer};
-use tessera_tensor::{save_safetensors, IndexTensor, Tensor};
+use tessera_tensor::{IndexTensor, Tensor};
 
-use crate::checkpoint::{load_weights, metadata, read_config, CheckpointConfig, OPTIM_PREFIX};
+use crate::checkpoint::{load_weights, metadata, read_config, CheckpointConfig};
 use crate::{Error, Result, VisionTransformer};
 
 /// Hyperparameters of a [`Trainer`].
@@ -264,19 +264,8 @@ impl Trainer {
             train: Some(self.config),
         };
         let meta = metadata(&config, Some(&self.progress), extra)?;
-        let mut tensors = self.model.vars().tensors();
-        tensors.extend(
-            self.opt
-                .state()
-                .into_iter()
-                .map(|(k, v)| (format!("{OPTIM_PREFIX}{k}"), v)),
-        );
-        save_safetensors(
-            path,
-            tensors.iter().map(|(n, t)| (n.as_str(), t)),
-            Some(&meta),
-        )?;
-        Ok(())
+        let state = self.opt.checkpoint_state();
+        Ok(self.model.vars().save_with(path, state, Some(&meta))?)
     }
 
     /// Continues a run saved by [`Trainer::save`]; also returns the file's metadata. A
@@ -294,16 +283,8 @@ impl Trainer {
         let vars = VarMap::new();
         let model = VisionTransformer::build(&VarBuilder::zeros(&vars), stored.model)?;
         load_weights(&vars, path)?;
-        let state = file
-            .names()
-            .iter()
-            .filter_map(|k| {
-                k.strip_prefix(OPTIM_PREFIX)
-                    .map(|s| Ok((s.to_string(), file.get(k)?)))
-            })
-            .collect::<Result<BTreeMap<String, Tensor>>>()?;
         let mut opt = optimizer(&model, &config);
-        opt.load_state(&state)?;
+        opt.load_checkpoint_state(&file)?;
         Ok((
             Trainer {
                 model,
