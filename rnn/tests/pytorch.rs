@@ -6,6 +6,7 @@ use tessera_autograd::Var;
 use tessera_nn::Params;
 use tessera_rnn::{Mode, Recurrent, RecurrentConfig, State};
 use tessera_tensor::{Rng, SafeTensorsFile, Tensor};
+use tessera_testutil::Tolerance;
 
 fn fixture(name: &str) -> SafeTensorsFile {
     tessera_testutil::safetensors_fixture!(&format!("{name}.safetensors"))
@@ -97,16 +98,7 @@ fn check_path(name: &str, stepwise: bool) {
         loss = loss.add(&weighted(c, "w_c")).unwrap();
     }
     loss.backward().unwrap();
-    for (pname, p) in &params {
-        let g = p
-            .grad()
-            .unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
-        assert_close(
-            &format!("{name} grad {pname}"),
-            &g,
-            &file.get(&format!("grad.{pname}")).unwrap(),
-        );
-    }
+    tessera_testutil::assert_grads_close(name, &params, &file, Tolerance::new(1e-5, 1e-4));
     assert_close(
         &format!("{name} grad x"),
         &x.grad().unwrap(),

@@ -25,6 +25,7 @@
 
 use std::path::{Path, PathBuf};
 
+use tessera_autograd::Parameter;
 use tessera_tensor::{SafeTensorsFile, Tensor};
 
 /// How close a value must be to its reference: `|got - want| <= atol + rtol·|want|`.
@@ -170,6 +171,44 @@ pub fn assert_close_slice(what: &str, got: &Tensor, want: &[f32], atol: f32, rto
     assert_close_with(what, got, None, want, Tolerance::new(atol, rtol));
 }
 
+/// Asserts that every parameter has a gradient, close within `tol` to the entry
+/// `grad.<name>` of the reference `file` (a PyTorch fixture).
+#[track_caller]
+pub fn assert_grads_close(
+    what: &str,
+    params: &[(String, Parameter)],
+    file: &SafeTensorsFile,
+    tol: Tolerance,
+) {
+    for (name, p) in params {
+        let got = p
+            .grad()
+            .unwrap_or_else(|| panic!("{what}: no gradient for {name}"));
+        let want = file
+            .get(&format!("grad.{name}"))
+            .unwrap_or_else(|e| panic!("{what}: no reference gradient for {name}: {e}"));
+        let msg = format!("{what} grad {name}");
+        assert_close_with(&msg, &got, Some(want.shape()), &want.to_vec(), tol);
+    }
+}
+
+/// Asserts that two sets of named tensors hold the same names in the same order with
+/// the same values, bit for bit (a resumed run against an uninterrupted one).
+#[track_caller]
+pub fn assert_same_tensors(what: &str, got: &[(String, Tensor)], want: &[(String, Tensor)]) {
+    let names = |v: &[(String, Tensor)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(got), names(want), "{what}: the names differ");
+    for ((name, a), (_, b)) in got.iter().zip(want) {
+        assert_eq!(a.shape(), b.shape(), "{what}: {name} has another shape");
+        let same = a
+            .to_vec()
+            .iter()
+            .zip(b.to_vec())
+            .all(|(x, y)| x.to_bits() == y.to_bits());
+        assert!(same, "{what}: {name} differs");
+    }
+}
+
 /// `<crate_dir>/tests/fixtures/<name>`; [`fixture_path!`] passes the calling crate's
 /// folder.
 pub fn fixture_path_in(crate_dir: &str, name: &str) -> PathBuf {
@@ -258,6 +297,32 @@ pub fn shared_data(sub: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[should_panic(expected = "resumed: b differs")]
+    fn a_tensor_that_differs_by_one_bit_is_named() {
+        let t = |v: f32| Tensor::from_vec(vec![1.0, v], &[2]).unwrap();
+        let a = vec![("a".to_string(), t(2.0)), ("b".to_string(), t(2.0))];
+        let mut b = a.clone();
+        b[1].1 = t(f32::from_bits(2.0f32.to_bits() + 1));
+        assert_same_tensors("resumed", &a, &a);
+        assert_same_tensors("resumed", &b, &a);
+    }
+
+    #[test]
+    #[should_panic(expected = "fixture: no gradient for w")]
+    fn a_parameter_without_a_gradient_is_named() {
+        let p = Parameter::new(Tensor::ones(&[2]));
+        let dir = std::env::temp_dir().join(format!("testutil-{}.safetensors", std::process::id()));
+        tessera_tensor::save_safetensors(&dir, [("grad.w", &Tensor::ones(&[2]))], None).unwrap();
+        let file = SafeTensorsFile::open(&dir).unwrap();
+        assert_grads_close(
+            "fixture",
+            &[("w".into(), p)],
+            &file,
+            Tolerance::new(0.0, 0.0),
+        );
+    }
 
     #[test]
     fn tolerance_rule() {

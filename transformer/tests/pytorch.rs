@@ -4,6 +4,7 @@
 
 use tessera_nn::Params;
 use tessera_tensor::{IndexTensor, Rng, Tensor};
+use tessera_testutil::Tolerance;
 use tessera_transformer::{Transformer, TransformerConfig};
 
 /// Within `tol·(1 + |PyTorch's value|)`.
@@ -65,17 +66,7 @@ fn check(name: &str) {
         1e-5,
     );
     loss.backward().unwrap();
-    for (pname, p) in &params {
-        let g = p
-            .grad()
-            .unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
-        assert_close(
-            &format!("{name} grad {pname}"),
-            &g,
-            &file.get(&format!("grad.{pname}")).unwrap(),
-            1e-4,
-        );
-    }
+    tessera_testutil::assert_grads_close(name, &params, &file, Tolerance::new(1e-4, 1e-4));
 }
 
 #[test]

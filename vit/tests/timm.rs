@@ -5,6 +5,7 @@
 use tessera_autograd::Var;
 use tessera_nn::Params;
 use tessera_tensor::{Rng, SafeTensorsFile, Tensor};
+use tessera_testutil::Tolerance;
 use tessera_vit::{GlobalPool, Hybrid, VisionTransformer, VitConfig};
 
 /// Within `tol·(1 + |timm's value|)`.
@@ -61,23 +62,9 @@ fn check(name: &str) {
         &file.get("logits").unwrap(),
         1e-5,
     );
-    logits
-        .mul(&Var::constant(file.get("w").unwrap()))
-        .unwrap()
-        .sum_all()
-        .backward()
-        .unwrap();
-    for (pname, p) in model.named_parameters() {
-        let g = p
-            .grad()
-            .unwrap_or_else(|| panic!("{name}: no gradient for {pname}"));
-        assert_close(
-            &format!("{name} grad {pname}"),
-            &g,
-            &file.get(&format!("grad.{pname}")).unwrap(),
-            1e-4,
-        );
-    }
+    backward_weighted(&logits, &file);
+    let params = model.named_parameters();
+    tessera_testutil::assert_grads_close(name, &params, &file, Tolerance::new(1e-4, 1e-4));
 }
 
 #[test]
@@ -225,20 +212,15 @@ fn hybrid_model_matches_timm_hybrid_embed() {
             1e-5,
         );
     }
-    logits
-        .mul(&Var::constant(file.get("w").unwrap()))
-        .unwrap()
-        .sum_all()
-        .backward()
-        .unwrap();
-    for (n, p) in model.named_parameters() {
-        assert_close(
-            &format!("hybrid grad {n}"),
-            &p.grad().unwrap(),
-            &file.get(&format!("grad.{n}")).unwrap(),
-            1e-4,
-        );
-    }
+    backward_weighted(&logits, &file);
+    let params = model.named_parameters();
+    tessera_testutil::assert_grads_close("hybrid", &params, &file, Tolerance::new(1e-4, 1e-4));
+}
+
+/// Back-propagates `sum(logits · w)`, `w` the fixture's weights of the logits.
+fn backward_weighted(logits: &Var, file: &SafeTensorsFile) {
+    let w = Var::constant(file.get("w").unwrap());
+    logits.mul(&w).unwrap().sum_all().backward().unwrap();
 }
 
 /// The weights of the `det_values` formula of make_fixtures.py.
