@@ -14,7 +14,7 @@ use tessera_tensor::load_safetensors;
 
 fn train(dir: &Path, cell: &str, steps: u64, resume: bool) -> String {
     let steps = steps.to_string();
-    let mut args = vec![
+    let args = [
         "rnn",
         "train",
         "--cell",
@@ -29,14 +29,8 @@ fn train(dir: &Path, cell: &str, steps: u64, resume: bool) -> String {
         "1",
         "--sample",
         "0",
-        "--json",
-        "--out",
-        dir.to_str().unwrap(),
     ];
-    if resume {
-        args.push("--resume");
-    }
-    ok(tessera(&args))
+    common::train_json(&args, dir, resume)
 }
 
 #[test]

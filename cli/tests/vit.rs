@@ -13,7 +13,7 @@ use tessera_tensor::load_safetensors;
 /// A small ViT on the built-in shapes: 2 epochs of 62 steps (batch 96).
 fn train(dir: &Path, max_steps: u64, resume: bool) -> String {
     let steps = max_steps.to_string();
-    let mut args = vec![
+    let args = [
         "vit",
         "train",
         "--dim",
@@ -37,16 +37,10 @@ fn train(dir: &Path, max_steps: u64, resume: bool) -> String {
         "1",
         "--workers",
         "2",
-        "--json",
         "--max-steps",
         &steps,
-        "--out",
-        dir.to_str().unwrap(),
     ];
-    if resume {
-        args.push("--resume");
-    }
-    ok(tessera(&args))
+    common::train_json(&args, dir, resume)
 }
 
 #[test]
