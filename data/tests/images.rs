@@ -20,16 +20,6 @@ fn photos() -> std::path::PathBuf {
     tessera_testutil::shared_data("photos")
 }
 
-/// Largest absolute difference, after checking the shapes agree.
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    a.to_vec()
-        .iter()
-        .zip(b.to_vec())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn resize_equals_torch_interpolate() {
     let f = fixtures();
@@ -46,7 +36,7 @@ fn resize_equals_torch_interpolate() {
             let want = f.get(&format!("interp.{case}.{name}")).unwrap();
             let (oh, ow) = (want.shape()[2], want.shape()[3]);
             let got = resize(&x, oh, ow, filter, aa).unwrap();
-            let d = max_diff(&got, &want);
+            let d = tessera_testutil::max_diff(&got, &want);
             assert!(d < 1e-5, "case {case} {name}: max |diff| {d}");
             checked += 1;
         }
@@ -63,14 +53,14 @@ fn resize_accepts_any_leading_axes() {
     let want = f.get("interp.c.bicubic_aa").unwrap();
     let x3 = x.reshape(&[8, 16, 16]).unwrap();
     let got3 = resize(&x3, 7, 7, Filter::Bicubic, true).unwrap();
-    assert!(max_diff(&got3, &want.reshape(&[8, 7, 7]).unwrap()) < 1e-5);
+    assert!(tessera_testutil::max_diff(&got3, &want.reshape(&[8, 7, 7]).unwrap()) < 1e-5);
     let x5 = x.reshape(&[1, 1, 8, 16, 16]).unwrap();
     let got5 = resize(&x5, 7, 7, Filter::Bicubic, true).unwrap();
-    assert!(max_diff(&got5, &want.reshape(&[1, 1, 8, 7, 7]).unwrap()) < 1e-5);
+    assert!(tessera_testutil::max_diff(&got5, &want.reshape(&[1, 1, 8, 7, 7]).unwrap()) < 1e-5);
     let plane = x3.narrow(0, 2, 1).unwrap().reshape(&[16, 16]).unwrap();
     let got2 = resize(&plane, 7, 7, Filter::Bicubic, true).unwrap();
     let want2 = want.narrow(1, 2, 1).unwrap().reshape(&[7, 7]).unwrap();
-    assert!(max_diff(&got2, &want2) < 1e-5);
+    assert!(tessera_testutil::max_diff(&got2, &want2) < 1e-5);
     // A non-contiguous view (a transposed input) resizes like its copy.
     let t = x3.transpose(1, 2).unwrap();
     let a = resize(&t, 9, 5, Filter::Bilinear, false).unwrap();
@@ -100,7 +90,7 @@ fn position_embedding_resampling_equals_timm() {
         .unwrap()
         .reshape(&[1, 100, 8])
         .unwrap(); // (1, 100, D)
-    let d = max_diff(&got, &want);
+    let d = tessera_testutil::max_diff(&got, &want);
     assert!(d < 1e-5, "max |diff| {d}");
 }
 
@@ -141,7 +131,7 @@ fn resize_shorter_and_center_crop_equal_torchvision() {
     assert_eq!(small.shape(), &[3, 32, 48]);
     let crop = center_crop(&small, 20, 20).unwrap();
     let want = f.get("tv.chelsea").unwrap();
-    let d = max_diff(&crop, &want);
+    let d = tessera_testutil::max_diff(&crop, &want);
     assert!(d < 1e-5, "max |diff| {d}");
 }
 
@@ -296,7 +286,7 @@ fn photos_decode_as_pil_reads_them() {
                 .unwrap()
                 .contiguous();
             let want = f.get(&format!("pil.{photo}.{mode}")).unwrap();
-            let d = max_diff(&win, &want);
+            let d = tessera_testutil::max_diff(&win, &want);
             assert!(d <= tol, "{photo} {mode}: max |diff| {d}");
         }
     }
@@ -319,7 +309,7 @@ fn alpha_is_dropped_as_pil_drops_it() {
     ] {
         let got = load_image(&path, cm).unwrap();
         let want = f.get(&format!("pil.alpha.{mode}")).unwrap();
-        assert_eq!(max_diff(&got, &want), 0.0, "{mode}");
+        assert_eq!(tessera_testutil::max_diff(&got, &want), 0.0, "{mode}");
     }
     // The same bytes from memory.
     let bytes = std::fs::read(&path).unwrap();

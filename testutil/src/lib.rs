@@ -171,6 +171,17 @@ pub fn assert_close_slice(what: &str, got: &Tensor, want: &[f32], atol: f32, rto
     assert_close_with(what, got, None, want, Tolerance::new(atol, rtol));
 }
 
+/// The largest absolute difference between `a` and `b`, after asserting equal shapes.
+#[track_caller]
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.shape(), b.shape(), "max_diff of two shapes");
+    let (a, b) = (a.to_vec(), b.to_vec());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// Asserts that every parameter has a gradient, close within `tol` to the entry
 /// `grad.<name>` of the reference `file` (a PyTorch fixture).
 #[track_caller]

@@ -252,15 +252,6 @@ fn formula_images(b: usize, size: usize) -> Tensor {
     Tensor::from_vec(v, &[b, 3, size, size]).unwrap()
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    a.to_vec()
-        .iter()
-        .zip(b.to_vec())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max)
-}
-
 #[test]
 fn vit_tiny_patch16_224_gives_timms_logits() {
     let file = fixture("vit_tiny");
@@ -269,7 +260,7 @@ fn vit_tiny_patch16_224_gives_timms_logits() {
     set_formula_weights(&model);
     let logits =
         tessera_autograd::no_grad(|| model.forward(&formula_images(2, 224), false)).unwrap();
-    let worst = max_diff(logits.value(), &file.get("logits").unwrap());
+    let worst = tessera_testutil::max_diff(logits.value(), &file.get("logits").unwrap());
     assert!(worst <= 1e-4, "largest logit difference {worst}");
 }
 
@@ -282,11 +273,11 @@ fn fine_tuning_at_384_resamples_the_position_embedding_as_timm() {
     model.resample_pos_embed(384).unwrap();
     assert_eq!(model.config().img_size, 384);
     let pos = model.pos_embed().value();
-    let worst = max_diff(&pos, &file.get("pos_embed_384").unwrap());
+    let worst = tessera_testutil::max_diff(&pos, &file.get("pos_embed_384").unwrap());
     assert!(worst <= 1e-5, "position embedding differs by {worst}");
     let logits =
         tessera_autograd::no_grad(|| model.forward(&formula_images(1, 384), false)).unwrap();
-    let worst = max_diff(logits.value(), &file.get("logits_384").unwrap());
+    let worst = tessera_testutil::max_diff(logits.value(), &file.get("logits_384").unwrap());
     assert!(worst <= 1e-4, "largest logit difference at 384: {worst}");
     // A new head for a new label set keeps everything else.
     model.reset_head(7, &mut Rng::seed(1)).unwrap();
