@@ -100,6 +100,13 @@ fn main() {
     // faults (W4, 2 threads, 5 steps: 45,674 page faults with the default, 810 without).
     // SAFETY: sets a mimalloc option; no allocation depends on its previous value.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // Output into a closed pipe (`tessera inspect X | head -1`) ends the process quietly,
+    // as it does for other Unix tools, instead of a panic in `println!`.
+    // SAFETY: restores the default action of one signal before any thread starts.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL)
+    };
     let argv = match config::expand(std::env::args().collect()) {
         Ok(a) => a,
         Err(e) => {
