@@ -117,13 +117,7 @@ impl Default for Settings {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A tensor operation failed.
-    #[error(transparent)]
-    Tensor(#[from] tessera_tensor::Error),
-    /// A differentiation step failed.
-    #[error(transparent)]
-    Autograd(#[from] tessera_autograd::Error),
-    /// A layer failed.
+    /// A layer, tensor operation or differentiation step failed.
     #[error(transparent)]
     Nn(#[from] tessera_nn::Error),
     /// An optimizer step failed.
@@ -148,6 +142,8 @@ pub enum Error {
 
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+tessera_nn::errors_through_nn!(Error);
 
 /// Runs `workload`, handing each measured figure to `out`.
 pub fn run(workload: Workload, s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {

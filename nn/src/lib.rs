@@ -45,10 +45,9 @@ pub use vars::{Init, VarBuilder, VarMap};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A tensor operation failed.
-    #[error(transparent)]
-    Tensor(#[from] tessera_tensor::Error),
-    /// A differentiation step failed.
+    /// A tensor operation or a differentiation step failed. Tensor errors arrive here
+    /// too, as [`tessera_autograd::Error::Tensor`], so each kind of error reaches the
+    /// caller by one path.
     #[error(transparent)]
     Autograd(#[from] tessera_autograd::Error),
     /// An input whose shape does not fit the layer or loss.
@@ -131,6 +130,82 @@ pub enum Error {
 
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<tessera_tensor::Error> for Error {
+    /// A tensor error, as [`Error::Autograd`] holding [`tessera_autograd::Error::Tensor`].
+    fn from(e: tessera_tensor::Error) -> Error {
+        Error::Autograd(e.into())
+    }
+}
+
+/// Gives a model crate's error type the conversions and constructors that route
+/// through its `Nn(tessera_nn::Error)` variant: `From` for tensor and autograd errors
+/// (so each kind of lower error reaches the caller by one path,
+/// `Error::Nn(tessera_nn::Error::Autograd(..))`), and crate-private `shape` and
+/// `setting` constructors that build [`Error::Shape`] and [`Error::Setting`].
+///
+/// ```
+/// #[derive(Debug, thiserror::Error)]
+/// enum Error {
+///     #[error(transparent)]
+///     Nn(#[from] tessera_nn::Error),
+/// }
+/// tessera_nn::errors_through_nn!(Error);
+///
+/// fn first_row(x: &tessera_tensor::Tensor) -> Result<f32, Error> {
+///     if x.shape().len() != 2 {
+///         return Err(Error::shape("first_row", "[rows, cols]", x.shape()));
+///     }
+///     Ok(x.get(&[0, 0])?)
+/// }
+/// let e = first_row(&tessera_tensor::Tensor::zeros(&[3])).unwrap_err();
+/// assert_eq!(e.to_string(), "first_row: expected [rows, cols], got shape [3]");
+/// assert!(matches!(e, Error::Nn(tessera_nn::Error::Shape { .. })));
+/// ```
+#[macro_export]
+macro_rules! errors_through_nn {
+    ($error:ident) => {
+        impl ::core::convert::From<$crate::__private::TensorError> for $error {
+            fn from(e: $crate::__private::TensorError) -> $error {
+                $error::Nn(e.into())
+            }
+        }
+
+        impl ::core::convert::From<$crate::__private::AutogradError> for $error {
+            fn from(e: $crate::__private::AutogradError) -> $error {
+                $error::Nn(e.into())
+            }
+        }
+
+        #[allow(dead_code)]
+        impl $error {
+            /// A [`tessera_nn::Error::Shape`] error.
+            pub(crate) fn shape(
+                op: &'static str,
+                expected: impl ::core::convert::Into<::std::string::String>,
+                got: &[usize],
+            ) -> $error {
+                $error::Nn($crate::Error::shape(op, expected, got))
+            }
+
+            /// A [`tessera_nn::Error::Setting`] error.
+            pub(crate) fn setting(
+                op: &'static str,
+                name: &'static str,
+                value: impl ::core::fmt::Display,
+                expected: impl ::core::convert::Into<::std::string::String>,
+            ) -> $error {
+                $error::Nn($crate::Error::setting(op, name, value, expected))
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use tessera_autograd::Error as AutogradError;
+    pub use tessera_tensor::Error as TensorError;
+}
 
 impl Error {
     /// A [`Error::Shape`] error.

@@ -38,10 +38,8 @@ use tessera_tensor::{SafeTensorsFile, Tensor};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A tensor operation failed.
-    #[error(transparent)]
-    Tensor(#[from] tessera_tensor::Error),
-    /// A parameter operation failed.
+    /// A tensor or parameter operation failed (tensor errors arrive as
+    /// [`tessera_autograd::Error::Tensor`], so each kind reaches the caller by one path).
     #[error(transparent)]
     Autograd(#[from] tessera_autograd::Error),
     /// A gradient or update that is not finite: the step is refused and no parameter
@@ -70,6 +68,12 @@ pub enum Error {
 
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<tessera_tensor::Error> for Error {
+    fn from(e: tessera_tensor::Error) -> Error {
+        Error::Autograd(e.into())
+    }
+}
 
 /// [`Error::NonFiniteLoss`] unless `loss` is finite: what every trainer checks before it
 /// steps, so that a diverged run stops the same way everywhere.

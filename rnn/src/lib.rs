@@ -58,16 +58,10 @@ pub use train::{StepStats, TrainConfig, TrainState};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A tensor operation failed.
-    #[error(transparent)]
-    Tensor(#[from] tessera_tensor::Error),
-    /// A differentiation step failed.
-    #[error(transparent)]
-    Autograd(#[from] tessera_autograd::Error),
-    /// A layer, loss or checkpoint failed; or an input, target or state whose shape does
-    /// not fit ([`tessera_nn::Error::Shape`]), or a setting outside what the model accepts
-    /// ([`tessera_nn::Error::Setting`]): the models of this crate report those with nn's
-    /// structured variants.
+    /// A tensor operation, differentiation step, layer, loss or checkpoint failed; or an
+    /// input, target or state whose shape does not fit ([`tessera_nn::Error::Shape`]), or a
+    /// setting outside what the model accepts ([`tessera_nn::Error::Setting`]): the models
+    /// of this crate report those with nn's structured variants.
     #[error(transparent)]
     Nn(#[from] tessera_nn::Error),
     /// An optimizer step failed, or the loss of a training step is not finite
@@ -142,22 +136,7 @@ pub enum Error {
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
-impl Error {
-    /// A [`tessera_nn::Error::Shape`] error.
-    pub(crate) fn shape(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Error {
-        Error::Nn(tessera_nn::Error::shape(op, expected, got))
-    }
-
-    /// A [`tessera_nn::Error::Setting`] error.
-    pub(crate) fn setting(
-        op: &'static str,
-        name: &'static str,
-        value: impl std::fmt::Display,
-        expected: impl Into<String>,
-    ) -> Error {
-        Error::Nn(tessera_nn::Error::setting(op, name, value, expected))
-    }
-}
+tessera_nn::errors_through_nn!(Error);
 
 /// Runs `build` with a builder at the root of a fresh store whose initialisers draw from
 /// `rng` (left advanced by what was drawn), as [`VarBuilder::with_rng`] does, keeping the

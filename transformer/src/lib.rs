@@ -62,15 +62,9 @@ pub use train::{evaluate_loss, Batch, Corpus, StepStats, TrainConfig, Trainer};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A tensor operation failed.
-    #[error(transparent)]
-    Tensor(#[from] tessera_tensor::Error),
-    /// A differentiation step failed.
-    #[error(transparent)]
-    Autograd(#[from] tessera_autograd::Error),
-    /// A layer, loss or checkpoint failed; or an input whose shape does not fit
-    /// ([`tessera_nn::Error::Shape`]), or a setting outside what the model accepts
-    /// ([`tessera_nn::Error::Setting`]).
+    /// A tensor operation, differentiation step, layer, loss or checkpoint failed; or an
+    /// input whose shape does not fit ([`tessera_nn::Error::Shape`]), or a setting outside
+    /// what the model accepts ([`tessera_nn::Error::Setting`]).
     #[error(transparent)]
     Nn(#[from] tessera_nn::Error),
     /// An optimizer step failed, or the loss became NaN or infinite
@@ -141,19 +135,4 @@ pub enum Error {
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
-impl Error {
-    /// A [`tessera_nn::Error::Shape`] error.
-    pub(crate) fn shape(op: &'static str, expected: impl Into<String>, got: &[usize]) -> Error {
-        Error::Nn(tessera_nn::Error::shape(op, expected, got))
-    }
-
-    /// A [`tessera_nn::Error::Setting`] error.
-    pub(crate) fn setting(
-        op: &'static str,
-        name: &'static str,
-        value: impl std::fmt::Display,
-        expected: impl Into<String>,
-    ) -> Error {
-        Error::Nn(tessera_nn::Error::setting(op, name, value, expected))
-    }
-}
+tessera_nn::errors_through_nn!(Error);
