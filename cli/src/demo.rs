@@ -55,20 +55,22 @@ pub fn run(a: &DemoArgs) -> Result<()> {
             ]),
         ),
     ];
-    if let Some(t) = &threads {
-        for (_, v) in &mut steps {
+    for (_, v) in &mut steps {
+        // A demo run replaces the previous demo's files.
+        v.push("--overwrite".to_string());
+        if let Some(t) = &threads {
             v.extend(["--threads".to_string(), t.clone()]);
         }
     }
     for (title, args) in &steps {
-        println!("\n== {title}\n$ tessera {}\n", args.join(" "));
+        crate::train::say(format_args!("\n== {title}\n$ tessera {}\n", args.join(" ")));
         crate::run_args(args)?;
     }
-    println!(
+    crate::train::say(format_args!(
         "\nDemo finished in {:.0} s. Checkpoints, metrics.jsonl and plots are in {}.",
         start.elapsed().as_secs_f64(),
         a.out.display()
-    );
+    ));
     Ok(())
 }
 

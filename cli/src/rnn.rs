@@ -12,7 +12,7 @@ use tessera_rnn::{
 };
 use tessera_tensor::Rng;
 
-use crate::train::{choice, Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
+use crate::train::{choice, say, Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
 
 /// `tessera rnn` subcommands.
 #[derive(Subcommand, Debug)]
@@ -246,7 +246,7 @@ impl Task for CharTask<'_> {
             let mut rng = Rng::seed(self.args.run.seed);
             let out = sample(&self.state.model, &prompt, self.args.sample, 0.8, &mut rng)?;
             let (p, o) = (self.vocab.decode(&prompt)?, self.vocab.decode(&out)?);
-            println!("--- sample (temperature 0.8) ---\n{p}{o}");
+            say(format!("--- sample (temperature 0.8) ---\n{p}{o}"));
         }
         Ok(Vec::new())
     }

@@ -37,6 +37,12 @@ pub struct RunArgs {
     /// Continue the run saved in OUT/checkpoint.safetensors.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
     pub resume: bool,
+    /// Start afresh in an OUT that holds an earlier run: its checkpoint, snapshots,
+    /// metrics and plot are removed first. Without this flag or --resume such an OUT
+    /// is refused.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
+    #[serde(skip)]
+    pub overwrite: bool,
     /// Seed of the initialisation, the data order and the augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -160,7 +166,7 @@ impl Eval {
 }
 
 /// A run about to start: the output folder, the checkpoint and, with `--resume`, the
-/// metadata stored in it.
+/// metadata stored in it. It holds the folder's lock until it ends.
 pub struct Run {
     /// The output folder.
     pub out: PathBuf,
@@ -170,21 +176,32 @@ pub struct Run {
     pub resumed: Option<HashMap<String, String>>,
     mode: Mode,
     minutes: Option<f64>,
+    lock: Lock,
 }
 
 impl Run {
-    /// Applies `--threads`, creates the output folder (`runs/{model}` by default),
-    /// writes the effective configuration `args` to OUT/config.toml and, with
-    /// `--resume`, reads the checkpoint's metadata.
+    /// Applies `--threads`, creates the output folder (`runs/{model}` by default) and
+    /// locks it, refuses to replace an earlier run in it unless `--overwrite` (or
+    /// `--resume`) says so, removes what killed saves left behind, writes the effective
+    /// configuration `args` to OUT/config.toml and, with `--resume`, reads the
+    /// checkpoint's metadata.
     pub fn start(run: &RunArgs, model: &str, args: &impl serde::Serialize) -> Result<Run> {
         set_threads(run.threads)?;
+        if run.resume && run.overwrite {
+            bail!("--resume continues the run in OUT and --overwrite replaces it: give one");
+        }
         let out = run
             .out
             .clone()
             .unwrap_or_else(|| Path::new("runs").join(model));
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        crate::config::save(args, &out, &out.join("config.toml"))?;
+        let lock = Lock::take(&out)?;
         let checkpoint = out.join("checkpoint.safetensors");
+        if !run.resume {
+            clear_earlier_run(&out, run.overwrite)?;
+        }
+        remove_leftovers(&out)?;
+        crate::config::save(args, &out, &out.join("config.toml"))?;
         let open = || -> Result<_> {
             let file = tessera_tensor::SafeTensorsFile::open(&checkpoint)
                 .with_context(|| format!("resuming from {}", checkpoint.display()))?;
@@ -197,6 +214,7 @@ impl Run {
             resumed,
             mode: Mode::new(run.quiet, run.json),
             minutes: run.minutes,
+            lock,
         })
     }
 
@@ -213,13 +231,14 @@ impl Run {
         }
     }
 
-    /// Trains `task` until its plan, the time budget or Ctrl-C stops it.
+    /// Trains `task` until its plan, the time budget, Ctrl-C or SIGTERM stops it. Output
+    /// into a closed pipe is dropped: it never stops the run or loses its checkpoint.
     pub fn train(self, task: &mut impl Task) -> Result<()> {
         let plan = task.plan();
         if plan.eval_every == 0 || plan.save_every == 0 {
             bail!("--eval-every and --save-every must be at least 1");
         }
-        catch_ctrl_c();
+        catch_signals();
         let (mode, metrics) = (self.mode, self.out.join("metrics.jsonl"));
         let bar = mode.bar(plan.steps);
         bar.set_position(task.steps_done());
@@ -248,7 +267,9 @@ impl Run {
                 mode.line(&bar, &line);
                 (window, since) = (Window::default(), Instant::now());
             }
-            if (step % plan.save_every == 0 || reason.is_some()) && step != last_saved {
+            // A run that stops where it started still leaves its checkpoint behind.
+            let unsaved = step != last_saved || !self.checkpoint.exists();
+            if (step % plan.save_every == 0 || reason.is_some()) && unsaved {
                 task.save(&self.checkpoint)?;
                 last_saved = step;
             }
@@ -270,16 +291,21 @@ impl Run {
         let mut files = vec![self.checkpoint.clone()];
         files.extend(task.finish(&self.out, mode)?);
         files.extend([metrics, png]);
+        files.retain(|f| f.exists());
         if mode != Mode::Json {
             let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-            let (last, rest) = names.split_last().expect("files");
             let step = task.steps_done();
-            println!(
-                "{reason} at step {step}: wrote {} and {last}",
-                rest.join(", ")
-            );
+            say(match names.split_last() {
+                Some((last, [])) => format!("{reason} at step {step}: wrote {last}"),
+                Some((last, rest)) => format!(
+                    "{reason} at step {step}: wrote {} and {last}",
+                    rest.join(", ")
+                ),
+                None => format!("{reason} at step {step}"),
+            });
         }
         if reason == "interrupted" {
+            drop(self.lock);
             std::process::exit(130);
         }
         Ok(())
@@ -356,23 +382,38 @@ impl Window {
 static STOP: AtomicBool = AtomicBool::new(false);
 static HANDLER: Once = Once::new();
 
-/// Installs the Ctrl-C handler (once): the first Ctrl-C asks the running loop to save
-/// a checkpoint and stop; a second one exits at once.
-fn catch_ctrl_c() {
+/// Installs the handler of Ctrl-C, SIGTERM (what a cluster scheduler sends before it
+/// kills a job) and SIGHUP, once: the first signal asks the running loop to save a
+/// checkpoint and stop (exit status 130); a second one exits at once. Output into a
+/// closed pipe stops being a signal: [`say`] drops it instead.
+fn catch_signals() {
     HANDLER.call_once(|| {
+        // SAFETY: sets the action of one signal; no handler of it is installed.
+        #[cfg(unix)]
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN)
+        };
         let _ = ctrlc::set_handler(|| {
+            let mut err = std::io::stderr();
             if STOP.swap(true, Ordering::SeqCst) {
-                eprintln!("\ninterrupted twice: exiting without saving");
+                let _ = writeln!(err, "\ninterrupted twice: exiting without saving");
                 std::process::exit(130);
             }
-            eprintln!(
-                "\ninterrupted: saving a checkpoint, then stopping (Ctrl-C again to quit now)"
+            let _ = writeln!(
+                err,
+                "\ninterrupted: saving a checkpoint, then stopping (interrupt again to quit now)"
             );
         });
     });
 }
 
-/// Whether Ctrl-C was pressed.
+/// Writes a line to standard output, dropping it when nobody reads any more (a closed
+/// pipe): a training run's output must never stop it or lose its work.
+pub fn say(line: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// Whether a stopping signal came.
 fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
@@ -426,7 +467,7 @@ impl Mode {
             // A bar drawn on a terminal prints the line above itself; a hidden one (stderr
             // not a terminal) would drop it.
             Mode::Bar if !bar.is_hidden() => bar.println(s),
-            Mode::Bar | Mode::Quiet => println!("{s}"),
+            Mode::Bar | Mode::Quiet => say(s),
         }
     }
 }
@@ -440,7 +481,7 @@ fn record(path: &Path, mode: Mode, value: &Value) -> Result<()> {
     f = f.and_then(|mut f| writeln!(f, "{value}").map(|()| f));
     f.with_context(|| format!("writing {}", path.display()))?;
     if mode == Mode::Json {
-        println!("{value}");
+        say(value);
     }
     Ok(())
 }
@@ -480,4 +521,123 @@ impl<T: ValueEnum + Clone + Send + Sync + 'static> TypedValueParser for Choice<T
             T::value_variants().iter().filter_map(T::to_possible_value),
         ))
     }
+}
+
+/// One run's claim on its output folder: `OUT/.lock` holds the process id, and goes
+/// when the run ends. A lock whose process is gone (killed) is taken over.
+struct Lock(PathBuf);
+
+impl Lock {
+    fn take(out: &Path) -> Result<Lock> {
+        let path = out.join(".lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    writeln!(f, "{}", std::process::id())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    return Ok(Lock(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    if let Some(pid) = text.trim().parse().ok().filter(|&p| alive(p)) {
+                        bail!(
+                            "{} is in use by another run (process {pid}); wait for it to end \
+                             or choose another --out",
+                            out.display()
+                        );
+                    }
+                    // The lock of a run that was killed.
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        bail!(
+            "{}: could not take the lock {}",
+            out.display(),
+            path.display()
+        )
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Whether process `pid` is running.
+fn alive(pid: i32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// The names and paths of the files in `out`.
+fn entries(out: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let dir = std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?;
+    let mut all: Vec<_> = dir
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    all.sort();
+    Ok(all)
+}
+
+/// The files of a run in `out`: checkpoint, metrics, plot and step snapshots.
+fn run_files(out: &Path) -> Result<Vec<PathBuf>> {
+    let run_file = ["checkpoint.safetensors", "metrics.jsonl", "metrics.png"];
+    let is_run_file = |name: &str| {
+        run_file.contains(&name) || (name.starts_with("step-") && name.ends_with(".safetensors"))
+    };
+    Ok(entries(out)?
+        .into_iter()
+        .filter_map(|(name, path)| is_run_file(&name).then_some(path))
+        .collect())
+}
+
+/// Refuses an `out` that holds an earlier run's checkpoint or metrics, or with
+/// `overwrite` removes that run's files.
+fn clear_earlier_run(out: &Path, overwrite: bool) -> Result<()> {
+    let files = run_files(out)?;
+    let earlier = ["checkpoint.safetensors", "metrics.jsonl"]
+        .iter()
+        .any(|n| files.iter().any(|f| f.ends_with(n)));
+    if !earlier {
+        return Ok(());
+    }
+    if !overwrite {
+        bail!(
+            "{} holds an earlier run (checkpoint.safetensors or metrics.jsonl); continue it \
+             with --resume, replace it with --overwrite, or choose another --out",
+            out.display()
+        );
+    }
+    for f in files {
+        std::fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the temporary files of saves that were killed before they finished
+/// (`.checkpoint.safetensors.tmp-PID`); the lock says no other run writes here.
+fn remove_leftovers(out: &Path) -> Result<()> {
+    for (name, path) in entries(out)? {
+        if name.starts_with('.') && name.contains(".tmp-") {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(())
 }

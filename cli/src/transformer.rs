@@ -14,7 +14,7 @@ use tessera_transformer::{
     Preset, TrainConfig, Trainer, Transformer, TransformerConfig, BPE_KEY, PRESETS,
 };
 
-use crate::train::{Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
+use crate::train::{say, Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
 
 /// `tessera transformer` subcommands.
 #[derive(Subcommand, Debug)]
@@ -354,12 +354,12 @@ impl Task for TranslationTask<'_> {
         }
         let pairs = &self.valid_pairs[..self.valid_pairs.len().min(100)];
         let (bleu, hyps) = self.trainer.model.bleu(&self.bpe, pairs, 1, 0.6)?;
-        println!(
+        say(format!(
             "greedy BLEU on {} validation sentences: {bleu}",
             pairs.len()
-        );
+        ));
         for (h, (src, _)) in hyps.iter().zip(pairs).take(3) {
-            println!("  {src}\n  -> {h}");
+            say(format!("  {src}\n  -> {h}"));
         }
         Ok(Vec::new())
     }

@@ -358,17 +358,9 @@ fn transformer_complexity_prints_table_1_and_plots_time_against_n() {
 #[test]
 #[cfg(unix)]
 fn output_into_a_closed_pipe_ends_quietly() {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: pipe(2) returned two open descriptors that nothing else owns; the read end
-    // is closed at once, so every write to the other end fails as a closed pipe.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    drop(read);
     let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["transformer", "params", "--all"])
-        .stdout(write)
+        .stdout(common::closed_pipe())
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

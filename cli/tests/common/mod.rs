@@ -33,3 +33,19 @@ pub fn train_json(args: &[&str], dir: &Path, resume: bool) -> String {
     }
     ok(tessera(&args))
 }
+
+/// The write end of a pipe whose read end is closed: every write to it fails as a
+/// closed pipe does (`tessera ... | head -1` once `head` has quit).
+#[cfg(unix)]
+#[allow(dead_code)]
+pub fn closed_pipe() -> std::os::fd::OwnedFd {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: pipe(2) returned two open descriptors that nothing else owns; the read end
+    // is closed at once.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    write
+}

@@ -1,0 +1,179 @@
+//! What a training run does with its output folder and the world around it: it never
+//! replaces an earlier run unasked, never shares its folder with a running one, always
+//! leaves a checkpoint (even after zero steps, a closed pipe or SIGTERM), and removes
+//! what killed saves left behind.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{ok, tessera};
+
+/// `rnn train` of a tiny model for `steps` steps into `out`, with `extra` flags.
+fn rnn(out: &Path, steps: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args([
+        "rnn",
+        "train",
+        "--hidden",
+        "16",
+        "--sample",
+        "0",
+        "--threads",
+        "1",
+    ])
+    .args(["--steps", steps, "--eval-every", "10", "--quiet", "--out"])
+    .arg(out)
+    .args(extra);
+    cmd
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).unwrap().lines().count()
+}
+
+#[test]
+fn an_earlier_run_is_kept_unless_resumed_or_overwritten() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    ok(rnn(&out, "20", &[]).output().unwrap());
+    let checkpoint = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(lines(&out.join("metrics.jsonl")), 3);
+
+    let again = rnn(&out, "20", &["--lr", "0.01"]).output().unwrap();
+    assert!(!again.status.success());
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        err.contains("holds an earlier run") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("checkpoint.safetensors")).unwrap(),
+        checkpoint,
+        "the refused run changed the checkpoint"
+    );
+    assert_eq!(lines(&out.join("metrics.jsonl")), 3);
+
+    let both = rnn(&out, "20", &["--resume", "--overwrite"])
+        .output()
+        .unwrap();
+    assert!(!both.status.success());
+
+    ok(rnn(&out, "10", &["--overwrite"]).output().unwrap());
+    assert_eq!(
+        lines(&out.join("metrics.jsonl")),
+        2,
+        "the replaced run's metrics are gone: evaluations at 0 and 10 only"
+    );
+}
+
+#[test]
+fn a_run_of_zero_steps_or_minutes_still_writes_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, flags) in [
+        ("steps", &["--steps", "0"][..]),
+        ("minutes", &["--minutes", "0"]),
+    ] {
+        let out = tmp.path().join(name);
+        let text = ok(rnn(&out, "20", flags).output().unwrap());
+        assert!(text.contains("at step 0: wrote"), "{text}");
+        assert!(
+            out.join("checkpoint.safetensors").exists(),
+            "{name}: {text}"
+        );
+        let resumed = ok(rnn(&out, "5", &["--resume"]).output().unwrap());
+        assert!(resumed.contains("done at step 5"), "{resumed}");
+    }
+    let vit = tmp.path().join("vit");
+    let text = ok(tessera(&[
+        "vit",
+        "train",
+        "--dim",
+        "16",
+        "--depth",
+        "1",
+        "--heads",
+        "2",
+        "--patch",
+        "8",
+        "--threads",
+        "1",
+        "--max-steps",
+        "0",
+        "--quiet",
+        "--out",
+        vit.to_str().unwrap(),
+    ]));
+    assert!(text.contains("done at step 0"), "{text}");
+    for file in [
+        "checkpoint.safetensors",
+        "model.safetensors",
+        "metrics.jsonl",
+    ] {
+        assert!(
+            vit.join(file).exists(),
+            "vit --max-steps 0 did not write {file}"
+        );
+    }
+}
+
+#[test]
+#[cfg(unix)]
+fn output_into_a_closed_pipe_never_stops_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("piped");
+    let run = rnn(&out, "50", &[])
+        .stdout(common::closed_pipe())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert_eq!(
+        lines(&out.join("metrics.jsonl")),
+        6,
+        "evaluations at 0..=50"
+    );
+    let ckpt = out.join("checkpoint.safetensors");
+    let text = ok(tessera(&["inspect", "--json", ckpt.to_str().unwrap()]));
+    assert!(text.contains(r#"\"step\":50"#), "{text}");
+}
+
+#[test]
+#[cfg(unix)]
+fn sigterm_saves_a_checkpoint_and_a_second_run_waits_its_turn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("long");
+    std::fs::create_dir_all(&out).unwrap();
+    let leftover = out.join(".checkpoint.safetensors.tmp-999999");
+    std::fs::write(&leftover, b"half a save").unwrap();
+    let mut child = rnn(&out, "100000000", &["--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first evaluation line says the run is under way (and holds the lock).
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(first.contains("\"step\":0"), "{first}");
+    assert!(
+        !leftover.exists(),
+        "a killed save's temporary file was left"
+    );
+
+    let second = rnn(&out, "10", &["--resume"]).output().unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("in use by another run"), "{err}");
+
+    // SAFETY: sends SIGTERM to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(!out.join(".lock").exists());
+    let resumed = ok(rnn(&out, "100000000", &["--resume", "--steps", "0"])
+        .output()
+        .unwrap());
+    assert!(resumed.contains("done at step"), "{resumed}");
+}
