@@ -118,6 +118,24 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A checkpoint tensor holding NaN or infinite values: broken weights, refused
+    /// before they reach the model.
+    #[error(
+        "checkpoint {path}: tensor {name:?} holds {count} non-finite values (the first, \
+         {value}, at flat index {index}); the weights are broken"
+    )]
+    NonFinite {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// How many of its values are NaN or infinite.
+        count: usize,
+        /// The flat index of the first.
+        index: usize,
+        /// The first such value.
+        value: f32,
+    },
     /// A checkpoint whose names or shapes do not match the model (strict loading).
     #[error("checkpoint {path}: {report}")]
     Checkpoint {

@@ -279,7 +279,8 @@ impl VarMap {
 
     /// Loads parameters and buffers by name from a safetensors file. Strict: any missing
     /// key, unexpected key or shape mismatch is an error listing all of them, and nothing
-    /// is changed. Not strict: the matching tensors are loaded and the report of the
+    /// is changed. A tensor with NaN or infinite values is an error
+    /// ([`Error::NonFinite`]) in both modes, and nothing is changed. Not strict: the matching tensors are loaded and the report of the
     /// rest is returned.
     pub fn load(&self, path: impl AsRef<Path>, strict: bool) -> Result<LoadReport> {
         let path = path.as_ref();
@@ -312,11 +313,23 @@ impl VarMap {
                 report,
             });
         }
-        // Read everything first, so a read error leaves the model untouched.
+        // Read and check everything first, so a bad file leaves the model untouched.
         let values = to_load
             .iter()
             .map(|(n, _)| file.get(n))
             .collect::<tessera_tensor::Result<Vec<_>>>()?;
+        for ((name, _), v) in to_load.iter().zip(&values) {
+            let data = v.to_vec();
+            if let Some(index) = data.iter().position(|x| !x.is_finite()) {
+                return Err(Error::NonFinite {
+                    path: path.to_path_buf(),
+                    name: name.to_string(),
+                    count: data.iter().filter(|x| !x.is_finite()).count(),
+                    index,
+                    value: data[index],
+                });
+            }
+        }
         for ((_, slot), v) in to_load.iter().zip(values) {
             match slot {
                 Slot::Param(p) => p.set(v)?,

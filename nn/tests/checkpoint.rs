@@ -127,3 +127,37 @@ fn buffers_travel_with_the_parameters() {
     assert_eq!(fresh.running_var.value(), bn.running_var.value());
     assert_eq!(fresh.num_batches_tracked.value().to_scalar().unwrap(), 1.0);
 }
+
+#[test]
+fn non_finite_weights_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nan.safetensors");
+    let bad = mlp(1);
+    let mut weight = bad.second.weight.value().to_vec();
+    weight[1] = f32::NAN;
+    bad.second
+        .weight
+        .set(tessera_tensor::Tensor::from_vec(weight, &[1, 2]).unwrap())
+        .unwrap();
+    save_checkpoint(&path, &bad, None).unwrap();
+    let target = mlp(2);
+    let before: Vec<_> = target
+        .named_parameters()
+        .iter()
+        .map(|(_, p)| p.value().to_vec())
+        .collect();
+    for strict in [true, false] {
+        let err = load_checkpoint(&path, &target, strict).unwrap_err();
+        assert!(
+            matches!(&err, Error::NonFinite { name, count: 1, index: 1, .. } if name == "2.weight"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("non-finite"), "{err}");
+    }
+    let after: Vec<_> = target
+        .named_parameters()
+        .iter()
+        .map(|(_, p)| p.value().to_vec())
+        .collect();
+    assert_eq!(before, after);
+}

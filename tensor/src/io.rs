@@ -213,11 +213,48 @@ pub fn safetensors_bytes<'a>(
             format!("tensor name {:?} is given twice", w[0]),
         ));
     }
-    safetensors::serialize(
+    let mut bytes = safetensors::serialize(
         views.iter().map(|(n, v)| (n.as_str(), v)),
         metadata.cloned(),
     )
-    .map_err(|e| Error::invalid("save_safetensors", e.to_string()))
+    .map_err(|e| Error::invalid("save_safetensors", e.to_string()))?;
+    sort_header(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Rewrites the JSON header of serialised safetensors `bytes` with its keys in sorted
+/// order (the metadata map is otherwise written in a random order), so that the same
+/// tensors and metadata always give the same bytes. The header keeps its length: the
+/// sorted text has the same characters, padded with spaces as the format allows.
+fn sort_header(bytes: &mut [u8]) -> Result<()> {
+    let bad = |m: String| Error::invalid("save_safetensors", m);
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header = &bytes[8..8 + n];
+    let parsed: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| bad(e.to_string()))?;
+    let sorted: BTreeMap<&str, serde_json::Value> = parsed
+        .iter()
+        .map(|(k, v)| {
+            let v = match v.as_object() {
+                Some(map) if k == "__metadata__" => {
+                    let map: BTreeMap<&String, &serde_json::Value> = map.iter().collect();
+                    serde_json::to_value(map).map_err(|e| bad(e.to_string()))?
+                }
+                _ => v.clone(),
+            };
+            Ok((k.as_str(), v))
+        })
+        .collect::<Result<_>>()?;
+    let text = serde_json::to_vec(&sorted).map_err(|e| bad(e.to_string()))?;
+    if text.len() > n {
+        return Err(bad(format!(
+            "the sorted header has {} bytes where {n} were written",
+            text.len()
+        )));
+    }
+    bytes[8..8 + text.len()].copy_from_slice(&text);
+    bytes[8 + text.len()..8 + n].fill(b' ');
+    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced,

@@ -63,6 +63,47 @@ fn round_trips_with_metadata_and_views() {
 }
 
 #[test]
+fn the_same_tensors_and_metadata_always_give_the_same_bytes() {
+    let a = Tensor::arange(0.0, 6.0, 1.0).unwrap();
+    let b = Tensor::full(&[2, 2], -1.5);
+    let files: Vec<Vec<u8>> = (0..8)
+        .map(|_| {
+            // Each map has its own random hash order.
+            let meta: HashMap<String, String> = (0..16)
+                .map(|i| (format!("key{i}"), format!("value {i}")))
+                .collect();
+            tessera_tensor::safetensors_bytes([("b", &b), ("a", &a)], Some(&meta)).unwrap()
+        })
+        .collect();
+    assert!(files.windows(2).all(|w| w[0] == w[1]));
+    let n = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&files[0][8..8 + n]).unwrap();
+    let mut names: Vec<String> = (0..16).map(|i| format!("\"key{i}\"")).collect();
+    names.sort();
+    let places: Vec<usize> = names
+        .iter()
+        .map(|k| header.find(k.as_str()).unwrap())
+        .collect();
+    assert!(
+        places.windows(2).all(|w| w[0] < w[1]),
+        "metadata keys are written in sorted order: {header}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sorted.safetensors");
+    std::fs::write(&path, &files[0]).unwrap();
+    let back = load_safetensors(&path).unwrap();
+    assert_eq!((&back["a"], &back["b"]), (&a, &b));
+    assert_eq!(
+        SafeTensorsFile::open(&path)
+            .unwrap()
+            .metadata()
+            .unwrap()
+            .len(),
+        16
+    );
+}
+
+#[test]
 fn corrupt_and_missing_files_are_clear_errors_and_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
