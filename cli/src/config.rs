@@ -1,38 +1,180 @@
 //! Run configurations in TOML: `--config FILE` on a training command reads flags from a
 //! file (keys are the flag names, `-` or `_`), flags on the command line override them
 //! in both directions (`--flip false` turns off a file's `flip = true`), and the
-//! effective configuration is written next to the checkpoint.
+//! effective configuration is written next to the checkpoint. `--resume` reads that
+//! file back: the resumed run keeps its configuration, and only the flags of
+//! [`CHANGEABLE`] may differ from it.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-/// The command line with the flags of `--config FILE` (or `--config=FILE`) spliced in
-/// after the subcommand words, so that flags given on the command line come later and
-/// win.
-pub fn expand(args: Vec<String>) -> Result<Vec<String>> {
+/// The settings a resumed run may change: its budget, cadence, learning rate and how
+/// this process runs. Any other flag that differs from the run's `config.toml` is an
+/// error.
+pub const CHANGEABLE: &[&str] = &[
+    "steps",
+    "eval_every",
+    "save_every",
+    "epochs",
+    "max_steps",
+    "minutes",
+    "lr",
+    "lr_factor",
+    "threads",
+    "workers",
+    "quiet",
+    "json",
+    "sample",
+    "resume",
+    "out",
+    "skip_bad",
+];
+
+/// Settings of one process, not of the run: a resumed run does not inherit them.
+const PER_PROCESS: &[&str] = &[
+    "threads", "workers", "minutes", "quiet", "json", "resume", "out",
+];
+
+/// The command line as it runs: the flags of `--config FILE` (or `--config=FILE`)
+/// spliced in after the subcommand words, so that flags given on the command line come
+/// later and win; for `train --resume`, the resumed run's own `OUT/config.toml` before
+/// both, so that what is not given again stays as the run had it.
+pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>> {
+    let args = splice_config(args)?;
+    splice_resumed(args)
+}
+
+/// The number of leading words: the program name and the subcommand words.
+fn words(args: &[OsString]) -> usize {
+    1 + args[1..]
+        .iter()
+        .take_while(|a| !a.to_string_lossy().starts_with('-'))
+        .count()
+}
+
+/// `flags` inserted after the subcommand words of `args`.
+fn splice(args: Vec<OsString>, flags: Vec<String>) -> Vec<OsString> {
+    let n = words(&args);
+    let mut out: Vec<OsString> = args[..n].to_vec();
+    out.extend(flags.into_iter().map(OsString::from));
+    out.extend(args[n..].iter().cloned());
+    out
+}
+
+fn splice_config(args: Vec<OsString>) -> Result<Vec<OsString>> {
     let Some(pos) = args
         .iter()
-        .position(|a| a == "--config" || a.starts_with("--config="))
+        .position(|a| a == "--config" || a.to_string_lossy().starts_with("--config="))
     else {
         return Ok(args);
     };
-    let (path, len) = match args[pos].strip_prefix("--config=") {
-        Some(p) => (p.to_string(), 1),
+    let (path, len) = match args[pos].to_str().and_then(|a| a.strip_prefix("--config=")) {
+        Some(p) => (PathBuf::from(p), 1),
         None => match args.get(pos + 1) {
-            Some(p) => (p.clone(), 2),
+            Some(p) => (PathBuf::from(p), 2),
             None => bail!("--config needs a TOML file"),
         },
     };
-    let flags = from_file(Path::new(&path))?;
-    let mut rest: Vec<String> = args[..pos].to_vec();
+    let flags = from_file(&path)?;
+    let mut rest: Vec<OsString> = args[..pos].to_vec();
     rest.extend(args[pos + len..].iter().cloned());
-    // The program name and the subcommand words come first.
-    let words = 1 + rest[1..].iter().take_while(|a| !a.starts_with('-')).count();
-    let mut out: Vec<String> = rest[..words].to_vec();
-    out.extend(flags);
-    out.extend(rest[words..].iter().cloned());
-    Ok(out)
+    Ok(splice(rest, flags))
+}
+
+/// The last value of flag `name` (`--name V` or `--name=V`); `flag_only` is the value of
+/// a bare on/off flag (`--resume` followed by another flag or nothing).
+fn last_value(args: &[OsString], name: &str, flag_only: Option<&str>) -> Option<OsString> {
+    let (bare, eq) = (format!("--{name}"), format!("--{name}="));
+    let mut found = None;
+    for (i, a) in args.iter().enumerate() {
+        if let Some(v) = a.to_str().and_then(|a| a.strip_prefix(&eq)) {
+            found = Some(OsString::from(v));
+        } else if a == bare.as_str() {
+            let next = args.get(i + 1);
+            found = match flag_only {
+                Some(on) => match next.and_then(|n| n.to_str()) {
+                    Some(v @ ("true" | "false")) => Some(v.into()),
+                    _ => Some(on.into()),
+                },
+                None => next.cloned(),
+            };
+        }
+    }
+    found
+}
+
+/// The folder a training command line writes to, when it resumes a run there.
+fn resumed_folder(args: &[OsString]) -> Option<PathBuf> {
+    let model = args.get(1)?.to_str()?;
+    let training =
+        ["rnn", "transformer", "vit"].contains(&model) && args.get(2).is_some_and(|a| a == "train");
+    if !training || last_value(args, "resume", Some("true")).is_none_or(|v| v != "true") {
+        return None;
+    }
+    Some(last_value(args, "out", None).map_or_else(|| Path::new("runs").join(model), PathBuf::from))
+}
+
+fn splice_resumed(args: Vec<OsString>) -> Result<Vec<OsString>> {
+    let Some(out) = resumed_folder(&args) else {
+        return Ok(args);
+    };
+    let file = out.join("config.toml");
+    if !file.exists() {
+        return Ok(args);
+    }
+    let inherited = from_file(&file)?
+        .into_iter()
+        .filter(|flag| {
+            let key = flag[2..]
+                .split('=')
+                .next()
+                .unwrap_or_default()
+                .replace('-', "_");
+            !PER_PROCESS.contains(&key.as_str())
+        })
+        .collect();
+    Ok(splice(args, inherited))
+}
+
+/// Checks that a resumed run's configuration `now` differs from the one it was started
+/// with (`OUT/config.toml`, when the folder has one) only in [`CHANGEABLE`] settings.
+pub fn check_resumed(now: &impl serde::Serialize, file: &Path) -> Result<()> {
+    if !file.exists() {
+        return Ok(());
+    }
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let before: toml::Table = text
+        .parse()
+        .with_context(|| format!("{}: not a TOML file", file.display()))?;
+    let now = toml::Table::try_from(now).context("the configuration as TOML")?;
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(now.keys()).collect();
+    for key in keys {
+        if CHANGEABLE.contains(&key.as_str()) {
+            continue;
+        }
+        let show = |v: Option<&toml::Value>| v.map_or("(not set)".to_string(), |v| v.to_string());
+        let (was, is) = (before.get(key), now.get(key));
+        if was != is {
+            bail!(
+                "--{} {} differs from the run being resumed ({} in {}); a resumed run may \
+                 change only --{}; start afresh with --overwrite or another --out",
+                key.replace('_', "-"),
+                show(is),
+                show(was),
+                file.display(),
+                CHANGEABLE
+                    .iter()
+                    .filter(|k| !["resume", "out"].contains(k))
+                    .map(|k| k.replace('_', "-"))
+                    .collect::<Vec<_>>()
+                    .join(", --")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The flags a TOML file stands for: `key = value` gives `--key=value`, booleans
@@ -78,8 +220,8 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    fn strings(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
     }
 
     /// The configuration `tessera ARGS` would run with, as TOML.

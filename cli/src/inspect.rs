@@ -21,8 +21,8 @@ const RUN_STATE: [&str; 2] = ["optim.", "train."];
 
 /// Runs `tessera inspect`.
 pub fn run(a: &InspectArgs) -> Result<()> {
-    let file = SafeTensorsFile::open(&a.checkpoint)
-        .with_context(|| format!("inspecting {}", a.checkpoint.display()))?;
+    // The error names the file.
+    let file = SafeTensorsFile::open(&a.checkpoint)?;
     let entries = file.entries();
     let meta = file.metadata()?;
     let is_state = |n: &str| RUN_STATE.iter().any(|p| n.starts_with(p));

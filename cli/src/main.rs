@@ -107,7 +107,7 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL)
     };
-    let argv = match config::expand(std::env::args().collect()) {
+    let argv = match config::expand(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {}", report(&e));

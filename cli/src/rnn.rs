@@ -138,7 +138,9 @@ fn train(a: &TrainArgs) -> Result<()> {
         .context("the text has characters the checkpoint's vocabulary lacks")?;
     let (train_ids, val_ids) = split_fraction(&ids, 0.9)?;
     let state = if run.resumed.is_some() {
-        TrainState::resume(&run.checkpoint, train_ids)?.0
+        let mut state = TrainState::resume(&run.checkpoint, train_ids)?.0;
+        state.set_lr(a.lr);
+        state
     } else {
         let small = a.text.is_none();
         let config = TrainConfig {

@@ -201,7 +201,11 @@ impl Run {
             clear_earlier_run(&out, run.overwrite)?;
         }
         remove_leftovers(&out)?;
-        crate::config::save(args, &out, &out.join("config.toml"))?;
+        let config = out.join("config.toml");
+        if run.resume {
+            crate::config::check_resumed(args, &config)?;
+        }
+        crate::config::save(args, &out, &config)?;
         let open = || -> Result<_> {
             let file = tessera_tensor::SafeTensorsFile::open(&checkpoint)
                 .with_context(|| format!("resuming from {}", checkpoint.display()))?;

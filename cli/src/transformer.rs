@@ -240,7 +240,9 @@ fn train(a: &TrainArgs) -> Result<()> {
             tessera_nn::get_json(meta, tessera_nn::CONFIG_KEY, &run.checkpoint)?;
         let max_len = saved.model.max_len;
         let corpus = Corpus::encode(&bpe, &train_pairs, max_len)?;
-        (Trainer::resume(&run.checkpoint, corpus)?.0, bpe)
+        let mut trainer = Trainer::resume(&run.checkpoint, corpus)?.0;
+        trainer.config.lr_factor = a.lr_factor;
+        (trainer, bpe)
     } else {
         let texts = train_pairs
             .iter()

@@ -133,6 +133,9 @@ pub struct TrainArgs {
     /// Stop after this many steps in total (for tests and quick looks).
     #[arg(long)]
     max_steps: Option<u64>,
+    /// Save the checkpoint every this many steps (default: at the end of every epoch).
+    #[arg(long)]
+    save_every: Option<u64>,
     /// Background threads that decode and augment batches.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -267,6 +270,8 @@ struct ImageTask {
     /// The batches left in the current epoch.
     batches: Option<Epoch>,
     per_epoch: u64,
+    /// Steps between checkpoints.
+    save_every: u64,
     total: u64,
     meta: HashMap<String, String>,
 }
@@ -299,11 +304,17 @@ fn train(a: &TrainArgs) -> Result<()> {
         crop_padding: run.stored("data.crop_padding", a.crop_padding)?,
         flip: run.stored("data.flip", a.flip)?,
     };
-    let epochs = run.stored("data.epochs", a.epochs)?;
+    let epochs = a.epochs;
     let data = open_data(&data_args, seed)?;
     let [channels, h, w] = data.train.image_shape();
     let trainer = if run.resumed.is_some() {
-        Trainer::resume(&run.checkpoint)?.0
+        // The budget and the learning rate may change on --resume: the cosine schedule
+        // then runs to the new end.
+        let mut trainer = Trainer::resume(&run.checkpoint)?.0;
+        let per_epoch = (data.train.len() / trainer.config.batch_size) as u64;
+        trainer.config.total_steps = epochs * per_epoch;
+        (trainer.config.lr, trainer.config.min_lr) = (a.lr, a.lr / 100.0);
+        trainer
     } else {
         let size = a.image_size.unwrap_or(h.min(w));
         let config = VitConfig {
@@ -394,6 +405,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         test,
         batches,
         per_epoch,
+        save_every: a.save_every.unwrap_or(per_epoch),
         total,
         meta,
     })
@@ -405,7 +417,7 @@ impl Task for ImageTask {
             steps: self.total,
             eval_every: self.per_epoch,
             eval_at_start: false,
-            save_every: self.per_epoch,
+            save_every: self.save_every,
             unit: "img/s",
             rate_key: "images_per_s",
         }

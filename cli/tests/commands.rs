@@ -121,6 +121,48 @@ fn bad_input_fails_with_one_clear_line() {
 }
 
 #[test]
+#[cfg(unix)]
+fn arguments_that_are_not_utf8_are_paths_or_clear_errors() {
+    use std::os::unix::ffi::OsStrExt;
+    let bad = std::ffi::OsStr::from_bytes(b"\xff\xfe");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join(bad);
+    for args in [
+        vec!["inspect".as_ref(), path.as_os_str()],
+        vec![
+            "rnn".as_ref(),
+            "sample".as_ref(),
+            "--checkpoint".as_ref(),
+            path.as_os_str(),
+        ],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.starts_with("error: ") && err.contains("No such file") && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+    let prompt = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "rnn".as_ref(),
+            "sample".as_ref(),
+            "--checkpoint".as_ref(),
+            path.as_os_str(),
+        ])
+        .args(["--prompt".as_ref(), bad])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&prompt.stderr);
+    assert_eq!(prompt.status.code(), Some(2), "{err}");
+    assert!(err.contains("invalid UTF-8"), "{err}");
+}
+
+#[test]
 fn inspect_lists_a_training_checkpoint_and_a_pytorch_file() {
     let tmp = tempfile::tempdir().unwrap();
     train(tmp.path(), "lstm", 3, false);

@@ -177,3 +177,106 @@ fn sigterm_saves_a_checkpoint_and_a_second_run_waits_its_turn() {
         .unwrap());
     assert!(resumed.contains("done at step"), "{resumed}");
 }
+
+/// The `train_state` step of a checkpoint, read by `tessera inspect --json`.
+fn step_of(checkpoint: &Path) -> Option<u64> {
+    let out = tessera(&["inspect", "--json", checkpoint.to_str()?]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let state: serde_json::Value =
+        serde_json::from_str(json["metadata"]["train_state"].as_str()?).ok()?;
+    state["step"].as_u64()
+}
+
+#[test]
+fn a_resumed_run_keeps_its_configuration_and_changes_only_its_budget_and_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    ok(rnn(&out, "10", &["--lr", "0.002"]).output().unwrap());
+    let checkpoint = std::fs::read(out.join("checkpoint.safetensors")).unwrap();
+    for (flag, value, was) in [("--hidden", "32", "16"), ("--cell", "gru", "elman")] {
+        let refused = rnn(&out, "20", &["--resume", flag, value])
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            err.contains(&format!("{flag} ")) && err.contains(value) && err.contains(was),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read(out.join("checkpoint.safetensors")).unwrap(),
+            checkpoint
+        );
+    }
+    // What is not given again stays as the run had it (--hidden 16, not the default);
+    // the budget and the learning rate change, and both are recorded.
+    let text = ok(rnn(&out, "20", &["--resume", "--lr", "0.01"])
+        .output()
+        .unwrap());
+    assert!(text.contains("done at step 20"), "{text}");
+    let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        config.contains("lr = 0.01") && config.contains("steps = 20"),
+        "{config}"
+    );
+    let inspect = ok(tessera(&[
+        "inspect",
+        "--json",
+        out.join("checkpoint.safetensors").to_str().unwrap(),
+    ]));
+    assert!(inspect.contains(r#"\"lr\":0.01"#), "{inspect}");
+}
+
+/// `vit train` of a tiny model on the built-in shapes into `out`.
+fn vit(out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args([
+        "vit", "train", "--dim", "16", "--depth", "1", "--heads", "2",
+    ])
+    .args([
+        "--patch",
+        "8",
+        "--batch",
+        "500",
+        "--threads",
+        "1",
+        "--quiet",
+    ])
+    .arg("--out")
+    .arg(out)
+    .args(extra);
+    cmd
+}
+
+#[test]
+fn a_finished_vit_run_can_be_extended_and_saves_within_an_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("vit");
+    // 6,000 training images in batches of 500: 12 steps per epoch.
+    let text = ok(vit(&out, &["--epochs", "1"]).output().unwrap());
+    assert!(text.contains("done at step 12"), "{text}");
+    let text = ok(vit(&out, &["--resume", "--epochs", "2"]).output().unwrap());
+    assert!(text.contains("done at step 24"), "{text}");
+    assert_eq!(lines(&out.join("metrics.jsonl")), 2);
+
+    // --save-every writes checkpoints between the end-of-epoch ones: a run killed
+    // mid-epoch leaves one from within the epoch.
+    let mid = tmp.path().join("mid");
+    let mut child = vit(&mid, &["--epochs", "1", "--save-every", "2"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let checkpoint = mid.join("checkpoint.safetensors");
+    let mut seen = None;
+    while child.try_wait().unwrap().is_none() {
+        if let Some(step) = step_of(&checkpoint).filter(|s| (2..12).contains(s)) {
+            seen = Some(step);
+            child.kill().unwrap();
+            break;
+        }
+    }
+    child.wait().unwrap();
+    let step = seen.expect("no checkpoint within the epoch");
+    assert_eq!(step % 2, 0, "saved at step {step}");
+    assert_eq!(step_of(&checkpoint), Some(step));
+}

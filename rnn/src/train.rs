@@ -93,6 +93,13 @@ pub struct TrainState {
 }
 
 impl TrainState {
+    /// Sets the learning rate of the steps to come (a resumed run that continues with
+    /// another rate); the checkpoint records it.
+    pub fn set_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
+        self.opt.set_lr(lr);
+    }
+
     /// A run from step 0 over `ids`.
     pub fn new(model: CharLm, ids: &[usize], config: TrainConfig) -> Result<TrainState> {
         let batches = BpttBatches::new(ids, config.batch, config.seq)?;
