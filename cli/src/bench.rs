@@ -11,20 +11,19 @@ pub struct BenchArgs {
     /// Workloads to run: W0, W1, W1b, W2, W3, W4, W5, W6 or all.
     #[arg(default_value = "all", value_parser = workloads)]
     workloads: Vec<Workloads>,
-    /// Threads used by the kernels (default: all cores).
-    #[arg(long, short)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    threads: crate::train::Threads,
     /// Print one JSON line per figure, in the form of torch_bench.py.
     #[arg(long)]
     json: bool,
     /// Minimum number of timed steps.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::ranges::at_least_one::<usize>())]
     steps: usize,
     /// Keep timing until this many seconds were timed.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = crate::ranges::non_negative::<f64>(), allow_negative_numbers = true)]
     min_time: f64,
     /// Upper bound on timed steps.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = crate::ranges::at_least_one::<usize>())]
     max_steps: usize,
     /// Only the W1 sizes given (for example --sizes 256,1024).
     #[arg(long, value_delimiter = ',')]
@@ -46,7 +45,7 @@ fn workloads(s: &str) -> Result<Workloads, String> {
 
 /// Runs `tessera bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    crate::train::set_threads(args.threads)?;
+    args.threads.apply();
     let mut list: Vec<Workload> = args.workloads.iter().flat_map(|w| w.0.clone()).collect();
     list.dedup();
     let settings = Settings {

@@ -13,11 +13,10 @@ pub struct DemoArgs {
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
     /// Seconds of training for each model.
-    #[arg(long, default_value_t = 45.0)]
+    #[arg(long, default_value_t = 45.0, value_parser = crate::ranges::non_negative::<f64>(), allow_negative_numbers = true)]
     seconds: f64,
-    /// Threads used by the kernels (default: all cores).
-    #[arg(long, short)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    threads: crate::train::Threads,
 }
 
 /// Runs `tessera demo`: each step is an ordinary `tessera` command, printed before it
@@ -25,7 +24,7 @@ pub struct DemoArgs {
 pub fn run(a: &DemoArgs) -> Result<()> {
     let start = Instant::now();
     let minutes = format!("{}", a.seconds / 60.0);
-    let threads = a.threads.map(|t| t.to_string());
+    let threads = a.threads.threads.map(|t| t.to_string());
     let dir = |name: &str| a.out.join(name).display().to_string();
     let (rnn, transformer, vit) = (dir("rnn"), dir("transformer"), dir("vit"));
     let mut steps: Vec<(&str, Vec<String>)> = vec![

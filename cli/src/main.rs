@@ -14,6 +14,7 @@ mod config;
 mod demo;
 mod inspect;
 mod plot;
+mod ranges;
 mod rnn;
 mod train;
 mod transformer;

@@ -38,22 +38,22 @@ pub struct TrainArgs {
     #[arg(long, value_parser = choice::<CellName>("cell"), default_value = "elman")]
     cell: CellName,
     /// State size.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::ranges::at_least_one::<usize>())]
     hidden: usize,
     /// Stacked layers (rnn, lstm, gru).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::ranges::at_least_one::<usize>())]
     layers: usize,
     /// Parallel streams per step (default 32; 8 for the built-in text).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
     batch: Option<usize>,
     /// Characters per truncated-BPTT chunk (default 64; 32 for the built-in text).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
     seq: Option<usize>,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 2e-3, value_parser = crate::ranges::positive::<f64>(), allow_negative_numbers = true)]
     lr: f64,
-    /// Global gradient-norm clip.
-    #[arg(long, default_value_t = 5.0)]
+    /// Global gradient-norm clip (0: no clipping).
+    #[arg(long, default_value_t = 5.0, value_parser = crate::ranges::non_negative::<f32>(), allow_negative_numbers = true)]
     clip: f32,
     #[command(flatten)]
     #[serde(flatten)]
@@ -82,6 +82,8 @@ pub struct SampleArgs {
     /// A checkpoint written by `tessera rnn train`.
     #[arg(long)]
     checkpoint: PathBuf,
+    #[command(flatten)]
+    threads: crate::train::Threads,
     /// Text to start from (every character must be in the model's vocabulary).
     #[arg(long, default_value = "\n")]
     prompt: String,
@@ -89,7 +91,7 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 300)]
     length: usize,
     /// Softmax temperature: below 1 more conservative, above 1 more varied, 0 greedy.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, value_parser = crate::ranges::non_negative::<f32>(), allow_negative_numbers = true)]
     temperature: f32,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
@@ -255,6 +257,7 @@ impl Task for CharTask<'_> {
 }
 
 fn sample_cmd(a: &SampleArgs) -> Result<()> {
+    a.threads.apply();
     let (model, _, meta) = CharLm::load(&a.checkpoint)?;
     let vocab = read_vocab(&meta, &a.checkpoint)?;
     let prompt = vocab.encode(&a.prompt).with_context(|| {

@@ -46,11 +46,11 @@ pub struct RunArgs {
     /// Seed of the initialisation, the data order and the augmentation.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Threads used by the kernels (default: all cores).
-    #[arg(long, short)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub threads: Threads,
     /// Also stop after this many minutes of training (a checkpoint is saved).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ranges::non_negative::<f64>(), allow_negative_numbers = true)]
     pub minutes: Option<f64>,
     /// No progress bar: a line per evaluation only.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
@@ -68,10 +68,10 @@ pub struct Budget {
     #[arg(long, default_value_t = 1000)]
     pub steps: u64,
     /// Evaluate on the validation data every this many steps (and at the end).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = crate::ranges::at_least_one::<u64>())]
     pub eval_every: u64,
     /// Save the checkpoint every this many steps (and at the end).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = crate::ranges::at_least_one::<u64>())]
     pub save_every: u64,
 }
 
@@ -186,7 +186,7 @@ impl Run {
     /// configuration `args` to OUT/config.toml and, with `--resume`, reads the
     /// checkpoint's metadata.
     pub fn start(run: &RunArgs, model: &str, args: &impl serde::Serialize) -> Result<Run> {
-        set_threads(run.threads)?;
+        run.threads.apply();
         if run.resume && run.overwrite {
             bail!("--resume continues the run in OUT and --overwrite replaces it: give one");
         }
@@ -422,14 +422,21 @@ fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
-/// Applies `--threads N` (none: all cores); 0 is an error.
-pub fn set_threads(threads: Option<usize>) -> Result<()> {
-    match threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(t) => tessera_tensor::set_num_threads(t),
-        None => {}
+/// `--threads N`, `-t N`: the threads of the kernels, on every command that computes.
+#[derive(Args, Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Threads {
+    /// Threads used by the kernels (default: all cores; also TESSERA_NUM_THREADS).
+    #[arg(long, short, value_parser = crate::ranges::at_least_one::<usize>())]
+    pub threads: Option<usize>,
+}
+
+impl Threads {
+    /// Sets the kernels' thread count, when one is given.
+    pub fn apply(self) {
+        if let Some(t) = self.threads {
+            tessera_tensor::set_num_threads(t);
+        }
     }
-    Ok(())
 }
 
 /// How a training command reports progress.
@@ -458,10 +465,7 @@ impl Mode {
         if self != Mode::Bar {
             return ProgressBar::hidden();
         }
-        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-        let template = "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}, {eta} left]";
-        bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
-        bar
+        progress_bar(len, "steps")
     }
 
     /// Prints a human line (above the bar) unless the mode is JSON.
@@ -474,6 +478,15 @@ impl Mode {
             Mode::Bar | Mode::Quiet => say(s),
         }
     }
+}
+
+/// A progress bar of `len` `unit`s on stderr, drawn only where stderr is a terminal.
+pub fn progress_bar(len: u64, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    let template =
+        format!("{{bar:30}} {{pos}}/{{len}} {unit} {{msg}} [{{elapsed_precise}}, {{eta}} left]");
+    bar.set_style(ProgressStyle::with_template(&template).expect("a valid template"));
+    bar
 }
 
 /// Appends one JSON object to `path` (one line) and, in JSON mode, prints it.

@@ -49,26 +49,25 @@ pub enum TransformerCommand {
 #[derive(Args, Debug)]
 pub struct ComplexityArgs {
     /// Width d of the representations.
-    #[arg(long, short, default_value_t = 512)]
+    #[arg(long, short, default_value_t = 512, value_parser = crate::ranges::at_least_one::<usize>())]
     d: usize,
     /// Sequence lengths n to time (comma-separated).
     #[arg(long, short, value_delimiter = ',', default_values_t = [16, 32, 64, 128, 256, 512, 1024, 2048])]
     n: Vec<usize>,
     /// Kernel width of the convolutional layer.
-    #[arg(long, short, default_value_t = 3)]
+    #[arg(long, short, default_value_t = 3, value_parser = crate::ranges::at_least_one::<usize>())]
     k: usize,
     /// Neighbourhood size of the restricted self-attention.
-    #[arg(long, short, default_value_t = 32)]
+    #[arg(long, short, default_value_t = 32, value_parser = crate::ranges::at_least_one::<usize>())]
     r: usize,
     /// Timed runs per point (the fastest counts).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::ranges::at_least_one::<usize>())]
     repeats: usize,
     /// The plot to write.
     #[arg(long, default_value = "complexity.png")]
     out: PathBuf,
-    /// Threads used by the kernels (default: all cores).
-    #[arg(long, short)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    threads: crate::train::Threads,
 }
 
 /// Arguments of `tessera transformer train`.
@@ -89,37 +88,37 @@ pub struct TrainArgs {
     #[arg(long, requires = "valid_src")]
     valid_tgt: Option<PathBuf>,
     /// Size of the shared BPE vocabulary.
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, default_value_t = 8000, value_parser = crate::ranges::at_least_one::<usize>())]
     vocab: usize,
     /// A Table 3 preset (base, big, ...) instead of the sizes below.
     #[arg(long)]
     preset: Option<String>,
     /// d_model.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::ranges::at_least_one::<usize>())]
     d_model: usize,
     /// Attention heads.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::ranges::at_least_one::<usize>())]
     heads: usize,
     /// Inner width of the feed-forward networks.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = crate::ranges::at_least_one::<usize>())]
     d_ff: usize,
     /// Encoder and decoder layers.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::ranges::at_least_one::<usize>())]
     layers: usize,
     /// P_drop.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = crate::ranges::fraction::<f32>(), allow_negative_numbers = true)]
     dropout: f32,
     /// Label smoothing.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = crate::ranges::fraction::<f32>(), allow_negative_numbers = true)]
     label_smoothing: f32,
     /// Padded source + target tokens per batch.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = crate::ranges::at_least_one::<usize>())]
     max_tokens: usize,
     /// Warmup steps of the learning-rate schedule.
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, default_value_t = 4000, value_parser = crate::ranges::at_least_one::<u64>())]
     warmup: u64,
     /// Factor on the paper's learning-rate schedule.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::ranges::positive::<f64>(), allow_negative_numbers = true)]
     lr_factor: f64,
     #[command(flatten)]
     #[serde(flatten)]
@@ -135,11 +134,13 @@ pub struct TranslateArgs {
     /// A checkpoint written by `tessera transformer train`.
     #[arg(long)]
     checkpoint: PathBuf,
+    #[command(flatten)]
+    threads: crate::train::Threads,
     /// Beam width (1: greedy).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::ranges::at_least_one::<usize>())]
     beam: usize,
     /// Length penalty α.
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = 0.6, value_parser = crate::ranges::non_negative::<f32>(), allow_negative_numbers = true)]
     alpha: f32,
 }
 
@@ -149,6 +150,8 @@ pub struct EvalArgs {
     /// A checkpoint written by `tessera transformer train`.
     #[arg(long)]
     checkpoint: PathBuf,
+    #[command(flatten)]
+    threads: crate::train::Threads,
     /// Source sentences.
     #[arg(long)]
     src: PathBuf,
@@ -156,13 +159,13 @@ pub struct EvalArgs {
     #[arg(long = "ref")]
     reference: PathBuf,
     /// Beam width (1: greedy).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::ranges::at_least_one::<usize>())]
     beam: usize,
     /// Length penalty α.
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = 0.6, value_parser = crate::ranges::non_negative::<f32>(), allow_negative_numbers = true)]
     alpha: f32,
     /// Only the first N sentences.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
     limit: Option<usize>,
     /// Write the translations here.
     #[arg(long)]
@@ -190,7 +193,7 @@ pub struct ParamsArgs {
     #[arg(long)]
     all: bool,
     /// Size of the shared vocabulary.
-    #[arg(long, default_value_t = 37_000)]
+    #[arg(long, default_value_t = 37_000, value_parser = crate::ranges::at_least_one::<usize>())]
     vocab: usize,
 }
 
@@ -368,6 +371,7 @@ impl Task for TranslationTask<'_> {
 }
 
 fn translate(a: &TranslateArgs) -> Result<()> {
+    a.threads.apply();
     let (model, meta) = load_model(&a.checkpoint)?;
     let bpe = read_bpe(&meta, &a.checkpoint)?;
     let stdin = std::io::stdin();
@@ -380,13 +384,22 @@ fn translate(a: &TranslateArgs) -> Result<()> {
 }
 
 fn eval(a: &EvalArgs) -> Result<()> {
+    a.threads.apply();
     let (model, meta) = load_model(&a.checkpoint)?;
     let bpe = read_bpe(&meta, &a.checkpoint)?;
     let mut pairs = read_parallel(&a.src, &a.reference)?;
     if let Some(n) = a.limit {
         pairs.truncate(n);
     }
-    let (bleu, hyps) = model.bleu(&bpe, &pairs, a.beam, a.alpha)?;
+    let bar = crate::train::progress_bar(pairs.len() as u64, "sentences");
+    let sources = pairs.iter().map(|(src, _)| src.as_str());
+    let hyps = model
+        .translations(&bpe, sources, a.beam, a.alpha)
+        .inspect(|_| bar.inc(1))
+        .collect::<Result<Vec<_>, _>>()?;
+    bar.finish_and_clear();
+    let refs: Vec<&str> = pairs.iter().map(|(_, r)| r.as_str()).collect();
+    let bleu = tessera_transformer::corpus_bleu(&hyps, &refs)?;
     if let Some(path) = &a.output {
         tessera_tensor::write_atomic(path, (hyps.join("\n") + "\n").as_bytes())?;
     }
@@ -410,9 +423,6 @@ fn average(a: &AverageArgs) -> Result<()> {
 }
 
 fn params(a: &ParamsArgs) -> Result<()> {
-    if a.vocab == 0 {
-        bail!("--vocab must be at least 1");
-    }
     let rows: Vec<&Preset> = match (&a.preset, a.all) {
         (_, true) => PRESETS.iter().collect(),
         (Some(name), false) => vec![preset(name)?],
@@ -471,7 +481,7 @@ fn group(n: usize) -> String {
 
 fn complexity(a: &ComplexityArgs) -> Result<()> {
     use tessera_transformer::complexity::{Layer, LayerKind};
-    crate::train::set_threads(a.threads)?;
+    a.threads.apply();
     if a.n.is_empty() || a.n.contains(&0) {
         bail!("--n needs sequence lengths of at least 1");
     }

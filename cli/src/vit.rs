@@ -76,22 +76,22 @@ pub struct TrainArgs {
     #[serde(flatten)]
     data: DataArgs,
     /// Input size (default: the data's; images are resized to it).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
     image_size: Option<usize>,
     /// Patch size P.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::ranges::at_least_one::<usize>())]
     patch: usize,
     /// Token width D.
-    #[arg(long, default_value_t = 96)]
+    #[arg(long, default_value_t = 96, value_parser = crate::ranges::at_least_one::<usize>())]
     dim: usize,
     /// Encoder blocks.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = crate::ranges::at_least_one::<usize>())]
     depth: usize,
     /// Attention heads.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::ranges::at_least_one::<usize>())]
     heads: usize,
     /// MLP width (default 2·D).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
     mlp: Option<usize>,
     /// Pooling before the head: token (the class token) or avg (the mean of the patch
     /// tokens).
@@ -104,25 +104,25 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1)]
     hybrid_stages: usize,
     /// Passes over the training data.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::ranges::at_least_one::<u64>())]
     epochs: u64,
     /// Images per batch.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::ranges::at_least_one::<usize>())]
     batch: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 2e-3, value_parser = crate::ranges::positive::<f64>(), allow_negative_numbers = true)]
     lr: f64,
     /// AdamW weight decay.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = crate::ranges::non_negative::<f32>(), allow_negative_numbers = true)]
     weight_decay: f32,
     /// Warmup, in epochs (may be fractional).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = crate::ranges::non_negative::<f64>(), allow_negative_numbers = true)]
     warmup_epochs: f64,
     /// Label smoothing.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = crate::ranges::fraction::<f32>(), allow_negative_numbers = true)]
     label_smoothing: f32,
-    /// Gradient-norm clip (0: none).
-    #[arg(long, default_value_t = 1.0)]
+    /// Global gradient-norm clip (0: no clipping).
+    #[arg(long, default_value_t = 1.0, value_parser = crate::ranges::non_negative::<f32>(), allow_negative_numbers = true)]
     clip: f32,
     /// Augmentation: random crops after zero padding by this many pixels (0: none).
     #[arg(long, default_value_t = 0)]
@@ -134,7 +134,7 @@ pub struct TrainArgs {
     #[arg(long)]
     max_steps: Option<u64>,
     /// Save the checkpoint every this many steps (default: at the end of every epoch).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::ranges::at_least_one::<u64>())]
     save_every: Option<u64>,
     /// Background threads that decode and augment batches.
     #[arg(long, default_value_t = 1)]
@@ -159,9 +159,11 @@ pub struct EvalArgs {
     #[arg(long)]
     checkpoint: PathBuf,
     #[command(flatten)]
+    threads: crate::train::Threads,
+    #[command(flatten)]
     data: DataArgs,
     /// Images per batch.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = crate::ranges::at_least_one::<usize>())]
     batch: usize,
 }
 
@@ -171,11 +173,13 @@ pub struct PredictArgs {
     /// A checkpoint written by `tessera vit train`.
     #[arg(long)]
     checkpoint: PathBuf,
+    #[command(flatten)]
+    threads: crate::train::Threads,
     /// Image files.
     #[arg(required = true)]
     images: Vec<PathBuf>,
     /// How many classes to list per image.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::ranges::at_least_one::<usize>())]
     top_k: usize,
 }
 
@@ -185,6 +189,8 @@ pub struct VizArgs {
     /// A checkpoint written by `tessera vit train`.
     #[arg(long)]
     checkpoint: PathBuf,
+    #[command(flatten)]
+    threads: crate::train::Threads,
     /// Output folder for the PNG files.
     #[arg(long, default_value = "runs/vit/viz")]
     out: PathBuf,
@@ -194,7 +200,7 @@ pub struct VizArgs {
     #[command(flatten)]
     data: DataArgs,
     /// Images over which the attention distances are averaged.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::ranges::at_least_one::<usize>())]
     samples: usize,
 }
 
@@ -277,9 +283,6 @@ struct ImageTask {
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
-    if a.batch == 0 || a.epochs == 0 {
-        bail!("--batch and --epochs must be at least 1");
-    }
     let run = Run::start(&a.run, "vit", a)?;
     // On --resume, the data and augmentation come from the checkpoint.
     let get = |k: &str| {
@@ -518,6 +521,7 @@ fn class_names(meta: &HashMap<String, String>, classes: usize) -> Vec<String> {
 }
 
 fn eval(a: &EvalArgs) -> Result<()> {
+    a.threads.apply();
     let (model, meta) = load_model(&a.checkpoint)?;
     let data = open_data(&a.data, 0)?;
     let c = model.config();
@@ -560,6 +564,7 @@ fn image_input(path: &Path, model: &VisionTransformer) -> Result<Tensor> {
 }
 
 fn predict(a: &PredictArgs) -> Result<()> {
+    a.threads.apply();
     let (model, meta) = load_model(&a.checkpoint)?;
     let names = class_names(&meta, model.config().num_classes);
     for path in &a.images {
@@ -574,6 +579,7 @@ fn predict(a: &PredictArgs) -> Result<()> {
 }
 
 fn viz_cmd(a: &VizArgs) -> Result<()> {
+    a.threads.apply();
     let (model, _) = load_model(&a.checkpoint)?;
     let c = *model.config();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;

@@ -121,6 +121,70 @@ fn bad_input_fails_with_one_clear_line() {
 }
 
 #[test]
+fn numbers_outside_their_range_are_refused_by_name() {
+    for (args, flag) in [
+        (&["rnn", "train", "--lr=-1"][..], "--lr"),
+        (&["rnn", "train", "--lr", "-1"], "--lr"),
+        (&["rnn", "train", "--clip", "-1"], "--clip"),
+        (&["rnn", "train", "--hidden", "0"], "--hidden"),
+        (
+            &["rnn", "sample", "--checkpoint", "x", "--temperature", "nan"],
+            "--temperature",
+        ),
+        (
+            &[
+                "transformer",
+                "translate",
+                "--checkpoint",
+                "x",
+                "--alpha",
+                "nan",
+            ],
+            "--alpha",
+        ),
+        (
+            &[
+                "transformer",
+                "translate",
+                "--checkpoint",
+                "x",
+                "--beam",
+                "0",
+            ],
+            "--beam",
+        ),
+        (&["transformer", "train", "--dropout", "1"], "--dropout"),
+        (&["transformer", "train", "--warmup", "0"], "--warmup"),
+        (
+            &[
+                "vit",
+                "predict",
+                "--checkpoint",
+                "x",
+                "--top-k",
+                "0",
+                "a.png",
+            ],
+            "--top-k",
+        ),
+        (&["vit", "train", "--weight-decay=-0.1"], "--weight-decay"),
+        (
+            &["vit", "train", "--label-smoothing", "inf"],
+            "--label-smoothing",
+        ),
+        (&["bench", "W0", "--threads", "0"], "--threads"),
+    ] {
+        let out = tessera(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("for '{flag} ")) && err.contains("expected a"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
 #[cfg(unix)]
 fn arguments_that_are_not_utf8_are_paths_or_clear_errors() {
     use std::os::unix::ffi::OsStrExt;

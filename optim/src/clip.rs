@@ -2,6 +2,21 @@
 
 use crate::{gradients, Parameter, Result};
 
+/// The `max_norm` of [`clip_grad_norm`] that a trainer's clip setting stands for: the
+/// setting itself, or no limit when it is 0 (the trainers' "no clipping").
+///
+/// ```
+/// assert_eq!(tessera_optim::clip_limit(1.0), 1.0);
+/// assert_eq!(tessera_optim::clip_limit(0.0), f32::INFINITY);
+/// ```
+pub fn clip_limit(setting: f32) -> f32 {
+    if setting > 0.0 {
+        setting
+    } else {
+        f32::INFINITY
+    }
+}
+
 /// Scales all gradients by `max_norm / (‖g‖ + 1e-6)` when the global L2 norm `‖g‖` of
 /// all gradients together exceeds `max_norm`, as `torch.nn.utils.clip_grad_norm_`;
 /// returns the norm before clipping. A non-finite gradient is an error and changes

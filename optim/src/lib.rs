@@ -29,7 +29,7 @@ mod sgd;
 use std::collections::BTreeMap;
 
 pub use adam::Adam;
-pub use clip::clip_grad_norm;
+pub use clip::{clip_grad_norm, clip_limit};
 pub use sgd::Sgd;
 pub use tessera_autograd::Parameter;
 use tessera_tensor::{SafeTensorsFile, Tensor};

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tessera_autograd::Var;
 use tessera_data::BpttBatches;
 use tessera_nn::{get_json, put_json, Params, TrainProgress, CONFIG_KEY, TRAIN_STATE_KEY};
-use tessera_optim::{check_loss, clip_grad_norm, Adam, Optimizer};
+use tessera_optim::{check_loss, clip_grad_norm, clip_limit, Adam, Optimizer};
 use tessera_tensor::Tensor;
 
 use crate::charlm::{Cell, CharLm, CharLmConfig, LmState};
@@ -36,7 +36,7 @@ pub struct TrainConfig {
     pub seq: usize,
     /// Adam's learning rate.
     pub lr: f64,
-    /// Global gradient-norm clip.
+    /// Global gradient-norm clip (0: no clipping).
     pub clip: f32,
 }
 
@@ -139,7 +139,7 @@ impl TrainState {
         let (loss, next) = self.model.loss_and_grads(&x, &y, self.carry.as_ref())?;
         check_loss(loss, self.step)?;
         let params = self.model.named_parameters();
-        let grad_norm = clip_grad_norm(&params, self.config.clip)?;
+        let grad_norm = clip_grad_norm(&params, clip_limit(self.config.clip))?;
         self.opt.step(&params)?;
         self.step += 1;
         self.chunk += 1;

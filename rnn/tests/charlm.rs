@@ -217,3 +217,31 @@ fn a_checkpoint_keeps_one_config_and_one_train_state_entry() {
         .to_string();
     assert!(err.contains("not a training checkpoint"), "{err}");
 }
+
+#[test]
+fn a_clip_of_zero_means_no_clipping_and_a_new_rate_applies() {
+    let (vocab, ids) = ids();
+    let values = |run: &TrainState| -> Vec<Vec<f32>> {
+        let params = run.model.named_parameters();
+        params.iter().map(|(_, p)| p.value().to_vec()).collect()
+    };
+    // The same first step with clip 0 and with a clip no gradient reaches: equal.
+    let step = |clip: f32| {
+        let config = TrainConfig { clip, ..config() };
+        let mut run = TrainState::new(model(Cell::Elman, vocab.len(), 3), &ids, config).unwrap();
+        let before = values(&run);
+        run.step().unwrap();
+        (before, values(&run))
+    };
+    let (before, off) = step(0.0);
+    let (_, huge) = step(1e9);
+    assert_ne!(before, off, "clip 0 must not freeze the parameters");
+    assert_eq!(off, huge);
+
+    let mut run = TrainState::new(model(Cell::Elman, vocab.len(), 3), &ids, config()).unwrap();
+    run.set_lr(0.0);
+    let before = values(&run);
+    run.step().unwrap();
+    assert_eq!(before, values(&run), "a rate of 0 changes nothing");
+    assert_eq!(run.config.lr, 0.0);
+}

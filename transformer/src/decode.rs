@@ -387,6 +387,20 @@ impl Transformer {
         Ok(bpe.decode(&out)?)
     }
 
+    /// Translates each of `sources` in turn (as [`Transformer::translate`]), lazily, so
+    /// that a caller can show progress or stop early.
+    pub fn translations<'a>(
+        &'a self,
+        bpe: &'a tessera_data::Bpe,
+        sources: impl IntoIterator<Item = &'a str> + 'a,
+        beam: usize,
+        alpha: f32,
+    ) -> impl Iterator<Item = Result<String>> + 'a {
+        sources
+            .into_iter()
+            .map(move |src| self.translate(bpe, src, beam, alpha))
+    }
+
     /// Translates the sources of `pairs` (as [`Transformer::translate`]) and scores the
     /// translations against the pairs' references with [`corpus_bleu`](crate::corpus_bleu)
     /// (sacreBLEU's defaults): the score and the translations, in order.
@@ -397,9 +411,9 @@ impl Transformer {
         beam: usize,
         alpha: f32,
     ) -> Result<(crate::Bleu, Vec<String>)> {
-        let hyps = pairs
-            .iter()
-            .map(|(src, _)| self.translate(bpe, src, beam, alpha))
+        let sources = pairs.iter().map(|(src, _)| src.as_str());
+        let hyps = self
+            .translations(bpe, sources, beam, alpha)
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&str> = pairs.iter().map(|(_, r)| r.as_str()).collect();
         Ok((crate::corpus_bleu(&hyps, &refs)?, hyps))

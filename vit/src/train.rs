@@ -9,7 +9,7 @@ use tessera_autograd::no_grad;
 use tessera_nn::{
     cross_entropy, get_json, Params, TrainProgress, VarBuilder, VarMap, TRAIN_STATE_KEY,
 };
-use tessera_optim::{check_loss, clip_grad_norm, schedule, Adam, Optimizer};
+use tessera_optim::{check_loss, clip_grad_norm, clip_limit, schedule, Adam, Optimizer};
 use tessera_tensor::{IndexTensor, Tensor};
 
 use crate::checkpoint::{load_weights, metadata, read_config, CheckpointConfig};
@@ -236,12 +236,7 @@ impl Trainer {
         check_loss(value, step)?;
         let correct = count_correct(logits.value(), labels)?;
         loss.backward()?;
-        let max_norm = if self.config.clip_norm > 0.0 {
-            self.config.clip_norm
-        } else {
-            f32::INFINITY
-        };
-        let grad_norm = clip_grad_norm(&params, max_norm)?;
+        let grad_norm = clip_grad_norm(&params, clip_limit(self.config.clip_norm))?;
         let lr = self.config.lr_at(step);
         self.opt.set_lr(lr);
         self.opt.step(&params)?;
