@@ -46,6 +46,11 @@ fn workloads(s: &str) -> Result<Workloads, String> {
 /// Runs `tessera bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     args.threads.apply();
+    for &n in args.sizes.iter().flatten() {
+        let bytes = 3.0 * (n as f64) * (n as f64) * 4.0;
+        let what = format!("W1 at n = {n}");
+        crate::train::fits_in_memory(&what, bytes, "three n x n f32 matrices")?;
+    }
     let mut list: Vec<Workload> = args.workloads.iter().flat_map(|w| w.0.clone()).collect();
     list.dedup();
     let settings = Settings {

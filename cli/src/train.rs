@@ -102,6 +102,8 @@ pub trait Task {
     fn steps_done(&self) -> u64;
     /// Lines that describe the run before it starts (data, model, batch).
     fn describe(&self) -> Vec<String>;
+    /// The model's parameter count (for the memory check before the first step).
+    fn num_parameters(&self) -> usize;
     /// One optimizer step.
     fn step(&mut self) -> Result<Step>;
     /// The held-out loss and whatever else the task measures.
@@ -242,6 +244,11 @@ impl Run {
         if plan.eval_every == 0 || plan.save_every == 0 {
             bail!("--eval-every and --save-every must be at least 1");
         }
+        fits_in_memory(
+            "training",
+            task.num_parameters() as f64 * 16.0,
+            "weights, gradients and Adam's two moments at 4 bytes each, before activations",
+        )?;
         catch_signals();
         let (mode, metrics) = (self.mode, self.out.join("metrics.jsonl"));
         let bar = mode.bar(plan.steps);
@@ -415,6 +422,39 @@ fn catch_signals() {
 /// pipe): a training run's output must never stop it or lose its work.
 pub fn say(line: impl std::fmt::Display) {
     let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// The memory this process can still have: Linux's `MemAvailable`, or else the
+/// machine's memory.
+fn available_memory() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kb = text.lines().find_map(|l| {
+        let rest = l.strip_prefix("MemAvailable:")?;
+        rest.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<f64>()
+            .ok()
+    });
+    kb.map(|kb| kb * 1024.0)
+        .or_else(|| tessera_nn::physical_memory().map(|b| b as f64))
+}
+
+/// Refuses work that needs `bytes` (for the reason `why`) where the machine has less
+/// memory available, with both figures.
+pub fn fits_in_memory(what: &str, bytes: f64, why: &str) -> Result<()> {
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    if bytes > available {
+        let text = |b: f64| tessera_nn::bytes_text((b < usize::MAX as f64).then_some(b as usize));
+        bail!(
+            "{what} needs about {} ({why}); this machine has {} available",
+            text(bytes),
+            text(available)
+        );
+    }
+    Ok(())
 }
 
 /// Whether a stopping signal came.

@@ -280,3 +280,49 @@ fn a_finished_vit_run_can_be_extended_and_saves_within_an_epoch() {
     assert_eq!(step % 2, 0, "saved at step {step}");
     assert_eq!(step_of(&checkpoint), Some(step));
 }
+
+#[test]
+fn sizes_beyond_memory_are_refused_with_the_figure() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [
+        &["rnn", "train", "--hidden", "1000000", "--steps", "1"][..],
+        &["vit", "train", "--dim", "1000000", "--max-steps", "1"],
+        &["vit", "train", "--image-size", "100000", "--max-steps", "1"],
+        &["bench", "W1", "--sizes", "200000"],
+    ] {
+        let x = tmp.path().join("x");
+        let folder = ["--out", x.to_str().unwrap()];
+        let out = tessera(&[args, &folder[..2 * usize::from(args[0] != "bench")]].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.lines().count() == 1 && err.contains(" GB") && err.contains("this machine has"),
+            "{args:?}: {err}"
+        );
+    }
+
+    // A checkpoint whose configuration was tampered with: hidden = 99999999999.
+    let out = tmp.path().join("small");
+    ok(rnn(&out, "0", &[]).output().unwrap());
+    let path = out.join("checkpoint.safetensors");
+    let file = tessera_tensor::SafeTensorsFile::open(&path).unwrap();
+    let mut meta = file.metadata().unwrap();
+    let tensors = file.load_all().unwrap();
+    drop(file);
+    let config = meta["config"].replace("\"hidden\":16", "\"hidden\":99999999999");
+    assert_ne!(config, meta["config"]);
+    meta.insert("config".into(), config);
+    tessera_tensor::save_safetensors(
+        &path,
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        Some(&meta),
+    )
+    .unwrap();
+    let sample = tessera(&["rnn", "sample", "--checkpoint", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&sample.stderr);
+    assert_eq!(sample.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("99999999999") && err.lines().count() == 1,
+        "{err}"
+    );
+}

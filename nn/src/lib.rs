@@ -118,6 +118,27 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A parameter or buffer too large to allocate (a size from a typo, or from a
+    /// corrupt checkpoint's configuration): refused before any memory is touched.
+    #[error(
+        "{name}: shape {shape:?} needs {}, and the model with it {}: more than the {} \
+         of memory this machine has",
+        bytes_text(*.bytes),
+        bytes_text(*.total),
+        bytes_text(*.memory)
+    )]
+    TooLarge {
+        /// The parameter's full name.
+        name: String,
+        /// The shape asked for.
+        shape: Vec<usize>,
+        /// Its size in bytes as f32 (`None`: beyond the address space).
+        bytes: Option<usize>,
+        /// The model's parameters and buffers with it, in bytes.
+        total: Option<usize>,
+        /// The machine's memory (`None`: the address space is the limit).
+        memory: Option<usize>,
+    },
     /// A checkpoint tensor holding NaN or infinite values: broken weights, refused
     /// before they reach the model.
     #[error(
@@ -144,6 +165,43 @@ pub enum Error {
         /// Every missing key, unexpected key and shape mismatch.
         report: LoadReport,
     },
+}
+
+/// The machine's physical memory in bytes, where the system says (Unix).
+pub fn physical_memory() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf reads two system constants and has no other effect.
+        let (pages, size) = unsafe {
+            (
+                libc::sysconf(libc::_SC_PHYS_PAGES),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        if pages > 0 && size > 0 {
+            return (pages as usize).checked_mul(size as usize);
+        }
+    }
+    None
+}
+
+/// A byte count as people read it: `1.5 GB`, or "more bytes than a 64-bit address space
+/// holds" for `None`.
+pub fn bytes_text(bytes: Option<usize>) -> String {
+    let Some(b) = bytes else {
+        return "more bytes than the address space holds".to_string();
+    };
+    let units = ["bytes", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let (mut v, mut u) = (b as f64, 0);
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} bytes")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
 }
 
 /// `Result` with the crate's [`enum@Error`].

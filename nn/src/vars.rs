@@ -481,8 +481,38 @@ impl VarBuilder {
         matches!(self.source, Source::Init(_))
     }
 
-    /// A tensor of `shape` as the source gives it: drawn by `init`, or zeros.
+    /// A tensor of `shape` as the source gives it: drawn by `init`, or zeros. A shape
+    /// too large to allocate is an [`Error::TooLarge`], not an abort.
     pub fn tensor(&self, shape: &[usize], init: &Init) -> Result<Tensor> {
+        // The size is checked before any memory is asked for: a size from a typo or a
+        // corrupt checkpoint must be an error, not an abort (or, where the allocator
+        // reserves address space without memory, a machine filling up).
+        let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let bytes = numel.and_then(|n| n.checked_mul(std::mem::size_of::<f32>()));
+        let held: usize = self
+            .vars
+            .lock()
+            .entries
+            .iter()
+            .map(|(_, s)| s.value().numel())
+            .sum();
+        let total = bytes.and_then(|b| b.checked_add(held * std::mem::size_of::<f32>()));
+        let memory = crate::physical_memory();
+        let fits = match (numel, total) {
+            (Some(n), Some(t)) if t <= memory.unwrap_or(isize::MAX as usize) => {
+                Vec::<f32>::new().try_reserve_exact(n).is_ok()
+            }
+            _ => false,
+        };
+        if !fits {
+            return Err(Error::TooLarge {
+                name: self.path.clone(),
+                shape: shape.to_vec(),
+                bytes,
+                total,
+                memory,
+            });
+        }
         match &self.source {
             Source::Init(rng) => {
                 let mut rng = match rng.lock() {
@@ -497,7 +527,23 @@ impl VarBuilder {
 
     /// Creates the parameter `name` of `shape`, initialised by `init`, and registers it.
     pub fn param(&self, name: &str, shape: &[usize], init: Init) -> Result<Parameter> {
-        let p = Parameter::new(self.tensor(shape, &init)?);
+        let tensor = self.tensor(shape, &init).map_err(|e| match e {
+            Error::TooLarge {
+                shape,
+                bytes,
+                total,
+                memory,
+                ..
+            } => Error::TooLarge {
+                name: self.name(name),
+                shape,
+                bytes,
+                total,
+                memory,
+            },
+            e => e,
+        })?;
+        let p = Parameter::new(tensor);
         self.vars.add_parameter(self.name(name), p.clone())?;
         Ok(p)
     }

@@ -161,3 +161,29 @@ fn non_finite_weights_are_refused_and_change_nothing() {
         .collect();
     assert_eq!(before, after);
 }
+
+#[test]
+fn sizes_beyond_memory_are_errors_not_aborts() {
+    let vars = VarMap::new();
+    let vb = tessera_nn::VarBuilder::zeros(&vars);
+    let layer = vb.pp("layer");
+    for shape in [[1usize << 20, 1 << 20], [1 << 40, 1 << 40]] {
+        let err = layer
+            .param("weight", &shape, tessera_nn::Init::Zeros)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::TooLarge { name, shape: s, .. } if name == "layer.weight" && s == &shape),
+            "{err}"
+        );
+        assert!(err.to_string().contains("more than the"), "{err}");
+    }
+    let big = layer.param("weight", &[1 << 20, 1 << 20], tessera_nn::Init::Zeros);
+    assert!(big.unwrap_err().to_string().contains("4.4 TB"));
+    assert!(
+        vars.names().is_empty(),
+        "a refused parameter is not registered"
+    );
+    assert!(layer
+        .param("weight", &[2, 3], tessera_nn::Init::Zeros)
+        .is_ok());
+}
