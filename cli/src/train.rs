@@ -281,13 +281,19 @@ impl Run {
             // A run that stops where it started still leaves its checkpoint behind.
             let unsaved = step != last_saved || !self.checkpoint.exists();
             if (step % plan.save_every == 0 || reason.is_some()) && unsaved {
-                task.save(&self.checkpoint)?;
+                task.save(&self.checkpoint).with_context(|| {
+                    format!("saving step {step}; the checkpoint of step {last_saved} is intact")
+                })?;
                 last_saved = step;
             }
             if let Some(reason) = reason {
                 break reason;
             }
-            let s = task.step()?;
+            // Every trainer stops the same way on a non-finite loss or gradient.
+            let s = task.step().with_context(|| {
+                let path = self.checkpoint.display();
+                format!("training stopped at step {step}; {path} holds step {last_saved}")
+            })?;
             window.add(&s);
             bar.set_position(task.steps_done());
             let lr = s.lr.map_or(String::new(), |lr| format!(" lr {lr:.2e}"));
@@ -399,10 +405,13 @@ static HANDLER: Once = Once::new();
 /// closed pipe stops being a signal: [`say`] drops it instead.
 fn catch_signals() {
     HANDLER.call_once(|| {
-        // SAFETY: sets the action of one signal; no handler of it is installed.
+        // SAFETY: sets the actions of two signals; no handler of either is installed.
+        // A file-size limit reached while saving is then an error of that save (the
+        // previous checkpoint stays), not a signal that kills the run.
         #[cfg(unix)]
         unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN)
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
         };
         let _ = ctrlc::set_handler(|| {
             let mut err = std::io::stderr();

@@ -326,3 +326,91 @@ fn sizes_beyond_memory_are_refused_with_the_figure() {
         "{err}"
     );
 }
+
+#[test]
+#[cfg(unix)]
+fn a_full_disk_or_a_non_finite_loss_stops_cleanly_and_keeps_the_last_checkpoint() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    ok(rnn(&out, "10", &[]).output().unwrap());
+    let path = out.join("checkpoint.safetensors");
+    let before = std::fs::read(&path).unwrap();
+
+    // A file-size limit below the checkpoint's size stands for a full disk.
+    let limit = before.len() as u64 / 2;
+    let mut cmd = rnn(&out, "20", &["--resume"]);
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    };
+    let full = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&full.stderr);
+    assert_eq!(full.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("saving step 20; the checkpoint of step 10 is intact")
+            && err.contains("checkpoint.safetensors")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let names: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.to_string_lossy().contains(".tmp-")),
+        "{names:?}"
+    );
+
+    // A learning rate that makes the loss explode: the same ending for every trainer.
+    let nan = rnn(&out, "30", &["--resume", "--lr", "1e38"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&nan.stderr);
+    assert_eq!(nan.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("training stopped at step") && err.contains("holds step 10"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let vit = tessera(&[
+        "vit",
+        "train",
+        "--dim",
+        "16",
+        "--depth",
+        "1",
+        "--heads",
+        "2",
+        "--patch",
+        "8",
+        "--threads",
+        "1",
+        "--lr",
+        "1e30",
+        "--clip",
+        "0",
+        "--quiet",
+        "--max-steps",
+        "50",
+        "--out",
+        tmp.path().join("vit").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&vit.stderr);
+    assert_eq!(vit.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("training stopped at step") && err.contains("holds step 0"),
+        "{err}"
+    );
+}
