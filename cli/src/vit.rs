@@ -57,8 +57,9 @@ pub struct ParamsArgs {
 /// Where images come from.
 #[derive(Args, Debug, Clone, serde::Serialize)]
 pub struct DataArgs {
-    /// Training data: an IDX folder, a CSV file or an image folder (default: built-in
-    /// shapes).
+    /// Images: an IDX folder, a CSV file or an image folder (default: the built-in
+    /// shapes). `train` learns from them; `eval` and `viz` use their test part (--test,
+    /// else an IDX folder's t10k files, else the 10% that `train` held out).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Test data (default: the IDX folder's t10k files, else 10% of --data).
@@ -544,7 +545,7 @@ fn eval(a: &EvalArgs) -> Result<()> {
     let (loss, acc) = (ev.loss, 100.0 * ev.accuracy);
     println!(
         "{}: {} images, loss {loss:.4}, accuracy {acc:.2}%",
-        data.name, ev.images
+        data.test_name, ev.images
     );
     for (k, name) in class_names(&meta, c.num_classes).iter().enumerate() {
         if let (Some(acc), (right, seen)) = (ev.class_accuracy(k), ev.per_class[k]) {
@@ -556,15 +557,25 @@ fn eval(a: &EvalArgs) -> Result<()> {
 
 /// An image file as the model's input `[C, S, S]`: decoded, resized (shorter side) and
 /// centre-cropped, normalised.
-fn image_input(path: &Path, model: &VisionTransformer) -> Result<Tensor> {
+/// The image at `path` as the model takes it, and how it was changed to get there
+/// (`"640x480, read as grey, resized to 28x28"`).
+fn image_input(path: &Path, model: &VisionTransformer) -> Result<(Tensor, String)> {
     let c = model.config();
-    let mode = if c.in_chans == 1 {
-        ColorMode::Gray
+    let (mode, colour) = if c.in_chans == 1 {
+        (ColorMode::Gray, "grey")
     } else {
-        ColorMode::Rgb
+        (ColorMode::Rgb, "RGB")
     };
     let img = load_image(path, mode)?;
-    Ok(prepare_image(img, c.img_size)?)
+    let (h, w) = (img.shape()[1], img.shape()[2]);
+    let size = c.img_size;
+    let resized = if (h, w) == (size, size) {
+        String::new()
+    } else {
+        format!(", resized to {size}x{size}")
+    };
+    let how = format!("{w}x{h}, read as {colour}{resized}");
+    Ok((prepare_image(img, size)?, how))
 }
 
 fn predict(a: &PredictArgs) -> Result<()> {
@@ -572,9 +583,9 @@ fn predict(a: &PredictArgs) -> Result<()> {
     let (model, meta) = load_model(&a.checkpoint)?;
     let names = class_names(&meta, model.config().num_classes);
     for path in &a.images {
-        let x = image_input(path, &model)?;
+        let (x, how) = image_input(path, &model)?;
         let top = top_k(&model, &x.unsqueeze(0)?, a.top_k)?;
-        println!("{}", path.display());
+        println!("{} ({how})", path.display());
         for (k, p) in &top[0] {
             println!("  {:>6.2}%  {}", 100.0 * p, names[*k]);
         }
@@ -629,7 +640,7 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
     chart.save(&p)?;
     written.push(p);
     let image = match &a.image {
-        Some(path) => image_input(path, &model)?,
+        Some(path) => image_input(path, &model)?.0,
         None => imgs[0].clone(),
     };
     let map = viz::attention_rollout(&model, &image)?;

@@ -18,6 +18,9 @@ pub struct ImageSets {
     pub train: Arc<dyn Dataset>,
     /// The test images.
     pub test: Arc<dyn Dataset>,
+    /// Where the test images came from, for messages: a path, an IDX folder's `t10k`
+    /// files, or the part of the training data held out.
+    pub test_name: String,
     /// Files left out of an image folder opened with `skip_bad`, with the reason.
     pub skipped: Vec<(PathBuf, String)>,
 }
@@ -39,6 +42,7 @@ impl ImageSets {
             name: "built-in shapes (6,000 train, 1,000 test, 32x32)".into(),
             train: Arc::new(train),
             test: Arc::new(test),
+            test_name: format!("the 1,000 test images of the built-in shapes (seed {seed})"),
             skipped: Vec::new(),
         })
     }
@@ -48,18 +52,20 @@ impl ImageSets {
     /// (with `seed`). Both must hold images of one shape and one set of classes.
     pub fn open(train: &Path, test: Option<&Path>, skip_bad: bool, seed: u64) -> Result<ImageSets> {
         let (data, own_test, mut skipped) = open_images(train, skip_bad)?;
-        let (train_set, test_set): (Arc<dyn Dataset>, Arc<dyn Dataset>) = match (test, own_test) {
-            (Some(t), _) => {
-                let (t, _, more) = open_images(t, skip_bad)?;
-                skipped.extend(more);
-                (data, t)
-            }
-            (None, Some(t)) => (data, t),
-            (None, None) => {
-                let (tr, te) = split(data, 0.9, seed)?;
-                (Arc::new(tr), Arc::new(te))
-            }
-        };
+        let (train_set, test_set, test_name): (Arc<dyn Dataset>, Arc<dyn Dataset>, String) =
+            match (test, own_test) {
+                (Some(t), _) => {
+                    let (set, _, more) = open_images(t, skip_bad)?;
+                    skipped.extend(more);
+                    (data, set, t.display().to_string())
+                }
+                (None, Some(t)) => (data, t, format!("the t10k files of {}", train.display())),
+                (None, None) => {
+                    let (tr, te) = split(data, 0.9, seed)?;
+                    let name = format!("the 10% of {} held out (seed {seed})", train.display());
+                    (Arc::new(tr), Arc::new(te), name)
+                }
+            };
         if train_set.is_empty() || test_set.is_empty() {
             return Err(Error::Format {
                 path: train.to_path_buf(),
@@ -88,6 +94,7 @@ impl ImageSets {
             name: train.display().to_string(),
             train: train_set,
             test: test_set,
+            test_name,
             skipped,
         })
     }

@@ -159,9 +159,11 @@ impl BpttBatches {
         let per_stream = ids.len() / batch;
         if per_stream < seq + 1 {
             return Err(Error::Invalid {
-                what: "BpttBatches",
+                what: "batches of text",
                 msg: format!(
-                    "{} ids make {batch} streams of {per_stream}; one chunk of {seq} steps needs {} per stream",
+                    "{} tokens are too few: {batch} parallel streams get {per_stream} each, and \
+                     one chunk of {seq} needs {}; give a longer text or a smaller batch or \
+                     sequence length",
                     ids.len(),
                     seq + 1
                 ),

@@ -288,6 +288,20 @@ fn csv_images_and_their_errors() {
     };
     // 2×2 grey images, label first, values 0..=4.
     let ok = write("ok.csv", "1,0,1,2,3\n0,4,4,0,0\n\n2,1,1,1,1\n");
+    // Opened as a data set with no test part: the test images are the 10% held out,
+    // and the sets say so.
+    let rows: String = (0..20).map(|i| format!("{},1,2,3,4\n", i % 2)).collect();
+    let many = write("many.csv", &rows);
+    let sets = tessera_data::ImageSets::open(&many, None, false, 3).unwrap();
+    assert_eq!((sets.train.len(), sets.test.len()), (18, 2));
+    assert!(
+        sets.test_name.contains("10%") && sets.test_name.contains("many.csv"),
+        "{}",
+        sets.test_name
+    );
+    let sets = tessera_data::ImageSets::open(&many, Some(&many), false, 3).unwrap();
+    assert_eq!(sets.test_name, many.display().to_string());
+
     let ds = CsvImages::open(&ok, 2, 2, 1, LabelColumn::First, 4.0).unwrap();
     assert_eq!((ds.len(), ds.classes()), (3, 3));
     assert_eq!(

@@ -102,7 +102,10 @@ pub enum Error {
     },
     /// A file that is not a character language model checkpoint (its `model` entry is
     /// absent or another model's).
-    #[error("{path}: not a character language model checkpoint (model = {model:?})")]
+    #[error(
+        "{path}: not a character language model checkpoint (its model entry is {})",
+        model.as_deref().map_or("absent".to_string(), |m| format!("{m:?}"))
+    )]
     NotCharLm {
         /// The file.
         path: PathBuf,

@@ -98,9 +98,9 @@ pub enum Error {
     /// A checkpoint of another kind of model (its `model` metadata entry is not
     /// [`MODEL_TAG`]).
     #[error(
-        "{}: not a Transformer checkpoint (model = {})",
+        "{}: not a Transformer checkpoint (its model entry is {})",
         path.display(),
-        found.as_deref().unwrap_or("none")
+        found.as_deref().map_or("absent".to_string(), |m| format!("{m:?}"))
     )]
     NotTransformer {
         /// The file.
