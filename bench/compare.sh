@@ -6,7 +6,8 @@
 #   bench/compare.sh [WORKLOADS] [THREADS...]      e.g. bench/compare.sh W1,W1b 1 2
 #
 # Environment: ROUNDS (default 3), MIN_TIME (seconds per figure, default 1),
-# VENV (PyTorch virtualenv, default ../venv-torch; created with torch and timm if missing),
+# VENV (PyTorch virtualenv, default ../venv-torch; INSTALL=1 creates it with torch and
+# timm, about 2 GB of downloads, when it is missing),
 # SHARED (default ../shared), OUT (JSON lines file, default bench/results/latest.jsonl),
 # BASE (optional: another tessera binary, e.g. a release build of an earlier commit, run
 # in the same rounds so that a change is measured against what it replaces).
@@ -23,6 +24,11 @@ venv="${VENV:-$root/../venv-torch}"
 out="${OUT:-$root/bench/results/latest.jsonl}"
 
 if [ ! -x "$venv/bin/python" ]; then
+  if [ "${INSTALL:-0}" != 1 ]; then
+    echo "no PyTorch virtualenv at $venv: give its path as VENV=..., or run again with" >&2
+    echo "INSTALL=1 to create it there with torch and timm (about 2 GB of downloads)" >&2
+    exit 1
+  fi
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet torch timm
 fi
