@@ -26,8 +26,8 @@ pub enum TransformerCommand {
     /// Train a translation model on parallel text files (one sentence per line, .gz
     /// read as is) with a shared byte-level BPE vocabulary, or on a built-in
     /// sequence-reversal task when no files are given. Writes OUT/checkpoint.safetensors
-    /// (the run, for --resume), OUT/step-N.safetensors snapshots (for averaging) and
-    /// OUT/metrics.jsonl.
+    /// (the run, for --resume), OUT/step-N.safetensors snapshots (weights only, for
+    /// averaging) and OUT/metrics.jsonl.
     Train(TrainArgs),
     /// Translate lines from standard input with beam search.
     Translate(TranslateArgs),
@@ -351,9 +351,9 @@ impl Task for TranslationTask<'_> {
     fn save(&self, checkpoint: &Path) -> Result<()> {
         let snapshot = format!("step-{}.safetensors", self.trainer.step);
         self.trainer.save(checkpoint, &self.meta)?;
-        Ok(self
-            .trainer
-            .save(checkpoint.with_file_name(snapshot), &self.meta)?)
+        // The snapshots are for averaging: the weights only, a third of the checkpoint.
+        let snapshot = checkpoint.with_file_name(snapshot);
+        Ok(self.trainer.model.save(snapshot, &self.meta)?)
     }
 
     /// A few validation translations (greedy) and their BLEU.

@@ -321,6 +321,12 @@ fn transformer_trains_on_the_built_in_task_translates_evaluates_and_averages() {
         tmp.path().join("step-30.safetensors").exists()
             && tmp.path().join("step-60.safetensors").exists()
     );
+    // Snapshots hold the weights only: no optimizer state beside them.
+    let snapshot = load_safetensors(tmp.path().join("step-60.safetensors")).unwrap();
+    let full = load_safetensors(&ckpt).unwrap();
+    assert!(snapshot.keys().all(|k| !k.starts_with("optim.")));
+    assert!(full.keys().any(|k| k.starts_with("optim.")));
+    assert!(snapshot.keys().all(|k| full.contains_key(k)));
     // Resuming continues from step 60.
     let text = ok(tessera(&[
         "transformer",
