@@ -87,9 +87,15 @@ impl Bpe {
         tokenizer
             .train(&mut trainer, texts)
             .map_err(|e| bpe_err("Bpe::train", e))?;
-        let bpe = Bpe {
-            tokenizer: tokenizer.into(),
-        };
+        Bpe::checked(tokenizer.into())
+    }
+
+    /// A vocabulary whose special tokens have their fixed ids, and which encodes the
+    /// text `<eos>` (any special token's text) as ordinary bytes, so that no input
+    /// text can smuggle a special id in and every text decodes back to itself.
+    fn checked(mut tokenizer: Tokenizer) -> Result<Bpe> {
+        tokenizer.set_encode_special_tokens(true);
+        let bpe = Bpe { tokenizer };
         bpe.check_specials()?;
         Ok(bpe)
     }
@@ -118,10 +124,12 @@ impl Bpe {
 
     /// A vocabulary from its JSON.
     pub fn from_json(json: &str) -> Result<Bpe> {
+        // The syntax is checked first: `tokenizers` panics on a syntax error inside its
+        // `decoder` entry instead of returning it.
+        serde_json::from_str::<serde_json::Value>(json)
+            .map_err(|e| bpe_err("Bpe::from_json", format!("not JSON: {e}")))?;
         let tokenizer: Tokenizer = json.parse().map_err(|e| bpe_err("Bpe::from_json", e))?;
-        let bpe = Bpe { tokenizer };
-        bpe.check_specials()?;
-        Ok(bpe)
+        Bpe::checked(tokenizer)
     }
 
     /// Number of tokens.

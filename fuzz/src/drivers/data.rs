@@ -259,8 +259,10 @@ fn run_folder(input: &Input, dir: &Path) -> Result<(), String> {
         let _ = skip.skipped();
         let _ = read_samples(&skip, false);
     }
+    // Images keep their stored channels here: only the first sample has the dataset's
+    // shape for sure (as `Dataset::image_shape` says).
     if let Ok((data, _, _)) = open_images(&root, true) {
-        let _ = read_samples(data.as_ref(), true);
+        let _ = read_samples(data.as_ref(), false);
     }
     let fail = ImageFolder::open(&root, Some((3, 4)), ColorMode::Rgb, OnBadFile::Fail)
         .map_err(err)?;
