@@ -28,6 +28,9 @@ pub const SPECIALS: [&str; 4] = ["<pad>", "<bos>", "<eos>", "<unk>"];
 #[derive(Clone)]
 pub struct Bpe {
     tokenizer: Tokenizer,
+    /// The number of tokens, counted once: `tokenizers` counts them by copying the
+    /// whole vocabulary into a new map on every call.
+    len: usize,
 }
 
 impl std::fmt::Debug for Bpe {
@@ -95,7 +98,8 @@ impl Bpe {
     /// text can smuggle a special id in and every text decodes back to itself.
     fn checked(mut tokenizer: Tokenizer) -> Result<Bpe> {
         tokenizer.set_encode_special_tokens(true);
-        let bpe = Bpe { tokenizer };
+        let len = tokenizer.get_vocab_size(true);
+        let bpe = Bpe { tokenizer, len };
         bpe.check_specials()?;
         Ok(bpe)
     }
@@ -134,7 +138,7 @@ impl Bpe {
 
     /// Number of tokens.
     pub fn len(&self) -> usize {
-        self.tokenizer.get_vocab_size(true)
+        self.len
     }
 
     /// Whether the vocabulary is empty (never, once trained).
