@@ -98,7 +98,20 @@ impl Bpe {
     /// text can smuggle a special id in and every text decodes back to itself.
     fn checked(mut tokenizer: Tokenizer) -> Result<Bpe> {
         tokenizer.set_encode_special_tokens(true);
-        let len = tokenizer.get_vocab_size(true);
+        let vocab = tokenizer.get_vocab(true);
+        let len = vocab.len();
+        // Ids index the model's embeddings: they must lie in 0..len.
+        if let Some((token, id)) = vocab.iter().max_by_key(|(_, &id)| id) {
+            if *id as usize >= len {
+                return Err(Error::Invalid {
+                    what: "Bpe",
+                    msg: format!(
+                        "token {token:?} has id {id}, outside the {len} tokens (ids run from 0 to {})",
+                        len - 1
+                    ),
+                });
+            }
+        }
         let bpe = Bpe { tokenizer, len };
         bpe.check_specials()?;
         Ok(bpe)

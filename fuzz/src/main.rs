@@ -52,6 +52,8 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
+    // Workers run parsers side by side; the kernels' own threads would only compete.
+    tessera_tensor::set_num_threads(1);
     let entries: Vec<&'static Entry> = match &args.parser {
         Some(name) => match tessera_fuzz::parser(name) {
             Some(e) => vec![e],
