@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 pub type CaseRng = ChaCha8Rng;
 
 /// Largest part an input keeps after mutation (inserted ranges and splices are cut).
-pub const MAX_PART: usize = 256 * 1024;
+pub const MAX_PART: usize = 64 * 1024;
 
 /// What a part holds, which decides the mutations it gets besides the byte-level ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -122,7 +122,7 @@ fn replay(entry: &'static Entry, case: u64, opts: &Options, dump: Option<&std::p
             println!("wrote {}", path.display());
         }
     }
-    let scratch = tempfile::tempdir().expect("a temporary folder");
+    let scratch = tessera_fuzz::runner::scratch_dir().expect("a temporary folder");
     let seed_name = input
         .seed
         .map_or("random bytes".to_string(), |s| driver.seeds()[s].name.clone());
@@ -194,7 +194,7 @@ fn fuzz(entries: &[&'static Entry], opts: &Options, jobs: usize) -> i32 {
                         continue;
                     }
                 };
-                let dir = tempfile::tempdir().expect("a temporary folder");
+                let dir = tessera_fuzz::runner::scratch_dir().expect("a temporary folder");
                 let chunk = Options {
                     first,
                     inputs: n,

@@ -105,6 +105,19 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// A folder for a driver's files: in `/dev/shm` where there is one, since writing the
+/// same small file over and over on a disk file system waits on the disk (ext4 flushes
+/// a file replaced by truncation when it is closed).
+pub fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new().prefix("tessera-fuzz").tempdir_in(shm) {
+            return Ok(dir);
+        }
+    }
+    tempfile::Builder::new().prefix("tessera-fuzz").tempdir()
+}
+
 /// The command that replays one case.
 pub fn replay_line(parser: &str, seed: u64, case: u64) -> String {
     format!("cargo run --release -p tessera-fuzz -- --parser {parser} --seed {seed} --case {case}")
@@ -184,7 +197,7 @@ pub fn human(n: usize) -> String {
 /// The table of reports, one row per parser.
 pub fn table(reports: &[Report]) -> String {
     let mut out = format!(
-        "{:<14} {:>9} {:>9} {:>6} {:>5} {:>5} {:>10} {:>22} {:>8}\n",
+        "{:<14} {:>9} {:>9} {:>6} {:>5} {:>5} {:>10} {:>8} {:>22} {:>8}\n",
         "parser",
         "inputs",
         "accepted",
@@ -192,13 +205,14 @@ pub fn table(reports: &[Report]) -> String {
         "hangs",
         "huge",
         "slowest ms",
+        "(case)",
         "largest alloc / bound",
         "time s"
     );
     for r in reports {
         let alloc = format!("{} / {}", human(r.largest.0), human(r.largest.1));
         out += &format!(
-            "{:<14} {:>9} {:>9} {:>6} {:>5} {:>5} {:>10.2} {:>22} {:>8.1}\n",
+            "{:<14} {:>9} {:>9} {:>6} {:>5} {:>5} {:>10.2} {:>8} {:>22} {:>8.1}\n",
             r.parser,
             r.inputs,
             r.accepted,
@@ -206,6 +220,7 @@ pub fn table(reports: &[Report]) -> String {
             r.hangs,
             r.huge,
             r.slowest.as_secs_f64() * 1e3,
+            r.slowest_case,
             alloc,
             r.elapsed.as_secs_f64()
         );

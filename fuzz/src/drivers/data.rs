@@ -126,7 +126,7 @@ struct Images {
 
 /// The `image` driver.
 pub fn image() -> Made<Box<dyn Driver>> {
-    let dir = tempfile::tempdir().map_err(msg)?;
+    let dir = crate::runner::scratch_dir().map_err(msg)?;
     Ok(Box::new(Images {
         seeds: seeds::image_seeds(dir.path())?,
         parts: 1,
@@ -229,7 +229,7 @@ impl Driver for Images {
 
 /// The `image-folder` driver: two class folders of one image each.
 pub fn image_folder() -> Made<Box<dyn Driver>> {
-    let dir = tempfile::tempdir().map_err(msg)?;
+    let dir = crate::runner::scratch_dir().map_err(msg)?;
     let singles = seeds::image_seeds(dir.path())?;
     // Pairs of a PNG and each other image.
     let seeds = singles[1..]

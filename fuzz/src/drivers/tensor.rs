@@ -30,13 +30,14 @@ pub fn mutate_safetensors(bytes: &mut Vec<u8>, names: &[String], rng: &mut CaseR
         return;
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-    let Some(header) = bytes.get(8..8 + n) else {
+    let Some(end) = n.checked_add(8).filter(|&end| end <= bytes.len()) else {
         return;
     };
+    let header = &bytes[8..end];
     let Ok(Value::Object(mut map)) = serde_json::from_slice::<Value>(header) else {
         return;
     };
-    let mut data = bytes[8 + n..].to_vec();
+    let mut data = bytes[end..].to_vec();
     let tensors: Vec<String> = map.keys().filter(|k| *k != "__metadata__").cloned().collect();
     let pick = |rng: &mut CaseRng| (!tensors.is_empty()).then(|| tensors[rng.random_range(0..tensors.len())].clone());
     let mut duplicate = None;
@@ -284,13 +285,13 @@ struct MetadataJson {
 /// real checkpoints of the three families.
 pub fn metadata_json() -> Made<Box<dyn Driver>> {
     let mut seeds = Vec::new();
+    let dir = crate::runner::scratch_dir().map_err(msg)?;
     for (name, bytes) in model_files()? {
-        let path = std::env::temp_dir().join(format!("tessera-fuzz-meta-{}", std::process::id()));
+        let path = dir.path().join("model.safetensors");
         std::fs::write(&path, &bytes).map_err(msg)?;
         let meta = SafeTensorsFile::open(&path)
             .and_then(|f| f.metadata())
             .map_err(msg)?;
-        let _ = std::fs::remove_file(&path);
         for key in [CONFIG_KEY, TRAIN_STATE_KEY] {
             if let Some(v) = meta.get(key) {
                 seeds.push(Seed::one(format!("{name}: {key}"), v.clone().into_bytes(), Kind::Text));
@@ -359,7 +360,7 @@ impl Driver for MetadataJson {
 /// Real checkpoints of the three families: model files and training checkpoints of a
 /// tiny Transformer, ViT and character LMs (Elman and LSTM).
 pub fn model_files() -> Made<Vec<(String, Vec<u8>)>> {
-    let dir = tempfile::tempdir().map_err(msg)?;
+    let dir = crate::runner::scratch_dir().map_err(msg)?;
     let mut out = Vec::new();
     let mut keep = |name: &str, path: &Path| -> Made<()> {
         out.push((name.to_string(), std::fs::read(path).map_err(msg)?));
