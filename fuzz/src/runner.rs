@@ -353,6 +353,8 @@ struct Slot {
     seed: AtomicU64,
     case: AtomicU64,
     started_ms: AtomicU64,
+    /// The running thread (`pthread_self`), to tell which case aborted.
+    thread: AtomicU64,
 }
 
 const SLOTS: usize = 64;
@@ -365,6 +367,7 @@ const FREE: Slot = Slot {
     seed: AtomicU64::new(0),
     case: AtomicU64::new(0),
     started_ms: AtomicU64::new(0),
+    thread: AtomicU64::new(0),
 };
 
 static TABLE: [Slot; SLOTS] = [FREE; SLOTS];
@@ -399,6 +402,7 @@ impl Slot {
             s.name_len.store(name.len(), Ordering::Relaxed);
             s.seed.store(seed, Ordering::Relaxed);
             s.case.store(case, Ordering::Relaxed);
+            s.thread.store(this_thread(), Ordering::Relaxed);
             s.started_ms.store(now, Ordering::Release);
         }
         Claim(slot)
@@ -475,6 +479,15 @@ impl Writer<'_> {
     }
 }
 
+/// An identifier of the calling thread that a signal handler can read too.
+fn this_thread() -> u64 {
+    #[cfg(unix)]
+    // SAFETY: pthread_self has no preconditions and is async-signal-safe.
+    return unsafe { libc::pthread_self() } as u64;
+    #[cfg(not(unix))]
+    0
+}
+
 fn write_stderr(bytes: &[u8]) {
     #[cfg(unix)]
     // SAFETY: write(2) on fd 2 with a valid buffer is async-signal-safe.
@@ -539,8 +552,12 @@ fn install_hooks() {
 
 #[cfg(unix)]
 extern "C" fn on_abort(_: libc::c_int) {
+    // abort() raises the signal in the thread that called it.
+    let me = this_thread();
     for s in TABLE.iter().filter(|s| s.busy.load(Ordering::Acquire)) {
-        s.report(b"the process aborted (a refused allocation, a stack overflow?)");
+        if s.thread.load(Ordering::Relaxed) == me {
+            s.report(b"the process aborted (a refused allocation, a stack overflow?)");
+        }
     }
 }
 

@@ -136,6 +136,23 @@ pub enum Error {
         /// The first such value.
         value: f32,
     },
+    /// A model built to load a checkpoint ([`VarBuilder::zeros_for`]) whose
+    /// configuration asks for more values than the file holds: a corrupt or hostile
+    /// configuration, refused before anything is allocated for it.
+    #[error(
+        "checkpoint {path}: its configuration describes a model larger than the file: \
+         {name} of shape {shape:?} does not fit in the {budget} values the file can fill"
+    )]
+    TooLarge {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The values the model could create (the file's, plus an allowance).
+        budget: usize,
+        /// The tensor that did not fit.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
     /// A checkpoint whose names or shapes do not match the model (strict loading).
     #[error("checkpoint {path}: {report}")]
     Checkpoint {

@@ -405,7 +405,24 @@ pub struct VarBuilder {
     vars: VarMap,
     path: String,
     source: Source,
+    budget: Option<Arc<Budget>>,
 }
+
+/// The values a model built to load a checkpoint may still create
+/// ([`VarBuilder::zeros_for`]).
+#[derive(Debug)]
+struct Budget {
+    /// The checkpoint.
+    path: std::path::PathBuf,
+    /// What the builder started with.
+    total: usize,
+    /// What is left.
+    left: Mutex<usize>,
+}
+
+/// Values a model built for a checkpoint may create beyond those the file holds: for
+/// tensors made from the configuration rather than stored (a sinusoid table).
+const BUDGET_ALLOWANCE: usize = 1 << 20;
 
 impl VarBuilder {
     /// A builder at the root of `vars` whose initialisers draw from `rng`.
@@ -414,6 +431,7 @@ impl VarBuilder {
             vars: vars.clone(),
             path: String::new(),
             source: Source::Init(Arc::new(Mutex::new(rng))),
+            budget: None,
         }
     }
 
@@ -424,6 +442,73 @@ impl VarBuilder {
             vars: vars.clone(),
             path: String::new(),
             source: Source::Zeros,
+            budget: None,
+        }
+    }
+
+    /// A builder like [`VarBuilder::zeros`] for a model about to load `file`, whose
+    /// configuration came from the file too: the model may create no more values than
+    /// the file holds (plus 2^20 for tensors made from the configuration, such as a
+    /// sinusoid table). A configuration that asks for more, a corrupt or hostile one
+    /// announcing a model of terabytes, is an [`Error::TooLarge`] before anything is
+    /// allocated for it.
+    ///
+    /// ```
+    /// use tessera_nn::{Error, Linear, VarBuilder, VarMap};
+    /// use tessera_tensor::{save_safetensors, SafeTensorsFile, Tensor};
+    /// let path = std::env::temp_dir().join(format!("tessera-doc-zeros-for-{}", std::process::id()));
+    /// save_safetensors(&path, [("w", &Tensor::zeros(&[4, 3]))], None)?;
+    /// let file = SafeTensorsFile::open(&path)?;
+    /// let vb = VarBuilder::zeros_for(&VarMap::new(), &file);
+    /// assert!(Linear::new(&vb.pp("small"), 3, 4, true).is_ok());
+    /// let huge = Linear::new(&vb.pp("huge"), 1 << 20, 1 << 20, true);
+    /// assert!(matches!(huge, Err(Error::TooLarge { .. })));
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn zeros_for(vars: &VarMap, file: &tessera_tensor::SafeTensorsFile) -> VarBuilder {
+        let stored = file.shapes().iter().fold(0usize, |sum, (_, shape)| {
+            sum.saturating_add(shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX))
+        });
+        let total = stored.saturating_add(BUDGET_ALLOWANCE);
+        VarBuilder {
+            budget: Some(Arc::new(Budget {
+                path: file.path().to_path_buf(),
+                total,
+                left: Mutex::new(total),
+            })),
+            ..VarBuilder::zeros(vars)
+        }
+    }
+
+    /// Counts a tensor `name` of `shape` against the budget of a
+    /// [`VarBuilder::zeros_for`] builder (for a tensor the model makes itself rather
+    /// than through [`VarBuilder::param`]); without a budget it only checks that the
+    /// shape's size is a number.
+    pub fn reserve(&self, name: &str, shape: &[usize]) -> Result<()> {
+        let too_large = |budget: usize, path: std::path::PathBuf| Error::TooLarge {
+            path,
+            budget,
+            name: self.name(name),
+            shape: shape.to_vec(),
+        };
+        let size = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        match (&self.budget, size) {
+            (None, Some(_)) => Ok(()),
+            (None, None) => Err(too_large(usize::MAX, Default::default())),
+            (Some(b), size) => {
+                let mut left = match b.left.lock() {
+                    Ok(l) => l,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                match size.filter(|&n| n <= *left) {
+                    Some(n) => {
+                        *left -= n;
+                        Ok(())
+                    }
+                    None => Err(too_large(b.total, b.path.clone())),
+                }
+            }
         }
     }
 
@@ -439,6 +524,7 @@ impl VarBuilder {
             vars: vars.clone(),
             path: String::new(),
             source: Source::Init(Arc::clone(&shared)),
+            budget: None,
         };
         let out = build(&vb);
         *rng = match shared.lock() {
@@ -454,6 +540,7 @@ impl VarBuilder {
             vars: self.vars.clone(),
             path: self.name(&name.to_string()),
             source: self.source.clone(),
+            budget: self.budget.clone(),
         }
     }
 
@@ -497,6 +584,7 @@ impl VarBuilder {
 
     /// Creates the parameter `name` of `shape`, initialised by `init`, and registers it.
     pub fn param(&self, name: &str, shape: &[usize], init: Init) -> Result<Parameter> {
+        self.reserve(name, shape)?;
         let p = Parameter::new(self.tensor(shape, &init)?);
         self.vars.add_parameter(self.name(name), p.clone())?;
         Ok(p)
