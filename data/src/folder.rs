@@ -98,9 +98,7 @@ fn probe(path: &Path) -> std::result::Result<(usize, usize, usize), String> {
         // from their first bytes).
         check_tiff_tags(&std::fs::read(path).map_err(|e| e.to_string())?)?;
     }
-    let decoder = reader
-        .into_decoder()
-        .map_err(|e| describe(&e, len))?;
+    let decoder = reader.into_decoder().map_err(|e| describe(&e, len))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(format!("the image is empty ({w}×{h})"));

@@ -92,9 +92,11 @@ pub(crate) fn check_tiff_tags(bytes: &[u8]) -> std::result::Result<(), String> {
     let len = bytes.len() as u64;
     for i in 0..entries.min(len / entry as u64) {
         let at = ifd + count_width + i as usize * entry;
-        let (Some(tag), Some(kind), Some(count)) =
-            (uint(at, 2), uint(at + 2, 2), uint(at + 4, if big { 8 } else { 4 }))
-        else {
+        let (Some(tag), Some(kind), Some(count)) = (
+            uint(at, 2),
+            uint(at + 2, 2),
+            uint(at + 4, if big { 8 } else { 4 }),
+        ) else {
             return Ok(());
         };
         let size = match kind {
@@ -169,7 +171,8 @@ pub fn load_image(path: impl AsRef<Path>, mode: ColorMode) -> Result<Tensor> {
     let img = reader(&bytes, ImageFormat::from_path(path).ok())
         .map_err(fail)?
         .decode()
-        .map_err(|e| fail(describe(&e, len)))?;
+        .map_err(|e| fail(describe(&e, len)))
+        .and_then(|img| non_empty(img).map_err(fail))?;
     to_tensor(&img, mode)
 }
 
@@ -194,8 +197,21 @@ pub fn decode_image(bytes: &[u8], mode: ColorMode) -> Result<Tensor> {
     let img = reader(bytes, None)
         .map_err(fail)?
         .decode()
-        .map_err(|e| fail(describe(&e, len)))?;
+        .map_err(|e| fail(describe(&e, len)))
+        .and_then(|img| non_empty(img).map_err(fail))?;
     to_tensor(&img, mode)
+}
+
+/// `img`, unless it has no pixels (a GIF whose screen is 0 pixels wide decodes).
+fn non_empty(img: DynamicImage) -> std::result::Result<DynamicImage, String> {
+    if img.width() == 0 || img.height() == 0 {
+        return Err(format!(
+            "the image is empty ({}×{}); expected at least one pixel",
+            img.width(),
+            img.height()
+        ));
+    }
+    Ok(img)
 }
 
 /// A decoder's error in words, with a hint when the format was not recognised or the

@@ -341,7 +341,10 @@ fn set_field(part: &mut [u8], f: &Field, rng: &mut CaseRng) {
     let old = if f.big_endian {
         bytes.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b))
     } else {
-        bytes.iter().rev().fold(0u64, |a, &b| (a << 8) | u64::from(b))
+        bytes
+            .iter()
+            .rev()
+            .fold(0u64, |a, &b| (a << 8) | u64::from(b))
     };
     let v = match rng.random_range(0..6) {
         0 => INTERESTING[rng.random_range(0..INTERESTING.len())],

@@ -126,7 +126,8 @@ pub const PARSERS: &[Entry] = &[
     },
     Entry {
         name: "text-input",
-        about: "text to translate and sample: BPE and CharVocab encoding, Corpus, translate, sample",
+        about:
+            "text to translate and sample: BPE and CharVocab encoding, Corpus, translate, sample",
         make: drivers::text::text_input,
     },
 ];

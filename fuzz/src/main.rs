@@ -59,7 +59,10 @@ fn main() {
             Some(e) => vec![e],
             None => {
                 let names: Vec<&str> = PARSERS.iter().map(|e| e.name).collect();
-                eprintln!("unknown parser {name:?}; expected one of {}", names.join(", "));
+                eprintln!(
+                    "unknown parser {name:?}; expected one of {}",
+                    names.join(", ")
+                );
                 std::process::exit(2);
             }
         },
@@ -123,10 +126,16 @@ fn replay(entry: &'static Entry, case: u64, opts: &Options, dump: Option<&std::p
         }
     }
     let scratch = tessera_fuzz::runner::scratch_dir().expect("a temporary folder");
-    let seed_name = input
-        .seed
-        .map_or("random bytes".to_string(), |s| driver.seeds()[s].name.clone());
-    let out = runner::run_one(driver.as_ref(), &input, scratch.path(), opts, (entry.name, case));
+    let seed_name = input.seed.map_or("random bytes".to_string(), |s| {
+        driver.seeds()[s].name.clone()
+    });
+    let out = runner::run_one(
+        driver.as_ref(),
+        &input,
+        scratch.path(),
+        opts,
+        (entry.name, case),
+    );
     let sizes: Vec<String> = input.parts.iter().map(|p| p.len().to_string()).collect();
     println!(
         "parser {} seed {} case {}: {} bytes ({}) from {seed_name}",

@@ -111,7 +111,10 @@ impl std::fmt::Display for Failure {
 pub fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
-        if let Ok(dir) = tempfile::Builder::new().prefix("tessera-fuzz").tempdir_in(shm) {
+        if let Ok(dir) = tempfile::Builder::new()
+            .prefix("tessera-fuzz")
+            .tempdir_in(shm)
+        {
             return Ok(dir);
         }
     }
@@ -418,7 +421,10 @@ impl Slot {
         // SAFETY: `ptr` and `len` were stored together from a `&'static str`.
         let name = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
         let mut buf = [0u8; 512];
-        let mut w = Writer { buf: &mut buf, len: 0 };
+        let mut w = Writer {
+            buf: &mut buf,
+            len: 0,
+        };
         let (seed, case) = (
             self.seed.load(Ordering::Relaxed),
             self.case.load(Ordering::Relaxed),

@@ -52,7 +52,11 @@ pub fn safetensors_seed(name: &str, bytes: Vec<u8>) -> Seed {
         if let Some(map) = header.as_object() {
             for v in map.values() {
                 if let Some(off) = v.get("data_offsets").and_then(|o| o.as_array()) {
-                    bounds.extend(off.iter().filter_map(|x| x.as_u64()).map(|x| 8 + n + x as usize));
+                    bounds.extend(
+                        off.iter()
+                            .filter_map(|x| x.as_u64())
+                            .map(|x| 8 + n + x as usize),
+                    );
                 }
             }
         }
@@ -105,7 +109,10 @@ pub fn safetensors_seeds() -> Made<Vec<Seed>> {
     };
     let mut meta = HashMap::new();
     tessera_nn::put_json(&mut meta, tessera_nn::TRAIN_STATE_KEY, &progress).map_err(msg)?;
-    meta.insert("config".into(), r#"{"model":{"depth":2,"pool":"token"}}"#.into());
+    meta.insert(
+        "config".into(),
+        r#"{"model":{"depth":2,"pool":"token"}}"#.into(),
+    );
     meta.insert("data".into(), "shapes".into());
     let nan = Tensor::from_vec(vec![f32::NAN, 1.0, f32::INFINITY], &[3]).map_err(msg)?;
     let scalar = Tensor::scalar(2.5);
@@ -118,7 +125,10 @@ pub fn safetensors_seeds() -> Made<Vec<Seed>> {
             .map_err(msg)?
     };
     Ok(vec![
-        safetensors_seed("small model, training metadata", checkpoint_bytes(&vars, &meta)?),
+        safetensors_seed(
+            "small model, training metadata",
+            checkpoint_bytes(&vars, &meta)?,
+        ),
         safetensors_seed("small model, no metadata", checkpoint_bytes(&vars, &empty)?),
         safetensors_seed("every dtype", dtypes_file()?),
         safetensors_seed(
@@ -220,7 +230,11 @@ pub fn csv_seeds() -> Made<Vec<Seed>> {
     Ok(vec![
         Seed::one("label last, 0..255", last.as_bytes().to_vec(), Kind::Text),
         Seed::one("label last, 0..16", digits.as_bytes().to_vec(), Kind::Text),
-        Seed::one("label first, blank line", first.as_bytes().to_vec(), Kind::Text),
+        Seed::one(
+            "label first, blank line",
+            first.as_bytes().to_vec(),
+            Kind::Text,
+        ),
         Seed::one("gzipped", gzip(last.as_bytes())?, Kind::Binary),
     ])
 }
@@ -255,7 +269,9 @@ pub fn png_seed(name: &str, bytes: Vec<u8>) -> Seed {
     let mut at = 8;
     while at + 8 <= bytes.len() {
         let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-        s = s.with_field(0, at, 4, true).with_boundaries(0, [at + 8, at + 8 + len]);
+        s = s
+            .with_field(0, at, 4, true)
+            .with_boundaries(0, [at + 8, at + 8 + len]);
         if &bytes[at + 4..at + 8] == b"IHDR" {
             s = s
                 .with_field(0, at + 8, 4, true)
@@ -276,7 +292,9 @@ pub fn jpeg_seed(name: &str, bytes: Vec<u8>) -> Seed {
     while at + 4 <= bytes.len() && bytes[at] == 0xff {
         let marker = bytes[at + 1];
         let len = u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]) as usize;
-        s = s.with_field(0, at + 2, 2, true).with_boundaries(0, [at, at + 4, at + 2 + len]);
+        s = s
+            .with_field(0, at + 2, 2, true)
+            .with_boundaries(0, [at, at + 4, at + 2 + len]);
         if matches!(marker, 0xc0..=0xc2) {
             s = s
                 .with_field(0, at + 4, 1, true)
@@ -320,12 +338,11 @@ pub fn image_seeds(dir: &std::path::Path) -> Made<Vec<Seed>> {
     image::codecs::bmp::BmpEncoder::new(&mut bmp)
         .write_image(&rgb, 4, 3, C::Rgb8)
         .map_err(msg)?;
-    other.push(Seed::one("BMP", bmp, Kind::Binary).with_field(0, 18, 4, false).with_field(
-        0,
-        22,
-        4,
-        false,
-    ));
+    other.push(
+        Seed::one("BMP", bmp, Kind::Binary)
+            .with_field(0, 18, 4, false)
+            .with_field(0, 22, 4, false),
+    );
     let mut pnm = b"P6 4 3 255\n".to_vec();
     pnm.extend_from_slice(&rgb);
     other.push(Seed::one("PNM", pnm, Kind::Binary));

@@ -19,7 +19,10 @@ fn fuzz(name: &str, inputs: u64) {
     };
     let report = tessera_fuzz::run_cases(entry.name, driver.as_ref(), dir.path(), &opts);
     assert_eq!(report.inputs, inputs);
-    assert!(tessera_fuzz::alloc::installed(), "the counting allocator is installed");
+    assert!(
+        tessera_fuzz::alloc::installed(),
+        "the counting allocator is installed"
+    );
     let failures: Vec<String> = report.failures.iter().map(ToString::to_string).collect();
     assert!(report.passed(), "{}", failures.join("\n"));
     // Some inputs get through the parser, or the mutations only ever test its first check.

@@ -468,7 +468,12 @@ impl VarBuilder {
     /// ```
     pub fn zeros_for(vars: &VarMap, file: &tessera_tensor::SafeTensorsFile) -> VarBuilder {
         let stored = file.shapes().iter().fold(0usize, |sum, (_, shape)| {
-            sum.saturating_add(shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX))
+            sum.saturating_add(
+                shape
+                    .iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .unwrap_or(usize::MAX),
+            )
         });
         let total = stored.saturating_add(BUDGET_ALLOWANCE);
         VarBuilder {

@@ -20,7 +20,12 @@ fn read_samples(data: &dyn Dataset, same_shape: bool) -> Result<(), String> {
     for i in 0..n.min(8) {
         let s = data.get(i).map_err(err)?;
         let shape = data.image_shape();
-        assert!(s.label < data.classes(), "label {} of {} classes", s.label, data.classes());
+        assert!(
+            s.label < data.classes(),
+            "label {} of {} classes",
+            s.label,
+            data.classes()
+        );
         assert!(
             !same_shape || s.image.shape() == &shape[..],
             "sample {i} has shape {:?}, the dataset says {shape:?}",
@@ -158,7 +163,8 @@ fn mutate_png(bytes: &mut Vec<u8>, rng: &mut CaseRng) {
         // IHDR's width or height (or any chunk's first word) set to an extreme value.
         0 if len >= 8 => {
             let field = at + 8 + 4 * rng.random_range(0..2);
-            let v: u32 = [0, 1, 0x7fff_ffff, 0xffff_ffff, 60_000, 8_000, 1 << 16][rng.random_range(0..7)];
+            let v: u32 =
+                [0, 1, 0x7fff_ffff, 0xffff_ffff, 60_000, 8_000, 1 << 16][rng.random_range(0..7)];
             bytes[field..field + 4].copy_from_slice(&v.to_be_bytes());
         }
         1 if len > 0 => {
@@ -216,7 +222,10 @@ impl Driver for Images {
                         ColorMode::Gray => s[0] == 1,
                         ColorMode::Keep => (1..=4).contains(&s[0]),
                     };
-                    assert!(s.len() == 3 && channels && s[1] > 0 && s[2] > 0, "decoded {s:?}");
+                    assert!(
+                        s.len() == 3 && channels && s[1] > 0 && s[2] > 0,
+                        "decoded {s:?}"
+                    );
                 }
                 Err(e) => result = Err(err(e)),
             }
@@ -242,7 +251,11 @@ pub fn image_folder() -> Made<Box<dyn Driver>> {
             );
             pair.boundaries = vec![singles[0].boundaries[0].clone(), s.boundaries[0].clone()];
             pair.fields = singles[0].fields.clone();
-            pair.fields.extend(s.fields.iter().map(|f| crate::input::Field { part: 1, ..*f }));
+            pair.fields.extend(
+                s.fields
+                    .iter()
+                    .map(|f| crate::input::Field { part: 1, ..*f }),
+            );
             pair
         })
         .collect();
@@ -251,7 +264,10 @@ pub fn image_folder() -> Made<Box<dyn Driver>> {
 
 fn run_folder(input: &Input, dir: &Path) -> Result<(), String> {
     let root = dir.join("folder");
-    for (class, name, bytes) in [("a", "0.png", &input.parts[0]), ("b", "1.jpg", &input.parts[1])] {
+    for (class, name, bytes) in [
+        ("a", "0.png", &input.parts[0]),
+        ("b", "1.jpg", &input.parts[1]),
+    ] {
         std::fs::create_dir_all(root.join(class)).map_err(msg)?;
         put(&root.join(class), name, bytes);
     }
@@ -264,7 +280,7 @@ fn run_folder(input: &Input, dir: &Path) -> Result<(), String> {
     if let Ok((data, _, _)) = open_images(&root, true) {
         let _ = read_samples(data.as_ref(), false);
     }
-    let fail = ImageFolder::open(&root, Some((3, 4)), ColorMode::Rgb, OnBadFile::Fail)
-        .map_err(err)?;
+    let fail =
+        ImageFolder::open(&root, Some((3, 4)), ColorMode::Rgb, OnBadFile::Fail).map_err(err)?;
     read_samples(&fail, true)
 }

@@ -38,8 +38,14 @@ pub fn mutate_safetensors(bytes: &mut Vec<u8>, names: &[String], rng: &mut CaseR
         return;
     };
     let mut data = bytes[end..].to_vec();
-    let tensors: Vec<String> = map.keys().filter(|k| *k != "__metadata__").cloned().collect();
-    let pick = |rng: &mut CaseRng| (!tensors.is_empty()).then(|| tensors[rng.random_range(0..tensors.len())].clone());
+    let tensors: Vec<String> = map
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect();
+    let pick = |rng: &mut CaseRng| {
+        (!tensors.is_empty()).then(|| tensors[rng.random_range(0..tensors.len())].clone())
+    };
     let mut duplicate = None;
     match rng.random_range(0..9) {
         0 => {
@@ -59,7 +65,8 @@ pub fn mutate_safetensors(bytes: &mut Vec<u8>, names: &[String], rng: &mut CaseR
                     }
                     3 if !shape.is_empty() => {
                         let i = rng.random_range(0..shape.len());
-                        shape[i] = json!([0u64, 1, 1 << 32, 1 << 62, u64::MAX][rng.random_range(0..5)]);
+                        shape[i] =
+                            json!([0u64, 1, 1 << 32, 1 << 62, u64::MAX][rng.random_range(0..5)]);
                     }
                     _ => shape.reverse(),
                 }
@@ -149,8 +156,14 @@ pub fn mutate_safetensors(bytes: &mut Vec<u8>, names: &[String], rng: &mut CaseR
     let len = if rng.random_bool(0.85) {
         text.len() as u64
     } else {
-        [0, 1, text.len() as u64 + 1, u64::MAX, 1 << 40, (text.len() - 1) as u64]
-            [rng.random_range(0..6)]
+        [
+            0,
+            1,
+            text.len() as u64 + 1,
+            u64::MAX,
+            1 << 40,
+            (text.len() - 1) as u64,
+        ][rng.random_range(0..6)]
     };
     match rng.random_range(0..8) {
         0 => data.truncate(rng.random_range(0..=data.len())),
@@ -240,7 +253,10 @@ pub fn checkpoint() -> Made<Box<dyn Driver>> {
     t.push(("norm.bias".into(), Tensor::zeros(&[4])));
     let odd = tessera_tensor::safetensors_bytes(t.iter().map(|(n, t)| (n.as_str(), t)), None)
         .map_err(msg)?;
-    seeds.push(seeds::safetensors_seed("missing, unexpected, misshapen", odd));
+    seeds.push(seeds::safetensors_seed(
+        "missing, unexpected, misshapen",
+        odd,
+    ));
     Ok(Box::new(Checkpoint { seeds, names }))
 }
 
@@ -294,7 +310,11 @@ pub fn metadata_json() -> Made<Box<dyn Driver>> {
             .map_err(msg)?;
         for key in [CONFIG_KEY, TRAIN_STATE_KEY] {
             if let Some(v) = meta.get(key) {
-                seeds.push(Seed::one(format!("{name}: {key}"), v.clone().into_bytes(), Kind::Text));
+                seeds.push(Seed::one(
+                    format!("{name}: {key}"),
+                    v.clone().into_bytes(),
+                    Kind::Text,
+                ));
             }
         }
     }
@@ -330,11 +350,15 @@ impl Driver for MetadataJson {
                 first_error.get_or_insert(e);
             }
         };
-        note(get_json::<TrainProgress>(&meta, TRAIN_STATE_KEY, path).map_err(err).map(|p| {
-            if let Some(state) = p.rng {
-                let _ = state.rng().next_u32();
-            }
-        }));
+        note(
+            get_json::<TrainProgress>(&meta, TRAIN_STATE_KEY, path)
+                .map_err(err)
+                .map(|p| {
+                    if let Some(state) = p.rng {
+                        let _ = state.rng().next_u32();
+                    }
+                }),
+        );
         note(
             get_json::<tessera_transformer::CheckpointConfig>(&meta, CONFIG_KEY, path)
                 .map_err(err)
@@ -345,11 +369,21 @@ impl Driver for MetadataJson {
                 .map_err(err)
                 .and_then(|c| c.model.validate().map_err(err)),
         );
-        note(get_json::<tessera_rnn::CharLmConfig>(&meta, CONFIG_KEY, path).map(|_| ()).map_err(err));
-        note(serde_json::from_str::<Value>(&text).map_err(err).and_then(|v| {
-            let train = v.get("train").cloned().unwrap_or_default();
-            serde_json::from_value::<tessera_rnn::TrainConfig>(train).map(|_| ()).map_err(err)
-        }));
+        note(
+            get_json::<tessera_rnn::CharLmConfig>(&meta, CONFIG_KEY, path)
+                .map(|_| ())
+                .map_err(err),
+        );
+        note(
+            serde_json::from_str::<Value>(&text)
+                .map_err(err)
+                .and_then(|v| {
+                    let train = v.get("train").cloned().unwrap_or_default();
+                    serde_json::from_value::<tessera_rnn::TrainConfig>(train)
+                        .map(|_| ())
+                        .map_err(err)
+                }),
+        );
         match (accepted, first_error) {
             (0, Some(e)) => Err(e),
             _ => Ok(()),
@@ -373,7 +407,9 @@ pub fn model_files() -> Made<Vec<(String, Vec<u8>)>> {
         ..tessera_transformer::TransformerConfig::small(12, 4, 2, 8, 1)
     };
     let model = tessera_transformer::Transformer::new(config, &mut Rng::seed(0)).map_err(msg)?;
-    model.save(p("t.safetensors"), &HashMap::new()).map_err(msg)?;
+    model
+        .save(p("t.safetensors"), &HashMap::new())
+        .map_err(msg)?;
     keep("transformer model", &p("t.safetensors"))?;
     let corpus = tiny_corpus();
     let train = tessera_transformer::TrainConfig {
@@ -382,10 +418,11 @@ pub fn model_files() -> Made<Vec<(String, Vec<u8>)>> {
         lr_factor: 1.0,
         seed: 0,
     };
-    let mut trainer =
-        tessera_transformer::Trainer::new(model, corpus, train).map_err(msg)?;
+    let mut trainer = tessera_transformer::Trainer::new(model, corpus, train).map_err(msg)?;
     trainer.step().map_err(msg)?;
-    trainer.save(p("tt.safetensors"), &HashMap::new()).map_err(msg)?;
+    trainer
+        .save(p("tt.safetensors"), &HashMap::new())
+        .map_err(msg)?;
     keep("transformer training", &p("tt.safetensors"))?;
     // ViT: a model and a training checkpoint.
     let vc = tessera_vit::VitConfig {
@@ -401,12 +438,21 @@ pub fn model_files() -> Made<Vec<(String, Vec<u8>)>> {
     let vit = tessera_vit::VisionTransformer::new(vc, &mut Rng::seed(0)).map_err(msg)?;
     tessera_vit::save_model(&vit, p("v.safetensors"), &HashMap::new()).map_err(msg)?;
     keep("vit model", &p("v.safetensors"))?;
-    let vt = tessera_vit::Trainer::new(vit, tessera_vit::TrainConfig { batch_size: 2, ..Default::default() })
-        .map_err(msg)?;
+    let vt = tessera_vit::Trainer::new(
+        vit,
+        tessera_vit::TrainConfig {
+            batch_size: 2,
+            ..Default::default()
+        },
+    )
+    .map_err(msg)?;
     vt.save(p("vt.safetensors"), &HashMap::new()).map_err(msg)?;
     keep("vit training", &p("vt.safetensors"))?;
     // Character LMs: an Elman model, an LSTM training checkpoint with carried state.
-    for (cell, name) in [(tessera_rnn::Cell::Elman, "elman"), (tessera_rnn::Cell::Lstm, "lstm")] {
+    for (cell, name) in [
+        (tessera_rnn::Cell::Elman, "elman"),
+        (tessera_rnn::Cell::Lstm, "lstm"),
+    ] {
         let c = tessera_rnn::CharLmConfig {
             cell,
             vocab: 5,
@@ -423,7 +469,8 @@ pub fn model_files() -> Made<Vec<(String, Vec<u8>)>> {
             clip: 5.0,
         };
         if cell == tessera_rnn::Cell::Elman {
-            lm.save(p("r.safetensors"), &Default::default(), &meta).map_err(msg)?;
+            lm.save(p("r.safetensors"), &Default::default(), &meta)
+                .map_err(msg)?;
             keep("charlm elman model", &p("r.safetensors"))?;
         } else {
             let mut state = tessera_rnn::TrainState::new(lm, &ids, tc).map_err(msg)?;
@@ -438,7 +485,11 @@ pub fn model_files() -> Made<Vec<(String, Vec<u8>)>> {
 /// A corpus of three short pairs for the Transformer's trainer.
 fn tiny_corpus() -> tessera_transformer::Corpus {
     tessera_transformer::Corpus {
-        pairs: vec![(vec![4, 5], vec![5, 4]), (vec![6, 7, 8], vec![8, 7, 6]), (vec![9], vec![9])],
+        pairs: vec![
+            (vec![4, 5], vec![5, 4]),
+            (vec![6, 7, 8], vec![8, 7, 6]),
+            (vec![9], vec![9]),
+        ],
         bos: 1,
         eos: 2,
         pad: 0,
@@ -461,7 +512,12 @@ pub fn model_load() -> Made<Box<dyn Driver>> {
     for s in &seeds {
         let header_len = u64::from_le_bytes(s.parts[0][..8].try_into().expect("8 bytes")) as usize;
         let header: Value = serde_json::from_slice(&s.parts[0][8..8 + header_len]).map_err(msg)?;
-        names.extend(header.as_object().into_iter().flat_map(|m| m.keys().cloned()));
+        names.extend(
+            header
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.keys().cloned()),
+        );
     }
     names.sort();
     names.dedup();
@@ -507,7 +563,10 @@ impl Driver for ModelLoad {
         if results.iter().any(Result::is_ok) {
             Ok(())
         } else {
-            let first = results.into_iter().find_map(Result::err).unwrap_or_default();
+            let first = results
+                .into_iter()
+                .find_map(Result::err)
+                .unwrap_or_default();
             Err(format!("{kind}: {first}"))
         }
     }

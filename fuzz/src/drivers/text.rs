@@ -27,7 +27,11 @@ pub fn bpe() -> Made<Box<dyn Driver>> {
     .map_err(msg)?;
     Ok(Box::new(BpeJson {
         seeds: vec![
-            Seed::one("trained on the sonnets, 300 tokens", json.into_bytes(), Kind::Text),
+            Seed::one(
+                "trained on the sonnets, 300 tokens",
+                json.into_bytes(),
+                Kind::Text,
+            ),
             Seed::one("the same, pretty-printed", pretty.into_bytes(), Kind::Text),
         ],
     }))
@@ -95,7 +99,11 @@ impl Driver for Chars {
         let vocab = CharVocab::from_text(&text).map_err(err)?;
         assert!(CharVocab::from_chars(&vocab.as_string()).ok().as_ref() == Some(&vocab));
         let ids = vocab.encode(&text).map_err(err)?;
-        assert_eq!(vocab.decode(&ids).map_err(err)?, text, "decode(encode(text))");
+        assert_eq!(
+            vocab.decode(&ids).map_err(err)?,
+            text,
+            "decode(encode(text))"
+        );
         assert!(vocab.decode(&[vocab.len()]).is_err());
         let batch = 1 + ids.len() % 3;
         if let Ok(b) = BpttBatches::new(&ids, batch, 1 + ids.len() % 5) {
@@ -134,9 +142,17 @@ pub fn toml_config() -> Made<Box<dyn Driver>> {
     let text = |v: Result<String, toml::ser::Error>| v.map(String::into_bytes).map_err(msg);
     Ok(Box::new(TomlConfig {
         seeds: vec![
-            Seed::one("tessera vit train config.toml", cli.as_bytes().to_vec(), Kind::Text),
+            Seed::one(
+                "tessera vit train config.toml",
+                cli.as_bytes().to_vec(),
+                Kind::Text,
+            ),
             Seed::one("VitConfig", text(toml::to_string(&vit))?, Kind::Text),
-            Seed::one("TransformerConfig", text(toml::to_string(&transformer))?, Kind::Text),
+            Seed::one(
+                "TransformerConfig",
+                text(toml::to_string(&transformer))?,
+                Kind::Text,
+            ),
             Seed::one("CharLmConfig", text(toml::to_string(&lm))?, Kind::Text),
             Seed::one(
                 "vit TrainConfig",
@@ -158,7 +174,11 @@ fn flags(table: toml::Table) -> Result<Vec<String>, String> {
             toml::Value::String(s) => out.push(format!("{flag}={s}")),
             toml::Value::Integer(i) => out.push(format!("{flag}={i}")),
             toml::Value::Float(f) => out.push(format!("{flag}={f}")),
-            other => return Err(format!("{key} = {other}: expected a string, number or boolean")),
+            other => {
+                return Err(format!(
+                    "{key} = {other}: expected a string, number or boolean"
+                ))
+            }
         }
     }
     Ok(out)
@@ -176,18 +196,32 @@ impl Driver for TomlConfig {
             ok(toml::from_str::<tessera_vit::VitConfig>(&text)
                 .map_err(err)
                 .and_then(|c| c.validate().map_err(err))),
-            ok(toml::from_str::<tessera_vit::TrainConfig>(&text).map(|_| ()).map_err(err)),
-            ok(toml::from_str::<tessera_transformer::TransformerConfig>(&text)
-                .map_err(err)
-                .and_then(|c| c.validate().map_err(err))),
-            ok(toml::from_str::<tessera_transformer::TrainConfig>(&text).map(|_| ()).map_err(err)),
-            ok(toml::from_str::<tessera_rnn::CharLmConfig>(&text).map(|_| ()).map_err(err)),
-            ok(toml::from_str::<tessera_rnn::TrainConfig>(&text).map(|_| ()).map_err(err)),
+            ok(toml::from_str::<tessera_vit::TrainConfig>(&text)
+                .map(|_| ())
+                .map_err(err)),
+            ok(
+                toml::from_str::<tessera_transformer::TransformerConfig>(&text)
+                    .map_err(err)
+                    .and_then(|c| c.validate().map_err(err)),
+            ),
+            ok(toml::from_str::<tessera_transformer::TrainConfig>(&text)
+                .map(|_| ())
+                .map_err(err)),
+            ok(toml::from_str::<tessera_rnn::CharLmConfig>(&text)
+                .map(|_| ())
+                .map_err(err)),
+            ok(toml::from_str::<tessera_rnn::TrainConfig>(&text)
+                .map(|_| ())
+                .map_err(err)),
         ];
         let table: toml::Table = text.parse().map_err(err)?;
         let again = toml::to_string(&table).map_err(err)?;
         let back: toml::Table = again.parse().map_err(|e| format!("reparsing: {e}"))?;
-        assert_eq!(back.len(), table.len(), "a table survives writing and reading");
+        assert_eq!(
+            back.len(),
+            table.len(),
+            "a table survives writing and reading"
+        );
         flags(table)?;
         let _ = typed;
         Ok(())
@@ -241,7 +275,11 @@ impl Driver for TextInput {
     fn run(&self, input: &Input, _: &Path) -> Result<(), String> {
         let line = input.text(0);
         let ids = self.bpe.encode(&line).map_err(err)?;
-        assert_eq!(self.bpe.decode(&ids).map_err(err)?, line, "BPE decode(encode(line))");
+        assert_eq!(
+            self.bpe.decode(&ids).map_err(err)?,
+            line,
+            "BPE decode(encode(line))"
+        );
         let pairs = [(line.clone(), line.clone())];
         let max_len = self.model.config().max_len;
         tessera_transformer::Corpus::encode(&self.bpe, &pairs, max_len).map_err(err)?;
