@@ -141,12 +141,13 @@ pub enum Error {
     /// configuration, refused before anything is allocated for it.
     #[error(
         "checkpoint {path}: its configuration describes a model larger than the file: \
-         {name} of shape {shape:?} does not fit in the {budget} values the file can fill"
+         {name} of shape {shape:?} does not fit in the {budget} values its size allows"
     )]
     TooLarge {
         /// The file.
         path: std::path::PathBuf,
-        /// The values the model could create (the file's, plus an allowance).
+        /// The values the model could create of this kind (parameters and buffers: the
+        /// file's; tensors made from the configuration: at least 2^20).
         budget: usize,
         /// The tensor that did not fit.
         name: String,

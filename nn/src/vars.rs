@@ -409,20 +409,21 @@ pub struct VarBuilder {
 }
 
 /// The values a model built to load a checkpoint may still create
-/// ([`VarBuilder::zeros_for`]).
+/// ([`VarBuilder::zeros_for`]): parameters and buffers, which the file must fill, and
+/// tensors made from the configuration ([`VarBuilder::reserve`]).
 #[derive(Debug)]
 struct Budget {
     /// The checkpoint.
     path: std::path::PathBuf,
-    /// What the builder started with.
-    total: usize,
-    /// What is left.
-    left: Mutex<usize>,
+    /// What each kind started with: `[stored, made]`.
+    total: [usize; 2],
+    /// What is left of each.
+    left: Mutex<[usize; 2]>,
 }
 
-/// Values a model built for a checkpoint may create beyond those the file holds: for
-/// tensors made from the configuration rather than stored (a sinusoid table).
-const BUDGET_ALLOWANCE: usize = 1 << 20;
+/// The least a model built for a checkpoint may make from its configuration (a sinusoid
+/// table), whatever the file's size: 2^20 values.
+const MADE_ALLOWANCE: usize = 1 << 20;
 
 impl VarBuilder {
     /// A builder at the root of `vars` whose initialisers draw from `rng`.
@@ -447,35 +448,32 @@ impl VarBuilder {
     }
 
     /// A builder like [`VarBuilder::zeros`] for a model about to load `file`, whose
-    /// configuration came from the file too: the model may create no more values than
-    /// the file holds (plus 2^20 for tensors made from the configuration, such as a
-    /// sinusoid table). A configuration that asks for more, a corrupt or hostile one
-    /// announcing a model of terabytes, is an [`Error::TooLarge`] before anything is
-    /// allocated for it.
+    /// configuration came from the file too: its parameters may hold no more values
+    /// than the file does (a strict load could not fill more), and the tensors it makes
+    /// from its configuration ([`VarBuilder::reserve`], such as a sinusoid table) no
+    /// more than the file's values or 2^20, whichever is more. A configuration that
+    /// asks for more, a corrupt or hostile one announcing a model of terabytes, is an
+    /// [`Error::TooLarge`] before anything is allocated for it.
     ///
     /// ```
     /// use tessera_nn::{Error, Linear, VarBuilder, VarMap};
     /// use tessera_tensor::{save_safetensors, SafeTensorsFile, Tensor};
     /// let path = std::env::temp_dir().join(format!("tessera-doc-zeros-for-{}", std::process::id()));
-    /// save_safetensors(&path, [("w", &Tensor::zeros(&[4, 3]))], None)?;
+    /// save_safetensors(&path, [("w", &Tensor::zeros(&[4, 4]))], None)?;
     /// let file = SafeTensorsFile::open(&path)?;
     /// let vb = VarBuilder::zeros_for(&VarMap::new(), &file);
-    /// assert!(Linear::new(&vb.pp("small"), 3, 4, true).is_ok());
-    /// let huge = Linear::new(&vb.pp("huge"), 1 << 20, 1 << 20, true);
-    /// assert!(matches!(huge, Err(Error::TooLarge { .. })));
+    /// assert!(Linear::new(&vb.pp("small"), 3, 4, true).is_ok()); // 16 values of 16
+    /// let more = Linear::new(&vb.pp("more"), 1, 1, false);
+    /// assert!(matches!(more, Err(Error::TooLarge { .. })));
     /// # std::fs::remove_file(&path).unwrap();
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn zeros_for(vars: &VarMap, file: &tessera_tensor::SafeTensorsFile) -> VarBuilder {
         let stored = file.shapes().iter().fold(0usize, |sum, (_, shape)| {
-            sum.saturating_add(
-                shape
-                    .iter()
-                    .try_fold(1usize, |a, &d| a.checked_mul(d))
-                    .unwrap_or(usize::MAX),
-            )
+            let size = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            sum.saturating_add(size.unwrap_or(usize::MAX))
         });
-        let total = stored.saturating_add(BUDGET_ALLOWANCE);
+        let total = [stored, stored.max(MADE_ALLOWANCE)];
         VarBuilder {
             budget: Some(Arc::new(Budget {
                 path: file.path().to_path_buf(),
@@ -486,11 +484,16 @@ impl VarBuilder {
         }
     }
 
-    /// Counts a tensor `name` of `shape` against the budget of a
-    /// [`VarBuilder::zeros_for`] builder (for a tensor the model makes itself rather
-    /// than through [`VarBuilder::param`]); without a budget it only checks that the
+    /// Counts a tensor `name` of `shape` that the model makes from its configuration,
+    /// rather than through [`VarBuilder::param`] (a sinusoid table), against the budget
+    /// of a [`VarBuilder::zeros_for`] builder; without a budget it only checks that the
     /// shape's size is a number.
     pub fn reserve(&self, name: &str, shape: &[usize]) -> Result<()> {
+        self.charge(name, shape, 1)
+    }
+
+    /// Counts `shape` against pool `kind` of the budget (0: stored, 1: made).
+    fn charge(&self, name: &str, shape: &[usize], kind: usize) -> Result<()> {
         let too_large = |budget: usize, path: std::path::PathBuf| Error::TooLarge {
             path,
             budget,
@@ -506,12 +509,12 @@ impl VarBuilder {
                     Ok(l) => l,
                     Err(poisoned) => poisoned.into_inner(),
                 };
-                match size.filter(|&n| n <= *left) {
+                match size.filter(|&n| n <= left[kind]) {
                     Some(n) => {
-                        *left -= n;
+                        left[kind] -= n;
                         Ok(())
                     }
-                    None => Err(too_large(b.total, b.path.clone())),
+                    None => Err(too_large(b.total[kind], b.path.clone())),
                 }
             }
         }
@@ -589,7 +592,7 @@ impl VarBuilder {
 
     /// Creates the parameter `name` of `shape`, initialised by `init`, and registers it.
     pub fn param(&self, name: &str, shape: &[usize], init: Init) -> Result<Parameter> {
-        self.reserve(name, shape)?;
+        self.charge(name, shape, 0)?;
         let p = Parameter::new(self.tensor(shape, &init)?);
         self.vars.add_parameter(self.name(name), p.clone())?;
         Ok(p)
@@ -597,6 +600,7 @@ impl VarBuilder {
 
     /// Registers the buffer `name` with the value `value`.
     pub fn buffer(&self, name: &str, value: Tensor) -> Result<Buffer> {
+        self.charge(name, value.shape(), 0)?;
         let b = Buffer::new(value);
         self.vars.add_buffer(self.name(name), b.clone())?;
         Ok(b)
