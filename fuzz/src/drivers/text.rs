@@ -280,7 +280,7 @@ impl Driver for TextInput {
             line,
             "BPE decode(encode(line))"
         );
-        let pairs = [(line.clone(), line.clone())];
+        let pairs = [(line.clone(), String::new())];
         let max_len = self.model.config().max_len;
         tessera_transformer::Corpus::encode(&self.bpe, &pairs, max_len).map_err(err)?;
         let beam = 1 + line.len() % 2;
