@@ -1,4 +1,4 @@
-//! The short fuzz run of `cargo test`: a few thousand inputs per parser, in the test
+//! The short fuzz run of `cargo test`: 1,000 to 10,000 inputs per parser, in the test
 //! profile. The full run is `cargo run --release -p tessera-fuzz -- --inputs 1000000`.
 
 use tessera_fuzz::runner::Options;
@@ -49,17 +49,17 @@ macro_rules! ci {
 }
 
 ci! {
-    safetensors: "safetensors", 1500;
-    checkpoint: "checkpoint", 1500;
-    metadata_json: "metadata-json", 3000;
-    model_load: "model-load", 1000;
-    idx: "idx", 2000;
-    cifar10: "cifar10", 2000;
-    csv: "csv", 2000;
-    image: "image", 2000;
-    image_folder: "image-folder", 1000;
-    bpe: "bpe", 2000;
-    char_vocab: "char-vocab", 3000;
-    toml_config: "toml-config", 3000;
+    safetensors: "safetensors", 5000;
+    checkpoint: "checkpoint", 5000;
+    metadata_json: "metadata-json", 10000;
+    model_load: "model-load", 3000;
+    idx: "idx", 5000;
+    cifar10: "cifar10", 5000;
+    csv: "csv", 5000;
+    image: "image", 5000;
+    image_folder: "image-folder", 2000;
+    bpe: "bpe", 3000;
+    char_vocab: "char-vocab", 10000;
+    toml_config: "toml-config", 10000;
     text_input: "text-input", 1000;
 }
