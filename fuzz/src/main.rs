@@ -20,7 +20,7 @@ struct Args {
     /// Inputs per parser.
     #[arg(long, default_value_t = 10_000)]
     inputs: u64,
-    /// Run only this parser (see --list).
+    /// Run only these parsers, comma-separated (see --list); one with --case.
     #[arg(long)]
     parser: Option<String>,
     /// The generator's seed.
@@ -55,19 +55,25 @@ fn main() {
     // Workers run parsers side by side; the kernels' own threads would only compete.
     tessera_tensor::set_num_threads(1);
     let entries: Vec<&'static Entry> = match &args.parser {
-        Some(name) => match tessera_fuzz::parser(name) {
-            Some(e) => vec![e],
-            None => {
-                let names: Vec<&str> = PARSERS.iter().map(|e| e.name).collect();
-                eprintln!(
-                    "unknown parser {name:?}; expected one of {}",
-                    names.join(", ")
-                );
-                std::process::exit(2);
-            }
-        },
+        Some(names) => names
+            .split(',')
+            .map(|name| {
+                tessera_fuzz::parser(name).unwrap_or_else(|| {
+                    let names: Vec<&str> = PARSERS.iter().map(|e| e.name).collect();
+                    eprintln!(
+                        "unknown parser {name:?}; expected one of {}",
+                        names.join(", ")
+                    );
+                    std::process::exit(2);
+                })
+            })
+            .collect(),
         None => PARSERS.iter().collect(),
     };
+    if args.case.is_some() && entries.len() != 1 {
+        eprintln!("--case replays one parser's case: give one --parser");
+        std::process::exit(2);
+    }
     let opts = Options {
         seed: args.seed,
         first: args.first,
