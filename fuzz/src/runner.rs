@@ -290,7 +290,28 @@ pub fn run_cases(name: &'static str, driver: &dyn Driver, dir: &Path, opts: &Opt
         ..Report::default()
     };
     for case in opts.first..opts.first + opts.inputs {
-        let input = case_input(driver, name, opts.seed, case);
+        // A mutation that panics is the harness's bug, but it ends only its own case.
+        let input = match catch_unwind(AssertUnwindSafe(|| {
+            case_input(driver, name, opts.seed, case)
+        })) {
+            Ok(input) => input,
+            Err(_) => {
+                let f = Failure {
+                    kind: FailureKind::Panic,
+                    parser: name,
+                    seed: opts.seed,
+                    case,
+                    detail: "generating the input panicked (a bug of the fuzz driver)".into(),
+                };
+                if opts.verbose {
+                    eprintln!("{f}");
+                }
+                report.inputs += 1;
+                report.panics += 1;
+                report.failures.push(f);
+                continue;
+            }
+        };
         let out = run_one(driver, &input, dir, opts, (name, case));
         report.inputs += 1;
         report.largest_input = report.largest_input.max(input.len());

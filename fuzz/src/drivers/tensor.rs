@@ -38,10 +38,11 @@ pub fn mutate_safetensors(bytes: &mut Vec<u8>, names: &[String], rng: &mut CaseR
         return;
     };
     let mut data = bytes[end..].to_vec();
+    // Entries that are objects (an earlier mutation may have made one a number).
     let tensors: Vec<String> = map
-        .keys()
-        .filter(|k| *k != "__metadata__")
-        .cloned()
+        .iter()
+        .filter(|(k, v)| *k != "__metadata__" && v.is_object())
+        .map(|(k, _)| k.clone())
         .collect();
     let pick = |rng: &mut CaseRng| {
         (!tensors.is_empty()).then(|| tensors[rng.random_range(0..tensors.len())].clone())
