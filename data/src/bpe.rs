@@ -28,6 +28,9 @@ pub const SPECIALS: [&str; 4] = ["<pad>", "<bos>", "<eos>", "<unk>"];
 #[derive(Clone)]
 pub struct Bpe {
     tokenizer: Tokenizer,
+    /// The number of tokens, counted once: `tokenizers` counts them by copying the
+    /// whole vocabulary into a new map on every call.
+    len: usize,
 }
 
 impl std::fmt::Debug for Bpe {
@@ -87,9 +90,29 @@ impl Bpe {
         tokenizer
             .train(&mut trainer, texts)
             .map_err(|e| bpe_err("Bpe::train", e))?;
-        let bpe = Bpe {
-            tokenizer: tokenizer.into(),
-        };
+        Bpe::checked(tokenizer.into())
+    }
+
+    /// A vocabulary whose special tokens have their fixed ids, and which encodes the
+    /// text `<eos>` (any special token's text) as ordinary bytes, so that no input
+    /// text can smuggle a special id in and every text decodes back to itself.
+    fn checked(mut tokenizer: Tokenizer) -> Result<Bpe> {
+        tokenizer.set_encode_special_tokens(true);
+        let vocab = tokenizer.get_vocab(true);
+        let len = vocab.len();
+        // Ids index the model's embeddings: they must lie in 0..len.
+        if let Some((token, id)) = vocab.iter().max_by_key(|(_, &id)| id) {
+            if *id as usize >= len {
+                return Err(Error::Invalid {
+                    what: "Bpe",
+                    msg: format!(
+                        "token {token:?} has id {id}, outside the {len} tokens (ids run from 0 to {})",
+                        len - 1
+                    ),
+                });
+            }
+        }
+        let bpe = Bpe { tokenizer, len };
         bpe.check_specials()?;
         Ok(bpe)
     }
@@ -118,15 +141,17 @@ impl Bpe {
 
     /// A vocabulary from its JSON.
     pub fn from_json(json: &str) -> Result<Bpe> {
+        // The syntax is checked first: `tokenizers` panics on a syntax error inside its
+        // `decoder` entry instead of returning it.
+        serde_json::from_str::<serde_json::Value>(json)
+            .map_err(|e| bpe_err("Bpe::from_json", format!("not JSON: {e}")))?;
         let tokenizer: Tokenizer = json.parse().map_err(|e| bpe_err("Bpe::from_json", e))?;
-        let bpe = Bpe { tokenizer };
-        bpe.check_specials()?;
-        Ok(bpe)
+        Bpe::checked(tokenizer)
     }
 
     /// Number of tokens.
     pub fn len(&self) -> usize {
-        self.tokenizer.get_vocab_size(true)
+        self.len
     }
 
     /// Whether the vocabulary is empty (never, once trained).

@@ -394,8 +394,8 @@ pub struct CsvImages {
 impl CsvImages {
     /// Reads every row. Errors name the file and the line (1-based): a wrong number of
     /// columns (with both counts), a value that is not a number, a label that is not a
-    /// non-negative integer. The number of classes is the largest label plus one (see
-    /// [`CsvImages::with_classes`]). A file without rows is an error.
+    /// non-negative integer below 1,048,576 (2^20). The number of classes is the largest
+    /// label plus one (see [`CsvImages::with_classes`]). A file without rows is an error.
     pub fn open(
         path: impl AsRef<Path>,
         height: usize,
@@ -455,6 +455,15 @@ impl CsvImages {
                     format!("line {lineno}: label {label_field:?} is not a non-negative integer"),
                 )
             })?;
+            if label >= MAX_CLASSES {
+                return Err(format_err(
+                    path,
+                    format!(
+                        "line {lineno}: label {label} is too large; labels are class indices \
+                         below {MAX_CLASSES}"
+                    ),
+                ));
+            }
             labels.push(label);
             lines.push(lineno);
         }
@@ -492,6 +501,11 @@ impl CsvImages {
         &self.labels
     }
 }
+
+/// The most classes a CSV dataset may have: its class count is its largest label plus
+/// one, and every class gets a name and a row of the classifier's head, so a corrupt
+/// label such as `1e14` is refused rather than taken as 10^14 classes.
+const MAX_CLASSES: usize = 1 << 20;
 
 /// A label written as a non-negative integer (`"7"`, or `"7.0"` as some exports write it).
 fn parse_label(s: &str) -> Option<usize> {

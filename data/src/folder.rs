@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use image::{ImageDecoder, ImageReader};
 
 use crate::dataset::{out_of_range, Dataset, Sample};
-use crate::image::{load_image, ColorMode};
+use crate::image::{check_tiff_tags, describe, load_image, max_decoded_bytes, ColorMode};
 use crate::resize::{resize, Filter};
 use crate::{Error, Result};
 
@@ -84,16 +84,32 @@ fn sorted_entries(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
     Ok(out)
 }
 
-/// Height, width and stored channels of an image file, from its header.
+/// Height, width and stored channels of an image file, from its header. A header that
+/// claims more pixels than [`load_image`] would decode from a file of this size is an
+/// error here already, so that it never sets the dataset's image shape.
 fn probe(path: &Path) -> std::result::Result<(usize, usize, usize), String> {
+    let len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
     let reader = ImageReader::open(path)
         .map_err(|e| e.to_string())?
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
-    let decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    if reader.format() == Some(image::ImageFormat::Tiff) {
+        // The tags are checked on the whole file (TIFF only: other formats are probed
+        // from their first bytes).
+        check_tiff_tags(&std::fs::read(path).map_err(|e| e.to_string())?)?;
+    }
+    let decoder = reader.into_decoder().map_err(|e| describe(&e, len))?;
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
         return Err(format!("the image is empty ({w}×{h})"));
+    }
+    let max = max_decoded_bytes(len);
+    if decoder.total_bytes() > max {
+        return Err(format!(
+            "the header claims {w}×{h} pixels ({} bytes decoded), more than a file of {len} \
+             bytes can hold (at most {max}: 32 MiB plus 1024 per byte of file)",
+            decoder.total_bytes()
+        ));
     }
     Ok((
         h as usize,

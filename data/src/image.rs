@@ -4,7 +4,7 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, ImageReader};
+use image::{DynamicImage, ImageFormat, ImageReader};
 use tessera_tensor::Tensor;
 
 use crate::{Error, Result};
@@ -37,12 +37,111 @@ impl ColorMode {
     }
 }
 
+/// The decoded bytes (pixels as stored, before the conversion to `f32`) that a file of
+/// `len` bytes may claim: 32 MiB, plus 1,024 bytes per byte of the file (deflate, and so
+/// PNG, expands at most 1,032 times), and never more than the `image` crate's default of
+/// 512 MiB. A header that claims more, such as a 100-byte PNG announcing 8000×8000
+/// pixels, is refused before anything is allocated for it.
+pub(crate) fn max_decoded_bytes(len: u64) -> u64 {
+    const ALLOWANCE: u64 = 32 << 20;
+    const PER_BYTE: u64 = 1024;
+    len.saturating_mul(PER_BYTE)
+        .saturating_add(ALLOWANCE)
+        .min(512 << 20)
+}
+
+/// The `image` crate's limits for a file of `len` bytes (see [`max_decoded_bytes`]).
+fn limits(len: u64) -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_decoded_bytes(len));
+    limits
+}
+
+/// Checks what the TIFF decoder takes on trust: each tag of the first image's directory
+/// holds `count` values, and the decoder sets aside room for all of them before reading
+/// one (up to 256 MiB, whatever the file's size), so a count whose values would not fit
+/// in the file is refused here. A directory that is missing or cut short is left to the
+/// decoder, which reports it.
+pub(crate) fn check_tiff_tags(bytes: &[u8]) -> std::result::Result<(), String> {
+    let big_endian = match bytes.get(..2) {
+        Some(b"II") => false,
+        Some(b"MM") => true,
+        _ => return Ok(()),
+    };
+    let uint = |at: usize, width: usize| -> Option<u64> {
+        let b = bytes.get(at..at.checked_add(width)?)?;
+        let fold = |a: u64, &x: &u8| (a << 8) | u64::from(x);
+        Some(if big_endian {
+            b.iter().fold(0, fold)
+        } else {
+            b.iter().rev().fold(0, fold)
+        })
+    };
+    // Classic TIFF: 12-byte entries with 4-byte counts; BigTIFF: 20 bytes, 8-byte counts.
+    let (ifd, count_width, entry, big) = match uint(2, 2) {
+        Some(42) => (uint(4, 4), 2, 12, false),
+        Some(43) => (uint(8, 8), 8, 20, true),
+        _ => return Ok(()),
+    };
+    let Some(ifd) = ifd.and_then(|v| usize::try_from(v).ok()) else {
+        return Ok(());
+    };
+    let Some(entries) = uint(ifd, count_width) else {
+        return Ok(());
+    };
+    let len = bytes.len() as u64;
+    for i in 0..entries.min(len / entry as u64) {
+        let at = ifd + count_width + i as usize * entry;
+        let (Some(tag), Some(kind), Some(count)) = (
+            uint(at, 2),
+            uint(at + 2, 2),
+            uint(at + 4, if big { 8 } else { 4 }),
+        ) else {
+            return Ok(());
+        };
+        let size = match kind {
+            3 | 8 => 2,
+            4 | 9 | 11 | 13 => 4,
+            5 | 10 | 12 | 16..=18 => 8,
+            _ => 1,
+        };
+        if count.saturating_mul(size) > len {
+            return Err(format!(
+                "TIFF tag {tag} claims {count} values of {size} bytes, more than the file's \
+                 {len} bytes"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A reader of an image file's `bytes`, with the limits for their size, once the checks
+/// the decoders lack have passed; `by_name` (the format its extension names) is used
+/// when the first bytes do not tell.
+fn reader(
+    bytes: &[u8],
+    by_name: Option<ImageFormat>,
+) -> std::result::Result<ImageReader<Cursor<&[u8]>>, String> {
+    let mut reader = ImageReader::new(Cursor::new(bytes));
+    if let Some(format) = by_name {
+        reader.set_format(format);
+    }
+    let mut reader = reader.with_guessed_format().map_err(|e| e.to_string())?;
+    if reader.format() == Some(ImageFormat::Tiff) {
+        check_tiff_tags(bytes)?;
+    }
+    reader.limits(limits(bytes.len() as u64));
+    Ok(reader)
+}
+
 /// Reads an image file (PNG, JPEG, GIF, BMP, WebP, TIFF, PNM; the format is found from
 /// the file's first bytes, then from its extension) as a `[C, H, W]` tensor with values
 /// in `[0, 1]` (8-bit values divided by 255, 16-bit by 65535). `C` follows `mode`.
 ///
 /// A missing file is [`Error::Io`]; a file that is not an image, or a corrupt or
 /// truncated one, is [`Error::Image`] naming the path and what the decoder reported.
+/// So is a file whose header claims more pixels than its size can hold: more than
+/// 32 MiB plus 1,024 bytes per byte of the file once decoded.
 ///
 /// ```
 /// use tessera_data::{load_image, save_png, ColorMode};
@@ -63,14 +162,17 @@ pub fn load_image(path: impl AsRef<Path>, mode: ColorMode) -> Result<Tensor> {
         path: path.to_path_buf(),
         source: e,
     };
-    let reader = ImageReader::open(path)
-        .map_err(io_err)?
-        .with_guessed_format()
-        .map_err(io_err)?;
-    let img = reader.decode().map_err(|e| Error::Image {
+    let bytes = std::fs::read(path).map_err(io_err)?;
+    let len = bytes.len() as u64;
+    let fail = |msg: String| Error::Image {
         path: path.to_path_buf(),
-        msg: describe(&e),
-    })?;
+        msg,
+    };
+    let img = reader(&bytes, ImageFormat::from_path(path).ok())
+        .map_err(fail)?
+        .decode()
+        .map_err(|e| fail(describe(&e, len)))
+        .and_then(|img| non_empty(img).map_err(fail))?;
     to_tensor(&img, mode)
 }
 
@@ -91,19 +193,39 @@ pub fn decode_image(bytes: &[u8], mode: ColorMode) -> Result<Tensor> {
         what: "decode_image",
         msg,
     };
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| fail(e.to_string()))?;
-    let img = reader.decode().map_err(|e| fail(describe(&e)))?;
+    let len = bytes.len() as u64;
+    let img = reader(bytes, None)
+        .map_err(fail)?
+        .decode()
+        .map_err(|e| fail(describe(&e, len)))
+        .and_then(|img| non_empty(img).map_err(fail))?;
     to_tensor(&img, mode)
 }
 
-/// A decoder's error in words, with a hint when the format was not recognised.
-fn describe(e: &image::ImageError) -> String {
+/// `img`, unless it has no pixels (a GIF whose screen is 0 pixels wide decodes).
+fn non_empty(img: DynamicImage) -> std::result::Result<DynamicImage, String> {
+    if img.width() == 0 || img.height() == 0 {
+        return Err(format!(
+            "the image is empty ({}×{}); expected at least one pixel",
+            img.width(),
+            img.height()
+        ));
+    }
+    Ok(img)
+}
+
+/// A decoder's error in words, with a hint when the format was not recognised or the
+/// image claims more pixels than a file of `len` bytes can hold.
+pub(crate) fn describe(e: &image::ImageError, len: u64) -> String {
     match e {
         image::ImageError::Unsupported(_) => {
             format!("{e} (expected a PNG, JPEG, GIF, BMP, WebP, TIFF or PNM image)")
         }
+        image::ImageError::Limits(_) => format!(
+            "{e}: the header claims more pixels than a file of {len} bytes can hold (at most \
+             {} bytes decoded: 32 MiB plus 1024 per byte of file)",
+            max_decoded_bytes(len)
+        ),
         _ => e.to_string(),
     }
 }

@@ -157,6 +157,24 @@ pub enum Error {
         /// The first such value.
         value: f32,
     },
+    /// A model built to load a checkpoint ([`VarBuilder::zeros_for`]) whose
+    /// configuration asks for more values than the file holds: a corrupt or hostile
+    /// configuration, refused before anything is allocated for it.
+    #[error(
+        "checkpoint {path}: its configuration describes a model larger than the file: \
+         {name} of shape {shape:?} does not fit in the {budget} values its size allows"
+    )]
+    LargerThanFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The values the model could create of this kind (parameters and buffers: the
+        /// file's; tensors made from the configuration: at least 2^20).
+        budget: usize,
+        /// The tensor that did not fit.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
     /// A checkpoint whose names or shapes do not match the model (strict loading).
     #[error("checkpoint {path}: {report}")]
     Checkpoint {

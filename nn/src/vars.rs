@@ -405,7 +405,25 @@ pub struct VarBuilder {
     vars: VarMap,
     path: String,
     source: Source,
+    budget: Option<Arc<Budget>>,
 }
+
+/// The values a model built to load a checkpoint may still create
+/// ([`VarBuilder::zeros_for`]): parameters and buffers, which the file must fill, and
+/// tensors made from the configuration ([`VarBuilder::reserve`]).
+#[derive(Debug)]
+struct Budget {
+    /// The checkpoint.
+    path: std::path::PathBuf,
+    /// What each kind started with: `[stored, made]`.
+    total: [usize; 2],
+    /// What is left of each.
+    left: Mutex<[usize; 2]>,
+}
+
+/// The least a model built for a checkpoint may make from its configuration (a sinusoid
+/// table), whatever the file's size: 2^20 values.
+const MADE_ALLOWANCE: usize = 1 << 20;
 
 impl VarBuilder {
     /// A builder at the root of `vars` whose initialisers draw from `rng`.
@@ -414,6 +432,7 @@ impl VarBuilder {
             vars: vars.clone(),
             path: String::new(),
             source: Source::Init(Arc::new(Mutex::new(rng))),
+            budget: None,
         }
     }
 
@@ -424,6 +443,81 @@ impl VarBuilder {
             vars: vars.clone(),
             path: String::new(),
             source: Source::Zeros,
+            budget: None,
+        }
+    }
+
+    /// A builder like [`VarBuilder::zeros`] for a model about to load `file`, whose
+    /// configuration came from the file too: its parameters may hold no more values
+    /// than the file does (a strict load could not fill more), and the tensors it makes
+    /// from its configuration ([`VarBuilder::reserve`], such as a sinusoid table) no
+    /// more than the file's values or 2^20, whichever is more. A configuration that
+    /// asks for more, a corrupt or hostile one announcing a model of terabytes, is an
+    /// [`Error::LargerThanFile`] before anything is allocated for it.
+    ///
+    /// ```
+    /// use tessera_nn::{Error, Linear, VarBuilder, VarMap};
+    /// use tessera_tensor::{save_safetensors, SafeTensorsFile, Tensor};
+    /// let path = std::env::temp_dir().join(format!("tessera-doc-zeros-for-{}", std::process::id()));
+    /// save_safetensors(&path, [("w", &Tensor::zeros(&[4, 4]))], None)?;
+    /// let file = SafeTensorsFile::open(&path)?;
+    /// let vb = VarBuilder::zeros_for(&VarMap::new(), &file);
+    /// assert!(Linear::new(&vb.pp("small"), 3, 4, true).is_ok()); // 16 values of 16
+    /// let more = Linear::new(&vb.pp("more"), 1, 1, false);
+    /// assert!(matches!(more, Err(Error::LargerThanFile { .. })));
+    /// # std::fs::remove_file(&path).unwrap();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn zeros_for(vars: &VarMap, file: &tessera_tensor::SafeTensorsFile) -> VarBuilder {
+        let stored = file.shapes().iter().fold(0usize, |sum, (_, shape)| {
+            let size = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            sum.saturating_add(size.unwrap_or(usize::MAX))
+        });
+        let total = [stored, stored.max(MADE_ALLOWANCE)];
+        VarBuilder {
+            budget: Some(Arc::new(Budget {
+                path: file.path().to_path_buf(),
+                total,
+                left: Mutex::new(total),
+            })),
+            ..VarBuilder::zeros(vars)
+        }
+    }
+
+    /// Counts a tensor `name` of `shape` that the model makes from its configuration,
+    /// rather than through [`VarBuilder::param`] (a sinusoid table), against the budget
+    /// of a [`VarBuilder::zeros_for`] builder; without a budget it only checks that the
+    /// shape's size is a number.
+    pub fn reserve(&self, name: &str, shape: &[usize]) -> Result<()> {
+        self.charge(name, shape, 1)
+    }
+
+    /// Counts `shape` against pool `kind` of the budget (0: stored, 1: made).
+    fn charge(&self, name: &str, shape: &[usize], kind: usize) -> Result<()> {
+        let too_large = |budget: usize, path: std::path::PathBuf| Error::LargerThanFile {
+            path,
+            budget,
+            name: self.name(name),
+            shape: shape.to_vec(),
+        };
+        let size = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        match (&self.budget, size) {
+            // Without a file to compare with, the size is checked against the machine's
+            // memory when the tensor is made (`Error::TooLarge`).
+            (None, _) => Ok(()),
+            (Some(b), size) => {
+                let mut left = match b.left.lock() {
+                    Ok(l) => l,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                match size.filter(|&n| n <= left[kind]) {
+                    Some(n) => {
+                        left[kind] -= n;
+                        Ok(())
+                    }
+                    None => Err(too_large(b.total[kind], b.path.clone())),
+                }
+            }
         }
     }
 
@@ -439,6 +533,7 @@ impl VarBuilder {
             vars: vars.clone(),
             path: String::new(),
             source: Source::Init(Arc::clone(&shared)),
+            budget: None,
         };
         let out = build(&vb);
         *rng = match shared.lock() {
@@ -454,6 +549,7 @@ impl VarBuilder {
             vars: self.vars.clone(),
             path: self.name(&name.to_string()),
             source: self.source.clone(),
+            budget: self.budget.clone(),
         }
     }
 
@@ -527,6 +623,7 @@ impl VarBuilder {
 
     /// Creates the parameter `name` of `shape`, initialised by `init`, and registers it.
     pub fn param(&self, name: &str, shape: &[usize], init: Init) -> Result<Parameter> {
+        self.charge(name, shape, 0)?;
         let tensor = self.tensor(shape, &init).map_err(|e| match e {
             Error::TooLarge {
                 shape,
@@ -550,6 +647,7 @@ impl VarBuilder {
 
     /// Registers the buffer `name` with the value `value`.
     pub fn buffer(&self, name: &str, value: Tensor) -> Result<Buffer> {
+        self.charge(name, value.shape(), 0)?;
         let b = Buffer::new(value);
         self.vars.add_buffer(self.name(name), b.clone())?;
         Ok(b)

@@ -378,7 +378,8 @@ impl CharLm {
             });
         }
         let config: CharLmConfig = get_json(&meta, CONFIG_KEY, path)?;
-        let model = CharLm::build(&VarBuilder::zeros(&VarMap::new()), config)?;
+        // No larger than the file can fill: the configuration comes from the file too.
+        let model = CharLm::build(&VarBuilder::zeros_for(&VarMap::new(), &file), config)?;
         let mut report = model.vars.load(path, false)?;
         // The file's other tensors (optimizer state, carried state) are the extras.
         let extra = std::mem::take(&mut report.unexpected);

@@ -245,3 +245,41 @@ fn a_clip_of_zero_means_no_clipping_and_a_new_rate_applies() {
     assert_eq!(before, values(&run), "a rate of 0 changes nothing");
     assert_eq!(run.config.lr, 0.0);
 }
+
+/// Found by `tessera-fuzz` (`--parser model-load`): a `config` entry asking for a hidden
+/// size of 2^40 made `CharLm::load` build the model before comparing it with the file;
+/// now it is an error naming the file, before anything is allocated.
+#[test]
+fn a_configuration_larger_than_its_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = CharLmConfig {
+        cell: Cell::Gru,
+        vocab: 5,
+        hidden: 3,
+        layers: 1,
+    };
+    let lm = CharLm::new(config, &mut Rng::seed(0)).unwrap();
+    let path = dir.path().join("lm.safetensors");
+    lm.save(&path, &Default::default(), &HashMap::new())
+        .unwrap();
+    let file = tessera_tensor::SafeTensorsFile::open(&path).unwrap();
+    let (tensors, mut meta) = (file.load_all().unwrap(), file.metadata().unwrap());
+    let huge = CharLmConfig {
+        hidden: 1 << 40,
+        ..config
+    };
+    meta.insert("config".into(), serde_json::to_string(&huge).unwrap());
+    let edited = dir.path().join("edited.safetensors");
+    tessera_tensor::save_safetensors(
+        &edited,
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        Some(&meta),
+    )
+    .unwrap();
+    let err = CharLm::load(&edited).unwrap_err().to_string();
+    assert!(
+        err.contains("edited.safetensors") && err.contains("larger than the file"),
+        "{err}"
+    );
+    assert!(CharLm::load(&path).is_ok());
+}

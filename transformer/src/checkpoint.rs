@@ -94,7 +94,9 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<(Transformer, HashMap<String
     let path = path.as_ref();
     let (config, meta) = read_config(path)?;
     let vars = VarMap::new();
-    let model = Transformer::build(&VarBuilder::zeros(&vars), config.model)?;
+    // No larger than the file can fill: the configuration comes from the file too.
+    let vb = VarBuilder::zeros_for(&vars, &SafeTensorsFile::open(path)?);
+    let model = Transformer::build(&vb, config.model)?;
     load_weights(&vars, path)?;
     Ok((model, meta))
 }

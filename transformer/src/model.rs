@@ -149,6 +149,9 @@ impl Positions {
     fn new(vb: &VarBuilder, c: &TransformerConfig) -> tessera_nn::Result<Positions> {
         Ok(match c.positional {
             Positional::Sinusoidal => {
+                // Counted as a parameter would be: for a model built for a checkpoint,
+                // the file's size bounds the table too.
+                vb.reserve("sinusoid table", &[c.max_len, c.d_model])?;
                 Positions::Sinusoidal(sinusoidal_encoding(c.max_len, c.d_model))
             }
             Positional::Learned => {

@@ -132,9 +132,10 @@ pub fn save_model(
 /// ```
 pub fn load_model(path: impl AsRef<Path>) -> Result<(VisionTransformer, HashMap<String, String>)> {
     let path = path.as_ref();
-    let (_, meta, config) = read_config(path)?;
+    let (file, meta, config) = read_config(path)?;
     let vars = VarMap::new();
-    let model = VisionTransformer::build(&VarBuilder::zeros(&vars), config.model)?;
+    // No larger than the file can fill: the configuration comes from the file too.
+    let model = VisionTransformer::build(&VarBuilder::zeros_for(&vars, &file), config.model)?;
     load_weights(&vars, path)?;
     Ok((model, meta))
 }

@@ -276,7 +276,7 @@ impl Trainer {
         })?;
         let progress: TrainProgress = get_json(&meta, TRAIN_STATE_KEY, path)?;
         let vars = VarMap::new();
-        let model = VisionTransformer::build(&VarBuilder::zeros(&vars), stored.model)?;
+        let model = VisionTransformer::build(&VarBuilder::zeros_for(&vars, &file), stored.model)?;
         load_weights(&vars, path)?;
         let mut opt = optimizer(&model, &config);
         opt.load_checkpoint_state(&file)?;

@@ -266,3 +266,32 @@ fn build_time_of_vit_base_patch16_224() {
         "trunc_normal of {mlp} values {trunc:.3} s; uniform of the attention's {uniform:.3} s"
     );
 }
+
+/// Found by `tessera-fuzz` (`--parser model-load`): a `config` entry describing a model
+/// far larger than the file made `load_model` and `Trainer::resume` build it (terabytes)
+/// before comparing it with the file; now it is an error first.
+#[test]
+fn a_configuration_larger_than_its_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = VisionTransformer::new(tiny(GlobalPool::Token), &mut Rng::seed(0)).unwrap();
+    let path = dir.path().join("model.safetensors");
+    save_model(&model, &path, &HashMap::new()).unwrap();
+    let file = SafeTensorsFile::open(&path).unwrap();
+    let (tensors, mut meta) = (file.load_all().unwrap(), file.metadata().unwrap());
+    let mut stored: CheckpointConfig = serde_json::from_str(&meta["config"]).unwrap();
+    stored.model.embed_dim = 1 << 30;
+    meta.insert("config".into(), serde_json::to_string(&stored).unwrap());
+    let edited = dir.path().join("edited.safetensors");
+    tessera_tensor::save_safetensors(
+        &edited,
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        Some(&meta),
+    )
+    .unwrap();
+    let err = load_model(&edited).unwrap_err().to_string();
+    assert!(
+        err.contains("larger than the file") && err.contains("1073741824"),
+        "{err}"
+    );
+    assert!(load_model(&path).is_ok());
+}
