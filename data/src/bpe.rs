@@ -46,6 +46,32 @@ fn bpe_err(what: &'static str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// The entries of a vocabulary's JSON that [`Bpe::from_json`] checks before `tokenizers`
+/// reads it: added tokens other than the [`SPECIALS`], and a subword prefix or suffix
+/// (byte-level BPE has neither).
+fn check_json(value: &serde_json::Value) -> Result<()> {
+    let fail = |msg: String| bpe_err("Bpe::from_json", msg);
+    for token in value["added_tokens"].as_array().into_iter().flatten() {
+        let content = &token["content"];
+        if !content.as_str().is_some_and(|c| SPECIALS.contains(&c)) {
+            let shown: String = content.to_string().chars().take(40).collect();
+            return Err(fail(format!(
+                "added token {shown}: expected only the special tokens {}",
+                SPECIALS.join(", ")
+            )));
+        }
+    }
+    for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+        let v = &value["model"][key];
+        if !(v.is_null() || v.as_str() == Some("")) {
+            return Err(fail(format!(
+                "model.{key} is {v}: expected none (byte-level BPE marks no subwords)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Bpe {
     /// Learns merges on `texts` until the vocabulary has `vocab_size` tokens (the 256
     /// byte symbols and the [`SPECIALS`] included), keeping pairs seen at least
@@ -139,12 +165,16 @@ impl Bpe {
             .map_err(|e| bpe_err("Bpe::to_json", e))
     }
 
-    /// A vocabulary from its JSON.
+    /// A vocabulary from its JSON (as [`Bpe::to_json`] writes it: its only added tokens
+    /// are the [`SPECIALS`], and its model has no subword prefix or suffix).
     pub fn from_json(json: &str) -> Result<Bpe> {
-        // The syntax is checked first: `tokenizers` panics on a syntax error inside its
-        // `decoder` entry instead of returning it.
-        serde_json::from_str::<serde_json::Value>(json)
+        // The syntax and the entries `tokenizers` trusts are checked first: it panics on
+        // a syntax error inside its `decoder` entry and on a `continuing_subword_prefix`
+        // longer than a merged token, and an added token thousands of characters long
+        // takes it seconds to compile into its matcher.
+        let value: serde_json::Value = serde_json::from_str(json)
             .map_err(|e| bpe_err("Bpe::from_json", format!("not JSON: {e}")))?;
+        check_json(&value)?;
         let tokenizer: Tokenizer = json.parse().map_err(|e| bpe_err("Bpe::from_json", e))?;
         Bpe::checked(tokenizer)
     }

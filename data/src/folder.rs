@@ -107,7 +107,7 @@ fn probe(path: &Path) -> std::result::Result<(usize, usize, usize), String> {
     if decoder.total_bytes() > max {
         return Err(format!(
             "the header claims {w}×{h} pixels ({} bytes decoded), more than a file of {len} \
-             bytes can hold (at most {max}: 32 MiB plus 1024 per byte of file)",
+             bytes can hold (at most {max}: 4 MiB plus 1024 per byte of file)",
             decoder.total_bytes()
         ));
     }

@@ -38,12 +38,13 @@ impl ColorMode {
 }
 
 /// The decoded bytes (pixels as stored, before the conversion to `f32`) that a file of
-/// `len` bytes may claim: 32 MiB, plus 1,024 bytes per byte of the file (deflate, and so
-/// PNG, expands at most 1,032 times), and never more than the `image` crate's default of
-/// 512 MiB. A header that claims more, such as a 100-byte PNG announcing 8000×8000
-/// pixels, is refused before anything is allocated for it.
+/// `len` bytes may claim: 4 MiB, plus 1,024 bytes per byte of the file (deflate, and so
+/// PNG, expands at most 1,032 times; a JPEG cut short decodes to its full size, padded),
+/// and never more than the `image` crate's default of 512 MiB. A header that claims
+/// more, such as a 100-byte PNG announcing 8000×8000 pixels, is refused before anything
+/// is allocated for it.
 pub(crate) fn max_decoded_bytes(len: u64) -> u64 {
-    const ALLOWANCE: u64 = 32 << 20;
+    const ALLOWANCE: u64 = 4 << 20;
     const PER_BYTE: u64 = 1024;
     len.saturating_mul(PER_BYTE)
         .saturating_add(ALLOWANCE)
@@ -115,6 +116,28 @@ pub(crate) fn check_tiff_tags(bytes: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Checks what the PNG decoder takes on trust: a palette (`PLTE`) of 1 to 256 RGB
+/// entries, 3 to 768 bytes in a multiple of 3 (the decoder's palette expansion panics on
+/// any other length). Chunks are walked until one is cut short, which the decoder
+/// reports.
+fn check_png_palette(bytes: &[u8]) -> std::result::Result<(), String> {
+    let mut at = 8;
+    while let Some(head) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if &head[4..8] == b"PLTE" && (len == 0 || len > 768 || len % 3 != 0) {
+            return Err(format!(
+                "PNG palette of {len} bytes: expected 1 to 256 RGB entries (3 to 768 bytes, a \
+                 multiple of 3)"
+            ));
+        }
+        at = match at.checked_add(12 + len) {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    Ok(())
+}
+
 /// A reader of an image file's `bytes`, with the limits for their size, once the checks
 /// the decoders lack have passed; `by_name` (the format its extension names) is used
 /// when the first bytes do not tell.
@@ -127,8 +150,10 @@ fn reader(
         reader.set_format(format);
     }
     let mut reader = reader.with_guessed_format().map_err(|e| e.to_string())?;
-    if reader.format() == Some(ImageFormat::Tiff) {
-        check_tiff_tags(bytes)?;
+    match reader.format() {
+        Some(ImageFormat::Tiff) => check_tiff_tags(bytes)?,
+        Some(ImageFormat::Png) => check_png_palette(bytes)?,
+        _ => {}
     }
     reader.limits(limits(bytes.len() as u64));
     Ok(reader)
@@ -141,7 +166,7 @@ fn reader(
 /// A missing file is [`Error::Io`]; a file that is not an image, or a corrupt or
 /// truncated one, is [`Error::Image`] naming the path and what the decoder reported.
 /// So is a file whose header claims more pixels than its size can hold: more than
-/// 32 MiB plus 1,024 bytes per byte of the file once decoded.
+/// 4 MiB plus 1,024 bytes per byte of the file once decoded.
 ///
 /// ```
 /// use tessera_data::{load_image, save_png, ColorMode};
@@ -223,7 +248,7 @@ pub(crate) fn describe(e: &image::ImageError, len: u64) -> String {
         }
         image::ImageError::Limits(_) => format!(
             "{e}: the header claims more pixels than a file of {len} bytes can hold (at most \
-             {} bytes decoded: 32 MiB plus 1024 per byte of file)",
+             {} bytes decoded: 4 MiB plus 1024 per byte of file)",
             max_decoded_bytes(len)
         ),
         _ => e.to_string(),

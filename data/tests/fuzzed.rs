@@ -181,3 +181,69 @@ fn an_image_without_pixels_is_an_error() {
     let err = decode_image(GIF, ColorMode::Rgb).unwrap_err().to_string();
     assert!(err.contains("the image is empty (0×3)"), "{err}");
 }
+
+/// image, seed 0, case 668916: a palette PNG whose `PLTE` chunk is 13 bytes long (not a
+/// whole number of RGB entries) made the `png` crate's palette expansion panic.
+#[test]
+fn a_png_palette_of_a_partial_entry_is_an_error() {
+    const PNG: &[u8] = &[
+        137, 80, 78, 71, 13, 10, 26, 10, 0, 0, 0, 13, 73, 72, 68, 82, 0, 0, 0, 4, 0, 0, 0, 1, 8, 3,
+        0, 0, 0, 206, 226, 255, 255, 0, 0, 0, 13, 80, 76, 84, 69, 0, 0, 0, 4, 0, 0, 0, 1, 8, 3, 0,
+        0, 0, 43, 41, 167, 59, 0, 131, 0, 152, 73, 68, 65, 84, 120, 1, 1, 65, 0, 190, 255, 0, 0,
+        85, 170, 4, 89, 174, 9, 94, 179, 13, 98, 242, 77, 162, 247, 81, 166, 251, 67, 165, 29, 107,
+        74, 251, 242, 169, 0, 0, 0, 0, 73, 69, 78, 68, 174, 66, 96, 130,
+    ];
+    let err = decode_image(PNG, ColorMode::Rgb).unwrap_err().to_string();
+    assert!(err.contains("PNG palette of 13 bytes"), "{err}");
+}
+
+/// image, seed 0, case 848469: a 379-byte JPEG whose frame header claims 519×16393 grey
+/// pixels decoded "successfully" (the decoder pads a scan cut short) to 8.5 million
+/// pixels, a 102 MB tensor in 1.2 s; the allowance for a header is now 4 MiB decoded.
+#[test]
+fn a_jpeg_claiming_more_than_its_file_holds_is_refused() {
+    let mut jpeg = Vec::new();
+    let pixels: Vec<u8> = (0..63).map(|i| (i * 4) as u8).collect();
+    image::ImageEncoder::write_image(
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80),
+        &pixels,
+        9,
+        7,
+        image::ExtendedColorType::L8,
+    )
+    .unwrap();
+    let sof = jpeg.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0x02, 0x07, 0x40, 0x09]);
+    let err = decode_image(&jpeg, ColorMode::Rgb).unwrap_err().to_string();
+    assert!(err.contains("claims more pixels than a file of"), "{err}");
+}
+
+/// bpe, seed 0, case 138282: an added token of 5,000 characters took `tokenizers` 1.5 s
+/// (25,000: 10 s) to compile into its matcher; tessera's vocabularies add only the
+/// special tokens.
+#[test]
+fn a_bpe_with_other_added_tokens_is_an_error() {
+    let json = sonnet_bpe().to_json().unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    value["added_tokens"][2]["content"] = serde_json::json!("[".repeat(25_000));
+    let start = std::time::Instant::now();
+    let err = Bpe::from_json(&value.to_string()).unwrap_err().to_string();
+    assert!(start.elapsed().as_millis() < 500, "{:?}", start.elapsed());
+    assert!(
+        err.contains("added token \"[[[") && err.contains("<pad>, <bos>, <eos>, <unk>"),
+        "{err}"
+    );
+}
+
+/// bpe, seed 0, case 150434: a `continuing_subword_prefix` longer than a merged token
+/// made `tokenizers` panic slicing the token.
+#[test]
+fn a_bpe_with_a_subword_prefix_is_an_error() {
+    let json = sonnet_bpe().to_json().unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    value["model"]["continuing_subword_prefix"] = serde_json::json!("\u{0}é🦀");
+    let err = Bpe::from_json(&value.to_string()).unwrap_err().to_string();
+    assert!(err.contains("continuing_subword_prefix"), "{err}");
+    value["model"]["continuing_subword_prefix"] = serde_json::json!("");
+    assert!(Bpe::from_json(&value.to_string()).is_ok());
+}

@@ -46,6 +46,12 @@ pub trait Driver {
         }
     }
 
+    /// The largest single allocation an input of `len` bytes may make (by default
+    /// [`runner::bound`], `64 × len + 64 MiB`).
+    fn bound(&self, len: usize) -> usize {
+        runner::bound(len)
+    }
+
     /// Runs the parser on `input`, writing its files under `dir` (a folder of this
     /// driver's own). `Ok` when the input was accepted, `Err` with the parser's error
     /// message when it was refused; both are fine, a panic is not.

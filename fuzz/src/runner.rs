@@ -262,7 +262,7 @@ pub fn run_one(
     at: (&'static str, u64),
 ) -> Outcome {
     install_hooks();
-    let bound = bound(input.len());
+    let bound = driver.bound(input.len());
     let slot = Slot::claim(at.0, opts.seed, at.1);
     let watch = Watch::start(bound.max(opts.refuse_above));
     let start = Instant::now();
