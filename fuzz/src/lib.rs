@@ -107,7 +107,7 @@ pub const PARSERS: &[Entry] = &[
     },
     Entry {
         name: "image",
-        about: "decode_image and load_image in the three colour modes (PNG, JPEG, GIF, BMP, ...)",
+        about: "decode_image and load_image, each in one of the colour modes (PNG, JPEG, GIF, ...)",
         make: drivers::data::image,
     },
     Entry {
