@@ -85,26 +85,8 @@ fn a_run_of_zero_steps_or_minutes_still_writes_its_checkpoint() {
         let resumed = ok(rnn(&out, "5", &["--resume"]).output().unwrap());
         assert!(resumed.contains("done at step 5"), "{resumed}");
     }
-    let vit = tmp.path().join("vit");
-    let text = ok(tessera(&[
-        "vit",
-        "train",
-        "--dim",
-        "16",
-        "--depth",
-        "1",
-        "--heads",
-        "2",
-        "--patch",
-        "8",
-        "--threads",
-        "1",
-        "--max-steps",
-        "0",
-        "--quiet",
-        "--out",
-        vit.to_str().unwrap(),
-    ]));
+    let vit_out = tmp.path().join("vit");
+    let text = ok(vit(&vit_out, &["--max-steps", "0"]).output().unwrap());
     assert!(text.contains("done at step 0"), "{text}");
     for file in [
         "checkpoint.safetensors",
@@ -112,7 +94,7 @@ fn a_run_of_zero_steps_or_minutes_still_writes_its_checkpoint() {
         "metrics.jsonl",
     ] {
         assert!(
-            vit.join(file).exists(),
+            vit_out.join(file).exists(),
             "vit --max-steps 0 did not write {file}"
         );
     }
@@ -384,29 +366,13 @@ fn a_full_disk_or_a_non_finite_loss_stops_cleanly_and_keeps_the_last_checkpoint(
         "{err}"
     );
     assert_eq!(std::fs::read(&path).unwrap(), before);
-    let vit = tessera(&[
-        "vit",
-        "train",
-        "--dim",
-        "16",
-        "--depth",
-        "1",
-        "--heads",
-        "2",
-        "--patch",
-        "8",
-        "--threads",
-        "1",
-        "--lr",
-        "1e30",
-        "--clip",
-        "0",
-        "--quiet",
-        "--max-steps",
-        "50",
-        "--out",
-        tmp.path().join("vit").to_str().unwrap(),
-    ]);
+    let vit_out = tmp.path().join("vit");
+    let vit = vit(
+        &vit_out,
+        &["--lr", "1e30", "--clip", "0", "--max-steps", "50"],
+    )
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&vit.stderr);
     assert_eq!(vit.status.code(), Some(1), "{err}");
     assert!(

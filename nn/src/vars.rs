@@ -319,7 +319,15 @@ impl VarMap {
             .map(|(n, _)| file.get(n))
             .collect::<tessera_tensor::Result<Vec<_>>>()?;
         for ((name, _), v) in to_load.iter().zip(&values) {
-            let data = v.to_vec();
+            // Tensors read from a file are contiguous: no copy is needed to scan them.
+            let owned;
+            let data = match v.as_slice() {
+                Some(s) => s,
+                None => {
+                    owned = v.to_vec();
+                    &owned
+                }
+            };
             if let Some(index) = data.iter().position(|x| !x.is_finite()) {
                 return Err(Error::NonFinite {
                     path: path.to_path_buf(),
