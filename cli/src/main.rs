@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod config;
 mod demo;
+mod dist;
 mod inspect;
 mod plot;
 mod ranges;
@@ -117,9 +118,14 @@ fn main() {
     };
     let result = dispatch(Cli::parse_from(argv));
     if let Err(e) = result {
-        eprintln!("error: {}", report(&e));
+        match dist::rank_and_size() {
+            (rank, size) if size > 1 => eprintln!("error on rank {rank} of {size}: {}", report(&e)),
+            _ => eprintln!("error: {}", report(&e)),
+        }
+        dist::end_after_error(&e, 1);
         std::process::exit(1);
     }
+    dist::end();
 }
 
 /// An error and its causes on one line, each cause once (a library error that already

@@ -174,6 +174,7 @@ fn train(a: &TrainArgs) -> Result<()> {
         ("text".to_string(), source),
     ]);
     let val = val_ids.to_vec();
+    run.check_split("--batch", state.config.batch)?;
     run.train(&mut CharTask {
         args: a,
         state,
@@ -223,9 +224,13 @@ impl Task for CharTask<'_> {
         ]
     }
 
-    fn step(&mut self) -> Result<Step> {
+    fn named_parameters(&self) -> Vec<(String, tessera_optim::Parameter)> {
+        self.state.model.named_parameters()
+    }
+
+    fn step(&mut self, comm: &dyn tessera_optim::Communicator) -> Result<Step> {
         let c = self.state.config;
-        let loss = self.state.step()?.loss;
+        let loss = self.state.step_with(comm)?.loss;
         Ok(Step {
             loss,
             lr: None,

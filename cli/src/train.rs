@@ -5,12 +5,20 @@
 //! to take a step, evaluate and save. The loop owns everything else: threads, Ctrl-C,
 //! the step and time budgets, the progress bar or its quiet and JSON forms, the
 //! evaluation and checkpoint cadence, `metrics.jsonl`, the final plot and `--resume`.
+//!
+//! Under `mpirun -n R` (with the feature `mpi`) the same loop runs data-parallel on
+//! every rank: the ranks check that they agree on the configuration and the model,
+//! start from rank 0's parameters, take each step on their part of the batch with
+//! gradients averaged over all ranks ([`Task::step`] gets the [`Communicator`]), and
+//! stop together. Every rank evaluates on the whole held-out set; only rank 0 prints,
+//! writes the configuration, metrics, plot and checkpoints.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::Write;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 use std::time::Instant;
@@ -20,6 +28,9 @@ use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{error::ErrorKind, ArgAction, Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value};
+use tessera_optim::{
+    broadcast_parameters, check_same, describe_parameters, sum_over_ranks, Communicator, Parameter,
+};
 
 /// The arguments every training command shares.
 #[derive(Args, Debug, serde::Serialize)]
@@ -58,6 +69,11 @@ pub struct RunArgs {
     /// One JSON line per evaluation on stdout, nothing else.
     #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
     pub json: bool,
+    /// Under mpirun: the gradients are averaged over the ranks in buckets of at most
+    /// this many MiB (default 25, as PyTorch's DDP).
+    #[arg(long, value_parser = crate::ranges::positive::<f64>())]
+    #[serde(skip)]
+    pub bucket_mb: Option<f64>,
 }
 
 /// How long a run trains and how often it evaluates and saves, in steps (`rnn train`
@@ -104,8 +120,12 @@ pub trait Task {
     fn describe(&self) -> Vec<String>;
     /// The model's parameter count (for the memory check before the first step).
     fn num_parameters(&self) -> usize;
-    /// One optimizer step.
-    fn step(&mut self) -> Result<Step>;
+    /// The model's parameters, by name (checked alike on every rank and broadcast from
+    /// rank 0 before the first step of a data-parallel run).
+    fn named_parameters(&self) -> Vec<(String, Parameter)>;
+    /// One optimizer step: on this rank's part of the batch, with the gradients
+    /// averaged over the ranks of `comm`; what it reports is the whole batch's.
+    fn step(&mut self, comm: &dyn Communicator) -> Result<Step>;
     /// The held-out loss and whatever else the task measures.
     fn evaluate(&mut self) -> Result<Eval>;
     /// Writes what `--resume` continues from (atomically).
@@ -178,7 +198,11 @@ pub struct Run {
     pub resumed: Option<HashMap<String, String>>,
     mode: Mode,
     minutes: Option<f64>,
-    lock: Lock,
+    /// Rank 0's claim on the folder (the other ranks take none).
+    lock: Option<Lock>,
+    comm: Rc<dyn Communicator>,
+    /// The effective configuration, which every rank must share.
+    config: String,
 }
 
 impl Run {
@@ -187,8 +211,20 @@ impl Run {
     /// `--resume`) says so, removes what killed saves left behind, writes the effective
     /// configuration `args` to OUT/config.toml and, with `--resume`, reads the
     /// checkpoint's metadata.
+    ///
+    /// Under mpirun only rank 0 touches the folder; the others wait for it, then read
+    /// the checkpoint themselves when resuming (on several hosts OUT must be shared or
+    /// copied). `--threads` defaults to the cores over the ranks on this host.
     pub fn start(run: &RunArgs, model: &str, args: &impl serde::Serialize) -> Result<Run> {
-        run.threads.apply();
+        let comm = crate::dist::communicator(run.bucket_mb)?;
+        match run.threads.threads {
+            Some(_) => run.threads.apply(),
+            None if comm.size() > 1 => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                tessera_tensor::set_num_threads((cores / crate::dist::ranks_on_this_host()).max(1));
+            }
+            None => {}
+        }
         if run.resume && run.overwrite {
             bail!("--resume continues the run in OUT and --overwrite replaces it: give one");
         }
@@ -196,18 +232,27 @@ impl Run {
             .out
             .clone()
             .unwrap_or_else(|| Path::new("runs").join(model));
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        let lock = Lock::take(&out)?;
         let checkpoint = out.join("checkpoint.safetensors");
-        if !run.resume {
-            clear_earlier_run(&out, run.overwrite)?;
-        }
-        remove_leftovers(&out)?;
         let config = out.join("config.toml");
-        if run.resume {
-            crate::config::check_resumed(args, &config)?;
-        }
-        crate::config::save(args, &out, &config)?;
+        let lock = if comm.rank() == 0 {
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            let lock = Lock::take(&out)?;
+            if !run.resume {
+                clear_earlier_run(&out, run.overwrite)?;
+            }
+            remove_leftovers(&out)?;
+            if run.resume {
+                crate::config::check_resumed(args, &config)?;
+            }
+            crate::config::save(args, &out, &config)?;
+            Some(lock)
+        } else {
+            None
+        };
+        comm.barrier()?;
+        let table = toml::Table::try_from(args).context("the configuration as TOML")?;
+        let config = toml::to_string(&table).context("the configuration as TOML")?;
         let open = || -> Result<_> {
             let file = tessera_tensor::SafeTensorsFile::open(&checkpoint)
                 .with_context(|| format!("resuming from {}", checkpoint.display()))?;
@@ -221,7 +266,33 @@ impl Run {
             mode: Mode::new(run.quiet, run.json),
             minutes: run.minutes,
             lock,
+            comm,
+            config,
         })
+    }
+
+    /// The number of ranks that train together (1 without mpirun).
+    pub fn ranks(&self) -> usize {
+        self.comm.size()
+    }
+
+    /// This process's rank (0 without mpirun).
+    pub fn rank(&self) -> usize {
+        self.comm.rank()
+    }
+
+    /// An error unless a batch of `items` (`what`: `"--batch"`) gives every rank at
+    /// least one item.
+    pub fn check_split(&self, what: &str, items: usize) -> Result<()> {
+        let ranks = self.ranks();
+        if items < ranks {
+            let msg = format!(
+                "{what} {items} is split over {ranks} ranks: it must be at least {ranks}, \
+                 one item per rank"
+            );
+            return Err(crate::dist::OnEveryRank(msg).into());
+        }
+        Ok(())
     }
 
     /// A value stored in the resumed checkpoint's metadata, parsed, or `default`.
@@ -250,20 +321,41 @@ impl Run {
             "weights, gradients and Adam's two moments at 4 bytes each, before activations",
         )?;
         catch_signals();
-        let (mode, metrics) = (self.mode, self.out.join("metrics.jsonl"));
-        let bar = mode.bar(plan.steps);
+        let comm = Rc::clone(&self.comm);
+        let (ranks, root) = (comm.size(), comm.rank() == 0);
+        // Only rank 0 speaks and writes.
+        let mode = if root { self.mode } else { Mode::Json };
+        let metrics = self.out.join("metrics.jsonl");
+        let bar = if root { mode.bar(plan.steps) } else { ProgressBar::hidden() };
         bar.set_position(task.steps_done());
-        for line in task.describe() {
-            mode.line(&bar, &line);
+        if ranks > 1 {
+            let params = task.named_parameters();
+            check_same(&*comm, "the configuration", &self.config)?;
+            check_same(&*comm, "the model's parameters", &describe_parameters(&params))?;
+            broadcast_parameters(&*comm, &params, 0)?;
+            if root {
+                let threads = tessera_tensor::num_threads();
+                let line = format!("data-parallel on {ranks} ranks, {threads} threads each; every batch is split over them");
+                mode.line(&bar, &line);
+            }
+        }
+        if root {
+            for line in task.describe() {
+                mode.line(&bar, &line);
+            }
         }
         let (start, budget) = (Instant::now(), self.minutes.map(|m| m * 60.0));
         let (mut window, mut since) = (Window::default(), Instant::now());
         let (first, mut last_eval, mut last_saved) = (task.steps_done(), None, task.steps_done());
         let reason = loop {
             let step = task.steps_done();
-            let reason = if stop_requested() {
+            // The ranks stop together: on a signal or the time limit of any of them.
+            let timed_out = budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b);
+            let flags = [f64::from(u8::from(stop_requested())), f64::from(u8::from(timed_out))];
+            let [interrupted, timed_out] = sum_over_ranks(&*comm, flags)?;
+            let reason = if interrupted > 0.0 {
                 Some("interrupted")
-            } else if budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b) {
+            } else if timed_out > 0.0 {
                 Some("time limit")
             } else {
                 (step >= plan.steps).then_some("done")
@@ -274,13 +366,15 @@ impl Run {
                 let eval = task.evaluate()?;
                 let (rate, elapsed) = (window.rate(since), start.elapsed().as_secs_f64());
                 let (line, json) = window.report(step, &plan, eval, rate, elapsed);
-                record(&metrics, mode, &json)?;
-                mode.line(&bar, &line);
+                if root {
+                    record(&metrics, mode, &json)?;
+                    mode.line(&bar, &line);
+                }
                 (window, since) = (Window::default(), Instant::now());
             }
             // A run that stops where it started still leaves its checkpoint behind.
             let unsaved = step != last_saved || !self.checkpoint.exists();
-            if (step % plan.save_every == 0 || reason.is_some()) && unsaved {
+            if (step % plan.save_every == 0 || reason.is_some()) && unsaved && root {
                 task.save(&self.checkpoint).with_context(|| {
                     format!("saving step {step}; the checkpoint of step {last_saved} is intact")
                 })?;
@@ -290,7 +384,7 @@ impl Run {
                 break reason;
             }
             // Every trainer stops the same way on a non-finite loss or gradient.
-            let s = task.step().with_context(|| {
+            let s = task.step(&*comm).with_context(|| {
                 let path = self.checkpoint.display();
                 format!("training stopped at step {step}; {path} holds step {last_saved}")
             })?;
@@ -301,6 +395,14 @@ impl Run {
             bar.set_message(format!("loss {loss:.4}{lr} {rate:.0} {}", plan.unit));
         };
         bar.finish_and_clear();
+        if !root {
+            // Rank 0 writes the plot, the model files and the closing line.
+            if reason == "interrupted" {
+                crate::dist::end();
+                std::process::exit(130);
+            }
+            return Ok(());
+        }
         let png = self.out.join("metrics.png");
         if metrics.exists() {
             crate::plot::metrics_png(&metrics, &png)?;
@@ -323,6 +425,7 @@ impl Run {
         }
         if reason == "interrupted" {
             drop(self.lock);
+            crate::dist::end();
             std::process::exit(130);
         }
         Ok(())

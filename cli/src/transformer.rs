@@ -325,8 +325,12 @@ impl Task for TranslationTask<'_> {
         ]
     }
 
-    fn step(&mut self) -> Result<Step> {
-        let s = self.trainer.step()?;
+    fn named_parameters(&self) -> Vec<(String, tessera_optim::Parameter)> {
+        self.trainer.model.named_parameters()
+    }
+
+    fn step(&mut self, comm: &dyn tessera_optim::Communicator) -> Result<Step> {
+        let s = self.trainer.step_with(comm)?;
         Ok(Step {
             loss: s.loss,
             lr: Some(s.lr),

@@ -371,7 +371,9 @@ fn train(a: &TrainArgs) -> Result<()> {
     }
     let batch = trainer.config.batch_size;
     let (size, workers) = (c.img_size, a.workers);
-    let train = train_loader(data.train.clone(), size, batch, seed, workers, augment)?;
+    run.check_split("--batch", batch)?;
+    let train = train_loader(data.train.clone(), size, batch, seed, workers, augment)?
+        .shard(run.rank(), run.ranks())?;
     let test = eval_loader(data.test.clone(), size, batch.max(256), workers)?;
     let per_epoch = train.num_batches() as u64;
     let total = trainer
@@ -466,7 +468,11 @@ impl Task for ImageTask {
         ]
     }
 
-    fn step(&mut self) -> Result<Step> {
+    fn named_parameters(&self) -> Vec<(String, tessera_optim::Parameter)> {
+        self.trainer.model.named_parameters()
+    }
+
+    fn step(&mut self, comm: &dyn tessera_optim::Communicator) -> Result<Step> {
         let b = loop {
             if self.batches.is_none() {
                 let (s, n) = (self.trainer.progress.step, self.per_epoch);
@@ -477,7 +483,7 @@ impl Task for ImageTask {
                 None => self.batches = None,
             }
         };
-        let s = self.trainer.step(&b.images, &b.labels)?;
+        let s = self.trainer.step_with(&b.images, &b.labels, comm)?;
         // Where the run stands, as the checkpoint records it.
         let (done, n) = (self.trainer.progress.step, self.per_epoch);
         (self.trainer.progress.epoch, self.trainer.progress.position) = (done / n, done % n);

@@ -96,6 +96,8 @@ pub struct Loader {
     workers: usize,
     prefetch: Option<usize>,
     transform: Option<Transform>,
+    /// `(rank, ranks)`: this process's part of every batch.
+    shard: (usize, usize),
 }
 
 impl std::fmt::Debug for Loader {
@@ -109,6 +111,7 @@ impl std::fmt::Debug for Loader {
             .field("workers", &self.workers)
             .field("prefetch", &self.prefetch_batches())
             .field("transform", &self.transform.is_some())
+            .field("shard", &self.shard)
             .finish()
     }
 }
@@ -136,6 +139,7 @@ impl Loader {
             workers: 0,
             prefetch: None,
             transform: None,
+            shard: (0, 1),
         })
     }
 
@@ -194,6 +198,34 @@ impl Loader {
         self.prefetch.unwrap_or(2 * self.workers).max(1)
     }
 
+    /// Builds only rank `rank`'s part of every batch of `ranks` data-parallel processes
+    /// (a sharded sampler): of batch `k`'s samples (the same on every rank, as the
+    /// seed is), the `rank`-th, the `rank + ranks`-th, ... Where `ranks` does not
+    /// divide the batch, the first ranks take one sample more (so a batch smaller
+    /// than `ranks` leaves the last ranks none). The epoch's order, its batches and
+    /// each sample's augmentation do not change with the number of ranks. `rank`
+    /// outside `0..ranks` is an error.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tessera_data::{Dataset, Loader, Shapes};
+    /// # let data: Arc<dyn Dataset> = Arc::new(Shapes::new(10, 8, 0)?);
+    /// let whole = Loader::new(Arc::clone(&data), 4)?.batch(0, 1)?;
+    /// let part = Loader::new(data, 4)?.shard(1, 2)?.batch(0, 1)?;
+    /// assert_eq!(part.labels, vec![whole.labels[1], whole.labels[3]]);
+    /// # Ok::<(), tessera_data::Error>(())
+    /// ```
+    pub fn shard(mut self, rank: usize, ranks: usize) -> Result<Loader> {
+        if rank >= ranks {
+            return Err(Error::Invalid {
+                what: "Loader::shard",
+                msg: format!("expected a rank in 0..{ranks}, got {rank}"),
+            });
+        }
+        self.shard = (rank, ranks);
+        Ok(self)
+    }
+
     /// Number of batches in an epoch.
     pub fn num_batches(&self) -> usize {
         let n = self.dataset.len();
@@ -219,6 +251,7 @@ impl Loader {
             dataset: Arc::clone(&self.dataset),
             transform: self.transform.clone(),
             batch_size: self.batch_size,
+            shard: self.shard,
             seed: mix_seed(self.seed, epoch),
         })
     }
@@ -262,6 +295,8 @@ struct Plan {
     dataset: Arc<dyn Dataset>,
     transform: Option<Transform>,
     batch_size: usize,
+    /// `(rank, ranks)`: which samples of each batch to build.
+    shard: (usize, usize),
     /// The epoch's seed (the loader's seed mixed with the epoch).
     seed: u64,
 }
@@ -271,7 +306,13 @@ impl Plan {
     fn build(&self, k: usize) -> Result<Batch> {
         let lo = k * self.batch_size;
         let hi = (lo + self.batch_size).min(self.order.len());
-        let indices = self.order[lo..hi].to_vec();
+        let (rank, ranks) = self.shard;
+        let indices: Vec<usize> = self.order[lo..hi]
+            .iter()
+            .skip(rank)
+            .step_by(ranks)
+            .copied()
+            .collect();
         let classes = self.dataset.classes();
         let mut data = Vec::new();
         let mut labels = Vec::with_capacity(indices.len());

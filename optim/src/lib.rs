@@ -23,6 +23,7 @@
 
 mod adam;
 mod clip;
+mod comm;
 pub mod schedule;
 mod sgd;
 
@@ -30,6 +31,10 @@ use std::collections::BTreeMap;
 
 pub use adam::Adam;
 pub use clip::{clip_grad_norm, clip_limit};
+pub use comm::{
+    all_reduce_gradients, broadcast_parameters, check_root, check_same, describe_parameters, shard,
+    sum_over_ranks, Communicator, Local, WithBuckets, DEFAULT_BUCKET_BYTES,
+};
 pub use sgd::Sgd;
 pub use tessera_autograd::Parameter;
 use tessera_tensor::{SafeTensorsFile, Tensor};
@@ -60,6 +65,26 @@ pub enum Error {
         loss: f32,
         /// The training step.
         step: u64,
+    },
+    /// A collective operation between the ranks of a data-parallel run failed.
+    #[error("{op}: {reason}")]
+    Communication {
+        /// The operation (`all_reduce`, `broadcast`).
+        op: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The ranks of a data-parallel run do not hold the same thing (the model, the
+    /// configuration): reported on every rank.
+    #[error("the ranks do not agree on {what}: rank(s) {ranks:?} differ from rank 0; {detail}")]
+    RanksDisagree {
+        /// What was compared.
+        what: String,
+        /// The ranks whose copy differs from rank 0's.
+        ranks: Vec<usize>,
+        /// Where the reporting rank's copy parts from rank 0's (`rank 0 has "x [2]"
+        /// where rank 1 has "x [3]"`), or that it agrees.
+        detail: String,
     },
     /// Saved optimizer state that does not fit the parameters.
     #[error("optimizer state: {0}")]

@@ -10,8 +10,11 @@ use serde::{Deserialize, Serialize};
 use tessera_autograd::Var;
 use tessera_data::BpttBatches;
 use tessera_nn::{get_json, put_json, Params, TrainProgress, CONFIG_KEY, TRAIN_STATE_KEY};
-use tessera_optim::{check_loss, clip_grad_norm, clip_limit, Adam, Optimizer};
-use tessera_tensor::Tensor;
+use tessera_optim::{
+    all_reduce_gradients, check_loss, clip_grad_norm, clip_limit, shard, sum_over_ranks, Adam,
+    Communicator, Local, Optimizer,
+};
+use tessera_tensor::{IndexTensor, Tensor};
 
 use crate::charlm::{Cell, CharLm, CharLmConfig, LmState};
 use crate::recurrent::State;
@@ -135,10 +138,45 @@ impl TrainState {
     /// starts again from the first chunk with a zero state. A non-finite loss is
     /// [`tessera_optim::Error::NonFiniteLoss`] and changes nothing.
     pub fn step(&mut self) -> Result<StepStats> {
+        self.step_with(&Local)
+    }
+
+    /// [`TrainState::step`] as one rank of a data-parallel run over `comm`: this rank
+    /// takes streams `rank`, `rank + size`, ... of the chunk ([`shard`]), the
+    /// gradients are averaged over all streams of all ranks before clipping, and the
+    /// carried state is gathered whole again after the step, so every rank holds (and
+    /// a checkpoint saves) the state of all streams. The loss is the mean over all
+    /// streams. With [`Local`] this is [`TrainState::step`].
+    pub fn step_with(&mut self, comm: &dyn Communicator) -> Result<StepStats> {
         let (x, y) = self.batches.chunk(self.chunk)?;
-        let (loss, next) = self.model.loss_and_grads(&x, &y, self.carry.as_ref())?;
+        let (rank, size) = (comm.rank(), comm.size());
+        let (loss, next, streams) = if size == 1 {
+            let (loss, next) = self.model.loss_and_grads(&x, &y, self.carry.as_ref())?;
+            (loss, next, self.config.batch)
+        } else {
+            let all: Vec<usize> = (0..self.config.batch).collect();
+            let rows = shard(&all, rank, size);
+            let carry = match &self.carry {
+                Some(c) => Some(map_state(c, |t, axis| Ok(t.index_select(axis, &rows)?))?),
+                None => None,
+            };
+            let (x, y) = (select_rows(&x, &rows)?, select_rows(&y, &rows)?);
+            let (loss, next) = self.model.loss_and_grads(&x, &y, carry.as_ref())?;
+            // The whole state again: each rank's streams in place, summed over ranks.
+            let whole = map_state(&next, |t, axis| {
+                let mut shape = t.shape().to_vec();
+                shape[axis] = self.config.batch;
+                let mut v = Tensor::zeros(&shape).index_add(axis, &rows, t)?.to_vec();
+                comm.all_reduce_sum(&mut v)?;
+                Ok(Tensor::from_vec(v, &shape)?)
+            })?;
+            (loss, whole, rows.len())
+        };
+        let [n, sum] = sum_over_ranks(comm, [streams as f64, f64::from(loss) * streams as f64])?;
+        let loss = if size == 1 { loss } else { (sum / n) as f32 };
         check_loss(loss, self.step)?;
         let params = self.model.named_parameters();
+        all_reduce_gradients(comm, &params, (streams as f64 / n) as f32)?;
         let grad_norm = clip_grad_norm(&params, clip_limit(self.config.clip))?;
         self.opt.step(&params)?;
         self.step += 1;
@@ -238,4 +276,33 @@ impl TrainState {
             meta,
         ))
     }
+}
+
+/// Rows `rows` of ids `[B, T]`.
+fn select_rows(ids: &IndexTensor, rows: &[usize]) -> Result<IndexTensor> {
+    let t = ids.shape().get(1).copied().unwrap_or(1);
+    let data = ids.data();
+    let picked = rows
+        .iter()
+        .flat_map(|&r| data[r * t..(r + 1) * t].iter().copied())
+        .collect();
+    Ok(IndexTensor::new(picked, &[rows.len(), t]).map_err(tessera_nn::Error::from)?)
+}
+
+/// `state` with `f(tensor, batch axis)` applied to each of its tensors: the Elman
+/// state is `[B, d]`, a stack's `[layers, B, H]`.
+fn map_state(
+    state: &LmState,
+    f: impl Fn(&Tensor, usize) -> tessera_optim::Result<Tensor>,
+) -> Result<LmState> {
+    Ok(match state {
+        LmState::Elman(h) => LmState::Elman(f(h, 0)?),
+        LmState::Stack(State::Hidden(h)) => {
+            LmState::Stack(State::Hidden(Var::constant(f(h.value(), 1)?)))
+        }
+        LmState::Stack(State::Lstm { h, c }) => LmState::Stack(State::Lstm {
+            h: Var::constant(f(h.value(), 1)?),
+            c: Var::constant(f(c.value(), 1)?),
+        }),
+    })
 }

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use tessera_autograd::no_grad;
 use tessera_data::{pad_sequences, token_batches};
 use tessera_nn::{get_json, put_json, Params, TrainProgress, TRAIN_STATE_KEY};
-use tessera_optim::{check_loss, schedule, Adam, Optimizer};
+use tessera_optim::{
+    all_reduce_gradients, check_loss, schedule, shard, sum_over_ranks, Adam, Communicator, Local,
+    Optimizer,
+};
 use tessera_tensor::{IndexTensor, Rng, SafeTensorsFile};
 
 use crate::checkpoint::{load_model, read_config, CheckpointConfig, SpecialIds};
@@ -162,18 +165,43 @@ impl Trainer {
     /// is an error ([`tessera_optim::Error::NonFiniteLoss`], as [`Error::Optim`]) and
     /// changes nothing.
     pub fn step(&mut self) -> Result<StepStats> {
-        let batch = self.corpus.batch(&self.batches[self.position])?;
+        self.step_with(&Local)
+    }
+
+    /// [`Trainer::step`] as one rank of a data-parallel run over `comm`: this rank
+    /// takes sentence pairs `rank`, `rank + size`, ... of the batch ([`shard`]; none
+    /// when the batch has fewer pairs than ranks), the gradients are averaged over the
+    /// target tokens of all ranks, and the loss and token count of the returned stats
+    /// are those of the whole batch. With [`Local`] this is [`Trainer::step`].
+    pub fn step_with(&mut self, comm: &dyn Communicator) -> Result<StepStats> {
+        let mine = shard(&self.batches[self.position], comm.rank(), comm.size());
         let params = self.model.named_parameters();
         for (_, p) in &params {
             p.zero_grad();
         }
         let pad = Some(self.corpus.pad);
-        let loss = self
-            .model
-            .loss(&batch.src, &batch.tgt_in, &batch.tgt_out, pad, true)?;
-        let value = loss.value().to_scalar()?;
+        let (loss, value, tokens) = if mine.is_empty() {
+            (None, 0.0, 0)
+        } else {
+            let batch = self.corpus.batch(&mine)?;
+            let loss = self
+                .model
+                .loss(&batch.src, &batch.tgt_in, &batch.tgt_out, pad, true)?;
+            let value = loss.value().to_scalar()?;
+            (Some(loss), value, batch.target_tokens)
+        };
+        let tf = tokens as f64;
+        let [n, sum] = sum_over_ranks(comm, [tf, f64::from(value) * tf])?;
+        let value = if comm.size() == 1 {
+            value
+        } else {
+            (sum / n) as f32
+        };
         check_loss(value, self.step)?;
-        loss.backward()?;
+        if let Some(loss) = loss {
+            loss.backward()?;
+        }
+        all_reduce_gradients(comm, &params, (tf / n) as f32)?;
         let lr = self.config.lr_factor
             * schedule::transformer(
                 self.step + 1,
@@ -191,7 +219,7 @@ impl Trainer {
         }
         Ok(StepStats {
             loss: value,
-            target_tokens: batch.target_tokens,
+            target_tokens: n as usize,
             lr,
         })
     }

@@ -9,7 +9,10 @@ use tessera_autograd::no_grad;
 use tessera_nn::{
     cross_entropy, get_json, Params, TrainProgress, VarBuilder, VarMap, TRAIN_STATE_KEY,
 };
-use tessera_optim::{check_loss, clip_grad_norm, clip_limit, schedule, Adam, Optimizer};
+use tessera_optim::{
+    all_reduce_gradients, check_loss, clip_grad_norm, clip_limit, schedule, sum_over_ranks, Adam,
+    Communicator, Local, Optimizer,
+};
 use tessera_tensor::{IndexTensor, Tensor};
 
 use crate::checkpoint::{load_weights, metadata, read_config, CheckpointConfig};
@@ -223,6 +226,20 @@ impl Trainer {
     /// [`tessera_optim::Error::NonFiniteLoss`] (as [`Error::Optim`]) and changes
     /// nothing.
     pub fn step(&mut self, images: &Tensor, labels: &[usize]) -> Result<StepStats> {
+        self.step_with(images, labels, &Local)
+    }
+
+    /// [`Trainer::step`] as one rank of a data-parallel run over `comm`: `images` are
+    /// this rank's part of the batch (at least one image), the gradients are averaged
+    /// over the images of all ranks before clipping, and the loss, the correct count
+    /// and the image count of the returned stats are those of the whole batch. With
+    /// [`Local`] this is [`Trainer::step`].
+    pub fn step_with(
+        &mut self,
+        images: &Tensor,
+        labels: &[usize],
+        comm: &dyn Communicator,
+    ) -> Result<StepStats> {
         let b = images.shape().first().copied().unwrap_or(0);
         let targets = label_tensor("Trainer", labels, self.model.config().num_classes, b)?;
         let params = self.model.named_parameters();
@@ -232,10 +249,18 @@ impl Trainer {
         let logits = self.model.forward(images, true)?;
         let loss = cross_entropy(&logits, &targets, self.config.label_smoothing, None)?;
         let value = loss.value().to_scalar()?;
+        let correct = count_correct(logits.value(), labels)?;
+        let (bf, value_b) = (b as f64, f64::from(value) * b as f64);
+        let [n, sum, right] = sum_over_ranks(comm, [bf, value_b, correct as f64])?;
+        let value = if comm.size() == 1 {
+            value
+        } else {
+            (sum / n) as f32
+        };
         let step = self.progress.step + 1;
         check_loss(value, step)?;
-        let correct = count_correct(logits.value(), labels)?;
         loss.backward()?;
+        all_reduce_gradients(comm, &params, (bf / n) as f32)?;
         let grad_norm = clip_grad_norm(&params, clip_limit(self.config.clip_norm))?;
         let lr = self.config.lr_at(step);
         self.opt.set_lr(lr);
@@ -243,8 +268,8 @@ impl Trainer {
         self.progress.step = step;
         Ok(StepStats {
             loss: value,
-            correct,
-            images: b,
+            correct: right as usize,
+            images: n as usize,
             lr,
             grad_norm,
         })

@@ -1,0 +1,504 @@
+//! The MPI tests: one process per rank, under
+//! `mpirun -n 2 --allow-run-as-root --oversubscribe` (`.ci/run` runs them so, through
+//! cargo's runner setting; see README.md). Every check runs on every rank; a check
+//! fails when it fails on any rank, and rank 0 prints the summary line.
+//!
+//! Each model check trains a tiny model K steps data-parallel over the ranks and the
+//! same K steps in this process alone on the whole batch (`Local`); the parameters
+//! must agree within [`TOLERANCE`] (the sums of the two runs are ordered differently),
+//! and after every step all ranks must hold bit-identical parameters.
+
+use std::process::ExitCode;
+
+use tessera_distributed::{
+    all_reduce_gradients, broadcast_parameters, check_same, shard, Communicator, Error, Mpi,
+    WithBuckets,
+};
+use tessera_nn::Params;
+use tessera_optim::Parameter;
+use tessera_tensor::{Rng, Tensor};
+
+/// The largest difference `|a - b| / (1 + |b|)` allowed between a parameter after K
+/// data-parallel steps and after the same K steps in one process (outside the key
+/// biases, see [`key_bias`]): the sums of the two runs are ordered differently (each
+/// rank's mean, then the weighted sum over ranks), and Adam scales each coordinate's
+/// update to about the learning rate whatever the gradient's size, so a coordinate
+/// with a small gradient carries a rounding difference into a visible one. 1e-4 is
+/// 1% of one update at lr 1e-2; measured: ViT 1.9e-5, LSTM and Elman 6e-8,
+/// Transformer 1.9e-6.
+const TOLERANCE: f32 = 1e-4;
+
+type Outcome = Result<String, String>;
+
+fn main() -> ExitCode {
+    let mpi = match Mpi::init() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("MPI: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (rank, size) = (mpi.rank(), mpi.size());
+    if size < 2 {
+        eprintln!(
+            "these tests need at least 2 ranks: run them under \
+             `mpirun -n 2 --allow-run-as-root --oversubscribe` (see distributed/README.md)"
+        );
+        return ExitCode::FAILURE;
+    }
+    let checks: [(&str, fn(&Mpi) -> Outcome); 8] = [
+        ("all_reduce_and_broadcast", collectives),
+        ("buckets_give_the_same_sum", buckets),
+        ("parameters_start_from_rank_0", start_from_rank_0),
+        ("a_differing_rank_is_an_error_on_every_rank", differing_rank),
+        ("vit_two_ranks_match_one", vit_matches),
+        ("vit_uneven_split_matches_one", vit_uneven),
+        ("rnn_two_ranks_match_one", rnn_matches),
+        ("transformer_two_ranks_match_one", transformer_matches),
+    ];
+    let (mut passed, mut failed) = (0, 0);
+    for (name, check) in checks {
+        let outcome = check(&mpi);
+        let mut bad = [f64::from(u8::from(outcome.is_err()))];
+        if let Err(e) = mpi.all_reduce_sum_f64(&mut bad) {
+            eprintln!("rank {rank}: {e}");
+            return ExitCode::FAILURE;
+        }
+        if let Err(e) = &outcome {
+            eprintln!("rank {rank}: {name}: {e}");
+        }
+        if bad[0] > 0.0 {
+            failed += 1;
+            if rank == 0 {
+                println!("test {name} ... FAILED");
+            }
+        } else {
+            passed += 1;
+            if rank == 0 {
+                println!("test {name} ... ok ({})", outcome.unwrap_or_default());
+            }
+        }
+    }
+    if rank == 0 {
+        println!("\nmpi tests on {size} ranks: {passed} passed, {failed} failed");
+        println!("{passed} passed, {failed} failed");
+    }
+    drop(mpi);
+    if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn collectives(mpi: &Mpi) -> Outcome {
+    let (rank, size) = (mpi.rank() as f32, mpi.size() as f32);
+    let mut v = [rank, 1.0, -rank];
+    mpi.all_reduce_sum(&mut v).map_err(fail)?;
+    let sum: f32 = (0..mpi.size()).map(|r| r as f32).sum();
+    if v != [sum, size, -sum] {
+        return Err(format!(
+            "all_reduce_sum gave {v:?}, expected [{sum}, {size}, {}]",
+            -sum
+        ));
+    }
+    let mut d = [f64::from(rank) + 0.5];
+    mpi.all_reduce_sum_f64(&mut d).map_err(fail)?;
+    let mut b = [rank + 7.0; 5];
+    mpi.broadcast(&mut b, 1).map_err(fail)?;
+    if b != [8.0; 5] {
+        return Err(format!(
+            "broadcast from rank 1 gave {b:?}, expected [8.0; 5]"
+        ));
+    }
+    let mut bytes = if mpi.rank() == 0 { *b"tessera" } else { [0; 7] };
+    mpi.broadcast_bytes(&mut bytes, 0).map_err(fail)?;
+    if &bytes != b"tessera" {
+        return Err(format!("broadcast_bytes gave {bytes:?}"));
+    }
+    if mpi.broadcast(&mut b, mpi.size()).is_ok() {
+        return Err("a broadcast from a rank that does not exist was accepted".into());
+    }
+    mpi.barrier().map_err(fail)?;
+    Ok(format!("{} ranks", mpi.size()))
+}
+
+/// Parameters `[3, 5]`, `[7]`, `[2, 2]` with gradients that depend on the rank; the
+/// second has a gradient on rank 0 only, a fourth on no rank.
+fn rank_gradients(rank: usize) -> Result<Vec<(String, Parameter)>, String> {
+    let mut params = Vec::new();
+    for (k, shape) in [vec![3, 5], vec![7], vec![2, 2], vec![3]]
+        .iter()
+        .enumerate()
+    {
+        let n: usize = shape.iter().product();
+        let p = Parameter::new(Tensor::zeros(shape));
+        let g: Vec<f32> = (0..n)
+            .map(|i| (i + 1) as f32 * (rank + 1) as f32 + k as f32)
+            .collect();
+        if k == 0 || k == 2 || (k == 1 && rank == 0) {
+            p.set_grad(Tensor::from_vec(g, shape).map_err(fail)?)
+                .map_err(fail)?;
+        }
+        params.push((format!("p{k}"), p));
+    }
+    Ok(params)
+}
+
+fn buckets(mpi: &Mpi) -> Outcome {
+    let (rank, size) = (mpi.rank(), mpi.size());
+    let expected = rank_gradients(0)?;
+    // What every rank's scaled gradients sum to, computed here from all ranks' values.
+    let scale = 0.25f32;
+    let mut sums: Vec<Option<Vec<f32>>> = vec![None; expected.len()];
+    for r in 0..size {
+        for (k, (_, p)) in rank_gradients(r)?.iter().enumerate() {
+            if let Some(g) = p.grad() {
+                let add: Vec<f32> = g.to_vec().iter().map(|x| x * scale).collect();
+                sums[k] = Some(match sums[k].take() {
+                    None => add,
+                    Some(s) => s.iter().zip(&add).map(|(a, b)| a + b).collect(),
+                });
+            }
+        }
+    }
+    // Buckets of 8 bytes (2 floats), 36 bytes (a bucket ends inside a tensor) and the
+    // default 25 MiB all give the same sums.
+    for bytes in [8, 36, tessera_distributed::DEFAULT_BUCKET_BYTES] {
+        let params = rank_gradients(rank)?;
+        all_reduce_gradients(&WithBuckets::new(mpi, bytes), &params, scale).map_err(fail)?;
+        for (k, (name, p)) in params.iter().enumerate() {
+            let got = p.grad().map(|g| g.to_vec());
+            if got != sums[k] {
+                return Err(format!(
+                    "bucket of {bytes} bytes: {name} has gradient {got:?}, expected {:?}",
+                    sums[k]
+                ));
+            }
+        }
+    }
+    Ok("buckets of 8 B, 36 B and 25 MiB".into())
+}
+
+fn start_from_rank_0(mpi: &Mpi) -> Outcome {
+    let rank = mpi.rank() as f32;
+    let params: Vec<(String, Parameter)> = (0..3)
+        .map(|k| {
+            let v: Vec<f32> = (0..4 + k).map(|i| rank * 100.0 + i as f32).collect();
+            let t = Tensor::from_vec(v, &[4 + k]).map_err(fail)?;
+            Ok((format!("p{k}"), Parameter::new(t)))
+        })
+        .collect::<Result<_, String>>()?;
+    broadcast_parameters(&WithBuckets::new(mpi, 12), &params, 0).map_err(fail)?;
+    for (k, (name, p)) in params.iter().enumerate() {
+        let want: Vec<f32> = (0..4 + k).map(|i| i as f32).collect();
+        if p.value().to_vec() != want {
+            return Err(format!(
+                "{name} is {:?}, expected rank 0's {want:?}",
+                p.value().to_vec()
+            ));
+        }
+    }
+    identical_on_all_ranks(mpi, &params, "after the broadcast")?;
+    Ok("3 tensors in buckets of 12 B".into())
+}
+
+fn differing_rank(mpi: &Mpi) -> Outcome {
+    let last = mpi.size() - 1;
+    let mut text = "blocks.0.attn.qkv.weight [48, 16]\nhead.weight [3, 16]\n".to_string();
+    check_same(mpi, "the model", &text).map_err(fail)?;
+    if mpi.rank() == last {
+        text = text.replace("[3, 16]", "[4, 16]");
+    }
+    match check_same(mpi, "the model", &text) {
+        Err(Error::RanksDisagree { ranks, .. }) if ranks == vec![last] => {}
+        other => return Err(format!("expected rank {last} to be named, got {other:?}")),
+    }
+    let e = check_same(mpi, "the model", &text).unwrap_err().to_string();
+    let wanted = if mpi.rank() == last {
+        format!("rank 0 has \"head.weight [3, 16]\" where rank {last} has \"head.weight [4, 16]\"")
+    } else {
+        format!("differ from rank 0")
+    };
+    if !e.contains(&wanted) || !e.contains(&format!("[{last}]")) {
+        return Err(format!("the message {e:?} does not say {wanted:?}"));
+    }
+    Ok(e)
+}
+
+/// Checks that every rank holds rank 0's parameters bit for bit.
+fn identical_on_all_ranks(
+    mpi: &Mpi,
+    params: &[(String, Parameter)],
+    when: &str,
+) -> Result<(), String> {
+    let mine: Vec<f32> = params
+        .iter()
+        .flat_map(|(_, p)| p.value().to_vec())
+        .collect();
+    let mut root = mine.clone();
+    mpi.broadcast(&mut root, 0).map_err(fail)?;
+    let differ = mine
+        .iter()
+        .zip(&root)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    let mut all = [differ as f64];
+    mpi.all_reduce_sum_f64(&mut all).map_err(fail)?;
+    if all[0] > 0.0 {
+        return Err(format!(
+            "{when}: {} parameter values differ from rank 0's ({differ} on rank {})",
+            all[0],
+            mpi.rank()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether element `i` of parameter `name` (of `len` elements) is a key bias: the
+/// middle third of a fused q, k, v bias (`qkv.bias`, `in_proj_bias`). Softmax ignores a
+/// constant added to every score of a row, so the key bias's exact gradient is zero
+/// and what the backward pass computes there is rounding noise (near 1e-9), which
+/// Adam, dividing by its own root mean square, turns into updates of full size and
+/// random sign. Those entries are compared apart, with no bound.
+fn key_bias(name: &str, i: usize, len: usize) -> bool {
+    (name.ends_with("qkv.bias") || name.ends_with("in_proj_bias"))
+        && (len / 3..2 * len / 3).contains(&i)
+}
+
+/// The largest `|a - b| / (1 + |b|)` over two models' parameters, by name, outside
+/// the key biases, and the largest inside them.
+fn largest_difference(
+    a: &[(String, Parameter)],
+    b: &[(String, Parameter)],
+) -> Result<((f32, String), f32), String> {
+    let (mut worst, mut keys) = ((0.0f32, String::new()), 0.0f32);
+    for ((na, pa), (nb, pb)) in a.iter().zip(b) {
+        if na != nb {
+            return Err(format!("parameter {na} against {nb}"));
+        }
+        let (va, vb) = (pa.value().to_vec(), pb.value().to_vec());
+        for (i, (x, y)) in va.iter().zip(&vb).enumerate() {
+            let d = (x - y).abs() / (1.0 + y.abs());
+            if key_bias(na, i, va.len()) {
+                keys = keys.max(d);
+            } else if !(d <= worst.0) {
+                worst = (d, na.clone());
+            }
+        }
+    }
+    Ok((worst, keys))
+}
+
+fn agree(
+    distributed: &[(String, Parameter)],
+    alone: &[(String, Parameter)],
+    steps: usize,
+) -> Outcome {
+    let ((worst, name), keys) = largest_difference(distributed, alone)?;
+    if !(worst <= TOLERANCE) {
+        return Err(format!(
+            "after {steps} steps {name} differs from the one-process run by {worst:e} \
+             (allowed {TOLERANCE:e})"
+        ));
+    }
+    let keys = if keys > 0.0 {
+        format!(" (key biases {keys:.1e})")
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "{steps} steps, largest difference {worst:.1e}{keys}, bit-identical ranks"
+    ))
+}
+
+/// Pseudo-random values in `[0, 1)` from `seed`.
+fn uniform(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::seed(seed);
+    (0..n).map(|_| rng.uniform()).collect()
+}
+
+fn vit_run(mpi: &Mpi, batch: usize) -> Outcome {
+    use tessera_vit::{GlobalPool, TrainConfig, Trainer, VisionTransformer, VitConfig};
+    let config = VitConfig {
+        img_size: 8,
+        patch_size: 4,
+        in_chans: 1,
+        embed_dim: 16,
+        depth: 1,
+        num_heads: 2,
+        mlp_ratio: 2.0,
+        mlp_dim: None,
+        num_classes: 3,
+        global_pool: GlobalPool::Token,
+        eps: 1e-6,
+        hybrid: None,
+    };
+    let tc = TrainConfig {
+        lr: 1e-2,
+        min_lr: 1e-4,
+        warmup_steps: 1,
+        total_steps: 10,
+        batch_size: batch,
+        ..TrainConfig::default()
+    };
+    let new = |seed| -> Result<Trainer, String> {
+        let model = VisionTransformer::new(config, &mut Rng::seed(seed)).map_err(fail)?;
+        Trainer::new(model, tc).map_err(fail)
+    };
+    let mut alone = new(1)?;
+    // Each rank starts from its own seed; rank 0's parameters are broadcast.
+    let mut dist = new(1 + mpi.rank() as u64)?;
+    broadcast_parameters(mpi, &dist.model.named_parameters(), 0).map_err(fail)?;
+    let steps = 3;
+    let rows: Vec<usize> = (0..batch).collect();
+    let mine = shard(&rows, mpi.rank(), mpi.size());
+    for s in 0..steps {
+        let images = Tensor::from_vec(uniform(batch * 64, 10 + s as u64), &[batch, 1, 8, 8])
+            .map_err(fail)?;
+        let labels: Vec<usize> = (0..batch).map(|i| (i * 7 + s) % 3).collect();
+        let a = alone.step(&images, &labels).map_err(fail)?;
+        let part = images.index_select(0, &mine).map_err(fail)?;
+        let part_labels: Vec<usize> = mine.iter().map(|&i| labels[i]).collect();
+        let d = dist.step_with(&part, &part_labels, mpi).map_err(fail)?;
+        if (a.images, a.correct) != (d.images, d.correct) || (a.loss - d.loss).abs() > 1e-5 {
+            return Err(format!(
+                "step {s}: one process saw {} images, {} correct, loss {}; the ranks {}, {}, {}",
+                a.images, a.correct, a.loss, d.images, d.correct, d.loss
+            ));
+        }
+        identical_on_all_ranks(mpi, &dist.model.named_parameters(), &format!("step {s}"))?;
+    }
+    agree(
+        &dist.model.named_parameters(),
+        &alone.model.named_parameters(),
+        steps,
+    )
+}
+
+fn vit_matches(mpi: &Mpi) -> Outcome {
+    vit_run(mpi, 6)
+}
+
+/// A batch that the ranks do not divide: 3 images and 2 (with 2 ranks).
+fn vit_uneven(mpi: &Mpi) -> Outcome {
+    vit_run(mpi, 5)
+}
+
+fn rnn_matches(mpi: &Mpi) -> Outcome {
+    use tessera_rnn::{Cell, CharLm, CharLmConfig, TrainConfig, TrainState};
+    let ids: Vec<usize> = (0..121).map(|i| (i * i + 3 * i) % 5).collect();
+    let config = TrainConfig {
+        batch: 4,
+        seq: 5,
+        lr: 1e-2,
+        clip: 0.5,
+    };
+    let mut report = Vec::new();
+    for cell in [Cell::Lstm, Cell::Elman] {
+        let mc = CharLmConfig {
+            cell,
+            vocab: 5,
+            hidden: 8,
+            layers: if cell == Cell::Elman { 1 } else { 2 },
+        };
+        let new = |seed| -> Result<TrainState, String> {
+            let model = CharLm::new(mc, &mut Rng::seed(seed)).map_err(fail)?;
+            TrainState::new(model, &ids, config).map_err(fail)
+        };
+        let mut alone = new(3)?;
+        let mut dist = new(3 + mpi.rank() as u64)?;
+        broadcast_parameters(mpi, &dist.model.named_parameters(), 0).map_err(fail)?;
+        // 6 chunks per pass: 8 steps carry the state across chunks and start a new pass.
+        let steps = 8;
+        for s in 0..steps {
+            let a = alone.step().map_err(fail)?;
+            let d = dist.step_with(mpi).map_err(fail)?;
+            if (a.loss - d.loss).abs() > 1e-5 {
+                return Err(format!(
+                    "{cell:?} step {s}: loss {} alone, {} on the ranks",
+                    a.loss, d.loss
+                ));
+            }
+            let when = format!("{cell:?} step {s}");
+            identical_on_all_ranks(mpi, &dist.model.named_parameters(), &when)?;
+        }
+        if dist.progress() != alone.progress() {
+            return Err(format!(
+                "{:?} against {:?}",
+                dist.progress(),
+                alone.progress()
+            ));
+        }
+        let named = (
+            dist.model.named_parameters(),
+            alone.model.named_parameters(),
+        );
+        report.push(format!("{cell:?}: {}", agree(&named.0, &named.1, steps)?));
+    }
+    Ok(report.join("; "))
+}
+
+fn transformer_matches(mpi: &Mpi) -> Outcome {
+    use tessera_transformer::{Corpus, TrainConfig, Trainer, Transformer, TransformerConfig};
+    let config = TransformerConfig {
+        d_model: 16,
+        heads: 2,
+        d_k: 8,
+        d_v: 8,
+        d_ff: 32,
+        encoder_layers: 1,
+        decoder_layers: 1,
+        dropout: 0.0,
+        max_len: 16,
+        ..TransformerConfig::base(12)
+    };
+    let pairs = (0..24)
+        .map(|i| {
+            let n = 2 + i % 5;
+            let src: Vec<usize> = (0..n).map(|j| 3 + (i + j) % 9).collect();
+            let tgt: Vec<usize> = src.iter().rev().copied().collect();
+            (src, tgt)
+        })
+        .collect();
+    let corpus = Corpus {
+        pairs,
+        bos: 1,
+        eos: 2,
+        pad: 0,
+    };
+    let tc = TrainConfig {
+        max_tokens: 48,
+        warmup: 4,
+        lr_factor: 1.0,
+        seed: 5,
+    };
+    let new = |seed| -> Result<Trainer, String> {
+        let model = Transformer::new(config, &mut Rng::seed(seed)).map_err(fail)?;
+        Trainer::new(model, corpus.clone(), tc).map_err(fail)
+    };
+    let mut alone = new(4)?;
+    let mut dist = new(4 + mpi.rank() as u64)?;
+    broadcast_parameters(mpi, &dist.model.named_parameters(), 0).map_err(fail)?;
+    let steps = alone.batches_per_epoch() + 2;
+    for s in 0..steps {
+        let a = alone.step().map_err(fail)?;
+        let d = dist.step_with(mpi).map_err(fail)?;
+        if a.target_tokens != d.target_tokens || (a.loss - d.loss).abs() > 1e-5 {
+            return Err(format!(
+                "step {s}: {} tokens, loss {} alone; {} tokens, loss {} on the ranks",
+                a.target_tokens, a.loss, d.target_tokens, d.loss
+            ));
+        }
+        identical_on_all_ranks(mpi, &dist.model.named_parameters(), &format!("step {s}"))?;
+    }
+    agree(
+        &dist.model.named_parameters(),
+        &alone.model.named_parameters(),
+        steps,
+    )
+}
