@@ -96,4 +96,3 @@ impl std::fmt::Display for OnEveryRank {
 }
 
 impl std::error::Error for OnEveryRank {}
-

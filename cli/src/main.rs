@@ -118,10 +118,12 @@ fn main() {
     };
     let result = dispatch(Cli::parse_from(argv));
     if let Err(e) = result {
-        match dist::rank_and_size() {
-            (rank, size) if size > 1 => eprintln!("error on rank {rank} of {size}: {}", report(&e)),
-            _ => eprintln!("error: {}", report(&e)),
-        }
+        // One write, so that the lines of several ranks do not interleave.
+        let line = match dist::rank_and_size() {
+            (rank, size) if size > 1 => format!("error on rank {rank} of {size}: {}\n", report(&e)),
+            _ => format!("error: {}\n", report(&e)),
+        };
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
         dist::end_after_error(&e, 1);
         std::process::exit(1);
     }

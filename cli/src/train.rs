@@ -235,8 +235,7 @@ impl Run {
         let checkpoint = out.join("checkpoint.safetensors");
         let config = out.join("config.toml");
         let lock = if comm.rank() == 0 {
-            std::fs::create_dir_all(&out)
-                .with_context(|| format!("creating {}", out.display()))?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let lock = Lock::take(&out)?;
             if !run.resume {
                 clear_earlier_run(&out, run.overwrite)?;
@@ -326,12 +325,20 @@ impl Run {
         // Only rank 0 speaks and writes.
         let mode = if root { self.mode } else { Mode::Json };
         let metrics = self.out.join("metrics.jsonl");
-        let bar = if root { mode.bar(plan.steps) } else { ProgressBar::hidden() };
+        let bar = if root {
+            mode.bar(plan.steps)
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_position(task.steps_done());
         if ranks > 1 {
             let params = task.named_parameters();
             check_same(&*comm, "the configuration", &self.config)?;
-            check_same(&*comm, "the model's parameters", &describe_parameters(&params))?;
+            check_same(
+                &*comm,
+                "the model's parameters",
+                &describe_parameters(&params),
+            )?;
             broadcast_parameters(&*comm, &params, 0)?;
             if root {
                 let threads = tessera_tensor::num_threads();
@@ -351,7 +358,10 @@ impl Run {
             let step = task.steps_done();
             // The ranks stop together: on a signal or the time limit of any of them.
             let timed_out = budget.is_some_and(|b| start.elapsed().as_secs_f64() >= b);
-            let flags = [f64::from(u8::from(stop_requested())), f64::from(u8::from(timed_out))];
+            let flags = [
+                f64::from(u8::from(stop_requested())),
+                f64::from(u8::from(timed_out)),
+            ];
             let [interrupted, timed_out] = sum_over_ranks(&*comm, flags)?;
             let reason = if interrupted > 0.0 {
                 Some("interrupted")
