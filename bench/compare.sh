@@ -5,6 +5,9 @@
 #
 #   bench/compare.sh [WORKLOADS] [THREADS...]      e.g. bench/compare.sh W1,W1b 1 2
 #
+# W7 (bench/compare.sh W7 1: threads per rank) runs each program on 1 and 2 ranks and
+# adds their scaling efficiency; tessera's side is built with --features mpi.
+#
 # Environment: ROUNDS (default 3), MIN_TIME (seconds per figure, default 1),
 # VENV (PyTorch virtualenv, default ../venv-torch; INSTALL=1 creates it with torch and
 # timm, about 2 GB of downloads, when it is missing),
@@ -32,7 +35,10 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet torch timm
 fi
-cargo build --release --quiet -p tessera-cli --manifest-path "$root/Cargo.toml"
+# W7 (data-parallel, under mpirun) needs the command's feature mpi.
+features=()
+case ",$workloads," in *,W7,*) features=(--features mpi) ;; esac
+cargo build --release --quiet -p tessera-cli "${features[@]}" --manifest-path "$root/Cargo.toml"
 tessera="$root/target/release/tessera"
 mkdir -p "$(dirname "$out")"
 : > "$out"

@@ -1,4 +1,4 @@
-//! The reference workloads of `WORKLOADS.md` (W0 to W6), timed as `torch_bench.py` times
+//! The reference workloads of `WORKLOADS.md` (W0 to W7), timed as `torch_bench.py` times
 //! them, so that the figures of `tessera bench` and of the PyTorch peer pair up.
 //!
 //! Protocol: 3 warm-up steps, then at least [`Settings::steps`] timed steps, and more
@@ -46,6 +46,7 @@ pub enum Workload {
     /// Transformer greedy decoding of W3's model: batch 1, source 32, 32 new tokens
     /// (tokens/s).
     W6,
+    W7,
 }
 
 impl Workload {
@@ -62,6 +63,20 @@ impl Workload {
     ];
 
     /// The workload's id (`"W1b"`).
+    /// Every workload that [`run`] takes: [`Workload::ALL`] and W7 (which `all` leaves
+    /// out: its 2-rank half needs `mpirun`).
+    pub const NAMED: [Workload; 9] = [
+        Workload::W0,
+        Workload::W1,
+        Workload::W1b,
+        Workload::W2,
+        Workload::W3,
+        Workload::W4,
+        Workload::W5,
+        Workload::W6,
+        Workload::W7,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Workload::W0 => "W0",
@@ -72,6 +87,7 @@ impl Workload {
             Workload::W4 => "W4",
             Workload::W5 => "W5",
             Workload::W6 => "W6",
+            Workload::W7 => "W7",
         }
     }
 }
@@ -81,7 +97,7 @@ impl std::str::FromStr for Workload {
 
     /// An id, in any case (`w1b`).
     fn from_str(s: &str) -> Result<Workload> {
-        Workload::ALL
+        Workload::NAMED
             .into_iter()
             .find(|w| w.name().eq_ignore_ascii_case(s))
             .ok_or_else(|| Error::UnknownWorkload(s.to_string()))
@@ -133,7 +149,7 @@ pub enum Error {
     #[error(transparent)]
     Vit(#[from] tessera_vit::Error),
     /// A workload id that `WORKLOADS.md` does not have.
-    #[error("unknown workload {0:?}; expected one of W0, W1, W1b, W2, W3, W4, W5, W6")]
+    #[error("unknown workload {0:?}; expected one of W0, W1, W1b, W2, W3, W4, W5, W6, W7")]
     UnknownWorkload(String),
     /// Settings that cannot be timed.
     #[error("{0}")]
@@ -159,6 +175,7 @@ pub fn run(workload: Workload, s: &Settings, out: &mut dyn FnMut(Record)) -> Res
         Workload::W4 => w4(s, out),
         Workload::W5 => w5(s, out),
         Workload::W6 => w6(s, out),
+        Workload::W7 => w7(s, &tessera_optim::Local, out),
     }
 }
 
@@ -189,6 +206,12 @@ pub struct Record {
     pub others_cpu_per_wall: Option<f64>,
     /// The version of tessera.
     pub tessera: &'static str,
+    /// W7: the number of ranks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<usize>,
+    /// W7 at several ranks: images/s over `ranks` times the 1-rank figure of the same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling_efficiency: Option<f64>,
 }
 
 /// System-wide busy CPU seconds from /proc/stat (Linux), all cores together.
@@ -222,7 +245,18 @@ struct Timing {
     others: Option<f64>,
 }
 
-fn time_steps(s: &Settings, work: f64, mut step: impl FnMut() -> Result<()>) -> Result<Timing> {
+fn time_steps(s: &Settings, work: f64, step: impl FnMut() -> Result<()>) -> Result<Timing> {
+    time_steps_on(s, work, &tessera_optim::Local, step)
+}
+
+/// [`time_steps`] on every rank of `comm` at once: rank 0 decides when to stop, so
+/// every rank takes the same steps, and the CPU of all ranks counts as this run's.
+fn time_steps_on(
+    s: &Settings,
+    work: f64,
+    comm: &dyn tessera_optim::Communicator,
+    mut step: impl FnMut() -> Result<()>,
+) -> Result<Timing> {
     for _ in 0..3 {
         step()?;
     }
@@ -235,13 +269,18 @@ fn time_steps(s: &Settings, work: f64, mut step: impl FnMut() -> Result<()>) -> 
         let dt = t.elapsed().as_secs_f64();
         times.push(dt);
         total += dt;
-        if times.len() >= s.steps && (total >= s.min_time || times.len() >= s.max_steps) {
+        let done = times.len() >= s.steps && (total >= s.min_time || times.len() >= s.max_steps);
+        let vote = f64::from(u8::from(done && comm.rank() == 0));
+        if tessera_optim::sum_over_ranks(comm, [vote])?[0] > 0.0 {
             break;
         }
     }
     let wall = w0.elapsed().as_secs_f64();
     let (b1, c1) = (busy_seconds(), process_seconds());
     let cpu = c0.zip(c1).map(|(a, b)| b - a);
+    // Every rank's CPU (NaN where one could not read it).
+    let [all] = tessera_optim::sum_over_ranks(comm, [cpu.unwrap_or(f64::NAN)])?;
+    let cpu = cpu.map(|c| if all.is_nan() { c } else { all });
     let others = b0
         .zip(b1)
         .zip(cpu)
@@ -281,6 +320,8 @@ fn record(workload: &'static str, variant: String, figure: &'static str, t: Timi
         cpu_per_wall: t.cpu_per_wall,
         others_cpu_per_wall: t.others,
         tessera: env!("CARGO_PKG_VERSION"),
+        ranks: None,
+        scaling_efficiency: None,
     }
 }
 
@@ -532,6 +573,89 @@ pub fn w4(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
         "images/s",
         timing,
     ));
+    Ok(())
+}
+
+/// W7: W4's model and step data-parallel over the ranks of `comm`: the global batch of
+/// 64 split as the PyTorch peer splits it (rank `r` takes images `r`, `r + R`, ...),
+/// gradients averaged with all-reduce (in 25 MiB buckets) between backward and AdamW,
+/// one thread per rank unless set otherwise. Every rank takes part; the figure (global
+/// images/s) is rank 0's, and so is a second record: the all-reduce bandwidth
+/// reached on a buffer of the gradients' size (bus bandwidth, `2 (R - 1) / R` times
+/// the bytes over the time, as NCCL's tests count it; with one rank, the copy rate).
+pub fn w7(
+    s: &Settings,
+    comm: &dyn tessera_optim::Communicator,
+    out: &mut dyn FnMut(Record),
+) -> Result<()> {
+    use tessera_nn::Params;
+    use tessera_optim::{all_reduce_gradients, broadcast_parameters, shard, Adam, Optimizer};
+    use tessera_vit::{VisionTransformer, VitConfig};
+    let config = VitConfig {
+        img_size: 32,
+        patch_size: 4,
+        depth: 6,
+        num_classes: 10,
+        ..VitConfig::vit_tiny_patch16_224()
+    };
+    let mut rng = Rng::seed(1234);
+    let model = VisionTransformer::new(config, &mut rng)?;
+    let x = Tensor::rand(&[64, 3, 32, 32], 0.0, 1.0, &mut rng);
+    let y: Vec<usize> = (0..64).map(|_| rng.below(10)).collect();
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let rows = shard(&(0..64).collect::<Vec<usize>>(), rank, ranks);
+    let x = x.index_select(0, &rows)?;
+    let y = tessera_tensor::IndexTensor::from_vec(rows.iter().map(|&i| y[i]).collect());
+    let params = model.named_parameters();
+    broadcast_parameters(comm, &params, 0)?;
+    let mut opt = Adam::adamw(1e-3).with_weight_decay(0.05);
+    let share = rows.len() as f32 / 64.0;
+    let timing = time_steps_on(s, 64.0, comm, || {
+        for (_, p) in &params {
+            p.zero_grad();
+        }
+        tessera_nn::cross_entropy(&model.forward(&x, true)?, &y, 0.0, None)?.backward()?;
+        all_reduce_gradients(comm, &params, share)?;
+        opt.step(&params)?;
+        Ok(())
+    })?;
+    let mut images = record(
+        "W7",
+        format!("data-parallel ranks={ranks}"),
+        "images/s",
+        timing,
+    );
+    images.ranks = Some(ranks);
+    // The all-reduce alone, on as many floats as the gradients have.
+    let n: usize = params.iter().map(|(_, p)| p.value().numel()).sum();
+    let mut buf = vec![1.0f32; n];
+    let per_bucket = comm.bucket_bytes() / 4;
+    let bytes = 4.0 * n as f64;
+    let factor = if ranks > 1 {
+        2.0 * (ranks - 1) as f64 / ranks as f64
+    } else {
+        1.0
+    };
+    let reduce = time_steps_on(s, factor * bytes / 1e9, comm, || {
+        for bucket in buf.chunks_mut(per_bucket.max(1)) {
+            comm.all_reduce_sum(bucket)?;
+        }
+        Ok(())
+    })?;
+    let mb = bytes / 1e6;
+    let mut bandwidth = record(
+        "W7",
+        format!("all-reduce {mb:.1} MB ranks={ranks}"),
+        "GB/s",
+        reduce,
+    );
+    bandwidth.ranks = Some(ranks);
+    if rank == 0 {
+        out(images);
+        if ranks > 1 {
+            out(bandwidth);
+        }
+    }
     Ok(())
 }
 
