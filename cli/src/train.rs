@@ -371,24 +371,44 @@ impl Run {
                 (step >= plan.steps).then_some("done")
             };
             let on_cadence = step % plan.eval_every == 0 && (step > first || plan.eval_at_start);
-            if (on_cadence || reason.is_some()) && last_eval != Some(step) {
-                last_eval = Some(step);
-                let eval = task.evaluate()?;
-                let (rate, elapsed) = (window.rate(since), start.elapsed().as_secs_f64());
-                let (line, json) = window.report(step, &plan, eval, rate, elapsed);
-                if root {
-                    record(&metrics, mode, &json)?;
-                    mode.line(&bar, &line);
+            // Interrupted, the checkpoint comes first: under mpirun a signal leaves
+            // the ranks a second (odls_base_sigkill_timeout) before they are killed.
+            let order = if reason == Some("interrupted") {
+                [Phase::Save, Phase::Evaluate]
+            } else {
+                [Phase::Evaluate, Phase::Save]
+            };
+            for phase in order {
+                match phase {
+                    Phase::Evaluate => {
+                        if (on_cadence || reason.is_some()) && last_eval != Some(step) {
+                            last_eval = Some(step);
+                            let eval = task.evaluate()?;
+                            let elapsed = start.elapsed().as_secs_f64();
+                            let rate = window.rate(since);
+                            let (line, json) = window.report(step, &plan, eval, rate, elapsed);
+                            if root {
+                                record(&metrics, mode, &json)?;
+                                mode.line(&bar, &line);
+                            }
+                            (window, since) = (Window::default(), Instant::now());
+                        }
+                    }
+                    Phase::Save => {
+                        // A run that stops where it started still leaves its checkpoint.
+                        let unsaved = step != last_saved || !self.checkpoint.exists();
+                        let due = step % plan.save_every == 0 || reason.is_some();
+                        if due && unsaved && root {
+                            task.save(&self.checkpoint).with_context(|| {
+                                format!(
+                                    "saving step {step}; the checkpoint of step {last_saved} \
+                                     is intact"
+                                )
+                            })?;
+                            last_saved = step;
+                        }
+                    }
                 }
-                (window, since) = (Window::default(), Instant::now());
-            }
-            // A run that stops where it started still leaves its checkpoint behind.
-            let unsaved = step != last_saved || !self.checkpoint.exists();
-            if (step % plan.save_every == 0 || reason.is_some()) && unsaved && root {
-                task.save(&self.checkpoint).with_context(|| {
-                    format!("saving step {step}; the checkpoint of step {last_saved} is intact")
-                })?;
-                last_saved = step;
             }
             if let Some(reason) = reason {
                 break reason;
@@ -440,6 +460,13 @@ impl Run {
         }
         Ok(())
     }
+}
+
+/// What the loop does at a step boundary besides stepping.
+#[derive(Clone, Copy)]
+enum Phase {
+    Evaluate,
+    Save,
 }
 
 /// The steps since the last evaluation.
