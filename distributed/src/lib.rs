@@ -8,7 +8,7 @@
 //!
 //! The model crates never see MPI: they take a [`Communicator`] (defined in
 //! `tessera-optim`, with the single-process [`Local`]), and this crate implements it on
-//! MPI as [`Mpi`] with the feature `mpi` (off by default, so that the workspace builds
+//! MPI as `Mpi` with the feature `mpi` (off by default, so that the workspace builds
 //! where no MPI is installed). The `tessera` command's feature `mpi` wires it into its
 //! one training loop: `mpirun -n 2 tessera vit train ...`.
 //!
