@@ -64,6 +64,7 @@ mod files;
 mod folder;
 #[cfg(feature = "image")]
 mod image;
+mod labels;
 mod loader;
 #[cfg(feature = "image")]
 mod open;
@@ -82,6 +83,7 @@ pub use files::{Cifar10, CsvImages, Idx, LabelColumn};
 pub use folder::{ImageFolder, OnBadFile};
 #[cfg(feature = "image")]
 pub use image::{decode_image, load_image, save_png, ColorMode};
+pub use labels::{read_class_names, IMAGENET_1K_SYNSETS, SYNSET_LEMMAS};
 pub use loader::{Batch, Epoch, Loader, Transform};
 #[cfg(feature = "image")]
 pub use open::{open_images, ImageSets};
