@@ -10,8 +10,8 @@ use tessera_nn::Params;
 use tessera_tensor::{Rng, Tensor};
 use tessera_vit::{
     batches, eval_loader, evaluate, load_pretrained, prepare_image, top_k, train_loader, viz, Arch,
-    Augment, CheckpointConfig, FineTune, GlobalPool, Hybrid, Source, TrainConfig, Trainer,
-    VisionTransformer, VitConfig, NORMALIZE, SOURCE_KEY,
+    Augment, CheckpointConfig, FineTune, GlobalPool, Hybrid, Pretrained, Source, TrainConfig,
+    Trainer, VisionTransformer, VitConfig, NORMALIZE, SOURCE_KEY,
 };
 
 use crate::train::{choice, Eval, Mode, Plan, Run, RunArgs, Step, Task};
@@ -118,13 +118,13 @@ pub struct TrainArgs {
     /// MLP width (default 2·D, or the preset's 4·D).
     #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
     mlp: Option<usize>,
-    /// Pooling before the head: token (the class token) or avg (the mean of the patch
-    /// tokens).
-    #[arg(long, value_parser = choice::<PoolName>("pool"), default_value = "token")]
-    pool: PoolName,
-    /// Hybrid input: the width of a ResNet-style stem (0: plain patches).
-    #[arg(long, default_value_t = 0)]
-    hybrid_width: usize,
+    /// Pooling before the head: token (the class token; default) or avg (the mean of
+    /// the patch tokens).
+    #[arg(long, value_parser = choice::<PoolName>("pool"))]
+    pool: Option<PoolName>,
+    /// Hybrid input: the width of a ResNet-style stem (default 0: plain patches).
+    #[arg(long)]
+    hybrid_width: Option<usize>,
     /// Hybrid input: convolution stages after the stem.
     #[arg(long, default_value_t = 1)]
     hybrid_stages: usize,
@@ -188,6 +188,9 @@ pub struct ModelArgs {
     /// without it the shape is read off the tensors.
     #[arg(long)]
     preset: Option<String>,
+    /// For a timm state dict whose width and depth no preset has: its attention heads.
+    #[arg(long, conflicts_with = "preset", value_parser = crate::ranges::at_least_one::<usize>())]
+    heads: Option<usize>,
 }
 
 impl ModelArgs {
@@ -195,7 +198,9 @@ impl ModelArgs {
     fn open(&self) -> Result<(VisionTransformer, HashMap<String, String>)> {
         let arch = match &self.preset {
             Some(p) => Arch::Preset(p),
-            None => Arch::Infer { num_heads: None },
+            None => Arch::Infer {
+                num_heads: self.heads,
+            },
         };
         let p = load_pretrained(&self.checkpoint, arch)?;
         Ok((p.model, p.metadata))
@@ -338,6 +343,12 @@ struct ImageTask {
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
+    // Pretrained weights are read, and checked against the size asked for, before the
+    // run's folder is made: a bad file or size writes nothing.
+    let pretrained = match (&a.init_from, a.run.resume) {
+        (Some(path), false) => Some(open_pretrained(a, path)?),
+        _ => None,
+    };
     let run = Run::start(&a.run, "vit", a)?;
     // On --resume, the data and augmentation come from the checkpoint.
     let get = |k: &str| {
@@ -383,7 +394,8 @@ fn train(a: &TrainArgs) -> Result<()> {
         (trainer.config.lr, trainer.config.min_lr) = (a.lr, a.lr / 100.0);
         trainer
     } else {
-        let (model, from, changes) = initial_model(a, channels, data.train.classes(), h.min(w))?;
+        let classes = data.train.classes();
+        let (model, from, changes) = initial_model(a, pretrained, channels, classes, h.min(w))?;
         (source, notes) = (from, changes);
         let per_epoch = (data.train.len() / a.batch) as u64;
         if per_epoch == 0 {
@@ -466,22 +478,36 @@ fn train(a: &TrainArgs) -> Result<()> {
     })
 }
 
+/// The pretrained weights of --init-from, checked against --image-size.
+fn open_pretrained(a: &TrainArgs, path: &Path) -> Result<Pretrained> {
+    let arch = match (&a.preset, a.heads) {
+        (Some(_), Some(_)) => bail!("--heads is the preset's with --init-from and --preset"),
+        (Some(p), None) => Arch::Preset(p),
+        (None, heads) => Arch::Infer { num_heads: heads },
+    };
+    let p = load_pretrained(path, arch)?;
+    if let Some(size) = a.image_size {
+        VitConfig {
+            img_size: size,
+            ..*p.model.config()
+        }
+        .validate()
+        .with_context(|| format!("--image-size {size} for the model of {}", path.display()))?;
+    }
+    Ok(p)
+}
+
 /// The model a new run starts from: pretrained weights (--init-from) adapted to the
 /// data, or a fresh model of the preset and the shape flags; where pretrained weights
 /// came from and what fine-tuning changed in them.
 fn initial_model(
     a: &TrainArgs,
+    pretrained: Option<Pretrained>,
     channels: usize,
     classes: usize,
     data_size: usize,
 ) -> Result<(VisionTransformer, Option<Source>, Vec<String>)> {
-    if let Some(path) = &a.init_from {
-        let arch = match (&a.preset, a.heads) {
-            (Some(_), Some(_)) => bail!("--heads is the preset's with --init-from and --preset"),
-            (Some(p), None) => Arch::Preset(p),
-            (None, heads) => Arch::Infer { num_heads: heads },
-        };
-        let mut p = load_pretrained(path, arch)?;
+    if let Some(mut p) = pretrained {
         let task = FineTune {
             img_size: a.image_size.unwrap_or(p.model.config().img_size),
             in_chans: channels,
@@ -515,12 +541,12 @@ fn initial_model(
         num_heads: a.heads.unwrap_or(base.num_heads),
         mlp_dim: a.mlp,
         num_classes: classes,
-        global_pool: match a.pool {
+        global_pool: match a.pool.unwrap_or(PoolName::Token) {
             PoolName::Token => GlobalPool::Token,
             PoolName::Avg => GlobalPool::Avg,
         },
-        hybrid: (a.hybrid_width > 0).then_some(Hybrid {
-            width: a.hybrid_width,
+        hybrid: a.hybrid_width.filter(|&w| w > 0).map(|width| Hybrid {
+            width,
             stages: a.hybrid_stages,
         }),
         ..base
