@@ -76,6 +76,10 @@ pub struct TrainArgs {
     #[command(flatten)]
     #[serde(flatten)]
     data: DataArgs,
+    /// Train on the first N images of each class only (in the data's order): a few-label
+    /// run that is the same every time.
+    #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
+    per_class: Option<usize>,
     /// Input size (default: the data's; images are resized to it).
     #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
     image_size: Option<usize>,
@@ -374,7 +378,11 @@ fn train(a: &TrainArgs) -> Result<()> {
         flip: run.stored("data.flip", a.flip)?,
     };
     let epochs = a.epochs;
-    let data = open_data(&data_args, seed)?;
+    let mut data = open_data(&data_args, seed)?;
+    if let Some(n) = a.per_class {
+        let few = tessera_data::Subset::first_per_class(data.train.clone(), n)?;
+        data.train = std::sync::Arc::new(few);
+    }
     let [channels, h, w] = data.train.image_shape();
     // The pretrained weights a run starts from, and what fine-tuning changed in them.
     let mut source = run
