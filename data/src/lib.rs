@@ -69,6 +69,7 @@ mod loader;
 #[cfg(feature = "image")]
 mod open;
 mod patches;
+mod pil;
 mod resize;
 mod shapes;
 mod transforms;
@@ -88,6 +89,7 @@ pub use loader::{Batch, Epoch, Loader, Transform};
 #[cfg(feature = "image")]
 pub use open::{open_images, ImageSets};
 pub use patches::{patches, unpatch};
+pub use pil::resize_pil;
 pub use resize::{resize, resize_shorter, Filter};
 pub use shapes::Shapes;
 pub use text::{

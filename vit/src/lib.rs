@@ -44,7 +44,9 @@ pub mod viz;
 
 pub use checkpoint::{load_model, save_model, CheckpointConfig, MODEL_KIND};
 pub use config::{GlobalPool, Hybrid, Preset, VitConfig};
-pub use input::{batches, eval_loader, prepare_image, train_loader, Augment, NORMALIZE};
+pub use input::{
+    batches, eval_loader, prepare_image, train_loader, Augment, CropMode, TimmEval, NORMALIZE,
+};
 pub use model::VisionTransformer;
 pub use pretrained::{
     infer_config, layer_decay_scales, load_pretrained, Arch, FineTune, Pretrained, Source,

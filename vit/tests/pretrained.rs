@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use tessera_nn::Params;
 use tessera_tensor::{save_safetensors, Rng, Tensor};
 use tessera_vit::{
-    layer_decay_scales, load_pretrained, save_model, Arch, FineTune, SourceFormat, TrainConfig,
+    layer_decay_scales, load_pretrained, save_model, Arch, CropMode, FineTune, SourceFormat, TimmEval, TrainConfig,
     Trainer, VisionTransformer, VitConfig,
 };
 
@@ -237,4 +237,27 @@ fn bad_files_are_one_error_naming_the_key_and_the_shapes() {
     let ok = load_pretrained(&path, infer).unwrap();
     assert_eq!(ok.source.format, SourceFormat::Tessera);
     assert_eq!(*ok.model.config(), c);
+}
+
+#[test]
+fn timms_evaluation_transform_of_an_image_file_is_timms_to_the_bit() {
+    let photo = tessera_testutil::fixture_path!("photo.png");
+    let image = tessera_data::load_image(&photo, tessera_data::ColorMode::Rgb).unwrap();
+    assert_eq!(image.shape(), &[3, 100, 150]);
+    // The 8-bit images before normalisation: equal, value for value.
+    let squash = TimmEval {
+        crop_pct: 1.0,
+        crop_mode: CropMode::Squash,
+        ..TimmEval::augreg(224)
+    };
+    for (name, size, t) in [("photo64", 64, TimmEval::augreg(224)), ("photo48", 48, squash)] {
+        let x = t.apply(&image, size).unwrap();
+        let got: Vec<f32> = x.to_vec().iter().map(|v| ((v * 0.5 + 0.5) * 255.0).round()).collect();
+        assert_eq!(got, reference(name).to_vec(), "{name}");
+    }
+    // Through the model at 224: timm's logits.
+    let model = load_pretrained(timm_file(), HEADS).unwrap().model;
+    let x = TimmEval::augreg(224).apply(&image, 224).unwrap();
+    let logits = model.forward(&x.unsqueeze(0).unwrap(), false).unwrap();
+    assert_close("logits of the photo", logits.value(), &reference("logits_photo"));
 }
