@@ -9,9 +9,9 @@ use tessera_data::{load_image, ColorMode, Dataset, Epoch, ImageSets, Loader};
 use tessera_nn::Params;
 use tessera_tensor::{Rng, Tensor};
 use tessera_vit::{
-    batches, eval_loader, evaluate, load_model, prepare_image, top_k, train_loader, viz, Augment,
-    CheckpointConfig, GlobalPool, Hybrid, TrainConfig, Trainer, VisionTransformer, VitConfig,
-    NORMALIZE,
+    batches, eval_loader, evaluate, load_pretrained, prepare_image, top_k, train_loader, viz, Arch,
+    Augment, CheckpointConfig, FineTune, GlobalPool, Hybrid, Pretrained, Source, TrainConfig,
+    Trainer, VisionTransformer, VitConfig, NORMALIZE, SOURCE_KEY,
 };
 
 use crate::train::{choice, Eval, Mode, Plan, Run, RunArgs, Step, Task};
@@ -35,7 +35,7 @@ pub enum VitCommand {
     /// accuracy on the test set after every epoch. Writes OUT/checkpoint.safetensors
     /// (model, optimizer, step; atomically) after every epoch and on Ctrl-C,
     /// OUT/model.safetensors at the end, OUT/metrics.jsonl and OUT/metrics.png.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Loss and accuracy of a checkpoint on a dataset, with the accuracy of each class.
     Eval(EvalArgs),
     /// The most probable classes of image files (PNG, JPEG, ...).
@@ -76,31 +76,59 @@ pub struct TrainArgs {
     #[command(flatten)]
     #[serde(flatten)]
     data: DataArgs,
+    /// Train on the first N images of each class only (in the data's order): a few-label
+    /// run that is the same every time.
+    #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
+    per_class: Option<usize>,
     /// Input size (default: the data's; images are resized to it).
     #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
     image_size: Option<usize>,
-    /// Patch size P.
-    #[arg(long, default_value_t = 4, value_parser = crate::ranges::at_least_one::<usize>())]
-    patch: usize,
-    /// Token width D.
-    #[arg(long, default_value_t = 96, value_parser = crate::ranges::at_least_one::<usize>())]
-    dim: usize,
-    /// Encoder blocks.
-    #[arg(long, default_value_t = 6, value_parser = crate::ranges::at_least_one::<usize>())]
-    depth: usize,
-    /// Attention heads.
-    #[arg(long, default_value_t = 4, value_parser = crate::ranges::at_least_one::<usize>())]
-    heads: usize,
-    /// MLP width (default 2·D).
+    /// Start from pretrained weights: a tessera checkpoint or model file, or a timm ViT
+    /// state dict as timm publishes it (model.safetensors). The architecture is the
+    /// file's (--preset names it where its shapes do not say it all); a different
+    /// --image-size resamples the position embeddings, other classes get a new
+    /// zero-initialised head, grey images a first convolution summed over its channels.
+    #[arg(long, conflicts_with_all = ["patch", "dim", "depth", "mlp", "pool", "hybrid_width"])]
+    init_from: Option<PathBuf>,
+    /// The model by timm's name (vit_tiny_patch16_224, vit_base_patch16_384, ...) or the
+    /// paper's (B/16); the shape flags override it. With --init-from: the architecture
+    /// of the file.
+    #[arg(long)]
+    preset: Option<String>,
+    /// With --init-from: a new zero-initialised head even where the number of classes is
+    /// the same (a new label set, as the paper fine-tunes).
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
+    reset_head: bool,
+    /// Train the head only (a linear probe); the rest keeps its weights.
+    #[arg(long, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t)]
+    freeze_backbone: bool,
+    /// Layer-wise learning-rate decay (as BEiT and timm): block i learns at
+    /// lr·decay^(depth-i), the embeddings at lr·decay^(depth+1), the head at lr.
+    #[arg(long, value_parser = crate::ranges::fraction::<f64>(), allow_negative_numbers = true)]
+    layer_decay: Option<f64>,
+    /// Patch size P (default 4, or the preset's).
+    #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
+    patch: Option<usize>,
+    /// Token width D (default 96, or the preset's).
+    #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
+    dim: Option<usize>,
+    /// Encoder blocks (default 6, or the preset's).
+    #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
+    depth: Option<usize>,
+    /// Attention heads (default 4, or the preset's; with --init-from, for a file whose
+    /// width and depth no preset has).
+    #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
+    heads: Option<usize>,
+    /// MLP width (default 2·D, or the preset's 4·D).
     #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
     mlp: Option<usize>,
-    /// Pooling before the head: token (the class token) or avg (the mean of the patch
-    /// tokens).
-    #[arg(long, value_parser = choice::<PoolName>("pool"), default_value = "token")]
-    pool: PoolName,
-    /// Hybrid input: the width of a ResNet-style stem (0: plain patches).
-    #[arg(long, default_value_t = 0)]
-    hybrid_width: usize,
+    /// Pooling before the head: token (the class token; default) or avg (the mean of
+    /// the patch tokens).
+    #[arg(long, value_parser = choice::<PoolName>("pool"))]
+    pool: Option<PoolName>,
+    /// Hybrid input: the width of a ResNet-style stem (default 0: plain patches).
+    #[arg(long)]
+    hybrid_width: Option<usize>,
     /// Hybrid input: convolution stages after the stem.
     #[arg(long, default_value_t = 1)]
     hybrid_stages: usize,
@@ -153,12 +181,41 @@ enum PoolName {
     Avg,
 }
 
+/// The model of `eval`, `predict` and `viz`.
+#[derive(Args, Debug)]
+pub struct ModelArgs {
+    /// A checkpoint or model file written by `tessera vit train`, or a timm ViT state
+    /// dict (model.safetensors).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// For a timm state dict: the model by timm's name (vit_base_patch16_224, ...);
+    /// without it the shape is read off the tensors.
+    #[arg(long)]
+    preset: Option<String>,
+    /// For a timm state dict whose width and depth no preset has: its attention heads.
+    #[arg(long, conflicts_with = "preset", value_parser = crate::ranges::at_least_one::<usize>())]
+    heads: Option<usize>,
+}
+
+impl ModelArgs {
+    /// The model and the file's metadata.
+    fn open(&self) -> Result<(VisionTransformer, HashMap<String, String>)> {
+        let arch = match &self.preset {
+            Some(p) => Arch::Preset(p),
+            None => Arch::Infer {
+                num_heads: self.heads,
+            },
+        };
+        let p = load_pretrained(&self.checkpoint, arch)?;
+        Ok((p.model, p.metadata))
+    }
+}
+
 /// Arguments of `tessera vit eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// A checkpoint written by `tessera vit train`.
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     #[command(flatten)]
     threads: crate::train::Threads,
     #[command(flatten)]
@@ -171,14 +228,19 @@ pub struct EvalArgs {
 /// Arguments of `tessera vit predict`.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// A checkpoint written by `tessera vit train`.
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     #[command(flatten)]
     threads: crate::train::Threads,
     /// Image files.
     #[arg(required = true)]
     images: Vec<PathBuf>,
+    /// Class names, one a line (or WordNet synset ids with imagenet_synset_to_lemma.txt
+    /// beside the file). Default: the checkpoint's; for a 1,000-class head without
+    /// names, ImageNet-1k's from $TESSERA_DATA/imagenet-1k or ../shared/data/imagenet-1k
+    /// where they are.
+    #[arg(long)]
+    labels: Option<PathBuf>,
     /// How many classes to list per image.
     #[arg(long, default_value_t = 5, value_parser = crate::ranges::at_least_one::<usize>())]
     top_k: usize,
@@ -187,9 +249,8 @@ pub struct PredictArgs {
 /// Arguments of `tessera vit viz`.
 #[derive(Args, Debug)]
 pub struct VizArgs {
-    /// A checkpoint written by `tessera vit train`.
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
     #[command(flatten)]
     threads: crate::train::Threads,
     /// Output folder for the PNG files.
@@ -281,9 +342,17 @@ struct ImageTask {
     save_every: u64,
     total: u64,
     meta: HashMap<String, String>,
+    /// Where the weights came from and what fine-tuning changed.
+    notes: Vec<String>,
 }
 
 fn train(a: &TrainArgs) -> Result<()> {
+    // Pretrained weights are read, and checked against the size asked for, before the
+    // run's folder is made: a bad file or size writes nothing.
+    let pretrained = match (&a.init_from, a.run.resume) {
+        (Some(path), false) => Some(open_pretrained(a, path)?),
+        _ => None,
+    };
     let run = Run::start(&a.run, "vit", a)?;
     // On --resume, the data and augmentation come from the checkpoint.
     let get = |k: &str| {
@@ -309,8 +378,21 @@ fn train(a: &TrainArgs) -> Result<()> {
         flip: run.stored("data.flip", a.flip)?,
     };
     let epochs = a.epochs;
-    let data = open_data(&data_args, seed)?;
+    let mut data = open_data(&data_args, seed)?;
+    if let Some(n) = a.per_class {
+        let few = tessera_data::Subset::first_per_class(data.train.clone(), n)?;
+        data.train = std::sync::Arc::new(few);
+    }
     let [channels, h, w] = data.train.image_shape();
+    // The pretrained weights a run starts from, and what fine-tuning changed in them.
+    let mut source = run
+        .resumed
+        .as_ref()
+        .and_then(|m| m.get(SOURCE_KEY))
+        .map(|s| serde_json::from_str::<Source>(s))
+        .transpose()
+        .with_context(|| format!("{}: {SOURCE_KEY}", run.checkpoint.display()))?;
+    let mut notes = Vec::new();
     let trainer = if run.resumed.is_some() {
         // The budget and the learning rate may change on --resume: the cosine schedule
         // then runs to the new end.
@@ -320,28 +402,9 @@ fn train(a: &TrainArgs) -> Result<()> {
         (trainer.config.lr, trainer.config.min_lr) = (a.lr, a.lr / 100.0);
         trainer
     } else {
-        let size = a.image_size.unwrap_or(h.min(w));
-        let config = VitConfig {
-            img_size: size,
-            patch_size: a.patch,
-            in_chans: channels,
-            embed_dim: a.dim,
-            depth: a.depth,
-            num_heads: a.heads,
-            mlp_ratio: 2.0,
-            mlp_dim: a.mlp,
-            num_classes: data.train.classes(),
-            global_pool: match a.pool {
-                PoolName::Token => GlobalPool::Token,
-                PoolName::Avg => GlobalPool::Avg,
-            },
-            eps: 1e-6,
-            hybrid: (a.hybrid_width > 0).then_some(Hybrid {
-                width: a.hybrid_width,
-                stages: a.hybrid_stages,
-            }),
-        };
-        let model = VisionTransformer::new(config, &mut Rng::seed(a.run.seed))?;
+        let classes = data.train.classes();
+        let (model, from, changes) = initial_model(a, pretrained, channels, classes, h.min(w))?;
+        (source, notes) = (from, changes);
         let per_epoch = (data.train.len() / a.batch) as u64;
         if per_epoch == 0 {
             let n = data.train.len();
@@ -357,6 +420,8 @@ fn train(a: &TrainArgs) -> Result<()> {
             clip_norm: a.clip,
             batch_size: a.batch,
             seed: a.run.seed,
+            freeze_backbone: a.freeze_backbone,
+            layer_decay: a.layer_decay,
         };
         Trainer::new(model, tc)?
     };
@@ -394,6 +459,11 @@ fn train(a: &TrainArgs) -> Result<()> {
         ("data.epochs".to_string(), epochs.to_string()),
         ("normalize".to_string(), NORMALIZE.to_string()),
     ]);
+    if let Some(src) = &source {
+        meta.insert(SOURCE_KEY.to_string(), serde_json::to_string(src)?);
+        let from = format!("from {}, {}", src.path, src.format);
+        notes.insert(0, from);
+    }
     let paths = [
         ("data.path", &data_args.data),
         ("data.test", &data_args.test),
@@ -414,7 +484,88 @@ fn train(a: &TrainArgs) -> Result<()> {
         save_every: a.save_every.unwrap_or(per_epoch),
         total,
         meta,
+        notes,
     })
+}
+
+/// The pretrained weights of --init-from, checked against --image-size.
+fn open_pretrained(a: &TrainArgs, path: &Path) -> Result<Pretrained> {
+    let arch = match (&a.preset, a.heads) {
+        (Some(_), Some(_)) => bail!("--heads is the preset's with --init-from and --preset"),
+        (Some(p), None) => Arch::Preset(p),
+        (None, heads) => Arch::Infer { num_heads: heads },
+    };
+    let p = load_pretrained(path, arch)?;
+    if let Some(size) = a.image_size {
+        VitConfig {
+            img_size: size,
+            ..*p.model.config()
+        }
+        .validate()
+        .with_context(|| format!("--image-size {size} for the model of {}", path.display()))?;
+    }
+    Ok(p)
+}
+
+/// The model a new run starts from: pretrained weights (--init-from) adapted to the
+/// data, or a fresh model of the preset and the shape flags; where pretrained weights
+/// came from and what fine-tuning changed in them.
+fn initial_model(
+    a: &TrainArgs,
+    pretrained: Option<Pretrained>,
+    channels: usize,
+    classes: usize,
+    data_size: usize,
+) -> Result<(VisionTransformer, Option<Source>, Vec<String>)> {
+    if let Some(mut p) = pretrained {
+        let task = FineTune {
+            img_size: a.image_size.unwrap_or(p.model.config().img_size),
+            in_chans: channels,
+            num_classes: classes,
+            new_head: a.reset_head,
+        };
+        let changes = task.apply(&mut p.model)?;
+        return Ok((p.model, Some(p.source), changes));
+    }
+    if a.reset_head {
+        bail!("--reset-head replaces the head of pretrained weights: give --init-from");
+    }
+    let base = match &a.preset {
+        Some(name) => VitConfig::preset(name)?,
+        None => VitConfig {
+            img_size: data_size,
+            patch_size: 4,
+            embed_dim: 96,
+            depth: 6,
+            num_heads: 4,
+            mlp_ratio: 2.0,
+            ..VitConfig::default()
+        },
+    };
+    let config = VitConfig {
+        img_size: a.image_size.unwrap_or(base.img_size),
+        patch_size: a.patch.unwrap_or(base.patch_size),
+        in_chans: channels,
+        embed_dim: a.dim.unwrap_or(base.embed_dim),
+        depth: a.depth.unwrap_or(base.depth),
+        num_heads: a.heads.unwrap_or(base.num_heads),
+        mlp_dim: a.mlp,
+        num_classes: classes,
+        global_pool: match a.pool.unwrap_or(PoolName::Token) {
+            PoolName::Token => GlobalPool::Token,
+            PoolName::Avg => GlobalPool::Avg,
+        },
+        hybrid: a.hybrid_width.filter(|&w| w > 0).map(|width| Hybrid {
+            width,
+            stages: a.hybrid_stages,
+        }),
+        ..base
+    };
+    Ok((
+        VisionTransformer::new(config, &mut Rng::seed(a.run.seed))?,
+        None,
+        Vec::new(),
+    ))
 }
 
 impl Task for ImageTask {
@@ -442,7 +593,7 @@ impl Task for ImageTask {
         let hybrid = c.hybrid.map_or(String::new(), |h| {
             format!(", hybrid stem width {} with {} stages", h.width, h.stages)
         });
-        vec![
+        let mut lines = vec![
             format!(
                 "{}: {} training images, {} test images, {} classes, {:?}",
                 d.name,
@@ -465,7 +616,15 @@ impl Task for ImageTask {
                 t.config.batch_size,
                 t.progress.step
             ),
-        ]
+        ];
+        lines.extend(self.notes.iter().map(|n| format!("  {n}")));
+        if t.config.freeze_backbone {
+            lines.push("  backbone frozen: only the head trains".to_string());
+        }
+        if let Some(d) = t.config.layer_decay {
+            lines.push(format!("  layer-wise learning-rate decay {d}"));
+        }
+        lines
     }
 
     fn named_parameters(&self) -> Vec<(String, tessera_optim::Parameter)> {
@@ -533,7 +692,7 @@ fn class_names(meta: &HashMap<String, String>, classes: usize) -> Vec<String> {
 
 fn eval(a: &EvalArgs) -> Result<()> {
     a.threads.apply();
-    let (model, meta) = load_model(&a.checkpoint)?;
+    let (model, meta) = a.model.open()?;
     let data = open_data(&a.data, 0)?;
     let c = model.config();
     if data.test.image_shape()[0] != c.in_chans || data.test.classes() > c.num_classes {
@@ -586,8 +745,26 @@ fn image_input(path: &Path, model: &VisionTransformer) -> Result<(Tensor, String
 
 fn predict(a: &PredictArgs) -> Result<()> {
     a.threads.apply();
-    let (model, meta) = load_model(&a.checkpoint)?;
-    let names = class_names(&meta, model.config().num_classes);
+    let (model, meta) = a.model.open()?;
+    let classes = model.config().num_classes;
+    let names = match &a.labels {
+        Some(file) => {
+            let names = tessera_data::read_class_names(file)?;
+            if names.len() != classes {
+                bail!(
+                    "{}: {} class names for a head of {classes} classes",
+                    file.display(),
+                    names.len()
+                );
+            }
+            names
+        }
+        None if classes == 1000 && !meta.contains_key("class_names") => match imagenet_names() {
+            Some(file) => tessera_data::read_class_names(file)?,
+            None => class_names(&meta, classes),
+        },
+        None => class_names(&meta, classes),
+    };
     for path in &a.images {
         let (x, how) = image_input(path, &model)?;
         let top = top_k(&model, &x.unsqueeze(0)?, a.top_k)?;
@@ -597,6 +774,23 @@ fn predict(a: &PredictArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// ImageNet-1k's class list where it lies: `$TESSERA_DATA/imagenet-1k` or
+/// `../shared/data/imagenet-1k`.
+fn imagenet_names() -> Option<PathBuf> {
+    let roots = [
+        std::env::var_os("TESSERA_DATA").map(PathBuf::from),
+        Some(PathBuf::from("../shared/data")),
+    ];
+    roots
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            r.join("imagenet-1k")
+                .join(tessera_data::IMAGENET_1K_SYNSETS)
+        })
+        .find(|p| p.is_file())
 }
 
 /// `image` (`[3, H, W]` in `[0, 1]`) with a title above it and a note below, and for a
@@ -648,7 +842,7 @@ fn framed(
 
 fn viz_cmd(a: &VizArgs) -> Result<()> {
     a.threads.apply();
-    let (model, _) = load_model(&a.checkpoint)?;
+    let (model, _) = a.model.open()?;
     let c = *model.config();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut written = Vec::new();

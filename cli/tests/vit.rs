@@ -168,3 +168,165 @@ fn vit_predicts_real_photos() {
         "{text}"
     );
 }
+
+/// `../../vit/tests/fixtures/timm_small_224.safetensors`: a timm state dict as timm
+/// publishes one (224×224, patch 16, D 24, depth 2, 2 heads, 10 classes).
+fn timm_state_dict() -> std::path::PathBuf {
+    tessera_testutil::fixture_path_in(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../vit"),
+        "timm_small_224.safetensors",
+    )
+}
+
+/// An image folder of two classes, ten 20×20 grey images each: class `top` bright in
+/// its upper half, `bottom` in its lower half, both with noise.
+fn two_class_folder(root: &Path) {
+    let mut rng = tessera_tensor::Rng::seed(5);
+    for (class, bright_top) in [("top", true), ("bottom", false)] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..10 {
+            let noise = tessera_tensor::Tensor::rand(&[1, 20, 20], 0.0, 0.3, &mut rng);
+            let v: Vec<f32> = noise
+                .to_vec()
+                .iter()
+                .enumerate()
+                .map(|(k, n)| {
+                    if (k / 20 < 10) == bright_top {
+                        0.7 + n
+                    } else {
+                        *n
+                    }
+                })
+                .collect();
+            let img = tessera_tensor::Tensor::from_vec(v, &[1, 20, 20]).unwrap();
+            tessera_data::save_png(root.join(class).join(format!("{i}.png")), &img).unwrap();
+        }
+    }
+}
+
+/// `vit train` fine-tuning the timm state dict on `data` at 32×32 (18 training images
+/// in batches of 4: 4 steps an epoch, 2 epochs).
+fn fine_tune(data: &Path, out: &Path, max_steps: &str, resume: bool) -> String {
+    let timm = timm_state_dict();
+    let args = [
+        "vit",
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--init-from",
+        timm.to_str().unwrap(),
+        "--heads",
+        "2",
+        "--image-size",
+        "32",
+        "--layer-decay",
+        "0.75",
+        "--batch",
+        "4",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--threads",
+        "1",
+        "--max-steps",
+        max_steps,
+    ];
+    common::train_json(&args, out, resume)
+}
+
+#[test]
+fn fine_tuning_a_timm_state_dict_resumes_exactly_and_bad_weights_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("images");
+    two_class_folder(&data);
+    let straight = tmp.path().join("straight");
+    let out = fine_tune(&data, &straight, "8", false);
+    assert!(out.contains("\"step\":8"), "{out}");
+    let split = tmp.path().join("split");
+    fine_tune(&data, &split, "3", false);
+    fine_tune(&data, &split, "8", true);
+    let a = load_safetensors(straight.join("checkpoint.safetensors")).unwrap();
+    let b = load_safetensors(split.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        assert_eq!(Some(t), b.get(name), "{name} differs after resuming");
+    }
+    // Grey images into timm's RGB stem, 2x2 patches, a head of the folder's 2 classes.
+    assert_eq!(a["patch_embed.proj.weight"].shape(), &[24, 1, 16, 16]);
+    assert_eq!(a["pos_embed"].shape(), &[1, 5, 24]);
+    assert_eq!(a["head.weight"].shape(), &[2, 24]);
+    // The source is recorded.
+    let file = tessera_testutil::open_safetensors(straight.join("model.safetensors"));
+    let source: serde_json::Value =
+        serde_json::from_str(&file.metadata().unwrap()["init_from"]).unwrap();
+    assert_eq!(source["format"], "timm");
+    assert_eq!(
+        (source["img_size"].as_u64(), source["num_classes"].as_u64()),
+        (Some(224), Some(10))
+    );
+
+    // eval and predict read the timm file itself; predict names the classes of --labels.
+    let timm = timm_state_dict();
+    let timm = timm.to_str().unwrap();
+    let labels = tmp.path().join("labels.txt");
+    let names: Vec<String> = (0..10).map(|k| format!("class-{k}")).collect();
+    std::fs::write(&labels, names.join("\n")).unwrap();
+    let png = data.join("top").join("0.png");
+    let text = ok(tessera(&[
+        "vit",
+        "predict",
+        "--checkpoint",
+        timm,
+        "--heads",
+        "2",
+        "--labels",
+        labels.to_str().unwrap(),
+        "--top-k",
+        "2",
+        png.to_str().unwrap(),
+    ]));
+    assert_eq!(text.matches("class-").count(), 2, "{text}");
+    assert!(text.contains("resized to 224x224"), "{text}");
+
+    // Bad weights and sizes: one clear line, a non-zero exit, no run folder.
+    let rnn = tmp.path().join("rnn.safetensors");
+    let w = tessera_tensor::Tensor::zeros(&[4, 4]);
+    tessera_tensor::save_safetensors(&rnn, [("weight_ih_l0", &w)], None).unwrap();
+    let cases: [(&str, &[&str], &str); 4] = [
+        (
+            rnn.to_str().unwrap(),
+            &[],
+            "not the weights of a Vision Transformer",
+        ),
+        (
+            timm,
+            &["--preset", "vit_tiny_patch16_224"],
+            "does not fit preset",
+        ),
+        (timm, &[], "heads"),
+        (timm, &["--heads", "2", "--image-size", "40"], "40"),
+    ];
+    for (i, (file, extra, says)) in cases.into_iter().enumerate() {
+        let out_dir = tmp.path().join(format!("bad{i}"));
+        let mut args = vec![
+            "vit",
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--init-from",
+            file,
+            "--out",
+            out_dir.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let out = tessera(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "case {i}");
+        assert!(
+            err.contains(says) && err.trim().lines().count() == 1,
+            "case {i}: {err}"
+        );
+        assert!(!out_dir.exists(), "case {i} made {}", out_dir.display());
+    }
+}

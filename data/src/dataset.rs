@@ -118,6 +118,31 @@ impl Subset {
         }
         Ok(Subset { dataset, indices })
     }
+
+    /// The first `n` samples of each class of `dataset`, in its order (fewer for a class
+    /// that has fewer): a smaller labelled set that keeps the classes balanced and is the
+    /// same on every run, as few-label experiments use.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use tessera_data::{Dataset, Shapes, Subset};
+    /// let shapes: Arc<dyn Dataset> = Arc::new(Shapes::new(80, 16, 0)?);
+    /// let few = Subset::first_per_class(shapes, 3)?;
+    /// assert_eq!(few.len(), 3 * 8);
+    /// # Ok::<(), tessera_data::Error>(())
+    /// ```
+    pub fn first_per_class(dataset: Arc<dyn Dataset>, n: usize) -> Result<Subset> {
+        let mut seen = vec![0usize; dataset.classes()];
+        let mut indices = Vec::new();
+        for i in 0..dataset.len() {
+            let label = dataset.label(i)?;
+            if let Some(count) = seen.get_mut(label).filter(|c| **c < n) {
+                *count += 1;
+                indices.push(i);
+            }
+        }
+        Ok(Subset { dataset, indices })
+    }
 }
 
 impl Dataset for Subset {

@@ -64,10 +64,12 @@ mod files;
 mod folder;
 #[cfg(feature = "image")]
 mod image;
+mod labels;
 mod loader;
 #[cfg(feature = "image")]
 mod open;
 mod patches;
+mod pil;
 mod resize;
 mod shapes;
 mod transforms;
@@ -82,10 +84,12 @@ pub use files::{Cifar10, CsvImages, Idx, LabelColumn};
 pub use folder::{ImageFolder, OnBadFile};
 #[cfg(feature = "image")]
 pub use image::{decode_image, load_image, save_png, ColorMode};
+pub use labels::{read_class_names, IMAGENET_1K_SYNSETS, SYNSET_LEMMAS};
 pub use loader::{Batch, Epoch, Loader, Transform};
 #[cfg(feature = "image")]
 pub use open::{open_images, ImageSets};
 pub use patches::{patches, unpatch};
+pub use pil::resize_pil;
 pub use resize::{resize, resize_shorter, Filter};
 pub use shapes::Shapes;
 pub use text::{

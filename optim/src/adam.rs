@@ -39,6 +39,10 @@ pub struct Adam {
     /// Parameters exempt from weight decay (a second PyTorch parameter group with
     /// `weight_decay=0`, as timm puts biases, norms and embeddings).
     pub no_decay: BTreeSet<String>,
+    /// Per-parameter factors of the learning rate (PyTorch parameter groups with their
+    /// own `lr`, as timm's layer-wise decay makes them); a parameter not named here has
+    /// factor 1. The decoupled weight decay is scaled with it, as in PyTorch.
+    pub lr_scale: BTreeMap<String, f64>,
     state: HashMap<String, Moments>,
 }
 
@@ -52,6 +56,7 @@ impl Adam {
             weight_decay: 0.0,
             decoupled: false,
             no_decay: BTreeSet::new(),
+            lr_scale: BTreeMap::new(),
             state: HashMap::new(),
         }
     }
@@ -100,6 +105,22 @@ impl Adam {
         self.no_decay.extend(names.into_iter().map(Into::into));
         self
     }
+
+    /// Scales the learning rate of each named parameter by its factor.
+    ///
+    /// ```
+    /// use tessera_optim::Adam;
+    /// let opt = Adam::adamw(1e-3).with_lr_scale([("blocks.0.attn.qkv.weight", 0.5)]);
+    /// assert_eq!(opt.lr_scale["blocks.0.attn.qkv.weight"], 0.5);
+    /// ```
+    pub fn with_lr_scale<S: Into<String>>(
+        mut self,
+        scales: impl IntoIterator<Item = (S, f64)>,
+    ) -> Adam {
+        self.lr_scale
+            .extend(scales.into_iter().map(|(n, s)| (n.into(), s)));
+        self
+    }
 }
 
 /// The elements of `t` in row-major order, borrowed when it is contiguous.
@@ -116,6 +137,7 @@ impl Optimizer for Adam {
         let (b1, b2) = self.betas;
         let mut updates = Vec::with_capacity(grads.len());
         for (name, p, g) in grads {
+            let lr = self.lr * self.lr_scale.get(&name).copied().unwrap_or(1.0);
             let mut value = p.value();
             let wd = if self.no_decay.contains(&name) {
                 0.0
@@ -128,13 +150,13 @@ impl Optimizer for Adam {
                 g
             };
             if wd != 0.0 && self.decoupled {
-                value = value.mul_scalar((1.0 - self.lr * wd as f64) as f32);
+                value = value.mul_scalar((1.0 - lr * wd as f64) as f32);
             }
             let prev = self.state.get(&name);
             let step = prev.map_or(0, |s| s.step) + 1;
             let bc1 = 1.0 - (b1 as f64).powi(step as i32);
             let bc2 = 1.0 - (b2 as f64).powi(step as i32);
-            let step_size = (self.lr / bc1) as f32;
+            let step_size = (lr / bc1) as f32;
             let bc2_sqrt = bc2.sqrt() as f32;
             let (w1, scale, eps) = ((1.0 - b1 as f64) as f32, (1.0 - b2 as f64) as f32, self.eps);
             // One pass over the elements, with the operations (and roundings) of

@@ -44,6 +44,14 @@ Side by side with tessera, from the repository root:
         --data ../shared/data/fashion-mnist --minutes 20 --threads 2 \\
         --out runs/vit-torch
 
+Fine-tuning, as `tessera vit train --init-from`: --init-from FILE starts from
+a timm state dict (this script's own model.safetensors, or tessera's, whose
+names are timm's) of the shape the flags give; timm's checkpoint_filter_fn
+resamples its position embedding to --image-size; a different number of
+classes, or --reset-head, gets a new zero-initialised head; --freeze-backbone
+trains the head alone (a linear probe). --per-class N keeps the first N
+training images of each class, in file order, as tessera does.
+
 A quick look: add --max-steps 5. It needs torch, timm and numpy (safetensors
 to write the model); not torchvision.
 """
@@ -221,6 +229,8 @@ def param_groups(model, weight_decay):
     """Trainer's no_decay: no decay for 1-D parameters, pos_embed and cls_token."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         if p.ndim <= 1 or name in ("pos_embed", "cls_token"):
             no_decay.append(p)
         else:
@@ -270,6 +280,10 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", "-t", type=int, help="torch threads (default: torch's)")
     p.add_argument("--out", default="runs/vit-torch")
+    p.add_argument("--init-from", help="start from this timm state dict (safetensors)")
+    p.add_argument("--reset-head", action="store_true", help="a new zero head even for as many classes")
+    p.add_argument("--freeze-backbone", action="store_true", help="train the head only")
+    p.add_argument("--per-class", type=int, help="the first N training images of each class")
     args = p.parse_args()
 
     if args.threads is not None:
@@ -285,6 +299,13 @@ def main():
     metrics_path = os.path.join(args.out, "metrics.jsonl")
 
     (x_train, y_train, classes), (x_test, y_test, _) = open_data(args)
+    if args.per_class is not None:
+        keep, seen_per = [], {}
+        for i, label in enumerate(y_train):
+            if seen_per.get(int(label), 0) < args.per_class:
+                seen_per[int(label)] = seen_per.get(int(label), 0) + 1
+                keep.append(i)
+        x_train, y_train = x_train[keep], y_train[keep]
     channels, h, w = x_train.shape[1:]
     size = args.image_size or min(h, w)
     print(
@@ -309,6 +330,25 @@ def main():
         class_token=args.pool == "token",
         global_pool=args.pool,
     )
+    if args.init_from is not None:
+        from safetensors.torch import load_file
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        state = checkpoint_filter_fn(load_file(args.init_from), model)
+        new_head = args.reset_head or state["head.weight"].shape[0] != classes
+        if new_head:
+            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - ({"head.weight", "head.bias"} if new_head else set()):
+            raise SystemExit(f"{args.init_from}: missing {missing}, unexpected {unexpected}")
+        if new_head:
+            with torch.no_grad():
+                model.head.weight.zero_()
+                model.head.bias.zero_()
+        print(f"from {args.init_from}" + (", new zero head" if new_head else ""), flush=True)
+    if args.freeze_backbone:
+        for name, q in model.named_parameters():
+            q.requires_grad_(name.startswith("head."))
     model.train()
     per_epoch = len(x_train) // args.batch
     if per_epoch == 0:
@@ -333,7 +373,7 @@ def main():
     opt = torch.optim.AdamW(
         param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.999), eps=1e-8
     )
-    params = [q for q in model.parameters()]
+    params = [q for q in model.parameters() if q.requires_grad]
     test_batch = max(args.batch, 256)
 
     interrupted = []

@@ -19,7 +19,7 @@ use crate::{Result, TrainConfig, VisionTransformer, VitConfig};
 pub const MODEL_KIND: &str = "tessera-vit";
 
 /// The metadata key of the kind of model.
-const KIND_KEY: &str = "model";
+pub(crate) const KIND_KEY: &str = "model";
 
 /// The `config` entry of a checkpoint: the model's configuration, and the training
 /// settings in a training checkpoint.

@@ -75,6 +75,13 @@ impl Backbone {
     }
 }
 
+impl Backbone {
+    /// The stem's convolution, the first to see the image.
+    pub(crate) fn first_conv_mut(&mut self) -> &mut Conv2d {
+        &mut self.stem.conv
+    }
+}
+
 impl Module for Backbone {
     fn forward(&self, x: &Var) -> tessera_nn::Result<Var> {
         self.forward_t(x, false)

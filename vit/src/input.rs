@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use tessera_data::{
     center_crop, hflip, normalize, random_crop, resize_shorter, Dataset, Filter, Loader,
 };
@@ -100,4 +102,152 @@ pub fn batches(loader: &Loader) -> impl Iterator<Item = Result<(Tensor, Vec<usiz
     loader
         .epoch(0)
         .map(|b| b.map(|b| (b.images, b.labels)).map_err(Into::into))
+}
+
+/// How timm's evaluation transform fits an image to the input size (timm's
+/// `crop_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CropMode {
+    /// Shorter side to `⌊size / crop_pct⌋`, keeping the aspect ratio, then a centre
+    /// crop (timm's default, `"center"`).
+    Center,
+    /// Both sides to `⌊size / crop_pct⌋`, then a centre crop (`"squash"`: the 384×384
+    /// fine-tuned ViTs).
+    Squash,
+}
+
+/// timm's evaluation transform of a pretrained model (`transforms_imagenet_eval`, as
+/// `timm.data.create_transform(**resolve_data_config(model=m))` builds it) on an image
+/// file: the PIL image resized by Pillow ([`tessera_data::resize_pil`]), centre-cropped
+/// as torchvision crops, divided by 255 and normalised with `mean` and `std`. On the
+/// same image file it gives timm's input tensor exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimmEval {
+    /// The fraction of the resized image the crop keeps (timm's `crop_pct`).
+    pub crop_pct: f64,
+    /// How the image is resized before the crop.
+    pub crop_mode: CropMode,
+    /// Bicubic (timm's ViTs) or bilinear.
+    #[serde(with = "filter_name")]
+    pub interpolation: Filter,
+    /// Per-channel mean (of the first channels, for fewer than three).
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation.
+    pub std: [f32; 3],
+}
+
+/// `Filter` as timm's interpolation names.
+mod filter_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use tessera_data::Filter;
+
+    pub fn serialize<S: Serializer>(f: &Filter, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match f {
+            Filter::Bicubic => "bicubic",
+            Filter::Bilinear => "bilinear",
+            Filter::Nearest => "nearest",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Filter, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "bicubic" => Ok(Filter::Bicubic),
+            "bilinear" => Ok(Filter::Bilinear),
+            "nearest" => Ok(Filter::Nearest),
+            other => Err(serde::de::Error::custom(format!(
+                "interpolation {other:?}: expected bicubic, bilinear or nearest"
+            ))),
+        }
+    }
+}
+
+impl TimmEval {
+    /// ImageNet's channel means (timm's `IMAGENET_DEFAULT_MEAN`).
+    pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+    /// ImageNet's channel standard deviations (`IMAGENET_DEFAULT_STD`).
+    pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+    /// The configuration of timm's ViTs trained by the paper's authors and by "How to
+    /// train your ViT" (`augreg`, `orig_in21k`): mean and std 0.5, bicubic; at 224 crop
+    /// 0.9 (centre), at larger sizes 1.0 squashed, as their pretrained configurations
+    /// say.
+    ///
+    /// ```
+    /// let t = tessera_vit::TimmEval::augreg(224);
+    /// assert_eq!((t.crop_pct, t.mean), (0.9, [0.5; 3]));
+    /// assert_eq!(tessera_vit::TimmEval::augreg(384).crop_pct, 1.0);
+    /// ```
+    pub fn augreg(img_size: usize) -> TimmEval {
+        let (crop_pct, crop_mode) = if img_size > 224 {
+            (1.0, CropMode::Squash)
+        } else {
+            (0.9, CropMode::Center)
+        };
+        TimmEval {
+            crop_pct,
+            crop_mode,
+            interpolation: Filter::Bicubic,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        }
+    }
+
+    /// ImageNet's mean and std (timm's DeiT and most ImageNet-1k models), bicubic,
+    /// crop 0.875 (centre).
+    pub fn imagenet() -> TimmEval {
+        TimmEval {
+            crop_pct: 0.875,
+            crop_mode: CropMode::Center,
+            interpolation: Filter::Bicubic,
+            mean: TimmEval::IMAGENET_MEAN,
+            std: TimmEval::IMAGENET_STD,
+        }
+    }
+
+    /// The model input `[C, size, size]` of a decoded image `[C, H, W]` in `[0, 1]`.
+    ///
+    /// ```
+    /// use tessera_tensor::Tensor;
+    /// let image = Tensor::full(&[3, 300, 400], 1.0);
+    /// let x = tessera_vit::TimmEval::augreg(224).apply(&image, 224)?;
+    /// assert_eq!(x.shape(), &[3, 224, 224]);
+    /// assert_eq!(x.to_vec()[0], 1.0); // (1 - 0.5) / 0.5
+    /// # Ok::<(), tessera_vit::Error>(())
+    /// ```
+    pub fn apply(&self, image: &Tensor, size: usize) -> Result<Tensor> {
+        let &[c, h, w] = image.shape() else {
+            return Err(tessera_data::Error::Invalid {
+                what: "TimmEval::apply",
+                msg: format!("expected an image [C, H, W], got shape {:?}", image.shape()),
+            }
+            .into());
+        };
+        if !(self.crop_pct > 0.0 && self.crop_pct <= 1.0) || c > 3 || size == 0 {
+            return Err(tessera_data::Error::Invalid {
+                what: "TimmEval::apply",
+                msg: format!(
+                    "crop_pct {} must be in (0, 1], the image have at most 3 channels (it has \
+                     {c}) and the size be positive ({size})",
+                    self.crop_pct
+                ),
+            }
+            .into());
+        }
+        let scale = (size as f64 / self.crop_pct).floor() as usize;
+        let (nh, nw) = match self.crop_mode {
+            CropMode::Squash => (scale, scale),
+            // torchvision's Resize(int): the shorter side to `scale`, the longer to
+            // int(scale · long / short).
+            CropMode::Center if w <= h => ((scale as f64 * h as f64 / w as f64) as usize, scale),
+            CropMode::Center => (scale, (scale as f64 * w as f64 / h as f64) as usize),
+        };
+        let resized = if (nh, nw) == (h, w) {
+            image.clone()
+        } else {
+            tessera_data::resize_pil(image, nh, nw, self.interpolation)?
+        };
+        let cropped = center_crop(&resized, size, size)?;
+        Ok(normalize(&cropped, &self.mean[..c], &self.std[..c])?)
+    }
 }

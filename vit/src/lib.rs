@@ -38,13 +38,20 @@ mod config;
 mod hybrid;
 mod input;
 mod model;
+mod pretrained;
 mod train;
 pub mod viz;
 
 pub use checkpoint::{load_model, save_model, CheckpointConfig, MODEL_KIND};
 pub use config::{GlobalPool, Hybrid, Preset, VitConfig};
-pub use input::{batches, eval_loader, prepare_image, train_loader, Augment, NORMALIZE};
+pub use input::{
+    batches, eval_loader, prepare_image, train_loader, Augment, CropMode, TimmEval, NORMALIZE,
+};
 pub use model::VisionTransformer;
+pub use pretrained::{
+    infer_config, layer_decay_scales, load_pretrained, Arch, FineTune, Pretrained, Source,
+    SourceFormat, SOURCE_KEY,
+};
 pub use train::{argmax_rows, evaluate, top_k, Evaluation, StepStats, TrainConfig, Trainer};
 
 /// Errors of the Vision Transformer.
@@ -70,6 +77,15 @@ pub enum Error {
         name: String,
         /// The paper's short names of the presets.
         known: Vec<&'static str>,
+    },
+    /// A file that is not the weights of a Vision Transformer, or whose tensors do not
+    /// fit the model asked for.
+    #[error("{}: {reason}", path.display())]
+    Weights {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What was expected and what came.
+        reason: String,
     },
     /// A set of batches without images.
     #[error("{op}: no images")]

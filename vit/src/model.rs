@@ -307,6 +307,93 @@ impl VisionTransformer {
         Ok(())
     }
 
+    /// Replaces the head by a zero-initialised one of `num_classes` outputs (0: no head):
+    /// the paper's fine-tuning head ("we remove the pre-trained prediction head and
+    /// attach a zero-initialized D × K feedforward layer", section 3.2). The old `head`
+    /// leaves the store.
+    ///
+    /// ```
+    /// use tessera_tensor::{Rng, Tensor};
+    /// use tessera_vit::{VisionTransformer, VitConfig};
+    /// let c = VitConfig { img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, num_heads: 2, num_classes: 3, ..Default::default() };
+    /// let mut model = VisionTransformer::new(c, &mut Rng::seed(0))?;
+    /// model.zero_head(5)?;
+    /// let logits = model.forward(&Tensor::ones(&[1, 3, 8, 8]), false)?;
+    /// assert_eq!(logits.value().to_vec(), vec![0.0; 5]);
+    /// # Ok::<(), tessera_vit::Error>(())
+    /// ```
+    pub fn zero_head(&mut self, num_classes: usize) -> Result<()> {
+        self.vars.remove(&self.param_name("head"));
+        let d = self.config.embed_dim;
+        let vb = VarBuilder::zeros(&self.vars);
+        self.head = build_head(&vb.pp(&self.path), d, num_classes)?;
+        self.config.num_classes = num_classes;
+        Ok(())
+    }
+
+    /// Adapts the first convolution (the patch projection, or the hybrid stem's first
+    /// convolution) to images of `in_chans` channels, as timm's `adapt_input_conv` does
+    /// when a pretrained model is created with another `in_chans`: to one channel the
+    /// filters are summed over their channels; from three channels to `n` they are
+    /// repeated `⌈n/3⌉` times, cut to `n` channels and scaled by `3/n`. Other changes
+    /// are an error.
+    ///
+    /// ```
+    /// use tessera_tensor::Rng;
+    /// use tessera_vit::{VisionTransformer, VitConfig};
+    /// let c = VitConfig { img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, num_heads: 2, num_classes: 3, ..Default::default() };
+    /// let mut model = VisionTransformer::new(c, &mut Rng::seed(0))?;
+    /// let rgb = model.patch_weight();
+    /// model.adapt_in_chans(1)?;
+    /// let grey = model.patch_weight();
+    /// assert_eq!(grey.shape(), &[8, 1, 4, 4]);
+    /// assert_eq!(grey.to_vec(), rgb.sum(&[1], true)?.to_vec());
+    /// # Ok::<(), tessera_vit::Error>(())
+    /// ```
+    pub fn adapt_in_chans(&mut self, in_chans: usize) -> Result<()> {
+        let from = self.config.in_chans;
+        if from == in_chans {
+            return Ok(());
+        }
+        let new = VitConfig {
+            in_chans,
+            ..self.config
+        };
+        new.validate()?;
+        let name = self.param_name(match self.patch_embed.backbone {
+            Some(_) => "patch_embed.backbone.stem.conv.weight",
+            None => "patch_embed.proj.weight",
+        });
+        let conv = match &mut self.patch_embed.backbone {
+            Some(cnn) => cnn.first_conv_mut(),
+            None => &mut self.patch_embed.proj,
+        };
+        let w = conv.weight.value(); // [O, from, k, k]
+        let adapted = if in_chans == 1 && from <= 3 {
+            w.sum(&[1], true)?
+        } else if from == 3 {
+            let copies = vec![&w; in_chans.div_ceil(3)];
+            Tensor::concat(&copies, 1)?
+                .narrow(1, 0, in_chans)?
+                .mul_scalar(3.0 / in_chans as f32)
+        } else {
+            return Err(Error::setting(
+                "VisionTransformer::adapt_in_chans",
+                "in_chans",
+                in_chans,
+                format!(
+                    "a {from}-channel stem converts to 1 channel, and only a 3-channel stem \
+                     to others (as timm's adapt_input_conv)"
+                ),
+            ));
+        };
+        let p = Parameter::new(adapted.contiguous());
+        self.vars.replace_parameter(&name, p.clone())?;
+        conv.weight = p;
+        self.config = new;
+        Ok(())
+    }
+
     /// The token sequence before the encoder (the paper's equation 1): patch projections
     /// `[B, N, D]`, the class token prepended, the position embedding added. `train` only
     /// matters for the hybrid stem's batch norm.

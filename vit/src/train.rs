@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use tessera_autograd::no_grad;
+use tessera_autograd::{no_grad, Parameter};
 use tessera_nn::{
     cross_entropy, get_json, Params, TrainProgress, VarBuilder, VarMap, TRAIN_STATE_KEY,
 };
@@ -40,6 +40,15 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Seed of the data order and augmentation.
     pub seed: u64,
+    /// Train the head only (a linear probe): the rest of the model keeps its weights,
+    /// and a hybrid stem's batch norm its running statistics.
+    #[serde(default)]
+    pub freeze_backbone: bool,
+    /// Layer-wise learning-rate decay (BEiT's, timm's `layer_decay`): the learning
+    /// rate of block `i` is scaled by `decay^(depth - i)`, that of the embeddings by
+    /// `decay^(depth + 1)`; the head keeps it ([`crate::layer_decay_scales`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_decay: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -56,6 +65,8 @@ impl Default for TrainConfig {
             clip_norm: 1.0,
             batch_size: 128,
             seed: 0,
+            freeze_backbone: false,
+            layer_decay: None,
         }
     }
 }
@@ -120,9 +131,23 @@ fn no_decay(model: &VisionTransformer) -> Vec<String> {
 }
 
 fn optimizer(model: &VisionTransformer, config: &TrainConfig) -> Adam {
-    Adam::adamw(config.lr)
+    let opt = Adam::adamw(config.lr)
         .with_weight_decay(config.weight_decay)
-        .without_decay(no_decay(model))
+        .without_decay(no_decay(model));
+    match config.layer_decay {
+        Some(decay) => opt.with_lr_scale(crate::layer_decay_scales(model, decay)),
+        None => opt,
+    }
+}
+
+/// The parameters a step of `config` trains: all of them, or the head's alone.
+fn trained(model: &VisionTransformer, config: &TrainConfig) -> Vec<(String, Parameter)> {
+    let all = model.named_parameters();
+    if !config.freeze_backbone {
+        return all;
+    }
+    let head = crate::pretrained::head_names(model);
+    all.into_iter().filter(|(n, _)| head.contains(n)).collect()
 }
 
 /// Labels as an index tensor, checked against the images and the number of classes.
@@ -204,6 +229,16 @@ impl Trainer {
                 "must be positive",
             ));
         }
+        if let Some(decay) = config.layer_decay {
+            if !(decay > 0.0 && decay <= 1.0) {
+                return Err(Error::setting(
+                    "Trainer",
+                    "layer_decay",
+                    decay,
+                    "must be in (0, 1]",
+                ));
+            }
+        }
         if config.total_steps == 0 {
             return Err(Error::setting(
                 "Trainer",
@@ -242,11 +277,18 @@ impl Trainer {
     ) -> Result<StepStats> {
         let b = images.shape().first().copied().unwrap_or(0);
         let targets = label_tensor("Trainer", labels, self.model.config().num_classes, b)?;
-        let params = self.model.named_parameters();
-        for (_, p) in &params {
+        let params = trained(&self.model, &self.config);
+        for (_, p) in &self.model.named_parameters() {
             p.zero_grad();
         }
-        let logits = self.model.forward(images, true)?;
+        let logits = if self.config.freeze_backbone {
+            // The backbone is a constant: no graph through it, no batch statistics.
+            let features = no_grad(|| self.model.forward_features(images, false))?;
+            let features = tessera_autograd::Var::constant(features.value().clone());
+            self.model.forward_head(&features)?
+        } else {
+            self.model.forward(images, true)?
+        };
         let loss = cross_entropy(&logits, &targets, self.config.label_smoothing, None)?;
         let value = loss.value().to_scalar()?;
         let correct = count_correct(logits.value(), labels)?;
