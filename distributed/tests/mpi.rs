@@ -1,7 +1,8 @@
-//! The MPI tests: one process per rank, under
-//! `mpirun -n 2 --allow-run-as-root --oversubscribe` (`.ci/run` runs them so, through
-//! cargo's runner setting; see README.md). Every check runs on every rank; a check
-//! fails when it fails on any rank, and rank 0 prints the summary line.
+//! The MPI tests: one process per rank under `mpirun -n 2`. Started by `cargo test`
+//! (not by `mpirun`), the binary starts itself under
+//! `mpirun -n 2 --allow-run-as-root --oversubscribe` and passes on its exit status.
+//! Every check runs on every rank; a check fails when it fails on any rank, and rank 0
+//! prints the summary line.
 //!
 //! Each model check trains a tiny model K steps data-parallel over the ranks and the
 //! same K steps in this process alone on the whole batch (`Local`); the parameters
@@ -34,6 +35,9 @@ type Outcome = Result<String, String>;
 type Check = fn(&Mpi) -> Outcome;
 
 fn main() -> ExitCode {
+    if !tessera_distributed::launched() {
+        return under_mpirun();
+    }
     let mpi = match Mpi::init() {
         Ok(m) => m,
         Err(e) => {
@@ -91,6 +95,32 @@ fn main() -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Runs this test binary under `mpirun -n 2` and returns its status.
+fn under_mpirun() -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("the test binary's path: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let status = std::process::Command::new("mpirun")
+        .args(["-n", "2", "--allow-run-as-root", "--oversubscribe"])
+        .arg(exe)
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => {
+            eprintln!("mpirun -n 2 of the MPI tests: {s}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("starting mpirun (Open MPI: see distributed/README.md): {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
