@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use tessera_nn::Params;
 use tessera_tensor::{save_safetensors, Rng, Tensor};
 use tessera_vit::{
-    layer_decay_scales, load_pretrained, save_model, Arch, CropMode, FineTune, SourceFormat, TimmEval, TrainConfig,
-    Trainer, VisionTransformer, VitConfig,
+    layer_decay_scales, load_pretrained, save_model, Arch, CropMode, FineTune, SourceFormat,
+    TimmEval, TrainConfig, Trainer, VisionTransformer, VitConfig,
 };
 
 const HEADS: Arch<'static> = Arch::Infer { num_heads: Some(2) };
@@ -250,14 +250,25 @@ fn timms_evaluation_transform_of_an_image_file_is_timms_to_the_bit() {
         crop_mode: CropMode::Squash,
         ..TimmEval::augreg(224)
     };
-    for (name, size, t) in [("photo64", 64, TimmEval::augreg(224)), ("photo48", 48, squash)] {
+    for (name, size, t) in [
+        ("photo64", 64, TimmEval::augreg(224)),
+        ("photo48", 48, squash),
+    ] {
         let x = t.apply(&image, size).unwrap();
-        let got: Vec<f32> = x.to_vec().iter().map(|v| ((v * 0.5 + 0.5) * 255.0).round()).collect();
+        let got: Vec<f32> = x
+            .to_vec()
+            .iter()
+            .map(|v| ((v * 0.5 + 0.5) * 255.0).round())
+            .collect();
         assert_eq!(got, reference(name).to_vec(), "{name}");
     }
     // Through the model at 224: timm's logits.
     let model = load_pretrained(timm_file(), HEADS).unwrap().model;
     let x = TimmEval::augreg(224).apply(&image, 224).unwrap();
     let logits = model.forward(&x.unsqueeze(0).unwrap(), false).unwrap();
-    assert_close("logits of the photo", logits.value(), &reference("logits_photo"));
+    assert_close(
+        "logits of the photo",
+        logits.value(),
+        &reference("logits_photo"),
+    );
 }
