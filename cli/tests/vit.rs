@@ -317,6 +317,32 @@ fn fine_tuning_a_timm_state_dict_resumes_exactly_and_bad_weights_write_nothing()
         "{want}: {text}"
     );
 
+    // A preset from scratch, the shape flags overriding it.
+    let pre = tmp.path().join("preset");
+    ok(tessera(&[
+        "vit",
+        "train",
+        "--preset",
+        "vit_tiny_patch16_224",
+        "--image-size",
+        "32",
+        "--patch",
+        "8",
+        "--depth",
+        "1",
+        "--max-steps",
+        "0",
+        "--out",
+        pre.to_str().unwrap(),
+    ]));
+    let file = tessera_testutil::open_safetensors(pre.join("model.safetensors"));
+    let config: serde_json::Value =
+        serde_json::from_str(&file.metadata().unwrap()["config"]).unwrap();
+    let m = &config["model"];
+    let got = ["img_size", "patch_size", "embed_dim", "depth", "num_heads"].map(|k| m[k].as_u64());
+    assert_eq!(got, [32, 8, 192, 1, 3].map(Some), "{m}");
+    assert_eq!(m["mlp_ratio"].as_f64(), Some(4.0), "{m}");
+
     // Bad weights and sizes: one clear line, a non-zero exit, no run folder.
     let rnn = tmp.path().join("rnn.safetensors");
     let w = tessera_tensor::Tensor::zeros(&[4, 4]);
