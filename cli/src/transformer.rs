@@ -400,11 +400,9 @@ fn eval(a: &EvalArgs) -> Result<()> {
         pairs.truncate(n);
     }
     let bar = crate::train::progress_bar(pairs.len() as u64, "sentences");
-    let sources = pairs.iter().map(|(src, _)| src.as_str());
-    let hyps = model
-        .translations(&bpe, sources, a.beam, a.alpha)
-        .inspect(|_| bar.inc(1))
-        .collect::<Result<Vec<_>, _>>()?;
+    let sources: Vec<&str> = pairs.iter().map(|(src, _)| src.as_str()).collect();
+    // One sentence to a thread (--threads of them).
+    let hyps = model.translate_all(&bpe, &sources, a.beam, a.alpha, |_| bar.inc(1))?;
     bar.finish_and_clear();
     let refs: Vec<&str> = pairs.iter().map(|(_, r)| r.as_str()).collect();
     let bleu = tessera_transformer::corpus_bleu(&hyps, &refs)?;

@@ -10,8 +10,8 @@ use tessera_nn::Params;
 use tessera_tensor::{Rng, Tensor};
 use tessera_vit::{
     batches, eval_loader, evaluate, load_pretrained, prepare_image, top_k, train_loader, viz, Arch,
-    Augment, CheckpointConfig, FineTune, GlobalPool, Hybrid, Pretrained, Source, TrainConfig,
-    Trainer, VisionTransformer, VitConfig, NORMALIZE, SOURCE_KEY,
+    Augment, CheckpointConfig, FineTune, GlobalPool, Hybrid, Pretrained, Source, SourceFormat,
+    TimmEval, TrainConfig, Trainer, VisionTransformer, VitConfig, NORMALIZE, SOURCE_KEY,
 };
 
 use crate::train::{choice, Eval, Mode, Plan, Run, RunArgs, Step, Task};
@@ -198,16 +198,58 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// The model and the file's metadata.
-    fn open(&self) -> Result<(VisionTransformer, HashMap<String, String>)> {
+    /// The model, where it came from and the file's metadata.
+    fn open(&self) -> Result<Pretrained> {
         let arch = match &self.preset {
             Some(p) => Arch::Preset(p),
             None => Arch::Infer {
                 num_heads: self.heads,
             },
         };
-        let p = load_pretrained(&self.checkpoint, arch)?;
-        Ok((p.model, p.metadata))
+        Ok(load_pretrained(&self.checkpoint, arch)?)
+    }
+}
+
+/// How image files become model inputs (`predict`, `viz`).
+#[derive(Args, Debug)]
+pub struct ImageArgs {
+    /// tessera (the shorter side resized, bilinear, a centre crop, (x - 0.5) / 0.5: how
+    /// `vit train` prepares images), augreg (timm's evaluation transform of the paper's
+    /// and augreg ViTs: Pillow's bicubic resize to size / crop-pct, a centre crop, mean
+    /// and std 0.5) or imagenet (the same with ImageNet's mean and std, crop 0.875).
+    /// Default: tessera for tessera checkpoints, augreg for timm state dicts.
+    #[arg(long, value_parser = choice::<PreprocessName>("preprocess"))]
+    preprocess: Option<PreprocessName>,
+    /// With augreg or imagenet: the fraction of the resized image kept by the crop
+    /// (timm's crop_pct; default 0.9 at 224, 1.0 squashed above, 0.875 for imagenet).
+    #[arg(long, value_parser = crate::ranges::fraction::<f64>(), allow_negative_numbers = true)]
+    crop_pct: Option<f64>,
+}
+
+/// The choices of `--preprocess`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PreprocessName {
+    Tessera,
+    Augreg,
+    Imagenet,
+}
+
+impl ImageArgs {
+    /// timm's transform for a model of `size`, or `None` for tessera's own.
+    fn transform(&self, source: &Source, size: usize) -> Option<TimmEval> {
+        let default = match source.format {
+            SourceFormat::Tessera => PreprocessName::Tessera,
+            SourceFormat::Timm => PreprocessName::Augreg,
+        };
+        let t = match self.preprocess.unwrap_or(default) {
+            PreprocessName::Tessera => return None,
+            PreprocessName::Augreg => TimmEval::augreg(size),
+            PreprocessName::Imagenet => TimmEval::imagenet(),
+        };
+        Some(match self.crop_pct {
+            Some(crop_pct) => TimmEval { crop_pct, ..t },
+            None => t,
+        })
     }
 }
 
@@ -232,6 +274,8 @@ pub struct PredictArgs {
     model: ModelArgs,
     #[command(flatten)]
     threads: crate::train::Threads,
+    #[command(flatten)]
+    image: ImageArgs,
     /// Image files.
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -259,6 +303,8 @@ pub struct VizArgs {
     /// The image of the rollout picture (default: the first test image of --data).
     #[arg(long)]
     image: Option<PathBuf>,
+    #[command(flatten)]
+    image_args: ImageArgs,
     #[command(flatten)]
     data: DataArgs,
     /// Images over which the attention distances are averaged.
@@ -692,7 +738,11 @@ fn class_names(meta: &HashMap<String, String>, classes: usize) -> Vec<String> {
 
 fn eval(a: &EvalArgs) -> Result<()> {
     a.threads.apply();
-    let (model, meta) = a.model.open()?;
+    let Pretrained {
+        model,
+        metadata: meta,
+        ..
+    } = a.model.open()?;
     let data = open_data(&a.data, 0)?;
     let c = model.config();
     if data.test.image_shape()[0] != c.in_chans || data.test.classes() > c.num_classes {
@@ -720,11 +770,14 @@ fn eval(a: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// An image file as the model's input `[C, S, S]`: decoded, resized (shorter side) and
-/// centre-cropped, normalised.
-/// The image at `path` as the model takes it, and how it was changed to get there
-/// (`"640x480, read as grey, resized to 28x28"`).
-fn image_input(path: &Path, model: &VisionTransformer) -> Result<(Tensor, String)> {
+/// The image at `path` as the model takes it (tessera's preparation, or timm's
+/// transform `timm`), and how it was changed to get there (`"640x480, read as grey,
+/// resized to 28x28"`).
+fn image_input(
+    path: &Path,
+    model: &VisionTransformer,
+    timm: Option<&TimmEval>,
+) -> Result<(Tensor, String)> {
     let c = model.config();
     let (mode, colour) = if c.in_chans == 1 {
         (ColorMode::Gray, "grey")
@@ -734,6 +787,13 @@ fn image_input(path: &Path, model: &VisionTransformer) -> Result<(Tensor, String
     let img = load_image(path, mode)?;
     let (h, w) = (img.shape()[1], img.shape()[2]);
     let size = c.img_size;
+    if let Some(t) = timm {
+        let how = format!(
+            "{w}x{h}, read as {colour}, timm's transform: crop {} ({:?}), {:?} resize, mean {:?}, std {:?}",
+            t.crop_pct, t.crop_mode, t.interpolation, &t.mean[..c.in_chans], &t.std[..c.in_chans]
+        );
+        return Ok((t.apply(&img, size)?, how));
+    }
     let resized = if (h, w) == (size, size) {
         String::new()
     } else {
@@ -745,7 +805,12 @@ fn image_input(path: &Path, model: &VisionTransformer) -> Result<(Tensor, String
 
 fn predict(a: &PredictArgs) -> Result<()> {
     a.threads.apply();
-    let (model, meta) = a.model.open()?;
+    let Pretrained {
+        model,
+        source,
+        metadata: meta,
+    } = a.model.open()?;
+    let timm = a.image.transform(&source, model.config().img_size);
     let classes = model.config().num_classes;
     let names = match &a.labels {
         Some(file) => {
@@ -766,7 +831,7 @@ fn predict(a: &PredictArgs) -> Result<()> {
         None => class_names(&meta, classes),
     };
     for path in &a.images {
-        let (x, how) = image_input(path, &model)?;
+        let (x, how) = image_input(path, &model, timm.as_ref())?;
         let top = top_k(&model, &x.unsqueeze(0)?, a.top_k)?;
         println!("{} ({how})", path.display());
         for (k, p) in &top[0] {
@@ -842,7 +907,8 @@ fn framed(
 
 fn viz_cmd(a: &VizArgs) -> Result<()> {
     a.threads.apply();
-    let (model, _) = a.model.open()?;
+    let Pretrained { model, source, .. } = a.model.open()?;
+    let timm = a.image_args.transform(&source, model.config().img_size);
     let c = *model.config();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut written = Vec::new();
@@ -897,7 +963,7 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
     chart.save(&p)?;
     written.push(p);
     let image = match &a.image {
-        Some(path) => image_input(path, &model)?.0,
+        Some(path) => image_input(path, &model, timm.as_ref())?.0,
         None => imgs[0].clone(),
     };
     let map = viz::attention_rollout(&model, &image)?;

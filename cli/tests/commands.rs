@@ -356,6 +356,54 @@ fn transformer_trains_on_the_built_in_task_translates_evaluates_and_averages() {
         refs.to_str().unwrap(),
     ]));
     assert!(text.starts_with("BLEU = "), "{text}");
+    // Sentences spread over two threads translate as on one, and as `translate` does
+    // one after the other.
+    let lines = "a b c d\nk l m\nb b a\nq r s t u\nc\nd e f g\n";
+    std::fs::write(&src, lines).unwrap();
+    std::fs::write(&refs, lines).unwrap();
+    let mut outputs = Vec::new();
+    for threads in ["1", "2"] {
+        let output = tmp.path().join(format!("hyp-{threads}.txt"));
+        ok(tessera(&[
+            "transformer",
+            "eval",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--src",
+            src.to_str().unwrap(),
+            "--ref",
+            refs.to_str().unwrap(),
+            "--threads",
+            threads,
+            "--output",
+            output.to_str().unwrap(),
+        ]));
+        outputs.push(std::fs::read_to_string(&output).unwrap());
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0].lines().count(), 6);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "transformer",
+            "translate",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--beam",
+            "4",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let one_by_one = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(one_by_one.stdout).unwrap(), outputs[0]);
     let avg = tmp.path().join("avg.safetensors");
     ok(tessera(&[
         "transformer",
@@ -378,7 +426,6 @@ fn transformer_trains_on_the_built_in_task_translates_evaluates_and_averages() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    use std::io::Write;
     child
         .stdin
         .take()

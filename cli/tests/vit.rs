@@ -287,7 +287,61 @@ fn fine_tuning_a_timm_state_dict_resumes_exactly_and_bad_weights_write_nothing()
         png.to_str().unwrap(),
     ]));
     assert_eq!(text.matches("class-").count(), 2, "{text}");
-    assert!(text.contains("resized to 224x224"), "{text}");
+    assert!(text.contains("timm's transform"), "{text}");
+
+    // An image file through timm's transform (the default for a timm file): timm's
+    // probabilities, as the fixture script computed them.
+    let fixtures = timm_state_dict().with_file_name("");
+    let photo = fixtures.join("photo.png");
+    let text = ok(tessera(&[
+        "vit",
+        "predict",
+        "--checkpoint",
+        timm,
+        "--heads",
+        "2",
+        "--top-k",
+        "1",
+        photo.to_str().unwrap(),
+    ]));
+    let logits = tessera_testutil::open_safetensors(fixtures.join("timm_small_ref.safetensors"))
+        .get("logits_photo")
+        .unwrap()
+        .to_vec();
+    let max = logits.iter().cloned().fold(f32::MIN, f32::max);
+    let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+    let best = logits.iter().position(|&l| l == max).unwrap();
+    let want = format!("{:>6.2}%  {best}", 100.0 / sum);
+    assert!(
+        text.contains("timm's transform") && text.contains(&want),
+        "{want}: {text}"
+    );
+
+    // A preset from scratch, the shape flags overriding it.
+    let pre = tmp.path().join("preset");
+    ok(tessera(&[
+        "vit",
+        "train",
+        "--preset",
+        "vit_tiny_patch16_224",
+        "--image-size",
+        "32",
+        "--patch",
+        "8",
+        "--depth",
+        "1",
+        "--max-steps",
+        "0",
+        "--out",
+        pre.to_str().unwrap(),
+    ]));
+    let file = tessera_testutil::open_safetensors(pre.join("model.safetensors"));
+    let config: serde_json::Value =
+        serde_json::from_str(&file.metadata().unwrap()["config"]).unwrap();
+    let m = &config["model"];
+    let got = ["img_size", "patch_size", "embed_dim", "depth", "num_heads"].map(|k| m[k].as_u64());
+    assert_eq!(got, [32, 8, 192, 1, 3].map(Some), "{m}");
+    assert_eq!(m["mlp_ratio"].as_f64(), Some(4.0), "{m}");
 
     // Bad weights and sizes: one clear line, a non-zero exit, no run folder.
     let rnn = tmp.path().join("rnn.safetensors");

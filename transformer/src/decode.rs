@@ -401,6 +401,48 @@ impl Transformer {
             .map(move |src| self.translate(bpe, src, beam, alpha))
     }
 
+    /// Translates every one of `sources` (as [`Transformer::translate`]), in order, the
+    /// sentences spread over the threads of [`tessera_tensor::set_num_threads`], one
+    /// sentence to a thread at a time (decoding one sentence is a chain of small
+    /// products that threads would only slow). The translations are those of
+    /// [`Transformer::translations`]. `done(k)` is called as the `k`-th sentence
+    /// finishes, from the thread that finished it; the first error (in the sources'
+    /// order) is returned.
+    ///
+    /// ```no_run
+    /// # fn demo(model: &tessera_transformer::Transformer, bpe: &tessera_data::Bpe) -> tessera_transformer::Result<()> {
+    /// let hyps = model.translate_all(bpe, &["ein Hund", "eine Katze"], 4, 0.6, |k| eprintln!("{k} done"))?;
+    /// assert_eq!(hyps.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn translate_all(
+        &self,
+        bpe: &tessera_data::Bpe,
+        sources: &[&str],
+        beam: usize,
+        alpha: f32,
+        done: impl Fn(usize) + Sync,
+    ) -> Result<Vec<String>> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Mutex;
+        let slots: Vec<Mutex<Option<Result<String>>>> =
+            sources.iter().map(|_| Mutex::new(None)).collect();
+        let finished = AtomicUsize::new(0);
+        tessera_tensor::parallel_for(sources.len(), |i| {
+            let result = self.translate(bpe, sources[i], beam, alpha);
+            *slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+            done(finished.fetch_add(1, Ordering::Relaxed) + 1);
+        });
+        slots
+            .into_iter()
+            .map(|slot| {
+                slot.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .expect("parallel_for runs every task")
+            })
+            .collect()
+    }
+
     /// Translates the sources of `pairs` (as [`Transformer::translate`]) and scores the
     /// translations against the pairs' references with [`corpus_bleu`](crate::corpus_bleu)
     /// (sacreBLEU's defaults): the score and the translations, in order.

@@ -15,6 +15,12 @@
 //! ([`VitConfig`], with a constructor per timm model such as
 //! [`VitConfig::vit_base_patch16_224`]).
 //!
+//! Pretrained weights, tessera's or a timm state dict as published, load with
+//! [`load_pretrained`] (the architecture read off the tensors or named by a preset);
+//! [`FineTune`] adapts them to a task as the paper's section 3.2 does (position
+//! embeddings resampled to a new resolution, a zero-initialised head), and
+//! [`TimmEval`] prepares image files exactly as timm's evaluation transform.
+//!
 //! ```
 //! use tessera_nn::Params;
 //! use tessera_tensor::{Rng, Tensor};
