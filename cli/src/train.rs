@@ -543,7 +543,7 @@ static HANDLER: Once = Once::new();
 /// kills a job) and SIGHUP, once: the first signal asks the running loop to save a
 /// checkpoint and stop (exit status 130); a second one exits at once. Output into a
 /// closed pipe stops being a signal: [`say`] drops it instead.
-fn catch_signals() {
+pub(crate) fn catch_signals() {
     HANDLER.call_once(|| {
         // SAFETY: sets the actions of two signals; no handler of either is installed.
         // A file-size limit reached while saving is then an error of that save (the
@@ -607,7 +607,7 @@ pub fn fits_in_memory(what: &str, bytes: f64, why: &str) -> Result<()> {
 }
 
 /// Whether a stopping signal came.
-fn stop_requested() -> bool {
+pub(crate) fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
@@ -731,10 +731,10 @@ impl<T: ValueEnum + Clone + Send + Sync + 'static> TypedValueParser for Choice<T
 
 /// One run's claim on its output folder: `OUT/.lock` holds the process id, and goes
 /// when the run ends. A lock whose process is gone (killed) is taken over.
-struct Lock(PathBuf);
+pub(crate) struct Lock(PathBuf);
 
 impl Lock {
-    fn take(out: &Path) -> Result<Lock> {
+    pub(crate) fn take(out: &Path) -> Result<Lock> {
         let path = out.join(".lock");
         for _ in 0..2 {
             match std::fs::OpenOptions::new()

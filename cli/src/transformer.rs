@@ -11,7 +11,7 @@ use tessera_nn::Params;
 use tessera_tensor::Rng;
 use tessera_transformer::{
     average_checkpoints, evaluate_loss, load_model, preset, read_bpe, CheckpointConfig, Corpus,
-    Preset, TrainConfig, Trainer, Transformer, TransformerConfig, BPE_KEY, PRESETS,
+    Positional, Preset, TrainConfig, Trainer, Transformer, TransformerConfig, BPE_KEY, PRESETS,
 };
 
 use crate::train::{say, Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
@@ -43,6 +43,13 @@ pub enum TransformerCommand {
     /// sequential operations and the maximum path length beside the table's O() forms,
     /// and write a PNG of time against n.
     Complexity(ComplexityArgs),
+    /// Table 3 rerun at this scale: train each chosen variation of a scaled-down base
+    /// model for the same budget, with the same seed, data and schedule, then measure
+    /// perplexity per word-piece and beam-search BLEU on the validation set as the
+    /// paper does. Prints the table in the paper's layout and writes it as
+    /// OUT/table.md, OUT/table.json and OUT/table.png. A rerun skips finished rows and
+    /// continues interrupted ones.
+    Ablate(crate::ablate::AblateArgs),
 }
 
 /// Arguments of `tessera transformer complexity`.
@@ -99,6 +106,13 @@ pub struct TrainArgs {
     /// Attention heads.
     #[arg(long, default_value_t = 4, value_parser = crate::ranges::at_least_one::<usize>())]
     heads: usize,
+    /// Query/key width per head (default d_model / heads; Table 3 row (B) makes it
+    /// smaller).
+    #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
+    d_k: Option<usize>,
+    /// Value width per head (default d_model / heads).
+    #[arg(long, value_parser = crate::ranges::at_least_one::<usize>())]
+    d_v: Option<usize>,
     /// Inner width of the feed-forward networks.
     #[arg(long, default_value_t = 1024, value_parser = crate::ranges::at_least_one::<usize>())]
     d_ff: usize,
@@ -111,6 +125,9 @@ pub struct TrainArgs {
     /// Label smoothing.
     #[arg(long, default_value_t = 0.1, value_parser = crate::ranges::fraction::<f32>(), allow_negative_numbers = true)]
     label_smoothing: f32,
+    /// How positions enter the model: sinusoids or a learned table (Table 3 row (E)).
+    #[arg(long, default_value = "sinusoidal", value_parser = crate::train::choice::<PositionalName>("positional encoding"))]
+    positional: PositionalName,
     /// Padded source + target tokens per batch.
     #[arg(long, default_value_t = 4096, value_parser = crate::ranges::at_least_one::<usize>())]
     max_tokens: usize,
@@ -126,6 +143,25 @@ pub struct TrainArgs {
     #[command(flatten)]
     #[serde(flatten)]
     run: RunArgs,
+}
+
+/// The choices of `--positional`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PositionalName {
+    /// Sinusoids, no parameters.
+    Sinusoidal,
+    /// A learned table.
+    Learned,
+}
+
+impl From<PositionalName> for Positional {
+    fn from(p: PositionalName) -> Positional {
+        match p {
+            PositionalName::Sinusoidal => Positional::Sinusoidal,
+            PositionalName::Learned => Positional::Learned,
+        }
+    }
 }
 
 /// Arguments of `tessera transformer translate`.
@@ -206,6 +242,7 @@ pub fn run(cmd: &TransformerCommand) -> Result<()> {
         TransformerCommand::Eval(a) => eval(a),
         TransformerCommand::Average(a) => average(a),
         TransformerCommand::Complexity(a) => complexity(a),
+        TransformerCommand::Ablate(a) => crate::ablate::run(a),
     }
 }
 
@@ -255,6 +292,18 @@ fn train(a: &TrainArgs) -> Result<()> {
             Some(name) => preset(name)?.config(bpe.len()),
             None => TransformerConfig::small(bpe.len(), a.d_model, a.heads, a.d_ff, a.layers),
         };
+        if a.preset.is_none() {
+            if a.d_model % a.heads != 0 && (a.d_k.is_none() || a.d_v.is_none()) {
+                bail!(
+                    "--d-model {} does not split into {} heads: give --d-k and --d-v, or another --heads",
+                    a.d_model,
+                    a.heads
+                );
+            }
+            config.d_k = a.d_k.unwrap_or(config.d_k);
+            config.d_v = a.d_v.unwrap_or(config.d_v);
+            config.positional = a.positional.into();
+        }
         config.dropout = a.dropout;
         config.label_smoothing = a.label_smoothing;
         let model = Transformer::new(config, &mut Rng::seed(a.run.seed))?;

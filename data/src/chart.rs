@@ -338,6 +338,127 @@ impl Chart {
     }
 }
 
+/// One measurement of a [`DotPlot`]: a value per run of each row.
+#[derive(Clone, Debug, Default)]
+pub struct DotPanel {
+    /// Under the axis: what is measured (`"BLEU (dev)"`).
+    pub x_label: String,
+    /// Row `i`'s runs; an empty row is left blank.
+    pub values: Vec<Vec<f64>>,
+    /// A value to compare every row with (the base model's), drawn as a vertical line.
+    pub reference: Option<f64>,
+}
+
+/// Rows of named settings against a few measurements, side by side: for each row and
+/// measurement, a dot per run and a bar at their mean, with the reference as a line.
+///
+/// ```
+/// use tessera_data::{DotPanel, DotPlot};
+/// let plot = DotPlot {
+///     title: "two rows".into(),
+///     rows: vec!["base".into(), "A1".into()],
+///     panels: vec![DotPanel {
+///         x_label: "BLEU".into(),
+///         values: vec![vec![30.0, 31.0], vec![27.5]],
+///         reference: Some(30.5),
+///     }],
+/// };
+/// let picture = plot.render();
+/// assert_eq!(picture.w, 1000);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct DotPlot {
+    /// Above the plot.
+    pub title: String,
+    /// The row names, top to bottom.
+    pub rows: Vec<String>,
+    /// The measurements, left to right.
+    pub panels: Vec<DotPanel>,
+}
+
+impl DotPlot {
+    /// Draws the plot, 1,000 pixels wide and 24 pixels per row.
+    pub fn render(&self) -> Canvas {
+        let (w, row_h, top, names) = (1000usize, 24.0, 50.0, 90.0);
+        let h = (top + row_h * self.rows.len().max(1) as f64 + 60.0) as usize;
+        let mut cv = Canvas::new(w, h);
+        let (black, grey, red) = ([0.0; 3], [0.85; 3], [0.84, 0.15, 0.16]);
+        cv.text(&self.title, 10, 14, black, false);
+        let bottom = top + row_h * self.rows.len() as f64;
+        for (i, name) in self.rows.iter().enumerate() {
+            let y = top + row_h * (i as f64 + 0.5);
+            cv.text(name, 10, y as i64 - 4, black, false);
+        }
+        let panels = self.panels.len().max(1) as f64;
+        let width = (w as f64 - names - 20.0) / panels;
+        for (k, p) in self.panels.iter().enumerate() {
+            let (left, right) = (
+                names + width * k as f64 + 20.0,
+                names + width * (k + 1) as f64 - 10.0,
+            );
+            let all: Vec<f64> = p
+                .values
+                .iter()
+                .flatten()
+                .chain(&p.reference)
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect();
+            let (mut lo, mut hi) = all
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            if all.is_empty() {
+                (lo, hi) = (0.0, 1.0);
+            }
+            if hi - lo < 1e-12 {
+                (lo, hi) = (lo - 0.5, hi + 0.5);
+            }
+            let pad = (hi - lo) * 0.08;
+            let (lo, hi) = (lo - pad, hi + pad);
+            let px = |v: f64| left + (v - lo) / (hi - lo) * (right - left);
+            for t in ticks(lo, hi) {
+                cv.line((px(t), top), (px(t), bottom), grey, 1);
+                let s = label(t);
+                cv.text(
+                    &s,
+                    px(t) as i64 - 4 * s.len() as i64,
+                    bottom as i64 + 6,
+                    black,
+                    false,
+                );
+            }
+            for i in 0..=self.rows.len() {
+                let y = top + row_h * i as f64;
+                cv.line((left, y), (right, y), [0.93; 3], 1);
+            }
+            cv.line((left, bottom), (right, bottom), black, 1);
+            cv.line((left, top), (left, bottom), black, 1);
+            if let Some(r) = p.reference.filter(|r| r.is_finite()) {
+                cv.line((px(r), top), (px(r), bottom), red, 1);
+            }
+            for (i, runs) in p.values.iter().enumerate() {
+                let y = top + row_h * (i as f64 + 0.5);
+                let runs: Vec<f64> = runs.iter().copied().filter(|v| v.is_finite()).collect();
+                if !runs.is_empty() {
+                    let mean = runs.iter().sum::<f64>() / runs.len() as f64;
+                    cv.line((px(mean), y - 8.0), (px(mean), y + 8.0), black, 2);
+                }
+                for &v in &runs {
+                    cv.dot((px(v), y), PALETTE[0]);
+                }
+            }
+            let x = ((left + right) / 2.0) as i64 - 4 * p.x_label.chars().count() as i64;
+            cv.text(&p.x_label, x, h as i64 - 26, black, false);
+        }
+        cv
+    }
+
+    /// Renders the plot and writes a PNG (atomically).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        self.render().save(path)
+    }
+}
+
 /// The loss and accuracy curves of a training run as one 800-pixel-wide picture: the
 /// columns `train_loss`, `val_loss` and `test_loss` on top and, where any row has them,
 /// `train_acc`, `val_acc` and `test_acc` below, each against the column `x` (`step`,
@@ -416,6 +537,32 @@ mod tests {
             err.contains("no loss or accuracy values against \"epoch\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_dot_plot_draws_each_run_and_the_reference() {
+        let plot = |values: Vec<Vec<f64>>, reference| DotPlot {
+            title: "t".into(),
+            rows: vec!["a".into(), "b".into()],
+            panels: vec![DotPanel {
+                x_label: "x".into(),
+                values,
+                reference,
+            }],
+        };
+        let count = |cv: &Canvas, c: [f32; 3]| {
+            (0..cv.w * cv.h)
+                .filter(|&i| (0..3).all(|ch| (cv.px[ch * cv.w * cv.h + i] - c[ch]).abs() < 1e-6))
+                .count()
+        };
+        let one = plot(vec![vec![1.0], vec![2.0]], None).render();
+        let three = plot(vec![vec![1.0, 1.5], vec![2.0]], None).render();
+        // A dot is 29 pixels of the first colour (radius 3).
+        assert_eq!(count(&one, PALETTE[0]), 2 * 29);
+        assert_eq!(count(&three, PALETTE[0]), 3 * 29);
+        let red = [0.84, 0.15, 0.16];
+        assert_eq!(count(&one, red), 0);
+        assert!(count(&plot(vec![vec![1.0], vec![2.0]], Some(1.5)).render(), red) >= 48);
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //!   and initialised once by a [`tessera_nn::VarBuilder`].
 //! - Decoding ([`Transformer::greedy`], [`Transformer::beam_search`]) on an incremental
 //!   decoder with a key/value cache ([`DecoderCache`]).
+//! - [`ablation`]: Table 3's rows applied to a smaller base model, and the table of
+//!   their measurements (`tessera transformer ablate`).
 //! - [`Trainer`]: the paper's training recipe, with checkpoints that resume exactly
 //!   ([`CheckpointConfig`] in their `config` metadata entry).
 //!
@@ -38,6 +40,7 @@
 
 use std::path::PathBuf;
 
+pub mod ablation;
 mod bleu;
 mod checkpoint;
 pub mod complexity;
@@ -94,6 +97,14 @@ pub enum Error {
         name: String,
         /// The presets there are.
         known: Vec<&'static str>,
+    },
+    /// A name that is neither a row nor a group of rows of Table 3.
+    #[error("unknown Table 3 row {name:?}; the rows are {}", known.join(", "))]
+    UnknownRow {
+        /// The name asked for.
+        name: String,
+        /// The groups and their rows.
+        known: Vec<String>,
     },
     /// A checkpoint of another kind of model (its `model` metadata entry is not
     /// [`MODEL_TAG`]).
