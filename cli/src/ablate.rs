@@ -424,7 +424,12 @@ fn run_job(
     flags.push(if resume { "--resume" } else { "--overwrite" }.into());
     let before = spent(&job.dir);
     let left = settings.minutes.map(|m| m - before / 60.0);
+    let trained = resume
+        && settings
+            .steps
+            .is_some_and(|s| last_step(&job.dir).is_ok_and(|done| done >= s));
     let status = match left {
+        _ if trained => None,
         Some(m) if m <= 0.0 && resume => None,
         Some(m) => {
             flags.push("--minutes".into());

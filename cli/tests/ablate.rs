@@ -29,7 +29,7 @@ fn ablate(out: &Path, rows: &str) -> String {
         "--layers",
         "3",
         "--vocab",
-        "60",
+        "300",
         "--max-tokens",
         "600",
         "--warmup",
@@ -183,4 +183,72 @@ fn bad_rows_and_budgets_are_one_error_and_write_nothing() {
     ]);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("A3") && err.contains("4.5"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn an_interrupted_ablation_continues_its_row_from_the_checkpoint_within_the_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("ablate");
+    let args = [
+        "transformer",
+        "ablate",
+        "--rows",
+        "base",
+        "--minutes",
+        "0.15",
+        "--d-model",
+        "32",
+        "--d-ff",
+        "64",
+        "--vocab",
+        "300",
+        "--max-tokens",
+        "600",
+        "--warmup",
+        "2",
+        "--bleu-sentences",
+        "4",
+        "--threads",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let dir = out.join("base-seed0");
+    // The run has evaluated its first step: it trains now.
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(dir.join("metrics.jsonl")).map_or(true, |m| m.is_empty()) {
+        assert!(started.elapsed().as_secs() < 60, "the row never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // SAFETY: signals our own child, not yet waited for.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(dir.join("checkpoint.safetensors").is_file());
+    assert!(!dir.join("result.json").exists());
+    let spent: f64 = std::fs::read_to_string(dir.join("spent_s"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(spent > 1.0 && spent < 9.0, "{spent} s before the signal");
+
+    let text = ok(tessera(&args));
+    assert!(text.contains("base seed 0: PPL"), "{text}");
+    let result = json(&dir.join("result.json"));
+    // The second process started from the first one's checkpoint (one evaluation at
+    // step 0 in the log, which both processes append to), and both together
+    // kept to the budget (9 s, and the time a process takes to start and stop).
+    let log = std::fs::read_to_string(dir.join("train.log")).unwrap();
+    let resumed = log.matches("\"step\":0,").count();
+    assert_eq!(resumed, 1, "the row started over: {log}");
+    let total = result["train_seconds"].as_f64().unwrap();
+    assert!(total > spent && total < 9.0 + 6.0, "{total} s in all");
+    assert!(result["steps"].as_u64().unwrap() > 0);
 }
