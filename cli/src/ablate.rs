@@ -275,7 +275,7 @@ pub fn run(a: &AblateArgs) -> Result<()> {
                     }
                     Err(e) => {
                         let msg = format!("{} seed {}: {e:#}", job.row, job.seed);
-                        say(format!("{msg}"));
+                        say(&msg);
                         if let Ok(mut f) = failures.lock() {
                             f.push(msg);
                         }
@@ -513,16 +513,13 @@ fn train(job: &Job, flags: &[OsString], before: f64) -> Result<ExitStatus> {
 
 /// The validation pairs of this ablation for `seed` (the reversal task's depend on it,
 /// as in `transformer train`).
-fn validation(settings: &Settings, a: &AblateArgs, seed: u64) -> Result<Vec<(String, String)>> {
+fn validation(a: &AblateArgs, seed: u64) -> Result<Vec<(String, String)>> {
     Ok(match &a.data {
         Some(dir) => read_parallel(
             &text_file(dir, "val", &a.src_lang)?,
             &text_file(dir, "val", &a.tgt_lang)?,
         )?,
-        None => {
-            let _ = settings;
-            reversal_pairs(300, seed + 1)
-        }
+        None => reversal_pairs(300, seed + 1),
     })
 }
 
@@ -546,7 +543,7 @@ fn measure(a: &AblateArgs, settings: &Settings, job: &Job) -> Result<RowResult> 
         );
     }
     let bpe = read_bpe(&meta, &checkpoint)?;
-    let pairs = validation(settings, a, job.seed)?;
+    let pairs = validation(a, job.seed)?;
     let valid = Corpus::encode(&bpe, &pairs, model.config().max_len)?;
     let dev_loss = f64::from(evaluate_loss(&model, &valid, settings.max_tokens.max(512))?);
     let n = settings

@@ -96,6 +96,20 @@ pub fn select_rows(spec: &str) -> Result<Vec<&'static Preset>> {
         .collect())
 }
 
+/// A size of a configuration, reached through its field.
+type Size = fn(&mut TransformerConfig) -> &mut usize;
+
+/// The sizes a row of Table 3 may change, by name.
+const SIZES: [(&str, Size); 7] = [
+    ("heads", |c| &mut c.heads),
+    ("d_k", |c| &mut c.d_k),
+    ("d_v", |c| &mut c.d_v),
+    ("d_model", |c| &mut c.d_model),
+    ("d_ff", |c| &mut c.d_ff),
+    ("encoder_layers", |c| &mut c.encoder_layers),
+    ("decoder_layers", |c| &mut c.decoder_layers),
+];
+
 /// `row` of Table 3 applied to `base` (a smaller model standing for the paper's base):
 /// each size the row changes is scaled by `row / paper base`, each other setting it
 /// changes (dropout, label smoothing, positions) takes the row's value, and what it
@@ -118,39 +132,31 @@ pub fn select_rows(spec: &str) -> Result<Vec<&'static Preset>> {
 /// # Ok::<(), tessera_transformer::Error>(())
 /// ```
 pub fn scaled(row: &Preset, base: &TransformerConfig) -> Result<TransformerConfig> {
-    let paper = preset("base")?.config(base.src_vocab);
-    let r = row.config(base.src_vocab);
-    let mut out = *base;
-    let sizes: [(&'static str, fn(&mut TransformerConfig) -> &mut usize); 7] = [
-        ("heads", |c| &mut c.heads),
-        ("d_k", |c| &mut c.d_k),
-        ("d_v", |c| &mut c.d_v),
-        ("d_model", |c| &mut c.d_model),
-        ("d_ff", |c| &mut c.d_ff),
-        ("encoder_layers", |c| &mut c.encoder_layers),
-        ("decoder_layers", |c| &mut c.decoder_layers),
-    ];
-    for (name, field) in sizes {
-        let (p, want) = (*field(&mut paper.clone()), *field(&mut r.clone()));
+    let (mut paper, mut r) = (
+        preset("base")?.config(base.src_vocab),
+        row.config(base.src_vocab),
+    );
+    let (mut ours, mut out) = (*base, *base);
+    for (name, field) in SIZES {
+        let (p, want, have) = (*field(&mut paper), *field(&mut r), *field(&mut ours));
         if p == want {
             continue;
         }
-        let ours = *field(&mut base.clone());
-        if (ours * want) % p != 0 || ours * want == 0 {
-            let value = ours as f64 * want as f64 / p as f64;
+        if (have * want) % p != 0 || have * want == 0 {
+            let value = have as f64 * want as f64 / p as f64;
             return Err(tessera_nn::Error::setting(
                 row.name,
                 name,
                 value,
                 format!(
-                    "a whole number of at least 1: the base's {ours} scaled as the row's {want} of the paper's {p} \
+                    "a whole number of at least 1: the base's {have} scaled as the row's {want} of the paper's {p} \
                      (base d_model {}, {} heads, d_k {})",
                     base.d_model, base.heads, base.d_k
                 ),
             )
             .into());
         }
-        *field(&mut out) = ours * want / p;
+        *field(&mut out) = have * want / p;
     }
     if r.dropout != paper.dropout {
         out.dropout = r.dropout;
