@@ -11,29 +11,26 @@ use common::{ok, tessera};
 use serde_json::Value;
 use tessera_transformer::TransformerConfig;
 
-/// The quick ablation of `rows` into `out`: a tiny base (d_model 32, 8 heads, N 3).
+/// A tiny base model (d_model 32, the default 8 heads and N 3) and its recipe.
+const TINY: [&str; 10] = [
+    "--d-model",
+    "32",
+    "--d-ff",
+    "64",
+    "--vocab",
+    "300",
+    "--max-tokens",
+    "600",
+    "--warmup",
+    "2",
+];
+
+/// The quick ablation of `rows` into `out`, 4 steps a row, two rows at a time.
 fn ablate(out: &Path, rows: &str) -> String {
-    ok(tessera(&[
-        "transformer",
-        "ablate",
-        "--rows",
-        rows,
-        "--steps",
-        "4",
-        "--d-model",
-        "32",
-        "--heads",
-        "8",
-        "--d-ff",
-        "64",
-        "--layers",
-        "3",
-        "--vocab",
-        "300",
-        "--max-tokens",
-        "600",
-        "--warmup",
-        "2",
+    let mut args = vec!["transformer", "ablate", "--rows", rows, "--steps", "4"];
+    args.extend(TINY);
+    let o = out.to_str().unwrap();
+    args.extend([
         "--bleu-sentences",
         "6",
         "--jobs",
@@ -41,8 +38,9 @@ fn ablate(out: &Path, rows: &str) -> String {
         "--threads",
         "2",
         "--out",
-        out.to_str().unwrap(),
-    ]))
+        o,
+    ]);
+    ok(tessera(&args))
 }
 
 fn json(path: &Path) -> Value {
@@ -190,32 +188,19 @@ fn bad_rows_and_budgets_are_one_error_and_write_nothing() {
 fn an_interrupted_ablation_continues_its_row_from_the_checkpoint_within_the_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("ablate");
-    let args = [
+    let mut args = vec![
         "transformer",
         "ablate",
         "--rows",
         "base",
         "--minutes",
         "0.15",
-        "--d-model",
-        "32",
-        "--d-ff",
-        "64",
-        "--vocab",
-        "300",
-        "--max-tokens",
-        "600",
-        "--warmup",
-        "2",
-        "--bleu-sentences",
-        "4",
-        "--threads",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
     ];
+    args.extend(TINY);
+    let o = out.to_str().unwrap();
+    args.extend(["--bleu-sentences", "4", "--threads", "1", "--out", o]);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(args)
+        .args(&args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -128,6 +128,28 @@ impl Canvas {
         }
     }
 
+    /// The x axis's grid lines at `ticks` (pixel position, label), their labels under
+    /// `bottom`, and the two axes of the box `(left, right, top, bottom)`.
+    fn frame(
+        &mut self,
+        ticks: impl Iterator<Item = (f64, String)>,
+        (left, right, top, bottom): (f64, f64, f64, f64),
+    ) {
+        let black = [0.0; 3];
+        for (x, s) in ticks {
+            self.line((x, top), (x, bottom), [0.85; 3], 1);
+            self.text(
+                &s,
+                x as i64 - 4 * s.len() as i64,
+                bottom as i64 + 6,
+                black,
+                false,
+            );
+        }
+        self.line((left, bottom), (right, bottom), black, 1);
+        self.line((left, top), (left, bottom), black, 1);
+    }
+
     /// Text with its top-left corner at `(x, y)`; `vertical` turns it 90° anticlockwise.
     pub fn text(&mut self, s: &str, x: i64, y: i64, c: [f32; 3], vertical: bool) {
         for (k, ch) in s.chars().enumerate() {
@@ -259,19 +281,11 @@ impl Chart {
                 false,
             );
         }
-        for t in ticks(x0, x1) {
-            cv.line((px(t), top), (px(t), bottom), grey, 1);
-            let s = label(if self.log_x { 10f64.powf(t) } else { t });
-            cv.text(
-                &s,
-                px(t) as i64 - 4 * s.len() as i64,
-                bottom as i64 + 6,
-                black,
-                false,
-            );
-        }
-        cv.line((left, bottom), (right, bottom), black, 1);
-        cv.line((left, top), (left, bottom), black, 1);
+        let x_ticks = ticks(x0, x1).into_iter().map(|t| {
+            let v = if self.log_x { 10f64.powf(t) } else { t };
+            (px(t), label(v))
+        });
+        cv.frame(x_ticks, (left, right, top, bottom));
         cv.text(
             &self.title,
             (w as i64 - 8 * self.title.len() as i64) / 2,
@@ -416,23 +430,12 @@ impl DotPlot {
             let pad = (hi - lo) * 0.08;
             let (lo, hi) = (lo - pad, hi + pad);
             let px = |v: f64| left + (v - lo) / (hi - lo) * (right - left);
-            for t in ticks(lo, hi) {
-                cv.line((px(t), top), (px(t), bottom), grey, 1);
-                let s = label(t);
-                cv.text(
-                    &s,
-                    px(t) as i64 - 4 * s.len() as i64,
-                    bottom as i64 + 6,
-                    black,
-                    false,
-                );
-            }
             for i in 0..=self.rows.len() {
                 let y = top + row_h * i as f64;
                 cv.line((left, y), (right, y), [0.93; 3], 1);
             }
-            cv.line((left, bottom), (right, bottom), black, 1);
-            cv.line((left, top), (left, bottom), black, 1);
+            let x_ticks = ticks(lo, hi).into_iter().map(|t| (px(t), label(t)));
+            cv.frame(x_ticks, (left, right, top, bottom));
             if let Some(r) = p.reference.filter(|r| r.is_finite()) {
                 cv.line((px(r), top), (px(r), bottom), red, 1);
             }
