@@ -396,7 +396,7 @@ impl DotPlot {
         let (w, row_h, top, names) = (1000usize, 24.0, 50.0, 90.0);
         let h = (top + row_h * self.rows.len().max(1) as f64 + 60.0) as usize;
         let mut cv = Canvas::new(w, h);
-        let (black, grey, red) = ([0.0; 3], [0.85; 3], [0.84, 0.15, 0.16]);
+        let (black, red) = ([0.0; 3], [0.84, 0.15, 0.16]);
         cv.text(&self.title, 10, 14, black, false);
         let bottom = top + row_h * self.rows.len() as f64;
         for (i, name) in self.rows.iter().enumerate() {
