@@ -482,21 +482,35 @@ fn train(job: &Job, flags: &[OsString], before: f64) -> Result<ExitStatus> {
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let start = Instant::now();
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .args(flags)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting the training process")?;
+        .stderr(log);
+    // The child hears of a stop from this process only, once: in a process group of its
+    // own, a Ctrl-C in the terminal reaches this process and not the child; when this
+    // process ends (a second Ctrl-C), the child is sent SIGTERM.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        command.process_group(0);
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+    }
+    let mut child = command.spawn().context("starting the training process")?;
     let mut passed_on = false;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
         if crate::train::stop_requested() && !passed_on {
-            // A Ctrl-C in the terminal reaches the child too; a SIGTERM sent to this
-            // process alone does not.
             #[cfg(unix)]
             // SAFETY: sends a signal to our own child, which has not been waited for.
             unsafe {
