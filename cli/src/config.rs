@@ -30,11 +30,19 @@ pub const CHANGEABLE: &[&str] = &[
     "resume",
     "out",
     "skip_bad",
+    "bucket_mb",
 ];
 
 /// Settings of one process, not of the run: a resumed run does not inherit them.
 const PER_PROCESS: &[&str] = &[
-    "threads", "workers", "minutes", "quiet", "json", "resume", "out",
+    "threads",
+    "workers",
+    "minutes",
+    "quiet",
+    "json",
+    "resume",
+    "out",
+    "bucket_mb",
 ];
 
 /// The command line as it runs: the flags of `--config FILE` (or `--config=FILE`)
@@ -280,5 +288,12 @@ mod tests {
         assert!(turned_on.contains("flip = true"), "{turned_on}");
         assert!(effective(&["tessera", "vit", "train", "--flip"]).contains("flip = true"));
         assert!(effective(&["tessera", "vit", "train"]).contains("flip = false"));
+    }
+
+    #[test]
+    fn the_bucket_size_is_recorded_when_given() {
+        let given = effective(&["tessera", "vit", "train", "--bucket-mb", "8"]);
+        assert!(given.contains("bucket_mb = 8.0"), "{given}");
+        assert!(!effective(&["tessera", "vit", "train"]).contains("bucket_mb"));
     }
 }

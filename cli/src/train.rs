@@ -72,7 +72,7 @@ pub struct RunArgs {
     /// Under mpirun: the gradients are averaged over the ranks in buckets of at most
     /// this many MiB (default 25, as PyTorch's DDP).
     #[arg(long, value_parser = crate::ranges::positive::<f64>())]
-    #[serde(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bucket_mb: Option<f64>,
 }
 
