@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tessera_data::{read_parallel, reversal_pairs};
 use tessera_transformer::ablation::{markdown, scaled, select_rows, summarise, RowResult};
 use tessera_transformer::{
-    corpus_bleu, evaluate_loss, load_model, read_bpe, Corpus, Positional, TransformerConfig,
+    corpus_bleu, evaluate_loss, load_model, read_bpe, Corpus, TransformerConfig,
 };
 
 use crate::train::say;
@@ -127,10 +128,27 @@ enum Outcome {
     Interrupted,
 }
 
-/// The files of `--data`, or `None` for the reversal task.
-struct Data {
-    train: Option<(PathBuf, PathBuf)>,
-    valid: Option<(PathBuf, PathBuf)>,
+/// The parallel text of `--data`, or the reversal task.
+enum Data {
+    /// The training files (source, target), the validation files and their pairs,
+    /// read once.
+    Files {
+        train: (PathBuf, PathBuf),
+        valid: (PathBuf, PathBuf),
+        valid_pairs: Vec<(String, String)>,
+    },
+    /// The built-in reversal task, whose validation pairs depend on the seed.
+    Reversal,
+}
+
+impl Data {
+    /// The validation pairs that `transformer train` uses with `seed`.
+    fn validation(&self, seed: u64) -> std::borrow::Cow<'_, [(String, String)]> {
+        match self {
+            Data::Files { valid_pairs, .. } => valid_pairs.into(),
+            Data::Reversal => reversal_pairs(300, seed + 1).into(),
+        }
+    }
 }
 
 /// `dir/split.lang.gz`, or `dir/split.lang`.
@@ -167,20 +185,21 @@ pub fn run(a: &AblateArgs) -> Result<()> {
         .map(|p| Ok((p.name, scaled(p, &base)?)))
         .collect::<Result<Vec<_>>>()?;
     let data = match &a.data {
-        Some(dir) => Data {
-            train: Some((
-                text_file(dir, "train", &a.src_lang)?,
-                text_file(dir, "train", &a.tgt_lang)?,
-            )),
-            valid: Some((
-                text_file(dir, "val", &a.src_lang)?,
-                text_file(dir, "val", &a.tgt_lang)?,
-            )),
-        },
-        None => Data {
-            train: None,
-            valid: None,
-        },
+        Some(dir) => {
+            let pair = |split| -> Result<_> {
+                Ok((
+                    text_file(dir, split, &a.src_lang)?,
+                    text_file(dir, split, &a.tgt_lang)?,
+                ))
+            };
+            let valid = pair("val")?;
+            Data::Files {
+                train: pair("train")?,
+                valid_pairs: read_parallel(&valid.0, &valid.1)?,
+                valid,
+            }
+        }
+        None => Data::Reversal,
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per_job = (a.threads.threads.unwrap_or(cores) / a.jobs).max(1);
@@ -221,7 +240,7 @@ pub fn run(a: &AblateArgs) -> Result<()> {
             }
         }
     }
-    let total = done.len() + jobs.len();
+    let (total, workers) = (done.len() + jobs.len(), a.jobs.min(jobs.len()));
     say(format!(
         "Table 3 on {}: {} row(s) × {} seed(s), {} finished earlier; base d_model {}, {} heads, d_ff {}, N {}; {} per row; {} job(s) of {} thread(s)",
         settings.data,
@@ -242,9 +261,9 @@ pub fn run(a: &AblateArgs) -> Result<()> {
     let queue = Mutex::new(jobs);
     let finished = Mutex::new(done);
     let failures = Mutex::new(Vec::new());
-    let interrupted = Mutex::new(false);
+    let interrupted = AtomicBool::new(false);
     std::thread::scope(|s| {
-        for _ in 0..a.jobs.min(total.max(1)) {
+        for _ in 0..workers {
             s.spawn(|| loop {
                 if crate::train::stop_requested() {
                     return;
@@ -252,7 +271,7 @@ pub fn run(a: &AblateArgs) -> Result<()> {
                 let Some(job) = queue.lock().map(|mut q| q.pop_front()).ok().flatten() else {
                     return;
                 };
-                match run_job(a, &settings, &data, &job, per_job) {
+                match run_job(&settings, &data, &job, per_job) {
                     Ok(Outcome::Measured(r)) => {
                         say(format!(
                             "{:<4} seed {}: PPL {:.2}, BLEU {:.2}, {:.2}M parameters, {} steps in {:.0} s",
@@ -268,11 +287,7 @@ pub fn run(a: &AblateArgs) -> Result<()> {
                             f.push(*r);
                         }
                     }
-                    Ok(Outcome::Interrupted) => {
-                        if let Ok(mut i) = interrupted.lock() {
-                            *i = true;
-                        }
-                    }
+                    Ok(Outcome::Interrupted) => interrupted.store(true, Ordering::SeqCst),
                     Err(e) => {
                         let msg = format!("{} seed {}: {e:#}", job.row, job.seed);
                         say(&msg);
@@ -289,7 +304,7 @@ pub fn run(a: &AblateArgs) -> Result<()> {
     if !results.is_empty() {
         write_table(&a.out, &results)?;
     }
-    if crate::train::stop_requested() || interrupted.into_inner().unwrap_or(true) {
+    if crate::train::stop_requested() || interrupted.into_inner() {
         say(format!(
             "interrupted: {} of {total} runs measured; the same command continues the others from their checkpoints",
             results.len()
@@ -360,26 +375,25 @@ fn spent(dir: &Path) -> f64 {
 }
 
 /// The flags of `tessera transformer train` for `job`.
-fn train_flags(
-    a: &AblateArgs,
-    settings: &Settings,
-    data: &Data,
-    job: &Job,
-    threads: usize,
-) -> Vec<OsString> {
+fn train_flags(settings: &Settings, data: &Data, job: &Job, threads: usize) -> Vec<OsString> {
     let c = &job.config;
     let mut f: Vec<OsString> = vec!["transformer".into(), "train".into()];
     let mut flag = |name: &str, value: String| {
         f.push(format!("--{name}").into());
         f.push(value.into());
     };
-    if let (Some((src, tgt)), Some((vs, vt))) = (&data.train, &data.valid) {
+    if let Data::Files {
+        train: (src, tgt),
+        valid: (vs, vt),
+        ..
+    } = data
+    {
         flag("src", src.display().to_string());
         flag("tgt", tgt.display().to_string());
         flag("valid-src", vs.display().to_string());
         flag("valid-tgt", vt.display().to_string());
     }
-    flag("vocab", a.vocab.to_string());
+    flag("vocab", settings.base.src_vocab.to_string());
     flag("d-model", c.d_model.to_string());
     flag("heads", c.heads.to_string());
     flag("d-k", c.d_k.to_string());
@@ -388,11 +402,7 @@ fn train_flags(
     flag("layers", c.encoder_layers.to_string());
     flag("dropout", c.dropout.to_string());
     flag("label-smoothing", c.label_smoothing.to_string());
-    let positional = match c.positional {
-        Positional::Sinusoidal => "sinusoidal",
-        Positional::Learned => "learned",
-    };
-    flag("positional", positional.to_string());
+    flag("positional", c.positional.to_string());
     flag("max-tokens", settings.max_tokens.to_string());
     flag("warmup", settings.warmup.to_string());
     flag("lr-factor", settings.lr_factor.to_string());
@@ -411,16 +421,10 @@ fn train_flags(
 }
 
 /// Trains `job` (or continues it) in a child process, then measures it.
-fn run_job(
-    a: &AblateArgs,
-    settings: &Settings,
-    data: &Data,
-    job: &Job,
-    threads: usize,
-) -> Result<Outcome> {
+fn run_job(settings: &Settings, data: &Data, job: &Job, threads: usize) -> Result<Outcome> {
     std::fs::create_dir_all(&job.dir).with_context(|| format!("creating {}", job.dir.display()))?;
     let resume = job.dir.join("checkpoint.safetensors").is_file();
-    let mut flags = train_flags(a, settings, data, job, threads);
+    let mut flags = train_flags(settings, data, job, threads);
     flags.push(if resume { "--resume" } else { "--overwrite" }.into());
     let before = spent(&job.dir);
     let left = settings.minutes.map(|m| m - before / 60.0);
@@ -457,7 +461,7 @@ fn run_job(
     if crate::train::stop_requested() {
         return Ok(Outcome::Interrupted);
     }
-    let result = measure(a, settings, job)?;
+    let result = measure(settings, data, job)?;
     let json = serde_json::to_string_pretty(&result)?;
     tessera_tensor::write_atomic(job.dir.join("result.json"), json.as_bytes())?;
     // The snapshots are for averaging; the table needs the checkpoint only.
@@ -525,21 +529,9 @@ fn train(job: &Job, flags: &[OsString], before: f64) -> Result<ExitStatus> {
     Ok(status)
 }
 
-/// The validation pairs of this ablation for `seed` (the reversal task's depend on it,
-/// as in `transformer train`).
-fn validation(a: &AblateArgs, seed: u64) -> Result<Vec<(String, String)>> {
-    Ok(match &a.data {
-        Some(dir) => read_parallel(
-            &text_file(dir, "val", &a.src_lang)?,
-            &text_file(dir, "val", &a.tgt_lang)?,
-        )?,
-        None => reversal_pairs(300, seed + 1),
-    })
-}
-
 /// The paper's measurements of a trained run: perplexity per word-piece and beam-search
 /// BLEU on the validation set, and the parameter count.
-fn measure(a: &AblateArgs, settings: &Settings, job: &Job) -> Result<RowResult> {
+fn measure(settings: &Settings, data: &Data, job: &Job) -> Result<RowResult> {
     let checkpoint = job.dir.join("checkpoint.safetensors");
     let (model, meta) = load_model(&checkpoint)?;
     // The vocabulary is what the BPE learned, at most --vocab.
@@ -557,7 +549,7 @@ fn measure(a: &AblateArgs, settings: &Settings, job: &Job) -> Result<RowResult> 
         );
     }
     let bpe = read_bpe(&meta, &checkpoint)?;
-    let pairs = validation(a, job.seed)?;
+    let pairs = data.validation(job.seed);
     let valid = Corpus::encode(&bpe, &pairs, model.config().max_len)?;
     let dev_loss = f64::from(evaluate_loss(&model, &valid, settings.max_tokens.max(512))?);
     let n = settings

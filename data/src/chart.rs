@@ -197,6 +197,20 @@ impl Canvas {
     }
 }
 
+/// The range of `values` widened by `pad` of its width on each side: `[0, 1]` when
+/// there are none, one unit wide around a single value.
+fn span(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
+    let (mut lo, mut hi) = values.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    if lo > hi {
+        (lo, hi) = (0.0, 1.0);
+    }
+    if hi - lo < 1e-12 {
+        (lo, hi) = (lo - 0.5, hi + 0.5);
+    }
+    let pad = (hi - lo) * pad;
+    (lo - pad, hi + pad)
+}
+
 /// About five round tick values covering `[lo, hi]`.
 fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     let span = (hi - lo).max(1e-12);
@@ -252,21 +266,8 @@ impl Chart {
             .filter(|(x, y)| x.is_finite() && y.is_finite())
             .map(|&(x, y)| (tx(x, self.log_x), tx(y, self.log_y)))
             .collect();
-        let (mut x0, mut x1, mut y0, mut y1) = pts.iter().fold(
-            (f64::MAX, f64::MIN, f64::MAX, f64::MIN),
-            |(a, b, c, d), &(x, y)| (a.min(x), b.max(x), c.min(y), d.max(y)),
-        );
-        if pts.is_empty() {
-            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-        }
-        if x1 - x0 < 1e-12 {
-            (x0, x1) = (x0 - 0.5, x1 + 0.5);
-        }
-        if y1 - y0 < 1e-12 {
-            (y0, y1) = (y0 - 0.5, y1 + 0.5);
-        }
-        let pad = (y1 - y0) * 0.05;
-        let (y0, y1) = (y0 - pad, y1 + pad);
+        let (x0, x1) = span(pts.iter().map(|p| p.0), 0.0);
+        let (y0, y1) = span(pts.iter().map(|p| p.1), 0.05);
         let px = |x: f64| left + (x - x0) / (x1 - x0) * (right - left);
         let py = |y: f64| bottom - (y - y0) / (y1 - y0) * (bottom - top);
         // Grid, ticks and their labels.
@@ -396,7 +397,7 @@ impl DotPlot {
         let (w, row_h, top, names) = (1000usize, 24.0, 50.0, 90.0);
         let h = (top + row_h * self.rows.len().max(1) as f64 + 60.0) as usize;
         let mut cv = Canvas::new(w, h);
-        let (black, red) = ([0.0; 3], [0.84, 0.15, 0.16]);
+        let (black, red) = ([0.0; 3], PALETTE[3]);
         cv.text(&self.title, 10, 14, black, false);
         let bottom = top + row_h * self.rows.len() as f64;
         for (i, name) in self.rows.iter().enumerate() {
@@ -410,25 +411,8 @@ impl DotPlot {
                 names + width * k as f64 + 20.0,
                 names + width * (k + 1) as f64 - 10.0,
             );
-            let all: Vec<f64> = p
-                .values
-                .iter()
-                .flatten()
-                .chain(&p.reference)
-                .copied()
-                .filter(|v| v.is_finite())
-                .collect();
-            let (mut lo, mut hi) = all
-                .iter()
-                .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-            if all.is_empty() {
-                (lo, hi) = (0.0, 1.0);
-            }
-            if hi - lo < 1e-12 {
-                (lo, hi) = (lo - 0.5, hi + 0.5);
-            }
-            let pad = (hi - lo) * 0.08;
-            let (lo, hi) = (lo - pad, hi + pad);
+            let all = p.values.iter().flatten().chain(&p.reference).copied();
+            let (lo, hi) = span(all.filter(|v| v.is_finite()), 0.08);
             let px = |v: f64| left + (v - lo) / (hi - lo) * (right - left);
             for i in 0..=self.rows.len() {
                 let y = top + row_h * i as f64;
@@ -563,7 +547,7 @@ mod tests {
         // A dot is 29 pixels of the first colour (radius 3).
         assert_eq!(count(&one, PALETTE[0]), 2 * 29);
         assert_eq!(count(&three, PALETTE[0]), 3 * 29);
-        let red = [0.84, 0.15, 0.16];
+        let red = PALETTE[3];
         assert_eq!(count(&one, red), 0);
         assert!(count(&plot(vec![vec![1.0], vec![2.0]], Some(1.5)).render(), red) >= 48);
     }

@@ -28,16 +28,37 @@ use serde::{Deserialize, Serialize};
 use crate::config::{preset, Positional, Preset, PRESETS};
 use crate::{Error, Result, TransformerConfig};
 
-/// The groups of Table 3 and their rows, in the table's order.
-pub const GROUPS: &[(&str, &[&str])] = &[
-    ("base", &["base"]),
-    ("A", &["A1", "A2", "A3", "A4"]),
-    ("B", &["B1", "B2"]),
-    ("C", &["C1", "C2", "C3", "C4", "C5", "C6", "C7"]),
-    ("D", &["D1", "D2", "D3", "D4"]),
-    ("E", &["E"]),
-    ("big", &["big"]),
-];
+/// The group of a row of Table 3: its name without the number (`A` of `A1`; `base`,
+/// `E` and `big` are groups of one).
+fn group(row: &str) -> &str {
+    row.trim_end_matches(|c: char| c.is_ascii_digit())
+}
+
+/// Whether `name` is the row `p` or its group, case-insensitive.
+fn names(p: &Preset, name: &str) -> bool {
+    p.name.eq_ignore_ascii_case(name) || group(p.name).eq_ignore_ascii_case(name)
+}
+
+/// [`Error::UnknownRow`] for `name`, listing the groups and their rows.
+fn unknown_row(name: &str) -> Error {
+    let mut known: Vec<(&str, Vec<&str>)> = Vec::new();
+    for p in PRESETS {
+        match known.last_mut() {
+            Some((g, rows)) if *g == group(p.name) => rows.push(p.name),
+            _ => known.push((group(p.name), vec![p.name])),
+        }
+    }
+    Error::UnknownRow {
+        name: name.to_string(),
+        known: known
+            .into_iter()
+            .map(|(g, rows)| match rows[..] {
+                [one] => one.to_string(),
+                _ => format!("{g} ({})", rows.join(", ")),
+            })
+            .collect(),
+    }
+}
 
 /// The rows named by `spec`: a comma-separated list of groups (`base`, `A`, ..., `E`,
 /// `big`) and single rows (`A1`, `C4`), case-insensitive, in the table's order, each once.
@@ -53,46 +74,13 @@ pub const GROUPS: &[(&str, &[&str])] = &[
 /// # Ok::<(), tessera_transformer::Error>(())
 /// ```
 pub fn select_rows(spec: &str) -> Result<Vec<&'static Preset>> {
-    let mut chosen = vec![false; PRESETS.len()];
-    let mut any = false;
-    for name in spec.split(',').map(str::trim) {
-        let rows = GROUPS
-            .iter()
-            .find(|(g, _)| g.eq_ignore_ascii_case(name))
-            .map(|(_, rows)| rows.to_vec())
-            .or_else(|| {
-                PRESETS
-                    .iter()
-                    .find(|p| p.name.eq_ignore_ascii_case(name))
-                    .map(|p| vec![p.name])
-            })
-            .ok_or_else(|| Error::UnknownRow {
-                name: name.to_string(),
-                known: GROUPS
-                    .iter()
-                    .map(|(g, rows)| match rows {
-                        [one] => one.to_string(),
-                        _ => format!("{g} ({})", rows.join(", ")),
-                    })
-                    .collect(),
-            })?;
-        for row in rows {
-            if let Some(i) = PRESETS.iter().position(|p| p.name == row) {
-                chosen[i] = true;
-                any = true;
-            }
-        }
-    }
-    if !any {
-        return Err(Error::UnknownRow {
-            name: spec.to_string(),
-            known: GROUPS.iter().map(|(g, _)| g.to_string()).collect(),
-        });
+    let asked: Vec<&str> = spec.split(',').map(str::trim).collect();
+    if let Some(name) = asked.iter().find(|n| !PRESETS.iter().any(|p| names(p, n))) {
+        return Err(unknown_row(name));
     }
     Ok(PRESETS
         .iter()
-        .zip(chosen)
-        .filter_map(|(p, c)| c.then_some(p))
+        .filter(|p| asked.iter().any(|n| names(p, n)))
         .collect())
 }
 

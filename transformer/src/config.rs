@@ -15,6 +15,16 @@ pub enum Positional {
     Learned,
 }
 
+impl std::fmt::Display for Positional {
+    /// `sinusoidal` or `learned`, as serialised and as `--positional` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Positional::Sinusoidal => "sinusoidal",
+            Positional::Learned => "learned",
+        })
+    }
+}
+
 /// The shape and regularisation of a [`crate::Transformer`]: data, serialised as the
 /// `model` part of a checkpoint's `config` entry ([`crate::CheckpointConfig`]).
 ///
