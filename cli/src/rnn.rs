@@ -194,10 +194,6 @@ impl Task for CharTask<'_> {
         self.state.step
     }
 
-    fn num_parameters(&self) -> usize {
-        self.state.model.num_parameters()
-    }
-
     fn describe(&self) -> Vec<String> {
         let (c, lm) = (self.state.config, self.state.model.config());
         vec![

@@ -118,8 +118,6 @@ pub trait Task {
     fn steps_done(&self) -> u64;
     /// Lines that describe the run before it starts (data, model, batch).
     fn describe(&self) -> Vec<String>;
-    /// The model's parameter count (for the memory check before the first step).
-    fn num_parameters(&self) -> usize;
     /// The model's parameters, by name (checked alike on every rank and broadcast from
     /// rank 0 before the first step of a data-parallel run).
     fn named_parameters(&self) -> Vec<(String, Parameter)>;
@@ -203,6 +201,8 @@ pub struct Run {
     comm: Rc<dyn Communicator>,
     /// The effective configuration, which every rank must share.
     config: String,
+    /// Training's memory budget, in force while the model is built and trained.
+    _budget: Option<tessera_nn::BudgetGuard>,
 }
 
 impl Run {
@@ -258,6 +258,18 @@ impl Run {
             Ok(file.metadata()?)
         };
         let resumed = run.resume.then(open).transpose()?;
+        // A model too large to train is refused at its first parameter beyond the
+        // budget, before seconds go into drawing the rest.
+        let budget = available_memory().map(|bytes| {
+            tessera_nn::MemoryBudget {
+                bytes: bytes as usize,
+                bytes_per_value: 16,
+                what: "available to train it (16 bytes a parameter: the weight, its \
+                       gradient and Adam's two moments, before activations)"
+                    .to_string(),
+            }
+            .enter()
+        });
         Ok(Run {
             out,
             checkpoint,
@@ -267,6 +279,7 @@ impl Run {
             lock,
             comm,
             config,
+            _budget: budget,
         })
     }
 
@@ -314,11 +327,6 @@ impl Run {
         if plan.eval_every == 0 || plan.save_every == 0 {
             bail!("--eval-every and --save-every must be at least 1");
         }
-        fits_in_memory(
-            "training",
-            task.num_parameters() as f64 * 16.0,
-            "weights, gradients and Adam's two moments at 4 bytes each, before activations",
-        )?;
         catch_signals();
         let comm = Rc::clone(&self.comm);
         let (ranks, root) = (comm.size(), comm.rank() == 0);

@@ -344,10 +344,6 @@ impl Task for TranslationTask<'_> {
         self.trainer.step
     }
 
-    fn num_parameters(&self) -> usize {
-        self.trainer.model.num_parameters()
-    }
-
     fn describe(&self) -> Vec<String> {
         let (t, c) = (&self.trainer, self.trainer.model.config());
         vec![

@@ -630,10 +630,6 @@ impl Task for ImageTask {
         self.trainer.progress.step
     }
 
-    fn num_parameters(&self) -> usize {
-        self.trainer.model.num_parameters()
-    }
-
     fn describe(&self) -> Vec<String> {
         let (d, t, c) = (&self.data, &self.trainer, self.trainer.model.config());
         let hybrid = c.hybrid.map_or(String::new(), |h| {

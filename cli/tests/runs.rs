@@ -278,10 +278,35 @@ fn sizes_beyond_memory_are_refused_with_the_figure() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(
-            err.lines().count() == 1 && err.contains(" GB") && err.contains("this machine has"),
+            err.lines().count() == 1
+                && err.contains(" GB")
+                && (err.contains("this machine has") || err.contains("available to train it")),
             "{args:?}: {err}"
         );
     }
+
+    // A model that fits in memory but not in training's 16 bytes a parameter: refused
+    // at the parameter that passes the budget, before the model is drawn (which would
+    // take a third of the machine's memory and many seconds).
+    let total: f64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(24e9, |kb| kb * 1024.0);
+    let hidden = ((total / 3.0 / 4.0).sqrt() as usize).to_string();
+    let x = tmp.path().join("train-budget");
+    let args = ["rnn", "train", "--hidden", &hidden, "--steps", "1"];
+    let out = tessera(&[&args[..], &["--out", x.to_str().unwrap()]].concat());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines().count() == 1
+            && err.contains(&format!("W: shape [{hidden}, {hidden}] needs"))
+            && err.contains("available to train it"),
+        "{err}"
+    );
 
     // A checkpoint whose configuration was tampered with: hidden = 99999999999.
     let out = tmp.path().join("small");

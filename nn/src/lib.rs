@@ -39,7 +39,7 @@ pub use layers::{
 };
 pub use loss::{cross_entropy, mse_loss, nll_loss};
 pub use tessera_autograd::{Parameter, Var};
-pub use vars::{Init, VarBuilder, VarMap};
+pub use vars::{BudgetGuard, Init, MemoryBudget, VarBuilder, VarMap};
 
 /// Errors of the layers, losses and checkpoints.
 #[derive(Debug, thiserror::Error)]
@@ -119,10 +119,10 @@ pub enum Error {
         reason: String,
     },
     /// A parameter or buffer too large to allocate (a size from a typo, or from a
-    /// corrupt checkpoint's configuration): refused before any memory is touched.
+    /// corrupt checkpoint's configuration), or too large for a [`MemoryBudget`]: refused
+    /// before any memory is touched.
     #[error(
-        "{name}: shape {shape:?} needs {}, and the model with it {}: more than the {} \
-         of memory this machine has",
+        "{name}: shape {shape:?} needs {}, and the model with it {}: more than the {} {limit}",
         bytes_text(*.bytes),
         bytes_text(*.total),
         bytes_text(*.memory)
@@ -132,12 +132,15 @@ pub enum Error {
         name: String,
         /// The shape asked for.
         shape: Vec<usize>,
-        /// Its size in bytes as f32 (`None`: beyond the address space).
+        /// Its bytes at the budget's bytes per value (4 without one; `None`: beyond
+        /// the address space).
         bytes: Option<usize>,
-        /// The model's parameters and buffers with it, in bytes.
+        /// The model's parameters and buffers with it, likewise.
         total: Option<usize>,
-        /// The machine's memory (`None`: the address space is the limit).
+        /// The limit: the machine's memory or the budget (`None`: the address space).
         memory: Option<usize>,
+        /// What the limit is, after "more than the N": "of memory this machine has".
+        limit: String,
     },
     /// A checkpoint tensor holding NaN or infinite values: broken weights, refused
     /// before they reach the model.

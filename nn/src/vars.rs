@@ -27,6 +27,78 @@ use tessera_tensor::{Rng, Tensor};
 
 use crate::{init, Buffer, Error, LoadReport, Parameter, Result};
 
+thread_local! {
+    static BUDGET: std::cell::RefCell<Option<MemoryBudget>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A limit on the memory of the parameters and buffers that builders make on this
+/// thread, tighter than the machine's: training holds several values per parameter, so
+/// a model that fits in memory may still not train. With a budget in force, a model too
+/// large for it is refused at its first parameter beyond the budget, before the rest is
+/// built (a large model takes seconds to draw).
+///
+/// ```
+/// use tessera_nn::{Error, Linear, MemoryBudget, VarBuilder, VarMap};
+/// use tessera_tensor::Rng;
+/// let budget = MemoryBudget {
+///     bytes: 1_000_000,
+///     bytes_per_value: 16,
+///     what: "available to train it (16 bytes a parameter)".into(),
+/// };
+/// let _guard = budget.enter();
+/// let vars = VarMap::new();
+/// let vb = VarBuilder::from_rng(&vars, Rng::seed(0));
+/// assert!(Linear::new(&vb.pp("small"), 100, 100, true).is_ok()); // 161.6 kB to train
+/// let err = Linear::new(&vb.pp("big"), 300, 300, true).unwrap_err();
+/// assert!(matches!(err, Error::TooLarge { ref name, .. } if name == "big.weight"));
+/// assert!(err.to_string().contains("more than the 1.0 MB available to train it"));
+/// # Ok::<(), tessera_nn::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryBudget {
+    /// The bytes that all the values of the store may take, at `bytes_per_value`.
+    pub bytes: usize,
+    /// What each value costs: 4 to hold an f32; 16 to train it with Adam (the weight,
+    /// its gradient and two moments).
+    pub bytes_per_value: usize,
+    /// What the limit is, as the error says it after "more than the N":
+    /// `"available to train it"`.
+    pub what: String,
+}
+
+impl MemoryBudget {
+    /// Puts this budget in force on this thread until the guard is dropped (the budget
+    /// before it then returns).
+    pub fn enter(self) -> BudgetGuard {
+        let previous = BUDGET.with(|b| b.replace(Some(self)));
+        BudgetGuard {
+            previous,
+            _thread: std::marker::PhantomData,
+        }
+    }
+
+    /// The budget in force on this thread.
+    pub fn current() -> Option<MemoryBudget> {
+        BUDGET.with(|b| b.borrow().clone())
+    }
+}
+
+/// Keeps a [`MemoryBudget`] in force on its thread while it lives.
+#[must_use = "the budget ends when the guard is dropped"]
+#[derive(Debug)]
+pub struct BudgetGuard {
+    previous: Option<MemoryBudget>,
+    // A guard belongs to the thread whose budget it holds.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for BudgetGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        BUDGET.with(|b| *b.borrow_mut() = previous);
+    }
+}
+
 /// How a new parameter's values are drawn (the `torch.nn.init` functions).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Init {
@@ -592,7 +664,6 @@ impl VarBuilder {
         // corrupt checkpoint must be an error, not an abort (or, where the allocator
         // reserves address space without memory, a machine filling up).
         let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-        let bytes = numel.and_then(|n| n.checked_mul(std::mem::size_of::<f32>()));
         let held: usize = self
             .vars
             .lock()
@@ -600,8 +671,19 @@ impl VarBuilder {
             .iter()
             .map(|(_, s)| s.value().numel())
             .sum();
-        let total = bytes.and_then(|b| b.checked_add(held * std::mem::size_of::<f32>()));
-        let memory = crate::physical_memory();
+        let budget = MemoryBudget::current();
+        let per_value = budget
+            .as_ref()
+            .map_or(std::mem::size_of::<f32>(), |b| b.bytes_per_value);
+        let bytes = numel.and_then(|n| n.checked_mul(per_value));
+        let total = bytes.and_then(|b| b.checked_add(held.checked_mul(per_value)?));
+        let (memory, limit) = match budget {
+            Some(b) => (Some(b.bytes), b.what),
+            None => (
+                crate::physical_memory(),
+                "of memory this machine has".to_string(),
+            ),
+        };
         let fits = match (numel, total) {
             (Some(n), Some(t)) if t <= memory.unwrap_or(isize::MAX as usize) => {
                 Vec::<f32>::new().try_reserve_exact(n).is_ok()
@@ -615,6 +697,7 @@ impl VarBuilder {
                 bytes,
                 total,
                 memory,
+                limit,
             });
         }
         match &self.source {
@@ -638,6 +721,7 @@ impl VarBuilder {
                 bytes,
                 total,
                 memory,
+                limit,
                 ..
             } => Error::TooLarge {
                 name: self.name(name),
@@ -645,6 +729,7 @@ impl VarBuilder {
                 bytes,
                 total,
                 memory,
+                limit,
             },
             e => e,
         })?;

@@ -85,12 +85,12 @@ impl std::fmt::Display for Bleu {
     }
 }
 
-fn ngrams(tokens: &[&str], n: usize) -> HashMap<Vec<String>, usize> {
+/// The counts of the `n`-grams of `tokens`, each n-gram a slice of them (nothing copied).
+fn ngrams<'a>(tokens: &'a [&'a str], n: usize) -> HashMap<&'a [&'a str], usize> {
     let mut out = HashMap::new();
     if tokens.len() >= n {
         for w in tokens.windows(n) {
-            *out.entry(w.iter().map(|s| s.to_string()).collect())
-                .or_insert(0) += 1;
+            *out.entry(w).or_insert(0) += 1;
         }
     }
     out
@@ -128,7 +128,7 @@ pub fn corpus_bleu<S: AsRef<str>, R: AsRef<str>>(
             let (hn, rn) = (ngrams(&ht, n), ngrams(&rt, n));
             counts[n - 1] += hn
                 .iter()
-                .map(|(g, &c)| c.min(rn.get(g).copied().unwrap_or(0)))
+                .map(|(g, &c)| c.min(rn.get(*g).copied().unwrap_or(0)))
                 .sum::<usize>();
             totals[n - 1] += ht.len().saturating_sub(n - 1);
         }
