@@ -38,7 +38,7 @@ struct Args {
     /// Worker threads; each parser's cases are split between them.
     #[arg(long, default_value_t = 1)]
     jobs: usize,
-    /// An input slower than this (ms) counts as a hang.
+    /// An input slower than this (ms) twice in a row counts as a hang.
     #[arg(long, default_value_t = 1000)]
     time_limit_ms: u64,
     /// Allocations over both the bound and this (MiB) are refused, ending the process
