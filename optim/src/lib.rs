@@ -25,6 +25,7 @@ mod adam;
 mod clip;
 mod comm;
 pub mod schedule;
+pub mod scheduler;
 mod sgd;
 
 use std::collections::BTreeMap;
@@ -85,6 +86,15 @@ pub enum Error {
         /// Where the reporting rank's copy parts from rank 0's (`rank 0 has "x [2]"
         /// where rank 1 has "x [3]"`), or that it agrees.
         detail: String,
+    },
+    /// A learning-rate scheduler's setting outside its range, a step past its end, or a
+    /// saved state of another shape.
+    #[error("{scheduler}: {what}")]
+    Schedule {
+        /// The scheduler, by PyTorch's name (`OneCycleLR`).
+        scheduler: &'static str,
+        /// What was expected and what came.
+        what: String,
     },
     /// Saved optimizer state that does not fit the parameters.
     #[error("optimizer state: {0}")]
