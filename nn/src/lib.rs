@@ -37,7 +37,10 @@ pub use checkpoint::{
 pub use layers::{
     Activation, BatchNorm2d, Conv2d, Dropout, Embedding, LayerNorm, Linear, MaxPool2d,
 };
-pub use loss::{cross_entropy, mse_loss, nll_loss};
+pub use loss::{
+    cross_entropy, mse_loss, nll_loss, BceWithLogitsLoss, CrossEntropyLoss, MseLoss, NllLoss,
+    Reduction,
+};
 pub use tessera_autograd::{Parameter, Var};
 pub use vars::{BudgetGuard, Init, MemoryBudget, VarBuilder, VarMap};
 
@@ -78,7 +81,7 @@ pub enum Error {
         /// The loss.
         op: &'static str,
         /// The target.
-        target: usize,
+        target: i64,
         /// Its row.
         row: usize,
         /// The number of classes.

@@ -29,82 +29,244 @@ pub fn cross_entropy(
     label_smoothing: f32,
     ignore_index: Option<usize>,
 ) -> Result<Var> {
-    let op = "cross_entropy";
-    let (n, c) = logits
-        .value()
-        .dims2()
-        .map_err(|_| Error::shape(op, "logits [N, C]", logits.shape()))?;
-    if !(0.0..=1.0).contains(&label_smoothing) {
-        return Err(Error::setting(
-            op,
-            "label smoothing",
-            label_smoothing,
-            "within [0, 1]",
-        ));
+    let targets: Vec<i64> = targets.data().iter().map(|&t| t as i64).collect();
+    let loss = CrossEntropyLoss {
+        ignore_index: ignore_index.map_or(NO_INDEX, |i| i as i64),
+        label_smoothing,
+        ..CrossEntropyLoss::default()
+    };
+    loss.run("cross_entropy", logits, &targets, ignore_index.is_some())
+}
+
+/// An `ignore_index` no target can equal: the old signatures' `None`.
+const NO_INDEX: i64 = i64::MIN;
+
+/// How a loss reduces its values (PyTorch's `reduction`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reduction {
+    /// The mean (weighted by the targets' class weights where a loss has them).
+    #[default]
+    Mean,
+    /// The sum.
+    Sum,
+    /// No reduction: one value per row (or element).
+    None,
+}
+
+impl Reduction {
+    /// A `[N]` tensor of values, reduced.
+    fn apply(self, rows: Vec<f64>, denominator: f64) -> Result<Tensor> {
+        let total: f64 = rows.iter().sum();
+        Ok(match self {
+            Reduction::Mean => Tensor::scalar((total / denominator) as f32),
+            Reduction::Sum => Tensor::scalar(total as f32),
+            Reduction::None => {
+                let n = rows.len();
+                Tensor::from_vec(rows.into_iter().map(|v| v as f32).collect(), &[n])?
+            }
+        })
     }
-    if targets.shape() != [n] {
-        return Err(Error::shape(op, format!("{n} targets"), targets.shape()));
+
+    /// The factor of row or element `i` in the gradient, from the output's gradient.
+    fn scales(self, g: &Tensor, n: usize, denominator: f64) -> tessera_autograd::Result<Vec<f32>> {
+        Ok(match self {
+            Reduction::Mean => vec![(f64::from(g.to_scalar()?) / denominator) as f32; n],
+            Reduction::Sum => vec![g.to_scalar()?; n],
+            Reduction::None => g.contiguous().to_vec(),
+        })
     }
-    for (row, &t) in targets.data().iter().enumerate() {
-        if Some(t) != ignore_index && t >= c {
+}
+
+/// `torch.nn.CrossEntropyLoss` on logits `[N, C]` with class targets as `i64` (so that
+/// PyTorch's `ignore_index = -100` works): per row,
+/// `(1 - ε) · w[t] · (-log p[t]) + (ε / C) · Σ_c w[c] · (-log p[c])`, zero for an ignored
+/// row; `Mean` divides the sum by `Σ w[t]` over the rows that count (their number
+/// without weights), as PyTorch does. One fused pass; the softmax is kept for backward.
+///
+/// # Shapes
+/// logits `[N, C]`, targets `N`, `weight` `[C]` -> a scalar, or `[N]` with
+/// [`Reduction::None`].
+///
+/// ```
+/// use tessera_nn::{CrossEntropyLoss, Reduction, Var};
+/// use tessera_tensor::Tensor;
+/// let logits = Var::constant(Tensor::zeros(&[3, 4]));
+/// let loss = CrossEntropyLoss { reduction: Reduction::None, ..Default::default() };
+/// let rows = loss.forward(&logits, &[1, -100, 3])?; // the second row is ignored
+/// assert_eq!(rows.value().to_vec(), vec![4f32.ln(), 0.0, 4f32.ln()]);
+/// let weighted = CrossEntropyLoss {
+///     weight: Some(Tensor::from_vec(vec![1.0, 3.0, 1.0, 1.0], &[4])?),
+///     ..Default::default()
+/// };
+/// // (3 ln 4 + 1 ln 4) / (3 + 1)
+/// let mean = weighted.forward(&logits, &[1, -100, 3])?.value().to_scalar()?;
+/// assert!((mean - 4f32.ln()).abs() < 1e-6);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrossEntropyLoss {
+    /// A weight per class, `[C]` (`weight=`).
+    pub weight: Option<Tensor>,
+    /// Rows whose target is this count for nothing (`ignore_index=`, -100).
+    pub ignore_index: i64,
+    /// `reduction=` (mean).
+    pub reduction: Reduction,
+    /// `label_smoothing=` ε in [0, 1] (0).
+    pub label_smoothing: f32,
+}
+
+impl Default for CrossEntropyLoss {
+    /// PyTorch's defaults: no weight, `ignore_index` -100, mean, no smoothing.
+    fn default() -> CrossEntropyLoss {
+        CrossEntropyLoss {
+            weight: None,
+            ignore_index: -100,
+            reduction: Reduction::Mean,
+            label_smoothing: 0.0,
+        }
+    }
+}
+
+impl CrossEntropyLoss {
+    /// The loss of `logits` for `targets` (class indices, or `ignore_index`).
+    pub fn forward(&self, logits: &Var, targets: &[i64]) -> Result<Var> {
+        self.run("CrossEntropyLoss", logits, targets, true)
+    }
+
+    fn run(&self, op: &'static str, logits: &Var, targets: &[i64], named: bool) -> Result<Var> {
+        let (n, c) = logits
+            .value()
+            .dims2()
+            .map_err(|_| Error::shape(op, "logits [N, C]", logits.shape()))?;
+        let eps = self.label_smoothing;
+        if !(0.0..=1.0).contains(&eps) {
+            return Err(Error::setting(op, "label smoothing", eps, "within [0, 1]"));
+        }
+        let ignore = self.ignore_index;
+        let counted = check_targets(op, targets, n, c, ignore)?;
+        let weight = class_weights(op, self.weight.as_ref(), c)?;
+        // The mean's denominator: the counted rows' class weights (their number).
+        let denominator: f64 = match &weight {
+            Some(w) => counted
+                .iter()
+                .map(|&i| f64::from(w[targets[i] as usize]))
+                .sum(),
+            None => counted.len() as f64,
+        };
+        if self.reduction == Reduction::Mean && counted.is_empty() {
+            return Err(every_target_ignored(op, named.then_some(ignore)));
+        }
+        // One pass per row for the value, the softmax kept for the backward pass.
+        let x = logits.value().contiguous();
+        let xs = x.as_slice().expect("contiguous");
+        let mut probs = vec![0.0f32; n * c];
+        let mut shifted = vec![0.0f32; c];
+        let mut rows = vec![0.0f64; n];
+        let eps = f64::from(eps);
+        let total_weight: f64 = weight.as_ref().map_or(0.0, |w| lane_sum(w));
+        for (i, (row, p)) in xs
+            .chunks_exact(c)
+            .zip(probs.chunks_exact_mut(c))
+            .enumerate()
+        {
+            let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            shifted.iter_mut().zip(row).for_each(|(s, &v)| *s = v - m);
+            tessera_tensor::exp_slice(&shifted, p);
+            let sum = lane_sum(p);
+            let inv = (1.0 / sum) as f32;
+            p.iter_mut().for_each(|v| *v *= inv);
+            if targets[i] == ignore {
+                continue;
+            }
+            let t = targets[i] as usize;
+            let log_sum = sum.ln();
+            let nll = log_sum - f64::from(shifted[t]);
+            rows[i] = match &weight {
+                None => {
+                    let smooth = log_sum - lane_sum(&shifted) / c as f64;
+                    (1.0 - eps) * nll + eps * smooth
+                }
+                Some(w) => {
+                    let weighted: f64 = w
+                        .iter()
+                        .zip(&shifted)
+                        .map(|(&w, &s)| f64::from(w) * f64::from(s))
+                        .sum();
+                    let smooth = total_weight * log_sum - weighted;
+                    (1.0 - eps) * f64::from(w[t]) * nll + eps / c as f64 * smooth
+                }
+            };
+        }
+        let value = self.reduction.apply(rows, denominator)?;
+        let backward = CrossEntropyBackward {
+            probs,
+            targets: targets.to_vec(),
+            ignore,
+            weight,
+            label_smoothing: self.label_smoothing,
+            reduction: self.reduction,
+            denominator,
+            shape: [n, c],
+        };
+        Ok(Var::custom(
+            value,
+            std::slice::from_ref(logits),
+            std::sync::Arc::new(backward),
+        ))
+    }
+}
+
+/// The rows whose target counts; an error naming the row for a target outside
+/// `0..classes` that is not `ignore`, or for a count other than `n`.
+fn check_targets(
+    op: &'static str,
+    targets: &[i64],
+    n: usize,
+    classes: usize,
+    ignore: i64,
+) -> Result<Vec<usize>> {
+    if targets.len() != n {
+        return Err(Error::shape(op, format!("{n} targets"), &[targets.len()]));
+    }
+    let mut counted = Vec::with_capacity(n);
+    for (row, &t) in targets.iter().enumerate() {
+        if t == ignore {
+            continue;
+        }
+        if t < 0 || t as u64 >= classes as u64 {
             return Err(Error::Target {
                 op,
                 target: t,
                 row,
-                classes: c,
+                classes,
             });
         }
+        counted.push(row);
     }
-    let valid = targets
-        .data()
-        .iter()
-        .filter(|&&t| Some(t) != ignore_index)
-        .count();
-    if valid == 0 {
-        return Err(every_target_ignored(op, ignore_index));
-    }
-    // One pass per row for the value, the softmax kept for the backward pass:
-    // loss_i = (1 - ε)(lse_i - x_i[t]) + ε (lse_i - mean_c x_ic).
-    let x = logits.value().contiguous();
-    let xs = x.as_slice().expect("contiguous");
-    let mut probs = vec![0.0f32; n * c];
-    let mut shifted = vec![0.0f32; c];
-    let mut total = 0.0f64;
-    for (i, (row, p)) in xs
-        .chunks_exact(c)
-        .zip(probs.chunks_exact_mut(c))
-        .enumerate()
-    {
-        let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        shifted.iter_mut().zip(row).for_each(|(s, &v)| *s = v - m);
-        tessera_tensor::exp_slice(&shifted, p);
-        let sum = lane_sum(p);
-        let inv = (1.0 / sum) as f32;
-        p.iter_mut().for_each(|v| *v *= inv);
-        let t = targets.data()[i];
-        if Some(t) == ignore_index {
-            continue;
-        }
-        let log_sum = sum.ln();
-        let nll = log_sum - f64::from(shifted[t]);
-        let mean_shifted = lane_sum(&shifted) / c as f64;
-        let smooth = log_sum - mean_shifted;
-        total += (1.0 - f64::from(label_smoothing)) * nll + f64::from(label_smoothing) * smooth;
-    }
-    let value = Tensor::scalar((total / valid as f64) as f32);
-    let backward = CrossEntropyBackward {
-        probs,
-        targets: targets.data().to_vec(),
-        ignore_index,
-        label_smoothing,
-        valid,
-        shape: [n, c],
+    Ok(counted)
+}
+
+/// A class-weight tensor as `C` finite values, or an error naming its shape.
+fn class_weights(
+    op: &'static str,
+    weight: Option<&Tensor>,
+    classes: usize,
+) -> Result<Option<Vec<f32>>> {
+    let Some(w) = weight else {
+        return Ok(None);
     };
-    Ok(Var::custom(
-        value,
-        std::slice::from_ref(logits),
-        std::sync::Arc::new(backward),
-    ))
+    if w.shape() != [classes] {
+        return Err(Error::shape(
+            op,
+            format!("a weight of [{classes}] (one per class)"),
+            w.shape(),
+        ));
+    }
+    let w = w.contiguous().to_vec();
+    if let Some(bad) = w.iter().find(|v| !v.is_finite()) {
+        return Err(Error::setting(op, "weight", bad, "must be finite"));
+    }
+    Ok(Some(w))
 }
 
 /// `Σ v` with eight f32 lanes (vectorisable) combined in f64.
@@ -120,15 +282,18 @@ fn lane_sum(v: &[f32]) -> f64 {
     lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + tail
 }
 
-/// `∂loss/∂x_i = (softmax(x_i) - (1 - ε) onehot(t_i) - ε / C) / n_valid` for the counted
-/// rows, zero for ignored ones.
+/// `∂loss_i/∂x_ij = (1 - ε) w[t] (p_j - [j = t]) + (ε / C)(W p_j - w[j])` (`W = Σ w`;
+/// without weights `p_j - (1 - ε)[j = t] - ε / C`), times the reduction's factor; zero
+/// for ignored rows.
 #[derive(Debug)]
 struct CrossEntropyBackward {
     probs: Vec<f32>,
-    targets: Vec<usize>,
-    ignore_index: Option<usize>,
+    targets: Vec<i64>,
+    ignore: i64,
+    weight: Option<Vec<f32>>,
     label_smoothing: f32,
-    valid: usize,
+    reduction: Reduction,
+    denominator: f64,
     shape: [usize; 2],
 }
 
@@ -139,62 +304,38 @@ impl tessera_autograd::Function for CrossEntropyBackward {
 
     fn backward(&self, g: &Tensor, _y: &Tensor) -> tessera_autograd::Result<Vec<Option<Tensor>>> {
         let [n, c] = self.shape;
-        let scale = g.to_scalar()? / self.valid as f32;
-        let (eps, uniform) = (self.label_smoothing, self.label_smoothing / c as f32);
+        let scales = self.reduction.scales(g, n, self.denominator)?;
+        let eps = self.label_smoothing;
+        let uniform = eps / c as f32;
+        let total_weight = self.weight.as_ref().map_or(0.0, |w| lane_sum(w) as f32);
         let mut dx = vec![0.0f32; n * c];
         for (i, (d, p)) in dx
             .chunks_exact_mut(c)
             .zip(self.probs.chunks_exact(c))
             .enumerate()
         {
-            let t = self.targets[i];
-            if Some(t) == self.ignore_index {
+            if self.targets[i] == self.ignore {
                 continue;
             }
-            d.iter_mut()
-                .zip(p)
-                .for_each(|(d, &p)| *d = (p - uniform) * scale);
-            d[t] -= (1.0 - eps) * scale;
+            let (t, scale) = (self.targets[i] as usize, scales[i]);
+            match &self.weight {
+                None => {
+                    d.iter_mut()
+                        .zip(p)
+                        .for_each(|(d, &p)| *d = (p - uniform) * scale);
+                    d[t] -= (1.0 - eps) * scale;
+                }
+                Some(w) => {
+                    let a = (1.0 - eps) * w[t];
+                    for ((d, &p), &wj) in d.iter_mut().zip(p).zip(w) {
+                        *d = (a * p + uniform * (total_weight * p - wj)) * scale;
+                    }
+                    d[t] -= a * scale;
+                }
+            }
         }
         Ok(vec![Some(Tensor::from_vec(dx, &[n, c])?)])
     }
-}
-
-/// `log p[target]` per row (`[N, 1]`) and the 0/1 weights of the rows that count.
-fn picked_log_probs(
-    logp: &Var,
-    targets: &IndexTensor,
-    n: usize,
-    c: usize,
-    ignore_index: Option<usize>,
-    layer: &'static str,
-) -> Result<(Var, Tensor)> {
-    if targets.shape() != [n] {
-        return Err(Error::shape(layer, format!("{n} targets"), targets.shape()));
-    }
-    let mut idx = Vec::with_capacity(n);
-    let mut weights = Vec::with_capacity(n);
-    for (row, &t) in targets.data().iter().enumerate() {
-        if Some(t) == ignore_index {
-            idx.push(0);
-            weights.push(0.0);
-        } else if t >= c {
-            return Err(Error::Target {
-                op: layer,
-                target: t,
-                row,
-                classes: c,
-            });
-        } else {
-            idx.push(t);
-            weights.push(1.0);
-        }
-    }
-    if weights.iter().all(|&w| w == 0.0) {
-        return Err(every_target_ignored(layer, ignore_index));
-    }
-    let picked = logp.gather(1, &IndexTensor::new(idx, &[n, 1])?)?;
-    Ok((picked, Tensor::from_vec(weights, &[n, 1])?))
 }
 
 /// Negative log-likelihood on log-probabilities `[N, C]`, mean over non-ignored rows
@@ -216,16 +357,86 @@ pub fn nll_loss(
     targets: &IndexTensor,
     ignore_index: Option<usize>,
 ) -> Result<Var> {
-    let (n, c) = log_probs
-        .value()
-        .dims2()
-        .map_err(|_| Error::shape("nll_loss", "log-probabilities [N, C]", log_probs.shape()))?;
-    let (picked, weights) = picked_log_probs(log_probs, targets, n, c, ignore_index, "nll_loss")?;
-    let valid: f32 = weights.sum_all().to_scalar()?;
-    Ok(picked
-        .mul(&Var::constant(weights))?
-        .sum_all()
-        .mul_scalar(-1.0 / valid))
+    let targets: Vec<i64> = targets.data().iter().map(|&t| t as i64).collect();
+    let loss = NllLoss {
+        ignore_index: ignore_index.map_or(NO_INDEX, |i| i as i64),
+        ..NllLoss::default()
+    };
+    loss.run("nll_loss", log_probs, &targets, ignore_index.is_some())
+}
+
+/// `torch.nn.NLLLoss` on log-probabilities `[N, C]` with `i64` class targets: per row
+/// `-w[t] · logp[t]`, zero for an ignored row; `Mean` divides by `Σ w[t]` over the rows
+/// that count.
+///
+/// # Shapes
+/// log-probabilities `[N, C]`, targets `N`, `weight` `[C]` -> a scalar, or `[N]` with
+/// [`Reduction::None`].
+///
+/// ```
+/// use tessera_nn::{NllLoss, Reduction, Var};
+/// use tessera_tensor::Tensor;
+/// let logp = Var::constant(Tensor::from_vec(vec![-0.5, -2.0, -3.0, -0.25], &[2, 2])?);
+/// let sum = NllLoss { reduction: Reduction::Sum, ..Default::default() };
+/// assert_eq!(sum.forward(&logp, &[0, 1])?.value().to_scalar()?, 0.75);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct NllLoss {
+    /// A weight per class, `[C]` (`weight=`).
+    pub weight: Option<Tensor>,
+    /// Rows whose target is this count for nothing (`ignore_index=`, -100).
+    pub ignore_index: i64,
+    /// `reduction=` (mean).
+    pub reduction: Reduction,
+}
+
+impl Default for NllLoss {
+    /// PyTorch's defaults: no weight, `ignore_index` -100, mean.
+    fn default() -> NllLoss {
+        NllLoss {
+            weight: None,
+            ignore_index: -100,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+impl NllLoss {
+    /// The loss of `log_probs` for `targets` (class indices, or `ignore_index`).
+    pub fn forward(&self, log_probs: &Var, targets: &[i64]) -> Result<Var> {
+        self.run("NLLLoss", log_probs, targets, true)
+    }
+
+    fn run(&self, op: &'static str, log_probs: &Var, targets: &[i64], named: bool) -> Result<Var> {
+        let (n, c) = log_probs
+            .value()
+            .dims2()
+            .map_err(|_| Error::shape(op, "log-probabilities [N, C]", log_probs.shape()))?;
+        let counted = check_targets(op, targets, n, c, self.ignore_index)?;
+        if self.reduction == Reduction::Mean && counted.is_empty() {
+            return Err(every_target_ignored(op, named.then_some(self.ignore_index)));
+        }
+        let weight = class_weights(op, self.weight.as_ref(), c)?;
+        // Each row's weight (0 for an ignored row) and the class it picks.
+        let mut idx = vec![0usize; n];
+        let mut row_weight = vec![0.0f32; n];
+        for &i in &counted {
+            let t = targets[i] as usize;
+            idx[i] = t;
+            row_weight[i] = weight.as_ref().map_or(1.0, |w| w[t]);
+        }
+        let denominator: f64 = row_weight.iter().map(|&w| f64::from(w)).sum();
+        let picked = log_probs.gather(1, &IndexTensor::new(idx, &[n, 1])?)?;
+        let rows = picked
+            .mul(&Var::constant(Tensor::from_vec(row_weight, &[n, 1])?))?
+            .mul_scalar(-1.0);
+        Ok(match self.reduction {
+            Reduction::Mean => rows.sum_all().mul_scalar((1.0 / denominator) as f32),
+            Reduction::Sum => rows.sum_all(),
+            Reduction::None => rows.reshape(&[n])?,
+        })
+    }
 }
 
 /// Mean squared error (`F.mse_loss`, mean reduction); shapes must match.
@@ -242,21 +453,188 @@ pub fn nll_loss(
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn mse_loss(prediction: &Var, target: &Var) -> Result<Var> {
-    if prediction.shape() != target.shape() {
-        return Err(Error::shape(
-            "mse_loss",
-            format!(
+    MseLoss::default().run("mse_loss", prediction, target)
+}
+
+/// `torch.nn.MSELoss`: `(prediction - target)²`, reduced.
+///
+/// # Shapes
+/// prediction and target of one shape -> a scalar, or that shape with
+/// [`Reduction::None`].
+///
+/// ```
+/// use tessera_nn::{MseLoss, Reduction, Var};
+/// use tessera_tensor::Tensor;
+/// let p = Var::constant(Tensor::from_vec(vec![1.0, 2.0], &[2])?);
+/// let t = Var::constant(Tensor::from_vec(vec![0.0, 4.0], &[2])?);
+/// let each = MseLoss { reduction: Reduction::None };
+/// assert_eq!(each.forward(&p, &t)?.value().to_vec(), vec![1.0, 4.0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MseLoss {
+    /// `reduction=` (mean).
+    pub reduction: Reduction,
+}
+
+impl MseLoss {
+    /// The loss of `prediction` against `target` (same shape).
+    pub fn forward(&self, prediction: &Var, target: &Var) -> Result<Var> {
+        self.run("MSELoss", prediction, target)
+    }
+
+    fn run(&self, op: &'static str, prediction: &Var, target: &Var) -> Result<Var> {
+        if prediction.shape() != target.shape() {
+            let expected = format!(
                 "a target of the prediction's shape {:?}",
                 prediction.shape()
-            ),
-            target.shape(),
-        ));
+            );
+            return Err(Error::shape(op, expected, target.shape()));
+        }
+        let squares = prediction.sub(target)?.square();
+        Ok(match self.reduction {
+            Reduction::Mean => squares.mean_all(),
+            Reduction::Sum => squares.sum_all(),
+            Reduction::None => squares,
+        })
     }
-    Ok(prediction.sub(target)?.square().mean_all())
+}
+
+/// `torch.nn.BCEWithLogitsLoss`: binary cross-entropy on logits, computed stably:
+/// `w · [(1 - y) x + (1 + (pw - 1) y) · (log(1 + e^-|x|) + max(-x, 0))]`, with `weight`
+/// `w` broadcast to the input's shape and `pos_weight` `pw` along its last axis.
+///
+/// # Shapes
+/// logits and targets of one shape; `weight` broadcastable to it; `pos_weight` of its
+/// last axis -> a scalar, or that shape with [`Reduction::None`].
+///
+/// ```
+/// use tessera_nn::{BceWithLogitsLoss, Var};
+/// use tessera_tensor::Tensor;
+/// let x = Var::constant(Tensor::zeros(&[2, 3]));
+/// let y = Tensor::from_vec(vec![1.0, 0.0, 1.0, 0.0, 0.5, 1.0], &[2, 3])?;
+/// // σ(0) = 1/2 whatever the target: ln 2 each.
+/// let loss = BceWithLogitsLoss::default().forward(&x, &y)?;
+/// assert!((loss.value().to_scalar()? - 2f32.ln()).abs() < 1e-6);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BceWithLogitsLoss {
+    /// A weight per element, broadcast to the input's shape (`weight=`).
+    pub weight: Option<Tensor>,
+    /// The positive examples' weight per class, `[C]` for an input `[..., C]`
+    /// (`pos_weight=`).
+    pub pos_weight: Option<Tensor>,
+    /// `reduction=` (mean).
+    pub reduction: Reduction,
+}
+
+impl BceWithLogitsLoss {
+    /// The loss of `logits` for `targets` (probabilities in [0, 1], of the same shape).
+    pub fn forward(&self, logits: &Var, targets: &Tensor) -> Result<Var> {
+        let op = "BCEWithLogitsLoss";
+        let shape = logits.shape().to_vec();
+        if targets.shape() != shape.as_slice() {
+            let expected = format!("targets of the logits' shape {shape:?}");
+            return Err(Error::shape(op, expected, targets.shape()));
+        }
+        let numel = shape.iter().product::<usize>();
+        let weight = match &self.weight {
+            Some(w) => Some(
+                w.broadcast_to(&shape)
+                    .map_err(|_| {
+                        let expected = format!("a weight that broadcasts to {shape:?}");
+                        Error::shape(op, expected, w.shape())
+                    })?
+                    .contiguous()
+                    .to_vec(),
+            ),
+            None => None,
+        };
+        let classes = shape.last().copied().unwrap_or(1);
+        let pos_weight = match &self.pos_weight {
+            Some(pw) if pw.shape() != [classes] => {
+                let expected = format!("a pos_weight of [{classes}] (the last axis)");
+                return Err(Error::shape(op, expected, pw.shape()));
+            }
+            Some(pw) => Some(pw.contiguous().to_vec()),
+            None => None,
+        };
+        let x = logits.value().contiguous().to_vec();
+        let y = targets.contiguous().to_vec();
+        let mut values = Vec::with_capacity(numel);
+        for i in 0..numel {
+            let (x, y) = (f64::from(x[i]), f64::from(y[i]));
+            let pw = pos_weight
+                .as_ref()
+                .map_or(1.0, |p| f64::from(p[i % classes]));
+            let w = weight.as_ref().map_or(1.0, |w| f64::from(w[i]));
+            let log_weight = 1.0 + (pw - 1.0) * y;
+            let softplus = (-x.abs()).exp().ln_1p() + (-x).max(0.0);
+            values.push(w * ((1.0 - y) * x + log_weight * softplus));
+        }
+        let value = match self.reduction {
+            Reduction::None => {
+                let v: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+                Tensor::from_vec(v, &shape)?
+            }
+            r => r.apply(values, numel as f64)?,
+        };
+        let backward = BceBackward {
+            x,
+            y,
+            weight,
+            pos_weight,
+            classes,
+            reduction: self.reduction,
+            shape,
+        };
+        Ok(Var::custom(
+            value,
+            std::slice::from_ref(logits),
+            std::sync::Arc::new(backward),
+        ))
+    }
+}
+
+/// `∂loss/∂x = w · (σ(x) (1 + (pw - 1) y) - pw y)`, times the reduction's factor.
+#[derive(Debug)]
+struct BceBackward {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    weight: Option<Vec<f32>>,
+    pos_weight: Option<Vec<f32>>,
+    classes: usize,
+    reduction: Reduction,
+    shape: Vec<usize>,
+}
+
+impl tessera_autograd::Function for BceBackward {
+    fn name(&self) -> &'static str {
+        "binary_cross_entropy_with_logits"
+    }
+
+    fn backward(&self, g: &Tensor, _y: &Tensor) -> tessera_autograd::Result<Vec<Option<Tensor>>> {
+        let n = self.x.len();
+        let scales = self.reduction.scales(g, n, n as f64)?;
+        let dx = (0..n)
+            .map(|i| {
+                let (x, y) = (f64::from(self.x[i]), f64::from(self.y[i]));
+                let pw = self
+                    .pos_weight
+                    .as_ref()
+                    .map_or(1.0, |p| f64::from(p[i % self.classes]));
+                let w = self.weight.as_ref().map_or(1.0, |w| f64::from(w[i]));
+                let sigmoid = 1.0 / (1.0 + (-x).exp());
+                (w * (sigmoid * (1.0 + (pw - 1.0) * y) - pw * y) * f64::from(scales[i])) as f32
+            })
+            .collect();
+        Ok(vec![Some(Tensor::from_vec(dx, &self.shape)?)])
+    }
 }
 
 /// The error of a batch whose every target is `ignore_index`: its mean is undefined.
-fn every_target_ignored(op: &'static str, ignore_index: Option<usize>) -> Error {
+fn every_target_ignored(op: &'static str, ignore_index: Option<i64>) -> Error {
     let index = ignore_index.map_or("none".to_string(), |i| i.to_string());
     Error::setting(
         op,

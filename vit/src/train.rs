@@ -167,7 +167,7 @@ fn label_tensor(
     if let Some((row, &target)) = labels.iter().enumerate().find(|(_, &l)| l >= classes) {
         return Err(tessera_nn::Error::Target {
             op,
-            target,
+            target: target as i64,
             row,
             classes,
         }
