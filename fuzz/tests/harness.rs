@@ -29,10 +29,8 @@ impl Driver for Trap {
             Some(b'P') => panic!("trapped"),
             Some(b'S') => std::thread::sleep(Duration::from_millis(30)),
             // Slow every other time it runs, as on a machine busy with other work.
-            Some(b'B') => {
-                if BUSY.fetch_xor(true, Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(30));
-                }
+            Some(b'B') if BUSY.fetch_xor(true, Ordering::Relaxed) => {
+                std::thread::sleep(Duration::from_millis(30))
             }
             Some(b'A') => {
                 let big = vec![1u8; 80 * MIB];

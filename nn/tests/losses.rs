@@ -80,7 +80,7 @@ fn values_and_gradients_equal_pytorch() {
         }
         .unwrap_or_else(|e| panic!("case {i} ({kind}, {o}): {e}"));
         let what = format!("case {i} ({kind}, {o})");
-        assert_close_slice(&what, &out.value(), &floats(&case["value"]), 1e-6, 1e-5);
+        assert_close_slice(&what, out.value(), &floats(&case["value"]), 1e-6, 1e-5);
         let upstream = floats(&case["upstream"]);
         let g = Tensor::from_vec(upstream, out.shape()).unwrap();
         out.backward_with(g).unwrap();
