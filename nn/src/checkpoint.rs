@@ -20,6 +20,10 @@ pub struct LoadReport {
     pub unexpected: Vec<String>,
     /// `(name, model shape, file shape)`.
     pub mismatched: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// `(name, stored dtype)` of the tensors loaded from another dtype than F32 (F16,
+    /// BF16, F64, ...) and converted to f32: not an error, but said, since an f64 file
+    /// loses precision and a half one was already rounded.
+    pub converted: Vec<(String, String)>,
 }
 
 impl LoadReport {
@@ -43,6 +47,13 @@ impl fmt::Display for LoadReport {
         }
         if parts.is_empty() {
             parts.push("all keys and shapes match".into());
+        }
+        let mut dtypes: Vec<&str> = self.converted.iter().map(|(_, d)| d.as_str()).collect();
+        dtypes.sort_unstable();
+        dtypes.dedup();
+        for dtype in dtypes {
+            let count = self.converted.iter().filter(|(_, d)| d == dtype).count();
+            parts.push(format!("{count} tensor(s) converted from {dtype} to f32"));
         }
         write!(f, "{}", parts.join("; "))
     }

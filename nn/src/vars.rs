@@ -357,7 +357,11 @@ impl VarMap {
     pub fn load(&self, path: impl AsRef<Path>, strict: bool) -> Result<LoadReport> {
         let path = path.as_ref();
         let file = tessera_tensor::SafeTensorsFile::open(path)?;
-        let shapes: HashMap<String, Vec<usize>> = file.shapes().into_iter().collect();
+        let entries = file.entries();
+        let shapes: HashMap<String, Vec<usize>> = entries
+            .iter()
+            .map(|(n, s, _)| (n.clone(), s.clone()))
+            .collect();
         let slots: Vec<(String, Slot)> = self.lock().entries.clone();
         let mut report = LoadReport::default();
         let mut to_load = Vec::new();
@@ -379,6 +383,13 @@ impl VarMap {
         report.missing.sort();
         report.unexpected.sort();
         report.mismatched.sort();
+        let loaded: std::collections::HashSet<&str> =
+            to_load.iter().map(|(n, _)| n.as_str()).collect();
+        report.converted = entries
+            .iter()
+            .filter(|(n, _, dtype)| dtype != "F32" && loaded.contains(n.as_str()))
+            .map(|(n, _, dtype)| (n.clone(), dtype.clone()))
+            .collect();
         if strict && !report.is_clean() {
             return Err(Error::Checkpoint {
                 path: path.to_path_buf(),
@@ -443,6 +454,42 @@ impl VarMap {
             path,
             values.iter().map(|(n, t)| (n.as_str(), t)),
             metadata,
+        )?;
+        Ok(())
+    }
+
+    /// [`VarMap::save`] in another precision: f16 or bf16 halve the file (a model to
+    /// publish; a training checkpoint keeps f32 to resume exactly). [`VarMap::load`]
+    /// converts back and says so in [`LoadReport::converted`].
+    ///
+    /// ```
+    /// use tessera_nn::{Linear, VarBuilder, VarMap};
+    /// use tessera_tensor::{Precision, Rng};
+    /// let vars = VarMap::new();
+    /// Linear::new(&VarBuilder::from_rng(&vars, Rng::seed(0)).pp("fc"), 64, 64, true)?;
+    /// let dir = std::env::temp_dir().join("tessera-doc-save-as");
+    /// std::fs::create_dir_all(&dir).unwrap();
+    /// let (full, half) = (dir.join("f32.safetensors"), dir.join("bf16.safetensors"));
+    /// vars.save(&full, None)?;
+    /// vars.save_as(&half, None, Precision::BF16)?;
+    /// let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+    /// assert!(size(&half) * 2 < size(&full) + 200); // half the values' bytes
+    /// let report = vars.load(&half, true)?;
+    /// assert_eq!(report.converted.len(), 2); // fc.weight and fc.bias, from BF16
+    /// # Ok::<(), tessera_nn::Error>(())
+    /// ```
+    pub fn save_as(
+        &self,
+        path: impl AsRef<Path>,
+        metadata: Option<&HashMap<String, String>>,
+        precision: tessera_tensor::Precision,
+    ) -> Result<()> {
+        let values = self.tensors();
+        tessera_tensor::save_safetensors_as(
+            path,
+            values.iter().map(|(n, t)| (n.as_str(), t)),
+            metadata,
+            precision,
         )?;
         Ok(())
     }

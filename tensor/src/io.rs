@@ -170,11 +170,12 @@ pub fn load_safetensors(path: impl AsRef<Path>) -> Result<BTreeMap<String, Tenso
 struct F32View {
     shape: Vec<usize>,
     bytes: Vec<u8>,
+    dtype: Dtype,
 }
 
 impl safetensors::View for &F32View {
     fn dtype(&self) -> Dtype {
-        Dtype::F32
+        self.dtype
     }
     fn shape(&self) -> &[usize] {
         &self.shape
@@ -187,20 +188,63 @@ impl safetensors::View for &F32View {
     }
 }
 
+/// The precision in which a file stores its values: tessera computes in f32, and writes
+/// f16 or bf16 to halve a file (rounded to nearest, ties to even).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// 4 bytes a value, exact.
+    #[default]
+    F32,
+    /// IEEE half: 2 bytes, 11 bits of mantissa, up to 65,504.
+    F16,
+    /// bfloat16: 2 bytes, f32's range, 8 bits of mantissa.
+    BF16,
+}
+
 /// Serialises named tensors (as f32) with optional string metadata into bytes.
 pub fn safetensors_bytes<'a>(
     tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
     metadata: Option<&HashMap<String, String>>,
 ) -> Result<Vec<u8>> {
+    safetensors_bytes_as(tensors, metadata, Precision::F32)
+}
+
+/// Serialises named tensors in `precision` with optional string metadata into bytes.
+pub fn safetensors_bytes_as<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+    metadata: Option<&HashMap<String, String>>,
+    precision: Precision,
+) -> Result<Vec<u8>> {
     let views: Vec<(String, F32View)> = tensors
         .into_iter()
         .map(|(n, t)| {
-            let bytes = t.to_vec().iter().flat_map(|x| x.to_le_bytes()).collect();
+            let values = t.to_vec();
+            let (bytes, dtype) = match precision {
+                Precision::F32 => (
+                    values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    Dtype::F32,
+                ),
+                Precision::F16 => (
+                    values
+                        .iter()
+                        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                        .collect(),
+                    Dtype::F16,
+                ),
+                Precision::BF16 => (
+                    values
+                        .iter()
+                        .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+                        .collect(),
+                    Dtype::BF16,
+                ),
+            };
             (
                 n.to_string(),
                 F32View {
                     shape: t.shape().to_vec(),
                     bytes,
+                    dtype,
                 },
             )
         })
@@ -312,6 +356,30 @@ pub fn save_safetensors<'a>(
     tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
     metadata: Option<&HashMap<String, String>>,
 ) -> Result<()> {
-    let bytes = safetensors_bytes(tensors, metadata)?;
+    save_safetensors_as(path, tensors, metadata, Precision::F32)
+}
+
+/// Saves named tensors in `precision` (f16 and bf16 halve the file), atomically;
+/// loading converts them back to f32.
+///
+/// ```
+/// use tessera_tensor::{load_safetensors, save_safetensors_as, Precision, SafeTensorsFile, Tensor};
+/// let dir = std::env::temp_dir().join("tessera-doc-save-half");
+/// std::fs::create_dir_all(&dir).unwrap();
+/// let path = dir.join("w.safetensors");
+/// let w = Tensor::from_vec(vec![1.0, 0.1, -3.0, 65504.0], &[2, 2])?;
+/// save_safetensors_as(&path, [("w", &w)], None, Precision::F16)?;
+/// assert_eq!(SafeTensorsFile::open(&path)?.entries()[0].2, "F16");
+/// // 0.1 is not a half: it comes back as the nearest one.
+/// assert_eq!(load_safetensors(&path)?["w"].to_vec(), vec![1.0, 0.099975586, -3.0, 65504.0]);
+/// # Ok::<(), tessera_tensor::Error>(())
+/// ```
+pub fn save_safetensors_as<'a>(
+    path: impl AsRef<Path>,
+    tensors: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+    metadata: Option<&HashMap<String, String>>,
+    precision: Precision,
+) -> Result<()> {
+    let bytes = safetensors_bytes_as(tensors, metadata, precision)?;
     write_atomic(path, &bytes)
 }

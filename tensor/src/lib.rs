@@ -55,7 +55,8 @@ pub use elementwise::{gelu_erf_scalar, gelu_grad_scalar, gelu_tanh_scalar, sigmo
 pub use error::{Error, Result, ShapeDisplay};
 pub use index::IndexTensor;
 pub use io::{
-    load_safetensors, safetensors_bytes, save_safetensors, write_atomic, SafeTensorsFile,
+    load_safetensors, safetensors_bytes, safetensors_bytes_as, save_safetensors,
+    save_safetensors_as, write_atomic, Precision, SafeTensorsFile,
 };
 pub use matmul::{gemm, gemm_with, GemmKernel, MatRef};
 pub use parallel::{num_threads, parallel_for, set_num_threads};

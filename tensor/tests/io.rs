@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use tessera_tensor::{load_safetensors, save_safetensors, SafeTensorsFile, Tensor};
+use tessera_tensor::{
+    load_safetensors, save_safetensors, save_safetensors_as, Precision, SafeTensorsFile, Tensor,
+};
 
 const DTYPES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -39,6 +41,35 @@ fn reads_every_float_dtype_written_by_torch() {
         entries[0],
         ("bf16".to_string(), vec![2, 3], "BF16".to_string())
     );
+}
+
+#[test]
+fn writes_f16_and_bf16_rounded_as_torch_rounds_them() {
+    // The fixture holds torch's own casts of its f32 tensor.
+    let torch = SafeTensorsFile::open(DTYPES).unwrap();
+    let x = torch.get("f32").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("f32.safetensors");
+    save_safetensors(&full, [("x", &x)], None).unwrap();
+    for (precision, dtype, cast) in [
+        (Precision::F16, "F16", "f16"),
+        (Precision::BF16, "BF16", "bf16"),
+    ] {
+        let path = dir.path().join(format!("{cast}.safetensors"));
+        save_safetensors_as(&path, [("x", &x)], None, precision).unwrap();
+        let file = SafeTensorsFile::open(&path).unwrap();
+        assert_eq!(file.entries()[0].2, dtype);
+        assert_eq!(
+            file.get("x").unwrap().to_vec(),
+            torch.get(cast).unwrap().to_vec(),
+            "{dtype}"
+        );
+        let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+        // 2 bytes a value instead of 4: 12 bytes fewer, give or take the header's padding
+        // to 8 bytes.
+        let saved = size(&full) as i64 - size(&path) as i64;
+        assert!((4..=20).contains(&saved), "{dtype}: {saved} bytes fewer");
+    }
 }
 
 #[test]
