@@ -265,8 +265,7 @@ impl Run {
                 bytes: bytes as usize,
                 bytes_per_value: 16,
                 what: "available to train it (16 bytes a parameter: the weight, its \
-                       gradient and Adam's two moments, before activations)"
-                    .to_string(),
+                       gradient and Adam's two moments, before activations)",
             }
             .enter()
         });

@@ -143,7 +143,7 @@ pub enum Error {
         /// The limit: the machine's memory or the budget (`None`: the address space).
         memory: Option<usize>,
         /// What the limit is, after "more than the N": "of memory this machine has".
-        limit: String,
+        limit: &'static str,
     },
     /// A checkpoint tensor holding NaN or infinite values: broken weights, refused
     /// before they reach the model.

@@ -43,7 +43,7 @@ thread_local! {
 /// let budget = MemoryBudget {
 ///     bytes: 1_000_000,
 ///     bytes_per_value: 16,
-///     what: "available to train it (16 bytes a parameter)".into(),
+///     what: "available to train it (16 bytes a parameter)",
 /// };
 /// let _guard = budget.enter();
 /// let vars = VarMap::new();
@@ -63,7 +63,7 @@ pub struct MemoryBudget {
     pub bytes_per_value: usize,
     /// What the limit is, as the error says it after "more than the N":
     /// `"available to train it"`.
-    pub what: String,
+    pub what: &'static str,
 }
 
 impl MemoryBudget {
@@ -726,10 +726,7 @@ impl VarBuilder {
         let total = bytes.and_then(|b| b.checked_add(held.checked_mul(per_value)?));
         let (memory, limit) = match budget {
             Some(b) => (Some(b.bytes), b.what),
-            None => (
-                crate::physical_memory(),
-                "of memory this machine has".to_string(),
-            ),
+            None => (crate::physical_memory(), "of memory this machine has"),
         };
         let fits = match (numel, total) {
             (Some(n), Some(t)) if t <= memory.unwrap_or(isize::MAX as usize) => {

@@ -49,7 +49,10 @@ mod decode;
 mod model;
 mod train;
 
-pub use bleu::{corpus_bleu, tokenize_13a, Bleu};
+pub use bleu::{
+    corpus_bleu, corpus_bleu_with, corpus_chrf, sentence_bleu, sentence_chrf, tokenize_13a, Bleu,
+    BleuOptions, ChrfOptions, Smooth, Tokenize,
+};
 #[cfg(feature = "bpe")]
 pub use checkpoint::read_bpe;
 pub use checkpoint::{

@@ -1,10 +1,14 @@
-//! BLEU against sacreBLEU (`tests/fixtures/make_bleu_fixtures.py` wrote its scores and
-//! 13a tokenizations of real files in `../shared/data`; those two tests are ignored
-//! unless run with `--include-ignored`).
+//! BLEU and chrF against sacreBLEU 2.6 (`tests/fixtures/make_bleu_fixtures.py` and
+//! `make_bleu_options.py` wrote its scores and tokenizations of real files in
+//! `../shared/data`; those tests are ignored unless run with `--include-ignored`).
 
 use std::io::Read;
 
-use tessera_transformer::{corpus_bleu, tokenize_13a};
+use serde_json::Value;
+use tessera_transformer::{
+    corpus_bleu, corpus_bleu_with, corpus_chrf, sentence_bleu, sentence_chrf, tokenize_13a,
+    BleuOptions, ChrfOptions, Smooth, Tokenize,
+};
 
 fn read_lines(rel: &str) -> Option<Vec<String>> {
     let path = tessera_testutil::shared_data(rel);
@@ -116,4 +120,152 @@ fn bleu_of_small_cases() {
     assert_eq!(corpus_bleu(&["x y z w"], &["a b c d"]).unwrap().score, 0.0);
     assert!((short.score - 36.78794411714425).abs() < 1e-9);
     assert!(corpus_bleu(&["a"], &["a", "b"]).is_err());
+}
+
+fn options_fixture() -> Value {
+    tessera_testutil::json_fixture!("bleu_options.json")
+}
+
+fn bleu_options(o: &Value) -> BleuOptions {
+    let value = || o["smooth_value"].as_f64().unwrap();
+    BleuOptions {
+        lowercase: o["lowercase"].as_bool().unwrap_or(false),
+        tokenize: match o["tokenize"].as_str().unwrap_or("13a") {
+            "13a" => Tokenize::Thirteen,
+            "intl" => Tokenize::Intl,
+            "char" => Tokenize::Char,
+            "none" => Tokenize::None,
+            other => panic!("tokenize {other}"),
+        },
+        smooth: match o["smooth_method"].as_str().unwrap_or("exp") {
+            "exp" => Smooth::Exp,
+            "none" => Smooth::None,
+            "floor" => Smooth::Floor(value()),
+            "add-k" => Smooth::AddK(value()),
+            other => panic!("smooth {other}"),
+        },
+        effective_order: false,
+    }
+}
+
+fn chrf_options(o: &Value) -> ChrfOptions {
+    let d = ChrfOptions::default();
+    let int = |k: &str, d: usize| o[k].as_u64().map_or(d, |v| v as usize);
+    let flag = |k: &str| o[k].as_bool().unwrap_or(false);
+    ChrfOptions {
+        char_order: int("char_order", d.char_order),
+        word_order: int("word_order", d.word_order),
+        beta: o["beta"].as_f64().unwrap_or(d.beta),
+        lowercase: flag("lowercase"),
+        whitespace: flag("whitespace"),
+        eps_smoothing: flag("eps_smoothing"),
+    }
+}
+
+#[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
+fn options_sentences_and_chrf_equal_sacrebleu_on_real_files() {
+    let f = options_fixture();
+    let close = |got: f64, want: &Value, what: &str| {
+        let want = want.as_f64().unwrap();
+        assert!(
+            (got - want).abs() < 1e-9,
+            "{what}: tessera {got}, sacreBLEU {want}"
+        );
+    };
+    for case in f["cases"].as_array().unwrap() {
+        let n = case["lines"].as_u64().unwrap() as usize;
+        let hyp_file = case["hyp"].as_str().unwrap();
+        let hyp: Vec<String> = read_lines(hyp_file).unwrap()[..n]
+            .iter()
+            .map(|l| transform(case["transform"].as_str().unwrap(), l))
+            .collect();
+        let refs: Vec<Vec<String>> = case["refs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| read_lines(r.as_str().unwrap()).unwrap()[..n].to_vec())
+            .collect();
+        let streams: Vec<&[String]> = refs.iter().map(|r| &r[..]).collect();
+        for b in case["bleu"].as_array().unwrap() {
+            let what = format!("{hyp_file} BLEU {}", b["options"]);
+            let got = corpus_bleu_with(&hyp, &streams, &bleu_options(&b["options"])).unwrap();
+            // sacreBLEU reports add-k's counts and totals with k added (orders 2 to 4).
+            let k = b["options"]["smooth_value"]
+                .as_u64()
+                .filter(|_| b["options"]["smooth_method"] == "add-k");
+            let ints = |key: &str| -> Vec<usize> {
+                let v = b[key]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap());
+                v.enumerate()
+                    .map(|(n, c)| (c - if n > 0 { k.unwrap_or(0) } else { 0 }) as usize)
+                    .collect()
+            };
+            assert_eq!(got.counts.to_vec(), ints("counts"), "{what}");
+            assert_eq!(got.totals.to_vec(), ints("totals"), "{what}");
+            assert_eq!(got.ref_len as u64, b["ref_len"].as_u64().unwrap(), "{what}");
+            close(got.score, &b["score"], &what);
+        }
+        for c in case["chrf"].as_array().unwrap() {
+            let what = format!("{hyp_file} chrF {}", c["options"]);
+            let got = corpus_chrf(&hyp, &streams, &chrf_options(&c["options"])).unwrap();
+            close(got, &c["score"], &what);
+        }
+        for (i, want) in case["sentence_bleu"].as_array().unwrap().iter().enumerate() {
+            let refs: Vec<&str> = refs.iter().map(|r| r[i].as_str()).collect();
+            close(
+                sentence_bleu(&hyp[i], &refs).unwrap().score,
+                want,
+                &format!("{hyp_file} line {i}"),
+            );
+            let chrf = sentence_chrf(&hyp[i], &refs, &ChrfOptions::default()).unwrap();
+            close(
+                chrf,
+                &case["sentence_chrf"][i],
+                &format!("{hyp_file} line {i} chrF"),
+            );
+            let plus = sentence_chrf(&hyp[i], &refs, &ChrfOptions::plus_plus()).unwrap();
+            close(
+                plus,
+                &case["sentence_chrf_pp"][i],
+                &format!("{hyp_file} line {i} chrF++"),
+            );
+        }
+    }
+    for case in f["tokenize_intl"].as_array().unwrap() {
+        let file = case["file"].as_str().unwrap();
+        let lines: Vec<String> = read_lines(file)
+            .unwrap()
+            .iter()
+            .map(|l| Tokenize::Intl.apply(l))
+            .collect();
+        let tokens: usize = lines.iter().map(|l| l.split_whitespace().count()).sum();
+        assert_eq!(tokens as u64, case["tokens"].as_u64().unwrap(), "{file}");
+        let hash = fnv1a64(lines.join("\n").as_bytes());
+        assert_eq!(
+            hash.to_string(),
+            case["fnv1a64"].as_str().unwrap(),
+            "{file}: intl tokens differ"
+        );
+    }
+}
+
+#[test]
+fn bleu_and_chrf_refuse_mismatched_streams() {
+    let hyp = ["a b c", "d e f"];
+    let one = ["a b c"];
+    let e = corpus_bleu_with(&hyp, &[&one[..]], &BleuOptions::default()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("expected 2 references (one per hypothesis), got 1"),
+        "{e}"
+    );
+    let none: [&[&str]; 0] = [];
+    assert!(corpus_chrf(&hyp, &none, &ChrfOptions::default()).is_err());
+    // Sentence BLEU of a 3-token hypothesis uses orders 1 to 3 (effective order).
+    let s = sentence_bleu("a b c", &["a b c"]).unwrap();
+    assert!((s.score - 100.0).abs() < 1e-9, "{s}");
 }
