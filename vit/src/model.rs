@@ -401,6 +401,15 @@ impl VisionTransformer {
     /// # Shapes
     /// `images [B, C, H, W] -> [B, T, D]`, `T = N + 1` with a class token, else `N`.
     pub fn embed(&self, images: &Tensor, train: bool) -> Result<Var> {
+        self.embed_var(&Var::constant(images.clone()), train)
+    }
+
+    /// [`VisionTransformer::embed`] of images given as a variable, so that gradients
+    /// reach them (saliency maps, integrated gradients, adversarial examples).
+    ///
+    /// # Shapes
+    /// `images [B, C, H, W] -> [B, T, D]`.
+    pub fn embed_var(&self, images: &Var, train: bool) -> Result<Var> {
         let c = &self.config;
         let (ch, s) = (c.in_chans, c.img_size);
         let shape = images.shape();
@@ -409,9 +418,7 @@ impl VisionTransformer {
             return Err(Error::shape("VisionTransformer", expected, shape));
         }
         let b = shape[0];
-        let x = self
-            .patch_embed
-            .forward_t(&Var::constant(images.clone()), train)?; // (B, N, D)
+        let x = self.patch_embed.forward_t(images, train)?; // (B, N, D)
         let d = c.embed_dim;
         let x = match &self.cls_token {
             Some(cls) => Var::concat(&[&cls.var().broadcast_to(&[b, 1, d])?, &x], 1)?, // (B, N+1, D)
@@ -427,7 +434,68 @@ impl VisionTransformer {
     /// # Shapes
     /// `images [B, C, H, W] -> [B, T, D]`.
     pub fn forward_features(&self, images: &Tensor, train: bool) -> Result<Var> {
-        Ok(self.features(images, train, false)?.0)
+        Ok(self
+            .features(&Var::constant(images.clone()), train, false)?
+            .0)
+    }
+
+    /// timm's `forward_intermediates(x, indices, norm, output_fmt="NLC",
+    /// return_prefix_tokens=True)`: the final features (as
+    /// [`VisionTransformer::forward_features`]) and the output of each block in `indices`
+    /// (counted from 0; in block order, as timm returns them), the class token first; with
+    /// `norm`, each passed through the
+    /// final `norm` as timm does. Images are a variable, so gradients reach them.
+    ///
+    /// # Shapes
+    /// `images [B, C, H, W] -> ([B, T, D], indices.len() × [B, T, D])`.
+    pub fn forward_intermediates(
+        &self,
+        images: &Var,
+        indices: &[usize],
+        norm: bool,
+    ) -> Result<(Var, Vec<Var>)> {
+        let depth = self.blocks.len();
+        if let Some(&bad) = indices.iter().find(|&&i| i >= depth) {
+            let expected = format!("block indices below the depth {depth}");
+            return Err(Error::shape("forward_intermediates", expected, &[bad]));
+        }
+        let mut x = self.embed_var(images, false)?;
+        let mut out = Vec::with_capacity(indices.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward_probs(&x, false)?.0;
+            if indices.contains(&i) {
+                out.push(if norm {
+                    self.norm.forward(&x)?
+                } else {
+                    x.clone()
+                });
+            }
+        }
+        if self.config.global_pool == GlobalPool::Token {
+            x = self.norm.forward(&x)?;
+        }
+        Ok((x, out))
+    }
+
+    /// The pooled features before the head (timm's `forward_head(x, pre_logits=True)`):
+    /// the class token, or the mean of the tokens followed by `fc_norm`.
+    ///
+    /// # Shapes
+    /// `features [B, T, D] -> [B, D]`.
+    pub fn forward_pre_logits(&self, features: &Var) -> Result<Var> {
+        Ok(match self.config.global_pool {
+            GlobalPool::Token => features.narrow(1, 0, 1)?.squeeze(1)?, // (B, D)
+            GlobalPool::Avg => self.norm.forward(&features.mean(&[1], false)?)?, // (B, D)
+        })
+    }
+
+    /// Logits for images given as a variable, so that `∂loss/∂image` exists (evaluation
+    /// mode unless `train`).
+    ///
+    /// # Shapes
+    /// `images [B, C, H, W] -> [B, num_classes]`.
+    pub fn forward_var(&self, images: &Var, train: bool) -> Result<Var> {
+        self.forward_head(&self.features(images, train, false)?.0)
     }
 
     /// Pooling and the head (timm's `forward_head`): the class token, or the mean of the
@@ -436,10 +504,7 @@ impl VisionTransformer {
     /// # Shapes
     /// `features [B, T, D] -> [B, num_classes]` (`[B, D]` without a head).
     pub fn forward_head(&self, features: &Var) -> Result<Var> {
-        let pooled = match self.config.global_pool {
-            GlobalPool::Token => features.narrow(1, 0, 1)?.squeeze(1)?, // (B, D)
-            GlobalPool::Avg => self.norm.forward(&features.mean(&[1], false)?)?, // (B, D)
-        };
+        let pooled = self.forward_pre_logits(features)?;
         Ok(match &self.head {
             Some(h) => h.forward(&pooled)?,
             None => pooled,
@@ -463,20 +528,15 @@ impl VisionTransformer {
     /// `images [B, C, H, W] -> ([B, num_classes], depth × [B, num_heads, T, T])`.
     pub fn forward_with_attention(&self, images: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
         tessera_autograd::no_grad(|| {
-            let (x, probs) = self.features(images, false, true)?;
+            let (x, probs) = self.features(&Var::constant(images.clone()), false, true)?;
             Ok((self.forward_head(&x)?.value().clone(), probs))
         })
     }
 
     /// Embedding, blocks and (with the class token) the final norm; on request the
     /// attention probabilities of every block.
-    fn features(
-        &self,
-        images: &Tensor,
-        train: bool,
-        want_probs: bool,
-    ) -> Result<(Var, Vec<Tensor>)> {
-        let mut x = self.embed(images, train)?;
+    fn features(&self, images: &Var, train: bool, want_probs: bool) -> Result<(Var, Vec<Tensor>)> {
+        let mut x = self.embed_var(images, train)?;
         let mut probs = Vec::new();
         for block in &self.blocks {
             let (y, p) = block.forward_probs(&x, want_probs)?;
