@@ -209,6 +209,19 @@ fn positive(scheduler: &'static str, name: &str, value: i64) -> Result<()> {
     Ok(())
 }
 
+/// An error unless `value` lies in [0, 1] (in (0, 1] without `zero`).
+fn fraction(scheduler: &'static str, name: &str, value: f64, zero: bool) -> Result<()> {
+    let ok = value <= 1.0 && (value > 0.0 || (zero && value == 0.0));
+    if !ok {
+        let range = if zero { "[0, 1]" } else { "(0, 1]" };
+        return Err(setting(
+            scheduler,
+            format!("{name} must be in {range}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
 impl Scheduler {
     fn make(name: &'static str, rule: Rule, lr: f64) -> Result<Scheduler> {
         if !lr.is_finite() || lr < 0.0 {
@@ -286,14 +299,8 @@ impl Scheduler {
         end_factor: f64,
         total_iters: i64,
     ) -> Result<Scheduler> {
-        if !(start_factor > 0.0 && start_factor <= 1.0) {
-            let what = format!("start_factor must be in (0, 1], got {start_factor}");
-            return Err(setting("LinearLR", what));
-        }
-        if !(0.0..=1.0).contains(&end_factor) {
-            let what = format!("end_factor must be in [0, 1], got {end_factor}");
-            return Err(setting("LinearLR", what));
-        }
+        fraction("LinearLR", "start_factor", start_factor, false)?;
+        fraction("LinearLR", "end_factor", end_factor, true)?;
         positive("LinearLR", "total_iters", total_iters)?;
         let rule = Rule::Linear {
             start: start_factor,
@@ -325,10 +332,7 @@ impl Scheduler {
         three_phase: bool,
     ) -> Result<Scheduler> {
         positive("OneCycleLR", "total_steps", total_steps)?;
-        if !(0.0..=1.0).contains(&pct_start) {
-            let what = format!("pct_start must be in [0, 1], got {pct_start}");
-            return Err(setting("OneCycleLR", what));
-        }
+        fraction("OneCycleLR", "pct_start", pct_start, true)?;
         let initial = max_lr / div_factor;
         let min = initial / final_div_factor;
         let (total, up) = (total_steps as f64, pct_start * total_steps as f64);

@@ -88,15 +88,15 @@ fn corpus_bleu_equals_sacrebleu_on_real_files() {
     }
 }
 
-#[test]
-#[ignore = "needs ../shared/data (run with --include-ignored)"]
-fn tokenize_13a_equals_sacrebleu_on_real_files() {
-    for case in fixture()["tokenize"].as_array().unwrap() {
+/// Tokenizes each file of `cases` with `tokenize` and compares the token count and the
+/// hash of the tokenized text with sacreBLEU's.
+fn check_tokenized(cases: &Value, tokenize: impl Fn(&str) -> String) {
+    for case in cases.as_array().unwrap() {
         let file = case["file"].as_str().unwrap();
         let lines: Vec<String> = read_lines(file)
             .unwrap()
             .iter()
-            .map(|l| tokenize_13a(l))
+            .map(|l| tokenize(l))
             .collect();
         let tokens: usize = lines.iter().map(|l| l.split_whitespace().count()).sum();
         assert_eq!(tokens as u64, case["tokens"].as_u64().unwrap(), "{file}");
@@ -107,6 +107,12 @@ fn tokenize_13a_equals_sacrebleu_on_real_files() {
             "{file}: tokenized text differs"
         );
     }
+}
+
+#[test]
+#[ignore = "needs ../shared/data (run with --include-ignored)"]
+fn tokenize_13a_equals_sacrebleu_on_real_files() {
+    check_tokenized(&fixture()["tokenize"], tokenize_13a);
 }
 
 #[test]
@@ -235,22 +241,7 @@ fn options_sentences_and_chrf_equal_sacrebleu_on_real_files() {
             );
         }
     }
-    for case in f["tokenize_intl"].as_array().unwrap() {
-        let file = case["file"].as_str().unwrap();
-        let lines: Vec<String> = read_lines(file)
-            .unwrap()
-            .iter()
-            .map(|l| Tokenize::Intl.apply(l))
-            .collect();
-        let tokens: usize = lines.iter().map(|l| l.split_whitespace().count()).sum();
-        assert_eq!(tokens as u64, case["tokens"].as_u64().unwrap(), "{file}");
-        let hash = fnv1a64(lines.join("\n").as_bytes());
-        assert_eq!(
-            hash.to_string(),
-            case["fnv1a64"].as_str().unwrap(),
-            "{file}: intl tokens differ"
-        );
-    }
+    check_tokenized(&f["tokenize_intl"], |l| Tokenize::Intl.apply(l));
 }
 
 #[test]

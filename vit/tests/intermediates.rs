@@ -4,7 +4,7 @@
 
 use tessera_autograd::Var;
 use tessera_tensor::{Rng, SafeTensorsFile, Tensor};
-use tessera_vit::{GlobalPool, VisionTransformer, VitConfig};
+use tessera_vit::{VisionTransformer, VitConfig};
 
 #[track_caller]
 fn close(what: &str, got: &Tensor, want: &Tensor) {
@@ -14,19 +14,18 @@ fn close(what: &str, got: &Tensor, want: &Tensor) {
 fn model() -> (VisionTransformer, SafeTensorsFile) {
     let path = tessera_testutil::fixture_path!("vit_intermediates.safetensors");
     let file = tessera_testutil::open_safetensors(&path);
+    // timm's VisionTransformer(img_size=8, patch_size=4, embed_dim=8, depth=3,
+    // num_heads=2, mlp_ratio=2.0, num_classes=5).
     let config = VitConfig {
         img_size: 8,
         patch_size: 4,
-        in_chans: 3,
         embed_dim: 8,
         depth: 3,
         num_heads: 2,
         mlp_ratio: 2.0,
-        mlp_dim: Some(16),
+        mlp_dim: None,
         num_classes: 5,
-        global_pool: GlobalPool::Token,
-        eps: 1e-6,
-        hybrid: None,
+        ..VitConfig::default()
     };
     let model = VisionTransformer::new(config, &mut Rng::seed(0)).unwrap();
     let report = tessera_nn::load_checkpoint(&path, &model, false).unwrap();
