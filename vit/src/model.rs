@@ -459,20 +459,17 @@ impl VisionTransformer {
             let expected = format!("block indices below the depth {depth}");
             return Err(Error::shape("forward_intermediates", expected, &[bad]));
         }
-        let mut x = self.embed_var(images, false)?;
         let mut out = Vec::with_capacity(indices.len());
-        for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward_probs(&x, false)?.0;
+        let x = self.run_blocks(images, false, false, |i, x, _| {
             if indices.contains(&i) {
-                out.push(if norm {
-                    self.norm.forward(&x)?
-                } else {
-                    x.clone()
-                });
+                out.push(x.clone());
             }
-        }
-        if self.config.global_pool == GlobalPool::Token {
-            x = self.norm.forward(&x)?;
+        })?;
+        if norm {
+            out = out
+                .iter()
+                .map(|x| self.norm.forward(x))
+                .collect::<tessera_nn::Result<_>>()?;
         }
         Ok((x, out))
     }
@@ -536,17 +533,30 @@ impl VisionTransformer {
     /// Embedding, blocks and (with the class token) the final norm; on request the
     /// attention probabilities of every block.
     fn features(&self, images: &Var, train: bool, want_probs: bool) -> Result<(Var, Vec<Tensor>)> {
-        let mut x = self.embed_var(images, train)?;
         let mut probs = Vec::new();
-        for block in &self.blocks {
+        let x = self.run_blocks(images, train, want_probs, |_, _, p| probs.extend(p))?;
+        Ok((x, probs))
+    }
+
+    /// Embedding, the blocks and (with the class token) the final norm, calling `each`
+    /// with every block's index, output and (on request) attention probabilities.
+    fn run_blocks(
+        &self,
+        images: &Var,
+        train: bool,
+        want_probs: bool,
+        mut each: impl FnMut(usize, &Var, Option<Tensor>),
+    ) -> Result<Var> {
+        let mut x = self.embed_var(images, train)?;
+        for (i, block) in self.blocks.iter().enumerate() {
             let (y, p) = block.forward_probs(&x, want_probs)?;
             x = y;
-            probs.extend(p);
+            each(i, &x, p);
         }
         if self.config.global_pool == GlobalPool::Token {
             x = self.norm.forward(&x)?;
         }
-        Ok((x, probs))
+        Ok(x)
     }
 }
 
