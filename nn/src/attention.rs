@@ -24,6 +24,112 @@ impl AttnMask {
         AttnMask::Keep(Tensor::from_vec(keep, &[t, t]).expect("t x t elements"))
     }
 
+    /// PyTorch's boolean mask: `true` where attention is **not** allowed (the score
+    /// becomes -inf), `false` where it is, in row-major order of `shape`. Stored as the
+    /// equivalent [`AttnMask::Keep`].
+    ///
+    /// ```
+    /// use tessera_nn::AttnMask;
+    /// // Two keys of three are padding (PyTorch's `key_padding_mask = [[F, T, T]]`).
+    /// let mask = AttnMask::from_bool(&[false, true, true], &[1, 3])?;
+    /// let AttnMask::Keep(keep) = &mask else { unreachable!() };
+    /// assert_eq!(keep.to_vec(), [1.0, 0.0, 0.0]);
+    /// # Ok::<(), tessera_nn::Error>(())
+    /// ```
+    pub fn from_bool(mask: &[bool], shape: &[usize]) -> Result<AttnMask> {
+        let keep = mask.iter().map(|&m| (!m) as u8 as f32).collect();
+        Ok(AttnMask::Keep(Tensor::from_vec(keep, shape)?))
+    }
+
+    /// The shape of the mask's tensor.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            AttnMask::Keep(t) | AttnMask::Additive(t) => t.shape(),
+        }
+    }
+
+    /// The mask as an additive bias: itself, or 0 where a [`AttnMask::Keep`] keeps and
+    /// -inf where it does not.
+    fn additive(&self) -> Result<Tensor> {
+        Ok(match self {
+            AttnMask::Additive(bias) => bias.clone(),
+            AttnMask::Keep(keep) => keep
+                .zeros_like()
+                .masked_fill(&keep.eq_scalar(0.0), f32::NEG_INFINITY)?,
+        })
+    }
+
+    /// The one mask over scores `[B, H, L, S]` that PyTorch's `MultiheadAttention`
+    /// builds from an `attn_mask` (`[L, S]`, or `[B·H, L, S]` as PyTorch's 3-D masks,
+    /// or any shape that broadcasts to `[B, H, L, S]`) and a `key_padding_mask`
+    /// (`[B, S]`). Two [`AttnMask::Keep`] masks combine as a product; otherwise both are
+    /// turned into additive biases and added, as PyTorch does. Errors name the mask and
+    /// the shape expected.
+    ///
+    /// ```
+    /// use tessera_nn::AttnMask;
+    /// let causal = AttnMask::causal(3);
+    /// let padding = AttnMask::from_bool(&[false, false, true, false, false, false], &[2, 3])?;
+    /// let mask = AttnMask::merge(Some(&causal), Some(&padding), [2, 4, 3, 3])?.unwrap();
+    /// assert_eq!(mask.shape(), &[2, 1, 3, 3]);
+    /// assert!(AttnMask::merge(Some(&causal), None, [2, 4, 3, 5]).is_err());
+    /// # Ok::<(), tessera_nn::Error>(())
+    /// ```
+    pub fn merge(
+        attn_mask: Option<&AttnMask>,
+        key_padding_mask: Option<&AttnMask>,
+        [b, h, l, s]: [usize; 4],
+    ) -> Result<Option<AttnMask>> {
+        const OP: &str = "MultiHeadAttention";
+        let attn = match attn_mask {
+            None => None,
+            Some(m) => {
+                let shape = m.shape();
+                let bad = || {
+                    let expected = format!("attn_mask [{l}, {s}] or [{}, {l}, {s}]", b * h);
+                    Error::shape(OP, expected, shape)
+                };
+                let target = match shape.len() {
+                    2 if shape == [l, s] => None,
+                    3 if shape == [b * h, l, s] => Some([b, h, l, s]),
+                    4 if shape
+                        .iter()
+                        .zip([b, h, l, s])
+                        .all(|(&d, want)| d == 1 || d == want) =>
+                    {
+                        None
+                    }
+                    _ => return Err(bad()),
+                };
+                Some(match target {
+                    Some(t) => m.map(|x| x.reshape(&t))?,
+                    None => m.clone(),
+                })
+            }
+        };
+        let padding = match key_padding_mask {
+            None => None,
+            Some(m) if m.shape() == [b, s] => Some(m.map(|x| x.reshape(&[b, 1, 1, s]))?),
+            Some(m) => {
+                let expected = format!("key_padding_mask [{b}, {s}]");
+                return Err(Error::shape(OP, expected, m.shape()));
+            }
+        };
+        Ok(match (attn, padding) {
+            (None, m) | (m, None) => m,
+            (Some(AttnMask::Keep(a)), Some(AttnMask::Keep(p))) => Some(AttnMask::Keep(a.mul(&p)?)),
+            (Some(a), Some(p)) => Some(AttnMask::Additive(a.additive()?.add(&p.additive()?)?)),
+        })
+    }
+
+    /// The same kind of mask over `f(tensor)`.
+    fn map(&self, f: impl FnOnce(&Tensor) -> tessera_tensor::Result<Tensor>) -> Result<AttnMask> {
+        Ok(match self {
+            AttnMask::Keep(t) => AttnMask::Keep(f(t)?),
+            AttnMask::Additive(t) => AttnMask::Additive(f(t)?),
+        })
+    }
+
     fn apply(&self, scores: &Var) -> Result<Var> {
         Ok(match self {
             AttnMask::Keep(keep) => scores.masked_fill(&keep.eq_scalar(0.0), f32::NEG_INFINITY)?,
@@ -64,6 +170,39 @@ pub fn scaled_dot_product_attention(
         None => probs,
     };
     Ok((probs.matmul(v)?, return_probs.then_some(kept)))
+}
+
+/// The arguments of PyTorch's `MultiheadAttention.forward` besides the inputs, for
+/// [`MultiHeadAttention::forward_with`]. The default is PyTorch's: no masks,
+/// `need_weights = true`, `average_attn_weights = true`, `is_causal = false`.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnOptions<'a> {
+    /// `[L, S]` or `[B·H, L, S]` (or a shape that broadcasts to `[B, H, L, S]`):
+    /// boolean ([`AttnMask::from_bool`], true = not allowed) or additive.
+    pub attn_mask: Option<&'a AttnMask>,
+    /// `[B, S]`: boolean (true = the key is padding) or additive.
+    pub key_padding_mask: Option<&'a AttnMask>,
+    /// Return the attention weights.
+    pub need_weights: bool,
+    /// Return them averaged over the heads, `[B, L, S]`, rather than per head,
+    /// `[B, H, L, S]`.
+    pub average_attn_weights: bool,
+    /// Query `i` attends to keys `0..=i`. With an `attn_mask`, that mask is used as
+    /// given (PyTorch's hint); without one, the causal mask is built (where PyTorch
+    /// requires the mask too).
+    pub is_causal: bool,
+}
+
+impl Default for AttnOptions<'_> {
+    fn default() -> Self {
+        AttnOptions {
+            attn_mask: None,
+            key_padding_mask: None,
+            need_weights: true,
+            average_attn_weights: true,
+            is_causal: false,
+        }
+    }
 }
 
 /// How a multi-head attention names its parameters.
@@ -295,6 +434,66 @@ impl MultiHeadAttention {
         }
         let (k, v) = self.project_kv(key, value)?;
         self.attend(query, &k, &v, mask, dropout, return_probs)
+    }
+
+    /// PyTorch's `MultiheadAttention.forward(query, key, value, key_padding_mask,
+    /// need_weights, attn_mask, average_attn_weights, is_causal)` with `batch_first`:
+    /// the masks merged as PyTorch merges them ([`AttnMask::merge`]), and the weights,
+    /// when `need_weights`, averaged over the heads (`[B, L, S]`) or per head
+    /// (`[B, H, L, S]`). The weights are those before dropout (PyTorch returns them
+    /// after; the two agree in evaluation).
+    ///
+    /// ```
+    /// use tessera_nn::{AttnMask, AttnNames, AttnOptions, MultiHeadAttention, Var, VarMap};
+    /// use tessera_tensor::{Rng, Tensor};
+    /// let (mha, _) = VarMap::build(&mut Rng::seed(0), |vb| MultiHeadAttention::new(vb, 8, 2, AttnNames::Torch))?;
+    /// let x = Var::constant(Tensor::randn(&[1, 3, 8], 0.0, 1.0, &mut Rng::seed(1)));
+    /// // The last key is padding: no query gives it weight.
+    /// let padding = AttnMask::from_bool(&[false, false, true], &[1, 3])?;
+    /// let options = AttnOptions { key_padding_mask: Some(&padding), ..AttnOptions::default() };
+    /// let (y, weights) = mha.forward_with(&x, &x, &x, &options, None)?;
+    /// let weights = weights.unwrap();
+    /// assert_eq!((y.shape(), weights.shape()), (&[1, 3, 8][..], &[1, 3, 3][..]));
+    /// assert!(weights.to_vec().iter().skip(2).step_by(3).all(|&w| w == 0.0));
+    /// # Ok::<(), tessera_nn::Error>(())
+    /// ```
+    pub fn forward_with(
+        &self,
+        query: &Var,
+        key: &Var,
+        value: &Var,
+        options: &AttnOptions,
+        dropout: Option<(f32, &mut Rng)>,
+    ) -> Result<(Var, Option<Tensor>)> {
+        let (&[b, l, _], &[_, s, _]) = (query.shape(), key.shape()) else {
+            let got = if query.shape().len() == 3 {
+                key.shape()
+            } else {
+                query.shape()
+            };
+            return Err(Error::shape(
+                "MultiHeadAttention",
+                "query [B, L, E], key [B, S, kdim]",
+                got,
+            ));
+        };
+        let causal =
+            (options.is_causal && options.attn_mask.is_none()).then(|| AttnMask::causal(l));
+        let attn_mask = options.attn_mask.or(causal.as_ref());
+        let mask = AttnMask::merge(attn_mask, options.key_padding_mask, [b, self.heads, l, s])?;
+        let (y, probs) = self.forward_qkv(
+            query,
+            key,
+            value,
+            mask.as_ref(),
+            dropout,
+            options.need_weights,
+        )?;
+        let probs = match probs {
+            Some(p) if options.average_attn_weights => Some(p.mean(&[1], false)?),
+            p => p,
+        };
+        Ok((y, probs))
     }
 
     /// Self-attention without dropout: one product projects q, k and v together, and

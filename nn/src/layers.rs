@@ -1,6 +1,6 @@
 //! Linear, Embedding, LayerNorm and Dropout, with PyTorch's layouts and names.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tessera_tensor::{IndexTensor, Rng, Tensor};
 
@@ -220,9 +220,13 @@ impl Module for LayerNorm {
     }
 }
 
-/// Inverted dropout with its own seeded generator (PyTorch's `nn.Dropout`): in training
-/// each element is zeroed with probability `p` and the others scaled by `1/(1 - p)`; in
-/// evaluation ([`Module::forward`]) it is the identity.
+/// Inverted dropout (PyTorch's `nn.Dropout`): in training each element is zeroed with
+/// probability `p` and the others scaled by `1/(1 - p)`; in evaluation
+/// ([`Module::forward`]) it is the identity.
+///
+/// The masks are drawn from a generator that clones of the layer share: a model whose
+/// layers hold clones of one `Dropout` draws from one stream, whose state it saves with
+/// [`Dropout::rng`] and restores in a resumed run.
 ///
 /// # Shapes
 /// Any shape, unchanged.
@@ -237,13 +241,16 @@ impl Module for LayerNorm {
 /// assert!(kept.iter().all(|&v| v == 0.0 || v == 2.0));
 /// let zeros = kept.iter().filter(|&&v| v == 0.0).count();
 /// assert!((400..600).contains(&zeros), "{zeros}");
+/// // A clone draws from the same generator: the next mask differs from the first.
+/// let again = drop.clone().forward_t(&x, true)?.value().to_vec();
+/// assert_ne!(kept, again);
 /// # Ok::<(), tessera_nn::Error>(())
 /// ```
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Dropout {
     /// Probability of zeroing an element.
     pub p: f32,
-    rng: Mutex<Rng>,
+    rng: Arc<Mutex<Rng>>,
 }
 
 impl Dropout {
@@ -251,7 +258,21 @@ impl Dropout {
     pub fn new(p: f32, seed: u64) -> Dropout {
         Dropout {
             p,
-            rng: Mutex::new(Rng::seed(seed)),
+            rng: Arc::new(Mutex::new(Rng::seed(seed))),
+        }
+    }
+
+    /// The generator the masks are drawn from (shared with the layer's clones), locked:
+    /// to save its state, restore it, or draw other random choices from the same stream.
+    pub fn rng(&self) -> MutexGuard<'_, Rng> {
+        self.rng.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A dropout of probability `p` that draws from this one's generator.
+    pub fn with_p(&self, p: f32) -> Dropout {
+        Dropout {
+            p,
+            rng: Arc::clone(&self.rng),
         }
     }
 }
@@ -263,11 +284,10 @@ impl Module for Dropout {
     }
 
     fn forward_t(&self, x: &Var, train: bool) -> Result<Var> {
-        let mut rng = match self.rng.lock() {
-            Ok(r) => r,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        Ok(x.dropout(self.p, train, &mut rng)?)
+        if !train || self.p == 0.0 {
+            return Ok(x.clone());
+        }
+        Ok(x.dropout(self.p, true, &mut self.rng())?)
     }
 }
 

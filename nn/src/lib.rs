@@ -25,10 +25,11 @@ pub mod init;
 mod kernels;
 mod layers;
 mod loss;
+mod transformer;
 mod vars;
 
 pub use attention::{
-    scaled_dot_product_attention, AttnMask, AttnNames, MultiHeadAttention, QkvWeights,
+    scaled_dot_product_attention, AttnMask, AttnNames, AttnOptions, MultiHeadAttention, QkvWeights,
 };
 pub use checkpoint::{
     get_json, load_checkpoint, metadata_fields, put_json, save_checkpoint, LoadReport, RngState,
@@ -42,6 +43,10 @@ pub use loss::{
     Reduction,
 };
 pub use tessera_autograd::{Parameter, Var};
+pub use transformer::{
+    EncoderIntermediates, Transformer, TransformerDecoder, TransformerDecoderLayer,
+    TransformerEncoder, TransformerEncoderLayer, TransformerMasks, TransformerOptions,
+};
 pub use vars::{BudgetGuard, Init, MemoryBudget, VarBuilder, VarMap};
 
 /// Errors of the layers, losses and checkpoints.
