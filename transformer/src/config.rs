@@ -75,6 +75,25 @@ pub struct TransformerConfig {
 }
 
 impl TransformerConfig {
+    /// The arguments of the encoder-decoder inside the model
+    /// ([`tessera_nn::Transformer`]): PyTorch's `nn.Transformer` options of this
+    /// configuration (ReLU, `eps = 1e-5`).
+    pub fn layer_options(&self) -> tessera_nn::TransformerOptions {
+        tessera_nn::TransformerOptions {
+            d_model: self.d_model,
+            nhead: self.heads,
+            num_encoder_layers: self.encoder_layers,
+            num_decoder_layers: self.decoder_layers,
+            dim_feedforward: self.d_ff,
+            dropout: self.dropout,
+            activation: tessera_nn::Activation::Relu,
+            layer_norm_eps: 1e-5,
+            norm_first: self.norm_first,
+            final_norms: self.final_norms,
+            head_dims: Some((self.d_k, self.d_v)),
+        }
+    }
+
     /// The paper's base model (Table 3, first row) with a shared vocabulary of `vocab`.
     pub fn base(vocab: usize) -> TransformerConfig {
         TransformerConfig {

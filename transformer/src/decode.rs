@@ -9,10 +9,10 @@
 //! checks that the two give the same logits at every step and the same tokens.
 
 use tessera_autograd::{no_grad, Var};
-use tessera_nn::{AttnMask, Module};
+use tessera_nn::{AttnMask, Module, TransformerDecoderLayer};
 use tessera_tensor::{IndexTensor, Tensor};
 
-use crate::model::{DecoderLayer, PadId, Transformer};
+use crate::model::{PadId, Transformer};
 use crate::{Error, Result};
 
 /// What incremental decoding keeps between steps: the encoder's keys and values for
@@ -65,39 +65,36 @@ impl DecoderCache {
     }
 }
 
-impl DecoderLayer {
-    /// One new position `[B, 1, d_model]` attending to the cached past (extended here)
-    /// and to the encoder's projected memory (evaluation mode): the same sublayers as
-    /// the full layer, with the keys and values from the cache.
-    fn step(
-        &self,
-        x: &Var,
-        past: &mut Option<(Var, Var)>,
-        cross: &(Var, Var),
-        memory_mask: Option<&AttnMask>,
-    ) -> Result<Var> {
-        let mha = &self.self_attn.mha;
-        let self_attn = |h: &Var| -> Result<Var> {
-            let (k, v) = mha.project_kv(h, h)?; // [B, H, 1, d_k], [B, H, 1, d_v]
-            let (k, v) = match past.take() {
-                // [B, H, t + 1, d_k], [B, H, t + 1, d_v]
-                Some((pk, pv)) => (Var::concat(&[&pk, &k], 2)?, Var::concat(&[&pv, &v], 2)?),
-                None => (k, v),
-            };
-            let out = mha.attend(h, &k, &v, None, None, false)?.0;
-            *past = Some((k, v));
-            Ok(out)
+/// One new position `[B, 1, d_model]` through `layer`, attending to the cached past
+/// (extended here) and to the encoder's projected memory (evaluation mode): the same
+/// sublayers as the full layer, with the keys and values from the cache.
+fn step(
+    layer: &TransformerDecoderLayer,
+    x: &Var,
+    past: &mut Option<(Var, Var)>,
+    cross: &(Var, Var),
+    memory_mask: Option<&AttnMask>,
+) -> Result<Var> {
+    let mha = &layer.self_attn;
+    let self_attn = |h: &Var| -> tessera_nn::Result<Var> {
+        let (k, v) = mha.project_kv(h, h)?; // [B, H, 1, d_k], [B, H, 1, d_v]
+        let (k, v) = match past.take() {
+            // [B, H, t + 1, d_k], [B, H, t + 1, d_v]
+            Some((pk, pv)) => (Var::concat(&[&pk, &k], 2)?, Var::concat(&[&pv, &v], 2)?),
+            None => (k, v),
         };
-        let cross_attn = |h: &Var| -> Result<Var> {
-            let (k, v) = cross;
-            Ok(self
-                .multihead_attn
-                .mha
-                .attend(h, k, v, memory_mask, None, false)?
-                .0)
-        };
-        self.sublayers(x, false, self_attn, cross_attn)
-    }
+        let out = mha.attend(h, &k, &v, None, None, false)?.0;
+        *past = Some((k, v));
+        Ok(out)
+    };
+    let cross_attn = |h: &Var| -> tessera_nn::Result<Var> {
+        let (k, v) = cross;
+        Ok(layer
+            .multihead_attn
+            .attend(h, k, v, memory_mask, None, false)?
+            .0)
+    };
+    Ok(layer.sublayers(x, false, self_attn, cross_attn)?)
 }
 
 impl Transformer {
@@ -109,10 +106,10 @@ impl Transformer {
             let layers = &self.transformer.decoder.layers;
             let cross = layers
                 .iter()
-                .map(|l| Ok(l.multihead_attn.mha.project_kv(&memory, &memory)?))
+                .map(|l| Ok(l.multihead_attn.project_kv(&memory, &memory)?))
                 .collect::<Result<Vec<_>>>()?;
             Ok(DecoderCache {
-                memory_mask: Self::key_mask(src, pad)?,
+                memory_mask: Self::memory_mask(src, pad)?,
                 cross,
                 past: vec![None; layers.len()],
                 len: 0,
@@ -142,7 +139,7 @@ impl Transformer {
             let decoder = &self.transformer.decoder;
             for (i, layer) in decoder.layers.iter().enumerate() {
                 let mask = cache.memory_mask.as_ref();
-                x = layer.step(&x, &mut cache.past[i], &cache.cross[i], mask)?;
+                x = step(layer, &x, &mut cache.past[i], &cache.cross[i], mask)?;
             }
             if let Some(n) = &decoder.norm {
                 x = n.forward(&x)?;

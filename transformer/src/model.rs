@@ -4,48 +4,21 @@
 //! §3.3), the two stacks, and the pre-softmax projection (§3.4).
 //!
 //! Every parameter is created once, by a [`VarBuilder`], at its PyTorch name: the model
-//! is a module holding `embed` (`nn.Embedding`) and `transformer` (`nn.Transformer`), and
-//! each struct below has the fields that `nn.Transformer` has. Decoding (greedy, beam
-//! search, the key/value cache) is in `decode.rs`.
-
-use std::sync::{Arc, Mutex, MutexGuard};
+//! is a module holding `embed` (`nn.Embedding`) and `transformer`, which is
+//! [`tessera_nn::Transformer`] (PyTorch's `nn.Transformer`: the layers, the stacks, the
+//! residual connections and the masks are there). This file adds what the paper puts
+//! around it: the token tables, the positions and the pre-softmax projection. Decoding
+//! (greedy, beam search, the key/value cache) is in `decode.rs`.
 
 use tessera_autograd::Var;
 use tessera_nn::{
-    AttnMask, AttnNames, Embedding, Init, LayerNorm, Linear, Module, MultiHeadAttention, Params,
-    RngState, VarBuilder, VarMap,
+    AttnMask, Dropout, Embedding, EncoderIntermediates, Init, Linear, Module, Params, RngState,
+    TransformerMasks, VarBuilder, VarMap,
 };
 use tessera_tensor::{IndexTensor, Rng, Tensor};
 
 use crate::config::{Positional, TransformerConfig};
 use crate::{Error, Result};
-
-/// The `eps` of every LayerNorm (PyTorch's default).
-const NORM_EPS: f32 = 1e-5;
-
-/// Dropout with probability `p` that draws from the model's one generator (saved with
-/// training checkpoints, so that a resumed run draws the same masks). Every layer holds
-/// a handle to the same generator.
-#[derive(Clone, Debug)]
-pub(crate) struct ModelDropout {
-    p: f32,
-    rng: Arc<Mutex<Rng>>,
-}
-
-impl ModelDropout {
-    /// The generator, locked.
-    fn rng(&self) -> MutexGuard<'_, Rng> {
-        self.rng.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// `dropout(x)` in training, `x` otherwise.
-    fn forward_t(&self, x: &Var, train: bool) -> Result<Var> {
-        if !train || self.p == 0.0 {
-            return Ok(x.clone());
-        }
-        Ok(x.dropout(self.p, true, &mut self.rng())?)
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Embeddings and positions (§3.4, §3.5)
@@ -180,304 +153,6 @@ impl Positions {
 }
 
 // ---------------------------------------------------------------------------------------
-// The sublayers (§3.2, §3.3) and their residual connections (§3.1, §5.4)
-
-/// Multi-head attention ("Attention Is All You Need", §3.2.2) with dropout on its
-/// probabilities after the softmax (as PyTorch's `nn.MultiheadAttention(dropout=P_drop)`).
-/// Parameters as PyTorch's: `in_proj_weight`, `in_proj_bias`, `out_proj.weight`,
-/// `out_proj.bias` (or `q_proj_weight`, `k_proj_weight`, `v_proj_weight` when
-/// `h·d_k ≠ d_model`, Table 3 rows (A) and (B)).
-///
-/// Self-attention without dropout (evaluation, or `P_drop = 0`) runs on `tessera_nn`'s
-/// packed kernel (one projection GEMM, heads read in place; see
-/// [`MultiHeadAttention::forward_qkv`]), which `tessera-nn`'s tests check against the
-/// plain composition `softmax(Q Kᵀ/√d_k) V` that every other call takes.
-#[derive(Debug)]
-pub(crate) struct Attention {
-    pub(crate) mha: MultiHeadAttention,
-    dropout: ModelDropout,
-}
-
-impl Attention {
-    /// PyTorch's initialisation: Xavier-uniform projections, zero biases.
-    fn new(
-        vb: &VarBuilder,
-        c: &TransformerConfig,
-        dropout: &ModelDropout,
-    ) -> tessera_nn::Result<Attention> {
-        let (d, h) = (c.d_model, c.heads);
-        let mha = if c.d_k * h == d && c.d_v * h == d {
-            MultiHeadAttention::new(vb, d, h, AttnNames::Torch)?
-        } else {
-            MultiHeadAttention::with_head_dims(vb, d, h, c.d_k, c.d_v)?
-        };
-        Ok(Attention {
-            mha,
-            dropout: dropout.clone(),
-        })
-    }
-
-    /// Attention of `q [B, Tq, d_model]` over `kv [B, Tk, d_model]`: `[B, Tq, d_model]`.
-    fn forward(&self, q: &Var, kv: &Var, mask: Option<&AttnMask>, train: bool) -> Result<Var> {
-        let p = self.dropout.p;
-        if train && p > 0.0 {
-            let mut rng = self.dropout.rng();
-            let dropout = Some((p, &mut *rng));
-            Ok(self.mha.forward_qkv(q, kv, kv, mask, dropout, false)?.0)
-        } else {
-            Ok(self.mha.forward_qkv(q, kv, kv, mask, None, false)?.0)
-        }
-    }
-}
-
-/// The position-wise feed-forward network ("Attention Is All You Need", §3.3):
-/// `FFN(x) = max(0, x W₁ + b₁) W₂ + b₂`, with dropout after the ReLU (as PyTorch's
-/// `nn.TransformerEncoderLayer`). PyTorch keeps `linear1` and `linear2` directly in the
-/// layer, so this one is built at the layer's own path.
-///
-/// # Shapes
-/// `[..., d_model] -> [..., d_model]`.
-#[derive(Debug)]
-pub(crate) struct FeedForward {
-    linear1: Linear,
-    linear2: Linear,
-    dropout: ModelDropout,
-}
-
-impl FeedForward {
-    /// PyTorch's `nn.Linear` initialisation.
-    fn new(
-        vb: &VarBuilder,
-        c: &TransformerConfig,
-        dropout: &ModelDropout,
-    ) -> tessera_nn::Result<FeedForward> {
-        Ok(FeedForward {
-            linear1: Linear::new(&vb.pp("linear1"), c.d_model, c.d_ff, true)?,
-            linear2: Linear::new(&vb.pp("linear2"), c.d_ff, c.d_model, true)?,
-            dropout: dropout.clone(),
-        })
-    }
-}
-
-impl Module for FeedForward {
-    fn forward(&self, x: &Var) -> tessera_nn::Result<Var> {
-        self.forward_t(x, false)
-    }
-
-    fn forward_t(&self, x: &Var, train: bool) -> tessera_nn::Result<Var> {
-        let h = self.linear1.forward(x)?.relu();
-        let h = if train && self.dropout.p > 0.0 {
-            h.dropout(self.dropout.p, true, &mut self.dropout.rng())?
-        } else {
-            h
-        };
-        self.linear2.forward(&h)
-    }
-}
-
-/// The residual connection around each sublayer (§3.1): `LayerNorm(x + Dropout(f(x)))`
-/// (post-norm, the paper's), or `x + Dropout(f(LayerNorm(x)))` with `norm_first`.
-#[derive(Clone, Debug)]
-pub(crate) struct Residual {
-    norm_first: bool,
-    dropout: ModelDropout,
-}
-
-impl Residual {
-    pub(crate) fn forward(
-        &self,
-        x: &Var,
-        norm: &LayerNorm,
-        train: bool,
-        f: impl FnOnce(&Var) -> Result<Var>,
-    ) -> Result<Var> {
-        if self.norm_first {
-            let y = f(&norm.forward(x)?)?;
-            Ok(x.add(&self.dropout.forward_t(&y, train)?)?)
-        } else {
-            let y = f(x)?;
-            Ok(norm.forward(&x.add(&self.dropout.forward_t(&y, train)?)?)?)
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The encoder layer and the decoder layer (§3.1, Figure 1)
-
-/// One encoder layer ("Attention Is All You Need", §3.1 and Figure 1, left):
-/// multi-head self-attention, then the feed-forward network, each inside a
-/// [`Residual`]. PyTorch's `nn.TransformerEncoderLayer`: `self_attn`, `linear1`,
-/// `linear2`, `norm1`, `norm2`.
-#[derive(Debug)]
-pub(crate) struct EncoderLayer {
-    self_attn: Attention,
-    ff: FeedForward,
-    norm1: LayerNorm,
-    norm2: LayerNorm,
-    residual: Residual,
-}
-
-impl EncoderLayer {
-    fn new(
-        vb: &VarBuilder,
-        c: &TransformerConfig,
-        residual: &Residual,
-    ) -> tessera_nn::Result<EncoderLayer> {
-        let d = &residual.dropout;
-        Ok(EncoderLayer {
-            self_attn: Attention::new(&vb.pp("self_attn"), c, d)?,
-            ff: FeedForward::new(vb, c, d)?,
-            norm1: LayerNorm::new(&vb.pp("norm1"), c.d_model, NORM_EPS)?,
-            norm2: LayerNorm::new(&vb.pp("norm2"), c.d_model, NORM_EPS)?,
-            residual: residual.clone(),
-        })
-    }
-
-    /// `[B, S, d_model] -> [B, S, d_model]`, the padding keys masked by `mask`.
-    fn forward(&self, x: &Var, mask: Option<&AttnMask>, train: bool) -> Result<Var> {
-        let r = &self.residual;
-        let x = r.forward(x, &self.norm1, train, |h| {
-            self.self_attn.forward(h, h, mask, train)
-        })?;
-        r.forward(&x, &self.norm2, train, |h| {
-            Ok(self.ff.forward_t(h, train)?)
-        })
-    }
-}
-
-/// One decoder layer ("Attention Is All You Need", §3.1 and Figure 1, right): masked
-/// multi-head self-attention, encoder-decoder attention (queries from the decoder, keys
-/// and values from the encoder's output), then the feed-forward network, each inside a
-/// [`Residual`]. PyTorch's `nn.TransformerDecoderLayer`: `self_attn`, `multihead_attn`,
-/// `linear1`, `linear2`, `norm1`, `norm2`, `norm3`.
-#[derive(Debug)]
-pub(crate) struct DecoderLayer {
-    pub(crate) self_attn: Attention,
-    pub(crate) multihead_attn: Attention,
-    ff: FeedForward,
-    norm1: LayerNorm,
-    norm2: LayerNorm,
-    norm3: LayerNorm,
-    residual: Residual,
-}
-
-impl DecoderLayer {
-    fn new(
-        vb: &VarBuilder,
-        c: &TransformerConfig,
-        residual: &Residual,
-    ) -> tessera_nn::Result<DecoderLayer> {
-        let d = &residual.dropout;
-        Ok(DecoderLayer {
-            self_attn: Attention::new(&vb.pp("self_attn"), c, d)?,
-            multihead_attn: Attention::new(&vb.pp("multihead_attn"), c, d)?,
-            ff: FeedForward::new(vb, c, d)?,
-            norm1: LayerNorm::new(&vb.pp("norm1"), c.d_model, NORM_EPS)?,
-            norm2: LayerNorm::new(&vb.pp("norm2"), c.d_model, NORM_EPS)?,
-            norm3: LayerNorm::new(&vb.pp("norm3"), c.d_model, NORM_EPS)?,
-            residual: residual.clone(),
-        })
-    }
-
-    /// `[B, T, d_model] -> [B, T, d_model]` over `memory [B, S, d_model]`.
-    fn forward(
-        &self,
-        x: &Var,
-        memory: &Var,
-        self_mask: Option<&AttnMask>,
-        memory_mask: Option<&AttnMask>,
-        train: bool,
-    ) -> Result<Var> {
-        self.sublayers(
-            x,
-            train,
-            |h| self.self_attn.forward(h, h, self_mask, train),
-            |h| self.multihead_attn.forward(h, memory, memory_mask, train),
-        )
-    }
-
-    /// The three sublayers, with the two attentions given as `self_attn` and `cross`:
-    /// the whole layer for full decoding here and for the cached steps of `decode.rs`.
-    pub(crate) fn sublayers(
-        &self,
-        x: &Var,
-        train: bool,
-        self_attn: impl FnOnce(&Var) -> Result<Var>,
-        cross: impl FnOnce(&Var) -> Result<Var>,
-    ) -> Result<Var> {
-        let r = &self.residual;
-        let x = r.forward(x, &self.norm1, train, self_attn)?;
-        let x = r.forward(&x, &self.norm2, train, cross)?;
-        r.forward(&x, &self.norm3, train, |h| {
-            Ok(self.ff.forward_t(h, train)?)
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The stacks (§3.1)
-
-/// `norm(x)` where the stack has a final norm.
-fn final_norm(norm: &Option<LayerNorm>, x: Var) -> Result<Var> {
-    match norm {
-        Some(n) => Ok(n.forward(&x)?),
-        None => Ok(x),
-    }
-}
-
-/// The encoder ("Attention Is All You Need", §3.1: "a stack of N = 6 identical layers"),
-/// with `nn.TransformerEncoder`'s optional final `norm`. Parameters `layers.{i}.*`,
-/// `norm.*`.
-#[derive(Debug)]
-pub(crate) struct Encoder {
-    layers: Vec<EncoderLayer>,
-    norm: Option<LayerNorm>,
-}
-
-/// The decoder ("Attention Is All You Need", §3.1), with `nn.TransformerDecoder`'s
-/// optional final `norm`. Parameters `layers.{i}.*`, `norm.*`.
-#[derive(Debug)]
-pub(crate) struct Decoder {
-    pub(crate) layers: Vec<DecoderLayer>,
-    pub(crate) norm: Option<LayerNorm>,
-}
-
-/// PyTorch's `nn.Transformer`: the two stacks (parameters `encoder.*`, `decoder.*`).
-#[derive(Debug)]
-pub(crate) struct EncoderDecoder {
-    encoder: Encoder,
-    pub(crate) decoder: Decoder,
-}
-
-impl EncoderDecoder {
-    fn new(
-        vb: &VarBuilder,
-        c: &TransformerConfig,
-        residual: &Residual,
-    ) -> tessera_nn::Result<EncoderDecoder> {
-        let norm = |vb: &VarBuilder| -> tessera_nn::Result<Option<LayerNorm>> {
-            c.final_norms
-                .then(|| LayerNorm::new(&vb.pp("norm"), c.d_model, NORM_EPS))
-                .transpose()
-        };
-        let (enc, dec) = (vb.pp("encoder"), vb.pp("decoder"));
-        let encoder = Encoder {
-            layers: (0..c.encoder_layers)
-                .map(|i| EncoderLayer::new(&enc.pp("layers").pp(i), c, residual))
-                .collect::<tessera_nn::Result<_>>()?,
-            norm: norm(&enc)?,
-        };
-        let decoder = Decoder {
-            layers: (0..c.decoder_layers)
-                .map(|i| DecoderLayer::new(&dec.pp("layers").pp(i), c, residual))
-                .collect::<tessera_nn::Result<_>>()?,
-            norm: norm(&dec)?,
-        };
-        Ok(EncoderDecoder { encoder, decoder })
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // The model
 
 /// The Transformer of "Attention Is All You Need" (Vaswani et al., 2017; see the [crate
@@ -510,10 +185,10 @@ pub struct Transformer {
     vars: VarMap,
     pub(crate) tokens: Tokens,
     positions: Positions,
-    pub(crate) transformer: EncoderDecoder,
+    pub(crate) transformer: tessera_nn::Transformer,
     /// The one dropout generator (the embedding sums' dropout; the layers hold handles
     /// to the same generator).
-    dropout: ModelDropout,
+    dropout: Dropout,
 }
 
 /// Source and target padding for [`Transformer::forward`]: the id that marks padding.
@@ -553,18 +228,19 @@ impl Transformer {
 
     /// [`Transformer::build`] of a validated configuration, in the order of the names.
     fn build_valid(vb: &VarBuilder, config: TransformerConfig) -> tessera_nn::Result<Transformer> {
-        let dropout = ModelDropout {
-            p: config.dropout,
-            rng: Arc::new(Mutex::new(Rng::seed(0))),
-        };
-        let residual = Residual {
-            norm_first: config.norm_first,
-            dropout: dropout.clone(),
+        let tokens = Tokens::new(vb, &config)?;
+        let positions = Positions::new(vb, &config)?;
+        let dropout = Dropout::new(config.dropout, 0);
+        let options = config.layer_options();
+        let vb_t = vb.pp("transformer");
+        let transformer = tessera_nn::Transformer {
+            encoder: tessera_nn::TransformerEncoder::new(&vb_t.pp("encoder"), &options, &dropout)?,
+            decoder: tessera_nn::TransformerDecoder::new(&vb_t.pp("decoder"), &options, &dropout)?,
         };
         Ok(Transformer {
-            tokens: Tokens::new(vb, &config)?,
-            positions: Positions::new(vb, &config)?,
-            transformer: EncoderDecoder::new(&vb.pp("transformer"), &config, &residual)?,
+            tokens,
+            positions,
+            transformer,
             config,
             vars: vb.vars().clone(),
             dropout,
@@ -615,19 +291,23 @@ impl Transformer {
             .forward_ids(ids)?
             .mul_scalar((c.d_model as f32).sqrt()); // [B, T, d]
         let x = x.add(&self.positions.rows(offset, t)?)?; // + [T, d]
-        self.dropout.forward_t(&x, train)
+        Ok(self.dropout.forward_t(&x, train)?)
     }
 
-    /// `[B, 1, 1, T]` keep-mask of the non-padding keys, when padding is used.
-    pub(crate) fn key_mask(ids: &IndexTensor, pad: PadId) -> Result<Option<AttnMask>> {
+    /// PyTorch's key padding mask of `ids` `[B, T]` (true where the id is `pad`), when
+    /// padding is used.
+    pub(crate) fn padding_mask(ids: &IndexTensor, pad: PadId) -> Result<Option<AttnMask>> {
         let Some(pad) = pad else { return Ok(None) };
-        let (b, t) = (ids.shape()[0], ids.shape()[1]);
-        let keep: Vec<f32> = ids
-            .data()
-            .iter()
-            .map(|&i| (i != pad) as u8 as f32)
-            .collect();
-        Ok(Some(AttnMask::Keep(Tensor::from_vec(keep, &[b, 1, 1, t])?)))
+        let padded: Vec<bool> = ids.data().iter().map(|&i| i == pad).collect();
+        Ok(Some(AttnMask::from_bool(&padded, ids.shape())?))
+    }
+
+    /// The padding of `ids` as a mask over the scores of every query and head
+    /// (`[B, 1, 1, S]`): what incremental decoding keeps for its steps.
+    pub(crate) fn memory_mask(ids: &IndexTensor, pad: PadId) -> Result<Option<AttnMask>> {
+        let (b, s) = (ids.shape()[0], ids.shape()[1]);
+        let padding = Self::padding_mask(ids, pad)?;
+        Ok(AttnMask::merge(None, padding.as_ref(), [b, 1, 1, s])?)
     }
 
     /// The encoder's output for source ids.
@@ -635,13 +315,52 @@ impl Transformer {
     /// # Shapes
     /// `src [B, S]` -> `[B, S, d_model]`.
     pub fn encode(&self, src: &IndexTensor, pad: PadId, train: bool) -> Result<Var> {
-        let mask = Self::key_mask(src, pad)?;
-        let encoder = &self.transformer.encoder;
-        let mut x = self.embed(src, false, 0, train)?;
-        for layer in &encoder.layers {
-            x = layer.forward(&x, mask.as_ref(), train)?;
-        }
-        final_norm(&encoder.norm, x)
+        let masks = TransformerMasks {
+            src_key_padding_mask: Self::padding_mask(src, pad)?,
+            ..TransformerMasks::default()
+        };
+        let x = self.embed(src, false, 0, train)?;
+        Ok(self.transformer.encoder.forward_masked(&x, &masks, train)?)
+    }
+
+    /// Each encoder layer's output and the encoder's (after its final norm, when the
+    /// configuration has one), in evaluation: what
+    /// [`TransformerEncoder::forward_intermediates`](tessera_nn::TransformerEncoder::forward_intermediates)
+    /// returns for the embedded source.
+    ///
+    /// ```
+    /// use tessera_tensor::{IndexTensor, Rng};
+    /// use tessera_transformer::{Transformer, TransformerConfig};
+    /// let model = Transformer::new(TransformerConfig::small(20, 16, 2, 32, 2), &mut Rng::seed(0))?;
+    /// let src = IndexTensor::new(vec![3, 4, 5, 0], &[1, 4])?;
+    /// let all = model.encoder_intermediates(&src, Some(0))?;
+    /// assert_eq!(all.layers.len(), 2);
+    /// let memory = model.encode(&src, Some(0), false)?;
+    /// assert_eq!(all.output.value().to_vec(), memory.value().to_vec());
+    /// # Ok::<(), tessera_transformer::Error>(())
+    /// ```
+    ///
+    /// # Shapes
+    /// `src [B, S]` -> each `[B, S, d_model]`.
+    pub fn encoder_intermediates(
+        &self,
+        src: &IndexTensor,
+        pad: PadId,
+    ) -> Result<EncoderIntermediates> {
+        let masks = TransformerMasks {
+            src_key_padding_mask: Self::padding_mask(src, pad)?,
+            ..TransformerMasks::default()
+        };
+        let x = self.embed(src, false, 0, false)?;
+        Ok(self
+            .transformer
+            .encoder
+            .forward_intermediates(&x, &masks, false)?)
+    }
+
+    /// The encoder-decoder inside the model: PyTorch's `nn.Transformer`, with its layers.
+    pub fn layers(&self) -> &tessera_nn::Transformer {
+        &self.transformer
     }
 
     /// The decoder's output for target inputs (causally masked) over `memory` from
@@ -657,19 +376,17 @@ impl Transformer {
         pad: PadId,
         train: bool,
     ) -> Result<Var> {
-        let t = tgt.shape().get(1).copied().unwrap_or(0);
-        let causal = AttnMask::causal(t);
-        let self_mask = match (Self::key_mask(tgt, pad)?, causal) {
-            (Some(AttnMask::Keep(keys)), AttnMask::Keep(c)) => AttnMask::Keep(keys.mul(&c)?),
-            (_, causal) => causal,
+        let masks = TransformerMasks {
+            tgt_is_causal: true,
+            tgt_key_padding_mask: Self::padding_mask(tgt, pad)?,
+            memory_key_padding_mask: Self::padding_mask(src, pad)?,
+            ..TransformerMasks::default()
         };
-        let memory_mask = Self::key_mask(src, pad)?;
-        let decoder = &self.transformer.decoder;
-        let mut x = self.embed(tgt, true, 0, train)?;
-        for layer in &decoder.layers {
-            x = layer.forward(&x, memory, Some(&self_mask), memory_mask.as_ref(), train)?;
-        }
-        final_norm(&decoder.norm, x)
+        let x = self.embed(tgt, true, 0, train)?;
+        Ok(self
+            .transformer
+            .decoder
+            .forward_masked(&x, memory, &masks, train)?)
     }
 
     /// The pre-softmax projection ("Attention Is All You Need", §3.4): `h Eᵀ` with the
