@@ -43,6 +43,11 @@ pub use gradcheck::{check_gradients, GradCheck};
 pub use ops::Function;
 pub use var::{is_grad_enabled, no_grad, Parameter, Var};
 
+/// The README's examples, compiled and run as documentation tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Errors of the differentiation layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

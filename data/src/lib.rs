@@ -97,6 +97,11 @@ pub use text::{
 };
 pub use transforms::{center_crop, hflip, normalize, random_crop};
 
+/// The README's examples, compiled and run as documentation tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Errors of the data layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

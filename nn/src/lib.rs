@@ -49,6 +49,11 @@ pub use transformer::{
 };
 pub use vars::{BudgetGuard, Init, MemoryBudget, VarBuilder, VarMap};
 
+/// The README's examples, compiled and run as documentation tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Errors of the layers, losses and checkpoints.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -38,6 +38,11 @@ pub use comm::{
 };
 pub use sgd::Sgd;
 pub use tessera_autograd::Parameter;
+
+/// The README's examples, compiled and run as documentation tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 use tessera_tensor::{SafeTensorsFile, Tensor};
 
 /// Errors of the optimizers.

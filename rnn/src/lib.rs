@@ -54,6 +54,11 @@ pub use elman::{Bptt, Elman, ElmanGrads, SeqInput};
 pub use recurrent::{Mode, Recurrent, RecurrentConfig, RecurrentOutput, State};
 pub use train::{StepStats, TrainConfig, TrainState};
 
+/// The README's examples, compiled and run as documentation tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Errors of the recurrent models.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -64,6 +64,11 @@ pub use decode::DecoderCache;
 pub use model::{sinusoidal_encoding, PadId, Transformer};
 pub use train::{evaluate_loss, Batch, Corpus, StepStats, TrainConfig, Trainer};
 
+/// The README's examples, compiled and run as documentation tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Errors of the Transformer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

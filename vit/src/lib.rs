@@ -60,6 +60,11 @@ pub use pretrained::{
 };
 pub use train::{argmax_rows, evaluate, top_k, Evaluation, StepStats, TrainConfig, Trainer};
 
+/// The README's examples, compiled and run as documentation tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Errors of the Vision Transformer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
