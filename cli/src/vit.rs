@@ -310,6 +310,13 @@ pub struct VizArgs {
     /// Images over which the attention distances are averaged.
     #[arg(long, default_value_t = 64, value_parser = crate::ranges::at_least_one::<usize>())]
     samples: usize,
+    /// The class that the gradient saliency and integrated gradients explain (default:
+    /// the model's prediction for the image).
+    #[arg(long)]
+    class: Option<usize>,
+    /// Points on the path from the black image to the image for integrated gradients.
+    #[arg(long, default_value_t = 64, value_parser = crate::ranges::at_least_one::<usize>())]
+    ig_steps: usize,
 }
 
 /// Runs `tessera vit ...`.
@@ -968,6 +975,27 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
                 the class token (dark: little)";
     let picture = viz::rollout_image(&image, &map)?;
     framed(&picture, "Attention rollout", note, None)?.save(&p)?;
+    written.push(p);
+    let (map, class) = viz::gradient_saliency(&model, &image, a.class)?;
+    let p = a.out.join("gradient_saliency.png");
+    let note = format!("right: the largest |d logit / d pixel| over the channels, class {class}");
+    let picture = viz::attribution_image(&image, &map)?;
+    let bar = Some(("0", "relative gradient", "1"));
+    framed(&picture, "Gradient saliency", &note, bar)?.save(&p)?;
+    written.push(p);
+    let ig = viz::integrated_gradients(&model, &image, None, a.class, a.ig_steps)?;
+    let p = a.out.join("integrated_gradients.png");
+    let note = format!(
+        "right: |attribution| over the channels, class {}, {} steps from black; \
+         attributions off F(x) - F(black) = {:.3} by {:.1}%",
+        ig.class,
+        a.ig_steps,
+        ig.logit - ig.baseline_logit,
+        100.0 * ig.completeness_gap()
+    );
+    let picture = viz::attribution_image(&image, &ig.map()?)?;
+    let bar = Some(("0", "relative attribution", "1"));
+    framed(&picture, "Integrated gradients", &note, bar)?.save(&p)?;
     written.push(p);
     for p in &written {
         println!("wrote {}", p.display());

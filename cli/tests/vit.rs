@@ -116,9 +116,26 @@ fn vit_trains_on_shapes_resumes_exactly_evaluates_predicts_and_draws() {
         "filter_components.png",
         "attention_distance.png",
         "attention_rollout.png",
+        "gradient_saliency.png",
+        "integrated_gradients.png",
     ] {
         assert!(viz.join(f).is_file(), "{f}: {text}");
     }
+    // A class outside the head: one line naming it.
+    let out = tessera(&[
+        "vit",
+        "viz",
+        "--checkpoint",
+        model,
+        "--out",
+        viz.to_str().unwrap(),
+        "--samples",
+        "2",
+        "--class",
+        "99",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("class = 99"), "{err}");
     // A file that is not an image: one line naming it, a non-zero exit.
     let bad = tmp.path().join("notes.png");
     std::fs::write(&bad, "not an image").unwrap();

@@ -101,7 +101,7 @@ impl TransformerOptions {
             let value = format!("{:?}", self.activation);
             return setting("activation", value, "Relu or Gelu");
         }
-        if !(self.layer_norm_eps > 0.0) {
+        if self.layer_norm_eps.is_nan() || self.layer_norm_eps <= 0.0 {
             return setting(
                 "layer_norm_eps",
                 self.layer_norm_eps.to_string(),

@@ -1,10 +1,13 @@
 //! What the paper's figures 7 and 6 show, computed from a model: the similarity of the
 //! position embeddings, the principal components of the patch-embedding filters, the
-//! mean attention distance of every head, and attention rollout.
+//! mean attention distance of every head, and attention rollout; and two attributions
+//! that follow the gradient back to the pixels: gradient saliency (Simonyan et al.,
+//! 2014) and integrated gradients (Sundararajan et al., 2017).
 //!
 //! Each function returns numbers or an image tensor `[C, H, W]` in `[0, 1]`; writing
 //! them as PNG is the caller's (for example `tessera_data::save_png`).
 
+use tessera_autograd::{no_grad, Var};
 use tessera_data::{resize, Filter};
 use tessera_tensor::Tensor;
 
@@ -356,13 +359,248 @@ pub fn attention_rollout(model: &VisionTransformer, image: &Tensor) -> Result<Te
 /// the image, scaled up to about 224 pixels, beside the same image weighted by the map
 /// resized to it (bilinear). Grey images become RGB; the result is `[3, s, 2s]`.
 pub fn rollout_image(image: &Tensor, map: &Tensor) -> Result<Tensor> {
-    let shape = image.shape().to_vec();
-    if shape.len() != 3 || (shape[0] != 1 && shape[0] != 3) {
+    let img = shown_image("rollout_image", image)?;
+    let size = img.shape()[1];
+    let heat = resize(&map.unsqueeze(0)?, size, size, Filter::Bilinear, false)?;
+    let masked = img.mul(&heat)?;
+    Ok(Tensor::concat(&[&img, &masked], 2)?)
+}
+
+/// One image `[C, H, W]` checked against the model's input.
+fn one_image(op: &'static str, model: &VisionTransformer, image: &Tensor) -> Result<()> {
+    let c = model.config();
+    let want = [c.in_chans, c.img_size, c.img_size];
+    if image.shape() != want {
+        let expected = format!("one image {want:?}");
+        return Err(Error::shape(op, &expected, image.shape()));
+    }
+    Ok(())
+}
+
+/// The class an attribution explains: `class`, checked against the head, or the
+/// model's prediction for `image`.
+fn explained_class(
+    op: &'static str,
+    model: &VisionTransformer,
+    image: &Tensor,
+    class: Option<usize>,
+) -> Result<usize> {
+    let classes = model.config().num_classes;
+    if classes == 0 {
+        return Err(Error::setting(op, "num_classes", 0, "a model with a head"));
+    }
+    match class {
+        Some(k) if k >= classes => Err(Error::setting(
+            op,
+            "class",
+            k,
+            format!("below the {classes} classes"),
+        )),
+        Some(k) => Ok(k),
+        None => {
+            let logits = no_grad(|| model.forward(&image.unsqueeze(0)?, false))?;
+            Ok(logits.value().argmax(-1, false)?.data()[0])
+        }
+    }
+}
+
+/// `∂ logit_class / ∂ images` for a batch `[B, C, H, W]`, with the logits: one backward
+/// pass for the whole batch (each image's logit depends on that image alone).
+fn input_gradients(
+    model: &VisionTransformer,
+    images: &Tensor,
+    class: usize,
+) -> Result<(Tensor, Vec<f32>)> {
+    let x = Var::parameter(images.clone());
+    let logits = model.forward_var(&x, false)?; // [B, classes]
+    let picked = logits.narrow(1, class, 1)?; // [B, 1]
+    let values = picked.value().to_vec();
+    picked.sum_all().backward()?;
+    let grad = x.grad().unwrap_or_else(|| images.zeros_like());
+    Ok((grad, values))
+}
+
+/// Gradient saliency (Simonyan, Vedaldi and Zisserman, 2014, "Deep Inside
+/// Convolutional Networks"): for one image `[C, H, W]`, the largest absolute value over
+/// the channels of `∂ logit_class / ∂ pixel`, `[H, W]`, scaled to a maximum of 1.
+/// `class` is the model's prediction unless given. Returns the map and the class.
+///
+/// ```
+/// use tessera_tensor::{Rng, Tensor};
+/// use tessera_vit::{viz, VisionTransformer, VitConfig};
+/// let config = VitConfig { img_size: 8, patch_size: 4, in_chans: 1, embed_dim: 8, depth: 2,
+///     num_heads: 2, mlp_ratio: 2.0, num_classes: 3, ..VitConfig::default() };
+/// let model = VisionTransformer::new(config, &mut Rng::seed(0))?;
+/// let c = model.config();
+/// let image = Tensor::randn(&[c.in_chans, c.img_size, c.img_size], 0.0, 1.0, &mut Rng::seed(1));
+/// let (map, class) = viz::gradient_saliency(&model, &image, None)?;
+/// assert_eq!(map.shape(), &[c.img_size, c.img_size]);
+/// assert!(class < c.num_classes);
+/// assert_eq!(map.to_vec().iter().cloned().fold(0.0, f32::max), 1.0);
+/// # Ok::<(), tessera_vit::Error>(())
+/// ```
+pub fn gradient_saliency(
+    model: &VisionTransformer,
+    image: &Tensor,
+    class: Option<usize>,
+) -> Result<(Tensor, usize)> {
+    const OP: &str = "gradient_saliency";
+    one_image(OP, model, image)?;
+    let class = explained_class(OP, model, image, class)?;
+    let (grad, _) = input_gradients(model, &image.unsqueeze(0)?, class)?;
+    let map = grad.squeeze(0)?.abs().max(&[0], false)?; // [H, W]
+    Ok((scaled_to_max(&map)?, class))
+}
+
+/// `map / max(map)` (unchanged when the maximum is not positive).
+fn scaled_to_max(map: &Tensor) -> Result<Tensor> {
+    let max = map.to_vec().into_iter().fold(0.0f32, f32::max);
+    Ok(if max > 0.0 {
+        map.mul_scalar(1.0 / max)
+    } else {
+        map.clone()
+    })
+}
+
+/// What [`integrated_gradients`] returns.
+#[derive(Clone, Debug)]
+pub struct IntegratedGradients {
+    /// Per pixel and channel, `(x - x') · mean_k ∂F(x' + (k/m)(x - x'))/∂x`,
+    /// `[C, H, W]`.
+    pub attributions: Tensor,
+    /// The class explained.
+    pub class: usize,
+    /// `F(x)`, the image's logit for the class.
+    pub logit: f32,
+    /// `F(x')`, the baseline's.
+    pub baseline_logit: f32,
+}
+
+impl IntegratedGradients {
+    /// How far the attributions are from the completeness axiom (they sum to
+    /// `F(x) - F(x')`), as a fraction of `|F(x) - F(x')|`: the error of the Riemann sum,
+    /// which more steps reduce (Sundararajan et al. suggest checking it is within 5%).
+    pub fn completeness_gap(&self) -> f32 {
+        let total: f64 = self.attributions.to_vec().iter().map(|&a| a as f64).sum();
+        let diff = (self.logit - self.baseline_logit) as f64;
+        ((total - diff).abs() / diff.abs().max(1e-12)) as f32
+    }
+
+    /// The attributions as a map `[H, W]`: the absolute values summed over the channels,
+    /// scaled to a maximum of 1.
+    pub fn map(&self) -> Result<Tensor> {
+        scaled_to_max(&self.attributions.abs().sum(&[0], false)?)
+    }
+}
+
+/// Integrated gradients (Sundararajan, Taly and Yan, 2017, "Axiomatic Attribution for
+/// Deep Networks") of one image `[C, H, W]` against `baseline` (by default the black
+/// image, `-1` after the input normalisation): the gradients of the class logit at
+/// `steps` points on the straight path from the baseline to the image (the right
+/// Riemann sum, points `k/m`, `k = 1..m`), averaged and multiplied by `x - x'`. The
+/// points run through the model in batches of 16.
+///
+/// ```
+/// use tessera_tensor::{Rng, Tensor};
+/// use tessera_vit::{viz, VisionTransformer, VitConfig};
+/// let config = VitConfig { img_size: 8, patch_size: 4, in_chans: 1, embed_dim: 8, depth: 2,
+///     num_heads: 2, mlp_ratio: 2.0, num_classes: 3, ..VitConfig::default() };
+/// let model = VisionTransformer::new(config, &mut Rng::seed(0))?;
+/// let c = model.config();
+/// let image = Tensor::randn(&[c.in_chans, c.img_size, c.img_size], 0.0, 1.0, &mut Rng::seed(1));
+/// let ig = viz::integrated_gradients(&model, &image, None, None, 64)?;
+/// assert_eq!(ig.attributions.shape(), image.shape());
+/// // Completeness: the attributions add up to F(x) - F(baseline).
+/// assert!(ig.completeness_gap() < 0.05, "{}", ig.completeness_gap());
+/// # Ok::<(), tessera_vit::Error>(())
+/// ```
+pub fn integrated_gradients(
+    model: &VisionTransformer,
+    image: &Tensor,
+    baseline: Option<&Tensor>,
+    class: Option<usize>,
+    steps: usize,
+) -> Result<IntegratedGradients> {
+    const OP: &str = "integrated_gradients";
+    one_image(OP, model, image)?;
+    if steps == 0 {
+        return Err(Error::setting(OP, "steps", 0, "at least 1"));
+    }
+    let black;
+    let baseline = match baseline {
+        Some(b) => {
+            if b.shape() != image.shape() {
+                let expected = format!("a baseline of the image's shape {:?}", image.shape());
+                return Err(Error::shape(OP, &expected, b.shape()));
+            }
+            b
+        }
+        None => {
+            black = Tensor::full(image.shape(), -1.0);
+            &black
+        }
+    };
+    let class = explained_class(OP, model, image, class)?;
+    let delta = image.sub(baseline)?;
+    let mut sum = image.zeros_like();
+    let mut logit = 0.0;
+    const CHUNK: usize = 16;
+    for start in (1..=steps).step_by(CHUNK) {
+        let ks: Vec<usize> = (start..=(start + CHUNK - 1).min(steps)).collect();
+        let points = ks
+            .iter()
+            .map(|&k| baseline.add(&delta.mul_scalar(k as f32 / steps as f32)))
+            .collect::<tessera_tensor::Result<Vec<_>>>()?;
+        let refs: Vec<&Tensor> = points.iter().collect();
+        let (grads, values) = input_gradients(model, &Tensor::stack(&refs, 0)?, class)?;
+        sum = sum.add(&grads.sum(&[0], false)?)?;
+        if ks.last() == Some(&steps) {
+            logit = *values.last().unwrap_or(&0.0);
+        }
+    }
+    let baseline_logit = no_grad(|| model.forward(&baseline.unsqueeze(0)?, false))?
+        .value()
+        .to_vec()[class];
+    Ok(IntegratedGradients {
+        attributions: delta.mul(&sum)?.mul_scalar(1.0 / steps as f32),
+        class,
+        logit,
+        baseline_logit,
+    })
+}
+
+/// The picture of an attribution `map` `[h, w]` in `[0, 1]` (from
+/// [`gradient_saliency`] or [`IntegratedGradients::map`]) over the model input `image`
+/// `[C, S, S]`: the image, scaled up to about 224 pixels, beside the map in the viridis
+/// colours at the same size. The result is `[3, s, 2s]`.
+pub fn attribution_image(image: &Tensor, map: &Tensor) -> Result<Tensor> {
+    let left = shown_image("attribution_image", image)?;
+    let size = left.shape()[1];
+    let &[h, w] = map.shape() else {
         return Err(Error::shape(
-            "rollout_image",
-            "an image [1 or 3, S, S]",
-            &shape,
+            "attribution_image",
+            "a map [h, w]",
+            map.shape(),
         ));
+    };
+    let mut rgb = vec![0.0f32; 3 * h * w];
+    for (i, &v) in map.to_vec().iter().enumerate() {
+        let [r, g, b] = viridis(v.clamp(0.0, 1.0));
+        rgb[i] = r;
+        rgb[h * w + i] = g;
+        rgb[2 * h * w + i] = b;
+    }
+    let colours = Tensor::from_vec(rgb, &[3, h, w])?;
+    let right = resize(&colours, size, size, Filter::Nearest, false)?;
+    Ok(Tensor::concat(&[&left, &right], 2)?)
+}
+
+/// The model input `image` `[1 or 3, S, S]` as RGB in `[0, 1]`, scaled up to about 224
+/// pixels (nearest neighbour).
+fn shown_image(op: &'static str, image: &Tensor) -> Result<Tensor> {
+    let shape = image.shape().to_vec();
+    if shape.len() != 3 || (shape[0] != 1 && shape[0] != 3) || shape[1] == 0 {
+        return Err(Error::shape(op, "an image [1 or 3, S, S]", &shape));
     }
     let size = shape[1] * (224 / shape[1]).max(1);
     let img = image
@@ -373,10 +611,7 @@ pub fn rollout_image(image: &Tensor, map: &Tensor) -> Result<Tensor> {
     } else {
         img
     };
-    let img = resize(&img, size, size, Filter::Nearest, false)?;
-    let heat = resize(&map.unsqueeze(0)?, size, size, Filter::Bilinear, false)?;
-    let masked = img.mul(&heat)?;
-    Ok(Tensor::concat(&[&img, &masked], 2)?)
+    Ok(resize(&img, size, size, Filter::Nearest, false)?)
 }
 
 /// The viridis colour map at `x ∈ [0, 1]` (piecewise linear through nine of its

@@ -131,3 +131,107 @@ fn filter_components_are_orthonormal_and_ordered() {
     let img = viz::filter_components_image(&model, 6, 3, 2).unwrap();
     assert_eq!(img.shape(), &[3, 2 * 9 - 1, 3 * 9 - 1]);
 }
+
+/// The logit of `class` for one image.
+fn logit(model: &VisionTransformer, image: &Tensor, class: usize) -> f32 {
+    let x = image.unsqueeze(0).unwrap();
+    model.forward(&x, false).unwrap().value().to_vec()[class]
+}
+
+#[test]
+fn gradient_saliency_is_the_largest_channel_gradient_by_finite_differences() {
+    let model = small(8, 4); // three channels
+    let image = Tensor::randn(&[3, 8, 8], 0.0, 1.0, &mut Rng::seed(5));
+    let (map, class) = viz::gradient_saliency(&model, &image, None).unwrap();
+    // The class explained is the prediction.
+    let logits: Vec<f32> = (0..3).map(|k| logit(&model, &image, k)).collect();
+    let best = (0..3)
+        .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+        .unwrap();
+    assert_eq!(class, best);
+    // max over channels of |∂logit/∂x| by central differences, scaled to a maximum of 1.
+    let eps = 1e-2;
+    let base = image.to_vec();
+    let mut fd = vec![0.0f32; 64];
+    for (p, slot) in fd.iter_mut().enumerate() {
+        for ch in 0..3 {
+            let at = |d: f32| {
+                let mut v = base.clone();
+                v[ch * 64 + p] += d;
+                logit(&model, &Tensor::from_vec(v, &[3, 8, 8]).unwrap(), class)
+            };
+            *slot = slot.max(((at(eps) - at(-eps)) / (2.0 * eps)).abs());
+        }
+    }
+    let max = fd.iter().cloned().fold(0.0, f32::max);
+    let fd: Vec<f32> = fd.iter().map(|v| v / max).collect();
+    tessera_testutil::assert_close_slice("saliency", &map, &fd, 2e-2, 0.0);
+    // Another class gives another map.
+    let other = (class + 1) % 3;
+    let (map2, c2) = viz::gradient_saliency(&model, &image, Some(other)).unwrap();
+    assert_eq!(c2, other);
+    assert!(tessera_testutil::max_diff(&map, &map2) > 1e-2);
+}
+
+#[test]
+fn integrated_gradients_are_complete_and_vanish_at_the_baseline() {
+    let model = small(8, 4);
+    let image = Tensor::randn(&[3, 8, 8], 0.0, 1.0, &mut Rng::seed(6));
+    let ig = viz::integrated_gradients(&model, &image, None, Some(1), 256).unwrap();
+    assert_eq!(ig.class, 1);
+    // F(x) and F(x') are the model's logits for the image and the black image.
+    assert!((ig.logit - logit(&model, &image, 1)).abs() < 1e-4);
+    let black = Tensor::full(&[3, 8, 8], -1.0);
+    assert!((ig.baseline_logit - logit(&model, &black, 1)).abs() < 1e-4);
+    // Completeness (Sundararajan et al., 2017): the attributions add up to
+    // F(x) - F(x'), up to the Riemann sum's error; a few steps are further off.
+    assert!(
+        ig.completeness_gap() < 0.01,
+        "gap {}",
+        ig.completeness_gap()
+    );
+    let coarse = viz::integrated_gradients(&model, &image, None, Some(1), 2).unwrap();
+    assert!(coarse.completeness_gap() > ig.completeness_gap());
+    // One step is (x - x') times the gradient at x.
+    let one = viz::integrated_gradients(&model, &image, None, Some(1), 1).unwrap();
+    let (grad_map, _) = viz::gradient_saliency(&model, &image, Some(1)).unwrap();
+    assert_eq!(one.attributions.shape(), &[3, 8, 8]);
+    let delta = image.sub(&black).unwrap();
+    let ratio = one
+        .attributions
+        .div(&delta)
+        .unwrap()
+        .abs()
+        .max(&[0], false)
+        .unwrap();
+    let max = ratio.to_vec().iter().cloned().fold(0.0, f32::max);
+    tessera_testutil::assert_close(
+        "one step",
+        &ratio.mul_scalar(1.0 / max),
+        &grad_map,
+        1e-4,
+        1e-3,
+    );
+    // The image as its own baseline has nothing to attribute.
+    let none = viz::integrated_gradients(&model, &image, Some(&image), Some(1), 8).unwrap();
+    assert!(none.attributions.to_vec().iter().all(|&a| a == 0.0));
+    assert_eq!(none.map().unwrap().shape(), &[8, 8]);
+    // The picture: the image beside the map.
+    let picture = viz::attribution_image(&image, &ig.map().unwrap()).unwrap();
+    assert_eq!(picture.shape(), &[3, 224, 448]);
+}
+
+#[test]
+fn attributions_refuse_bad_images_classes_and_steps() {
+    let model = small(8, 4);
+    let image = Tensor::zeros(&[3, 8, 8]);
+    let err = viz::gradient_saliency(&model, &Tensor::zeros(&[3, 9, 8]), None).unwrap_err();
+    assert!(err.to_string().contains("[3, 8, 8]"), "{err}");
+    let err = viz::gradient_saliency(&model, &image, Some(3)).unwrap_err();
+    assert!(err.to_string().contains("class = 3"), "{err}");
+    let err = viz::integrated_gradients(&model, &image, None, None, 0).unwrap_err();
+    assert!(err.to_string().contains("steps = 0"), "{err}");
+    let wrong = Tensor::zeros(&[1, 8, 8]);
+    let err = viz::integrated_gradients(&model, &image, Some(&wrong), None, 4).unwrap_err();
+    assert!(err.to_string().contains("baseline"), "{err}");
+}
