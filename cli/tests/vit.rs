@@ -101,16 +101,21 @@ fn vit_trains_on_shapes_resumes_exactly_evaluates_predicts_and_draws() {
         "{text}"
     );
     let viz = tmp.path().join("viz");
-    let text = ok(tessera(&[
-        "vit",
-        "viz",
-        "--checkpoint",
-        model,
-        "--out",
-        viz.to_str().unwrap(),
-        "--samples",
-        "8",
-    ]));
+    let viz_args = |more: &[&str]| -> Vec<String> {
+        let base = [
+            "vit",
+            "viz",
+            "--checkpoint",
+            model,
+            "--out",
+            viz.to_str().unwrap(),
+        ];
+        base.iter().chain(more).map(|s| s.to_string()).collect()
+    };
+    let args = viz_args(&["--samples", "8"]);
+    let text = ok(tessera(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
     for f in [
         "position_similarity.png",
         "filter_components.png",
@@ -122,18 +127,8 @@ fn vit_trains_on_shapes_resumes_exactly_evaluates_predicts_and_draws() {
         assert!(viz.join(f).is_file(), "{f}: {text}");
     }
     // A class outside the head: one line naming it.
-    let out = tessera(&[
-        "vit",
-        "viz",
-        "--checkpoint",
-        model,
-        "--out",
-        viz.to_str().unwrap(),
-        "--samples",
-        "2",
-        "--class",
-        "99",
-    ]);
+    let args = viz_args(&["--samples", "2", "--class", "99"]);
+    let out = tessera(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("class = 99"), "{err}");
     // A file that is not an image: one line naming it, a non-zero exit.

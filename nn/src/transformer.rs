@@ -272,10 +272,10 @@ fn residual(
 /// `[B, S, d_model] -> [B, S, d_model]`.
 ///
 /// ```
-/// use tessera_nn::{Module, TransformerEncoderLayer, TransformerOptions, Var, VarMap};
+/// use tessera_nn::{Dropout, Module, TransformerEncoderLayer, TransformerOptions, Var, VarMap};
 /// use tessera_tensor::{Rng, Tensor};
 /// let options = TransformerOptions { d_model: 8, nhead: 2, dim_feedforward: 16, ..Default::default() };
-/// let (layer, vars) = VarMap::build(&mut Rng::seed(0), |vb| TransformerEncoderLayer::new(vb, &options))?;
+/// let (layer, vars) = VarMap::build(&mut Rng::seed(0), |vb| TransformerEncoderLayer::new(vb, &options, &Dropout::new(0.1, 0)))?;
 /// let x = Var::constant(Tensor::randn(&[2, 5, 8], 0.0, 1.0, &mut Rng::seed(1)));
 /// assert_eq!(layer.forward(&x)?.shape(), &[2, 5, 8]);
 /// assert_eq!(vars.names()[0], "self_attn.in_proj_weight");
@@ -305,40 +305,11 @@ pub struct TransformerEncoderLayer {
 impl TransformerEncoderLayer {
     /// PyTorch's `nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout,
     /// activation, layer_norm_eps, batch_first=True, norm_first)` at `vb`, initialised
-    /// as PyTorch initialises it alone; dropout masks drawn from `Rng::seed(0)` (see
-    /// [`TransformerEncoderLayer::with_dropout`]).
-    pub fn new(vb: &VarBuilder, options: &TransformerOptions) -> Result<Self> {
+    /// as PyTorch initialises it alone, its dropout masks drawn from `dropout`'s
+    /// generator (with `options.dropout` as the probability).
+    pub fn new(vb: &VarBuilder, options: &TransformerOptions, dropout: &Dropout) -> Result<Self> {
         options.validate()?;
-        Self::build(
-            vb,
-            options,
-            Matrices::Layer,
-            &Dropout::new(options.dropout, 0),
-        )
-    }
-
-    /// The layer with its dropout drawing from the generator of `dropout`.
-    pub fn with_dropout(mut self, dropout: &Dropout) -> Self {
-        self.dropout = dropout.with_p(self.dropout.p);
-        self
-    }
-
-    fn build(
-        vb: &VarBuilder,
-        o: &TransformerOptions,
-        init: Matrices,
-        dropout: &Dropout,
-    ) -> Result<Self> {
-        Ok(TransformerEncoderLayer {
-            self_attn: init.attention(&vb.pp("self_attn"), o)?,
-            linear1: init.linear(&vb.pp("linear1"), o.d_model, o.dim_feedforward)?,
-            linear2: init.linear(&vb.pp("linear2"), o.dim_feedforward, o.d_model)?,
-            norm1: LayerNorm::new(&vb.pp("norm1"), o.d_model, o.layer_norm_eps)?,
-            norm2: LayerNorm::new(&vb.pp("norm2"), o.d_model, o.layer_norm_eps)?,
-            dropout: dropout.clone(),
-            activation: o.activation,
-            norm_first: o.norm_first,
-        })
+        Layer::build(vb, options, Matrices::Layer, dropout)
     }
 
     /// PyTorch's `forward(src, src_mask, src_key_padding_mask, is_causal)`, in training
@@ -373,6 +344,26 @@ impl TransformerEncoderLayer {
                 h,
                 train,
             )
+        })
+    }
+}
+
+impl Layer for TransformerEncoderLayer {
+    fn build(
+        vb: &VarBuilder,
+        o: &TransformerOptions,
+        init: Matrices,
+        dropout: &Dropout,
+    ) -> Result<Self> {
+        Ok(TransformerEncoderLayer {
+            self_attn: init.attention(&vb.pp("self_attn"), o)?,
+            linear1: init.linear(&vb.pp("linear1"), o.d_model, o.dim_feedforward)?,
+            linear2: init.linear(&vb.pp("linear2"), o.dim_feedforward, o.d_model)?,
+            norm1: LayerNorm::new(&vb.pp("norm1"), o.d_model, o.layer_norm_eps)?,
+            norm2: LayerNorm::new(&vb.pp("norm2"), o.d_model, o.layer_norm_eps)?,
+            dropout: dropout.with_p(o.dropout),
+            activation: o.activation,
+            norm_first: o.norm_first,
         })
     }
 }
@@ -421,41 +412,11 @@ pub struct TransformerDecoderLayer {
 impl TransformerDecoderLayer {
     /// PyTorch's `nn.TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout,
     /// activation, layer_norm_eps, batch_first=True, norm_first)` at `vb`, initialised
-    /// as PyTorch initialises it alone; dropout masks drawn from `Rng::seed(0)`.
-    pub fn new(vb: &VarBuilder, options: &TransformerOptions) -> Result<Self> {
+    /// as PyTorch initialises it alone, its dropout masks drawn from `dropout`'s
+    /// generator (with `options.dropout` as the probability).
+    pub fn new(vb: &VarBuilder, options: &TransformerOptions, dropout: &Dropout) -> Result<Self> {
         options.validate()?;
-        Self::build(
-            vb,
-            options,
-            Matrices::Layer,
-            &Dropout::new(options.dropout, 0),
-        )
-    }
-
-    /// The layer with its dropout drawing from the generator of `dropout`.
-    pub fn with_dropout(mut self, dropout: &Dropout) -> Self {
-        self.dropout = dropout.with_p(self.dropout.p);
-        self
-    }
-
-    fn build(
-        vb: &VarBuilder,
-        o: &TransformerOptions,
-        init: Matrices,
-        dropout: &Dropout,
-    ) -> Result<Self> {
-        Ok(TransformerDecoderLayer {
-            self_attn: init.attention(&vb.pp("self_attn"), o)?,
-            multihead_attn: init.attention(&vb.pp("multihead_attn"), o)?,
-            linear1: init.linear(&vb.pp("linear1"), o.d_model, o.dim_feedforward)?,
-            linear2: init.linear(&vb.pp("linear2"), o.dim_feedforward, o.d_model)?,
-            norm1: LayerNorm::new(&vb.pp("norm1"), o.d_model, o.layer_norm_eps)?,
-            norm2: LayerNorm::new(&vb.pp("norm2"), o.d_model, o.layer_norm_eps)?,
-            norm3: LayerNorm::new(&vb.pp("norm3"), o.d_model, o.layer_norm_eps)?,
-            dropout: dropout.clone(),
-            activation: o.activation,
-            norm_first: o.norm_first,
-        })
+        Layer::build(vb, options, Matrices::Layer, dropout)
     }
 
     /// PyTorch's `forward(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
@@ -519,6 +480,28 @@ impl TransformerDecoderLayer {
     }
 }
 
+impl Layer for TransformerDecoderLayer {
+    fn build(
+        vb: &VarBuilder,
+        o: &TransformerOptions,
+        init: Matrices,
+        dropout: &Dropout,
+    ) -> Result<Self> {
+        Ok(TransformerDecoderLayer {
+            self_attn: init.attention(&vb.pp("self_attn"), o)?,
+            multihead_attn: init.attention(&vb.pp("multihead_attn"), o)?,
+            linear1: init.linear(&vb.pp("linear1"), o.d_model, o.dim_feedforward)?,
+            linear2: init.linear(&vb.pp("linear2"), o.dim_feedforward, o.d_model)?,
+            norm1: LayerNorm::new(&vb.pp("norm1"), o.d_model, o.layer_norm_eps)?,
+            norm2: LayerNorm::new(&vb.pp("norm2"), o.d_model, o.layer_norm_eps)?,
+            norm3: LayerNorm::new(&vb.pp("norm3"), o.d_model, o.layer_norm_eps)?,
+            dropout: dropout.with_p(o.dropout),
+            activation: o.activation,
+            norm_first: o.norm_first,
+        })
+    }
+}
+
 /// The decoder's merged self-attention and memory masks for `[b, t, s]`.
 fn decoder_masks(
     m: &TransformerMasks,
@@ -541,6 +524,37 @@ fn decoder_masks(
 
 // ---------------------------------------------------------------------------------------
 // The stacks
+
+/// A layer that a stack builds `n` times.
+trait Layer: Sized {
+    /// The layer at `vb` with matrices drawn by `init`, its dropout drawing from
+    /// `dropout`'s generator.
+    fn build(
+        vb: &VarBuilder,
+        o: &TransformerOptions,
+        init: Matrices,
+        dropout: &Dropout,
+    ) -> Result<Self>;
+}
+
+/// `n` layers at `vb.pp("layers").pp(i)` and, with `o.final_norms`, the norm at
+/// `vb.pp("norm")`.
+fn stack<L: Layer>(
+    vb: &VarBuilder,
+    o: &TransformerOptions,
+    n: usize,
+    init: Matrices,
+    dropout: &Dropout,
+) -> Result<(Vec<L>, Option<LayerNorm>)> {
+    let layers = (0..n)
+        .map(|i| L::build(&vb.pp("layers").pp(i), o, init, dropout))
+        .collect::<Result<_>>()?;
+    let norm = o
+        .final_norms
+        .then(|| LayerNorm::new(&vb.pp("norm"), o.d_model, o.layer_norm_eps))
+        .transpose()?;
+    Ok((layers, norm))
+}
 
 /// `norm(x)` where the stack has a final norm.
 fn final_norm(norm: &Option<LayerNorm>, x: Var) -> Result<Var> {
@@ -570,27 +584,18 @@ pub struct EncoderIntermediates {
 }
 
 impl TransformerEncoder {
-    /// `options.num_encoder_layers` layers at `vb.pp("layers")` and, with
-    /// `options.final_norms`, the norm at `vb.pp("norm")`, initialised as each layer
-    /// alone; all layers draw dropout masks from `dropout`'s generator.
+    /// PyTorch's `nn.TransformerEncoder(layer, options.num_encoder_layers, norm)`: the
+    /// layers at `vb.pp("layers")`, each initialised as a layer alone, and with
+    /// `options.final_norms` the norm at `vb.pp("norm")`; one dropout generator, `dropout`'s.
     pub fn new(vb: &VarBuilder, options: &TransformerOptions, dropout: &Dropout) -> Result<Self> {
         options.validate()?;
-        Self::build(vb, options, Matrices::Layer, dropout)
-    }
-
-    fn build(
-        vb: &VarBuilder,
-        o: &TransformerOptions,
-        init: Matrices,
-        dropout: &Dropout,
-    ) -> Result<Self> {
-        let layers = (0..o.num_encoder_layers)
-            .map(|i| TransformerEncoderLayer::build(&vb.pp("layers").pp(i), o, init, dropout))
-            .collect::<Result<_>>()?;
-        let norm = o
-            .final_norms
-            .then(|| LayerNorm::new(&vb.pp("norm"), o.d_model, o.layer_norm_eps))
-            .transpose()?;
+        let (layers, norm) = stack(
+            vb,
+            options,
+            options.num_encoder_layers,
+            Matrices::Layer,
+            dropout,
+        )?;
         Ok(TransformerEncoder { layers, norm })
     }
 
@@ -673,27 +678,17 @@ pub struct TransformerDecoder {
 }
 
 impl TransformerDecoder {
-    /// `options.num_decoder_layers` layers at `vb.pp("layers")` and, with
-    /// `options.final_norms`, the norm at `vb.pp("norm")`, initialised as each layer
-    /// alone; all layers draw dropout masks from `dropout`'s generator.
+    /// The decoder stack of `options.num_decoder_layers` layers (PyTorch's
+    /// `nn.TransformerDecoder`), built as [`TransformerEncoder::new`] builds the encoder.
     pub fn new(vb: &VarBuilder, options: &TransformerOptions, dropout: &Dropout) -> Result<Self> {
         options.validate()?;
-        Self::build(vb, options, Matrices::Layer, dropout)
-    }
-
-    fn build(
-        vb: &VarBuilder,
-        o: &TransformerOptions,
-        init: Matrices,
-        dropout: &Dropout,
-    ) -> Result<Self> {
-        let layers = (0..o.num_decoder_layers)
-            .map(|i| TransformerDecoderLayer::build(&vb.pp("layers").pp(i), o, init, dropout))
-            .collect::<Result<_>>()?;
-        let norm = o
-            .final_norms
-            .then(|| LayerNorm::new(&vb.pp("norm"), o.d_model, o.layer_norm_eps))
-            .transpose()?;
+        let (layers, norm) = stack(
+            vb,
+            options,
+            options.num_decoder_layers,
+            Matrices::Layer,
+            dropout,
+        )?;
         Ok(TransformerDecoder { layers, norm })
     }
 
@@ -775,21 +770,24 @@ impl Transformer {
         dropout: &Dropout,
     ) -> Result<Self> {
         options.validate()?;
-        let dropout = dropout.with_p(options.dropout);
-        Ok(Transformer {
-            encoder: TransformerEncoder::build(
-                &vb.pp("encoder"),
-                options,
-                Matrices::Xavier,
-                &dropout,
-            )?,
-            decoder: TransformerDecoder::build(
-                &vb.pp("decoder"),
-                options,
-                Matrices::Xavier,
-                &dropout,
-            )?,
-        })
+        let o = options;
+        let (layers, norm) = stack(
+            &vb.pp("encoder"),
+            o,
+            o.num_encoder_layers,
+            Matrices::Xavier,
+            dropout,
+        )?;
+        let encoder = TransformerEncoder { layers, norm };
+        let (layers, norm) = stack(
+            &vb.pp("decoder"),
+            o,
+            o.num_decoder_layers,
+            Matrices::Xavier,
+            dropout,
+        )?;
+        let decoder = TransformerDecoder { layers, norm };
+        Ok(Transformer { encoder, decoder })
     }
 
     /// PyTorch's `forward(src, tgt, src_mask, tgt_mask, memory_mask,

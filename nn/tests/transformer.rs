@@ -39,6 +39,16 @@ fn options(norm_first: bool, activation: Activation) -> TransformerOptions {
     }
 }
 
+/// The post-norm ReLU case's model, loaded from PyTorch's state dict.
+fn post_relu() -> Transformer {
+    let vars = VarMap::new();
+    let model =
+        Transformer::new(&VarBuilder::zeros(&vars), &options(false, Activation::Relu)).unwrap();
+    let path = tessera_testutil::fixture_path!("transformer_post_relu.safetensors");
+    vars.load(&path, true).unwrap();
+    model
+}
+
 fn check_case(case: &str, norm_first: bool, activation: Activation) {
     let vars = VarMap::new();
     let model =
@@ -94,14 +104,7 @@ fn pre_norm_gelu_with_bool_and_3d_float_masks_equals_torch() {
 
 #[test]
 fn tgt_is_causal_builds_the_mask_torch_would_be_given() {
-    let vars = VarMap::new();
-    let model =
-        Transformer::new(&VarBuilder::zeros(&vars), &options(false, Activation::Relu)).unwrap();
-    vars.load(
-        tessera_testutil::fixture_path!("transformer_post_relu.safetensors"),
-        true,
-    )
-    .unwrap();
+    let model = post_relu();
     let io = io();
     let get = |k: &str| Var::constant(io.get(&format!("post_relu.{k}")).unwrap());
     let with_mask = TransformerMasks {
@@ -129,14 +132,7 @@ fn tgt_is_causal_builds_the_mask_torch_would_be_given() {
 
 #[test]
 fn encoder_intermediates_end_in_the_encoder_output() {
-    let vars = VarMap::new();
-    let model =
-        Transformer::new(&VarBuilder::zeros(&vars), &options(false, Activation::Relu)).unwrap();
-    vars.load(
-        tessera_testutil::fixture_path!("transformer_post_relu.safetensors"),
-        true,
-    )
-    .unwrap();
+    let model = post_relu();
     let io = io();
     let src = Var::constant(io.get("post_relu.src").unwrap());
     let masks = TransformerMasks {

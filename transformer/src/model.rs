@@ -315,12 +315,23 @@ impl Transformer {
     /// # Shapes
     /// `src [B, S]` -> `[B, S, d_model]`.
     pub fn encode(&self, src: &IndexTensor, pad: PadId, train: bool) -> Result<Var> {
+        Ok(self.encoder_pass(src, pad, train)?.output)
+    }
+
+    /// The encoder on the embedded source, its padding masked.
+    fn encoder_pass(
+        &self,
+        src: &IndexTensor,
+        pad: PadId,
+        train: bool,
+    ) -> Result<EncoderIntermediates> {
         let masks = TransformerMasks {
             src_key_padding_mask: Self::padding_mask(src, pad)?,
             ..TransformerMasks::default()
         };
         let x = self.embed(src, false, 0, train)?;
-        Ok(self.transformer.encoder.forward_masked(&x, &masks, train)?)
+        let encoder = &self.transformer.encoder;
+        Ok(encoder.forward_intermediates(&x, &masks, train)?)
     }
 
     /// Each encoder layer's output and the encoder's (after its final norm, when the
@@ -347,15 +358,7 @@ impl Transformer {
         src: &IndexTensor,
         pad: PadId,
     ) -> Result<EncoderIntermediates> {
-        let masks = TransformerMasks {
-            src_key_padding_mask: Self::padding_mask(src, pad)?,
-            ..TransformerMasks::default()
-        };
-        let x = self.embed(src, false, 0, false)?;
-        Ok(self
-            .transformer
-            .encoder
-            .forward_intermediates(&x, &masks, false)?)
+        self.encoder_pass(src, pad, false)
     }
 
     /// The encoder-decoder inside the model: PyTorch's `nn.Transformer`, with its layers.
