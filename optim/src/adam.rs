@@ -206,6 +206,10 @@ impl Optimizer for Adam {
         self.lr = lr;
     }
 
+    fn set_momentum(&mut self, momentum: f64) {
+        self.betas.0 = momentum as f32;
+    }
+
     fn state(&self) -> BTreeMap<String, Tensor> {
         let mut out = BTreeMap::new();
         for (n, s) in &self.state {

@@ -141,6 +141,9 @@ pub trait Optimizer {
     fn lr(&self) -> f64;
     /// Sets the learning rate (what a schedule does before each step).
     fn set_lr(&mut self, lr: f64);
+    /// Sets the momentum, as PyTorch's `OneCycleLR` does: SGD's `momentum`, Adam's
+    /// `beta1`.
+    fn set_momentum(&mut self, momentum: f64);
     /// The optimizer's state as named tensors (moments, step counts), for checkpoints.
     fn state(&self) -> BTreeMap<String, Tensor>;
     /// Restores a state saved by [`Optimizer::state`].

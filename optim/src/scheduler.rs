@@ -93,6 +93,8 @@ enum Rule {
         /// `(end step, start rate, end rate)` of each phase.
         phases: Vec<(f64, f64, f64)>,
         anneal: Anneal,
+        /// `(start, end)` momentum of each phase, when the momentum cycles.
+        momentum: Option<Vec<(f64, f64)>>,
     },
     TimmCosine(TimmCosine),
 }
@@ -167,6 +169,30 @@ impl TimmCosine {
             self.lr_min
         }
     }
+}
+
+impl Anneal {
+    /// From `from` to `to` at fraction `pct` (PyTorch's `_annealing_cos` and
+    /// `_annealing_linear`).
+    fn between(self, from: f64, to: f64, pct: f64) -> f64 {
+        match self {
+            Anneal::Cos => to + (from - to) / 2.0 * ((PI * pct).cos() + 1.0),
+            Anneal::Linear => (to - from) * pct + from,
+        }
+    }
+}
+
+/// The `OneCycleLR` phase that step `e` falls in (phases ending at `ends`; past the
+/// last end, the last) and how far through it: PyTorch's walk over `_schedule_phases`.
+fn phase_at(e: i64, ends: &[f64]) -> (usize, f64) {
+    let mut start = 0.0;
+    for (i, &end) in ends.iter().enumerate() {
+        if e as f64 <= end || i + 1 == ends.len() {
+            return (i, (e as f64 - start) / (end - start));
+        }
+        start = end;
+    }
+    (0, 0.0)
 }
 
 /// One of PyTorch's schedulers (and timm's cosine), for one parameter group: made by
@@ -321,7 +347,9 @@ impl Scheduler {
     /// div_factor=25, final_div_factor=1e4, three_phase)`: from `max_lr / div_factor` up
     /// to `max_lr` over `pct_start` of the steps, then down to `initial / final_div_factor`
     /// (in three phases: back to the initial rate first). Stepping past `total_steps` is
-    /// an error, as in PyTorch. The momentum cycling is not applied.
+    /// an error, as in PyTorch. The momentum cycles the other way, between PyTorch's
+    /// defaults 0.85 and 0.95 ([`Scheduler::get_last_momentum`],
+    /// [`Scheduler::cycle_momentum`]).
     pub fn one_cycle(
         max_lr: f64,
         total_steps: i64,
@@ -349,8 +377,72 @@ impl Scheduler {
             total: total_steps,
             phases,
             anneal,
+            momentum: None,
         };
-        Scheduler::make("OneCycleLR", rule, initial)
+        Scheduler::make("OneCycleLR", rule, initial)?.cycle_momentum(Some((0.85, 0.95)))
+    }
+
+    /// `OneCycleLR`'s `cycle_momentum`, `base_momentum` and `max_momentum`: the momentum
+    /// (SGD's `momentum`, Adam's `beta1`) goes from `max` down to `base` while the rate
+    /// rises, then back up to `max` (staying there in the third phase); `None` turns the
+    /// cycling off. An error for another scheduler or when `base > max`.
+    ///
+    /// ```
+    /// use tessera_optim::scheduler::{Anneal, LrScheduler, Scheduler};
+    /// use tessera_optim::{Optimizer, Sgd};
+    /// let mut s = Scheduler::one_cycle(0.1, 10, 0.3, Anneal::Linear, 25.0, 1e4, false)?
+    ///     .cycle_momentum(Some((0.8, 0.9)))?;
+    /// let mut opt = Sgd::new(0.1).with_momentum(0.9);
+    /// assert_eq!(s.get_last_momentum(), Some(0.9));
+    /// for _ in 0..2 {
+    ///     s.step()?;
+    /// }
+    /// // At the peak of the rate, the momentum is at its lowest.
+    /// assert!((s.get_last_momentum().unwrap() - 0.8).abs() < 1e-12);
+    /// opt.set_momentum(s.get_last_momentum().unwrap());
+    /// assert!((opt.momentum - 0.8).abs() < 1e-6);
+    /// # Ok::<(), tessera_optim::Error>(())
+    /// ```
+    pub fn cycle_momentum(mut self, range: Option<(f64, f64)>) -> Result<Scheduler> {
+        let Rule::OneCycle {
+            phases, momentum, ..
+        } = &mut self.rule
+        else {
+            let what = "only OneCycleLR cycles the momentum".to_string();
+            return Err(setting(self.name, what));
+        };
+        *momentum = match range {
+            None => None,
+            Some((base, max)) if !(base <= max && base.is_finite() && max.is_finite()) => {
+                let what = format!("base_momentum {base} must not exceed max_momentum {max}");
+                return Err(setting("OneCycleLR", what));
+            }
+            Some((base, max)) => {
+                let mut m = vec![(max, base), (base, max), (max, max)];
+                m.truncate(phases.len());
+                Some(m)
+            }
+        };
+        Ok(self)
+    }
+
+    /// The momentum that `OneCycleLR` sets for the step after the last (PyTorch writes it
+    /// into the optimizer: `momentum` for SGD, `betas[0]` for Adam; here
+    /// [`Optimizer::set_momentum`](crate::Optimizer::set_momentum) does). `None` for a
+    /// scheduler that leaves the momentum alone.
+    pub fn get_last_momentum(&self) -> Option<f64> {
+        let Rule::OneCycle {
+            phases,
+            anneal,
+            momentum: Some(momentum),
+            ..
+        } = &self.rule
+        else {
+            return None;
+        };
+        let ends: Vec<f64> = phases.iter().map(|p| p.0).collect();
+        let (i, pct) = phase_at(self.last_epoch, &ends);
+        Some(anneal.between(momentum[i].0, momentum[i].1, pct))
     }
 
     /// timm's `CosineLRScheduler(optimizer, ...)` stepped once per update
@@ -425,6 +517,7 @@ impl Scheduler {
                 total,
                 phases,
                 anneal,
+                ..
             } => {
                 if e > *total {
                     let what = format!(
@@ -432,20 +525,9 @@ impl Scheduler {
                     );
                     return Err(setting(self.name, what));
                 }
-                let mut start_step = 0.0;
-                let mut out = lr;
-                for (i, &(end_step, from, to)) in phases.iter().enumerate() {
-                    if e as f64 <= end_step || i == phases.len() - 1 {
-                        let pct = (e as f64 - start_step) / (end_step - start_step);
-                        out = match anneal {
-                            Anneal::Cos => to + (from - to) / 2.0 * ((PI * pct).cos() + 1.0),
-                            Anneal::Linear => (to - from) * pct + from,
-                        };
-                        break;
-                    }
-                    start_step = end_step;
-                }
-                out
+                let ends: Vec<f64> = phases.iter().map(|p| p.0).collect();
+                let (i, pct) = phase_at(e, &ends);
+                anneal.between(phases[i].1, phases[i].2, pct)
             }
             Rule::TimmCosine(t) => t.rate(base, e),
         })

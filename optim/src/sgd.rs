@@ -117,6 +117,10 @@ impl Optimizer for Sgd {
         self.lr = lr;
     }
 
+    fn set_momentum(&mut self, momentum: f64) {
+        self.momentum = momentum as f32;
+    }
+
     fn state(&self) -> BTreeMap<String, Tensor> {
         self.buffers
             .iter()

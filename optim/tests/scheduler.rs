@@ -183,3 +183,45 @@ fn bad_settings_and_a_step_past_the_end_are_errors_naming_the_values() {
     let e = seq.load_state(&cosine().state()).unwrap_err();
     assert!(msg(e).contains("holds 0 schedulers, this sequence 2"));
 }
+
+#[test]
+fn one_cycle_momentum_equals_pytorch() {
+    let f = fixture();
+    let n = f["steps"].as_u64().unwrap() as usize;
+    let total = n as i64 + 1;
+    let cases = [
+        (
+            "one_cycle_cos",
+            Scheduler::one_cycle(0.4, total, 0.3, Anneal::Cos, 25.0, 1e4, false).unwrap(),
+        ),
+        (
+            "one_cycle_linear_three",
+            Scheduler::one_cycle(0.4, total, 0.25, Anneal::Linear, 10.0, 100.0, true)
+                .unwrap()
+                .cycle_momentum(Some((0.8, 0.9)))
+                .unwrap(),
+        ),
+    ];
+    for (case, mut s) in cases {
+        let mut got = vec![s.get_last_momentum().unwrap()];
+        for _ in 0..n {
+            s.step().unwrap();
+            got.push(s.get_last_momentum().unwrap());
+        }
+        close(case, &got, &numbers(&f["momentum"][case]));
+    }
+    // Off, and refused where it has no meaning.
+    let off = Scheduler::one_cycle(0.4, 10, 0.3, Anneal::Cos, 25.0, 1e4, false)
+        .unwrap()
+        .cycle_momentum(None)
+        .unwrap();
+    assert_eq!(off.get_last_momentum(), None);
+    assert_eq!(cosine().get_last_momentum(), None);
+    let err = cosine().cycle_momentum(Some((0.85, 0.95))).unwrap_err();
+    assert!(err.to_string().contains("only OneCycleLR"), "{err}");
+    let err = Scheduler::one_cycle(0.4, 10, 0.3, Anneal::Cos, 25.0, 1e4, false)
+        .unwrap()
+        .cycle_momentum(Some((0.95, 0.85)))
+        .unwrap_err();
+    assert!(err.to_string().contains("base_momentum 0.95"), "{err}");
+}
