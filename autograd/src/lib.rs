@@ -43,11 +43,6 @@ pub use gradcheck::{check_gradients, GradCheck};
 pub use ops::Function;
 pub use var::{is_grad_enabled, no_grad, Parameter, Var};
 
-/// The README's examples, compiled and run as documentation tests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
-
 /// Errors of the differentiation layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -110,3 +105,8 @@ pub enum Error {
 
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+// The README's examples run as documentation tests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

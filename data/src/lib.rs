@@ -97,11 +97,6 @@ pub use text::{
 };
 pub use transforms::{center_crop, hflip, normalize, random_crop};
 
-/// The README's examples, compiled and run as documentation tests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
-
 /// Errors of the data layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -187,3 +182,8 @@ pub(crate) fn mix_seed(a: u64, b: u64) -> u64 {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
+
+// The README's examples run as documentation tests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

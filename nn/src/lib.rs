@@ -49,11 +49,6 @@ pub use transformer::{
 };
 pub use vars::{BudgetGuard, Init, MemoryBudget, VarBuilder, VarMap};
 
-/// The README's examples, compiled and run as documentation tests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
-
 /// Errors of the layers, losses and checkpoints.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -413,3 +408,8 @@ pub trait Module {
         self.forward(x)
     }
 }
+
+// The README's examples run as documentation tests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

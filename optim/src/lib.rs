@@ -38,11 +38,6 @@ pub use comm::{
 };
 pub use sgd::Sgd;
 pub use tessera_autograd::Parameter;
-
-/// The README's examples, compiled and run as documentation tests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
 use tessera_tensor::{SafeTensorsFile, Tensor};
 
 /// Errors of the optimizers.
@@ -203,3 +198,8 @@ pub(crate) fn all_finite(t: &Tensor) -> bool {
         None => t.to_vec().iter().all(|v| v.is_finite()),
     }
 }
+
+// The README's examples run as documentation tests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

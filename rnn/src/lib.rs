@@ -54,11 +54,6 @@ pub use elman::{Bptt, Elman, ElmanGrads, SeqInput};
 pub use recurrent::{Mode, Recurrent, RecurrentConfig, RecurrentOutput, State};
 pub use train::{StepStats, TrainConfig, TrainState};
 
-/// The README's examples, compiled and run as documentation tests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
-
 /// Errors of the recurrent models.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -201,3 +196,8 @@ pub(crate) fn sequence_cross_entropy(
         None,
     )?)
 }
+
+// The README's examples run as documentation tests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

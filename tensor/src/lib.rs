@@ -65,7 +65,7 @@ pub use shape::{broadcast_shape, contiguous_strides, numel, Dim, Dims};
 pub use tensor::Tensor;
 pub use vmath::{exp_slice, gelu_grad_slice, gelu_slice, sigmoid_slice, tanh_slice};
 
-/// The README's examples, compiled and run as documentation tests.
+// The README's examples run as documentation tests of this crate.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

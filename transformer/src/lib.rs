@@ -64,11 +64,6 @@ pub use decode::DecoderCache;
 pub use model::{sinusoidal_encoding, PadId, Transformer};
 pub use train::{evaluate_loss, Batch, Corpus, StepStats, TrainConfig, Trainer};
 
-/// The README's examples, compiled and run as documentation tests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
-
 /// Errors of the Transformer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -155,3 +150,8 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 tessera_nn::errors_through_nn!(Error);
+
+// The README's examples run as documentation tests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -60,11 +60,6 @@ pub use pretrained::{
 };
 pub use train::{argmax_rows, evaluate, top_k, Evaluation, StepStats, TrainConfig, Trainer};
 
-/// The README's examples, compiled and run as documentation tests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;
-
 /// Errors of the Vision Transformer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -110,3 +105,8 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 tessera_nn::errors_through_nn!(Error);
+
+// The README's examples run as documentation tests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
