@@ -50,7 +50,7 @@ impl AttnMask {
 
     /// The mask as an additive bias: itself, or 0 where a [`AttnMask::Keep`] keeps and
     /// -inf where it does not.
-    fn additive(&self) -> Result<Tensor> {
+    pub(crate) fn additive(&self) -> Result<Tensor> {
         Ok(match self {
             AttnMask::Additive(bias) => bias.clone(),
             AttnMask::Keep(keep) => keep
@@ -120,6 +120,19 @@ impl AttnMask {
             (Some(AttnMask::Keep(a)), Some(AttnMask::Keep(p))) => Some(AttnMask::Keep(a.mul(&p)?)),
             (Some(a), Some(p)) => Some(AttnMask::Additive(a.additive()?.add(&p.additive()?)?)),
         })
+    }
+
+    /// [`AttnMask::merge`] of `attn_mask`, or of the causal mask when `causal` and no
+    /// mask is given, with the key padding: PyTorch's `is_causal` hint, which builds the
+    /// mask it stands for.
+    pub(crate) fn merge_causal(
+        attn_mask: Option<&AttnMask>,
+        causal: bool,
+        key_padding_mask: Option<&AttnMask>,
+        dims: [usize; 4],
+    ) -> Result<Option<AttnMask>> {
+        let built = (causal && attn_mask.is_none()).then(|| AttnMask::causal(dims[2]));
+        AttnMask::merge(attn_mask.or(built.as_ref()), key_padding_mask, dims)
     }
 
     /// The same kind of mask over `f(tensor)`.
@@ -477,10 +490,12 @@ impl MultiHeadAttention {
                 got,
             ));
         };
-        let causal =
-            (options.is_causal && options.attn_mask.is_none()).then(|| AttnMask::causal(l));
-        let attn_mask = options.attn_mask.or(causal.as_ref());
-        let mask = AttnMask::merge(attn_mask, options.key_padding_mask, [b, self.heads, l, s])?;
+        let mask = AttnMask::merge_causal(
+            options.attn_mask,
+            options.is_causal,
+            options.key_padding_mask,
+            [b, self.heads, l, s],
+        )?;
         let (y, probs) = self.forward_qkv(
             query,
             key,

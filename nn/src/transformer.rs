@@ -8,8 +8,6 @@
 //! Padded positions keep their own vectors: only the masks hide them (PyTorch's
 //! reference path; its nested-tensor fast path writes zeros there instead).
 
-use tessera_tensor::Tensor;
-
 use crate::{
     Activation, AttnMask, AttnNames, Dropout, Error, Init, LayerNorm, Linear, Module,
     MultiHeadAttention, Result, Var, VarBuilder,
@@ -141,19 +139,6 @@ pub struct TransformerMasks {
     /// [`Transformer::generate_square_subsequent_mask`] built here (PyTorch requires the
     /// mask with the hint).
     pub tgt_is_causal: bool,
-}
-
-/// The one attention mask of a self- or cross-attention over scores `[B, H, L, S]`:
-/// `mask` (or the causal mask when `causal` and no mask is given) merged with the key
-/// padding.
-fn merged(
-    mask: Option<&AttnMask>,
-    causal: bool,
-    padding: Option<&AttnMask>,
-    dims: [usize; 4],
-) -> Result<Option<AttnMask>> {
-    let built = (causal && mask.is_none()).then(|| AttnMask::causal(dims[2]));
-    AttnMask::merge(mask.or(built.as_ref()), padding, dims)
 }
 
 /// `[B, T, d]` as `(B, T)`, or the error naming `what`.
@@ -322,11 +307,21 @@ impl TransformerEncoderLayer {
         is_causal: bool,
         train: bool,
     ) -> Result<Var> {
+        let mask = self.mask_for(src, src_mask, is_causal, src_key_padding_mask)?;
+        self.forward_merged(src, mask.as_ref(), train)
+    }
+
+    /// The one merged self-attention mask of the layer for `src`, whose shape it checks.
+    fn mask_for(
+        &self,
+        src: &Var,
+        mask: Option<&AttnMask>,
+        causal: bool,
+        padding: Option<&AttnMask>,
+    ) -> Result<Option<AttnMask>> {
         let d = self.norm1.weight.value().numel();
         let (b, s) = batch_len(src, "src", d)?;
-        let dims = [b, self.self_attn.heads, s, s];
-        let mask = merged(src_mask, is_causal, src_key_padding_mask, dims)?;
-        self.forward_merged(src, mask.as_ref(), train)
+        AttnMask::merge_causal(mask, causal, padding, [b, self.self_attn.heads, s, s])
     }
 
     /// The layer with its one merged mask ([`AttnMask::merge`]).
@@ -428,11 +423,31 @@ impl TransformerDecoderLayer {
         masks: &TransformerMasks,
         train: bool,
     ) -> Result<Var> {
+        let (self_mask, memory_mask) = self.masks_for(tgt, memory, masks)?;
+        self.forward_merged(tgt, memory, self_mask.as_ref(), memory_mask.as_ref(), train)
+    }
+
+    /// The layer's merged self-attention and memory masks for `tgt` over `memory`, whose
+    /// shapes it checks.
+    fn masks_for(
+        &self,
+        tgt: &Var,
+        memory: &Var,
+        m: &TransformerMasks,
+    ) -> Result<(Option<AttnMask>, Option<AttnMask>)> {
         let d = self.norm1.weight.value().numel();
         let (b, t) = batch_len(tgt, "tgt", d)?;
         let (_, s) = batch_len(memory, "memory", d)?;
-        let (self_mask, memory_mask) = decoder_masks(masks, self.self_attn.heads, [b, t, s])?;
-        self.forward_merged(tgt, memory, self_mask.as_ref(), memory_mask.as_ref(), train)
+        let h = self.self_attn.heads;
+        let self_mask = AttnMask::merge_causal(
+            m.tgt_mask.as_ref(),
+            m.tgt_is_causal,
+            m.tgt_key_padding_mask.as_ref(),
+            [b, h, t, t],
+        )?;
+        let memory_padding = m.memory_key_padding_mask.as_ref();
+        let memory_mask = AttnMask::merge(m.memory_mask.as_ref(), memory_padding, [b, h, t, s])?;
+        Ok((self_mask, memory_mask))
     }
 
     /// The layer with its two merged masks.
@@ -500,26 +515,6 @@ impl Layer for TransformerDecoderLayer {
             norm_first: o.norm_first,
         })
     }
-}
-
-/// The decoder's merged self-attention and memory masks for `[b, t, s]`.
-fn decoder_masks(
-    m: &TransformerMasks,
-    heads: usize,
-    [b, t, s]: [usize; 3],
-) -> Result<(Option<AttnMask>, Option<AttnMask>)> {
-    let self_mask = merged(
-        m.tgt_mask.as_ref(),
-        m.tgt_is_causal,
-        m.tgt_key_padding_mask.as_ref(),
-        [b, heads, t, t],
-    )?;
-    let memory_mask = AttnMask::merge(
-        m.memory_mask.as_ref(),
-        m.memory_key_padding_mask.as_ref(),
-        [b, heads, t, s],
-    )?;
-    Ok((self_mask, memory_mask))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -640,11 +635,8 @@ impl TransformerEncoder {
         let mut x = src.clone();
         let mut layers = Vec::new();
         if let Some(first) = self.layers.first() {
-            let d = first.norm1.weight.value().numel();
-            let (b, s) = batch_len(src, "src", d)?;
-            let dims = [b, first.self_attn.heads, s, s];
             let padding = m.src_key_padding_mask.as_ref();
-            let mask = merged(m.src_mask.as_ref(), m.src_is_causal, padding, dims)?;
+            let mask = first.mask_for(src, m.src_mask.as_ref(), m.src_is_causal, padding)?;
             for layer in &self.layers {
                 x = layer.forward_merged(&x, mask.as_ref(), train)?;
                 if keep {
@@ -703,10 +695,7 @@ impl TransformerDecoder {
     ) -> Result<Var> {
         let mut x = tgt.clone();
         if let Some(first) = self.layers.first() {
-            let d = first.norm1.weight.value().numel();
-            let (b, t) = batch_len(tgt, "tgt", d)?;
-            let (_, s) = batch_len(memory, "memory", d)?;
-            let (self_mask, memory_mask) = decoder_masks(masks, first.self_attn.heads, [b, t, s])?;
+            let (self_mask, memory_mask) = first.masks_for(tgt, memory, masks)?;
             for layer in &self.layers {
                 x = layer.forward_merged(
                     &x,
@@ -822,15 +811,7 @@ impl Transformer {
     /// assert_eq!(m.to_vec(), [0.0, f32::NEG_INFINITY, 0.0, 0.0]);
     /// ```
     pub fn generate_square_subsequent_mask(t: usize) -> AttnMask {
-        let bias = (0..t * t)
-            .map(|p| {
-                if p % t > p / t {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        AttnMask::Additive(Tensor::from_vec(bias, &[t, t]).expect("t x t values"))
+        let bias = AttnMask::causal(t).additive().expect("a t x t mask");
+        AttnMask::Additive(bias)
     }
 }

@@ -93,8 +93,8 @@ enum Rule {
         /// `(end step, start rate, end rate)` of each phase.
         phases: Vec<(f64, f64, f64)>,
         anneal: Anneal,
-        /// `(start, end)` momentum of each phase, when the momentum cycles.
-        momentum: Option<Vec<(f64, f64)>>,
+        /// `(base_momentum, max_momentum)`, when the momentum cycles.
+        momentum: Option<(f64, f64)>,
     },
     TimmCosine(TimmCosine),
 }
@@ -182,12 +182,13 @@ impl Anneal {
     }
 }
 
-/// The `OneCycleLR` phase that step `e` falls in (phases ending at `ends`; past the
-/// last end, the last) and how far through it: PyTorch's walk over `_schedule_phases`.
-fn phase_at(e: i64, ends: &[f64]) -> (usize, f64) {
+/// The `OneCycleLR` phase that step `e` falls in (of `phases`, `(end step, start rate,
+/// end rate)` each; past the last end, the last) and how far through it: PyTorch's walk
+/// over `_schedule_phases`.
+fn phase_at(e: i64, phases: &[(f64, f64, f64)]) -> (usize, f64) {
     let mut start = 0.0;
-    for (i, &end) in ends.iter().enumerate() {
-        if e as f64 <= end || i + 1 == ends.len() {
+    for (i, &(end, _, _)) in phases.iter().enumerate() {
+        if e as f64 <= end || i + 1 == phases.len() {
             return (i, (e as f64 - start) / (end - start));
         }
         start = end;
@@ -404,10 +405,7 @@ impl Scheduler {
     /// # Ok::<(), tessera_optim::Error>(())
     /// ```
     pub fn cycle_momentum(mut self, range: Option<(f64, f64)>) -> Result<Scheduler> {
-        let Rule::OneCycle {
-            phases, momentum, ..
-        } = &mut self.rule
-        else {
+        let Rule::OneCycle { momentum, .. } = &mut self.rule else {
             let what = "only OneCycleLR cycles the momentum".to_string();
             return Err(setting(self.name, what));
         };
@@ -417,11 +415,7 @@ impl Scheduler {
                 let what = format!("base_momentum {base} must not exceed max_momentum {max}");
                 return Err(setting("OneCycleLR", what));
             }
-            Some((base, max)) => {
-                let mut m = vec![(max, base), (base, max), (max, max)];
-                m.truncate(phases.len());
-                Some(m)
-            }
+            range => range,
         };
         Ok(self)
     }
@@ -440,9 +434,11 @@ impl Scheduler {
         else {
             return None;
         };
-        let ends: Vec<f64> = phases.iter().map(|p| p.0).collect();
-        let (i, pct) = phase_at(self.last_epoch, &ends);
-        Some(anneal.between(momentum[i].0, momentum[i].1, pct))
+        let (base, max) = *momentum;
+        let (i, pct) = phase_at(self.last_epoch, phases);
+        // Down while the rate rises, back up while it falls, flat in a third phase.
+        let (from, to) = [(max, base), (base, max), (max, max)][i];
+        Some(anneal.between(from, to, pct))
     }
 
     /// timm's `CosineLRScheduler(optimizer, ...)` stepped once per update
@@ -525,8 +521,7 @@ impl Scheduler {
                     );
                     return Err(setting(self.name, what));
                 }
-                let ends: Vec<f64> = phases.iter().map(|p| p.0).collect();
-                let (i, pct) = phase_at(e, &ends);
+                let (i, pct) = phase_at(e, phases);
                 anneal.between(phases[i].1, phases[i].2, pct)
             }
             Rule::TimmCosine(t) => t.rate(base, e),

@@ -378,12 +378,12 @@ fn one_image(op: &'static str, model: &VisionTransformer, image: &Tensor) -> Res
 }
 
 /// The class an attribution explains: `class`, checked against the head, or the
-/// model's prediction for `image`.
+/// largest of the image's `logits` (`[1, classes]`, computed only when needed).
 fn explained_class(
     op: &'static str,
     model: &VisionTransformer,
-    image: &Tensor,
     class: Option<usize>,
+    logits: impl FnOnce() -> Result<Tensor>,
 ) -> Result<usize> {
     let classes = model.config().num_classes;
     if classes == 0 {
@@ -397,27 +397,27 @@ fn explained_class(
             format!("below the {classes} classes"),
         )),
         Some(k) => Ok(k),
-        None => {
-            let logits = no_grad(|| model.forward(&image.unsqueeze(0)?, false))?;
-            Ok(logits.value().argmax(-1, false)?.data()[0])
-        }
+        None => Ok(logits()?.argmax(-1, false)?.data()[0]),
     }
 }
 
-/// `∂ logit_class / ∂ images` for a batch `[B, C, H, W]`, with the logits: one backward
-/// pass for the whole batch (each image's logit depends on that image alone).
+/// `∂ logit_class / ∂ images` for a batch `[B, C, H, W]`, with the logits and the class
+/// ([`explained_class`] of the first image's logits): one forward and one backward pass
+/// for the whole batch (each image's logit depends on that image alone).
 fn input_gradients(
+    op: &'static str,
     model: &VisionTransformer,
     images: &Tensor,
-    class: usize,
-) -> Result<(Tensor, Vec<f32>)> {
+    class: Option<usize>,
+) -> Result<(Tensor, Vec<f32>, usize)> {
     let x = Var::parameter(images.clone());
     let logits = model.forward_var(&x, false)?; // [B, classes]
+    let class = explained_class(op, model, class, || Ok(logits.value().narrow(0, 0, 1)?))?;
     let picked = logits.narrow(1, class, 1)?; // [B, 1]
     let values = picked.value().to_vec();
     picked.sum_all().backward()?;
     let grad = x.grad().unwrap_or_else(|| images.zeros_like());
-    Ok((grad, values))
+    Ok((grad, values, class))
 }
 
 /// Gradient saliency (Simonyan, Vedaldi and Zisserman, 2014, "Deep Inside
@@ -446,8 +446,7 @@ pub fn gradient_saliency(
 ) -> Result<(Tensor, usize)> {
     const OP: &str = "gradient_saliency";
     one_image(OP, model, image)?;
-    let class = explained_class(OP, model, image, class)?;
-    let (grad, _) = input_gradients(model, &image.unsqueeze(0)?, class)?;
+    let (grad, _, class) = input_gradients(OP, model, &image.unsqueeze(0)?, class)?;
     let map = grad.squeeze(0)?.abs().max(&[0], false)?; // [H, W]
     Ok((scaled_to_max(&map)?, class))
 }
@@ -540,7 +539,11 @@ pub fn integrated_gradients(
             &black
         }
     };
-    let class = explained_class(OP, model, image, class)?;
+    let class = explained_class(OP, model, class, || {
+        Ok(no_grad(|| model.forward(&image.unsqueeze(0)?, false))?
+            .value()
+            .clone())
+    })?;
     let delta = image.sub(baseline)?;
     let mut sum = image.zeros_like();
     let mut logit = 0.0;
@@ -552,7 +555,8 @@ pub fn integrated_gradients(
             .map(|&k| baseline.add(&delta.mul_scalar(k as f32 / steps as f32)))
             .collect::<tessera_tensor::Result<Vec<_>>>()?;
         let refs: Vec<&Tensor> = points.iter().collect();
-        let (grads, values) = input_gradients(model, &Tensor::stack(&refs, 0)?, class)?;
+        let points = Tensor::stack(&refs, 0)?;
+        let (grads, values, _) = input_gradients(OP, model, &points, Some(class))?;
         sum = sum.add(&grads.sum(&[0], false)?)?;
         if ks.last() == Some(&steps) {
             logit = *values.last().unwrap_or(&0.0);
