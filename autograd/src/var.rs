@@ -192,6 +192,54 @@ impl Var {
 
     /// Backpropagates with a given gradient of this value (same shape).
     pub fn backward_with(&self, grad: Tensor) -> Result<()> {
+        self.run_backward(grad, &HashMap::new(), &mut |_| {})
+    }
+
+    /// [`Var::backward`], calling `ready(i)` as soon as the gradient of `params[i]` is
+    /// final (every operation that uses it has passed its gradient back), while the
+    /// rest of the pass is still to run: where a data-parallel step starts summing a
+    /// bucket of gradients over the processes while backward goes on, as PyTorch's
+    /// `DistributedDataParallel` does with its gradient hooks. The parameters come
+    /// ready in the reverse of the order their values were used in; one that does not
+    /// lead to `self` is never reported.
+    ///
+    /// ```
+    /// use tessera_autograd::Parameter;
+    /// use tessera_tensor::Tensor;
+    /// let (a, b) = (Parameter::new(Tensor::ones(&[2])), Parameter::new(Tensor::ones(&[2])));
+    /// // a is used first, so its gradient is final last.
+    /// let y = a.var().mul_scalar(2.0).mul(&b.var())?.sum_all();
+    /// let mut order = Vec::new();
+    /// y.backward_with_hook(&[a.clone(), b.clone()], &mut |i| order.push(i))?;
+    /// assert_eq!(order, vec![1, 0]);
+    /// assert_eq!(a.grad().unwrap().to_vec(), vec![2.0, 2.0]);
+    /// # Ok::<(), tessera_autograd::Error>(())
+    /// ```
+    pub fn backward_with_hook(
+        &self,
+        params: &[Parameter],
+        ready: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        if self.value().numel() != 1 {
+            return Err(Error::NotScalar {
+                shape: self.shape().to_vec(),
+            });
+        }
+        let index: HashMap<usize, usize> = params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.current().id(), i))
+            .collect();
+        self.run_backward(Tensor::ones(self.shape()), &index, ready)
+    }
+
+    /// The reverse pass: `ready(index[id])` once the leaf `id`'s gradient is final.
+    fn run_backward(
+        &self,
+        grad: Tensor,
+        index: &HashMap<usize, usize>,
+        ready: &mut dyn FnMut(usize),
+    ) -> Result<()> {
         if grad.shape() != self.shape() {
             return Err(Error::GradShape {
                 expected: self.shape().to_vec(),
@@ -214,6 +262,10 @@ impl Var {
                     Some(acc) => acc.add(&g)?,
                     None => g,
                 });
+                drop(slot);
+                if let Some(&i) = index.get(&var.id()) {
+                    ready(i);
+                }
                 continue;
             }
             let op = var
@@ -260,9 +312,18 @@ impl Var {
                 }
             };
             stack.push((var, true));
-            for input in inputs {
-                if input.requires_grad() && !seen.contains(&input.id()) {
-                    stack.push((input, false));
+            // Leaves first, so that they come off the stack after the other inputs'
+            // subgraphs: each leaf then stands just before its consumer, and the reverse
+            // pass finishes its gradient as early as the graph allows (what
+            // `backward_with_hook` reports as it goes). The other nodes keep their order.
+            for leaves in [true, false] {
+                for input in &inputs {
+                    if input.is_leaf() == leaves
+                        && input.requires_grad()
+                        && !seen.contains(&input.id())
+                    {
+                        stack.push((input.clone(), false));
+                    }
                 }
             }
         }

@@ -542,10 +542,36 @@ pub fn w6(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
 /// W4: a ViT training step (cross-entropy, AdamW 1e-3 with weight decay 0.05), batch 64
 /// of 32x32 images. The variant names are the PyTorch peer's, so the two pair up.
 pub fn w4(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
+    let W4Setup {
+        model: vit,
+        params,
+        images: x,
+        labels,
+    } = w4_setup()?;
+    let y = tessera_tensor::IndexTensor::from_vec(labels);
+    let mut opt = tessera_optim::Adam::adamw(1e-3).with_weight_decay(0.05);
+    let timing = time_steps(s, 64.0, || w4_step(&vit, &params, &x, &y, &mut opt, None))?;
+    out(record(
+        "W4",
+        "timm VisionTransformer (fused_attn=True)".into(),
+        "images/s",
+        timing,
+    ));
+    Ok(())
+}
+
+/// W4's model and data: ViT-Ti (D 192, 3 heads, MLP 768) on 32x32 images in 4x4
+/// patches, 6 blocks, 10 classes; 64 random images and labels.
+struct W4Setup {
+    model: tessera_vit::VisionTransformer,
+    params: Vec<(String, tessera_autograd::Parameter)>,
+    images: Tensor,
+    labels: Vec<usize>,
+}
+
+fn w4_setup() -> Result<W4Setup> {
     use tessera_nn::Params;
-    use tessera_optim::{Adam, Optimizer};
     use tessera_vit::{VisionTransformer, VitConfig};
-    // ViT-Ti (D 192, 3 heads, MLP 768) on 32x32 images in 4x4 patches, 6 blocks.
     let config = VitConfig {
         img_size: 32,
         patch_size: 4,
@@ -555,24 +581,39 @@ pub fn w4(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
     };
     let mut rng = Rng::seed(1234);
     let model = VisionTransformer::new(config, &mut rng)?;
-    let x = Tensor::rand(&[64, 3, 32, 32], 0.0, 1.0, &mut rng);
-    let y = tessera_tensor::IndexTensor::from_vec((0..64).map(|_| rng.below(10)).collect());
+    let images = Tensor::rand(&[64, 3, 32, 32], 0.0, 1.0, &mut rng);
+    let labels = (0..64).map(|_| rng.below(10)).collect();
     let params = model.named_parameters();
-    let mut opt = Adam::adamw(1e-3).with_weight_decay(0.05);
-    let timing = time_steps(s, 64.0, || {
-        for (_, p) in &params {
-            p.zero_grad();
+    Ok(W4Setup {
+        model,
+        params,
+        images,
+        labels,
+    })
+}
+
+/// One W4 training step on `x`/`y`; with a communicator and this rank's share of the
+/// global batch, the gradients are averaged over the ranks before the update.
+fn w4_step(
+    model: &tessera_vit::VisionTransformer,
+    params: &[(String, tessera_autograd::Parameter)],
+    x: &Tensor,
+    y: &tessera_tensor::IndexTensor,
+    opt: &mut tessera_optim::Adam,
+    reduce: Option<(&dyn tessera_optim::Communicator, f32)>,
+) -> Result<()> {
+    use tessera_optim::Optimizer;
+    for (_, p) in params {
+        p.zero_grad();
+    }
+    let loss = tessera_nn::cross_entropy(&model.forward(x, true)?, y, 0.0, None)?;
+    match reduce {
+        Some((comm, share)) => {
+            tessera_optim::GradientReducer::new(comm, params, share).backward(&loss)?
         }
-        tessera_nn::cross_entropy(&model.forward(&x, true)?, &y, 0.0, None)?.backward()?;
-        opt.step(&params)?;
-        Ok(())
-    })?;
-    out(record(
-        "W4",
-        "timm VisionTransformer (fused_attn=True)".into(),
-        "images/s",
-        timing,
-    ));
+        None => loss.backward()?,
+    }
+    opt.step(params)?;
     Ok(())
 }
 
@@ -588,36 +629,22 @@ pub fn w7(
     comm: &dyn tessera_optim::Communicator,
     out: &mut dyn FnMut(Record),
 ) -> Result<()> {
-    use tessera_nn::Params;
-    use tessera_optim::{all_reduce_gradients, broadcast_parameters, shard, Adam, Optimizer};
-    use tessera_vit::{VisionTransformer, VitConfig};
-    let config = VitConfig {
-        img_size: 32,
-        patch_size: 4,
-        depth: 6,
-        num_classes: 10,
-        ..VitConfig::vit_tiny_patch16_224()
-    };
-    let mut rng = Rng::seed(1234);
-    let model = VisionTransformer::new(config, &mut rng)?;
-    let x = Tensor::rand(&[64, 3, 32, 32], 0.0, 1.0, &mut rng);
-    let y: Vec<usize> = (0..64).map(|_| rng.below(10)).collect();
+    use tessera_optim::{broadcast_parameters, shard};
+    let W4Setup {
+        model: vit,
+        params,
+        images: x,
+        labels: y,
+    } = w4_setup()?;
     let (rank, ranks) = (comm.rank(), comm.size());
     let rows = shard(&(0..64).collect::<Vec<usize>>(), rank, ranks);
     let x = x.index_select(0, &rows)?;
     let y = tessera_tensor::IndexTensor::from_vec(rows.iter().map(|&i| y[i]).collect());
-    let params = model.named_parameters();
     broadcast_parameters(comm, &params, 0)?;
-    let mut opt = Adam::adamw(1e-3).with_weight_decay(0.05);
+    let mut opt = tessera_optim::Adam::adamw(1e-3).with_weight_decay(0.05);
     let share = rows.len() as f32 / 64.0;
     let timing = time_steps_on(s, 64.0, comm, || {
-        for (_, p) in &params {
-            p.zero_grad();
-        }
-        tessera_nn::cross_entropy(&model.forward(&x, true)?, &y, 0.0, None)?.backward()?;
-        all_reduce_gradients(comm, &params, share)?;
-        opt.step(&params)?;
-        Ok(())
+        w4_step(&vit, &params, &x, &y, &mut opt, Some((comm, share)))
     })?;
     let mut images = record(
         "W7",

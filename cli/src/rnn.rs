@@ -8,7 +8,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use tessera_data::{split_fraction, CharVocab, SONNETS};
 use tessera_nn::Params;
 use tessera_rnn::{
-    evaluate, read_vocab, sample, Cell, CharLm, CharLmConfig, TrainConfig, TrainState, VOCAB_KEY,
+    evaluate_with, read_vocab, sample, Cell, CharLm, CharLmConfig, TrainConfig, TrainState,
+    VOCAB_KEY,
 };
 use tessera_tensor::Rng;
 
@@ -235,11 +236,11 @@ impl Task for CharTask<'_> {
         })
     }
 
-    fn evaluate(&mut self) -> Result<Eval> {
+    fn evaluate(&mut self, comm: &dyn tessera_optim::Communicator) -> Result<Eval> {
         // At most 64 streams of the training chunk length.
         let seq = self.state.config.seq;
         let batch = (self.val.len() / (seq + 1)).clamp(1, 64);
-        let val = evaluate(&self.state.model, &self.val, batch, seq)?;
+        let val = evaluate_with(&self.state.model, &self.val, batch, seq, comm)?;
         let summary = format!("val {val:.4} nats/char");
         Ok(Eval::new(summary, [("val_loss", val.into())]))
     }

@@ -10,8 +10,9 @@
 //! every rank: the ranks check that they agree on the configuration and the model,
 //! start from rank 0's parameters, take each step on their part of the batch with
 //! gradients averaged over all ranks ([`Task::step`] gets the [`Communicator`]), and
-//! stop together. Every rank evaluates on the whole held-out set; only rank 0 prints,
-//! writes the configuration, metrics, plot and checkpoints.
+//! stop together. The ranks share the evaluation: each evaluates its part of the
+//! held-out set and the sums are added over the ranks. Only rank 0 prints, writes the
+//! configuration, metrics, plot and checkpoints.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -124,8 +125,10 @@ pub trait Task {
     /// One optimizer step: on this rank's part of the batch, with the gradients
     /// averaged over the ranks of `comm`; what it reports is the whole batch's.
     fn step(&mut self, comm: &dyn Communicator) -> Result<Step>;
-    /// The held-out loss and whatever else the task measures.
-    fn evaluate(&mut self) -> Result<Eval>;
+    /// The held-out loss and whatever else the task measures, over the whole held-out
+    /// set: each rank of `comm` evaluates its part, and the sums are added over the
+    /// ranks.
+    fn evaluate(&mut self, comm: &dyn Communicator) -> Result<Eval>;
     /// Writes what `--resume` continues from (atomically).
     fn save(&self, checkpoint: &Path) -> Result<()>;
     /// Runs after the loop (after the last save): samples or translations to print
@@ -390,7 +393,7 @@ impl Run {
                     Phase::Evaluate => {
                         if (on_cadence || reason.is_some()) && last_eval != Some(step) {
                             last_eval = Some(step);
-                            let eval = task.evaluate()?;
+                            let eval = task.evaluate(&*comm)?;
                             let elapsed = start.elapsed().as_secs_f64();
                             let rate = window.rate(since);
                             let (line, json) = window.report(step, &plan, eval, rate, elapsed);

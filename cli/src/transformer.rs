@@ -10,8 +10,9 @@ use tessera_data::{read_parallel, reversal_pairs, Bpe};
 use tessera_nn::Params;
 use tessera_tensor::Rng;
 use tessera_transformer::{
-    average_checkpoints, evaluate_loss, load_model, preset, read_bpe, CheckpointConfig, Corpus,
-    Positional, Preset, TrainConfig, Trainer, Transformer, TransformerConfig, BPE_KEY, PRESETS,
+    average_checkpoints, evaluate_loss_with, load_model, preset, read_bpe, CheckpointConfig,
+    Corpus, Positional, Preset, TrainConfig, Trainer, Transformer, TransformerConfig, BPE_KEY,
+    PRESETS,
 };
 
 use crate::train::{say, Budget, Eval, Mode, Plan, Run, RunArgs, Step, Task};
@@ -384,9 +385,9 @@ impl Task for TranslationTask<'_> {
         })
     }
 
-    fn evaluate(&mut self) -> Result<Eval> {
+    fn evaluate(&mut self, comm: &dyn tessera_optim::Communicator) -> Result<Eval> {
         let batch = self.args.max_tokens.max(512);
-        let val = evaluate_loss(&self.trainer.model, &self.valid, batch)?;
+        let val = evaluate_loss_with(&self.trainer.model, &self.valid, batch, comm)?;
         let epoch = self.trainer.epoch;
         let summary = format!("val {val:.4}  epoch {epoch:>3}");
         Ok(Eval::new(

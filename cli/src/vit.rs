@@ -9,9 +9,10 @@ use tessera_data::{load_image, ColorMode, Dataset, Epoch, ImageSets, Loader};
 use tessera_nn::Params;
 use tessera_tensor::{Rng, Tensor};
 use tessera_vit::{
-    batches, eval_loader, evaluate, load_pretrained, prepare_image, top_k, train_loader, viz, Arch,
-    Augment, CheckpointConfig, FineTune, GlobalPool, Hybrid, Pretrained, Source, SourceFormat,
-    TimmEval, TrainConfig, Trainer, VisionTransformer, VitConfig, NORMALIZE, SOURCE_KEY,
+    batches, eval_loader, evaluate, evaluate_with, load_pretrained, prepare_image, top_k,
+    train_loader, viz, Arch, Augment, CheckpointConfig, FineTune, GlobalPool, Hybrid, Pretrained,
+    Source, SourceFormat, TimmEval, TrainConfig, Trainer, VisionTransformer, VitConfig, NORMALIZE,
+    SOURCE_KEY,
 };
 
 use crate::train::{choice, Eval, Mode, Plan, Run, RunArgs, Step, Task};
@@ -492,7 +493,8 @@ fn train(a: &TrainArgs) -> Result<()> {
     run.check_split("--batch", batch)?;
     let train = train_loader(data.train.clone(), size, batch, seed, workers, augment)?
         .shard(run.rank(), run.ranks())?;
-    let test = eval_loader(data.test.clone(), size, batch.max(256), workers)?;
+    let test = eval_loader(data.test.clone(), size, batch.max(256), workers)?
+        .shard(run.rank(), run.ranks())?;
     let per_epoch = train.num_batches() as u64;
     let total = trainer
         .config
@@ -704,8 +706,8 @@ impl Task for ImageTask {
         })
     }
 
-    fn evaluate(&mut self) -> Result<Eval> {
-        let ev = evaluate(&self.trainer.model, batches(&self.test))?;
+    fn evaluate(&mut self, comm: &dyn tessera_optim::Communicator) -> Result<Eval> {
+        let ev = evaluate_with(&self.trainer.model, batches(&self.test), comm)?;
         let epoch = self.trainer.progress.step as f64 / self.per_epoch as f64;
         let summary = format!(
             "test loss {:.4} acc {:5.2}%  epoch {epoch:>6.2}",

@@ -143,6 +143,15 @@ impl Subset {
         }
         Ok(Subset { dataset, indices })
     }
+
+    /// The index in the underlying dataset of this subset's sample `i`.
+    fn inner(&self, op: &'static str, i: usize) -> Result<usize> {
+        let n = self.indices.len();
+        self.indices
+            .get(i)
+            .copied()
+            .ok_or_else(|| out_of_range(op, i, n))
+    }
 }
 
 impl Dataset for Subset {
@@ -150,18 +159,10 @@ impl Dataset for Subset {
         self.indices.len()
     }
     fn get(&self, i: usize) -> Result<Sample> {
-        let &j = self
-            .indices
-            .get(i)
-            .ok_or_else(|| out_of_range("Subset::get", i, self.indices.len()))?;
-        self.dataset.get(j)
+        self.dataset.get(self.inner("Subset::get", i)?)
     }
     fn label(&self, i: usize) -> Result<usize> {
-        let &j = self
-            .indices
-            .get(i)
-            .ok_or_else(|| out_of_range("Subset::label", i, self.indices.len()))?;
-        self.dataset.label(j)
+        self.dataset.label(self.inner("Subset::label", i)?)
     }
     fn classes(&self) -> usize {
         self.dataset.classes()

@@ -32,8 +32,8 @@ mod mpi_comm;
 #[cfg(feature = "mpi")]
 pub use mpi_comm::Mpi;
 pub use tessera_optim::{
-    all_reduce_gradients, broadcast_parameters, check_same, shard, Communicator, Error, Local,
-    Result, WithBuckets, DEFAULT_BUCKET_BYTES,
+    all_reduce_gradients, broadcast_parameters, check_same, shard, Communicator, Error,
+    GradientReducer, Local, PendingSum, Result, WithBuckets, DEFAULT_BUCKET_BYTES,
 };
 
 /// The variables by which MPI launchers tell a process its rank: Open MPI's `mpirun`,

@@ -1,13 +1,15 @@
 //! [`Mpi`]: the [`Communicator`] on MPI's world communicator.
 
 use std::cell::RefCell;
+use std::marker::PhantomData;
 
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
+use mpi::ffi;
 use mpi::topology::SimpleCommunicator;
-use mpi::traits::{Communicator as _, CommunicatorCollectives, Root};
+use mpi::traits::{AsRaw, Communicator as _, CommunicatorCollectives, Equivalence, Root};
 use mpi::Threading;
-use tessera_optim::{check_root, Communicator, Error, Result};
+use tessera_optim::{check_root, Communicator, Error, PendingSum, Result};
 
 /// The ranks of MPI's world (every process that `mpirun` started), as a
 /// [`Communicator`]. MPI is initialised by [`Mpi::init`] and finalised when the value
@@ -103,9 +105,98 @@ impl Mpi {
         }
         Ok(())
     }
+
+    /// `buf` summed over the ranks, in place; `scratch` keeps the send copy's memory
+    /// between calls.
+    fn sum_into<T: Equivalence + Copy>(
+        &self,
+        scratch: &RefCell<Vec<T>>,
+        buf: &mut [T],
+    ) -> Result<()> {
+        Self::check_count("all_reduce", buf.len())?;
+        let mut send = scratch.borrow_mut();
+        send.clear();
+        send.extend_from_slice(buf);
+        self.world
+            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+        Ok(())
+    }
+}
+
+/// An `MPI_Iallreduce` under way. It owns both buffers (their heap memory stays where
+/// it is when the value moves) and keeps them until MPI has completed the request: in
+/// [`PendingSum::test`], [`PendingSum::wait`], or on drop.
+struct Iallreduce<'a> {
+    send: Vec<f32>,
+    recv: Vec<f32>,
+    request: ffi::MPI_Request,
+    done: bool,
+    _mpi: PhantomData<&'a Mpi>,
+}
+
+impl PendingSum for Iallreduce<'_> {
+    fn test(&mut self) -> Result<bool> {
+        if !self.done {
+            let mut flag = 0;
+            // SAFETY: the request is active and its buffers are alive (owned by self).
+            unsafe { ffi::MPI_Test(&mut self.request, &mut flag, ffi::RSMPI_STATUS_IGNORE) };
+            self.done = flag != 0;
+        }
+        Ok(self.done)
+    }
+
+    fn wait(mut self: Box<Self>) -> Result<Vec<f32>> {
+        self.complete();
+        self.send = Vec::new();
+        Ok(std::mem::take(&mut self.recv))
+    }
+}
+
+impl Iallreduce<'_> {
+    fn complete(&mut self) {
+        if !self.done {
+            // SAFETY: as in `test`.
+            unsafe { ffi::MPI_Wait(&mut self.request, ffi::RSMPI_STATUS_IGNORE) };
+            self.done = true;
+        }
+    }
+}
+
+impl Drop for Iallreduce<'_> {
+    fn drop(&mut self) {
+        // MPI may still read `send` and write `recv`: they go only once it is done.
+        self.complete();
+    }
 }
 
 impl Communicator for Mpi {
+    fn start_all_reduce_sum(&self, buf: Vec<f32>) -> Result<Box<dyn PendingSum + '_>> {
+        Self::check_count("all_reduce", buf.len())?;
+        let mut pending = Iallreduce {
+            recv: vec![0.0; buf.len()],
+            send: buf,
+            // SAFETY: reading an initialised constant of the MPI library.
+            request: unsafe { ffi::RSMPI_REQUEST_NULL },
+            done: false,
+            _mpi: PhantomData,
+        };
+        // SAFETY: the counts fit an int (checked), both buffers hold that many floats
+        // and stay alive and in place until the request completes (see Iallreduce);
+        // MPI's errors are fatal, so the return code is always success.
+        unsafe {
+            ffi::MPI_Iallreduce(
+                pending.send.as_ptr().cast(),
+                pending.recv.as_mut_ptr().cast(),
+                pending.send.len() as i32,
+                f32::equivalent_datatype().as_raw(),
+                SystemOperation::sum().as_raw(),
+                self.world.as_raw(),
+                &mut pending.request,
+            );
+        }
+        Ok(Box::new(pending))
+    }
+
     fn rank(&self) -> usize {
         self.rank
     }
@@ -115,23 +206,11 @@ impl Communicator for Mpi {
     }
 
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
-        Self::check_count("all_reduce", buf.len())?;
-        let mut send = self.scratch.borrow_mut();
-        send.clear();
-        send.extend_from_slice(buf);
-        self.world
-            .all_reduce_into(&send[..], buf, SystemOperation::sum());
-        Ok(())
+        self.sum_into(&self.scratch, buf)
     }
 
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
-        Self::check_count("all_reduce", buf.len())?;
-        let mut send = self.scratch_f64.borrow_mut();
-        send.clear();
-        send.extend_from_slice(buf);
-        self.world
-            .all_reduce_into(&send[..], buf, SystemOperation::sum());
-        Ok(())
+        self.sum_into(&self.scratch_f64, buf)
     }
 
     fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<()> {

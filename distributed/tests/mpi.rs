@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let checks: [(&str, Check); 8] = [
+    let checks: [(&str, Check); 9] = [
         ("all_reduce_and_broadcast", collectives),
         ("buckets_give_the_same_sum", buckets),
         ("parameters_start_from_rank_0", start_from_rank_0),
@@ -62,6 +62,7 @@ fn main() -> ExitCode {
         ("vit_uneven_split_matches_one", vit_uneven),
         ("rnn_two_ranks_match_one", rnn_matches),
         ("transformer_two_ranks_match_one", transformer_matches),
+        ("shared_evaluation_matches_one", shared_evaluation),
     ];
     let (mut passed, mut failed) = (0, 0);
     for (name, check) in checks {
@@ -534,4 +535,98 @@ fn transformer_matches(mpi: &Mpi) -> Outcome {
         &alone.model.named_parameters(),
         steps,
     )
+}
+
+/// `a` and `b` equal up to the order of a sum: `|a - b| <= 1e-5 (1 + |b|)`.
+fn close(what: &str, a: f64, b: f64) -> Result<(), String> {
+    if (a - b).abs() <= 1e-5 * (1.0 + b.abs()) {
+        Ok(())
+    } else {
+        Err(format!("{what}: {a} on the ranks, {b} in one process"))
+    }
+}
+
+/// Evaluation shared between the ranks (each its part, the sums added) gives the whole
+/// set's figures on every rank, for each model; parts that are empty on a rank (a
+/// last image batch of one image, fewer character streams than ranks) count nothing.
+fn shared_evaluation(mpi: &Mpi) -> Outcome {
+    use tessera_vit::{evaluate, evaluate_with, VisionTransformer, VitConfig};
+    let (rank, ranks) = (mpi.rank(), mpi.size());
+    // ViT: batches of 4, 3 and 1 images, each rank taking its rows of each.
+    let config = VitConfig {
+        img_size: 8,
+        patch_size: 4,
+        in_chans: 1,
+        embed_dim: 16,
+        depth: 1,
+        num_heads: 2,
+        num_classes: 3,
+        ..VitConfig::vit_tiny_patch16_224()
+    };
+    let vit = VisionTransformer::new(config, &mut Rng::seed(9)).map_err(fail)?;
+    let whole: Vec<(Tensor, Vec<usize>)> = [4usize, 3, 1]
+        .iter()
+        .enumerate()
+        .map(|(k, &b)| {
+            let images = Tensor::from_vec(uniform(b * 64, 20 + k as u64), &[b, 1, 8, 8])?;
+            Ok((images, (0..b).map(|i| (i + k) % 3).collect()))
+        })
+        .collect::<Result<_, tessera_tensor::Error>>()
+        .map_err(fail)?;
+    let parts = whole.iter().map(|(images, labels)| {
+        let rows = shard(&(0..labels.len()).collect::<Vec<usize>>(), rank, ranks);
+        let picked = rows.iter().map(|&i| labels[i]).collect();
+        Ok((images.index_select(0, &rows)?, picked))
+    });
+    let one = evaluate(&vit, whole.iter().cloned().map(Ok)).map_err(fail)?;
+    let shared = evaluate_with(&vit, parts, mpi).map_err(fail)?;
+    if (shared.images, &shared.per_class) != (one.images, &one.per_class) {
+        return Err(format!(
+            "ViT: {shared:?} on the ranks, {one:?} in one process"
+        ));
+    }
+    close("ViT loss", shared.loss, one.loss)?;
+    let vit_found = format!("ViT {} images, loss {:.6}", one.images, one.loss);
+    // Character model: 3 streams (2 and 1 on two ranks), then 1 stream (none on rank 1).
+    let lm_config = tessera_rnn::CharLmConfig {
+        cell: tessera_rnn::Cell::Gru,
+        vocab: 5,
+        hidden: 8,
+        layers: 1,
+    };
+    let lm = tessera_rnn::CharLm::new(lm_config, &mut Rng::seed(4)).map_err(fail)?;
+    let ids: Vec<usize> = (0..97).map(|i| (i * i + i / 3) % 5).collect();
+    for streams in [3, 1] {
+        let one = tessera_rnn::evaluate(&lm, &ids, streams, 6).map_err(fail)?;
+        let shared = tessera_rnn::evaluate_with(&lm, &ids, streams, 6, mpi).map_err(fail)?;
+        close(&format!("{streams} streams"), shared.into(), one.into())?;
+    }
+    // Transformer: the batches of 20 pairs dealt out between the ranks.
+    let config = tessera_transformer::TransformerConfig {
+        d_model: 16,
+        heads: 2,
+        d_k: 8,
+        d_v: 8,
+        d_ff: 32,
+        encoder_layers: 1,
+        decoder_layers: 1,
+        max_len: 16,
+        ..tessera_transformer::TransformerConfig::base(12)
+    };
+    let model = tessera_transformer::Transformer::new(config, &mut Rng::seed(6)).map_err(fail)?;
+    let corpus = tessera_transformer::Corpus {
+        pairs: (0..20)
+            .map(|i| {
+                let src: Vec<usize> = (0..2 + i % 5).map(|j| 3 + (i * j) % 9).collect();
+                (src.clone(), src)
+            })
+            .collect(),
+        bos: 1,
+        eos: 2,
+        pad: 0,
+    };
+    let one = tessera_transformer::evaluate_loss(&model, &corpus, 24).map_err(fail)?;
+    let shared = tessera_transformer::evaluate_loss_with(&model, &corpus, 24, mpi).map_err(fail)?;
+    close("Transformer loss", shared.into(), one.into())?;
+    Ok(format!("{vit_found}; Transformer loss {shared:.6}"))
 }

@@ -170,6 +170,34 @@ pub fn put_json<T: Serialize>(
     Ok(())
 }
 
+/// The text entry `key` of the metadata of the checkpoint `path`; a missing one is an
+/// [`Error::Metadata`] that says the file has no `what`.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::path::Path;
+/// let meta = HashMap::from([("vocab".to_string(), "abc".to_string())]);
+/// let path = Path::new("lm.safetensors");
+/// assert_eq!(tessera_nn::get_entry(&meta, "vocab", path, "vocabulary")?, "abc");
+/// let err = tessera_nn::get_entry(&meta, "bpe", path, "BPE vocabulary").unwrap_err();
+/// assert!(err.to_string().contains("no BPE vocabulary"));
+/// # Ok::<(), tessera_nn::Error>(())
+/// ```
+pub fn get_entry<'a>(
+    meta: &'a HashMap<String, String>,
+    key: &str,
+    path: &Path,
+    what: &str,
+) -> Result<&'a str> {
+    meta.get(key)
+        .map(String::as_str)
+        .ok_or_else(|| Error::Metadata {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            reason: format!("missing: no {what} in this checkpoint"),
+        })
+}
+
 /// Reads the JSON entry `key` of the metadata of the checkpoint `path`. A missing entry
 /// or one that does not parse is an [`Error::Metadata`] naming the file and the key.
 pub fn get_json<T: DeserializeOwned>(

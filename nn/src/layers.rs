@@ -360,18 +360,7 @@ impl Module for Conv2d {
     fn forward(&self, x: &Var) -> Result<Var> {
         let w = self.weight.var();
         let (d, c, kh, kw) = w.value().dims4()?;
-        let (n, cx, h, wd) = x
-            .value()
-            .dims4()
-            .map_err(|_| Error::shape("Conv2d", format!("input [N, {c}, H, W]"), x.shape()))?;
-        if cx != c {
-            return Err(Error::Channels {
-                op: "Conv2d",
-                expected: c,
-                got: cx,
-                shape: x.shape().to_vec(),
-            });
-        }
+        let (n, h, wd) = nchw("Conv2d", x, c)?;
         let window = tessera_tensor::Window2d {
             kernel: (kh, kw),
             ..self.window
@@ -485,18 +474,7 @@ impl Module for BatchNorm2d {
 
     fn forward_t(&self, x: &Var, train: bool) -> Result<Var> {
         let c = self.weight.value().numel();
-        let (n, cx, h, w) = x
-            .value()
-            .dims4()
-            .map_err(|_| Error::shape("BatchNorm2d", format!("input [N, {c}, H, W]"), x.shape()))?;
-        if cx != c {
-            return Err(Error::Channels {
-                op: "BatchNorm2d",
-                expected: c,
-                got: cx,
-                shape: x.shape().to_vec(),
-            });
-        }
+        let (n, h, w) = nchw("BatchNorm2d", x, c)?;
         let per_channel = |t: Tensor| t.reshape(&[1, c, 1, 1]);
         let (mean, var) = if train {
             let count = n * h * w;
@@ -575,4 +553,21 @@ impl Module for Activation {
             Activation::Sigmoid => x.sigmoid(),
         })
     }
+}
+
+/// The batch size, height and width of an `[N, C, H, W]` input with `c` channels.
+fn nchw(op: &'static str, x: &Var, c: usize) -> Result<(usize, usize, usize)> {
+    let (n, cx, h, w) = x
+        .value()
+        .dims4()
+        .map_err(|_| Error::shape(op, format!("input [N, {c}, H, W]"), x.shape()))?;
+    if cx != c {
+        return Err(Error::Channels {
+            op,
+            expected: c,
+            got: cx,
+            shape: x.shape().to_vec(),
+        });
+    }
+    Ok((n, h, w))
 }

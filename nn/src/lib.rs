@@ -32,8 +32,8 @@ pub use attention::{
     scaled_dot_product_attention, AttnMask, AttnNames, AttnOptions, MultiHeadAttention, QkvWeights,
 };
 pub use checkpoint::{
-    get_json, load_checkpoint, metadata_fields, put_json, save_checkpoint, LoadReport, RngState,
-    TrainProgress, CONFIG_KEY, TRAIN_STATE_KEY,
+    get_entry, get_json, load_checkpoint, metadata_fields, put_json, save_checkpoint, LoadReport,
+    RngState, TrainProgress, CONFIG_KEY, TRAIN_STATE_KEY,
 };
 pub use layers::{
     Activation, BatchNorm2d, Conv2d, Dropout, Embedding, LayerNorm, Linear, MaxPool2d,

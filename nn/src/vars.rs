@@ -275,25 +275,26 @@ impl VarMap {
 
     /// All parameters with their names, in creation order.
     pub fn named_parameters(&self) -> Vec<(String, Parameter)> {
-        self.lock()
-            .entries
-            .iter()
-            .filter_map(|(n, s)| match s {
-                Slot::Param(p) => Some((n.clone(), p.clone())),
-                Slot::Buffer(_) => None,
-            })
-            .collect()
+        self.named(|s| match s {
+            Slot::Param(p) => Some(p.clone()),
+            Slot::Buffer(_) => None,
+        })
     }
 
     /// All buffers with their names, in creation order.
     pub fn named_buffers(&self) -> Vec<(String, Buffer)> {
+        self.named(|s| match s {
+            Slot::Buffer(b) => Some(b.clone()),
+            Slot::Param(_) => None,
+        })
+    }
+
+    /// The entries that `pick` takes, with their names, in creation order.
+    fn named<T>(&self, pick: impl Fn(&Slot) -> Option<T>) -> Vec<(String, T)> {
         self.lock()
             .entries
             .iter()
-            .filter_map(|(n, s)| match s {
-                Slot::Buffer(b) => Some((n.clone(), b.clone())),
-                Slot::Param(_) => None,
-            })
+            .filter_map(|(n, s)| pick(s).map(|v| (n.clone(), v)))
             .collect()
     }
 
@@ -682,10 +683,22 @@ impl VarBuilder {
 
     /// The full name of `name` at this builder's path.
     pub fn name(&self, name: &str) -> String {
-        if self.path.is_empty() {
+        VarBuilder::join(&self.path, name)
+    }
+
+    /// The full name of `name` at `path` (`blocks.0` and `attn` give `blocks.0.attn`;
+    /// an empty path gives `name`).
+    ///
+    /// ```
+    /// use tessera_nn::VarBuilder;
+    /// assert_eq!(VarBuilder::join("blocks.0", "attn"), "blocks.0.attn");
+    /// assert_eq!(VarBuilder::join("", "head"), "head");
+    /// ```
+    pub fn join(path: &str, name: &str) -> String {
+        if path.is_empty() {
             name.to_string()
         } else {
-            format!("{}.{name}", self.path)
+            format!("{path}.{name}")
         }
     }
 

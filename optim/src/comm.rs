@@ -37,6 +37,37 @@ pub trait Communicator {
     fn bucket_bytes(&self) -> usize {
         DEFAULT_BUCKET_BYTES
     }
+    /// Starts [`Communicator::all_reduce_sum`] of `buf` and returns while the sum is
+    /// still under way where the implementation can (MPI's non-blocking all-reduce), so
+    /// that the caller computes meanwhile; [`PendingSum::wait`] gives the summed
+    /// buffer back. Every rank must start its sums in the same order. The default sums
+    /// before it returns.
+    fn start_all_reduce_sum(&self, buf: Vec<f32>) -> Result<Box<dyn PendingSum + '_>> {
+        let mut buf = buf;
+        self.all_reduce_sum(&mut buf)?;
+        Ok(Box::new(Summed(buf)))
+    }
+}
+
+/// A sum over the ranks under way ([`Communicator::start_all_reduce_sum`]).
+pub trait PendingSum {
+    /// Lets the sum advance without waiting for it (an MPI implementation moves a
+    /// non-blocking collective on only inside its own calls); `true` once it is done.
+    fn test(&mut self) -> Result<bool>;
+    /// Waits for the sum and returns the buffer, which now holds it.
+    fn wait(self: Box<Self>) -> Result<Vec<f32>>;
+}
+
+/// A sum already done.
+struct Summed(Vec<f32>);
+
+impl PendingSum for Summed {
+    fn test(&mut self) -> Result<bool> {
+        Ok(true)
+    }
+    fn wait(self: Box<Self>) -> Result<Vec<f32>> {
+        Ok(self.0)
+    }
 }
 
 /// One process alone: rank 0 of 1; every collective leaves its buffer as it is.
@@ -124,6 +155,9 @@ macro_rules! forward {
         fn bucket_bytes(&$self) -> usize {
             $bucket
         }
+        fn start_all_reduce_sum(&$self, buf: Vec<f32>) -> Result<Box<dyn PendingSum + '_>> {
+            $inner.start_all_reduce_sum(buf)
+        }
     };
 }
 
@@ -189,42 +223,196 @@ pub fn sum_over_ranks<const N: usize>(
 /// compute it. The gradients travel in buckets of at most
 /// [`Communicator::bucket_bytes`]. A parameter without a gradient counts as a zero
 /// gradient on that rank; one that has none on every rank keeps none. With one rank
-/// nothing changes (not even a scale of 1).
+/// nothing changes (not even a scale of 1). [`GradientReducer::backward`] does the
+/// same while backward runs.
 pub fn all_reduce_gradients(
     comm: &dyn Communicator,
     params: &[(String, Parameter)],
     scale: f32,
 ) -> Result<()> {
-    if comm.size() == 1 {
-        return Ok(());
+    GradientReducer::new(comm, params, scale).finish()
+}
+
+/// Gradients summed over the ranks bucket by bucket as backward produces them, as
+/// PyTorch's `DistributedDataParallel` reducer does: the parameters are grouped, in
+/// reverse order (the order backward finishes them in), into buckets of at most
+/// [`Communicator::bucket_bytes`] (a larger parameter alone in its bucket, sent in
+/// pieces of that size); a bucket's sum starts
+/// ([`Communicator::start_all_reduce_sum`]) as soon as the gradients of all its
+/// parameters are final and the buckets before it have started, so the sums travel
+/// while backward computes the rest. The result is [`all_reduce_gradients`]'s.
+///
+/// ```
+/// use tessera_autograd::Parameter;
+/// use tessera_optim::{GradientReducer, Local};
+/// use tessera_tensor::Tensor;
+/// let w = Parameter::new(Tensor::ones(&[3]));
+/// let params = vec![("w".to_string(), w.clone())];
+/// let loss = w.var().mul_scalar(2.0).sum_all();
+/// GradientReducer::new(&Local, &params, 1.0).backward(&loss)?;
+/// assert_eq!(w.grad().unwrap().to_vec(), vec![2.0; 3]);
+/// # Ok::<(), tessera_optim::Error>(())
+/// ```
+pub struct GradientReducer<'a> {
+    comm: &'a dyn Communicator,
+    params: &'a [(String, Parameter)],
+    scale: f32,
+    /// Each bucket's parameters (indices into `params`).
+    buckets: Vec<Vec<usize>>,
+    /// The bucket of each parameter.
+    bucket_of: Vec<usize>,
+    /// Per bucket, how many of its parameters are not yet final.
+    waiting: Vec<usize>,
+    /// The sums started, bucket by bucket (several pieces for a large parameter).
+    started: Vec<Vec<Box<dyn PendingSum + 'a>>>,
+    /// The first error of a sum started from the backward hook.
+    error: Option<Error>,
+}
+
+impl std::fmt::Debug for GradientReducer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GradientReducer")
+            .field("ranks", &self.comm.size())
+            .field("buckets", &self.buckets)
+            .field("started", &self.started.len())
+            .finish()
     }
-    // Whether each parameter has a gradient (1.0), then every gradient, flattened.
-    let grads: Vec<Option<Tensor>> = params.iter().map(|(_, p)| p.grad()).collect();
-    let numels: Vec<usize> = params.iter().map(|(_, p)| p.value().numel()).collect();
-    let mut flat = Vec::with_capacity(params.len() + numels.iter().sum::<usize>());
-    flat.extend(grads.iter().map(|g| f32::from(u8::from(g.is_some()))));
-    for (g, &n) in grads.iter().zip(&numels) {
-        match g {
-            Some(g) => match g.as_slice() {
-                Some(s) => flat.extend(s.iter().map(|&x| x * scale)),
-                None => flat.extend(g.to_vec().into_iter().map(|x| x * scale)),
-            },
-            None => flat.extend(std::iter::repeat_n(0.0, n)),
+}
+
+impl<'a> GradientReducer<'a> {
+    /// A reducer of the gradients of `params`, each scaled by `scale` (this rank's
+    /// share of the batch) before the sum.
+    pub fn new(
+        comm: &'a dyn Communicator,
+        params: &'a [(String, Parameter)],
+        scale: f32,
+    ) -> GradientReducer<'a> {
+        let cap = (comm.bucket_bytes() / std::mem::size_of::<f32>()).max(1);
+        let mut buckets: Vec<Vec<usize>> = Vec::new();
+        let mut filled = 0;
+        let mut bucket_of = vec![0; params.len()];
+        for i in (0..params.len()).rev() {
+            let n = params[i].1.value().numel();
+            if buckets.is_empty() || (filled + n > cap && filled > 0) {
+                buckets.push(Vec::new());
+                filled = 0;
+            }
+            filled += n;
+            bucket_of[i] = buckets.len() - 1;
+            buckets.last_mut().expect("a bucket was opened").push(i);
+        }
+        let waiting = buckets.iter().map(Vec::len).collect();
+        GradientReducer {
+            comm,
+            params,
+            scale,
+            buckets,
+            bucket_of,
+            waiting,
+            started: Vec::new(),
+            error: None,
         }
     }
-    let per_bucket = (comm.bucket_bytes() / std::mem::size_of::<f32>()).max(1);
-    for bucket in flat.chunks_mut(per_bucket) {
-        comm.all_reduce_sum(bucket)?;
+
+    /// Backpropagates from `loss` (a one-element value), summing each bucket over the
+    /// ranks once its gradients are final, then waits for the sums and installs them.
+    /// With one rank it is [`Var::backward`](tessera_autograd::Var::backward).
+    pub fn backward(mut self, loss: &tessera_autograd::Var) -> Result<()> {
+        if self.comm.size() == 1 {
+            return Ok(loss.backward()?);
+        }
+        let params: Vec<Parameter> = self.params.iter().map(|(_, p)| p.clone()).collect();
+        loss.backward_with_hook(&params, &mut |i| self.ready(i))?;
+        self.finish()
     }
-    let (flags, mut rest) = flat.split_at(params.len());
-    for (((_, p), &n), &flag) in params.iter().zip(&numels).zip(flags) {
-        let (mine, tail) = rest.split_at(n);
-        rest = tail;
-        if flag > 0.0 {
-            p.set_grad(Tensor::from_vec(mine.to_vec(), p.value().shape())?)?;
+
+    /// Parameter `i`'s gradient is final: starts every bucket that is now complete
+    /// and next in order, and lets the sums under way advance.
+    fn ready(&mut self, i: usize) {
+        let b = self.bucket_of[i];
+        self.waiting[b] = self.waiting[b].saturating_sub(1);
+        while self.error.is_none()
+            && self.started.len() < self.buckets.len()
+            && self.waiting[self.started.len()] == 0
+        {
+            if let Err(e) = self.start_next() {
+                self.error = Some(e);
+            }
+        }
+        for piece in self.started.iter_mut().flatten() {
+            if let Err(e) = piece.test() {
+                self.error.get_or_insert(e);
+            }
         }
     }
-    Ok(())
+
+    /// Starts the sum of the next bucket: a flag per parameter (1 where it has a
+    /// gradient), then its gradients times the scale, in pieces of the bucket size.
+    fn start_next(&mut self) -> Result<()> {
+        let members = &self.buckets[self.started.len()];
+        let grads: Vec<Option<Tensor>> = members.iter().map(|&i| self.params[i].1.grad()).collect();
+        let numel: usize = members
+            .iter()
+            .map(|&i| self.params[i].1.value().numel())
+            .sum();
+        let mut flat = Vec::with_capacity(members.len() + numel);
+        flat.extend(grads.iter().map(|g| f32::from(u8::from(g.is_some()))));
+        for (g, &i) in grads.iter().zip(members) {
+            match g {
+                Some(g) => match g.as_slice() {
+                    Some(s) => flat.extend(s.iter().map(|&x| x * self.scale)),
+                    None => flat.extend(g.to_vec().into_iter().map(|x| x * self.scale)),
+                },
+                None => flat.extend(std::iter::repeat_n(0.0, self.params[i].1.value().numel())),
+            }
+        }
+        let cap = (self.comm.bucket_bytes() / std::mem::size_of::<f32>()).max(1);
+        let mut pieces = Vec::new();
+        if flat.len() <= cap {
+            pieces.push(self.comm.start_all_reduce_sum(flat)?);
+        } else {
+            for piece in flat.chunks(cap) {
+                pieces.push(self.comm.start_all_reduce_sum(piece.to_vec())?);
+            }
+        }
+        self.started.push(pieces);
+        Ok(())
+    }
+
+    /// Starts the buckets not started yet (in order), waits for every sum and
+    /// installs the summed gradients.
+    pub fn finish(mut self) -> Result<()> {
+        if self.comm.size() == 1 {
+            return Ok(());
+        }
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        while self.started.len() < self.buckets.len() {
+            self.start_next()?;
+        }
+        for (members, pieces) in self.buckets.iter().zip(std::mem::take(&mut self.started)) {
+            let mut flat = Vec::new();
+            for piece in pieces {
+                let summed = piece.wait()?;
+                if flat.is_empty() {
+                    flat = summed;
+                } else {
+                    flat.extend_from_slice(&summed);
+                }
+            }
+            let (flags, mut rest) = flat.split_at(members.len());
+            for (&i, &flag) in members.iter().zip(flags) {
+                let p = &self.params[i].1;
+                let (mine, tail) = rest.split_at(p.value().numel());
+                rest = tail;
+                if flag > 0.0 {
+                    p.set_grad(Tensor::from_vec(mine.to_vec(), p.value().shape())?)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Gives every rank rank `root`'s parameter values (the start of a data-parallel run:
@@ -350,6 +538,133 @@ mod tests {
         broadcast_parameters(&Local, &params, 0)?;
         check_same(&Local, "the model", "anything")?;
         assert!(broadcast_parameters(&Local, &params, 1).is_err());
+        Ok(())
+    }
+
+    /// Two ranks that hold the same values: a sum doubles the buffer. Each start
+    /// records how many of `watched` had a gradient by then.
+    struct Twins {
+        watched: Vec<Parameter>,
+        starts: std::cell::RefCell<Vec<(usize, usize)>>,
+        bytes: usize,
+    }
+
+    impl Communicator for Twins {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
+            buf.iter_mut().for_each(|x| *x *= 2.0);
+            Ok(())
+        }
+        fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
+            buf.iter_mut().for_each(|x| *x *= 2.0);
+            Ok(())
+        }
+        fn broadcast(&self, _: &mut [f32], root: usize) -> Result<()> {
+            check_root(root, 2)
+        }
+        fn broadcast_bytes(&self, _: &mut [u8], root: usize) -> Result<()> {
+            check_root(root, 2)
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+        fn bucket_bytes(&self) -> usize {
+            self.bytes
+        }
+        fn start_all_reduce_sum(&self, buf: Vec<f32>) -> Result<Box<dyn PendingSum + '_>> {
+            let done = self.watched.iter().filter(|p| p.grad().is_some()).count();
+            self.starts.borrow_mut().push((buf.len(), done));
+            let mut buf = buf;
+            self.all_reduce_sum(&mut buf)?;
+            Ok(Box::new(Summed(buf)))
+        }
+    }
+
+    /// A chain of three layers `y = w3 (w2 (w1 x))` and its loss.
+    fn chain() -> Result<(Vec<(String, Parameter)>, tessera_autograd::Var)> {
+        let params: Vec<(String, Parameter)> = (1..=3)
+            .map(|i| {
+                let w =
+                    Tensor::from_vec((0..4).map(|j| (i * 4 + j) as f32 / 10.0).collect(), &[2, 2]);
+                Ok((format!("w{i}"), Parameter::new(w?)))
+            })
+            .collect::<Result<_>>()?;
+        let mut h = tessera_autograd::Var::constant(Tensor::from_vec(vec![1.0, -2.0], &[1, 2])?);
+        for (_, w) in &params {
+            h = h.matmul(&w.var())?.tanh();
+        }
+        Ok((params, h.sum_all()))
+    }
+
+    #[test]
+    fn buckets_start_while_backward_runs_and_sum_as_after_it() -> Result<()> {
+        // Reference: backward, then the whole reduction.
+        let (params, loss) = chain()?;
+        loss.backward()?;
+        let watched: Vec<Parameter> = params.iter().map(|(_, p)| p.clone()).collect();
+        let twins = Twins {
+            watched,
+            starts: Default::default(),
+            bytes: 4 * 5,
+        };
+        all_reduce_gradients(&twins, &params, 0.5)?;
+        let want: Vec<Vec<f32>> = params
+            .iter()
+            .map(|(_, p)| p.grad().unwrap().to_vec())
+            .collect();
+        // Buckets of 5 floats hold one 2x2 weight each (and its flag): w3, w2, w1.
+        assert_eq!(*twins.starts.borrow(), vec![(5, 3); 3]);
+
+        let (params, loss) = chain()?;
+        let twins = Twins {
+            watched: params.iter().map(|(_, p)| p.clone()).collect(),
+            starts: Default::default(),
+            bytes: 4 * 5,
+        };
+        GradientReducer::new(&twins, &params, 0.5).backward(&loss)?;
+        // w3's bucket starts when only w3 has its gradient, w2's with two.
+        assert_eq!(*twins.starts.borrow(), vec![(5, 1), (5, 2), (5, 3)]);
+        let got: Vec<Vec<f32>> = params
+            .iter()
+            .map(|(_, p)| p.grad().unwrap().to_vec())
+            .collect();
+        assert_eq!(got, want);
+        Ok(())
+    }
+
+    #[test]
+    fn a_parameter_larger_than_a_bucket_goes_in_pieces() -> Result<()> {
+        let (params, loss) = chain()?;
+        loss.backward()?;
+        let before: Vec<Vec<f32>> = params
+            .iter()
+            .map(|(_, p)| p.grad().unwrap().to_vec())
+            .collect();
+        let twins = Twins {
+            watched: Vec::new(),
+            starts: Default::default(),
+            bytes: 4 * 3,
+        };
+        all_reduce_gradients(&twins, &params, 1.0)?;
+        // Each 2x2 weight alone in a bucket of 5 floats, sent as 3 + 2.
+        assert_eq!(
+            twins
+                .starts
+                .borrow()
+                .iter()
+                .map(|s| s.0)
+                .collect::<Vec<_>>(),
+            [3, 2, 3, 2, 3, 2]
+        );
+        for ((_, p), b) in params.iter().zip(before) {
+            let doubled: Vec<f32> = b.iter().map(|x| 2.0 * x).collect();
+            assert_eq!(p.grad().unwrap().to_vec(), doubled);
+        }
         Ok(())
     }
 

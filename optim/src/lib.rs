@@ -34,7 +34,8 @@ pub use adam::Adam;
 pub use clip::{clip_grad_norm, clip_limit};
 pub use comm::{
     all_reduce_gradients, broadcast_parameters, check_root, check_same, describe_parameters, shard,
-    sum_over_ranks, Communicator, Local, WithBuckets, DEFAULT_BUCKET_BYTES,
+    sum_over_ranks, Communicator, GradientReducer, Local, PendingSum, WithBuckets,
+    DEFAULT_BUCKET_BYTES,
 };
 pub use sgd::Sgd;
 pub use tessera_autograd::Parameter;

@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use tessera_autograd::{no_grad, Var};
 use tessera_data::{BpttBatches, CharVocab};
 use tessera_nn::{get_json, put_json, Linear, Module, Params, VarBuilder, VarMap, CONFIG_KEY};
+use tessera_optim::{shard, sum_over_ranks, Communicator, Local};
 use tessera_tensor::{save_safetensors, IndexTensor, Rng, SafeTensorsFile, Tensor};
 
 use crate::elman::{Elman, SeqInput};
 use crate::recurrent::{Mode, Recurrent, RecurrentConfig, State};
+use crate::train::select_rows;
 use crate::{build_with_rng, sequence_cross_entropy, Error, Result};
 
 /// The `model` metadata entry of a character language model checkpoint, the tag that
@@ -36,13 +38,7 @@ pub const VOCAB_KEY: &str = "vocab";
 /// # Ok::<(), tessera_rnn::Error>(())
 /// ```
 pub fn read_vocab(meta: &HashMap<String, String>, path: impl AsRef<Path>) -> Result<CharVocab> {
-    let chars = meta
-        .get(VOCAB_KEY)
-        .ok_or_else(|| tessera_nn::Error::Metadata {
-            path: path.as_ref().to_path_buf(),
-            key: VOCAB_KEY.to_string(),
-            reason: "missing: no character vocabulary in this checkpoint".to_string(),
-        })?;
+    let chars = tessera_nn::get_entry(meta, VOCAB_KEY, path.as_ref(), "character vocabulary")?;
     Ok(CharVocab::from_chars(chars)?)
 }
 
@@ -418,11 +414,39 @@ impl Params for CharLm {
 /// # Ok::<(), tessera_rnn::Error>(())
 /// ```
 pub fn evaluate(model: &CharLm, ids: &[usize], batch: usize, seq: usize) -> Result<f32> {
+    evaluate_with(model, ids, batch, seq, &Local)
+}
+
+/// [`evaluate`] shared between the ranks of `comm` (data-parallel evaluation): rank
+/// `r` reads streams `r`, `r + R`, ... (with fewer streams than ranks, the last ranks
+/// read none), and the sums of the losses and of the characters are added over the
+/// ranks, so every rank gets the mean over all streams: [`evaluate`]'s figure, up to
+/// the order of the sums.
+pub fn evaluate_with(
+    model: &CharLm,
+    ids: &[usize],
+    batch: usize,
+    seq: usize,
+    comm: &dyn Communicator,
+) -> Result<f32> {
     let batches = BpttBatches::new(ids, batch, seq)?;
+    let rows = shard(
+        &(0..batch).collect::<Vec<usize>>(),
+        comm.rank(),
+        comm.size(),
+    );
     let mut state = None;
     let (mut total, mut count) = (0.0f64, 0usize);
     for k in 0..batches.num_chunks() {
+        if rows.is_empty() {
+            break;
+        }
         let (x, y) = batches.chunk(k)?;
+        let (x, y) = if rows.len() == batch {
+            (x, y)
+        } else {
+            (select_rows(&x, &rows)?, select_rows(&y, &rows)?)
+        };
         let (logits, next) = model.logits(&x, state.as_ref())?;
         let v = logits.shape()[2];
         let logp = logits.reshape(&[y.numel(), v])?.log_softmax(-1)?.to_vec();
@@ -432,7 +456,8 @@ pub fn evaluate(model: &CharLm, ids: &[usize], batch: usize, seq: usize) -> Resu
         count += y.numel();
         state = Some(next);
     }
-    Ok((total / count as f64) as f32)
+    let [total, count] = sum_over_ranks(comm, [total, count as f64])?;
+    Ok((total / count) as f32)
 }
 
 /// `length` characters after `prompt` (ids; at least one), each drawn from
@@ -467,16 +492,9 @@ pub fn sample(
     let mut out = Vec::with_capacity(length);
     for _ in 0..length {
         let next = if temperature == 0.0 {
-            last.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &l)| {
-                    if l > bv {
-                        (i, l)
-                    } else {
-                        (bi, bv)
-                    }
-                })
-                .0
+            Tensor::from_vec(last.clone(), &[v])?
+                .argmax(0, false)?
+                .data()[0]
         } else {
             let m = last.iter().fold(f32::NEG_INFINITY, |m, &l| m.max(l));
             let p: Vec<f64> = last

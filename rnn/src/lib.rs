@@ -48,7 +48,8 @@ use std::path::PathBuf;
 use tessera_nn::{VarBuilder, VarMap};
 
 pub use charlm::{
-    evaluate, read_vocab, sample, Cell, CharLm, CharLmConfig, LmState, MODEL_TAG, VOCAB_KEY,
+    evaluate, evaluate_with, read_vocab, sample, Cell, CharLm, CharLmConfig, LmState, MODEL_TAG,
+    VOCAB_KEY,
 };
 pub use elman::{Bptt, Elman, ElmanGrads, SeqInput};
 pub use recurrent::{Mode, Recurrent, RecurrentConfig, RecurrentOutput, State};

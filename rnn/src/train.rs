@@ -279,7 +279,7 @@ impl TrainState {
 }
 
 /// Rows `rows` of ids `[B, T]`.
-fn select_rows(ids: &IndexTensor, rows: &[usize]) -> Result<IndexTensor> {
+pub(crate) fn select_rows(ids: &IndexTensor, rows: &[usize]) -> Result<IndexTensor> {
     let t = ids.shape().get(1).copied().unwrap_or(1);
     let data = ids.data();
     let picked = rows

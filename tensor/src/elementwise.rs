@@ -299,18 +299,6 @@ scalar_ops! {
     maximum_scalar => |x, s| x.max(s);
     /// `min(x, s)`.
     minimum_scalar => |x, s| x.min(s);
-    /// 1 where `x == s`, else 0.
-    eq_scalar => |x, s| (x == s) as u8 as f32;
-    /// 1 where `x != s`, else 0.
-    ne_scalar => |x, s| (x != s) as u8 as f32;
-    /// 1 where `x < s`, else 0.
-    lt_scalar => |x, s| (x < s) as u8 as f32;
-    /// 1 where `x <= s`, else 0.
-    le_scalar => |x, s| (x <= s) as u8 as f32;
-    /// 1 where `x > s`, else 0.
-    gt_scalar => |x, s| (x > s) as u8 as f32;
-    /// 1 where `x >= s`, else 0.
-    ge_scalar => |x, s| (x >= s) as u8 as f32;
 }
 
 /// Binary broadcasting operations: `fn name(&self, rhs: &Tensor) -> Result<Tensor>`.
@@ -340,18 +328,34 @@ binary_ops! {
     maximum => |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.max(b) };
     /// Element-wise minimum (NaN propagates, as `torch.minimum`).
     minimum => |a, b| if a.is_nan() || b.is_nan() { f32::NAN } else { a.min(b) };
-    /// 1 where `a == b`, else 0.
-    eq => |a, b| (a == b) as u8 as f32;
-    /// 1 where `a != b`, else 0.
-    ne => |a, b| (a != b) as u8 as f32;
-    /// 1 where `a < b`, else 0.
-    lt => |a, b| (a < b) as u8 as f32;
-    /// 1 where `a <= b`, else 0.
-    le => |a, b| (a <= b) as u8 as f32;
-    /// 1 where `a > b`, else 0.
-    gt => |a, b| (a > b) as u8 as f32;
-    /// 1 where `a >= b`, else 0.
-    ge => |a, b| (a >= b) as u8 as f32;
+}
+
+/// Comparisons, each against a tensor (with broadcasting) and against a number: `fn
+/// name(&self, rhs: &Tensor) -> Result<Tensor>` and `fn name_scalar(&self, s: f32) ->
+/// Tensor`, both 1 where the comparison holds and 0 elsewhere (`torch.eq`, ...).
+macro_rules! comparisons {
+    ($($name:ident, $scalar:ident => $op:tt;)*) => {
+        impl Tensor {$(
+            #[doc = concat!("1 where `a ", stringify!($op), " b`, else 0, with broadcasting.")]
+            pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
+                self.zip_map(rhs, stringify!($name), |a: f32, b: f32| (a $op b) as u8 as f32)
+            }
+
+            #[doc = concat!("1 where `x ", stringify!($op), " s`, else 0.")]
+            pub fn $scalar(&self, s: f32) -> Tensor {
+                self.map(move |x: f32| (x $op s) as u8 as f32)
+            }
+        )*}
+    };
+}
+
+comparisons! {
+    eq, eq_scalar => ==;
+    ne, ne_scalar => !=;
+    lt, lt_scalar => <;
+    le, le_scalar => <=;
+    gt, gt_scalar => >;
+    ge, ge_scalar => >=;
 }
 
 macro_rules! operator {

@@ -204,29 +204,14 @@ impl Tensor {
         let size = self.shape()[ax];
         let (data, strides) = (self.storage(), self.strides());
         let mut out = Vec::with_capacity(index.numel());
-        let mut err = None;
-        for_each_index(index.shape(), |idx, pos| {
-            let i = index.data()[pos];
-            if i >= size {
-                err.get_or_insert(Error::IndexOutOfRange {
-                    op,
-                    index: i,
-                    axis: ax,
-                    size,
-                });
-                out.push(0.0);
-                return;
-            }
+        for_each_target(op, index, ax, size, |idx, i| {
             let mut off = self.offset();
             for (d, (&k, &s)) in idx.iter().zip(strides).enumerate() {
                 off += if d == ax { i * s } else { k * s };
             }
             out.push(data[off]);
-        });
-        match err {
-            Some(e) => Err(e),
-            None => Ok(Tensor::from_contiguous(out, index.shape())),
-        }
+        })?;
+        Ok(Tensor::from_contiguous(out, index.shape()))
     }
 
     /// `self` with `src[i][j][k]` added at `[i][index[i][j][k]][k]` for `axis = 1`
@@ -244,18 +229,7 @@ impl Tensor {
         let mut out = self.to_vec();
         let out_strides = contiguous_strides(self.shape());
         let (sdata, sstrides) = (src.storage(), src.strides());
-        let mut err = None;
-        for_each_index(index.shape(), |idx, pos| {
-            let i = index.data()[pos];
-            if i >= size {
-                err.get_or_insert(Error::IndexOutOfRange {
-                    op,
-                    index: i,
-                    axis: ax,
-                    size,
-                });
-                return;
-            }
+        for_each_target(op, index, ax, size, |idx, i| {
             let mut dst = 0;
             let mut from = src.offset();
             for (d, &k) in idx.iter().enumerate() {
@@ -263,11 +237,8 @@ impl Tensor {
                 from += k * sstrides[d];
             }
             out[dst] += sdata[from];
-        });
-        match err {
-            Some(e) => Err(e),
-            None => Ok(Tensor::from_contiguous(out, self.shape())),
-        }
+        })?;
+        Ok(Tensor::from_contiguous(out, self.shape()))
     }
 
     /// Joins tensors along an existing axis; all other sizes must agree.
@@ -324,4 +295,32 @@ impl Tensor {
         let refs: Vec<&Tensor> = expanded.iter().collect();
         Tensor::concat(&refs, ax)
     }
+}
+
+/// Calls `f(position, target)` for every position of `index` in row-major order, where
+/// `target = index[position]` is the coordinate along `axis` (of size `size`) that the
+/// position names; the first target out of range is the error, and `f` is not called
+/// for it.
+fn for_each_target(
+    op: &'static str,
+    index: &IndexTensor,
+    axis: usize,
+    size: usize,
+    mut f: impl FnMut(&[usize], usize),
+) -> Result<()> {
+    let mut err = None;
+    for_each_index(index.shape(), |idx, pos| {
+        let i = index.data()[pos];
+        if i < size {
+            f(idx, i);
+        } else {
+            err.get_or_insert(Error::IndexOutOfRange {
+                op,
+                index: i,
+                axis,
+                size,
+            });
+        }
+    });
+    err.map_or(Ok(()), Err)
 }

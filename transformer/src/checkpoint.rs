@@ -194,12 +194,6 @@ pub fn read_bpe(
     meta: &HashMap<String, String>,
     path: impl AsRef<Path>,
 ) -> Result<tessera_data::Bpe> {
-    let json = meta
-        .get(BPE_KEY)
-        .ok_or_else(|| tessera_nn::Error::Metadata {
-            path: path.as_ref().to_path_buf(),
-            key: BPE_KEY.to_string(),
-            reason: "missing: no BPE vocabulary in this checkpoint".to_string(),
-        })?;
+    let json = tessera_nn::get_entry(meta, BPE_KEY, path.as_ref(), "BPE vocabulary")?;
     Ok(tessera_data::Bpe::from_json(json)?)
 }

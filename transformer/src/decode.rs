@@ -170,7 +170,7 @@ impl Transformer {
         let mut current = vec![bos; cache.batch];
         greedy_loop(cache.batch, eos, max_len, || {
             let logits = self.decode_step(&mut cache, &current)?;
-            let next = argmax_rows(&logits.to_vec(), self.config().tgt_vocab);
+            let next = logits.argmax(-1, false)?.data().to_vec();
             current.clone_from(&next);
             Ok(next)
         })
@@ -200,7 +200,7 @@ impl Transformer {
                 let tgt = IndexTensor::new(flat, &[b, t])?;
                 let h = self.decode_hidden(&tgt, &memory, src, pad, false)?; // [B, t, d]
                 let logits = self.logits(&h.narrow(1, t - 1, 1)?)?; // [B, 1, V]
-                let next = argmax_rows(&logits.value().to_vec(), self.config().tgt_vocab);
+                let next = logits.value().argmax(-1, false)?.data().to_vec();
                 for (s, &n) in seqs.iter_mut().zip(&next) {
                     s.push(n);
                 }
@@ -331,25 +331,6 @@ fn greedy_loop(
         }
     }
     Ok(out)
-}
-
-/// The index of the largest value of each row of `cols` values.
-fn argmax_rows(values: &[f32], cols: usize) -> Vec<usize> {
-    values
-        .chunks_exact(cols)
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &x)| {
-                    if x > bv {
-                        (j, x)
-                    } else {
-                        (bi, bv)
-                    }
-                })
-                .0
-        })
-        .collect()
 }
 
 #[cfg(feature = "bpe")]

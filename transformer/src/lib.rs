@@ -62,7 +62,9 @@ pub use checkpoint::{
 pub use config::{preset, Positional, Preset, TransformerConfig, PRESETS};
 pub use decode::DecoderCache;
 pub use model::{sinusoidal_encoding, PadId, Transformer};
-pub use train::{evaluate_loss, Batch, Corpus, StepStats, TrainConfig, Trainer};
+pub use train::{
+    evaluate_loss, evaluate_loss_with, Batch, Corpus, StepStats, TrainConfig, Trainer,
+};
 
 /// Errors of the Transformer.
 #[derive(Debug, thiserror::Error)]

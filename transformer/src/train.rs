@@ -10,7 +10,7 @@ use tessera_autograd::no_grad;
 use tessera_data::{pad_sequences, token_batches};
 use tessera_nn::{get_json, put_json, Params, TrainProgress, TRAIN_STATE_KEY};
 use tessera_optim::{
-    all_reduce_gradients, check_loss, schedule, shard, sum_over_ranks, Adam, Communicator, Local,
+    check_loss, schedule, shard, sum_over_ranks, Adam, Communicator, GradientReducer, Local,
     Optimizer,
 };
 use tessera_tensor::{IndexTensor, Rng, SafeTensorsFile};
@@ -198,10 +198,11 @@ impl Trainer {
             (sum / n) as f32
         };
         check_loss(value, self.step)?;
-        if let Some(loss) = loss {
-            loss.backward()?;
+        let reducer = GradientReducer::new(comm, &params, (tf / n) as f32);
+        match loss {
+            Some(loss) => reducer.backward(&loss)?,
+            None => reducer.finish()?,
         }
-        all_reduce_gradients(comm, &params, (tf / n) as f32)?;
         let lr = self.config.lr_factor
             * schedule::transformer(
                 self.step + 1,
@@ -313,11 +314,24 @@ fn epoch_batches(corpus: &Corpus, config: &TrainConfig, epoch: u64) -> Result<Ve
 
 /// The mean cross-entropy (no smoothing) per target token of `model` on `corpus`.
 pub fn evaluate_loss(model: &Transformer, corpus: &Corpus, max_tokens: usize) -> Result<f32> {
+    evaluate_loss_with(model, corpus, max_tokens, &Local)
+}
+
+/// [`evaluate_loss`] shared between the ranks of `comm` (data-parallel evaluation):
+/// rank `r` takes batches `r`, `r + R`, ... of the same batching, and the sums of the
+/// losses and of the target tokens are added over the ranks, so every rank gets the
+/// mean over the whole corpus: [`evaluate_loss`]'s figure, up to the order of the sums.
+pub fn evaluate_loss_with(
+    model: &Transformer,
+    corpus: &Corpus,
+    max_tokens: usize,
+    comm: &dyn Communicator,
+) -> Result<f32> {
     let batches = token_batches(&corpus.lengths(), max_tokens, &mut Rng::seed(0))?;
     let (mut total, mut count) = (0.0f64, 0usize);
     no_grad(|| -> Result<()> {
-        for idx in &batches {
-            let b = corpus.batch(idx)?;
+        for idx in shard(&batches, comm.rank(), comm.size()) {
+            let b = corpus.batch(&idx)?;
             let logits = model.forward(&b.src, &b.tgt_in, Some(corpus.pad), false)?;
             let (n, t, v) = (logits.shape()[0], logits.shape()[1], logits.shape()[2]);
             let logp = logits
@@ -334,5 +348,6 @@ pub fn evaluate_loss(model: &Transformer, corpus: &Corpus, max_tokens: usize) ->
         }
         Ok(())
     })?;
-    Ok((total / count.max(1) as f64) as f32)
+    let [total, count] = sum_over_ranks(comm, [total, count as f64])?;
+    Ok((total / count.max(1.0)) as f32)
 }

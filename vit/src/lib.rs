@@ -58,7 +58,9 @@ pub use pretrained::{
     infer_config, layer_decay_scales, load_pretrained, Arch, FineTune, Pretrained, Source,
     SourceFormat, SOURCE_KEY,
 };
-pub use train::{argmax_rows, evaluate, top_k, Evaluation, StepStats, TrainConfig, Trainer};
+pub use train::{
+    argmax_rows, evaluate, evaluate_with, top_k, Evaluation, StepStats, TrainConfig, Trainer,
+};
 
 /// Errors of the Vision Transformer.
 #[derive(Debug, thiserror::Error)]

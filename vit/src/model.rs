@@ -226,11 +226,7 @@ impl VisionTransformer {
     /// The full name of the model's parameter `name` in its store (`name` itself unless
     /// the model was built below the root of a larger model).
     pub(crate) fn param_name(&self, name: &str) -> String {
-        if self.path.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.path)
-        }
+        VarBuilder::join(&self.path, name)
     }
 
     /// The learned position embedding `[1, T, D]`.

@@ -10,8 +10,8 @@ use tessera_nn::{
     cross_entropy, get_json, Params, TrainProgress, VarBuilder, VarMap, TRAIN_STATE_KEY,
 };
 use tessera_optim::{
-    all_reduce_gradients, check_loss, clip_grad_norm, clip_limit, schedule, sum_over_ranks, Adam,
-    Communicator, Local, Optimizer,
+    check_loss, clip_grad_norm, clip_limit, schedule, sum_over_ranks, Adam, Communicator,
+    GradientReducer, Local, Optimizer,
 };
 use tessera_tensor::{IndexTensor, Tensor};
 
@@ -176,7 +176,8 @@ fn label_tensor(
     Ok(IndexTensor::from_vec(labels.to_vec()))
 }
 
-/// Row-wise argmax of logits `[B, K]`.
+/// Row-wise argmax of logits `[B, K]` ([`Tensor::argmax`] along the classes: the first
+/// on ties, a NaN counts as largest).
 ///
 /// ```
 /// use tessera_tensor::Tensor;
@@ -185,20 +186,8 @@ fn label_tensor(
 /// # Ok::<(), tessera_vit::Error>(())
 /// ```
 pub fn argmax_rows(logits: &Tensor) -> Result<Vec<usize>> {
-    let (b, k) = logits.dims2()?;
-    let v = logits.to_vec();
-    Ok((0..b)
-        .map(|i| {
-            let row = &v[i * k..(i + 1) * k];
-            let mut best = 0;
-            for (j, &x) in row.iter().enumerate() {
-                if x > row[best] {
-                    best = j;
-                }
-            }
-            best
-        })
-        .collect())
+    logits.dims2()?;
+    Ok(logits.argmax(1, false)?.data().to_vec())
 }
 
 /// Images whose largest logit is their label.
@@ -301,8 +290,7 @@ impl Trainer {
         };
         let step = self.progress.step + 1;
         check_loss(value, step)?;
-        loss.backward()?;
-        all_reduce_gradients(comm, &params, (bf / n) as f32)?;
+        GradientReducer::new(comm, &params, (bf / n) as f32).backward(&loss)?;
         let grad_norm = clip_grad_norm(&params, clip_limit(self.config.clip_norm))?;
         let lr = self.config.lr_at(step);
         self.opt.set_lr(lr);
@@ -389,28 +377,55 @@ pub fn evaluate<I>(model: &VisionTransformer, batches: I) -> Result<Evaluation>
 where
     I: IntoIterator<Item = Result<(Tensor, Vec<usize>)>>,
 {
+    evaluate_with(model, batches, &Local)
+}
+
+/// [`evaluate`] shared between the ranks of `comm` (data-parallel evaluation): each
+/// rank passes its own part of the set (a [`Loader`](tessera_data::Loader) with
+/// [`shard`](tessera_data::Loader::shard), whose batches may be empty on some ranks),
+/// and the sums of the losses, the images and the per-class counts are added over the
+/// ranks, so every rank gets the figures of the whole set: [`evaluate`]'s, up to the
+/// order of the sums. A set empty on every rank is an error.
+pub fn evaluate_with<I>(
+    model: &VisionTransformer,
+    batches: I,
+    comm: &dyn Communicator,
+) -> Result<Evaluation>
+where
+    I: IntoIterator<Item = Result<(Tensor, Vec<usize>)>>,
+{
     let classes = model.config().num_classes;
-    let (mut loss, mut n) = (0.0f64, 0usize);
-    let mut per_class = vec![(0usize, 0usize); classes];
+    // The loss sum, then (right, seen) per class.
+    let mut sums = vec![0.0f64; 1 + 2 * classes];
     for batch in batches {
         let (images, labels) = batch?;
+        if labels.is_empty() {
+            continue;
+        }
         let b = images.shape().first().copied().unwrap_or(0);
         let targets = label_tensor("evaluate", &labels, classes, b)?;
         let logits = no_grad(|| model.forward(&images, false))?;
         let l = no_grad(|| cross_entropy(&logits, &targets, 0.0, None))?;
-        loss += l.value().to_scalar()? as f64 * b as f64;
+        sums[0] += l.value().to_scalar()? as f64 * b as f64;
         for (&p, &k) in argmax_rows(logits.value())?.iter().zip(&labels) {
-            per_class[k].0 += usize::from(p == k);
-            per_class[k].1 += 1;
+            sums[1 + 2 * k] += f64::from(u8::from(p == k));
+            sums[2 + 2 * k] += 1.0;
         }
-        n += b;
     }
+    if comm.size() > 1 {
+        comm.all_reduce_sum_f64(&mut sums)?;
+    }
+    let per_class: Vec<(usize, usize)> = sums[1..]
+        .chunks_exact(2)
+        .map(|c| (c[0] as usize, c[1] as usize))
+        .collect();
+    let n: usize = per_class.iter().map(|c| c.1).sum();
     if n == 0 {
         return Err(Error::Empty { op: "evaluate" });
     }
     let correct: usize = per_class.iter().map(|c| c.0).sum();
     Ok(Evaluation {
-        loss: loss / n as f64,
+        loss: sums[0] / n as f64,
         accuracy: correct as f64 / n as f64,
         images: n,
         per_class,

@@ -158,7 +158,21 @@ struct Part {
 
 /// `c = alpha a b + beta c` on this thread (the batch is already split between threads).
 fn mm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
-    super::mm(alpha, a, b, beta, c, 1);
+    tessera_tensor::gemm(alpha, a, b, beta, c, 1).expect(super::SHAPES);
+}
+
+/// `Σ_r x_r ⊗ y_r` over the first `rows` rows of `x` (`[rows, xc]`) and `y`
+/// (`[rows, yc]`): the `[xc, yc]` product `xᵀ y`.
+fn outer_sum(x: &[f32], xc: usize, y: &[f32], yc: usize, rows: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; xc * yc];
+    mm(
+        1.0,
+        mat(x, 0, xc, rows, 1, xc),
+        mat(y, 0, rows, yc, yc, 1),
+        0.0,
+        &mut out,
+    );
+    out
 }
 
 /// `Σ_rows` of a `[rows, cols]` buffer.
@@ -270,14 +284,7 @@ impl Weights {
             row[target] -= inv_b;
         }
         // ∂E/∂V = Σ_t (ŷ_t - y_t) ⊗ S_t: [K, TB] · [TB, d].
-        let mut dv = vec![0.0f32; k * d];
-        mm(
-            1.0,
-            mat(dq, 0, k, t_len * rows, 1, k),
-            mat(states, 0, t_len * rows, d, d, 1),
-            0.0,
-            &mut dv,
-        );
+        let dv = outer_sum(dq, k, states, d, t_len * rows);
         let db_y = column_sums(dq, k);
         // Vᵀ(ŷ_t - y_t) for every step: [TB, K] · [K, d].
         mm(
@@ -305,14 +312,7 @@ impl Weights {
         let mut dh0 = vec![0.0f32; blk];
         mm(1.0, mat(delta, 0, rows, d, d, 1), w, 0.0, &mut dh0);
         // ∂E/∂W = Σ_t δ_t ⊗ S_{t-1}: [d, TB] · [TB, d].
-        let mut dw = vec![0.0f32; d * d];
-        mm(
-            1.0,
-            mat(delta, 0, d, t_len * rows, 1, d),
-            mat(s, 0, t_len * rows, d, d, 1),
-            0.0,
-            &mut dw,
-        );
+        let dw = outer_sum(delta, d, s, d, t_len * rows);
         let db_s = column_sums(delta, d);
         // ∂E/∂U = Σ_t δ_t ⊗ x_t, kept transposed ([n, d]).
         let mut du_t = vec![0.0f32; n * d];

@@ -14,7 +14,7 @@
 pub(crate) mod elman;
 pub(crate) mod recurrent;
 
-use tessera_tensor::{gemm, MatRef};
+use tessera_tensor::MatRef;
 
 /// A strided view of `data` for the GEMM: element `(i, j)` at
 /// `offset + i·row_stride + j·col_stride`.
@@ -36,15 +36,6 @@ pub(crate) fn mat(
     }
 }
 
-/// `c = alpha a b + beta c` on `threads` threads; the shapes are built by the kernels,
-/// so a mismatch is a bug.
-pub(crate) fn mm(
-    alpha: f32,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    beta: f32,
-    c: &mut [f32],
-    threads: usize,
-) {
-    gemm(alpha, a, b, beta, c, threads).expect("the recurrent kernels build matching shapes");
-}
+/// What a failed product of the kernels means: the kernels build the shapes, so a
+/// mismatch is a bug.
+pub(crate) const SHAPES: &str = "the recurrent kernels build matching shapes";

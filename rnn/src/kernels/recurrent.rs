@@ -35,7 +35,7 @@ fn mm(a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
     } else {
         1
     };
-    super::mm(1.0, a, b, beta, c, threads);
+    tessera_tensor::gemm(1.0, a, b, beta, c, threads).expect(super::SHAPES);
 }
 
 /// What the backward pass needs, in processing order (entry `s` is the `s`-th step
