@@ -356,9 +356,9 @@ fn uniform(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|_| rng.uniform()).collect()
 }
 
-fn vit_run(mpi: &Mpi, batch: usize) -> Outcome {
-    use tessera_vit::{GlobalPool, TrainConfig, Trainer, VisionTransformer, VitConfig};
-    let config = VitConfig {
+/// A ViT of one block on 8x8 one-channel images in 4x4 patches, 3 classes.
+fn tiny_vit() -> tessera_vit::VitConfig {
+    tessera_vit::VitConfig {
         img_size: 8,
         patch_size: 4,
         in_chans: 1,
@@ -368,10 +368,15 @@ fn vit_run(mpi: &Mpi, batch: usize) -> Outcome {
         mlp_ratio: 2.0,
         mlp_dim: None,
         num_classes: 3,
-        global_pool: GlobalPool::Token,
+        global_pool: tessera_vit::GlobalPool::Token,
         eps: 1e-6,
         hybrid: None,
-    };
+    }
+}
+
+fn vit_run(mpi: &Mpi, batch: usize) -> Outcome {
+    use tessera_vit::{TrainConfig, Trainer, VisionTransformer};
+    let config = tiny_vit();
     let tc = TrainConfig {
         lr: 1e-2,
         min_lr: 1e-4,
@@ -477,9 +482,9 @@ fn rnn_matches(mpi: &Mpi) -> Outcome {
     Ok(report.join("; "))
 }
 
-fn transformer_matches(mpi: &Mpi) -> Outcome {
-    use tessera_transformer::{Corpus, TrainConfig, Trainer, Transformer, TransformerConfig};
-    let config = TransformerConfig {
+/// A Transformer of one layer each side, d_model 16, 12 tokens, no dropout.
+fn tiny_transformer() -> tessera_transformer::TransformerConfig {
+    tessera_transformer::TransformerConfig {
         d_model: 16,
         heads: 2,
         d_k: 8,
@@ -489,8 +494,13 @@ fn transformer_matches(mpi: &Mpi) -> Outcome {
         decoder_layers: 1,
         dropout: 0.0,
         max_len: 16,
-        ..TransformerConfig::base(12)
-    };
+        ..tessera_transformer::TransformerConfig::base(12)
+    }
+}
+
+fn transformer_matches(mpi: &Mpi) -> Outcome {
+    use tessera_transformer::{Corpus, TrainConfig, Trainer, Transformer};
+    let config = tiny_transformer();
     let pairs = (0..24)
         .map(|i| {
             let n = 2 + i % 5;
@@ -550,20 +560,10 @@ fn close(what: &str, a: f64, b: f64) -> Result<(), String> {
 /// set's figures on every rank, for each model; parts that are empty on a rank (a
 /// last image batch of one image, fewer character streams than ranks) count nothing.
 fn shared_evaluation(mpi: &Mpi) -> Outcome {
-    use tessera_vit::{evaluate, evaluate_with, VisionTransformer, VitConfig};
+    use tessera_vit::{evaluate, evaluate_with, VisionTransformer};
     let (rank, ranks) = (mpi.rank(), mpi.size());
     // ViT: batches of 4, 3 and 1 images, each rank taking its rows of each.
-    let config = VitConfig {
-        img_size: 8,
-        patch_size: 4,
-        in_chans: 1,
-        embed_dim: 16,
-        depth: 1,
-        num_heads: 2,
-        num_classes: 3,
-        ..VitConfig::vit_tiny_patch16_224()
-    };
-    let vit = VisionTransformer::new(config, &mut Rng::seed(9)).map_err(fail)?;
+    let vit = VisionTransformer::new(tiny_vit(), &mut Rng::seed(9)).map_err(fail)?;
     let whole: Vec<(Tensor, Vec<usize>)> = [4usize, 3, 1]
         .iter()
         .enumerate()
@@ -602,18 +602,8 @@ fn shared_evaluation(mpi: &Mpi) -> Outcome {
         close(&format!("{streams} streams"), shared.into(), one.into())?;
     }
     // Transformer: the batches of 20 pairs dealt out between the ranks.
-    let config = tessera_transformer::TransformerConfig {
-        d_model: 16,
-        heads: 2,
-        d_k: 8,
-        d_v: 8,
-        d_ff: 32,
-        encoder_layers: 1,
-        decoder_layers: 1,
-        max_len: 16,
-        ..tessera_transformer::TransformerConfig::base(12)
-    };
-    let model = tessera_transformer::Transformer::new(config, &mut Rng::seed(6)).map_err(fail)?;
+    let model = tessera_transformer::Transformer::new(tiny_transformer(), &mut Rng::seed(6))
+        .map_err(fail)?;
     let corpus = tessera_transformer::Corpus {
         pairs: (0..20)
             .map(|i| {
