@@ -6,7 +6,8 @@
 use std::path::Path;
 mod common;
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
 
 use common::{ok, tessera};
 
@@ -280,6 +281,36 @@ fn transformer_params_prints_the_exact_count_beside_the_paper() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown preset"));
 }
 
+/// Runs `tessera transformer translate` of `checkpoint` with beam size `beam` on the
+/// lines of `input` (its standard input); returns its output.
+fn translate(checkpoint: &Path, beam: &str, input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["transformer", "translate", "--checkpoint"])
+        .arg(checkpoint)
+        .args(["--beam", beam])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `tessera transformer eval` of `checkpoint` on the sentences of `src` against
+/// those of `refs`, with `flags`; returns its output.
+fn eval(checkpoint: &Path, src: &Path, refs: &Path, flags: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["transformer", "eval", "--checkpoint"])
+        .arg(checkpoint)
+        .arg("--src")
+        .arg(src)
+        .arg("--ref")
+        .arg(refs)
+        .args(flags)
+        .output()
+        .expect("the tessera binary runs")
+}
+
 #[test]
 fn transformer_trains_on_the_built_in_task_translates_evaluates_and_averages() {
     let tmp = tempfile::tempdir().unwrap();
@@ -345,16 +376,7 @@ fn transformer_trains_on_the_built_in_task_translates_evaluates_and_averages() {
     let (src, refs) = (tmp.path().join("s.txt"), tmp.path().join("r.txt"));
     std::fs::write(&src, "a b c d\n").unwrap();
     std::fs::write(&refs, "d c b a\n").unwrap();
-    let text = ok(tessera(&[
-        "transformer",
-        "eval",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--src",
-        src.to_str().unwrap(),
-        "--ref",
-        refs.to_str().unwrap(),
-    ]));
+    let text = ok(eval(&ckpt, &src, &refs, &[]));
     assert!(text.starts_with("BLEU = "), "{text}");
     // Sentences spread over two threads translate as on one, and as `translate` does
     // one after the other.
@@ -364,45 +386,13 @@ fn transformer_trains_on_the_built_in_task_translates_evaluates_and_averages() {
     let mut outputs = Vec::new();
     for threads in ["1", "2"] {
         let output = tmp.path().join(format!("hyp-{threads}.txt"));
-        ok(tessera(&[
-            "transformer",
-            "eval",
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--src",
-            src.to_str().unwrap(),
-            "--ref",
-            refs.to_str().unwrap(),
-            "--threads",
-            threads,
-            "--output",
-            output.to_str().unwrap(),
-        ]));
+        let flags = ["--threads", threads, "--output", output.to_str().unwrap()];
+        ok(eval(&ckpt, &src, &refs, &flags));
         outputs.push(std::fs::read_to_string(&output).unwrap());
     }
     assert_eq!(outputs[0], outputs[1]);
     assert_eq!(outputs[0].lines().count(), 6);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "transformer",
-            "translate",
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--beam",
-            "4",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    let one_by_one = child.wait_with_output().unwrap();
+    let one_by_one = translate(&ckpt, "4", lines.as_bytes());
     assert_eq!(String::from_utf8(one_by_one.stdout).unwrap(), outputs[0]);
     let avg = tmp.path().join("avg.safetensors");
     ok(tessera(&[
@@ -413,42 +403,14 @@ fn transformer_trains_on_the_built_in_task_translates_evaluates_and_averages() {
         tmp.path().join("step-30.safetensors").to_str().unwrap(),
         tmp.path().join("step-60.safetensors").to_str().unwrap(),
     ]));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args([
-            "transformer",
-            "translate",
-            "--checkpoint",
-            avg.to_str().unwrap(),
-            "--beam",
-            "2",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a b c\nk l\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = translate(&avg, "2", b"a b c\nk l\n");
     assert!(out.status.success());
     assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 2);
     // A checkpoint of another model is refused with its name.
     let rnn_dir = tmp.path().join("rnn");
     train(&rnn_dir, "elman", 2, false);
     let wrong = rnn_dir.join("checkpoint.safetensors");
-    let out = tessera(&[
-        "transformer",
-        "eval",
-        "--checkpoint",
-        wrong.to_str().unwrap(),
-        "--src",
-        src.to_str().unwrap(),
-        "--ref",
-        refs.to_str().unwrap(),
-    ]);
+    let out = eval(&wrong, &src, &refs, &[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a Transformer checkpoint"));
 }

@@ -312,19 +312,11 @@ fn sizes_beyond_memory_are_refused_with_the_figure() {
     let out = tmp.path().join("small");
     ok(rnn(&out, "0", &[]).output().unwrap());
     let path = out.join("checkpoint.safetensors");
-    let file = tessera_tensor::SafeTensorsFile::open(&path).unwrap();
-    let mut meta = file.metadata().unwrap();
-    let tensors = file.load_all().unwrap();
-    drop(file);
-    let config = meta["config"].replace("\"hidden\":16", "\"hidden\":99999999999");
-    assert_ne!(config, meta["config"]);
-    meta.insert("config".into(), config);
-    tessera_tensor::save_safetensors(
-        &path,
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(&meta),
-    )
-    .unwrap();
+    tessera_testutil::rewrite_metadata(&path, &path, |meta| {
+        let config = meta["config"].replace("\"hidden\":16", "\"hidden\":99999999999");
+        assert_ne!(config, meta["config"]);
+        meta.insert("config".into(), config);
+    });
     let sample = tessera(&["rnn", "sample", "--checkpoint", path.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&sample.stderr);
     assert_eq!(sample.status.code(), Some(1), "{err}");

@@ -164,21 +164,22 @@ fn vit_predicts_real_photos() {
     let model = run.join("model.safetensors");
     let png = dir.join("chelsea.png");
     let jpg = dir.join("rocket.jpg");
-    let text = ok(tessera(&[
-        "vit",
-        "predict",
-        "--checkpoint",
+    let text = predict(
         model.to_str().unwrap(),
-        "--top-k",
-        "3",
-        png.to_str().unwrap(),
-        jpg.to_str().unwrap(),
-    ]));
+        &["--top-k", "3", png.to_str().unwrap(), jpg.to_str().unwrap()],
+    );
     assert_eq!(text.matches('%').count(), 6, "{text}");
     assert!(
         text.contains("chelsea.png") && text.contains("rocket.jpg"),
         "{text}"
     );
+}
+
+/// `tessera vit predict --checkpoint CHECKPOINT ARGS...`, which must succeed; its output.
+fn predict(checkpoint: &str, args: &[&str]) -> String {
+    let mut all = vec!["vit", "predict", "--checkpoint", checkpoint];
+    all.extend(args);
+    ok(tessera(&all))
 }
 
 /// `../../vit/tests/fixtures/timm_small_224.safetensors`: a timm state dict as timm
@@ -285,19 +286,18 @@ fn fine_tuning_a_timm_state_dict_resumes_exactly_and_bad_weights_write_nothing()
     let names: Vec<String> = (0..10).map(|k| format!("class-{k}")).collect();
     std::fs::write(&labels, names.join("\n")).unwrap();
     let png = data.join("top").join("0.png");
-    let text = ok(tessera(&[
-        "vit",
-        "predict",
-        "--checkpoint",
+    let text = predict(
         timm,
-        "--heads",
-        "2",
-        "--labels",
-        labels.to_str().unwrap(),
-        "--top-k",
-        "2",
-        png.to_str().unwrap(),
-    ]));
+        &[
+            "--heads",
+            "2",
+            "--labels",
+            labels.to_str().unwrap(),
+            "--top-k",
+            "2",
+            png.to_str().unwrap(),
+        ],
+    );
     assert_eq!(text.matches("class-").count(), 2, "{text}");
     assert!(text.contains("timm's transform"), "{text}");
 
@@ -305,17 +305,10 @@ fn fine_tuning_a_timm_state_dict_resumes_exactly_and_bad_weights_write_nothing()
     // probabilities, as the fixture script computed them.
     let fixtures = timm_state_dict().with_file_name("");
     let photo = fixtures.join("photo.png");
-    let text = ok(tessera(&[
-        "vit",
-        "predict",
-        "--checkpoint",
+    let text = predict(
         timm,
-        "--heads",
-        "2",
-        "--top-k",
-        "1",
-        photo.to_str().unwrap(),
-    ]));
+        &["--heads", "2", "--top-k", "1", photo.to_str().unwrap()],
+    );
     let logits = tessera_testutil::open_safetensors(fixtures.join("timm_small_ref.safetensors"))
         .get("logits_photo")
         .unwrap()
@@ -356,9 +349,7 @@ fn fine_tuning_a_timm_state_dict_resumes_exactly_and_bad_weights_write_nothing()
     assert_eq!(m["mlp_ratio"].as_f64(), Some(4.0), "{m}");
 
     // Bad weights and sizes: one clear line, a non-zero exit, no run folder.
-    let rnn = tmp.path().join("rnn.safetensors");
-    let w = tessera_tensor::Tensor::zeros(&[4, 4]);
-    tessera_tensor::save_safetensors(&rnn, [("weight_ih_l0", &w)], None).unwrap();
+    let rnn = tessera_testutil::zeros_file(tmp.path(), "rnn.safetensors", "weight_ih_l0", &[4, 4]);
     let cases: [(&str, &[&str], &str); 4] = [
         (
             rnn.to_str().unwrap(),

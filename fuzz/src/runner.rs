@@ -472,18 +472,17 @@ impl Slot {
         );
         w.put(b"\ntessera-fuzz: ");
         w.put(why);
-        w.put(b" in parser ");
-        w.put(name);
-        w.put(b" seed ");
-        w.num(seed);
-        w.put(b" case ");
-        w.num(case);
-        w.put(b"\n  replay: cargo run --release -p tessera-fuzz -- --parser ");
-        w.put(name);
-        w.put(b" --seed ");
-        w.num(seed);
-        w.put(b" --case ");
-        w.num(case);
+        w.case([b" in parser ", b" seed ", b" case "], name, seed, case);
+        w.case(
+            [
+                b"\n  replay: cargo run --release -p tessera-fuzz -- --parser ",
+                b" --seed ",
+                b" --case ",
+            ],
+            name,
+            seed,
+            case,
+        );
         w.put(b"\n");
         let n = w.len;
         write_stderr(&buf[..n]);
@@ -523,6 +522,16 @@ impl Writer<'_> {
             }
         }
         self.put(&digits[i..]);
+    }
+
+    /// Writes the parser's name, the seed and the case, each after its label.
+    fn case(&mut self, labels: [&[u8]; 3], name: &[u8], seed: u64, case: u64) {
+        self.put(labels[0]);
+        self.put(name);
+        self.put(labels[1]);
+        self.num(seed);
+        self.put(labels[2]);
+        self.num(case);
     }
 }
 

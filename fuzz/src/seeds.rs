@@ -375,6 +375,14 @@ pub fn bpe() -> Made<tessera_data::Bpe> {
     tessera_data::Bpe::train(lines.iter().copied(), 300, 2).map_err(msg)
 }
 
+/// [`texts`] as seeds of one text file each, named by the text.
+pub fn text_seeds() -> Vec<Seed> {
+    texts()
+        .into_iter()
+        .map(|t| Seed::one(format!("{t:?}"), t.into_bytes(), Kind::Text))
+        .collect()
+}
+
 /// Texts for the vocabularies and the text drivers: prose, the reversal task, and
 /// strings that stress Unicode handling.
 pub fn texts() -> Vec<String> {

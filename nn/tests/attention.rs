@@ -16,6 +16,31 @@ fn packed(mha: &MultiHeadAttention) -> &Parameter {
     }
 }
 
+/// The entry `name` of `layers.json`.
+fn case(name: &str) -> Value {
+    let mut all: Value = tessera_testutil::json_fixture!("layers.json");
+    all[name].take()
+}
+
+/// The numbers under `key` of a fixture entry as a tensor of `shape`.
+fn tensor(f: &Value, key: &str, shape: &[usize]) -> Tensor {
+    Tensor::from_vec(floats(&f[key]), shape).unwrap()
+}
+
+/// Sets what the packed and the separate layouts share from the fixture entry `f`: the
+/// input projections' bias and the output projection.
+fn set_bias_and_output(mha: &MultiHeadAttention, f: &Value) {
+    mha.in_proj_bias
+        .set(tensor(f, "in_proj_bias", &[24]))
+        .unwrap();
+    mha.out_proj_weight
+        .set(tensor(f, "out_proj_weight", &[8, 8]))
+        .unwrap();
+    mha.out_proj_bias
+        .set(tensor(f, "out_proj_bias", &[8]))
+        .unwrap();
+}
+
 #[track_caller]
 fn close(got: &Tensor, want: &Value, atol: f32, rtol: f32, what: &str) {
     assert_close_slice(what, got, &floats(want), atol, rtol);
@@ -23,19 +48,14 @@ fn close(got: &Tensor, want: &Value, atol: f32, rtol: f32, what: &str) {
 
 #[test]
 fn multi_head_attention_equals_torch() {
-    let all: Value = tessera_testutil::json_fixture!("layers.json");
-    let f = &all["mha"];
-    let t = |k: &str, s: &[usize]| Tensor::from_vec(floats(&f[k]), s).unwrap();
+    let f = &case("mha");
+    let t = |k: &str, s: &[usize]| tensor(f, k, s);
     let (mha, _) = VarMap::build(&mut Rng::seed(0), |vb| {
         MultiHeadAttention::new(vb, 8, 2, AttnNames::Torch)
     })
     .unwrap();
     packed(&mha).set(t("in_proj_weight", &[24, 8])).unwrap();
-    mha.in_proj_bias.set(t("in_proj_bias", &[24])).unwrap();
-    mha.out_proj_weight
-        .set(t("out_proj_weight", &[8, 8]))
-        .unwrap();
-    mha.out_proj_bias.set(t("out_proj_bias", &[8])).unwrap();
+    set_bias_and_output(&mha, f);
     let q = Var::parameter(t("q", &[2, 5, 8]));
     let (y, probs) = mha
         .forward_qkv(&q, &q, &q, Some(&AttnMask::causal(5)), None, true)
@@ -106,9 +126,8 @@ fn names_follow_torch_or_timm() {
 
 #[test]
 fn separate_projections_for_other_key_and_value_widths_equal_torch() {
-    let all: Value = tessera_testutil::json_fixture!("layers.json");
-    let f = &all["mha_kv"];
-    let t = |k: &str, s: &[usize]| Tensor::from_vec(floats(&f[k]), s).unwrap();
+    let f = &case("mha_kv");
+    let t = |k: &str, s: &[usize]| tensor(f, k, s);
     let (mha, vars) = VarMap::build(&mut Rng::seed(0), |vb| {
         MultiHeadAttention::with_kv_dims(vb, 8, 2, 5, 6)
     })
@@ -119,11 +138,7 @@ fn separate_projections_for_other_key_and_value_widths_equal_torch() {
     wq.set(t("q_proj_weight", &[8, 8])).unwrap();
     wk.set(t("k_proj_weight", &[8, 5])).unwrap();
     wv.set(t("v_proj_weight", &[8, 6])).unwrap();
-    mha.in_proj_bias.set(t("in_proj_bias", &[24])).unwrap();
-    mha.out_proj_weight
-        .set(t("out_proj_weight", &[8, 8]))
-        .unwrap();
-    mha.out_proj_bias.set(t("out_proj_bias", &[8])).unwrap();
+    set_bias_and_output(&mha, f);
     let q = Var::constant(t("q", &[2, 3, 8]));
     let k = Var::constant(t("k", &[2, 4, 5]));
     let v = Var::constant(t("v", &[2, 4, 6]));

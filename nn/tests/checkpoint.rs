@@ -1,5 +1,7 @@
 //! Checkpoints: round trips, strict reports, PyTorch state dicts, corrupt files.
 
+use std::path::PathBuf;
+
 use tessera_nn::{load_checkpoint, save_checkpoint, Error, Linear, Params, VarMap};
 use tessera_tensor::Rng;
 
@@ -35,12 +37,19 @@ fn mlp(seed: u64) -> Mlp {
     mlp_of([3, 2, 1], &mut Rng::seed(seed))
 }
 
+/// `mlp(seed)` saved as `name` in a new temporary folder: the model, the folder and the
+/// file's path.
+fn saved_mlp(seed: u64, name: &str) -> (Mlp, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    let model = mlp(seed);
+    save_checkpoint(&path, &model, None).unwrap();
+    (model, dir, path)
+}
+
 #[test]
 fn round_trip_and_torch_state_dict() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mlp.safetensors");
-    let a = mlp(1);
-    save_checkpoint(&path, &a, None).unwrap();
+    let (a, _dir, path) = saved_mlp(1, "mlp.safetensors");
     let b = mlp(2);
     assert!(load_checkpoint(&path, &b, true).unwrap().is_clean());
     for ((na, pa), (nb, pb)) in a.named_parameters().iter().zip(b.named_parameters()) {
@@ -92,10 +101,7 @@ fn strict_loading_reports_everything_sorted_and_changes_nothing() {
 
 #[test]
 fn truncated_file_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("cut.safetensors");
-    let model = mlp(7);
-    save_checkpoint(&path, &model, None).unwrap();
+    let (model, _dir, path) = saved_mlp(7, "cut.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 8]).unwrap();
     let msg = load_checkpoint(&path, &model, true)

@@ -4,21 +4,13 @@
 
 use serde_json::Value;
 use tessera_nn::{
-    cross_entropy, mse_loss, nll_loss, Embedding, LayerNorm, Linear, Module, Var, VarMap,
+    cross_entropy, mse_loss, nll_loss, Embedding, LayerNorm, Linear, Module, Parameter, Var, VarMap,
 };
 use tessera_tensor::{IndexTensor, Rng, Tensor};
-use tessera_testutil::{assert_close_slice, floats};
+use tessera_testutil::{assert_close_slice, floats, usizes};
 
 fn fx() -> Value {
     tessera_testutil::json_fixture!("layers.json")
-}
-
-fn ints(v: &Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as usize)
-        .collect()
 }
 
 fn tensor(v: &Value, shape: &[usize]) -> Tensor {
@@ -28,6 +20,21 @@ fn tensor(v: &Value, shape: &[usize]) -> Tensor {
 #[track_caller]
 fn close(got: &Tensor, want: &Value, atol: f32, rtol: f32, what: &str) {
     assert_close_slice(what, got, &floats(want), atol, rtol);
+}
+
+/// Asserts the gradients of a layer's `weight` and `bias` and of its input `x` close to
+/// the fixture's `dweight`, `dbias` and `dx` (`atol`, and 1e-4 relative).
+#[track_caller]
+fn grads_close(f: &Value, weight: &Parameter, bias: &Parameter, x: &Var, atol: f32) {
+    close(
+        &weight.grad().unwrap(),
+        &f["dweight"],
+        atol,
+        1e-4,
+        "dweight",
+    );
+    close(&bias.grad().unwrap(), &f["dbias"], atol, 1e-4, "dbias");
+    close(&x.grad().unwrap(), &f["dx"], atol, 1e-4, "dx");
 }
 
 /// Backpropagates `Σ y ⊙ R`.
@@ -50,21 +57,7 @@ fn linear_equals_torch() {
     let y = lin.forward(&x).unwrap();
     close(y.value(), &f["y"], 1e-5, 0.0, "y");
     backprop(&y, &f["r"]);
-    close(
-        &lin.weight.grad().unwrap(),
-        &f["dweight"],
-        1e-6,
-        1e-4,
-        "dweight",
-    );
-    close(
-        &lin.bias.as_ref().unwrap().grad().unwrap(),
-        &f["dbias"],
-        1e-6,
-        1e-4,
-        "dbias",
-    );
-    close(&x.grad().unwrap(), &f["dx"], 1e-6, 1e-4, "dx");
+    grads_close(f, &lin.weight, bias, &x, 1e-6);
     assert!(lin.forward(&Var::constant(Tensor::zeros(&[4, 6]))).is_err());
 }
 
@@ -81,15 +74,7 @@ fn layer_norm_equals_torch() {
     let y_no_grad = tessera_autograd::no_grad(|| ln.forward(&x)).unwrap();
     close(y_no_grad.value(), &f["y"], 1e-5, 0.0, "y without gradients");
     backprop(&y, &f["r"]);
-    close(
-        &ln.weight.grad().unwrap(),
-        &f["dweight"],
-        1e-5,
-        1e-4,
-        "dweight",
-    );
-    close(&ln.bias.grad().unwrap(), &f["dbias"], 1e-5, 1e-4, "dbias");
-    close(&x.grad().unwrap(), &f["dx"], 1e-5, 1e-4, "dx");
+    grads_close(f, &ln.weight, &ln.bias, &x, 1e-5);
 }
 
 #[test]
@@ -98,7 +83,7 @@ fn embedding_with_padding_equals_torch() {
     let (emb, _) =
         VarMap::build(&mut Rng::seed(0), |vb| Embedding::new(vb, 7, 4, Some(0))).unwrap();
     emb.weight.set(tensor(&f["weight"], &[7, 4])).unwrap();
-    let ids = IndexTensor::new(ints(&f["ids"]), &[2, 3]).unwrap();
+    let ids = IndexTensor::new(usizes(&f["ids"]), &[2, 3]).unwrap();
     let y = emb.forward_ids(&ids).unwrap();
     assert_eq!(y.shape(), &[2, 3, 4]);
     close(y.value(), &f["y"], 0.0, 0.0, "y");
@@ -117,7 +102,7 @@ fn embedding_with_padding_equals_torch() {
 fn cross_entropy_with_smoothing_and_ignore_index_equals_torch() {
     let f = &fx()["cross_entropy"];
     let logits = Var::parameter(tensor(&f["logits"], &[5, 4]));
-    let targets = IndexTensor::from_vec(ints(&f["targets"]));
+    let targets = IndexTensor::from_vec(usizes(&f["targets"]));
     let loss = cross_entropy(&logits, &targets, 0.1, Some(2)).unwrap();
     let want = f["loss"].as_f64().unwrap() as f32;
     assert!(
@@ -150,7 +135,7 @@ fn cross_entropy_with_smoothing_and_ignore_index_equals_torch() {
 fn nll_and_mse_equal_torch() {
     let f = &fx()["nll"];
     let logp = Var::parameter(tensor(&f["logp"], &[3, 5]));
-    let loss = nll_loss(&logp, &IndexTensor::from_vec(ints(&f["targets"])), None).unwrap();
+    let loss = nll_loss(&logp, &IndexTensor::from_vec(usizes(&f["targets"])), None).unwrap();
     assert!((loss.value().to_scalar().unwrap() - f["loss"].as_f64().unwrap() as f32).abs() <= 1e-6);
     loss.backward().unwrap();
     close(&logp.grad().unwrap(), &f["dlogp"], 1e-7, 1e-4, "dlogp");
@@ -194,27 +179,13 @@ fn conv2d_and_max_pool_equal_torch() {
         .unwrap();
     let x = Var::parameter(tensor(&f["x"], &[2, 3, 7, 6]));
     let y = conv.forward(&x).unwrap();
-    assert_eq!(y.shape(), ints(&f["y_shape"]).as_slice());
+    assert_eq!(y.shape(), usizes(&f["y_shape"]).as_slice());
     close(y.value(), &f["y"], 1e-5, 0.0, "conv y");
     let pooled = MaxPool2d::new(2, 2).forward(&y).unwrap();
-    assert_eq!(pooled.shape(), ints(&f["pooled_shape"]).as_slice());
+    assert_eq!(pooled.shape(), usizes(&f["pooled_shape"]).as_slice());
     close(pooled.value(), &f["pooled"], 1e-5, 0.0, "pooled");
     backprop(&pooled, &f["r"]);
-    close(
-        &conv.weight.grad().unwrap(),
-        &f["dweight"],
-        1e-5,
-        1e-4,
-        "dweight",
-    );
-    close(
-        &conv.bias.as_ref().unwrap().grad().unwrap(),
-        &f["dbias"],
-        1e-5,
-        1e-4,
-        "dbias",
-    );
-    close(&x.grad().unwrap(), &f["dx"], 1e-5, 1e-4, "dx");
+    grads_close(f, &conv.weight, conv.bias.as_ref().unwrap(), &x, 1e-5);
     let msg = conv
         .forward(&Var::constant(Tensor::zeros(&[1, 2, 7, 6])))
         .unwrap_err()
@@ -233,15 +204,7 @@ fn batch_norm_trains_and_evaluates_like_torch() {
     let y = bn.forward_t(&x, true).unwrap();
     close(y.value(), &f["y"], 1e-5, 0.0, "train y");
     backprop(&y, &f["r"]);
-    close(&x.grad().unwrap(), &f["dx"], 1e-5, 1e-4, "dx");
-    close(
-        &bn.weight.grad().unwrap(),
-        &f["dweight"],
-        1e-5,
-        1e-4,
-        "dweight",
-    );
-    close(&bn.bias.grad().unwrap(), &f["dbias"], 1e-5, 1e-4, "dbias");
+    grads_close(f, &bn.weight, &bn.bias, &x, 1e-5);
     close(
         &bn.running_mean.value(),
         &f["running_mean"],

@@ -5,7 +5,7 @@
 use serde_json::Value;
 use tessera_nn::{BceWithLogitsLoss, CrossEntropyLoss, Error, MseLoss, NllLoss, Reduction, Var};
 use tessera_tensor::Tensor;
-use tessera_testutil::{assert_close_slice, floats};
+use tessera_testutil::{assert_close_slice, floats, i64s, usizes};
 
 fn reduction(v: &Value) -> Reduction {
     match v["reduction"].as_str().unwrap() {
@@ -20,14 +20,6 @@ fn tensor(values: &Value, shape: &[usize]) -> Tensor {
     Tensor::from_vec(floats(values), shape).unwrap()
 }
 
-fn ints(v: &Value) -> Vec<i64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_i64().unwrap())
-        .collect()
-}
-
 #[test]
 fn values_and_gradients_equal_pytorch() {
     let all: Value = tessera_testutil::json_fixture!("losses.json");
@@ -36,12 +28,7 @@ fn values_and_gradients_equal_pytorch() {
     for (i, case) in cases.iter().enumerate() {
         let kind = case["kind"].as_str().unwrap();
         let o = &case["options"];
-        let shape: Vec<usize> = case["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
+        let shape = usizes(&case["shape"]);
         let x = Var::parameter(tensor(&case["input"], &shape));
         let classes = [shape[shape.len() - 1]];
         let weight = |s: &[usize]| (!o["weight"].is_null()).then(|| tensor(&o["weight"], s));
@@ -52,13 +39,13 @@ fn values_and_gradients_equal_pytorch() {
                 reduction: reduction(o),
                 label_smoothing: o["label_smoothing"].as_f64().unwrap() as f32,
             }
-            .forward(&x, &ints(&case["targets"])),
+            .forward(&x, &i64s(&case["targets"])),
             "nll_loss" => NllLoss {
                 weight: weight(&classes),
                 ignore_index: o["ignore_index"].as_i64().unwrap(),
                 reduction: reduction(o),
             }
-            .forward(&x, &ints(&case["targets"])),
+            .forward(&x, &i64s(&case["targets"])),
             "bce_with_logits" => {
                 let weight_shape: Vec<usize> = o["weight_shape"]
                     .as_array()

@@ -8,17 +8,10 @@ use tessera_optim::scheduler::{
     Anneal, LrScheduler, Scheduler, SchedulerState, SequentialLr, TimmCosine,
 };
 use tessera_optim::Error;
+use tessera_testutil::f64s;
 
 fn fixture() -> Value {
     tessera_testutil::json_fixture!("schedulers.json")
-}
-
-fn numbers(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
 }
 
 fn close(case: &str, got: &[f64], want: &[f64]) {
@@ -126,7 +119,7 @@ fn every_trajectory_equals_pytorch_and_timm() {
     );
     for (name, mut s) in cases {
         let got = follow(s.as_mut(), n);
-        close(name, &got, &numbers(&f["cases"][name]));
+        close(name, &got, &f64s(&f["cases"][name]));
     }
 }
 
@@ -153,7 +146,7 @@ fn a_saved_state_resumes_the_same_trajectory() {
         fresh.load_state(&state).unwrap();
         assert_eq!(fresh.last_epoch(), 23);
         let got: Vec<f64> = (0..20).map(|_| fresh.step().unwrap()).collect();
-        close(name, &got, &numbers(&f["resume"][name]));
+        close(name, &got, &f64s(&f["resume"][name]));
     }
 }
 
@@ -208,7 +201,7 @@ fn one_cycle_momentum_equals_pytorch() {
             s.step().unwrap();
             got.push(s.get_last_momentum().unwrap());
         }
-        close(case, &got, &numbers(&f["momentum"][case]));
+        close(case, &got, &f64s(&f["momentum"][case]));
     }
     // Off, and refused where it has no meaning.
     let off = Scheduler::one_cycle(0.4, 10, 0.3, Anneal::Cos, 25.0, 1e4, false)

@@ -36,6 +36,17 @@ fn model(cell: Cell, vocab: usize, seed: u64) -> CharLm {
     .unwrap()
 }
 
+/// A run of `cell` (seed `seed`) on the sonnets after `steps` steps, with its vocabulary
+/// and the ids it trains on.
+fn trained(cell: Cell, seed: u64, steps: usize) -> (CharVocab, Vec<usize>, TrainState) {
+    let (vocab, ids) = ids();
+    let mut run = TrainState::new(model(cell, vocab.len(), seed), &ids, config()).unwrap();
+    for _ in 0..steps {
+        run.step().unwrap();
+    }
+    (vocab, ids, run)
+}
+
 #[test]
 fn training_lowers_the_validation_loss_for_every_cell() {
     let (vocab, ids) = ids();
@@ -92,11 +103,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
 
 #[test]
 fn sampling_follows_the_prompt_and_the_temperature() {
-    let (vocab, ids) = ids();
-    let mut run = TrainState::new(model(Cell::Lstm, vocab.len(), 3), &ids, config()).unwrap();
-    for _ in 0..100 {
-        run.step().unwrap();
-    }
+    let (vocab, _, run) = trained(Cell::Lstm, 3, 100);
     let prompt = vocab.encode("Shall I ").unwrap();
     let greedy = sample(&run.model, &prompt, 40, 0.0, &mut Rng::seed(1)).unwrap();
     let again = sample(&run.model, &prompt, 40, 0.0, &mut Rng::seed(2)).unwrap();
@@ -112,17 +119,14 @@ fn sampling_follows_the_prompt_and_the_temperature() {
 #[test]
 fn checkpoints_of_other_files_are_rejected_with_their_path() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("other.safetensors");
-    tessera_tensor::save_safetensors(&path, [("x", &tessera_tensor::Tensor::zeros(&[2]))], None)
-        .unwrap();
+    let path = tessera_testutil::zeros_file(dir.path(), "other.safetensors", "x", &[2]);
     let err = CharLm::load(&path).unwrap_err().to_string();
     assert!(
         err.contains("other.safetensors") && err.contains("not a character language model"),
         "{err}"
     );
     // A truncated checkpoint is an error, not a panic.
-    let (vocab, ids) = ids();
-    let run = TrainState::new(model(Cell::Elman, vocab.len(), 4), &ids, config()).unwrap();
+    let (_, ids, run) = trained(Cell::Elman, 4, 0);
     let good = dir.path().join("good.safetensors");
     run.save(&good, &HashMap::new()).unwrap();
     let bytes = std::fs::read(&good).unwrap();
@@ -152,12 +156,9 @@ fn checkpoints_of_the_earlier_layout_fail_with_a_clear_message_and_write_nothing
     // tests/fixtures/legacy_charlm.safetensors is a training checkpoint in the earlier
     // layout (settings as separate metadata entries, counters as f32 halves), written by
     // tests/fixtures/make_legacy.py.
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/legacy_charlm.safetensors");
+    let fixture = tessera_testutil::fixture_path!("legacy_charlm.safetensors");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("checkpoint.safetensors");
-    std::fs::copy(&fixture, &path).unwrap();
-    let before = std::fs::read(&path).unwrap();
+    let (path, before) = tessera_testutil::copy_into(fixture, dir.path(), "checkpoint.safetensors");
     let err = CharLm::load(&path).unwrap_err().to_string();
     assert!(
         err.contains("checkpoint.safetensors") && err.contains("earlier version"),
@@ -170,22 +171,12 @@ fn checkpoints_of_the_earlier_layout_fail_with_a_clear_message_and_write_nothing
         err.contains("checkpoint.safetensors") && err.contains("earlier version"),
         "{err}"
     );
-    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert_eq!(files.len(), 1, "nothing beside the checkpoint is written");
-    assert_eq!(
-        std::fs::read(&path).unwrap(),
-        before,
-        "the checkpoint is untouched"
-    );
+    tessera_testutil::assert_untouched_and_alone(&path, &before);
 }
 
 #[test]
 fn a_checkpoint_keeps_one_config_and_one_train_state_entry() {
-    let (vocab, ids) = ids();
-    let mut run = TrainState::new(model(Cell::Gru, vocab.len(), 6), &ids, config()).unwrap();
-    for _ in 0..3 {
-        run.step().unwrap();
-    }
+    let (vocab, ids, run) = trained(Cell::Gru, 6, 3);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.safetensors");
     let extras = HashMap::from([("vocab".to_string(), vocab.as_string())]);
@@ -262,20 +253,14 @@ fn a_configuration_larger_than_its_file_is_an_error() {
     let path = dir.path().join("lm.safetensors");
     lm.save(&path, &Default::default(), &HashMap::new())
         .unwrap();
-    let file = tessera_tensor::SafeTensorsFile::open(&path).unwrap();
-    let (tensors, mut meta) = (file.load_all().unwrap(), file.metadata().unwrap());
     let huge = CharLmConfig {
         hidden: 1 << 40,
         ..config
     };
-    meta.insert("config".into(), serde_json::to_string(&huge).unwrap());
     let edited = dir.path().join("edited.safetensors");
-    tessera_tensor::save_safetensors(
-        &edited,
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(&meta),
-    )
-    .unwrap();
+    tessera_testutil::rewrite_metadata(&path, &edited, |meta| {
+        meta.insert("config".into(), serde_json::to_string(&huge).unwrap());
+    });
     let err = CharLm::load(&edited).unwrap_err().to_string();
     assert!(
         err.contains("edited.safetensors") && err.contains("larger than the file"),

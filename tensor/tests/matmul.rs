@@ -122,24 +122,17 @@ fn batched_matmul_broadcasts_leading_axes() {
     let b = Tensor::rand(&[3, 5, 6], -1.0, 1.0, &mut rng);
     let c = a.matmul(&b).unwrap();
     assert_eq!(c.shape(), &[2, 1, 3, 4, 6]);
+    // The matrix at batch index (i, j) of a [2, 1, 3, rows, cols] tensor.
+    let matrix = |t: &Tensor, i: usize, j: usize, rows: usize, cols: usize| {
+        let t = t.narrow(0, i, 1).unwrap().narrow(2, j, 1).unwrap();
+        t.reshape(&[rows, cols]).unwrap()
+    };
     for i in 0..2 {
         for j in 0..3 {
-            let ai = a
-                .narrow(0, i, 1)
-                .unwrap()
-                .narrow(2, j, 1)
-                .unwrap()
-                .reshape(&[4, 5])
-                .unwrap();
+            let ai = matrix(&a, i, j, 4, 5);
             let bj = b.narrow(0, j, 1).unwrap().reshape(&[5, 6]).unwrap();
             let want = naive(&ai.to_vec(), &bj.to_vec(), 4, 5, 6);
-            let got = c
-                .narrow(0, i, 1)
-                .unwrap()
-                .narrow(2, j, 1)
-                .unwrap()
-                .reshape(&[4, 6])
-                .unwrap();
+            let got = matrix(&c, i, j, 4, 6);
             assert_close(&got, &[4, 6], &want, 1e-5, &format!("batch ({i}, {j})"));
         }
     }
@@ -223,28 +216,17 @@ fn mismatched_shapes_are_errors_with_both_shapes() {
 fn gemm_accumulates_with_alpha_and_beta() {
     let a = [1., 2., 3., 4.];
     let b = [1., 1., 1., 1.];
+    // C = alpha·A·B + beta·C for the 2×2 matrices `a` and `b`, on one thread.
+    let ab = |alpha: f32, beta: f32, c: &mut [f32]| {
+        let (a, b) = (MatRef::row_major(&a, 2, 2), MatRef::row_major(&b, 2, 2));
+        gemm(alpha, a.unwrap(), b.unwrap(), beta, c, 1).unwrap();
+    };
     let mut c = [1., 1., 1., 1.];
-    gemm(
-        2.0,
-        MatRef::row_major(&a, 2, 2).unwrap(),
-        MatRef::row_major(&b, 2, 2).unwrap(),
-        0.5,
-        &mut c,
-        1,
-    )
-    .unwrap();
+    ab(2.0, 0.5, &mut c);
     assert_eq!(c, [6.5, 6.5, 14.5, 14.5]);
     // beta = 0 ignores NaN in the destination.
     let mut c = [f32::NAN; 4];
-    gemm(
-        1.0,
-        MatRef::row_major(&a, 2, 2).unwrap(),
-        MatRef::row_major(&b, 2, 2).unwrap(),
-        0.0,
-        &mut c,
-        1,
-    )
-    .unwrap();
+    ab(1.0, 0.0, &mut c);
     assert_eq!(c, [3., 3., 7., 7.]);
     // An operand whose strides run past its buffer is an error, not a read out of bounds.
     let bad = MatRef {
@@ -264,6 +246,18 @@ fn gemm_accumulates_with_alpha_and_beta() {
         1
     )
     .is_err());
+}
+
+/// The `rows × cols` tensor `t`, in whatever layout, as a [`MatRef`] over its storage.
+fn mat_ref(t: &Tensor, rows: usize, cols: usize) -> MatRef<'_> {
+    MatRef {
+        data: t.storage(),
+        offset: t.offset(),
+        rows,
+        cols,
+        row_stride: t.strides()[0],
+        col_stride: t.strides()[1],
+    }
 }
 
 /// Every kernel this CPU can run, on shapes that cross its tile, slab and block edges,
@@ -294,22 +288,7 @@ fn every_kernel_matches_triple_loop() {
         let want = naive(&a, &b, m, k, n);
         for (la, ta) in matrix_layouts(&a, m, k) {
             for (lb, tb) in matrix_layouts(&b, k, n) {
-                let am = MatRef {
-                    data: ta.storage(),
-                    offset: ta.offset(),
-                    rows: m,
-                    cols: k,
-                    row_stride: ta.strides()[0],
-                    col_stride: ta.strides()[1],
-                };
-                let bm = MatRef {
-                    data: tb.storage(),
-                    offset: tb.offset(),
-                    rows: k,
-                    cols: n,
-                    row_stride: tb.strides()[0],
-                    col_stride: tb.strides()[1],
-                };
+                let (am, bm) = (mat_ref(&ta, m, k), mat_ref(&tb, k, n));
                 for &kernel in &kernels {
                     for threads in [1, 2] {
                         // C = 2·A·B - 1·C0 with C0 = ones: checks alpha, beta and accumulation over slabs.

@@ -39,47 +39,48 @@ fn activations_equal_torch() {
 fn softmax_and_var_equal_torch() {
     let f = fixtures();
     let rows = Tensor::from_slice(&vec(&f, "rows"), &[3, 4]).unwrap();
-    assert_close(
-        &rows.softmax(-1).unwrap(),
-        &[3, 4],
-        &vec(&f, "softmax_rows"),
-        1e-6,
-        "softmax",
-    );
-    assert_close(
-        &rows.log_softmax(-1).unwrap(),
-        &[3, 4],
-        &vec(&f, "log_softmax_rows"),
-        1e-6,
-        "log_softmax",
-    );
     let y = Tensor::from_slice(&vec(&f, "y"), &[3, 4, 5]).unwrap();
-    assert_close(
-        &y.var(&[1], 1, false).unwrap(),
-        &[3, 5],
-        &vec(&f, "var_y_axis1_unbiased"),
-        1e-5,
-        "var",
-    );
-    assert_close(
-        &y.var(&[0, 2], 0, false).unwrap(),
-        &[4],
-        &vec(&f, "var_y_axes02_biased"),
-        1e-5,
-        "var biased",
-    );
+    // (what, got, its shape, the fixture key, tolerance)
+    let cases: [(&str, Tensor, &[usize], &str, f32); 4] = [
+        (
+            "softmax",
+            rows.softmax(-1).unwrap(),
+            &[3, 4],
+            "softmax_rows",
+            1e-6,
+        ),
+        (
+            "log_softmax",
+            rows.log_softmax(-1).unwrap(),
+            &[3, 4],
+            "log_softmax_rows",
+            1e-6,
+        ),
+        (
+            "var",
+            y.var(&[1], 1, false).unwrap(),
+            &[3, 5],
+            "var_y_axis1_unbiased",
+            1e-5,
+        ),
+        (
+            "var biased",
+            y.var(&[0, 2], 0, false).unwrap(),
+            &[4],
+            "var_y_axes02_biased",
+            1e-5,
+        ),
+    ];
+    for (what, got, shape, key, tol) in cases {
+        assert_close(&got, shape, &vec(&f, key), tol, what);
+    }
 }
 
 #[test]
 fn unfold_equals_torch() {
     let f = fixtures();
     let img = Tensor::from_slice(&vec(&f, "img"), &[2, 3, 7, 6]).unwrap();
-    let shape: Vec<usize> = f["unfold_k3_s2_p1_shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
+    let shape = tessera_testutil::usizes(&f["unfold_k3_s2_p1_shape"]);
     let win = Window2d::square(3).with_stride(2).with_padding(1);
     let cols = img.unfold2d(&win).unwrap();
     assert_close(&cols, &shape, &vec(&f, "unfold_k3_s2_p1"), 0.0, "unfold");

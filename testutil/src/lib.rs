@@ -7,7 +7,10 @@
 //!   `allclose` rule); a failure names the worst element by its index, both values and
 //!   both shapes. [`Tolerance`] and [`assert_close_with`] add NaN-equals-NaN.
 //! - Fixtures of the calling crate's `tests/fixtures`: [`safetensors_fixture!`],
-//!   [`json_fixture!`], [`fixture_path!`], and [`floats`] for a JSON array of numbers.
+//!   [`json_fixture!`], [`fixture_path!`], and [`floats`], [`f64s`], [`i64s`] and
+//!   [`usizes`] for a JSON array of numbers.
+//! - Checkpoints refused or tampered with: [`rewrite_metadata`], [`zeros_file`],
+//!   [`copy_into`] and [`assert_untouched_and_alone`].
 //! - [`shared_data`]: a folder of `../shared/data` (the real data sets beside the
 //!   repository), or a panic that names the missing folder. Tests that call it are
 //!   marked `#[ignore = "needs ../shared/data (run with --include-ignored)"]`, so a run
@@ -23,6 +26,7 @@
 //! ```
 #![warn(missing_docs)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use tessera_autograd::Parameter;
@@ -268,17 +272,105 @@ pub fn read_json(path: impl AsRef<Path>) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
+/// A JSON array's elements as `get` reads them (panics naming the `kind` of element
+/// expected when `v` is not an array or `get` reads nothing).
+#[track_caller]
+fn array_of<T>(
+    v: &serde_json::Value,
+    kind: &str,
+    get: impl Fn(&serde_json::Value) -> Option<T>,
+) -> Vec<T> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("expected an array of {kind}s, got {v}"))
+        .iter()
+        .map(|x| get(x).unwrap_or_else(|| panic!("expected a {kind}, got {x}")))
+        .collect()
+}
+
 /// A JSON array of numbers as `f32` (panics on anything else).
 #[track_caller]
 pub fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("expected an array of numbers, got {v}"))
-        .iter()
-        .map(|x| {
-            x.as_f64()
-                .unwrap_or_else(|| panic!("expected a number, got {x}")) as f32
-        })
-        .collect()
+    array_of(v, "number", |x| x.as_f64().map(|f| f as f32))
+}
+
+/// A JSON array of numbers as `f64` (panics on anything else).
+#[track_caller]
+pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
+    array_of(v, "number", serde_json::Value::as_f64)
+}
+
+/// A JSON array of integers as `i64` (panics on anything else).
+#[track_caller]
+pub fn i64s(v: &serde_json::Value) -> Vec<i64> {
+    array_of(v, "whole number", serde_json::Value::as_i64)
+}
+
+/// A JSON array of non-negative whole numbers as `usize`: integers, or floats with no
+/// fraction such as the `3.0` of a PyTorch index tensor written as floats (panics on
+/// anything else).
+#[track_caller]
+pub fn usizes(v: &serde_json::Value) -> Vec<usize> {
+    array_of(v, "non-negative whole number", |x| {
+        let whole = |f: &f64| f.fract() == 0.0 && *f >= 0.0;
+        let n = x
+            .as_u64()
+            .or_else(|| x.as_f64().filter(whole).map(|f| f as u64))?;
+        usize::try_from(n).ok()
+    })
+}
+
+/// Writes the tensors of the safetensors file `from` to `to` (which may be `from`)
+/// with the file's metadata as `edit` leaves it: a checkpoint tampered with.
+#[track_caller]
+pub fn rewrite_metadata(
+    from: impl AsRef<Path>,
+    to: impl AsRef<Path>,
+    edit: impl FnOnce(&mut HashMap<String, String>),
+) {
+    let file = open_safetensors(from);
+    let (tensors, mut meta) = (file.load_all().unwrap(), file.metadata().unwrap());
+    drop(file);
+    edit(&mut meta);
+    tessera_tensor::save_safetensors(
+        to.as_ref(),
+        tensors.iter().map(|(n, t)| (n.as_str(), t)),
+        Some(&meta),
+    )
+    .unwrap_or_else(|e| panic!("writing {}: {e}", to.as_ref().display()));
+}
+
+/// Writes `dir/file`, a safetensors file of one tensor `name` of zeros shaped `shape` (a
+/// file of no model's), and returns its path.
+#[track_caller]
+pub fn zeros_file(dir: &Path, file: &str, name: &str, shape: &[usize]) -> PathBuf {
+    let path = dir.join(file);
+    tessera_tensor::save_safetensors(&path, [(name, &Tensor::zeros(shape))], None)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    path
+}
+
+/// Copies the file `from` to `dir/name`; returns the copy's path and its bytes (for
+/// [`assert_untouched_and_alone`]).
+#[track_caller]
+pub fn copy_into(from: impl AsRef<Path>, dir: &Path, name: &str) -> (PathBuf, Vec<u8>) {
+    let path = dir.join(name);
+    std::fs::copy(from.as_ref(), &path)
+        .unwrap_or_else(|e| panic!("copying {}: {e}", from.as_ref().display()));
+    let bytes = std::fs::read(&path).unwrap();
+    (path, bytes)
+}
+
+/// Asserts that the file `path` still holds `before` and stands alone in its folder:
+/// a refused load wrote nothing.
+#[track_caller]
+pub fn assert_untouched_and_alone(path: &Path, before: &[u8]) {
+    let folder = path.parent().expect("a file in a folder");
+    let files = std::fs::read_dir(folder).unwrap().count();
+    assert_eq!(files, 1, "nothing beside the checkpoint is written");
+    assert!(
+        std::fs::read(path).unwrap() == before,
+        "the checkpoint is untouched"
+    );
 }
 
 /// The reason given by the `#[ignore]` of every test that reads `../shared/data`.

@@ -5,6 +5,7 @@
 use std::io::Read;
 
 use serde_json::Value;
+use tessera_testutil::usizes;
 use tessera_transformer::{
     corpus_bleu, corpus_bleu_with, corpus_chrf, sentence_bleu, sentence_chrf, tokenize_13a,
     BleuOptions, ChrfOptions, Smooth, Tokenize,
@@ -71,13 +72,7 @@ fn corpus_bleu_equals_sacrebleu_on_real_files() {
             s("hyp"),
             s("ref")
         );
-        let counts: Vec<usize> = case["counts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
-        assert_eq!(b.counts.to_vec(), counts, "{}", s("hyp"));
+        assert_eq!(b.counts.to_vec(), usizes(&case["counts"]), "{}", s("hyp"));
         assert_eq!(
             (b.sys_len, b.ref_len),
             (
@@ -201,14 +196,9 @@ fn options_sentences_and_chrf_equal_sacrebleu_on_real_files() {
                 .as_u64()
                 .filter(|_| b["options"]["smooth_method"] == "add-k");
             let ints = |key: &str| -> Vec<usize> {
-                let v = b[key]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap());
-                v.enumerate()
-                    .map(|(n, c)| (c - if n > 0 { k.unwrap_or(0) } else { 0 }) as usize)
-                    .collect()
+                let k = k.unwrap_or(0) as usize;
+                let v = usizes(&b[key]).into_iter().enumerate();
+                v.map(|(n, c)| c - if n > 0 { k } else { 0 }).collect()
             };
             assert_eq!(got.counts.to_vec(), ints("counts"), "{what}");
             assert_eq!(got.totals.to_vec(), ints("totals"), "{what}");

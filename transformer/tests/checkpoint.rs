@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use tessera_tensor::{save_safetensors, Rng, SafeTensorsFile};
+use tessera_tensor::Rng;
 use tessera_transformer::{load_model, CheckpointConfig, Transformer, TransformerConfig};
 
 /// A tiny model's checkpoint with its `config` entry changed by `edit`.
@@ -19,18 +19,12 @@ fn checkpoint_with(
     let model = Transformer::new(config, &mut Rng::seed(0)).unwrap();
     let path = dir.join("model.safetensors");
     model.save(&path, &HashMap::new()).unwrap();
-    let file = SafeTensorsFile::open(&path).unwrap();
-    let (tensors, mut meta) = (file.load_all().unwrap(), file.metadata().unwrap());
-    let mut stored: CheckpointConfig = serde_json::from_str(&meta["config"]).unwrap();
-    edit(&mut stored.model);
-    meta.insert("config".into(), serde_json::to_string(&stored).unwrap());
     let edited = dir.join("edited.safetensors");
-    save_safetensors(
-        &edited,
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(&meta),
-    )
-    .unwrap();
+    tessera_testutil::rewrite_metadata(&path, &edited, |meta| {
+        let mut stored: CheckpointConfig = serde_json::from_str(&meta["config"]).unwrap();
+        edit(&mut stored.model);
+        meta.insert("config".into(), serde_json::to_string(&stored).unwrap());
+    });
     edited
 }
 

@@ -110,9 +110,7 @@ fn training_lowers_the_loss_and_averaging_takes_the_mean() {
 #[test]
 fn checkpoints_of_other_models_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("x.safetensors");
-    tessera_tensor::save_safetensors(&path, [("w", &tessera_tensor::Tensor::zeros(&[1]))], None)
-        .unwrap();
+    let path = tessera_testutil::zeros_file(dir.path(), "x.safetensors", "w", &[1]);
     let err = load_model(&path).err().unwrap().to_string();
     assert!(
         err.contains("x.safetensors") && err.contains("not a Transformer checkpoint"),
@@ -154,12 +152,9 @@ fn a_training_checkpoint_holds_one_config_and_one_train_state_entry() {
 fn a_checkpoint_of_the_earlier_layout_is_refused_with_a_clear_message() {
     // tests/fixtures/make_legacy_fixture.py: the metadata of the earlier TransformerConfig
     // ::to_metadata and Trainer::save, and the step counter in f32 halves.
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/legacy_checkpoint.safetensors");
+    let fixture = tessera_testutil::fixture_path!("legacy_checkpoint.safetensors");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.safetensors");
-    std::fs::copy(&fixture, &path).unwrap();
-    let before = std::fs::read(&path).unwrap();
+    let (path, before) = tessera_testutil::copy_into(fixture, dir.path(), "old.safetensors");
     let errors = [
         load_model(&path).err().unwrap().to_string(),
         Trainer::resume(&path, corpus(5, 1))
@@ -174,7 +169,5 @@ fn a_checkpoint_of_the_earlier_layout_is_refused_with_a_clear_message() {
             "{err}"
         );
     }
-    // Nothing was written: the file is as it was and stands alone in its folder.
-    assert_eq!(std::fs::read(&path).unwrap(), before);
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    tessera_testutil::assert_untouched_and_alone(&path, &before);
 }

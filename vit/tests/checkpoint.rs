@@ -276,18 +276,12 @@ fn a_configuration_larger_than_its_file_is_an_error() {
     let model = VisionTransformer::new(tiny(GlobalPool::Token), &mut Rng::seed(0)).unwrap();
     let path = dir.path().join("model.safetensors");
     save_model(&model, &path, &HashMap::new()).unwrap();
-    let file = SafeTensorsFile::open(&path).unwrap();
-    let (tensors, mut meta) = (file.load_all().unwrap(), file.metadata().unwrap());
-    let mut stored: CheckpointConfig = serde_json::from_str(&meta["config"]).unwrap();
-    stored.model.embed_dim = 1 << 30;
-    meta.insert("config".into(), serde_json::to_string(&stored).unwrap());
     let edited = dir.path().join("edited.safetensors");
-    tessera_tensor::save_safetensors(
-        &edited,
-        tensors.iter().map(|(n, t)| (n.as_str(), t)),
-        Some(&meta),
-    )
-    .unwrap();
+    tessera_testutil::rewrite_metadata(&path, &edited, |meta| {
+        let mut stored: CheckpointConfig = serde_json::from_str(&meta["config"]).unwrap();
+        stored.model.embed_dim = 1 << 30;
+        meta.insert("config".into(), serde_json::to_string(&stored).unwrap());
+    });
     let err = load_model(&edited).unwrap_err().to_string();
     assert!(
         err.contains("larger than the file") && err.contains("1073741824"),

@@ -58,13 +58,18 @@ impl Driver for Files {
     }
 }
 
+/// A [`Files`] driver of `parts` files an input, run by `run`.
+fn files(
+    seeds: Vec<Seed>,
+    parts: usize,
+    run: fn(&Input, &Path) -> Result<(), String>,
+) -> Made<Box<dyn Driver>> {
+    Ok(Box::new(Files { seeds, parts, run }))
+}
+
 /// The `idx` driver: an image file and a label file.
 pub fn idx() -> Made<Box<dyn Driver>> {
-    Ok(Box::new(Files {
-        seeds: seeds::idx_seeds()?,
-        parts: 2,
-        run: run_idx,
-    }))
+    files(seeds::idx_seeds()?, 2, run_idx)
 }
 
 fn run_idx(input: &Input, dir: &Path) -> Result<(), String> {
@@ -81,11 +86,7 @@ fn run_idx(input: &Input, dir: &Path) -> Result<(), String> {
 
 /// The `cifar10` driver: two batch files, read alone and together.
 pub fn cifar10() -> Made<Box<dyn Driver>> {
-    Ok(Box::new(Files {
-        seeds: seeds::cifar_seeds()?,
-        parts: 2,
-        run: run_cifar,
-    }))
+    files(seeds::cifar_seeds()?, 2, run_cifar)
 }
 
 fn run_cifar(input: &Input, dir: &Path) -> Result<(), String> {
@@ -100,11 +101,7 @@ fn run_cifar(input: &Input, dir: &Path) -> Result<(), String> {
 
 /// The `csv` driver: CSV rows of 2×2 grey images.
 pub fn csv() -> Made<Box<dyn Driver>> {
-    Ok(Box::new(Files {
-        seeds: seeds::csv_seeds()?,
-        parts: 1,
-        run: run_csv,
-    }))
+    files(seeds::csv_seeds()?, 1, run_csv)
 }
 
 fn run_csv(input: &Input, dir: &Path) -> Result<(), String> {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use tessera_nn::{get_json, metadata_fields, Params, TrainProgress, CONFIG_KEY, TRAIN_STATE_KEY};
 use tessera_tensor::{Rng, SafeTensorsFile, Tensor};
 
-use super::{err, put};
+use super::{err, put, Json};
 use crate::input::{mutate_generic, mutate_json, CaseRng, Input, Kind, Seed};
 use crate::seeds::{self, msg, Made};
 use crate::Driver;
@@ -177,30 +177,47 @@ pub fn mutate_safetensors(bytes: &mut Vec<u8>, names: &[String], rng: &mut CaseR
     *bytes = out;
 }
 
-/// The safetensors reader: open (which validates the header), then every way of
-/// reading the file back.
-struct SafeTensors {
+/// A driver of one safetensors file: its seeds, the tensor names its header mutations
+/// use, and the parser to run on the file.
+struct File {
     seeds: Vec<Seed>,
     names: Vec<String>,
+    run: fn(&Input, &Path) -> Result<(), String>,
 }
 
-/// The `safetensors` driver.
+impl Driver for File {
+    fn seeds(&self) -> &[Seed] {
+        &self.seeds
+    }
+
+    /// A safetensors-aware mutation half the time, a generic one otherwise.
+    fn mutate(&self, input: &mut Input, rng: &mut CaseRng) {
+        let Some(s) = input.seed else { return };
+        if rng.random_bool(0.5) {
+            mutate_safetensors(&mut input.parts[0], &self.names, rng);
+        } else {
+            mutate_generic(input, 0, &self.seeds, s, rng);
+        }
+    }
+
+    fn run(&self, input: &Input, dir: &Path) -> Result<(), String> {
+        (self.run)(input, dir)
+    }
+}
+
+/// A [`File`] driver of `seeds`, mutated with `names`, run by `run`.
+fn file(
+    seeds: Vec<Seed>,
+    names: Vec<String>,
+    run: fn(&Input, &Path) -> Result<(), String>,
+) -> Made<Box<dyn Driver>> {
+    Ok(Box::new(File { seeds, names, run }))
+}
+
+/// The `safetensors` driver: the reader, run by [`run_safetensors`].
 pub fn safetensors() -> Made<Box<dyn Driver>> {
     let names = seeds::small_model(0)?.names();
-    Ok(Box::new(SafeTensors {
-        seeds: seeds::safetensors_seeds()?,
-        names,
-    }))
-}
-
-/// A safetensors-aware mutation half the time, a generic one otherwise.
-fn mutate_file(seeds: &[Seed], names: &[String], input: &mut Input, rng: &mut CaseRng) {
-    let Some(s) = input.seed else { return };
-    if rng.random_bool(0.5) {
-        mutate_safetensors(&mut input.parts[0], names, rng);
-    } else {
-        mutate_generic(input, 0, seeds, s, rng);
-    }
+    file(seeds::safetensors_seeds()?, names, run_safetensors)
 }
 
 /// Reads everything from an opened file, as `tessera inspect` and the loaders do.
@@ -222,27 +239,13 @@ fn read_all(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-impl Driver for SafeTensors {
-    fn seeds(&self) -> &[Seed] {
-        &self.seeds
-    }
-
-    fn mutate(&self, input: &mut Input, rng: &mut CaseRng) {
-        mutate_file(&self.seeds, &self.names, input, rng);
-    }
-
-    fn run(&self, input: &Input, dir: &Path) -> Result<(), String> {
-        read_all(&put(dir, "input.safetensors", &input.parts[0]))
-    }
+/// The safetensors reader: open (which validates the header), then every way of
+/// reading the file back.
+fn run_safetensors(input: &Input, dir: &Path) -> Result<(), String> {
+    read_all(&put(dir, "input.safetensors", &input.parts[0]))
 }
 
-/// Loading by name into [`seeds::small_model`], strictly and not.
-struct Checkpoint {
-    seeds: Vec<Seed>,
-    names: Vec<String>,
-}
-
-/// The `checkpoint` driver.
+/// The `checkpoint` driver, run by [`run_checkpoint`].
 pub fn checkpoint() -> Made<Box<dyn Driver>> {
     let vars = seeds::small_model(0)?;
     let names = vars.names();
@@ -258,48 +261,33 @@ pub fn checkpoint() -> Made<Box<dyn Driver>> {
         "missing, unexpected, misshapen",
         odd,
     ));
-    Ok(Box::new(Checkpoint { seeds, names }))
+    file(seeds, names, run_checkpoint)
 }
 
-impl Driver for Checkpoint {
-    fn seeds(&self) -> &[Seed] {
-        &self.seeds
+/// Loading by name into [`seeds::small_model`], strictly and not.
+fn run_checkpoint(input: &Input, dir: &Path) -> Result<(), String> {
+    let path = put(dir, "input.safetensors", &input.parts[0]);
+    // A fresh model each time: a failed load must leave it untouched, checked below.
+    let model = seeds::small_model(1).map_err(|e| format!("the model: {e}"))?;
+    let before = model.tensors();
+    let strict = tessera_nn::load_checkpoint(&path, &model, true);
+    if strict.is_err() {
+        let after = model.tensors();
+        assert!(
+            before.iter().zip(&after).all(|(a, b)| a.1 == b.1),
+            "a failed strict load changed the model"
+        );
     }
-
-    fn mutate(&self, input: &mut Input, rng: &mut CaseRng) {
-        mutate_file(&self.seeds, &self.names, input, rng);
+    let loose = tessera_nn::load_checkpoint(&path, &model, false);
+    if let Ok(report) = &loose {
+        let _ = report.to_string();
     }
-
-    fn run(&self, input: &Input, dir: &Path) -> Result<(), String> {
-        let path = put(dir, "input.safetensors", &input.parts[0]);
-        // A fresh model each time: a failed load must leave it untouched, checked below.
-        let model = seeds::small_model(1).map_err(|e| format!("the model: {e}"))?;
-        let before = model.tensors();
-        let strict = tessera_nn::load_checkpoint(&path, &model, true);
-        if strict.is_err() {
-            let after = model.tensors();
-            assert!(
-                before.iter().zip(&after).all(|(a, b)| a.1 == b.1),
-                "a failed strict load changed the model"
-            );
-        }
-        let loose = tessera_nn::load_checkpoint(&path, &model, false);
-        if let Ok(report) = &loose {
-            let _ = report.to_string();
-        }
-        let _ = model.vars().load(&path, false);
-        strict.map(|_| ()).map_err(err)
-    }
+    let _ = model.vars().load(&path, false);
+    strict.map(|_| ()).map_err(err)
 }
 
-/// The JSON entries of a checkpoint's metadata parsed as every type tessera reads
-/// from them.
-struct MetadataJson {
-    seeds: Vec<Seed>,
-}
-
-/// The `metadata-json` driver; its seeds are the `config` and `train_state` entries of
-/// real checkpoints of the three families.
+/// The `metadata-json` driver, run by [`run_metadata_json`]; its seeds are the `config`
+/// and `train_state` entries of real checkpoints of the three families.
 pub fn metadata_json() -> Made<Box<dyn Driver>> {
     let mut seeds = Vec::new();
     let dir = crate::runner::scratch_dir().map_err(msg)?;
@@ -319,76 +307,67 @@ pub fn metadata_json() -> Made<Box<dyn Driver>> {
             }
         }
     }
-    Ok(Box::new(MetadataJson { seeds }))
+    Ok(Box::new(Json {
+        seeds,
+        run: run_metadata_json,
+    }))
 }
 
-impl Driver for MetadataJson {
-    fn seeds(&self) -> &[Seed] {
-        &self.seeds
-    }
-
-    fn mutate(&self, input: &mut Input, rng: &mut CaseRng) {
-        let Some(s) = input.seed else { return };
-        match mutate_json(&input.parts[0], rng) {
-            Some(j) if rng.random_bool(0.7) => input.parts[0] = j,
-            _ => mutate_generic(input, 0, &self.seeds, s, rng),
+/// The JSON entries of a checkpoint's metadata parsed as every type tessera reads
+/// from them.
+fn run_metadata_json(input: &Input) -> Result<(), String> {
+    let text = input.text(0);
+    let meta = HashMap::from([
+        (CONFIG_KEY.to_string(), text.clone()),
+        (TRAIN_STATE_KEY.to_string(), text.clone()),
+    ]);
+    let path = Path::new("checkpoint.safetensors");
+    let _ = metadata_fields(&meta);
+    let mut accepted = 0;
+    let mut first_error = None;
+    let mut note = |r: Result<(), String>| match r {
+        Ok(()) => accepted += 1,
+        Err(e) => {
+            first_error.get_or_insert(e);
         }
-    }
-
-    fn run(&self, input: &Input, _: &Path) -> Result<(), String> {
-        let text = input.text(0);
-        let meta = HashMap::from([
-            (CONFIG_KEY.to_string(), text.clone()),
-            (TRAIN_STATE_KEY.to_string(), text.clone()),
-        ]);
-        let path = Path::new("checkpoint.safetensors");
-        let _ = metadata_fields(&meta);
-        let mut accepted = 0;
-        let mut first_error = None;
-        let mut note = |r: Result<(), String>| match r {
-            Ok(()) => accepted += 1,
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        };
-        note(
-            get_json::<TrainProgress>(&meta, TRAIN_STATE_KEY, path)
-                .map_err(err)
-                .map(|p| {
-                    if let Some(state) = p.rng {
-                        let _ = state.rng().next_u32();
-                    }
-                }),
-        );
-        note(
-            get_json::<tessera_transformer::CheckpointConfig>(&meta, CONFIG_KEY, path)
-                .map_err(err)
-                .and_then(|c| c.model.validate().map_err(err)),
-        );
-        note(
-            get_json::<tessera_vit::CheckpointConfig>(&meta, CONFIG_KEY, path)
-                .map_err(err)
-                .and_then(|c| c.model.validate().map_err(err)),
-        );
-        note(
-            get_json::<tessera_rnn::CharLmConfig>(&meta, CONFIG_KEY, path)
-                .map(|_| ())
-                .map_err(err),
-        );
-        note(
-            serde_json::from_str::<Value>(&text)
-                .map_err(err)
-                .and_then(|v| {
-                    let train = v.get("train").cloned().unwrap_or_default();
-                    serde_json::from_value::<tessera_rnn::TrainConfig>(train)
-                        .map(|_| ())
-                        .map_err(err)
-                }),
-        );
-        match (accepted, first_error) {
-            (0, Some(e)) => Err(e),
-            _ => Ok(()),
-        }
+    };
+    note(
+        get_json::<TrainProgress>(&meta, TRAIN_STATE_KEY, path)
+            .map_err(err)
+            .map(|p| {
+                if let Some(state) = p.rng {
+                    let _ = state.rng().next_u32();
+                }
+            }),
+    );
+    note(
+        get_json::<tessera_transformer::CheckpointConfig>(&meta, CONFIG_KEY, path)
+            .map_err(err)
+            .and_then(|c| c.model.validate().map_err(err)),
+    );
+    note(
+        get_json::<tessera_vit::CheckpointConfig>(&meta, CONFIG_KEY, path)
+            .map_err(err)
+            .and_then(|c| c.model.validate().map_err(err)),
+    );
+    note(
+        get_json::<tessera_rnn::CharLmConfig>(&meta, CONFIG_KEY, path)
+            .map(|_| ())
+            .map_err(err),
+    );
+    note(
+        serde_json::from_str::<Value>(&text)
+            .map_err(err)
+            .and_then(|v| {
+                let train = v.get("train").cloned().unwrap_or_default();
+                serde_json::from_value::<tessera_rnn::TrainConfig>(train)
+                    .map(|_| ())
+                    .map_err(err)
+            }),
+    );
+    match (accepted, first_error) {
+        (0, Some(e)) => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -497,13 +476,7 @@ fn tiny_corpus() -> tessera_transformer::Corpus {
     }
 }
 
-/// The model loaders of the three families, and the trainers' resume.
-struct ModelLoad {
-    seeds: Vec<Seed>,
-    names: Vec<String>,
-}
-
-/// The `model-load` driver.
+/// The `model-load` driver, run by [`run_model_load`].
 pub fn model_load() -> Made<Box<dyn Driver>> {
     let seeds: Vec<Seed> = model_files()?
         .into_iter()
@@ -522,53 +495,44 @@ pub fn model_load() -> Made<Box<dyn Driver>> {
     }
     names.sort();
     names.dedup();
-    Ok(Box::new(ModelLoad { seeds, names }))
+    file(seeds, names, run_model_load)
 }
 
-impl Driver for ModelLoad {
-    fn seeds(&self) -> &[Seed] {
-        &self.seeds
-    }
-
-    fn mutate(&self, input: &mut Input, rng: &mut CaseRng) {
-        mutate_file(&self.seeds, &self.names, input, rng);
-    }
-
-    fn run(&self, input: &Input, dir: &Path) -> Result<(), String> {
-        let path = put(dir, "model.safetensors", &input.parts[0]);
-        let kind = SafeTensorsFile::open(&path)
-            .and_then(|f| f.metadata())
-            .map_err(err)?
-            .get("model")
-            .cloned()
+/// The model loaders of the three families, and the trainers' resume.
+fn run_model_load(input: &Input, dir: &Path) -> Result<(), String> {
+    let path = put(dir, "model.safetensors", &input.parts[0]);
+    let kind = SafeTensorsFile::open(&path)
+        .and_then(|f| f.metadata())
+        .map_err(err)?
+        .get("model")
+        .cloned()
+        .unwrap_or_default();
+    // Each loader is tried on every file: a file of another kind must be refused.
+    let t = tessera_transformer::load_model(&path).map(|_| ());
+    let _ = tessera_transformer::read_config(&path);
+    let tr = tessera_transformer::Trainer::resume(&path, tiny_corpus()).map(|_| ());
+    let v = tessera_vit::load_model(&path).map(|_| ());
+    let vr = tessera_vit::Trainer::resume(&path).map(|_| ());
+    let r = tessera_rnn::CharLm::load(&path).map(|(_, _, meta)| {
+        let _ = tessera_rnn::read_vocab(&meta, &path);
+    });
+    let ids: Vec<usize> = (0..40).map(|i| i * 7 % 5).collect();
+    let rr = tessera_rnn::TrainState::resume(&path, &ids).map(|_| ());
+    let results = [
+        t.map_err(err),
+        tr.map_err(err),
+        v.map_err(err),
+        vr.map_err(err),
+        r.map_err(err),
+        rr.map_err(err),
+    ];
+    if results.iter().any(Result::is_ok) {
+        Ok(())
+    } else {
+        let first = results
+            .into_iter()
+            .find_map(Result::err)
             .unwrap_or_default();
-        // Each loader is tried on every file: a file of another kind must be refused.
-        let t = tessera_transformer::load_model(&path).map(|_| ());
-        let _ = tessera_transformer::read_config(&path);
-        let tr = tessera_transformer::Trainer::resume(&path, tiny_corpus()).map(|_| ());
-        let v = tessera_vit::load_model(&path).map(|_| ());
-        let vr = tessera_vit::Trainer::resume(&path).map(|_| ());
-        let r = tessera_rnn::CharLm::load(&path).map(|(_, _, meta)| {
-            let _ = tessera_rnn::read_vocab(&meta, &path);
-        });
-        let ids: Vec<usize> = (0..40).map(|i| i * 7 % 5).collect();
-        let rr = tessera_rnn::TrainState::resume(&path, &ids).map(|_| ());
-        let results = [
-            t.map_err(err),
-            tr.map_err(err),
-            v.map_err(err),
-            vr.map_err(err),
-            r.map_err(err),
-            rr.map_err(err),
-        ];
-        if results.iter().any(Result::is_ok) {
-            Ok(())
-        } else {
-            let first = results
-                .into_iter()
-                .find_map(Result::err)
-                .unwrap_or_default();
-            Err(format!("{kind}: {first}"))
-        }
+        Err(format!("{kind}: {first}"))
     }
 }

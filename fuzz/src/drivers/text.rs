@@ -4,28 +4,22 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use rand::Rng as _;
 use tessera_data::{Bpe, BpttBatches, CharVocab};
 use tessera_tensor::Rng;
 
-use super::err;
-use crate::input::{mutate_generic, mutate_json, CaseRng, Input, Kind, Seed};
+use super::{err, Json};
+use crate::input::{Input, Kind, Seed};
 use crate::seeds::{self, msg, Made};
 use crate::Driver;
 
-/// A vocabulary's JSON: [`Bpe::from_json`] as `translate` reads it from a checkpoint.
-struct BpeJson {
-    seeds: Vec<Seed>,
-}
-
-/// The `bpe` driver.
+/// The `bpe` driver: a vocabulary's JSON, read by [`run_bpe`].
 pub fn bpe() -> Made<Box<dyn Driver>> {
     let json = seeds::bpe()?.to_json().map_err(msg)?;
     let pretty = serde_json::to_string_pretty(
         &serde_json::from_str::<serde_json::Value>(&json).map_err(msg)?,
     )
     .map_err(msg)?;
-    Ok(Box::new(BpeJson {
+    Ok(Box::new(Json {
         seeds: vec![
             Seed::one(
                 "trained on the sonnets, 300 tokens",
@@ -34,37 +28,25 @@ pub fn bpe() -> Made<Box<dyn Driver>> {
             ),
             Seed::one("the same, pretty-printed", pretty.into_bytes(), Kind::Text),
         ],
+        run: run_bpe,
     }))
 }
 
-impl Driver for BpeJson {
-    fn seeds(&self) -> &[Seed] {
-        &self.seeds
+/// A vocabulary's JSON: [`Bpe::from_json`] as `translate` reads it from a checkpoint.
+fn run_bpe(input: &Input) -> Result<(), String> {
+    let json = input.text(0);
+    let meta = HashMap::from([(tessera_transformer::BPE_KEY.to_string(), json.clone())]);
+    let _ = tessera_transformer::read_bpe(&meta, "checkpoint.safetensors");
+    let bpe = Bpe::from_json(&json).map_err(err)?;
+    let n = bpe.len();
+    for text in ["the cat sat", "", "é 🦀 \u{0}", "<eos> <pad>"] {
+        let ids = bpe.encode(text).map_err(err)?;
+        assert!(ids.iter().all(|&i| i < n), "id out of the {n} tokens");
+        let _ = bpe.decode(&ids);
     }
-
-    fn mutate(&self, input: &mut Input, rng: &mut CaseRng) {
-        let Some(s) = input.seed else { return };
-        match mutate_json(&input.parts[0], rng) {
-            Some(j) if rng.random_bool(0.7) => input.parts[0] = j,
-            _ => mutate_generic(input, 0, &self.seeds, s, rng),
-        }
-    }
-
-    fn run(&self, input: &Input, _: &Path) -> Result<(), String> {
-        let json = input.text(0);
-        let meta = HashMap::from([(tessera_transformer::BPE_KEY.to_string(), json.clone())]);
-        let _ = tessera_transformer::read_bpe(&meta, "checkpoint.safetensors");
-        let bpe = Bpe::from_json(&json).map_err(err)?;
-        let n = bpe.len();
-        for text in ["the cat sat", "", "é 🦀 \u{0}", "<eos> <pad>"] {
-            let ids = bpe.encode(text).map_err(err)?;
-            assert!(ids.iter().all(|&i| i < n), "id out of the {n} tokens");
-            let _ = bpe.decode(&ids);
-        }
-        assert!(bpe.decode(&[n]).is_err());
-        let _ = bpe.decode(&[0, 1, 2, 3, n - 1]);
-        Ok(())
-    }
+    assert!(bpe.decode(&[n]).is_err());
+    let _ = bpe.decode(&[0, 1, 2, 3, n - 1]);
+    Ok(())
 }
 
 /// Text as a character vocabulary, and encoded with one.
@@ -75,12 +57,8 @@ struct Chars {
 
 /// The `char-vocab` driver.
 pub fn char_vocab() -> Made<Box<dyn Driver>> {
-    let seeds = seeds::texts()
-        .into_iter()
-        .map(|t| Seed::one(format!("{t:?}"), t.into_bytes(), Kind::Text))
-        .collect();
     Ok(Box::new(Chars {
-        seeds,
+        seeds: seeds::text_seeds(),
         sonnets: CharVocab::from_text(tessera_data::SONNETS).map_err(msg)?,
     }))
 }
@@ -254,10 +232,7 @@ pub fn text_input() -> Made<Box<dyn Driver>> {
         layers: 1,
     };
     let lm = tessera_rnn::CharLm::new(lm_config, &mut Rng::seed(0)).map_err(msg)?;
-    let seeds = seeds::texts()
-        .into_iter()
-        .map(|t| Seed::one(format!("{t:?}"), t.into_bytes(), Kind::Text))
-        .collect();
+    let seeds = seeds::text_seeds();
     Ok(Box::new(TextInput {
         seeds,
         bpe,
