@@ -193,21 +193,7 @@ pub fn from_file(path: &Path) -> Result<Vec<String>> {
     let table: toml::Table = text
         .parse()
         .with_context(|| format!("{}: not a TOML file", path.display()))?;
-    let mut out = Vec::new();
-    for (key, value) in table {
-        let flag = format!("--{}", key.replace('_', "-"));
-        match value {
-            toml::Value::Boolean(b) => out.push(format!("{flag}={b}")),
-            toml::Value::String(s) => out.push(format!("{flag}={s}")),
-            toml::Value::Integer(i) => out.push(format!("{flag}={i}")),
-            toml::Value::Float(f) => out.push(format!("{flag}={f}")),
-            other => bail!(
-                "{}: {key} = {other}: expected a string, number or boolean",
-                path.display()
-            ),
-        }
-    }
-    Ok(out)
+    crate::toml_flags::flags(table).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// Writes the effective configuration of a run (its parsed arguments, and its output

@@ -18,6 +18,7 @@ mod inspect;
 mod plot;
 mod ranges;
 mod rnn;
+mod toml_flags;
 mod train;
 mod transformer;
 mod vit;

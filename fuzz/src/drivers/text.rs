@@ -141,26 +141,10 @@ pub fn toml_config() -> Made<Box<dyn Driver>> {
     }))
 }
 
-/// The flags a TOML table stands for, as the command's `--config` builds them: a
-/// scalar `key = value` gives `--key=value`; tables and arrays are errors.
-fn flags(table: toml::Table) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    for (key, value) in table {
-        let flag = format!("--{}", key.replace('_', "-"));
-        match value {
-            toml::Value::Boolean(b) => out.push(format!("{flag}={b}")),
-            toml::Value::String(s) => out.push(format!("{flag}={s}")),
-            toml::Value::Integer(i) => out.push(format!("{flag}={i}")),
-            toml::Value::Float(f) => out.push(format!("{flag}={f}")),
-            other => {
-                return Err(format!(
-                    "{key} = {other}: expected a string, number or boolean"
-                ))
-            }
-        }
-    }
-    Ok(out)
-}
+/// The command's own conversion of a `--config` table into flags.
+#[path = "../../../cli/src/toml_flags.rs"]
+mod toml_flags;
+use toml_flags::flags;
 
 impl Driver for TomlConfig {
     fn seeds(&self) -> &[Seed] {
