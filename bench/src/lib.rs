@@ -637,13 +637,15 @@ pub fn w7(
     let timing = time_steps_on(s, 64.0, comm, || {
         w4_step(&vit, &params, &x, &y, &mut opt, Some((comm, share)))
     })?;
-    let mut images = record(
-        "W7",
-        format!("data-parallel ranks={ranks}"),
-        "images/s",
-        timing,
-    );
-    images.ranks = Some(ranks);
+    let images = Record {
+        ranks: Some(ranks),
+        ..record(
+            "W7",
+            format!("data-parallel ranks={ranks}"),
+            "images/s",
+            timing,
+        )
+    };
     // The all-reduce alone, on as many floats as the gradients have.
     let n: usize = params.iter().map(|(_, p)| p.value().numel()).sum();
     let mut buf = vec![1.0f32; n];
@@ -661,13 +663,15 @@ pub fn w7(
         Ok(())
     })?;
     let mb = bytes / 1e6;
-    let mut bandwidth = record(
-        "W7",
-        format!("all-reduce {mb:.1} MB ranks={ranks}"),
-        "GB/s",
-        reduce,
-    );
-    bandwidth.ranks = Some(ranks);
+    let bandwidth = Record {
+        ranks: Some(ranks),
+        ..record(
+            "W7",
+            format!("all-reduce {mb:.1} MB ranks={ranks}"),
+            "GB/s",
+            reduce,
+        )
+    };
     if rank == 0 {
         out(images);
         if ranks > 1 {

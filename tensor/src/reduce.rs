@@ -176,21 +176,29 @@ impl Tensor {
 
     /// Maximum over `axes` (NaN propagates, as in PyTorch). Errors on an empty axis.
     pub fn max<D: Dim>(&self, axes: &[D], keepdim: bool) -> Result<Tensor> {
-        let p = plan(self, axes, "max")?;
-        if p.r == 0 && p.outer * p.inner > 0 {
-            return Err(Error::invalid("max", "cannot reduce an axis of size 0"));
-        }
-        let out = fold(&p, f32::NEG_INFINITY, max_nan);
-        Ok(Tensor::from_contiguous(out, p.out_shape(keepdim)))
+        self.extreme(axes, keepdim, "max", f32::NEG_INFINITY, max_nan)
     }
 
     /// Minimum over `axes` (NaN propagates). Errors on an empty axis.
     pub fn min<D: Dim>(&self, axes: &[D], keepdim: bool) -> Result<Tensor> {
-        let p = plan(self, axes, "min")?;
+        self.extreme(axes, keepdim, "min", f32::INFINITY, min_nan)
+    }
+
+    /// [`Tensor::max`] or [`Tensor::min`]: `pick` folded over `axes` from `init`, which
+    /// an empty axis would return, so it is an error instead.
+    fn extreme<D: Dim>(
+        &self,
+        axes: &[D],
+        keepdim: bool,
+        op: &'static str,
+        init: f32,
+        pick: impl Fn(f32, f32) -> f32,
+    ) -> Result<Tensor> {
+        let p = plan(self, axes, op)?;
         if p.r == 0 && p.outer * p.inner > 0 {
-            return Err(Error::invalid("min", "cannot reduce an axis of size 0"));
+            return Err(Error::invalid(op, "cannot reduce an axis of size 0"));
         }
-        let out = fold(&p, f32::INFINITY, min_nan);
+        let out = fold(&p, init, pick);
         Ok(Tensor::from_contiguous(out, p.out_shape(keepdim)))
     }
 

@@ -131,12 +131,13 @@ pub(crate) fn broadcast_strides(
     target: &[usize],
     op: &'static str,
 ) -> Result<Dims> {
+    let mismatch = || Error::Broadcast {
+        op,
+        lhs: shape.into(),
+        rhs: target.into(),
+    };
     if target.len() < shape.len() {
-        return Err(Error::Broadcast {
-            op,
-            lhs: shape.into(),
-            rhs: target.into(),
-        });
+        return Err(mismatch());
     }
     let lead = target.len() - shape.len();
     let mut out: Dims = smallvec::smallvec![0; target.len()];
@@ -147,11 +148,7 @@ pub(crate) fn broadcast_strides(
         } else if shape[i] == 1 {
             out[lead + i] = 0;
         } else {
-            return Err(Error::Broadcast {
-                op,
-                lhs: shape.into(),
-                rhs: target.into(),
-            });
+            return Err(mismatch());
         }
     }
     Ok(out)

@@ -210,30 +210,20 @@ impl Trainer {
                 "the model needs a head to train; give it one with reset_head",
             ));
         }
-        if config.batch_size == 0 {
-            return Err(Error::setting(
-                "Trainer",
-                "batch_size",
-                0,
-                "must be positive",
-            ));
-        }
-        if let Some(decay) = config.layer_decay {
-            if !(decay > 0.0 && decay <= 1.0) {
-                return Err(Error::setting(
-                    "Trainer",
-                    "layer_decay",
-                    decay,
-                    "must be in (0, 1]",
-                ));
+        for (name, value) in [
+            ("batch_size", config.batch_size as u64),
+            ("total_steps", config.total_steps),
+        ] {
+            if value == 0 {
+                return Err(Error::setting("Trainer", name, 0, "must be positive"));
             }
         }
-        if config.total_steps == 0 {
+        if let Some(decay) = config.layer_decay.filter(|d| !(*d > 0.0 && *d <= 1.0)) {
             return Err(Error::setting(
                 "Trainer",
-                "total_steps",
-                0,
-                "must be positive",
+                "layer_decay",
+                decay,
+                "must be in (0, 1]",
             ));
         }
         let opt = optimizer(&model, &config);
