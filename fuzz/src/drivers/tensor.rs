@@ -214,7 +214,7 @@ fn file(
     Ok(Box::new(File { seeds, names, run }))
 }
 
-/// The `safetensors` driver: the reader, run by [`run_safetensors`].
+/// The `safetensors` driver: the reader, run by `run_safetensors`.
 pub fn safetensors() -> Made<Box<dyn Driver>> {
     let names = seeds::small_model(0)?.names();
     file(seeds::safetensors_seeds()?, names, run_safetensors)
@@ -245,7 +245,7 @@ fn run_safetensors(input: &Input, dir: &Path) -> Result<(), String> {
     read_all(&put(dir, "input.safetensors", &input.parts[0]))
 }
 
-/// The `checkpoint` driver, run by [`run_checkpoint`].
+/// The `checkpoint` driver, run by `run_checkpoint`.
 pub fn checkpoint() -> Made<Box<dyn Driver>> {
     let vars = seeds::small_model(0)?;
     let names = vars.names();
@@ -286,7 +286,7 @@ fn run_checkpoint(input: &Input, dir: &Path) -> Result<(), String> {
     strict.map(|_| ()).map_err(err)
 }
 
-/// The `metadata-json` driver, run by [`run_metadata_json`]; its seeds are the `config`
+/// The `metadata-json` driver, run by `run_metadata_json`; its seeds are the `config`
 /// and `train_state` entries of real checkpoints of the three families.
 pub fn metadata_json() -> Made<Box<dyn Driver>> {
     let mut seeds = Vec::new();
@@ -476,7 +476,7 @@ fn tiny_corpus() -> tessera_transformer::Corpus {
     }
 }
 
-/// The `model-load` driver, run by [`run_model_load`].
+/// The `model-load` driver, run by `run_model_load`.
 pub fn model_load() -> Made<Box<dyn Driver>> {
     let seeds: Vec<Seed> = model_files()?
         .into_iter()

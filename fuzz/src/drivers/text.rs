@@ -12,7 +12,7 @@ use crate::input::{Input, Kind, Seed};
 use crate::seeds::{self, msg, Made};
 use crate::Driver;
 
-/// The `bpe` driver: a vocabulary's JSON, read by [`run_bpe`].
+/// The `bpe` driver: a vocabulary's JSON, read by `run_bpe`.
 pub fn bpe() -> Made<Box<dyn Driver>> {
     let json = seeds::bpe()?.to_json().map_err(msg)?;
     let pretty = serde_json::to_string_pretty(
