@@ -182,12 +182,7 @@ impl Var {
     /// Backpropagates from this scalar (one-element) value: fills the gradient of every
     /// leaf that requires one, in one reverse topological pass, and frees the graph.
     pub fn backward(&self) -> Result<()> {
-        if self.value().numel() != 1 {
-            return Err(Error::NotScalar {
-                shape: self.shape().to_vec(),
-            });
-        }
-        self.backward_with(Tensor::ones(self.shape()))
+        self.backward_with_hook(&[], &mut |_| {})
     }
 
     /// Backpropagates with a given gradient of this value (same shape).

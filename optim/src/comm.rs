@@ -257,6 +257,10 @@ pub struct GradientReducer<'a> {
     comm: &'a dyn Communicator,
     params: &'a [(String, Parameter)],
     scale: f32,
+    /// The element count of each parameter.
+    numels: Vec<usize>,
+    /// The most floats sent in one sum.
+    cap: usize,
     /// Each bucket's parameters (indices into `params`).
     buckets: Vec<Vec<usize>>,
     /// The bucket of each parameter.
@@ -291,8 +295,8 @@ impl<'a> GradientReducer<'a> {
         let mut buckets: Vec<Vec<usize>> = Vec::new();
         let mut filled = 0;
         let mut bucket_of = vec![0; params.len()];
-        for i in (0..params.len()).rev() {
-            let n = params[i].1.value().numel();
+        let numels: Vec<usize> = params.iter().map(|(_, p)| p.value().numel()).collect();
+        for (i, &n) in numels.iter().enumerate().rev() {
             if buckets.is_empty() || (filled + n > cap && filled > 0) {
                 buckets.push(Vec::new());
                 filled = 0;
@@ -306,6 +310,8 @@ impl<'a> GradientReducer<'a> {
             comm,
             params,
             scale,
+            numels,
+            cap,
             buckets,
             bucket_of,
             waiting,
@@ -351,10 +357,7 @@ impl<'a> GradientReducer<'a> {
     fn start_next(&mut self) -> Result<()> {
         let members = &self.buckets[self.started.len()];
         let grads: Vec<Option<Tensor>> = members.iter().map(|&i| self.params[i].1.grad()).collect();
-        let numel: usize = members
-            .iter()
-            .map(|&i| self.params[i].1.value().numel())
-            .sum();
+        let numel: usize = members.iter().map(|&i| self.numels[i]).sum();
         let mut flat = Vec::with_capacity(members.len() + numel);
         flat.extend(grads.iter().map(|g| f32::from(u8::from(g.is_some()))));
         for (g, &i) in grads.iter().zip(members) {
@@ -363,15 +366,14 @@ impl<'a> GradientReducer<'a> {
                     Some(s) => flat.extend(s.iter().map(|&x| x * self.scale)),
                     None => flat.extend(g.to_vec().into_iter().map(|x| x * self.scale)),
                 },
-                None => flat.extend(std::iter::repeat_n(0.0, self.params[i].1.value().numel())),
+                None => flat.extend(std::iter::repeat_n(0.0, self.numels[i])),
             }
         }
-        let cap = (self.comm.bucket_bytes() / std::mem::size_of::<f32>()).max(1);
         let mut pieces = Vec::new();
-        if flat.len() <= cap {
+        if flat.len() <= self.cap {
             pieces.push(self.comm.start_all_reduce_sum(flat)?);
         } else {
-            for piece in flat.chunks(cap) {
+            for piece in flat.chunks(self.cap) {
                 pieces.push(self.comm.start_all_reduce_sum(piece.to_vec())?);
             }
         }
@@ -404,7 +406,7 @@ impl<'a> GradientReducer<'a> {
             let (flags, mut rest) = flat.split_at(members.len());
             for (&i, &flag) in members.iter().zip(flags) {
                 let p = &self.params[i].1;
-                let (mine, tail) = rest.split_at(p.value().numel());
+                let (mine, tail) = rest.split_at(self.numels[i]);
                 rest = tail;
                 if flag > 0.0 {
                     p.set_grad(Tensor::from_vec(mine.to_vec(), p.value().shape())?)?;

@@ -437,10 +437,13 @@ pub fn evaluate_with(
     );
     let mut state = None;
     let (mut total, mut count) = (0.0f64, 0usize);
-    for k in 0..batches.num_chunks() {
-        if rows.is_empty() {
-            break;
-        }
+    // A rank without streams reads no chunk, but still takes part in the sum.
+    let chunks = if rows.is_empty() {
+        0
+    } else {
+        batches.num_chunks()
+    };
+    for k in 0..chunks {
         let (x, y) = batches.chunk(k)?;
         let (x, y) = if rows.len() == batch {
             (x, y)
