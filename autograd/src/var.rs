@@ -385,27 +385,30 @@ impl Parameter {
 
     /// Replaces the accumulated gradient (gradient clipping, gradients from elsewhere).
     pub fn set_grad(&self, grad: Tensor) -> Result<()> {
-        let var = self.current();
-        if grad.shape() != var.shape() {
-            return Err(Error::GradShape {
-                expected: var.shape().to_vec(),
-                got: grad.shape().to_vec(),
-            });
-        }
+        let var = self.current_shaped(&grad, |expected, got| Error::GradShape { expected, got })?;
         let mut slot = var.0.grad.lock().map_err(|_| Error::Poisoned)?;
         *slot = Some(grad);
         Ok(())
     }
 
+    /// The current variable, if `t` has its shape; otherwise the error that `mismatch`
+    /// makes of the expected and the given shape.
+    fn current_shaped(
+        &self,
+        t: &Tensor,
+        mismatch: fn(Vec<usize>, Vec<usize>) -> Error,
+    ) -> Result<Var> {
+        let var = self.current();
+        if t.shape() != var.shape() {
+            return Err(mismatch(var.shape().to_vec(), t.shape().to_vec()));
+        }
+        Ok(var)
+    }
+
     /// Installs a new value of the same shape (an optimizer step, a checkpoint load).
     pub fn set(&self, value: Tensor) -> Result<()> {
-        let old = self.current();
-        if value.shape() != old.shape() {
-            return Err(Error::ValueShape {
-                expected: old.shape().to_vec(),
-                got: value.shape().to_vec(),
-            });
-        }
+        let old =
+            self.current_shaped(&value, |expected, got| Error::ValueShape { expected, got })?;
         let fresh = Var::with_grad_slot(value, true, true, None, Arc::clone(&old.0.grad));
         match self.0.lock() {
             Ok(mut v) => *v = fresh,

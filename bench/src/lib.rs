@@ -540,7 +540,10 @@ pub fn w4(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
         labels,
     } = w4_setup()?;
     let y = tessera_tensor::IndexTensor::from_vec(labels);
-    let mut opt = tessera_optim::Adam::adamw(1e-3).with_weight_decay(0.05);
+    let mut opt = tessera_optim::Adam::with(tessera_optim::AdamConfig {
+        weight_decay: 0.05,
+        ..tessera_optim::AdamConfig::adamw(1e-3)
+    });
     let timing = time_steps(s, 64.0, || w4_step(&vit, &params, &x, &y, &mut opt, None))?;
     out(record(
         "W4",
@@ -632,7 +635,10 @@ pub fn w7(
     let x = x.index_select(0, &rows)?;
     let y = tessera_tensor::IndexTensor::from_vec(rows.iter().map(|&i| y[i]).collect());
     broadcast_parameters(comm, &params, 0)?;
-    let mut opt = tessera_optim::Adam::adamw(1e-3).with_weight_decay(0.05);
+    let mut opt = tessera_optim::Adam::with(tessera_optim::AdamConfig {
+        weight_decay: 0.05,
+        ..tessera_optim::AdamConfig::adamw(1e-3)
+    });
     let share = rows.len() as f32 / 64.0;
     let timing = time_steps_on(s, 64.0, comm, || {
         w4_step(&vit, &params, &x, &y, &mut opt, Some((comm, share)))

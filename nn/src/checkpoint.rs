@@ -104,6 +104,35 @@ pub struct TrainProgress {
     pub rng: Option<RngState>,
 }
 
+impl TrainProgress {
+    /// The saved position as an index into a pass of `len` `what` (`batches`, `chunks`),
+    /// or [`Error::Position`] naming `path` when the data given is shorter than that.
+    ///
+    /// ```
+    /// use tessera_nn::TrainProgress;
+    /// let progress = TrainProgress { position: 3, ..TrainProgress::default() };
+    /// assert_eq!(progress.position_within("run.safetensors", 4, "batches")?, 3);
+    /// assert!(progress.position_within("run.safetensors", 3, "batches").is_err());
+    /// # Ok::<(), tessera_nn::Error>(())
+    /// ```
+    pub fn position_within(
+        &self,
+        path: impl AsRef<Path>,
+        len: usize,
+        what: &'static str,
+    ) -> Result<usize> {
+        if self.position >= len as u64 {
+            return Err(Error::Position {
+                path: path.as_ref().to_path_buf(),
+                position: self.position,
+                len,
+                what,
+            });
+        }
+        Ok(self.position as usize)
+    }
+}
+
 /// A [`Rng`]'s state as integers: its 32-byte key and its position in the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RngState {

@@ -126,6 +126,19 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A training checkpoint whose data position lies beyond the data it resumes on
+    /// (another corpus, batch size or sequence length than the run that saved it).
+    #[error("{}: data position {position} is beyond the {len} {what} of this data", path.display())]
+    Position {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The saved position ([`TrainProgress::position`]).
+        position: u64,
+        /// Batches or chunks per pass over the data given.
+        len: usize,
+        /// `batches` or `chunks`.
+        what: &'static str,
+    },
     /// A parameter or buffer too large to allocate (a size from a typo, or from a
     /// corrupt checkpoint's configuration), or too large for a [`MemoryBudget`]: refused
     /// before any memory is touched.

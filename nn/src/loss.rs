@@ -134,17 +134,19 @@ impl CrossEntropyLoss {
     }
 
     fn run(&self, op: &'static str, logits: &Var, targets: &[i64], named: bool) -> Result<Var> {
-        let (n, c) = logits
-            .value()
-            .dims2()
-            .map_err(|_| Error::shape(op, "logits [N, C]", logits.shape()))?;
         let eps = self.label_smoothing;
         if !(0.0..=1.0).contains(&eps) {
             return Err(Error::setting(op, "label smoothing", eps, "within [0, 1]"));
         }
         let ignore = self.ignore_index;
-        let counted = check_targets(op, targets, n, c, ignore)?;
-        let weight = class_weights(op, self.weight.as_ref(), c)?;
+        let (mean, weight) = (self.reduction == Reduction::Mean, self.weight.as_ref());
+        let named = named.then_some(ignore);
+        let Rows {
+            n,
+            c,
+            counted,
+            weight,
+        } = Rows::check(op, logits, "logits", targets, ignore, weight, mean, named)?;
         // The mean's denominator: the counted rows' class weights (their number).
         let denominator: f64 = match &weight {
             Some(w) => counted
@@ -153,9 +155,6 @@ impl CrossEntropyLoss {
                 .sum(),
             None => counted.len() as f64,
         };
-        if self.reduction == Reduction::Mean && counted.is_empty() {
-            return Err(every_target_ignored(op, named.then_some(ignore)));
-        }
         // One pass per row for the value, the softmax kept for the backward pass.
         let x = logits.value().contiguous();
         let xs = x.as_slice().expect("contiguous");
@@ -216,34 +215,67 @@ impl CrossEntropyLoss {
     }
 }
 
-/// The rows whose target counts; an error naming the row for a target outside
-/// `0..classes` that is not `ignore`, or for a count other than `n`.
-fn check_targets(
-    op: &'static str,
-    targets: &[i64],
+/// What both class losses check before they compute: the input `[N, C]`, one target
+/// per row (a class in `0..C`, or `ignore`), the class weights, and for a mean at least
+/// one counted row.
+struct Rows {
+    /// Rows.
     n: usize,
-    classes: usize,
-    ignore: i64,
-) -> Result<Vec<usize>> {
-    if targets.len() != n {
-        return Err(Error::shape(op, format!("{n} targets"), &[targets.len()]));
-    }
-    let mut counted = Vec::with_capacity(n);
-    for (row, &t) in targets.iter().enumerate() {
-        if t == ignore {
-            continue;
+    /// Classes.
+    c: usize,
+    /// The rows whose target counts.
+    counted: Vec<usize>,
+    /// The class weights, when given.
+    weight: Option<Vec<f32>>,
+}
+
+impl Rows {
+    /// The checked rows of `input` (named `what` in errors) for `targets`; `named` is the
+    /// ignore index that an all-ignored mean's error names, if the caller chose it.
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        op: &'static str,
+        input: &Var,
+        what: &str,
+        targets: &[i64],
+        ignore: i64,
+        weight: Option<&Tensor>,
+        mean: bool,
+        named: Option<i64>,
+    ) -> Result<Rows> {
+        let (n, c) = input
+            .value()
+            .dims2()
+            .map_err(|_| Error::shape(op, format!("{what} [N, C]"), input.shape()))?;
+        if targets.len() != n {
+            return Err(Error::shape(op, format!("{n} targets"), &[targets.len()]));
         }
-        if t < 0 || t as u64 >= classes as u64 {
-            return Err(Error::Target {
-                op,
-                target: t,
-                row,
-                classes,
-            });
+        let mut counted = Vec::with_capacity(n);
+        for (row, &t) in targets.iter().enumerate() {
+            if t == ignore {
+                continue;
+            }
+            if t < 0 || t as u64 >= c as u64 {
+                return Err(Error::Target {
+                    op,
+                    target: t,
+                    row,
+                    classes: c,
+                });
+            }
+            counted.push(row);
         }
-        counted.push(row);
+        if mean && counted.is_empty() {
+            return Err(every_target_ignored(op, named));
+        }
+        let weight = class_weights(op, weight, c)?;
+        Ok(Rows {
+            n,
+            c,
+            counted,
+            weight,
+        })
     }
-    Ok(counted)
 }
 
 /// A class-weight tensor as `C` finite values, or an error naming its shape.
@@ -409,15 +441,13 @@ impl NllLoss {
     }
 
     fn run(&self, op: &'static str, log_probs: &Var, targets: &[i64], named: bool) -> Result<Var> {
-        let (n, c) = log_probs
-            .value()
-            .dims2()
-            .map_err(|_| Error::shape(op, "log-probabilities [N, C]", log_probs.shape()))?;
-        let counted = check_targets(op, targets, n, c, self.ignore_index)?;
-        if self.reduction == Reduction::Mean && counted.is_empty() {
-            return Err(every_target_ignored(op, named.then_some(self.ignore_index)));
-        }
-        let weight = class_weights(op, self.weight.as_ref(), c)?;
+        let ignore = self.ignore_index;
+        let (mean, weight) = (self.reduction == Reduction::Mean, self.weight.as_ref());
+        let named = named.then_some(ignore);
+        let input = "log-probabilities";
+        let Rows {
+            n, counted, weight, ..
+        } = Rows::check(op, log_probs, input, targets, ignore, weight, mean, named)?;
         // Each row's weight (0 for an ignored row) and the class it picks.
         let mut idx = vec![0usize; n];
         let mut row_weight = vec![0.0f32; n];

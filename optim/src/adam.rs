@@ -25,17 +25,17 @@ struct Moments {
 /// ```
 ///
 /// The bias corrections are computed in f64, as PyTorch does in Python.
+///
+/// ```
+/// use tessera_optim::{Adam, AdamConfig};
+/// let opt = Adam::with(AdamConfig { weight_decay: 0.05, ..AdamConfig::adamw(1e-3) });
+/// assert!(opt.config.decoupled && opt.config.weight_decay == 0.05);
+/// ```
 #[derive(Clone, Debug)]
 pub struct Adam {
-    lr: f64,
-    /// β1, β2.
-    pub betas: (f32, f32),
-    /// ε.
-    pub eps: f32,
-    /// Weight decay (L2 for Adam, decoupled for AdamW).
-    pub weight_decay: f32,
-    /// Decoupled weight decay (AdamW).
-    pub decoupled: bool,
+    /// The settings; [`Optimizer::set_lr`] and [`Optimizer::set_momentum`] (β1) change
+    /// them as a scheduler steps.
+    pub config: AdamConfig,
     /// Parameters exempt from weight decay (a second PyTorch parameter group with
     /// `weight_decay=0`, as timm puts biases, norms and embeddings).
     pub no_decay: BTreeSet<String>,
@@ -46,52 +46,78 @@ pub struct Adam {
     state: HashMap<String, Moments>,
 }
 
-impl Adam {
+/// The settings of [`Adam`], by `torch.optim.Adam`'s names: presets for Adam, AdamW and
+/// the Transformer paper, the other fields set by name.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamConfig {
+    /// The learning rate.
+    pub lr: f64,
+    /// β1, β2.
+    pub betas: (f32, f32),
+    /// ε.
+    pub eps: f32,
+    /// Weight decay (L2 for Adam, decoupled for AdamW).
+    pub weight_decay: f32,
+    /// Decoupled weight decay (AdamW).
+    pub decoupled: bool,
+}
+
+impl AdamConfig {
     /// Adam with PyTorch's defaults: betas (0.9, 0.999), eps 1e-8, no weight decay.
-    pub fn new(lr: f64) -> Adam {
-        Adam {
+    pub fn adam(lr: f64) -> AdamConfig {
+        AdamConfig {
             lr,
             betas: (0.9, 0.999),
             eps: 1e-8,
             weight_decay: 0.0,
             decoupled: false,
+        }
+    }
+
+    /// AdamW with PyTorch's defaults: betas (0.9, 0.999), eps 1e-8, weight decay 0.01.
+    pub fn adamw(lr: f64) -> AdamConfig {
+        AdamConfig {
+            weight_decay: 0.01,
+            decoupled: true,
+            ..AdamConfig::adam(lr)
+        }
+    }
+
+    /// The Transformer's settings: betas (0.9, 0.98), eps 1e-9 ("Attention Is All You
+    /// Need", section 5.3).
+    pub fn transformer(lr: f64) -> AdamConfig {
+        AdamConfig {
+            betas: (0.9, 0.98),
+            eps: 1e-9,
+            ..AdamConfig::adam(lr)
+        }
+    }
+}
+
+impl Adam {
+    /// Adam with the settings of `config`, every parameter decayed at rate 1.
+    pub fn with(config: AdamConfig) -> Adam {
+        Adam {
+            config,
             no_decay: BTreeSet::new(),
             lr_scale: BTreeMap::new(),
             state: HashMap::new(),
         }
     }
 
-    /// AdamW with PyTorch's defaults: betas (0.9, 0.999), eps 1e-8, weight decay 0.01.
+    /// Adam with PyTorch's defaults ([`AdamConfig::adam`]).
+    pub fn new(lr: f64) -> Adam {
+        Adam::with(AdamConfig::adam(lr))
+    }
+
+    /// AdamW with PyTorch's defaults ([`AdamConfig::adamw`]).
     pub fn adamw(lr: f64) -> Adam {
-        Adam {
-            weight_decay: 0.01,
-            decoupled: true,
-            ..Adam::new(lr)
-        }
+        Adam::with(AdamConfig::adamw(lr))
     }
 
-    /// The Transformer's settings: betas (0.9, 0.98), eps 1e-9 ("Attention Is All You
-    /// Need", section 5.3).
+    /// The Transformer paper's Adam ([`AdamConfig::transformer`]).
     pub fn transformer(lr: f64) -> Adam {
-        Adam::new(lr).with_betas(0.9, 0.98).with_eps(1e-9)
-    }
-
-    /// Sets β1 and β2.
-    pub fn with_betas(mut self, beta1: f32, beta2: f32) -> Adam {
-        self.betas = (beta1, beta2);
-        self
-    }
-
-    /// Sets ε.
-    pub fn with_eps(mut self, eps: f32) -> Adam {
-        self.eps = eps;
-        self
-    }
-
-    /// Sets the weight decay.
-    pub fn with_weight_decay(mut self, weight_decay: f32) -> Adam {
-        self.weight_decay = weight_decay;
-        self
+        Adam::with(AdamConfig::transformer(lr))
     }
 
     /// Exempts the named parameters from weight decay.
@@ -133,23 +159,24 @@ fn elements(t: &Tensor) -> std::borrow::Cow<'_, [f32]> {
 
 impl Optimizer for Adam {
     fn step(&mut self, params: &[(String, Parameter)]) -> Result<()> {
-        let grads = gradients(params, if self.decoupled { "AdamW" } else { "Adam" })?;
-        let (b1, b2) = self.betas;
+        let c = self.config;
+        let grads = gradients(params, if c.decoupled { "AdamW" } else { "Adam" })?;
+        let (b1, b2) = c.betas;
         let mut updates = Vec::with_capacity(grads.len());
         for (name, p, g) in grads {
-            let lr = self.lr * self.lr_scale.get(&name).copied().unwrap_or(1.0);
+            let lr = c.lr * self.lr_scale.get(&name).copied().unwrap_or(1.0);
             let mut value = p.value();
             let wd = if self.no_decay.contains(&name) {
                 0.0
             } else {
-                self.weight_decay
+                c.weight_decay
             };
-            let g = if wd != 0.0 && !self.decoupled {
+            let g = if wd != 0.0 && !c.decoupled {
                 g.add(&value.mul_scalar(wd))?
             } else {
                 g
             };
-            if wd != 0.0 && self.decoupled {
+            if wd != 0.0 && c.decoupled {
                 value = value.mul_scalar((1.0 - lr * wd as f64) as f32);
             }
             let prev = self.state.get(&name);
@@ -158,7 +185,7 @@ impl Optimizer for Adam {
             let bc2 = 1.0 - (b2 as f64).powi(step as i32);
             let step_size = (lr / bc1) as f32;
             let bc2_sqrt = bc2.sqrt() as f32;
-            let (w1, scale, eps) = ((1.0 - b1 as f64) as f32, (1.0 - b2 as f64) as f32, self.eps);
+            let (w1, scale, eps) = ((1.0 - b1 as f64) as f32, (1.0 - b2 as f64) as f32, c.eps);
             // One pass over the elements, with the operations (and roundings) of
             // PyTorch's single-tensor Adam in its order:
             // m = lerp(m, g, 1 - β1); v = β2 v + (1 - β2) g²;
@@ -199,15 +226,15 @@ impl Optimizer for Adam {
     }
 
     fn lr(&self) -> f64 {
-        self.lr
+        self.config.lr
     }
 
     fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
+        self.config.lr = lr;
     }
 
     fn set_momentum(&mut self, momentum: f64) {
-        self.betas.0 = momentum as f32;
+        self.config.betas.0 = momentum as f32;
     }
 
     fn state(&self) -> BTreeMap<String, Tensor> {

@@ -30,14 +30,14 @@ mod sgd;
 
 use std::collections::BTreeMap;
 
-pub use adam::Adam;
+pub use adam::{Adam, AdamConfig};
 pub use clip::{clip_grad_norm, clip_limit};
 pub use comm::{
     all_reduce_gradients, broadcast_parameters, check_root, check_same, describe_parameters, shard,
     sum_over_ranks, Communicator, GradientReducer, Local, PendingSum, WithBuckets,
     DEFAULT_BUCKET_BYTES,
 };
-pub use sgd::Sgd;
+pub use sgd::{Sgd, SgdConfig};
 pub use tessera_autograd::Parameter;
 use tessera_tensor::{SafeTensorsFile, Tensor};
 

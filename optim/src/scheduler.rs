@@ -390,10 +390,10 @@ impl Scheduler {
     ///
     /// ```
     /// use tessera_optim::scheduler::{Anneal, LrScheduler, Scheduler};
-    /// use tessera_optim::{Optimizer, Sgd};
+    /// use tessera_optim::{Optimizer, Sgd, SgdConfig};
     /// let mut s = Scheduler::one_cycle(0.1, 10, 0.3, Anneal::Linear, 25.0, 1e4, false)?
     ///     .cycle_momentum(Some((0.8, 0.9)))?;
-    /// let mut opt = Sgd::new(0.1).with_momentum(0.9);
+    /// let mut opt = Sgd::with(SgdConfig { momentum: 0.9, ..SgdConfig::new(0.1) });
     /// assert_eq!(s.get_last_momentum(), Some(0.9));
     /// for _ in 0..2 {
     ///     s.step()?;
@@ -401,7 +401,7 @@ impl Scheduler {
     /// // At the peak of the rate, the momentum is at its lowest.
     /// assert!((s.get_last_momentum().unwrap() - 0.8).abs() < 1e-12);
     /// opt.set_momentum(s.get_last_momentum().unwrap());
-    /// assert!((opt.momentum - 0.8).abs() < 1e-6);
+    /// assert!((opt.config.momentum - 0.8).abs() < 1e-6);
     /// # Ok::<(), tessera_optim::Error>(())
     /// ```
     pub fn cycle_momentum(mut self, range: Option<(f64, f64)>) -> Result<Scheduler> {

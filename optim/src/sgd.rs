@@ -15,89 +15,96 @@ use crate::{gradients, Error, Optimizer, Parameter, Result};
 /// g ← g + μ·b  (Nesterov)   or   g ← b
 /// p ← p - lr·g
 /// ```
+///
+/// ```
+/// use tessera_optim::{Sgd, SgdConfig};
+/// let opt = Sgd::with(SgdConfig { momentum: 0.9, nesterov: true, ..SgdConfig::new(0.05) });
+/// assert_eq!((opt.config.lr, opt.config.momentum), (0.05, 0.9));
+/// ```
 #[derive(Clone, Debug)]
 pub struct Sgd {
-    lr: f64,
-    /// Momentum μ (0: none).
-    pub momentum: f32,
-    /// Dampening τ of the momentum.
-    pub dampening: f32,
-    /// Nesterov momentum.
-    pub nesterov: bool,
-    /// L2 weight decay added to the gradient.
-    pub weight_decay: f32,
+    /// The settings; [`Optimizer::set_lr`] and [`Optimizer::set_momentum`] change them
+    /// as a scheduler steps.
+    pub config: SgdConfig,
     buffers: HashMap<String, Tensor>,
 }
 
-impl Sgd {
-    /// Plain SGD with learning rate `lr`.
-    pub fn new(lr: f64) -> Sgd {
-        Sgd {
+/// The settings of [`Sgd`], by `torch.optim.SGD`'s names; [`SgdConfig::new`] gives its
+/// defaults for a learning rate, and the others are set by name.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdConfig {
+    /// The learning rate.
+    pub lr: f64,
+    /// Momentum μ (default 0: none).
+    pub momentum: f32,
+    /// Dampening τ of the momentum (default 0).
+    pub dampening: f32,
+    /// Nesterov momentum (default off).
+    pub nesterov: bool,
+    /// L2 weight decay added to the gradient (default 0).
+    pub weight_decay: f32,
+}
+
+impl SgdConfig {
+    /// Plain SGD with learning rate `lr`: no momentum, dampening or weight decay.
+    pub fn new(lr: f64) -> SgdConfig {
+        SgdConfig {
             lr,
             momentum: 0.0,
             dampening: 0.0,
             nesterov: false,
             weight_decay: 0.0,
-            buffers: HashMap::new(),
         }
     }
+}
 
-    /// Sets the momentum.
-    pub fn with_momentum(mut self, momentum: f32) -> Sgd {
-        self.momentum = momentum;
-        self
+impl Sgd {
+    /// Plain SGD with learning rate `lr` ([`SgdConfig::new`]).
+    pub fn new(lr: f64) -> Sgd {
+        Sgd::with(SgdConfig::new(lr))
     }
 
-    /// Sets the dampening.
-    pub fn with_dampening(mut self, dampening: f32) -> Sgd {
-        self.dampening = dampening;
-        self
-    }
-
-    /// Turns Nesterov momentum on.
-    pub fn with_nesterov(mut self, nesterov: bool) -> Sgd {
-        self.nesterov = nesterov;
-        self
-    }
-
-    /// Sets the weight decay.
-    pub fn with_weight_decay(mut self, weight_decay: f32) -> Sgd {
-        self.weight_decay = weight_decay;
-        self
+    /// SGD with the settings of `config`.
+    pub fn with(config: SgdConfig) -> Sgd {
+        Sgd {
+            config,
+            buffers: HashMap::new(),
+        }
     }
 }
 
 impl Optimizer for Sgd {
     fn step(&mut self, params: &[(String, Parameter)]) -> Result<()> {
         let grads = gradients(params, "SGD")?;
+        let c = self.config;
         let mut updates = Vec::with_capacity(grads.len());
         for (name, p, g) in grads {
             let value = p.value();
-            let mut g = if self.weight_decay != 0.0 {
-                g.add(&value.mul_scalar(self.weight_decay))?
+            let mut g = if c.weight_decay != 0.0 {
+                g.add(&value.mul_scalar(c.weight_decay))?
             } else {
                 g
             };
-            if self.momentum != 0.0 {
+            if c.momentum != 0.0 {
                 let buf = match self.buffers.get(&name) {
                     None => g.clone(),
                     Some(b) => b
-                        .mul_scalar(self.momentum)
-                        .add(&g.mul_scalar(1.0 - self.dampening))?,
+                        .mul_scalar(c.momentum)
+                        .add(&g.mul_scalar(1.0 - c.dampening))?,
                 };
-                g = if self.nesterov {
-                    g.add(&buf.mul_scalar(self.momentum))?
+                g = if c.nesterov {
+                    g.add(&buf.mul_scalar(c.momentum))?
                 } else {
                     buf.clone()
                 };
                 updates.push((
                     name,
                     p,
-                    value.add(&g.mul_scalar(-(self.lr as f32)))?,
+                    value.add(&g.mul_scalar(-(c.lr as f32)))?,
                     Some(buf),
                 ));
             } else {
-                updates.push((name, p, value.add(&g.mul_scalar(-(self.lr as f32)))?, None));
+                updates.push((name, p, value.add(&g.mul_scalar(-(c.lr as f32)))?, None));
             }
         }
         for (name, p, new, buf) in updates {
@@ -110,15 +117,15 @@ impl Optimizer for Sgd {
     }
 
     fn lr(&self) -> f64 {
-        self.lr
+        self.config.lr
     }
 
     fn set_lr(&mut self, lr: f64) {
-        self.lr = lr;
+        self.config.lr = lr;
     }
 
     fn set_momentum(&mut self, momentum: f64) {
-        self.momentum = momentum as f32;
+        self.config.momentum = momentum as f32;
     }
 
     fn state(&self) -> BTreeMap<String, Tensor> {

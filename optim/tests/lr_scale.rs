@@ -5,7 +5,7 @@
 
 use tessera_autograd::Parameter;
 use tessera_nn::Var;
-use tessera_optim::{Adam, Optimizer};
+use tessera_optim::{Adam, AdamConfig, Optimizer};
 use tessera_tensor::{Rng, Tensor};
 
 /// `steps` AdamW steps on `sum((p ⊙ w)²)` for each parameter, every gradient from the
@@ -30,15 +30,23 @@ fn param(seed: u64) -> Parameter {
 fn a_scaled_parameter_moves_as_with_a_scaled_learning_rate() {
     let (a, b) = (param(1), param(2));
     let both = [("a".to_string(), a.clone()), ("b".to_string(), b.clone())];
-    let mut grouped = Adam::adamw(1e-2)
-        .with_weight_decay(0.1)
-        .with_lr_scale([("a", 0.25)]);
+    let mut grouped = Adam::with(AdamConfig {
+        weight_decay: 0.1,
+        ..AdamConfig::adamw(1e-2)
+    })
+    .with_lr_scale([("a", 0.25)]);
     run(&mut grouped, &both, 5);
 
     let (a1, b1) = (param(1), param(2));
-    let mut slow = Adam::adamw(0.25e-2).with_weight_decay(0.1);
+    let mut slow = Adam::with(AdamConfig {
+        weight_decay: 0.1,
+        ..AdamConfig::adamw(0.25e-2)
+    });
     run(&mut slow, &[("a".to_string(), a1.clone())], 5);
-    let mut plain = Adam::adamw(1e-2).with_weight_decay(0.1);
+    let mut plain = Adam::with(AdamConfig {
+        weight_decay: 0.1,
+        ..AdamConfig::adamw(1e-2)
+    });
     run(&mut plain, &[("b".to_string(), b1.clone())], 5);
 
     assert_eq!(a.value().to_vec(), a1.value().to_vec());

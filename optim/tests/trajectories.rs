@@ -5,7 +5,9 @@
 //! its value after every step.
 
 use serde_json::Value;
-use tessera_optim::{clip_grad_norm, schedule, Adam, Optimizer, Parameter, Sgd};
+use tessera_optim::{
+    clip_grad_norm, schedule, Adam, AdamConfig, Optimizer, Parameter, Sgd, SgdConfig,
+};
 use tessera_tensor::Tensor;
 use tessera_testutil::{assert_close_slice, floats};
 
@@ -48,16 +50,22 @@ fn sgd_variants_follow_torch() {
     follow("sgd_plain", Sgd::new(0.05), None, None);
     follow(
         "sgd_momentum_dampening",
-        Sgd::new(0.05).with_momentum(0.9).with_dampening(0.1),
+        Sgd::with(SgdConfig {
+            momentum: 0.9,
+            dampening: 0.1,
+            ..SgdConfig::new(0.05)
+        }),
         None,
         None,
     );
     follow(
         "sgd_nesterov_wd",
-        Sgd::new(0.05)
-            .with_momentum(0.9)
-            .with_nesterov(true)
-            .with_weight_decay(1e-2),
+        Sgd::with(SgdConfig {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 1e-2,
+            ..SgdConfig::new(0.05)
+        }),
         None,
         None,
     );
@@ -73,13 +81,19 @@ fn adam_under_the_transformer_warmup_follows_torch() {
 fn adam_adamw_and_clipping_follow_torch() {
     follow(
         "adam_wd",
-        Adam::new(1e-2).with_weight_decay(1e-2),
+        Adam::with(AdamConfig {
+            weight_decay: 1e-2,
+            ..AdamConfig::adam(1e-2)
+        }),
         None,
         None,
     );
     follow(
         "adamw",
-        Adam::adamw(1e-2).with_weight_decay(0.05),
+        Adam::with(AdamConfig {
+            weight_decay: 0.05,
+            ..AdamConfig::adamw(1e-2)
+        }),
         None,
         None,
     );
@@ -165,11 +179,27 @@ fn parameters_exempt_from_decay_follow_adamw_without_decay() {
         params.iter().map(|(_, p)| p.value().to_vec()).collect()
     };
     let both = run(
-        &mut Adam::adamw(0.1).with_weight_decay(0.5).without_decay(["b"]),
+        &mut Adam::with(AdamConfig {
+            weight_decay: 0.5,
+            ..AdamConfig::adamw(0.1)
+        })
+        .without_decay(["b"]),
         &["a", "b"],
     );
-    let decayed = run(&mut Adam::adamw(0.1).with_weight_decay(0.5), &["a"]);
-    let plain = run(&mut Adam::adamw(0.1).with_weight_decay(0.0), &["b"]);
+    let decayed = run(
+        &mut Adam::with(AdamConfig {
+            weight_decay: 0.5,
+            ..AdamConfig::adamw(0.1)
+        }),
+        &["a"],
+    );
+    let plain = run(
+        &mut Adam::with(AdamConfig {
+            weight_decay: 0.0,
+            ..AdamConfig::adamw(0.1)
+        }),
+        &["b"],
+    );
     assert_eq!(both[0], decayed[0]);
     assert_eq!(both[1], plain[0]);
     assert_ne!(decayed[0], plain[0], "the decay must matter in this test");

@@ -195,9 +195,11 @@ impl CharLm {
                     Cell::Gru => Mode::Gru,
                     _ => Mode::RnnTanh,
                 };
-                let rc = RecurrentConfig::new(mode, config.vocab, config.hidden)
-                    .layers(config.layers)
-                    .batch_first(true);
+                let rc = RecurrentConfig {
+                    num_layers: config.layers,
+                    batch_first: true,
+                    ..RecurrentConfig::new(mode, config.vocab, config.hidden)
+                };
                 Net::Stack {
                     rnn: Recurrent::build(&vb.pp("rnn"), rc)?,
                     decoder: Linear::new(&vb.pp("decoder"), config.hidden, config.vocab, true)?,

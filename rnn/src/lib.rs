@@ -125,16 +125,6 @@ pub enum Error {
         /// Tensors the file has.
         got: usize,
     },
-    /// A training checkpoint whose data position lies beyond the text it resumes on.
-    #[error("{path}: data position {position} is beyond the {chunks} chunks of this text")]
-    Position {
-        /// The file.
-        path: PathBuf,
-        /// The saved position (chunks already taken in the current pass).
-        position: u64,
-        /// Chunks per pass over the text given.
-        chunks: usize,
-    },
 }
 
 /// `Result` with the crate's [`enum@Error`].

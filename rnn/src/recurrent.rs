@@ -42,10 +42,16 @@ impl Mode {
 }
 
 /// The shape of a [`Recurrent`] layer stack, with PyTorch's constructor arguments.
+/// [`RecurrentConfig::new`] gives PyTorch's defaults; the other fields are set as
+/// PyTorch's keyword arguments are, by name:
 ///
 /// ```
 /// use tessera_rnn::{Mode, RecurrentConfig};
-/// let config = RecurrentConfig::new(Mode::Gru, 3, 4).layers(2).bidirectional(true);
+/// let config = RecurrentConfig {
+///     num_layers: 2,
+///     bidirectional: true,
+///     ..RecurrentConfig::new(Mode::Gru, 3, 4)
+/// };
 /// assert_eq!(config.directions(), 2);
 /// let json = serde_json::to_string(&config).unwrap();
 /// assert!(json.starts_with(r#"{"mode":"gru","input_size":3,"hidden_size":4,"num_layers":2"#));
@@ -80,30 +86,6 @@ impl RecurrentConfig {
             batch_first: false,
             bidirectional: false,
         }
-    }
-
-    /// With `n` stacked layers.
-    pub fn layers(mut self, n: usize) -> RecurrentConfig {
-        self.num_layers = n;
-        self
-    }
-
-    /// Inputs and outputs `[B, T, F]`.
-    pub fn batch_first(mut self, yes: bool) -> RecurrentConfig {
-        self.batch_first = yes;
-        self
-    }
-
-    /// Two directions per layer.
-    pub fn bidirectional(mut self, yes: bool) -> RecurrentConfig {
-        self.bidirectional = yes;
-        self
-    }
-
-    /// With or without biases.
-    pub fn bias(mut self, yes: bool) -> RecurrentConfig {
-        self.bias = yes;
-        self
     }
 
     /// 1 or 2.
@@ -367,7 +349,11 @@ impl Weights {
 /// use tessera_rnn::{Mode, Recurrent, RecurrentConfig};
 /// use tessera_tensor::{Rng, Tensor};
 /// let mut rng = Rng::seed(0);
-/// let config = RecurrentConfig::new(Mode::Lstm, 3, 5).layers(2).batch_first(true);
+/// let config = RecurrentConfig {
+///     num_layers: 2,
+///     batch_first: true,
+///     ..RecurrentConfig::new(Mode::Lstm, 3, 5)
+/// };
 /// let lstm = Recurrent::new(config, &mut rng)?;
 /// let x = Var::constant(Tensor::randn(&[2, 7, 3], 0.0, 1.0, &mut rng));
 /// let out = lstm.forward(&x, None)?;

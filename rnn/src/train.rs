@@ -255,13 +255,7 @@ impl TrainState {
         let mut opt = Adam::new(config.lr);
         opt.load_checkpoint_state(&tessera_tensor::SafeTensorsFile::open(path)?)?;
         let batches = BpttBatches::new(ids, config.batch, config.seq)?;
-        if progress.position >= batches.num_chunks() as u64 {
-            return Err(Error::Position {
-                path: path.to_path_buf(),
-                position: progress.position,
-                chunks: batches.num_chunks(),
-            });
-        }
+        let chunk = progress.position_within(path, batches.num_chunks(), "chunks")?;
         Ok((
             TrainState {
                 model,
@@ -270,7 +264,7 @@ impl TrainState {
                 batches,
                 step: progress.step,
                 epoch: progress.epoch,
-                chunk: progress.position as usize,
+                chunk,
                 carry,
             },
             meta,

@@ -37,14 +37,16 @@ fn check_path(name: &str, stepwise: bool) {
         ("GRU", _) => Mode::Gru,
         (k, _) => panic!("unknown kind {k}"),
     };
-    let config = RecurrentConfig::new(
-        mode,
-        cfg["input_size"].as_u64().unwrap() as usize,
-        cfg["hidden_size"].as_u64().unwrap() as usize,
-    )
-    .layers(cfg["num_layers"].as_u64().unwrap() as usize)
-    .batch_first(cfg["batch_first"].as_bool().unwrap_or(false))
-    .bidirectional(cfg["bidirectional"].as_bool().unwrap_or(false));
+    let config = RecurrentConfig {
+        num_layers: cfg["num_layers"].as_u64().unwrap() as usize,
+        batch_first: cfg["batch_first"].as_bool().unwrap_or(false),
+        bidirectional: cfg["bidirectional"].as_bool().unwrap_or(false),
+        ..RecurrentConfig::new(
+            mode,
+            cfg["input_size"].as_u64().unwrap() as usize,
+            cfg["hidden_size"].as_u64().unwrap() as usize,
+        )
+    };
     let model = Recurrent::new(config, &mut Rng::seed(0)).unwrap();
     let params = model.named_parameters();
     let file_params: Vec<String> = file
@@ -153,10 +155,12 @@ fn a_pytorch_state_dict_loads_by_name() {
     // The fixture files hold the state_dict under PyTorch's names: a non-strict load
     // fills every parameter and reports only the extra tensors.
     let path = tessera_testutil::fixture_path!("lstm_bidir.safetensors");
-    let config = RecurrentConfig::new(Mode::Lstm, 3, 4)
-        .layers(2)
-        .bidirectional(true)
-        .batch_first(true);
+    let config = RecurrentConfig {
+        num_layers: 2,
+        bidirectional: true,
+        batch_first: true,
+        ..RecurrentConfig::new(Mode::Lstm, 3, 4)
+    };
     let model = Recurrent::new(config, &mut Rng::seed(1)).unwrap();
     let report = tessera_nn::load_checkpoint(&path, &model, false).unwrap();
     assert!(
@@ -174,7 +178,10 @@ fn a_pytorch_state_dict_loads_by_name() {
 
 #[test]
 fn wrong_shapes_are_errors_that_say_what_was_expected() {
-    let config = RecurrentConfig::new(Mode::Gru, 3, 4).batch_first(true);
+    let config = RecurrentConfig {
+        batch_first: true,
+        ..RecurrentConfig::new(Mode::Gru, 3, 4)
+    };
     let model = Recurrent::new(config, &mut Rng::seed(1)).unwrap();
     let x = Var::constant(Tensor::zeros(&[2, 5, 7]));
     let err = model.forward(&x, None).unwrap_err().to_string();

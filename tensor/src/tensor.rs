@@ -153,6 +153,17 @@ impl Tensor {
         self.shape.len()
     }
 
+    /// An error unless `len`, the number of entries of `what`, is the rank: one entry
+    /// per axis.
+    fn one_per_axis(&self, op: &'static str, what: &str, len: usize) -> Result<()> {
+        if len != self.rank() {
+            let shape = self.shape();
+            let msg = format!("{what} has {len} entries for shape {shape:?}, one per axis");
+            return Err(Error::invalid(op, msg));
+        }
+        Ok(())
+    }
+
     /// Number of elements.
     pub fn numel(&self) -> usize {
         numel(&self.shape)
@@ -232,16 +243,7 @@ impl Tensor {
 
     /// The element at a multi-index.
     pub fn get(&self, index: &[usize]) -> Result<f32> {
-        if index.len() != self.rank() {
-            return Err(Error::invalid(
-                "get",
-                format!(
-                    "index {index:?} has {} entries for shape {:?}",
-                    index.len(),
-                    self.shape()
-                ),
-            ));
-        }
+        self.one_per_axis("get", &format!("index {index:?}"), index.len())?;
         let mut off = self.offset;
         for (ax, ((&i, &d), &s)) in index.iter().zip(&self.shape).zip(&self.strides).enumerate() {
             if i >= d {
@@ -422,16 +424,7 @@ impl Tensor {
 
     /// Reorders the axes: output axis `i` is input axis `order[i]`. A view.
     pub fn permute<D: Dim>(&self, order: &[D]) -> Result<Tensor> {
-        if order.len() != self.rank() {
-            return Err(Error::invalid(
-                "permute",
-                format!(
-                    "order has {} axes for shape {:?}",
-                    order.len(),
-                    self.shape()
-                ),
-            ));
-        }
+        self.one_per_axis("permute", "order", order.len())?;
         let mut seen = [false; 64];
         let mut shape = Dims::new();
         let mut strides = Dims::new();

@@ -132,20 +132,6 @@ pub enum Error {
         /// The entry it lacks.
         missing: &'static str,
     },
-    /// A training checkpoint whose position lies beyond the batches of the corpus it
-    /// resumes on.
-    #[error(
-        "{}: position {position} is beyond the {batches} batches of this corpus",
-        path.display()
-    )]
-    CorpusMismatch {
-        /// The file.
-        path: PathBuf,
-        /// The batch position saved.
-        position: u64,
-        /// Batches per epoch of the corpus given.
-        batches: usize,
-    },
 }
 
 /// `Result` with the crate's [`enum@Error`].

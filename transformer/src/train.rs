@@ -275,13 +275,7 @@ impl Trainer {
         let mut opt = Adam::transformer(0.0);
         opt.load_checkpoint_state(&SafeTensorsFile::open(path)?)?;
         let batches = epoch_batches(&corpus, &config, progress.epoch)?;
-        if progress.position >= batches.len() as u64 {
-            return Err(Error::CorpusMismatch {
-                path: path.to_path_buf(),
-                position: progress.position,
-                batches: batches.len(),
-            });
-        }
+        let position = progress.position_within(path, batches.len(), "batches")?;
         Ok((
             Trainer {
                 model,
@@ -290,7 +284,7 @@ impl Trainer {
                 opt,
                 step: progress.step,
                 epoch: progress.epoch,
-                position: progress.position as usize,
+                position,
                 batches,
             },
             meta,

@@ -10,8 +10,8 @@ use tessera_nn::{
     cross_entropy, get_json, Params, TrainProgress, VarBuilder, VarMap, TRAIN_STATE_KEY,
 };
 use tessera_optim::{
-    check_loss, clip_grad_norm, clip_limit, schedule, sum_over_ranks, Adam, Communicator,
-    GradientReducer, Local, Optimizer,
+    check_loss, clip_grad_norm, clip_limit, schedule, sum_over_ranks, Adam, AdamConfig,
+    Communicator, GradientReducer, Local, Optimizer,
 };
 use tessera_tensor::{IndexTensor, Tensor};
 
@@ -131,9 +131,11 @@ fn no_decay(model: &VisionTransformer) -> Vec<String> {
 }
 
 fn optimizer(model: &VisionTransformer, config: &TrainConfig) -> Adam {
-    let opt = Adam::adamw(config.lr)
-        .with_weight_decay(config.weight_decay)
-        .without_decay(no_decay(model));
+    let settings = AdamConfig {
+        weight_decay: config.weight_decay,
+        ..AdamConfig::adamw(config.lr)
+    };
+    let opt = Adam::with(settings).without_decay(no_decay(model));
     match config.layer_decay {
         Some(decay) => opt.with_lr_scale(crate::layer_decay_scales(model, decay)),
         None => opt,
