@@ -18,7 +18,9 @@
 # Environment: TESSERA, TORCH_BENCH (or the two arguments), PYTHON (default python3),
 # THREADS (default: those of 1, 8 and 16 that the machine has, and nproc itself),
 # WORKLOADS (default W1,W4,W5,W3), SIZES (W1's sizes, default 256,1024,2048),
-# ROUNDS (default 1), MIN_TIME (seconds per figure, default 1), OUT (the results folder).
+# ROUNDS (default 1), MIN_TIME (seconds per figure, default 1), STEPS (the minimum of
+# timed steps, default 10; STEPS=1 MIN_TIME=0 makes a quick check of the script),
+# OUT (the results folder).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 tessera="${1:-${TESSERA:-}}"
@@ -50,6 +52,7 @@ workloads="${WORKLOADS:-W1,W4,W5,W3}"
 sizes="${SIZES:-256,1024,2048}"
 rounds="${ROUNDS:-1}"
 min_time="${MIN_TIME:-1}"
+steps="${STEPS:-10}"
 out="${OUT:-$here/results/$(hostname)-$(date +%Y-%m-%d-%H%M)}"
 mkdir -p "$out"
 results="$out/results.jsonl"
@@ -64,7 +67,7 @@ lscpu > "$out/lscpu.txt" 2>&1 || echo "lscpu failed" >> "$out/lscpu.txt"
   echo "torch_bench: $torch_bench"
   echo "python: $("$python" --version 2>&1) ($python)"
   echo "threads: ${threads[*]}; workloads $workloads; W1 sizes $sizes"
-  echo "rounds $rounds, min time $min_time s"
+  echo "rounds $rounds, min time $min_time s, at least $steps timed steps"
 } > "$out/versions.txt"
 cat "$out/versions.txt" >&2
 
@@ -75,10 +78,12 @@ for round in $(seq 1 "$rounds"); do
       echo "round $round/$rounds: $w, $t thread(s)" >&2
       w_sizes=()
       [ "$w" != W1 ] || w_sizes=(--sizes "$sizes")
-      "$tessera" bench "$w" --threads "$t" --json --min-time "$min_time" "${w_sizes[@]}" \
+      "$tessera" bench "$w" --threads "$t" --json --min-time "$min_time" --steps "$steps" \
+        "${w_sizes[@]}" \
         | sed 's/^{/{"impl":"tessera",/' >> "$results"
       "$python" "$here/torch_rss.py" "$torch_bench" --workload "$w" --threads "$t" \
-        --min-time "$min_time" "${w_sizes[@]}" | sed 's/^{/{"impl":"torch",/' >> "$results"
+        --min-time "$min_time" --steps "$steps" "${w_sizes[@]}" \
+        | sed 's/^{/{"impl":"torch",/' >> "$results"
     done
   done
 done

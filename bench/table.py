@@ -107,7 +107,7 @@ for (w, v, t, fig), impls in runs.items():
 shown = [i for i in IMPLS if i != "base" or with_base]
 names = {"tessera": "tessera", "torch": "PyTorch", "base": "base"}
 rows = []
-for (w, v, fig), at in sorted(by_threads.items()):
+for (w, v, fig), at in sorted(by_threads.items(), key=lambda kv: kv[0][0]):
     if 1 not in at or len(at) < 2:
         continue
     for t in sorted(at):
