@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs tessera and PyTorch on the same workloads in one run, alternating A B A B so that
 # drift on a shared machine hits both alike, and prints a Markdown table of medians and
-# ratios (tessera / PyTorch).
+# ratios (tessera / PyTorch), with each program's peak resident set and, where several
+# thread counts were given, each program's parallel efficiency. PyTorch's side runs
+# through bench/torch_rss.py, which adds the memory figures that tessera reports itself.
 #
 #   bench/compare.sh [WORKLOADS] [THREADS...]      e.g. bench/compare.sh W1,W1b 1 2
 #
@@ -13,7 +15,8 @@
 # timm, about 2 GB of downloads, when it is missing),
 # SHARED (default ../shared), OUT (JSON lines file, default bench/results/latest.jsonl),
 # BASE (optional: another tessera binary, e.g. a release build of an earlier commit, run
-# in the same rounds so that a change is measured against what it replaces).
+# in the same rounds so that a change is measured against what it replaces),
+# SIZES (optional: the W1 sizes, e.g. SIZES=256,1024).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 workloads="${1:-W1,W1b}"
@@ -43,19 +46,25 @@ tessera="$root/target/release/tessera"
 mkdir -p "$(dirname "$out")"
 : > "$out"
 
+sizes=()
+[ -z "${SIZES:-}" ] || sizes=(--sizes "$SIZES")
+
 IFS=',' read -r -a wl <<< "$workloads"
 for round in $(seq 1 "$rounds"); do
   for t in "${threads[@]}"; do
     for w in "${wl[@]}"; do
       echo "round $round/$rounds: $w, $t thread(s)" >&2
-      "$tessera" bench "$w" --threads "$t" --json --min-time "$min_time" \
+      w_sizes=()
+      [ "$w" != W1 ] || w_sizes=("${sizes[@]}")
+      "$tessera" bench "$w" --threads "$t" --json --min-time "$min_time" "${w_sizes[@]}" \
         | sed 's/^{/{"impl":"tessera",/' >> "$out"
       if [ -n "${BASE:-}" ]; then
-        "$BASE" bench "$w" --threads "$t" --json --min-time "$min_time" \
+        "$BASE" bench "$w" --threads "$t" --json --min-time "$min_time" "${w_sizes[@]}" \
           | sed 's/^{/{"impl":"base",/' >> "$out"
       fi
-      "$venv/bin/python" "$shared/bench/torch_bench.py" --workload "$w" --threads "$t" \
-        --min-time "$min_time" | sed 's/^{/{"impl":"torch",/' >> "$out"
+      "$venv/bin/python" "$root/bench/torch_rss.py" "$shared/bench/torch_bench.py" \
+        --workload "$w" --threads "$t" --min-time "$min_time" "${w_sizes[@]}" \
+        | sed 's/^{/{"impl":"torch",/' >> "$out"
     done
   done
 done

@@ -7,6 +7,13 @@
 //! fastest's. Each [`Record`] also says how much CPU other processes used meanwhile,
 //! so that a run disturbed by another program can be left out.
 //!
+//! Memory: each record carries the peak resident set of its workload
+//! ([`Record::peak_rss_mib`], reset at the start of the workload, read after the timed
+//! steps; see [`reset_peak_rss`]) and the resident set after the warm-up and after the
+//! timed steps, so that memory that grows with the steps shows. W1 and W1b also give
+//! their figure as a fraction of the measured peak of the cores
+//! ([`core_peak_gflops`]).
+//!
 //! ```
 //! use tessera_bench::{run, Settings, Workload};
 //! let settings = Settings { steps: 1, min_time: 0.0, max_steps: 1, sizes: Some(vec![64]) };
@@ -21,6 +28,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 use tessera_tensor::{Rng, Tensor};
+
+mod fma;
+mod rss;
+
+pub use fma::core_peak_gflops;
+pub use rss::{peak_rss_mib, reset_peak_rss, rss_mib};
 
 /// A workload of `WORKLOADS.md`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,6 +59,8 @@ pub enum Workload {
     /// Transformer greedy decoding of W3's model: batch 1, source 32, 32 new tokens
     /// (tokens/s).
     W6,
+    /// W4's training step data-parallel over the ranks of a `Communicator`, global
+    /// batch 64 (images/s), and the all-reduce bandwidth on the gradients' size (GB/s).
     W7,
 }
 
@@ -152,11 +167,23 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 tessera_nn::errors_through_nn!(Error);
 
-/// Runs `workload`, handing each measured figure to `out`.
+/// Runs `workload`, handing each measured figure to `out`. The peak resident set is
+/// reset first (see [`Record::peak_rss_mib`]).
 pub fn run(workload: Workload, s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
     if s.steps == 0 {
         return Err(Error::Settings("at least one timed step is needed"));
     }
+    if workload == Workload::W7 {
+        // w7 resets the peak itself: the command calls it on its own under mpirun.
+        return w7(s, &tessera_optim::Local, out);
+    }
+    let scope = peak_scope(reset_peak_rss());
+    let out = &mut |r: Record| {
+        out(Record {
+            peak_rss_scope: r.peak_rss_mib.and(scope),
+            ..r
+        })
+    };
     match workload {
         Workload::W0 => w0(s, out),
         Workload::W1 => w1(s, out),
@@ -166,7 +193,19 @@ pub fn run(workload: Workload, s: &Settings, out: &mut dyn FnMut(Record)) -> Res
         Workload::W4 => w4(s, out),
         Workload::W5 => w5(s, out),
         Workload::W6 => w6(s, out),
-        Workload::W7 => w7(s, &tessera_optim::Local, out),
+        Workload::W7 => unreachable!("W7 returned above"),
+    }
+}
+
+/// What [`Record::peak_rss_scope`] says after a reset of the peak that did or did not
+/// succeed (`None` where there is no peak to read).
+fn peak_scope(reset: bool) -> Option<&'static str> {
+    if !cfg!(target_os = "linux") {
+        None
+    } else if reset {
+        Some("workload")
+    } else {
+        Some("process")
     }
 }
 
@@ -203,6 +242,38 @@ pub struct Record {
     /// W7 at several ranks: images/s over `ranks` times the 1-rank figure of the same run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaling_efficiency: Option<f64>,
+    /// The peak resident set of this process in MiB (`VmHWM`), read after the timed
+    /// steps: since the workload began (its setup, warm-up and every figure it measured
+    /// so far), or since the process started where the peak could not be reset (see
+    /// [`Record::peak_rss_scope`]). Linux only. W7: rank 0's process.
+    pub peak_rss_mib: Option<f64>,
+    /// What [`Record::peak_rss_mib`] covers: `"workload"`, or `"process"` where the
+    /// kernel did not let the peak be reset.
+    pub peak_rss_scope: Option<&'static str>,
+    /// The resident set in MiB (`VmRSS`) after the warm-up steps. Linux only.
+    pub rss_after_warmup_mib: Option<f64>,
+    /// The resident set in MiB after the timed steps: above
+    /// [`Record::rss_after_warmup_mib`] by more than noise, memory grew with the steps.
+    pub rss_end_mib: Option<f64>,
+    /// W1 and W1b: the measured single-core peak in GFLOP/s ([`core_peak_gflops`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core_peak_gflops: Option<f64>,
+    /// W1 and W1b: the median figure over `threads` times [`Record::core_peak_gflops`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_fraction: Option<f64>,
+}
+
+impl Record {
+    /// The record with [`Record::core_peak_gflops`] and [`Record::peak_fraction`] filled
+    /// in, where the peak can be measured.
+    fn with_peak_fraction(self) -> Record {
+        let peak = core_peak_gflops();
+        Record {
+            core_peak_gflops: peak,
+            peak_fraction: peak.map(|p| self.median / (self.threads as f64 * p)),
+            ..self
+        }
+    }
 }
 
 /// System-wide busy CPU seconds from /proc/stat (Linux), all cores together.
@@ -234,6 +305,9 @@ struct Timing {
     median_step: f64,
     cpu_per_wall: Option<f64>,
     others: Option<f64>,
+    rss_after_warmup: Option<f64>,
+    rss_end: Option<f64>,
+    peak_rss: Option<f64>,
 }
 
 fn time_steps(s: &Settings, work: f64, step: impl FnMut() -> Result<()>) -> Result<Timing> {
@@ -251,6 +325,7 @@ fn time_steps_on(
     for _ in 0..3 {
         step()?;
     }
+    let rss_after_warmup = rss_mib();
     let (b0, c0, w0) = (busy_seconds(), process_seconds(), Instant::now());
     let mut times = Vec::new();
     let mut total = 0.0;
@@ -268,6 +343,7 @@ fn time_steps_on(
     }
     let wall = w0.elapsed().as_secs_f64();
     let (b1, c1) = (busy_seconds(), process_seconds());
+    let (rss_end, peak_rss) = (rss_mib(), peak_rss_mib());
     let cpu = c0.zip(c1).map(|(a, b)| b - a);
     // Every rank's CPU (NaN where one could not read it).
     let [all] = tessera_optim::sum_over_ranks(comm, [cpu.unwrap_or(f64::NAN)])?;
@@ -285,6 +361,9 @@ fn time_steps_on(
         figures,
         cpu_per_wall: cpu.map(|c| c / wall),
         others,
+        rss_after_warmup,
+        rss_end,
+        peak_rss,
     })
 }
 
@@ -313,6 +392,12 @@ fn record(workload: &'static str, variant: String, figure: &'static str, t: Timi
         tessera: env!("CARGO_PKG_VERSION"),
         ranks: None,
         scaling_efficiency: None,
+        peak_rss_mib: t.peak_rss,
+        peak_rss_scope: None,
+        rss_after_warmup_mib: t.rss_after_warmup,
+        rss_end_mib: t.rss_end,
+        core_peak_gflops: None,
+        peak_fraction: None,
     }
 }
 
@@ -355,7 +440,12 @@ pub fn w0(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
     Ok(())
 }
 
+/// W1: `a.matmul(&b)` of two random n x n matrices for each size of
+/// [`Settings::sizes`] (default 128, 256, 512, 1024, 2048), with the fraction of the
+/// cores' peak reached.
 pub fn w1(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
+    // Measured before any matrix is, while the cores are otherwise idle.
+    core_peak_gflops();
     let mut rng = Rng::seed(1234);
     let sizes = s
         .sizes
@@ -368,12 +458,15 @@ pub fn w1(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
             a.matmul(&b)?;
             Ok(())
         })?;
-        out(record("W1", format!("n={n}"), "GFLOP/s", t));
+        out(record("W1", format!("n={n}"), "GFLOP/s", t).with_peak_fraction());
     }
     Ok(())
 }
 
+/// W1b: the batched products of attention's shapes, batch 256: `[64, 64] x [64, 64]`
+/// and `[64, 32] x [32, 64]`, with the fraction of the cores' peak reached.
 pub fn w1b(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
+    core_peak_gflops();
     let mut rng = Rng::seed(1234);
     let batch = 32 * 8;
     for (m, k, n) in [(64, 64, 64), (64, 32, 64)] {
@@ -389,7 +482,8 @@ pub fn w1b(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
             format!("[{batch},{m},{k}]x[{batch},{k},{n}]"),
             "GFLOP/s",
             t,
-        ));
+        )
+        .with_peak_fraction());
     }
     Ok(())
 }
@@ -624,6 +718,7 @@ pub fn w7(
     out: &mut dyn FnMut(Record),
 ) -> Result<()> {
     use tessera_optim::{broadcast_parameters, shard};
+    let scope = peak_scope(reset_peak_rss());
     let W4Setup {
         model: vit,
         params,
@@ -679,9 +774,13 @@ pub fn w7(
         )
     };
     if rank == 0 {
-        out(images);
+        let scoped = |r: Record| Record {
+            peak_rss_scope: r.peak_rss_mib.and(scope),
+            ..r
+        };
+        out(scoped(images));
         if ranks > 1 {
-            out(bandwidth);
+            out(scoped(bandwidth));
         }
     }
     Ok(())

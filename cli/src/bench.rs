@@ -1,5 +1,8 @@
 //! `tessera bench`: the reference workloads of `WORKLOADS.md` (see `tessera-bench`),
 //! printed as a table or as `torch_bench.py`'s JSON lines.
+//!
+//! The table also gives each figure's peak resident set (MiB, since its workload
+//! began) and, for W1 and W1b, the fraction of the cores' measured FMA peak.
 
 use anyhow::Result;
 use clap::Args;
@@ -69,18 +72,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let json = args.json;
     if !json {
         println!(
-            "{:<5} {:<28} {:>7} {:>10} {:>10} {:>10} {:>6}  figure",
-            "id", "variant", "threads", "median", "min", "max", "steps"
+            "{:<5} {:<28} {:>7} {:>10} {:>10} {:>10} {:>6} {:>8} {:>5}  figure",
+            "id", "variant", "threads", "median", "min", "max", "steps", "peak MiB", "%peak"
         );
     }
     let mut print = |r: Record| {
         if json {
             println!("{}", serde_json::to_string(&r).expect("records serialise"));
-        } else {
-            println!(
-                "{:<5} {:<28} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>6}  {}",
-                r.workload, r.variant, r.threads, r.median, r.min, r.max, r.steps, r.figure
-            );
+        } else if let Ok(serde_json::Value::Object(r)) = serde_json::to_value(&r) {
+            print_row(&r);
         }
     };
     for w in list {
@@ -178,34 +178,37 @@ fn w7(args: &BenchArgs) -> Result<()> {
             if args.json {
                 println!("{}", serde_json::Value::Object(r));
             } else {
-                let text = |k: &str| {
-                    r.get(k).map_or(String::new(), |v| match v.as_str() {
-                        Some(s) => s.to_string(),
-                        None => v.to_string(),
-                    })
-                };
-                let num = |k: &str| {
-                    r.get(k)
-                        .and_then(serde_json::Value::as_f64)
-                        .unwrap_or(f64::NAN)
-                };
-                let eff = r
-                    .get("scaling_efficiency")
-                    .and_then(serde_json::Value::as_f64)
-                    .map_or(String::new(), |e| format!(" (scaling efficiency {e:.2})"));
-                println!(
-                    "{:<5} {:<28} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>6}  {}{eff}",
-                    text("workload"),
-                    text("variant"),
-                    text("threads"),
-                    num("median"),
-                    num("min"),
-                    num("max"),
-                    text("steps"),
-                    text("figure")
-                );
+                print_row(&r);
             }
         }
     }
     Ok(())
+}
+
+/// One line of the table from a record's JSON fields: the figures, the peak resident
+/// set, the fraction of the cores' peak (W1, W1b) and the scaling efficiency (W7).
+fn print_row(r: &serde_json::Map<String, serde_json::Value>) {
+    let text = |k: &str| {
+        r.get(k).map_or(String::new(), |v| match v.as_str() {
+            Some(s) => s.to_string(),
+            None => v.to_string(),
+        })
+    };
+    let num = |k: &str| r.get(k).and_then(serde_json::Value::as_f64);
+    let rss = num("peak_rss_mib").map_or("-".into(), |m| format!("{m:.0}"));
+    let peak = num("peak_fraction").map_or("-".into(), |f| format!("{:.0}%", 100.0 * f));
+    let eff = num("scaling_efficiency")
+        .map_or(String::new(), |e| format!(" (scaling efficiency {e:.2})"));
+    let nan = f64::NAN;
+    println!(
+        "{:<5} {:<28} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>6} {rss:>8} {peak:>5}  {}{eff}",
+        text("workload"),
+        text("variant"),
+        text("threads"),
+        num("median").unwrap_or(nan),
+        num("min").unwrap_or(nan),
+        num("max").unwrap_or(nan),
+        text("steps"),
+        text("figure")
+    );
 }

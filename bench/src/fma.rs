@@ -1,0 +1,79 @@
+//! The peak floating-point rate of one core, measured: a loop of independent fused
+//! multiply-adds on 8-wide `f32` vectors (AVX2 and FMA), the most a matrix product can
+//! reach with those instructions. W1 and W1b report their figure as a fraction of it.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// Independent accumulators: more than an FMA's latency (4 to 5 cycles) times the FMA
+/// units of a core (2), so that the units never wait on a result.
+const CHAINS: usize = 12;
+
+/// The single-core peak in GFLOP/s of 8-wide FMA (two flops per lane), measured once
+/// per process (about 0.1 s) on the calling thread; `None` where the CPU lacks AVX2 or
+/// FMA or is not x86-64.
+///
+/// On a core with AVX-512 this is the AVX2 peak, half of what 16-wide FMA could reach.
+pub fn core_peak_gflops() -> Option<f64> {
+    static PEAK: OnceLock<Option<f64>> = OnceLock::new();
+    *PEAK.get_or_init(measure)
+}
+
+fn measure() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        let iters = 2_000_000u64;
+        // The best of a few runs: the first also brings the core to its full clock.
+        let best = (0..6)
+            .map(|_| {
+                let t = Instant::now();
+                // SAFETY: the CPU has AVX2 and FMA, as checked just above.
+                std::hint::black_box(unsafe { fma_chains(std::hint::black_box(iters)) });
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        let flops = iters as f64 * (CHAINS * 8 * 2) as f64;
+        return Some(flops / best / 1e9);
+    }
+    None
+}
+
+/// `iters` rounds of one FMA on each of [`CHAINS`] accumulators; returns their sum, so
+/// that the work cannot be left out.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_chains(iters: u64) -> f32 {
+    use std::arch::x86_64::*;
+    // acc = acc * m + c converges to c / (1 - m) = 1: no overflow, no subnormals.
+    let m = _mm256_set1_ps(0.999);
+    let c = _mm256_set1_ps(0.001);
+    let mut acc = [_mm256_set1_ps(0.5); CHAINS];
+    for _ in 0..iters {
+        for a in &mut acc {
+            *a = _mm256_fmadd_ps(*a, m, c);
+        }
+    }
+    let mut sum = _mm256_setzero_ps();
+    for a in acc {
+        sum = _mm256_add_ps(sum, a);
+    }
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: `lanes` holds the 8 floats written; storeu needs no alignment.
+    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+    lanes.iter().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_peak_is_plausible_where_measured() {
+        if let Some(peak) = super::core_peak_gflops() {
+            // Anything from a slow virtual core to a fast desktop one.
+            assert!((1.0..1000.0).contains(&peak), "{peak} GFLOP/s");
+        }
+    }
+}
