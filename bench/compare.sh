@@ -46,26 +46,8 @@ tessera="$root/target/release/tessera"
 mkdir -p "$(dirname "$out")"
 : > "$out"
 
-sizes=()
-[ -z "${SIZES:-}" ] || sizes=(--sizes "$SIZES")
-
-IFS=',' read -r -a wl <<< "$workloads"
-for round in $(seq 1 "$rounds"); do
-  for t in "${threads[@]}"; do
-    for w in "${wl[@]}"; do
-      echo "round $round/$rounds: $w, $t thread(s)" >&2
-      w_sizes=()
-      [ "$w" != W1 ] || w_sizes=("${sizes[@]}")
-      "$tessera" bench "$w" --threads "$t" --json --min-time "$min_time" "${w_sizes[@]}" \
-        | sed 's/^{/{"impl":"tessera",/' >> "$out"
-      if [ -n "${BASE:-}" ]; then
-        "$BASE" bench "$w" --threads "$t" --json --min-time "$min_time" "${w_sizes[@]}" \
-          | sed 's/^{/{"impl":"base",/' >> "$out"
-      fi
-      "$venv/bin/python" "$root/bench/torch_rss.py" "$shared/bench/torch_bench.py" \
-        --workload "$w" --threads "$t" --min-time "$min_time" "${w_sizes[@]}" \
-        | sed 's/^{/{"impl":"torch",/' >> "$out"
-    done
-  done
-done
+. "$root/bench/rounds.sh"
+TESSERA_BIN="$tessera" BASE_BIN="${BASE:-}" TORCH_PYTHON="$venv/bin/python" \
+  TORCH_BENCH_PY="$shared/bench/torch_bench.py" ROUNDS_N="$rounds" MIN_TIME_S="$min_time" \
+  W1_SIZES="${SIZES:-}" alternate_rounds "$out" "$workloads" "${threads[@]}"
 python3 "$root/bench/table.py" "$out"

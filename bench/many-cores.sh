@@ -12,8 +12,9 @@
 #     bench/many-cores.sh
 #   bench/many-cores.sh path/to/tessera path/to/torch_bench.py     (the same, as arguments)
 #
-# Copy the whole bench/ folder: this script calls torch_rss.py (PyTorch's side, with
-# its peak resident set) and table.py beside it.
+# Copy the whole bench/ folder: this script sources rounds.sh (the loop it shares with
+# compare.sh) and calls torch_rss.py (PyTorch's side, with its peak resident set) and
+# table.py beside it.
 #
 # Environment: TESSERA, TORCH_BENCH (or the two arguments), PYTHON (default python3),
 # THREADS (default: those of 1, 8 and 16 that the machine has, and nproc itself),
@@ -71,21 +72,9 @@ lscpu > "$out/lscpu.txt" 2>&1 || echo "lscpu failed" >> "$out/lscpu.txt"
 } > "$out/versions.txt"
 cat "$out/versions.txt" >&2
 
-IFS=',' read -r -a wl <<< "$workloads"
-for round in $(seq 1 "$rounds"); do
-  for t in "${threads[@]}"; do
-    for w in "${wl[@]}"; do
-      echo "round $round/$rounds: $w, $t thread(s)" >&2
-      w_sizes=()
-      [ "$w" != W1 ] || w_sizes=(--sizes "$sizes")
-      "$tessera" bench "$w" --threads "$t" --json --min-time "$min_time" --steps "$steps" \
-        "${w_sizes[@]}" \
-        | sed 's/^{/{"impl":"tessera",/' >> "$results"
-      "$python" "$here/torch_rss.py" "$torch_bench" --workload "$w" --threads "$t" \
-        --min-time "$min_time" --steps "$steps" "${w_sizes[@]}" \
-        | sed 's/^{/{"impl":"torch",/' >> "$results"
-    done
-  done
-done
+. "$here/rounds.sh"
+TESSERA_BIN="$tessera" TORCH_PYTHON="$python" TORCH_BENCH_PY="$torch_bench" \
+  ROUNDS_N="$rounds" MIN_TIME_S="$min_time" STEPS_N="$steps" W1_SIZES="$sizes" \
+  alternate_rounds "$results" "$workloads" "${threads[@]}"
 "$python" "$here/table.py" "$results" | tee "$out/table.md"
 echo "results in $out" >&2

@@ -84,17 +84,7 @@ impl Workload {
 
     /// The workload's id (`"W1b"`).
     pub fn name(self) -> &'static str {
-        match self {
-            Workload::W0 => "W0",
-            Workload::W1 => "W1",
-            Workload::W1b => "W1b",
-            Workload::W2 => "W2",
-            Workload::W3 => "W3",
-            Workload::W4 => "W4",
-            Workload::W5 => "W5",
-            Workload::W6 => "W6",
-            Workload::W7 => "W7",
-        }
+        ["W0", "W1", "W1b", "W2", "W3", "W4", "W5", "W6", "W7"][self as usize]
     }
 }
 
@@ -106,7 +96,11 @@ impl std::str::FromStr for Workload {
         Workload::NAMED
             .into_iter()
             .find(|w| w.name().eq_ignore_ascii_case(s))
-            .ok_or_else(|| Error::UnknownWorkload(s.to_string()))
+            .ok_or_else(|| {
+                let known: Vec<&str> = Workload::NAMED.iter().map(|w| w.name()).collect();
+                let known = known.join(", ");
+                anyhow::anyhow!("unknown workload {s:?}; expected one of {known}")
+            })
     }
 }
 
@@ -135,43 +129,19 @@ impl Default for Settings {
     }
 }
 
-/// Errors of a benchmark run: a model or tensor error, or an unknown workload.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A layer, tensor operation or differentiation step failed.
-    #[error(transparent)]
-    Nn(#[from] tessera_nn::Error),
-    /// An optimizer step failed.
-    #[error(transparent)]
-    Optim(#[from] tessera_optim::Error),
-    /// The recurrent model failed.
-    #[error(transparent)]
-    Rnn(#[from] tessera_rnn::Error),
-    /// The Transformer failed.
-    #[error(transparent)]
-    Transformer(#[from] tessera_transformer::Error),
-    /// The Vision Transformer failed.
-    #[error(transparent)]
-    Vit(#[from] tessera_vit::Error),
-    /// A workload id that `WORKLOADS.md` does not have.
-    #[error("unknown workload {0:?}; expected one of W0, W1, W1b, W2, W3, W4, W5, W6, W7")]
-    UnknownWorkload(String),
-    /// Settings that cannot be timed.
-    #[error("{0}")]
-    Settings(&'static str),
-}
+/// The error of a benchmark run: the error of the layer, optimizer or model that failed,
+/// as it came (the harness only passes it on; [`anyhow::Error::downcast_ref`] recovers
+/// it), or a message naming an unknown workload or settings that cannot be timed.
+pub type Error = anyhow::Error;
 
-/// `Result` with the crate's [`enum@Error`].
-pub type Result<T> = std::result::Result<T, Error>;
-
-tessera_nn::errors_through_nn!(Error);
+/// `Result` with the crate's [`Error`].
+pub type Result<T> = anyhow::Result<T>;
 
 /// Runs `workload`, handing each measured figure to `out`. The peak resident set is
 /// reset first (see [`Record::peak_rss_mib`]).
 pub fn run(workload: Workload, s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
     if s.steps == 0 {
-        return Err(Error::Settings("at least one timed step is needed"));
+        anyhow::bail!("at least one timed step is needed");
     }
     if workload == Workload::W7 {
         // w7 resets the peak itself: the command calls it on its own under mpirun.
