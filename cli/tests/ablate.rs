@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{ok, tessera};
+use common::{assert_has, ok, tessera};
 use serde_json::Value;
 use tessera_transformer::TransformerConfig;
 
@@ -180,7 +180,7 @@ fn bad_rows_and_budgets_are_one_error_and_write_nothing() {
         "4",
     ]);
     let err = String::from_utf8_lossy(&run.stderr);
-    assert!(err.contains("A3") && err.contains("4.5"), "{err}");
+    assert_has(&err, &["A3", "4.5"]);
 }
 
 #[cfg(unix)]

@@ -9,7 +9,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::{ok, tessera};
+use common::{assert_has, ok, tessera};
 
 use tessera_tensor::load_safetensors;
 
@@ -233,10 +233,7 @@ fn inspect_lists_a_training_checkpoint_and_a_pytorch_file() {
     train(tmp.path(), "lstm", 3, false);
     let ckpt = tmp.path().join("checkpoint.safetensors");
     let text = ok(tessera(&["inspect", ckpt.to_str().unwrap()]));
-    assert!(
-        text.contains("rnn.weight_ih_l0") && text.contains("[96, 57]"),
-        "{text}"
-    );
+    assert_has(&text, &["rnn.weight_ih_l0", "[96, 57]"]);
     // 4·24·57 + 4·24·24 + 2·4·24 + 57·24 + 57 model values.
     let params = 4 * 24 * 57 + 4 * 24 * 24 + 2 * 4 * 24 + 57 * 24 + 57;
     assert!(text.contains(&format!("{params} model values")), "{text}");
@@ -260,10 +257,7 @@ fn inspect_lists_a_training_checkpoint_and_a_pytorch_file() {
 #[test]
 fn transformer_params_prints_the_exact_count_beside_the_paper() {
     let text = ok(tessera(&["transformer", "params", "--preset", "base"]));
-    assert!(
-        text.contains("63,082,496") && text.contains("65M"),
-        "{text}"
-    );
+    assert_has(&text, &["63,082,496", "65M"]);
     let text = ok(tessera(&[
         "transformer",
         "params",
@@ -272,10 +266,7 @@ fn transformer_params_prints_the_exact_count_beside_the_paper() {
         "41000",
     ]));
     assert!(text.contains("10 of the 11 rows"), "{text}");
-    assert!(
-        text.contains("218,341,376") && text.contains("213M"),
-        "{text}"
-    );
+    assert_has(&text, &["218,341,376", "213M"]);
     let out = tessera(&["transformer", "params", "--preset", "huge"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown preset"));
@@ -343,10 +334,7 @@ fn transformer_trains_on_the_built_in_task_translates_evaluates_and_averages() {
         "--out",
         out,
     ]));
-    assert!(
-        text.contains("built-in reversal task") && text.contains("greedy BLEU"),
-        "{text}"
-    );
+    assert_has(&text, &["built-in reversal task", "greedy BLEU"]);
     let ckpt = tmp.path().join("checkpoint.safetensors");
     assert!(
         tmp.path().join("step-30.safetensors").exists()

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{ok, tessera};
+use common::{assert_has, ok, tessera};
 
 /// `rnn train` of a tiny model for `steps` steps into `out`, with `extra` flags.
 fn rnn(out: &Path, steps: &str, extra: &[&str]) -> Command {
@@ -44,10 +44,7 @@ fn an_earlier_run_is_kept_unless_resumed_or_overwritten() {
     let again = rnn(&out, "20", &["--lr", "0.01"]).output().unwrap();
     assert!(!again.status.success());
     let err = String::from_utf8_lossy(&again.stderr);
-    assert!(
-        err.contains("holds an earlier run") && err.contains("--overwrite"),
-        "{err}"
-    );
+    assert_has(&err, &["holds an earlier run", "--overwrite"]);
     assert_eq!(
         std::fs::read(out.join("checkpoint.safetensors")).unwrap(),
         checkpoint,
@@ -197,10 +194,7 @@ fn a_resumed_run_keeps_its_configuration_and_changes_only_its_budget_and_rate() 
         .unwrap());
     assert!(text.contains("done at step 20"), "{text}");
     let config = std::fs::read_to_string(out.join("config.toml")).unwrap();
-    assert!(
-        config.contains("lr = 0.01") && config.contains("steps = 20"),
-        "{config}"
-    );
+    assert_has(&config, &["lr = 0.01", "steps = 20"]);
     let inspect = ok(tessera(&[
         "inspect",
         "--json",
@@ -378,10 +372,7 @@ fn a_full_disk_or_a_non_finite_loss_stops_cleanly_and_keeps_the_last_checkpoint(
         .unwrap();
     let err = String::from_utf8_lossy(&nan.stderr);
     assert_eq!(nan.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("training stopped at step") && err.contains("holds step 10"),
-        "{err}"
-    );
+    assert_has(&err, &["training stopped at step", "holds step 10"]);
     assert_eq!(std::fs::read(&path).unwrap(), before);
     let vit_out = tmp.path().join("vit");
     let vit = vit(
@@ -392,8 +383,5 @@ fn a_full_disk_or_a_non_finite_loss_stops_cleanly_and_keeps_the_last_checkpoint(
     .unwrap();
     let err = String::from_utf8_lossy(&vit.stderr);
     assert_eq!(vit.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("training stopped at step") && err.contains("holds step 0"),
-        "{err}"
-    );
+    assert_has(&err, &["training stopped at step", "holds step 0"]);
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 mod common;
 
-use common::{ok, tessera};
+use common::{assert_has, ok, tessera};
 
 use tessera_tensor::load_safetensors;
 
@@ -64,10 +64,7 @@ fn vit_trains_on_shapes_resumes_exactly_evaluates_predicts_and_draws() {
     // The effective configuration, written beside the checkpoint, reads back with
     // --config; a flag on the command line wins over the file.
     let config = std::fs::read_to_string(straight.join("config.toml")).unwrap();
-    assert!(
-        config.contains("patch = 8") && config.contains("flip = true"),
-        "{config}"
-    );
+    assert_has(&config, &["patch = 8", "flip = true"]);
     let again = tmp.path().join("again");
     let text = ok(tessera(&[
         "vit",
@@ -96,10 +93,7 @@ fn vit_trains_on_shapes_resumes_exactly_evaluates_predicts_and_draws() {
     let model = straight.join("model.safetensors");
     let model = model.to_str().unwrap();
     let text = ok(tessera(&["vit", "eval", "--checkpoint", model]));
-    assert!(
-        text.contains("accuracy") && text.contains("circle"),
-        "{text}"
-    );
+    assert_has(&text, &["accuracy", "circle"]);
     let viz = tmp.path().join("viz");
     let viz_args = |more: &[&str]| -> Vec<String> {
         let base = [
@@ -169,10 +163,7 @@ fn vit_predicts_real_photos() {
         &["--top-k", "3", png.to_str().unwrap(), jpg.to_str().unwrap()],
     );
     assert_eq!(text.matches('%').count(), 6, "{text}");
-    assert!(
-        text.contains("chelsea.png") && text.contains("rocket.jpg"),
-        "{text}"
-    );
+    assert_has(&text, &["chelsea.png", "rocket.jpg"]);
 }
 
 /// `tessera vit predict --checkpoint CHECKPOINT ARGS...`, which must succeed; its output.

@@ -22,6 +22,14 @@ pub fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Asserts that `text` contains every one of `parts`, naming the first missing one.
+#[allow(dead_code)]
+pub fn assert_has(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part:?} missing from:\n{text}");
+    }
+}
+
 /// Runs the training command `args` with `--json --out DIR` (and `--resume` where
 /// `resume`), which must succeed; returns its standard output (the JSON lines).
 #[allow(dead_code)]
