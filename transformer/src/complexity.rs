@@ -70,32 +70,30 @@ impl LayerKind {
         }
     }
 
+    /// The row of the paper's Table 1: complexity per layer, minimum sequential
+    /// operations, maximum path length.
+    fn table_1(&self) -> [&'static str; 3] {
+        match self {
+            LayerKind::SelfAttention => ["O(n²·d)", "O(1)", "O(1)"],
+            LayerKind::Recurrent => ["O(n·d²)", "O(n)", "O(n)"],
+            LayerKind::Convolutional { .. } => ["O(k·n·d²)", "O(1)", "O(log_k(n))"],
+            LayerKind::Restricted { .. } => ["O(r·n·d)", "O(1)", "O(n/r)"],
+        }
+    }
+
     /// The paper's complexity per layer.
     pub fn complexity(&self) -> &'static str {
-        match self {
-            LayerKind::SelfAttention => "O(n²·d)",
-            LayerKind::Recurrent => "O(n·d²)",
-            LayerKind::Convolutional { .. } => "O(k·n·d²)",
-            LayerKind::Restricted { .. } => "O(r·n·d)",
-        }
+        self.table_1()[0]
     }
 
     /// The paper's minimum number of sequential operations.
     pub fn sequential(&self) -> &'static str {
-        match self {
-            LayerKind::Recurrent => "O(n)",
-            _ => "O(1)",
-        }
+        self.table_1()[1]
     }
 
     /// The paper's maximum path length between two positions.
     pub fn path(&self) -> &'static str {
-        match self {
-            LayerKind::SelfAttention => "O(1)",
-            LayerKind::Recurrent => "O(n)",
-            LayerKind::Convolutional { .. } => "O(log_k(n))",
-            LayerKind::Restricted { .. } => "O(n/r)",
-        }
+        self.table_1()[2]
     }
 
     /// Multiply-adds of the layer as built here at length `n` and width `d`: `2n²d`
