@@ -446,7 +446,9 @@ impl MultiHeadAttention {
             }
         }
         let (k, v) = self.project_kv(key, value)?;
-        self.attend(query, &k, &v, mask, dropout, return_probs)
+        let q = self.project(query, 0)?;
+        let (ctx, probs) = scaled_dot_product_attention(&q, &k, &v, mask, dropout, return_probs)?;
+        Ok((self.merge_heads(&ctx, query)?, probs))
     }
 
     /// PyTorch's `MultiheadAttention.forward(query, key, value, key_padding_mask,
@@ -556,22 +558,20 @@ impl MultiHeadAttention {
 
     /// Attention of `query` `[B, Tq, E]` over keys and values already projected by
     /// [`MultiHeadAttention::project_kv`] (possibly several calls concatenated along
-    /// axis 2).
-    pub fn attend(
-        &self,
-        query: &Var,
-        k: &Var,
-        v: &Var,
-        mask: Option<&AttnMask>,
-        dropout: Option<(f32, &mut Rng)>,
-        return_probs: bool,
-    ) -> Result<(Var, Option<Tensor>)> {
-        let (_, e) = self.proj_dims();
+    /// axis 2), as in evaluation: no dropout, no probabilities. This is the step of
+    /// cached decoding.
+    pub fn attend(&self, query: &Var, k: &Var, v: &Var, mask: Option<&AttnMask>) -> Result<Var> {
         let q = self.project(query, 0)?;
-        let (ctx, probs) = scaled_dot_product_attention(&q, k, v, mask, dropout, return_probs)?;
+        let (ctx, _) = scaled_dot_product_attention(&q, k, v, mask, None, false)?;
+        self.merge_heads(&ctx, query)
+    }
+
+    /// The heads' outputs `[B, H, Tq, d_v]` side by side and projected to `[B, Tq, E]`.
+    fn merge_heads(&self, ctx: &Var, query: &Var) -> Result<Var> {
+        let (_, e) = self.proj_dims();
         let (b, tq) = (query.shape()[0], query.shape()[1]);
         let ctx = ctx.permute(&[0, 2, 1, 3])?.reshape(&[b * tq, e])?; // (B·Tq, H·d_v)
-        Ok((self.project_out(&ctx, b, tq)?, probs))
+        self.project_out(&ctx, b, tq)
     }
 }
 

@@ -44,7 +44,7 @@ pub use loss::{
 };
 pub use tessera_autograd::{Parameter, Var};
 pub use transformer::{
-    EncoderIntermediates, Transformer, TransformerDecoder, TransformerDecoderLayer,
+    EncoderIntermediates, FeedForward, Transformer, TransformerDecoder, TransformerDecoderLayer,
     TransformerEncoder, TransformerEncoderLayer, TransformerMasks, TransformerOptions,
 };
 pub use vars::{BudgetGuard, Init, MemoryBudget, VarBuilder, VarMap};

@@ -212,18 +212,37 @@ fn attention(
     }
 }
 
-/// The position-wise feed-forward network with its residual, shared by both layers:
-/// `linear2(dropout(activation(linear1(x))))`.
-fn feed_forward(
-    linear1: &Linear,
-    linear2: &Linear,
-    activation: Activation,
-    dropout: &Dropout,
-    x: &Var,
-    train: bool,
-) -> Result<Var> {
-    let h = activation.forward(&linear1.forward(x)?)?;
-    linear2.forward(&dropout.forward_t(&h, train)?)
+/// The position-wise feed-forward network of both layers (§3.3),
+/// `linear2(dropout(activation(linear1(x))))`. Its parameters sit under the layer's own
+/// path, as PyTorch names them: `linear1.*`, `linear2.*`.
+///
+/// # Shapes
+/// `[.., d_model] -> [.., d_model]`.
+#[derive(Clone, Debug)]
+pub struct FeedForward {
+    /// `d_model -> dim_feedforward`.
+    pub linear1: Linear,
+    /// `dim_feedforward -> d_model`.
+    pub linear2: Linear,
+    /// The activation between the two.
+    pub activation: Activation,
+}
+
+impl FeedForward {
+    /// The network at `vb` (the layer's path), its matrices drawn by `init`.
+    fn build(vb: &VarBuilder, o: &TransformerOptions, init: Matrices) -> Result<Self> {
+        Ok(FeedForward {
+            linear1: init.linear(&vb.pp("linear1"), o.d_model, o.dim_feedforward)?,
+            linear2: init.linear(&vb.pp("linear2"), o.dim_feedforward, o.d_model)?,
+            activation: o.activation,
+        })
+    }
+
+    /// The network on `x`, with `dropout` on the hidden activations in training.
+    pub fn forward_t(&self, x: &Var, dropout: &Dropout, train: bool) -> Result<Var> {
+        let h = self.activation.forward(&self.linear1.forward(x)?)?;
+        self.linear2.forward(&dropout.forward_t(&h, train)?)
+    }
 }
 
 /// The residual connection around one sublayer `f` (§3.1): `LN(x + dropout(f(x)))`, or
@@ -270,10 +289,8 @@ fn residual(
 pub struct TransformerEncoderLayer {
     /// Multi-head self-attention.
     pub self_attn: MultiHeadAttention,
-    /// `d_model -> dim_feedforward`.
-    pub linear1: Linear,
-    /// `dim_feedforward -> d_model`.
-    pub linear2: Linear,
+    /// The feed-forward network (`linear1`, `linear2`).
+    pub feed_forward: FeedForward,
     /// The LayerNorm of the attention sublayer.
     pub norm1: LayerNorm,
     /// The LayerNorm of the feed-forward sublayer.
@@ -281,8 +298,6 @@ pub struct TransformerEncoderLayer {
     /// Every dropout of the layer (PyTorch's `dropout`, `dropout1`, `dropout2` and the
     /// attention's), one generator.
     pub dropout: Dropout,
-    /// The feed-forward activation.
-    pub activation: Activation,
     /// Pre-norm rather than post-norm.
     pub norm_first: bool,
 }
@@ -331,14 +346,7 @@ impl TransformerEncoderLayer {
             attention(&self.self_attn, h, h, mask, drop, train)
         })?;
         residual(norm_first, &self.norm2, drop, &x, train, |h| {
-            feed_forward(
-                &self.linear1,
-                &self.linear2,
-                self.activation,
-                drop,
-                h,
-                train,
-            )
+            self.feed_forward.forward_t(h, drop, train)
         })
     }
 }
@@ -352,12 +360,10 @@ impl Layer for TransformerEncoderLayer {
     ) -> Result<Self> {
         Ok(TransformerEncoderLayer {
             self_attn: init.attention(&vb.pp("self_attn"), o)?,
-            linear1: init.linear(&vb.pp("linear1"), o.d_model, o.dim_feedforward)?,
-            linear2: init.linear(&vb.pp("linear2"), o.dim_feedforward, o.d_model)?,
+            feed_forward: FeedForward::build(vb, o, init)?,
             norm1: LayerNorm::new(&vb.pp("norm1"), o.d_model, o.layer_norm_eps)?,
             norm2: LayerNorm::new(&vb.pp("norm2"), o.d_model, o.layer_norm_eps)?,
             dropout: dropout.with_p(o.dropout),
-            activation: o.activation,
             norm_first: o.norm_first,
         })
     }
@@ -386,10 +392,8 @@ pub struct TransformerDecoderLayer {
     pub self_attn: MultiHeadAttention,
     /// Multi-head attention over the memory (queries from the decoder).
     pub multihead_attn: MultiHeadAttention,
-    /// `d_model -> dim_feedforward`.
-    pub linear1: Linear,
-    /// `dim_feedforward -> d_model`.
-    pub linear2: Linear,
+    /// The feed-forward network (`linear1`, `linear2`).
+    pub feed_forward: FeedForward,
     /// The LayerNorm of the self-attention sublayer.
     pub norm1: LayerNorm,
     /// The LayerNorm of the memory-attention sublayer.
@@ -398,8 +402,6 @@ pub struct TransformerDecoderLayer {
     pub norm3: LayerNorm,
     /// Every dropout of the layer, one generator.
     pub dropout: Dropout,
-    /// The feed-forward activation.
-    pub activation: Activation,
     /// Pre-norm rather than post-norm.
     pub norm_first: bool,
 }
@@ -483,14 +485,7 @@ impl TransformerDecoderLayer {
         let x = residual(norm_first, &self.norm1, drop, x, train, self_attn)?;
         let x = residual(norm_first, &self.norm2, drop, &x, train, cross)?;
         residual(norm_first, &self.norm3, drop, &x, train, |h| {
-            feed_forward(
-                &self.linear1,
-                &self.linear2,
-                self.activation,
-                drop,
-                h,
-                train,
-            )
+            self.feed_forward.forward_t(h, drop, train)
         })
     }
 }
@@ -505,13 +500,11 @@ impl Layer for TransformerDecoderLayer {
         Ok(TransformerDecoderLayer {
             self_attn: init.attention(&vb.pp("self_attn"), o)?,
             multihead_attn: init.attention(&vb.pp("multihead_attn"), o)?,
-            linear1: init.linear(&vb.pp("linear1"), o.d_model, o.dim_feedforward)?,
-            linear2: init.linear(&vb.pp("linear2"), o.dim_feedforward, o.d_model)?,
+            feed_forward: FeedForward::build(vb, o, init)?,
             norm1: LayerNorm::new(&vb.pp("norm1"), o.d_model, o.layer_norm_eps)?,
             norm2: LayerNorm::new(&vb.pp("norm2"), o.d_model, o.layer_norm_eps)?,
             norm3: LayerNorm::new(&vb.pp("norm3"), o.d_model, o.layer_norm_eps)?,
             dropout: dropout.with_p(o.dropout),
-            activation: o.activation,
             norm_first: o.norm_first,
         })
     }

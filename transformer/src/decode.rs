@@ -83,16 +83,13 @@ fn step(
             Some((pk, pv)) => (Var::concat(&[&pk, &k], 2)?, Var::concat(&[&pv, &v], 2)?),
             None => (k, v),
         };
-        let out = mha.attend(h, &k, &v, None, None, false)?.0;
+        let out = mha.attend(h, &k, &v, None)?;
         *past = Some((k, v));
         Ok(out)
     };
     let cross_attn = |h: &Var| -> tessera_nn::Result<Var> {
         let (k, v) = cross;
-        Ok(layer
-            .multihead_attn
-            .attend(h, k, v, memory_mask, None, false)?
-            .0)
+        layer.multihead_attn.attend(h, k, v, memory_mask)
     };
     Ok(layer.sublayers(x, false, self_attn, cross_attn)?)
 }
