@@ -155,7 +155,7 @@ fn tinyshakespeare_has_65_characters_and_a_90_10_split() {
 fn checkpoints_of_the_earlier_layout_fail_with_a_clear_message_and_write_nothing() {
     // tests/fixtures/legacy_charlm.safetensors is a training checkpoint in the earlier
     // layout (settings as separate metadata entries, counters as f32 halves), written by
-    // tests/fixtures/make_legacy.py.
+    // testutil/scripts/make_legacy_checkpoints.py.
     let fixture = tessera_testutil::fixture_path!("legacy_charlm.safetensors");
     let dir = tempfile::tempdir().unwrap();
     let (path, before) = tessera_testutil::copy_into(fixture, dir.path(), "checkpoint.safetensors");

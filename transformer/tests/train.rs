@@ -150,8 +150,8 @@ fn a_training_checkpoint_holds_one_config_and_one_train_state_entry() {
 
 #[test]
 fn a_checkpoint_of_the_earlier_layout_is_refused_with_a_clear_message() {
-    // tests/fixtures/make_legacy_fixture.py: the metadata of the earlier TransformerConfig
-    // ::to_metadata and Trainer::save, and the step counter in f32 halves.
+    // testutil/scripts/make_legacy_checkpoints.py: the metadata of the earlier
+    // TransformerConfig::to_metadata and Trainer::save, and the step counter in f32 halves.
     let fixture = tessera_testutil::fixture_path!("legacy_checkpoint.safetensors");
     let dir = tempfile::tempdir().unwrap();
     let (path, before) = tessera_testutil::copy_into(fixture, dir.path(), "old.safetensors");

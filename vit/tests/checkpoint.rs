@@ -1,7 +1,8 @@
 //! Checkpoints and training runs: the metadata layout (`model`, one JSON `config`, one
 //! JSON `train_state`), a run saved and resumed, files of an earlier version refused
-//! clearly (`tests/fixtures/make_legacy_checkpoint.py`), the shared non-finite-loss
-//! error, heads replaced in the store, and building for a load drawing nothing.
+//! clearly (written by `testutil/scripts/make_legacy_checkpoints.py`), the shared
+//! non-finite-loss error, heads replaced in the store, and building for a load drawing
+//! nothing.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
