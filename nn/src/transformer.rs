@@ -193,6 +193,61 @@ impl Matrices {
     }
 }
 
+/// What builds the parts of one layer: its path, the options, how its matrices are
+/// drawn and the generator of its dropout.
+struct Parts<'a> {
+    vb: VarBuilder,
+    options: &'a TransformerOptions,
+    init: Matrices,
+    dropout: &'a Dropout,
+}
+
+impl<'a> Parts<'a> {
+    fn new(
+        vb: VarBuilder,
+        options: &'a TransformerOptions,
+        init: Matrices,
+        dropout: &'a Dropout,
+    ) -> Self {
+        Parts {
+            vb,
+            options,
+            init,
+            dropout,
+        }
+    }
+
+    /// The same parts one level down the path, at `name`.
+    fn at(&self, name: impl ToString) -> Parts<'a> {
+        Parts {
+            vb: self.vb.pp(name),
+            ..*self
+        }
+    }
+
+    /// The multi-head attention at `name`.
+    fn attention(&self, name: &str) -> Result<MultiHeadAttention> {
+        self.init.attention(&self.vb.pp(name), self.options)
+    }
+
+    /// The linear layer `input -> output` at `name`.
+    fn linear(&self, name: &str, input: usize, output: usize) -> Result<Linear> {
+        self.init.linear(&self.vb.pp(name), input, output)
+    }
+
+    /// The LayerNorm over `d_model` at `name`.
+    fn norm(&self, name: &str) -> Result<LayerNorm> {
+        let o = self.options;
+        LayerNorm::new(&self.vb.pp(name), o.d_model, o.layer_norm_eps)
+    }
+
+    /// The layer's dropout: the generator of the one given, `options.dropout` as the
+    /// probability.
+    fn dropout(&self) -> Dropout {
+        self.dropout.with_p(self.options.dropout)
+    }
+}
+
 /// Attention of `q` over `kv` (keys and values alike), with dropout on the
 /// probabilities in training.
 fn attention(
@@ -229,11 +284,12 @@ pub struct FeedForward {
 }
 
 impl FeedForward {
-    /// The network at `vb` (the layer's path), its matrices drawn by `init`.
-    fn build(vb: &VarBuilder, o: &TransformerOptions, init: Matrices) -> Result<Self> {
+    /// The network of the layer that `parts` builds.
+    fn build(parts: &Parts<'_>) -> Result<Self> {
+        let o = parts.options;
         Ok(FeedForward {
-            linear1: init.linear(&vb.pp("linear1"), o.d_model, o.dim_feedforward)?,
-            linear2: init.linear(&vb.pp("linear2"), o.dim_feedforward, o.d_model)?,
+            linear1: parts.linear("linear1", o.d_model, o.dim_feedforward)?,
+            linear2: parts.linear("linear2", o.dim_feedforward, o.d_model)?,
             activation: o.activation,
         })
     }
@@ -242,6 +298,20 @@ impl FeedForward {
     pub fn forward_t(&self, x: &Var, dropout: &Dropout, train: bool) -> Result<Var> {
         let h = self.activation.forward(&self.linear1.forward(x)?)?;
         self.linear2.forward(&dropout.forward_t(&h, train)?)
+    }
+
+    /// The last sublayer of both layers: the network with its residual and `norm`.
+    fn sublayer(
+        &self,
+        norm_first: bool,
+        norm: &LayerNorm,
+        dropout: &Dropout,
+        x: &Var,
+        train: bool,
+    ) -> Result<Var> {
+        residual(norm_first, norm, dropout, x, train, |h| {
+            self.forward_t(h, dropout, train)
+        })
     }
 }
 
@@ -308,8 +378,7 @@ impl TransformerEncoderLayer {
     /// as PyTorch initialises it alone, its dropout masks drawn from `dropout`'s
     /// generator (with `options.dropout` as the probability).
     pub fn new(vb: &VarBuilder, options: &TransformerOptions, dropout: &Dropout) -> Result<Self> {
-        options.validate()?;
-        Layer::build(vb, options, Matrices::Layer, dropout)
+        alone(vb, options, dropout)
     }
 
     /// PyTorch's `forward(src, src_mask, src_key_padding_mask, is_causal)`, in training
@@ -345,27 +414,8 @@ impl TransformerEncoderLayer {
         let x = residual(norm_first, &self.norm1, drop, x, train, |h| {
             attention(&self.self_attn, h, h, mask, drop, train)
         })?;
-        residual(norm_first, &self.norm2, drop, &x, train, |h| {
-            self.feed_forward.forward_t(h, drop, train)
-        })
-    }
-}
-
-impl Layer for TransformerEncoderLayer {
-    fn build(
-        vb: &VarBuilder,
-        o: &TransformerOptions,
-        init: Matrices,
-        dropout: &Dropout,
-    ) -> Result<Self> {
-        Ok(TransformerEncoderLayer {
-            self_attn: init.attention(&vb.pp("self_attn"), o)?,
-            feed_forward: FeedForward::build(vb, o, init)?,
-            norm1: LayerNorm::new(&vb.pp("norm1"), o.d_model, o.layer_norm_eps)?,
-            norm2: LayerNorm::new(&vb.pp("norm2"), o.d_model, o.layer_norm_eps)?,
-            dropout: dropout.with_p(o.dropout),
-            norm_first: o.norm_first,
-        })
+        self.feed_forward
+            .sublayer(norm_first, &self.norm2, drop, &x, train)
     }
 }
 
@@ -412,8 +462,7 @@ impl TransformerDecoderLayer {
     /// as PyTorch initialises it alone, its dropout masks drawn from `dropout`'s
     /// generator (with `options.dropout` as the probability).
     pub fn new(vb: &VarBuilder, options: &TransformerOptions, dropout: &Dropout) -> Result<Self> {
-        options.validate()?;
-        Layer::build(vb, options, Matrices::Layer, dropout)
+        alone(vb, options, dropout)
     }
 
     /// PyTorch's `forward(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
@@ -484,64 +533,78 @@ impl TransformerDecoderLayer {
         let (norm_first, drop) = (self.norm_first, &self.dropout);
         let x = residual(norm_first, &self.norm1, drop, x, train, self_attn)?;
         let x = residual(norm_first, &self.norm2, drop, &x, train, cross)?;
-        residual(norm_first, &self.norm3, drop, &x, train, |h| {
-            self.feed_forward.forward_t(h, drop, train)
-        })
-    }
-}
-
-impl Layer for TransformerDecoderLayer {
-    fn build(
-        vb: &VarBuilder,
-        o: &TransformerOptions,
-        init: Matrices,
-        dropout: &Dropout,
-    ) -> Result<Self> {
-        Ok(TransformerDecoderLayer {
-            self_attn: init.attention(&vb.pp("self_attn"), o)?,
-            multihead_attn: init.attention(&vb.pp("multihead_attn"), o)?,
-            feed_forward: FeedForward::build(vb, o, init)?,
-            norm1: LayerNorm::new(&vb.pp("norm1"), o.d_model, o.layer_norm_eps)?,
-            norm2: LayerNorm::new(&vb.pp("norm2"), o.d_model, o.layer_norm_eps)?,
-            norm3: LayerNorm::new(&vb.pp("norm3"), o.d_model, o.layer_norm_eps)?,
-            dropout: dropout.with_p(o.dropout),
-            norm_first: o.norm_first,
-        })
+        self.feed_forward
+            .sublayer(norm_first, &self.norm3, drop, &x, train)
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // The stacks
 
-/// A layer that a stack builds `n` times.
-trait Layer: Sized {
-    /// The layer at `vb` with matrices drawn by `init`, its dropout drawing from
-    /// `dropout`'s generator.
-    fn build(
-        vb: &VarBuilder,
-        o: &TransformerOptions,
-        init: Matrices,
-        dropout: &Dropout,
-    ) -> Result<Self>;
+/// A layer or a stack, built from its parts.
+trait Build: Sized {
+    /// The layer or stack whose parameters, dropout and options `parts` gives.
+    fn build(parts: &Parts<'_>) -> Result<Self>;
 }
 
-/// `n` layers at `vb.pp("layers").pp(i)` and, with `o.final_norms`, the norm at
-/// `vb.pp("norm")`.
-fn stack<L: Layer>(
-    vb: &VarBuilder,
-    o: &TransformerOptions,
-    n: usize,
-    init: Matrices,
-    dropout: &Dropout,
-) -> Result<(Vec<L>, Option<LayerNorm>)> {
+/// A layer or stack at `vb` initialised as PyTorch initialises it alone (each matrix
+/// with its layer's own default), after checking `options`.
+fn alone<T: Build>(vb: &VarBuilder, options: &TransformerOptions, dropout: &Dropout) -> Result<T> {
+    options.validate()?;
+    T::build(&Parts::new(vb.clone(), options, Matrices::Layer, dropout))
+}
+
+impl Build for TransformerEncoderLayer {
+    fn build(parts: &Parts<'_>) -> Result<Self> {
+        Ok(TransformerEncoderLayer {
+            self_attn: parts.attention("self_attn")?,
+            feed_forward: FeedForward::build(parts)?,
+            norm1: parts.norm("norm1")?,
+            norm2: parts.norm("norm2")?,
+            dropout: parts.dropout(),
+            norm_first: parts.options.norm_first,
+        })
+    }
+}
+
+impl Build for TransformerDecoderLayer {
+    fn build(parts: &Parts<'_>) -> Result<Self> {
+        Ok(TransformerDecoderLayer {
+            self_attn: parts.attention("self_attn")?,
+            multihead_attn: parts.attention("multihead_attn")?,
+            feed_forward: FeedForward::build(parts)?,
+            norm1: parts.norm("norm1")?,
+            norm2: parts.norm("norm2")?,
+            norm3: parts.norm("norm3")?,
+            dropout: parts.dropout(),
+            norm_first: parts.options.norm_first,
+        })
+    }
+}
+
+/// `n` layers at `layers.{i}` and, with `final_norms`, the norm at `norm`, under the
+/// path of `parts`.
+fn stack<L: Build>(parts: &Parts<'_>, n: usize) -> Result<(Vec<L>, Option<LayerNorm>)> {
     let layers = (0..n)
-        .map(|i| L::build(&vb.pp("layers").pp(i), o, init, dropout))
+        .map(|i| L::build(&parts.at("layers").at(i)))
         .collect::<Result<_>>()?;
-    let norm = o
-        .final_norms
-        .then(|| LayerNorm::new(&vb.pp("norm"), o.d_model, o.layer_norm_eps))
-        .transpose()?;
+    let norm = parts.options.final_norms;
+    let norm = norm.then(|| parts.norm("norm")).transpose()?;
     Ok((layers, norm))
+}
+
+impl Build for TransformerEncoder {
+    fn build(parts: &Parts<'_>) -> Result<Self> {
+        let (layers, norm) = stack(parts, parts.options.num_encoder_layers)?;
+        Ok(TransformerEncoder { layers, norm })
+    }
+}
+
+impl Build for TransformerDecoder {
+    fn build(parts: &Parts<'_>) -> Result<Self> {
+        let (layers, norm) = stack(parts, parts.options.num_decoder_layers)?;
+        Ok(TransformerDecoder { layers, norm })
+    }
 }
 
 /// `norm(x)` where the stack has a final norm.
@@ -576,15 +639,7 @@ impl TransformerEncoder {
     /// layers at `vb.pp("layers")`, each initialised as a layer alone, and with
     /// `options.final_norms` the norm at `vb.pp("norm")`; one dropout generator, `dropout`'s.
     pub fn new(vb: &VarBuilder, options: &TransformerOptions, dropout: &Dropout) -> Result<Self> {
-        options.validate()?;
-        let (layers, norm) = stack(
-            vb,
-            options,
-            options.num_encoder_layers,
-            Matrices::Layer,
-            dropout,
-        )?;
-        Ok(TransformerEncoder { layers, norm })
+        alone(vb, options, dropout)
     }
 
     /// PyTorch's `forward(src, mask, src_key_padding_mask, is_causal)`, the masks taken
@@ -666,15 +721,7 @@ impl TransformerDecoder {
     /// The decoder stack of `options.num_decoder_layers` layers (PyTorch's
     /// `nn.TransformerDecoder`), built as [`TransformerEncoder::new`] builds the encoder.
     pub fn new(vb: &VarBuilder, options: &TransformerOptions, dropout: &Dropout) -> Result<Self> {
-        options.validate()?;
-        let (layers, norm) = stack(
-            vb,
-            options,
-            options.num_decoder_layers,
-            Matrices::Layer,
-            dropout,
-        )?;
-        Ok(TransformerDecoder { layers, norm })
+        alone(vb, options, dropout)
     }
 
     /// PyTorch's `forward(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
@@ -752,24 +799,11 @@ impl Transformer {
         dropout: &Dropout,
     ) -> Result<Self> {
         options.validate()?;
-        let o = options;
-        let (layers, norm) = stack(
-            &vb.pp("encoder"),
-            o,
-            o.num_encoder_layers,
-            Matrices::Xavier,
-            dropout,
-        )?;
-        let encoder = TransformerEncoder { layers, norm };
-        let (layers, norm) = stack(
-            &vb.pp("decoder"),
-            o,
-            o.num_decoder_layers,
-            Matrices::Xavier,
-            dropout,
-        )?;
-        let decoder = TransformerDecoder { layers, norm };
-        Ok(Transformer { encoder, decoder })
+        let parts = Parts::new(vb.clone(), options, Matrices::Xavier, dropout);
+        Ok(Transformer {
+            encoder: Build::build(&parts.at("encoder"))?,
+            decoder: Build::build(&parts.at("decoder"))?,
+        })
     }
 
     /// PyTorch's `forward(src, tgt, src_mask, tgt_mask, memory_mask,
