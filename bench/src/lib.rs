@@ -580,11 +580,7 @@ pub fn w6(s: &Settings, out: &mut dyn FnMut(Record)) -> Result<()> {
     ];
     for (variant, cached) in variants {
         let timing = time_steps(s, 32.0, || {
-            if cached {
-                model.greedy(&src, 1, usize::MAX, 32, None)?;
-            } else {
-                model.greedy_uncached(&src, 1, usize::MAX, 32, None)?;
-            }
+            model.greedy(&src, 1, usize::MAX, 32, None, cached)?;
             Ok(())
         })?;
         out(record("W6", variant.into(), "tokens/s", timing));

@@ -3,9 +3,9 @@
 //!
 //! The fast path and its reference stand side by side: [`Transformer::decode_step`]
 //! feeds one position at a time and takes the keys and values of earlier positions from
-//! a [`DecoderCache`] (the encoder's are projected once), and
-//! [`Transformer::greedy_uncached`] re-runs the plain decoder
-//! ([`Transformer::decode_hidden`]) on the whole prefix at every step. `tests/decode.rs`
+//! a [`DecoderCache`] (the encoder's are projected once), and [`Transformer::greedy`]
+//! without `use_cache` re-runs the plain decoder ([`Transformer::decode_hidden`]) on the
+//! whole prefix at every step. `tests/decode.rs`
 //! checks that the two give the same logits at every step and the same tokens.
 
 use tessera_autograd::{no_grad, Var};
@@ -149,9 +149,15 @@ impl Transformer {
         })
     }
 
-    /// Greedy decoding with the key/value cache: from `bos`, append the most likely
-    /// token until every sequence has produced `eos`, or `max_len` new tokens; returns
-    /// each sequence's new tokens (up to and including `eos`).
+    /// Greedy decoding: from `bos`, append the most likely token until every sequence
+    /// has produced `eos`, or `max_len` new tokens; returns each sequence's new tokens
+    /// (up to and including `eos`).
+    ///
+    /// With `use_cache` (as Hugging Face's `generate(use_cache=True)`), each step feeds
+    /// one position through [`Transformer::decode_step`], the keys and values of earlier
+    /// positions taken from a [`DecoderCache`]. Without it the plain decoder re-runs on
+    /// the whole prefix at every step, at quadratic cost: the reference the cache is
+    /// checked against, giving the same tokens.
     ///
     /// # Shapes
     /// `src [B, S]` -> `B` sequences of at most `max_len` tokens.
@@ -162,31 +168,18 @@ impl Transformer {
         eos: usize,
         max_len: usize,
         pad: PadId,
+        use_cache: bool,
     ) -> Result<Vec<Vec<usize>>> {
-        let mut cache = self.start_decoding(src, pad)?;
-        let mut current = vec![bos; cache.batch];
-        greedy_loop(cache.batch, eos, max_len, || {
-            let logits = self.decode_step(&mut cache, &current)?;
-            let next = logits.argmax(-1, false)?.data().to_vec();
-            current.clone_from(&next);
-            Ok(next)
-        })
-    }
-
-    /// Greedy decoding without a cache: the plain decoder re-runs on the whole prefix
-    /// at every step (the same tokens as [`Transformer::greedy`], at quadratic cost;
-    /// kept as the reference the cache is checked against).
-    ///
-    /// # Shapes
-    /// `src [B, S]` -> `B` sequences of at most `max_len` tokens.
-    pub fn greedy_uncached(
-        &self,
-        src: &IndexTensor,
-        bos: usize,
-        eos: usize,
-        max_len: usize,
-        pad: PadId,
-    ) -> Result<Vec<Vec<usize>>> {
+        if use_cache {
+            let mut cache = self.start_decoding(src, pad)?;
+            let mut current = vec![bos; cache.batch];
+            return greedy_loop(cache.batch, eos, max_len, || {
+                let logits = self.decode_step(&mut cache, &current)?;
+                let next = logits.argmax(-1, false)?.data().to_vec();
+                current.clone_from(&next);
+                Ok(next)
+            });
+        }
         no_grad(|| {
             let b = src.shape()[0];
             let memory = self.encode(src, pad, false)?;
@@ -250,7 +243,8 @@ impl Transformer {
                 .collect();
             let logits = self.decode_step(&mut cache, &last)?;
             let logp = logits.log_softmax(-1)?.to_vec(); // [live, V]
-                                                         // The best 2·beam extensions of all live hypotheses.
+
+            // The best 2·beam extensions of all live hypotheses.
             let mut cand: Vec<(f32, usize, usize)> = Vec::with_capacity(live.len() * v);
             for (h, (_, score)) in live.iter().enumerate() {
                 for (tok, &lp) in logp[h * v..(h + 1) * v].iter().enumerate() {
@@ -350,7 +344,7 @@ impl Transformer {
         let src = IndexTensor::new(ids, &[1, n])?;
         let limit = (n + 50).min(max_len - 1);
         let mut out = if beam <= 1 {
-            self.greedy(&src, bpe.bos(), bpe.eos(), limit, None)?
+            self.greedy(&src, bpe.bos(), bpe.eos(), limit, None, true)?
                 .remove(0)
         } else {
             self.beam_search(&src, bpe.bos(), bpe.eos(), beam, alpha, limit, None)?

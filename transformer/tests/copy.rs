@@ -61,7 +61,9 @@ fn the_copy_task_is_learned_to_99_percent_exact_match() {
     // Held-out sequences from another generator.
     let mut held_out = Rng::seed(999);
     let (src, _, tout) = batch(&mut held_out, 200);
-    let decoded = model.greedy(&src, BOS, EOS, LEN + 3, Some(PAD)).unwrap();
+    let decoded = model
+        .greedy(&src, BOS, EOS, LEN + 3, Some(PAD), true)
+        .unwrap();
     let exact = decoded
         .iter()
         .zip(tout.data().chunks(LEN + 1))

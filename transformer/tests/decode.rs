@@ -49,8 +49,8 @@ fn cached_steps_equal_the_full_decoder_on_the_prefix() {
             }
         }
         assert_eq!(cache.len(), 6);
-        let fast = m.greedy(&src, 1, 2, 10, Some(0)).unwrap();
-        let slow = m.greedy_uncached(&src, 1, 2, 10, Some(0)).unwrap();
+        let fast = m.greedy(&src, 1, 2, 10, Some(0), true).unwrap();
+        let slow = m.greedy(&src, 1, 2, 10, Some(0), false).unwrap();
         assert_eq!(fast, slow);
     }
 }
@@ -125,7 +125,7 @@ fn a_wide_beam_finds_the_best_sequence_of_an_exhaustive_search() {
 fn beam_one_is_greedy() {
     let m = model(false, false, 12);
     let src = IndexTensor::new(vec![3, 4, 5, 6, 7], &[1, 5]).unwrap();
-    let greedy = m.greedy(&src, 1, 2, 8, None).unwrap().remove(0);
+    let greedy = m.greedy(&src, 1, 2, 8, None, true).unwrap().remove(0);
     let (beam, _) = m.beam_search(&src, 1, 2, 1, 0.6, 8, None).unwrap();
     assert_eq!(beam, greedy);
 }
