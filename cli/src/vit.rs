@@ -16,7 +16,7 @@ use tessera_vit::{
 };
 
 use crate::train::{choice, Eval, Mode, Plan, Run, RunArgs, Step, Task};
-use tessera_data::{Chart, Series, Style};
+use tessera_data::{viridis, Canvas, Chart, ColorBar, Series, Style};
 
 /// `tessera vit` subcommands.
 #[derive(Subcommand, Debug)]
@@ -863,54 +863,13 @@ fn imagenet_names() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// `image` (`[3, H, W]` in `[0, 1]`) with a title above it and a note below, and for a
-/// colour-coded picture a viridis colour bar (`(low, name, high)`).
-fn framed(
-    image: &Tensor,
-    title: &str,
-    note: &str,
-    bar: Option<(&str, &str, &str)>,
-) -> Result<tessera_data::Canvas> {
-    let &[3, h, w] = image.shape() else {
-        bail!("a picture of shape {:?} is not [3, H, W]", image.shape());
-    };
-    let text_w = 8 * title.len().max(note.len());
-    let (margin, top) = (10, 28);
-    let bar_h = if bar.is_some() { 36 } else { 0 };
-    let width = w.max(text_w) + 2 * margin;
-    let height = top + h + 8 + bar_h + 18;
-    let mut canvas = tessera_data::Canvas::new(width, height);
-    let black = [0.0; 3];
-    canvas.text(title, margin as i64, 10, black, false);
-    let px = image.to_vec();
-    let x0 = (width - w) / 2;
-    for y in 0..h {
-        for x in 0..w {
-            let rgb = [0, 1, 2].map(|ch| px[(ch * h + y) * w + x]);
-            canvas.set((x0 + x) as i64, (top + y) as i64, rgb);
-        }
-    }
-    let mut y = top + h + 8;
-    if let Some((low, name, high)) = bar {
-        let bar_w = w.min(256);
-        let bx = (width - bar_w) / 2;
-        for x in 0..bar_w {
-            let c = viz::viridis(x as f32 / (bar_w - 1).max(1) as f32);
-            for dy in 0..12 {
-                canvas.set((bx + x) as i64, (y + dy) as i64, c);
-            }
-        }
-        let ty = (y + 16) as i64;
-        canvas.text(low, bx as i64, ty, black, false);
-        canvas.text(high, (bx + bar_w - 8 * high.len()) as i64, ty, black, false);
-        canvas.text(name, (width / 2 - 4 * name.len()) as i64, ty, black, false);
-        y += bar_h;
-    }
-    canvas.text(note, margin as i64, y as i64, [0.3; 3], false);
-    Ok(canvas)
-}
-
 fn viz_cmd(a: &VizArgs) -> Result<()> {
+    let colour_bar = |low, name, high| ColorBar {
+        map: viridis,
+        low,
+        name,
+        high,
+    };
     a.threads.apply();
     let Pretrained { model, source, .. } = a.model.open()?;
     let timm = a.image_args.transform(&source, model.config().img_size);
@@ -922,20 +881,15 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
     let p = a.out.join("position_similarity.png");
     let g = c.grid();
     let note = format!("tile (row, column): that patch's cosine similarity with all {g}x{g}");
-    let bar = Some(("-1", "cosine similarity", "1"));
-    framed(&pos, "Position embedding similarity", &note, bar)?.save(&p)?;
+    let bar = colour_bar("-1", "cosine similarity", "1");
+    Canvas::framed(&pos, "Position embedding similarity", &note, Some(&bar))?.save(&p)?;
     written.push(p);
     let k = (c.in_chans * c.patch_size * c.patch_size).min(28);
     let filters = viz::filter_components_image(&model, k, 7, (64 / c.patch_size).max(4))?;
     let p = a.out.join("filter_components.png");
     let note = format!("the first {k}, row by row, each scaled to its own range");
-    framed(
-        &filters,
-        "Principal components of the patch filters",
-        &note,
-        None,
-    )?
-    .save(&p)?;
+    let title = "Principal components of the patch filters";
+    Canvas::framed(&filters, title, &note, None)?.save(&p)?;
     written.push(p);
     // Images for the attention pictures: the test set's (or shapes), prepared.
     let data = open_data(&a.data, 0)?;
@@ -976,14 +930,14 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
     let note = "left: the input; right: the input weighted by the attention that flows to \
                 the class token (dark: little)";
     let picture = viz::rollout_image(&image, &map)?;
-    framed(&picture, "Attention rollout", note, None)?.save(&p)?;
+    Canvas::framed(&picture, "Attention rollout", note, None)?.save(&p)?;
     written.push(p);
     let (map, class) = viz::gradient_saliency(&model, &image, a.class)?;
     let p = a.out.join("gradient_saliency.png");
     let note = format!("right: the largest |d logit / d pixel| over the channels, class {class}");
     let picture = viz::attribution_image(&image, &map)?;
-    let bar = Some(("0", "relative gradient", "1"));
-    framed(&picture, "Gradient saliency", &note, bar)?.save(&p)?;
+    let bar = colour_bar("0", "relative gradient", "1");
+    Canvas::framed(&picture, "Gradient saliency", &note, Some(&bar))?.save(&p)?;
     written.push(p);
     let ig = viz::integrated_gradients(&model, &image, None, a.class, a.ig_steps)?;
     let p = a.out.join("integrated_gradients.png");
@@ -996,8 +950,8 @@ fn viz_cmd(a: &VizArgs) -> Result<()> {
         100.0 * ig.completeness_gap()
     );
     let picture = viz::attribution_image(&image, &ig.map()?)?;
-    let bar = Some(("0", "relative attribution", "1"));
-    framed(&picture, "Integrated gradients", &note, bar)?.save(&p)?;
+    let bar = colour_bar("0", "relative attribution", "1");
+    Canvas::framed(&picture, "Integrated gradients", &note, Some(&bar))?.save(&p)?;
     written.push(p);
     for p in &written {
         println!("wrote {}", p.display());

@@ -70,6 +70,52 @@ const PALETTE: [[f32; 3]; 8] = [
     [0.50, 0.50, 0.50],
 ];
 
+/// The colour bar of a colour-coded picture ([`Canvas::framed`]): the colour map and
+/// the labels at its low end, in its middle and at its high end.
+#[derive(Clone, Copy, Debug)]
+pub struct ColorBar<'a> {
+    /// The colour of each value in `[0, 1]`, such as [`viridis`].
+    pub map: fn(f32) -> [f32; 3],
+    /// The label at 0.
+    pub low: &'a str,
+    /// What the colours stand for.
+    pub name: &'a str,
+    /// The label at 1.
+    pub high: &'a str,
+}
+
+/// The viridis colour map at `x ∈ [0, 1]` (piecewise linear through nine of its
+/// colours); values outside are clamped, NaN is the low end.
+///
+/// ```
+/// use tessera_data::viridis;
+/// assert_eq!(viridis(0.0), [0.267, 0.005, 0.329]);
+/// assert_eq!(viridis(2.0), viridis(1.0));
+/// ```
+pub fn viridis(x: f32) -> [f32; 3] {
+    const STOPS: [[f32; 3]; 9] = [
+        [0.267, 0.005, 0.329],
+        [0.283, 0.141, 0.458],
+        [0.254, 0.265, 0.530],
+        [0.207, 0.372, 0.553],
+        [0.164, 0.471, 0.558],
+        [0.128, 0.567, 0.551],
+        [0.135, 0.659, 0.518],
+        [0.267, 0.749, 0.441],
+        [0.993, 0.906, 0.144],
+    ];
+    let x = if x.is_finite() {
+        x.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let f = x * (STOPS.len() - 1) as f32;
+    let i = (f as usize).min(STOPS.len() - 2);
+    let u = f - i as f32;
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    [0, 1, 2].map(|c| a[c] + u * (b[c] - a[c]))
+}
+
 /// An RGB canvas with f32 channels in `[0, 1]`.
 #[derive(Clone, Debug)]
 pub struct Canvas {
@@ -180,6 +226,69 @@ impl Canvas {
     /// Writes the canvas as a PNG (atomically).
     pub fn save(&self, path: &Path) -> Result<()> {
         crate::save_png(path, &self.image()?)
+    }
+
+    /// `image` (`[3, H, W]` in `[0, 1]`) centred on a white canvas, with `title` above
+    /// it, `note` below and, for a colour-coded picture, a colour `bar` between the two.
+    /// The canvas is as wide as the image or the longer text, with a margin of 10 pixels.
+    ///
+    /// ```
+    /// use tessera_data::{viridis, Canvas, ColorBar};
+    /// use tessera_tensor::Tensor;
+    /// let picture = Tensor::zeros(&[3, 20, 64]); // wider than the text (8 pixels a letter)
+    /// let bar = ColorBar { map: viridis, low: "0", name: "weight", high: "1" };
+    /// let canvas = Canvas::framed(&picture, "Title", "a note", Some(&bar))?;
+    /// assert_eq!(canvas.w, 64 + 2 * 10);
+    /// assert_eq!(canvas.h, 28 + 20 + 8 + 36 + 18);
+    /// # Ok::<(), tessera_data::Error>(())
+    /// ```
+    pub fn framed(
+        image: &Tensor,
+        title: &str,
+        note: &str,
+        bar: Option<&ColorBar<'_>>,
+    ) -> Result<Canvas> {
+        let &[3, h, w] = image.shape() else {
+            return Err(Error::Invalid {
+                what: "Canvas::framed",
+                msg: format!("expected a picture [3, H, W], got {:?}", image.shape()),
+            });
+        };
+        let (margin, top) = (10, 28);
+        let text_w = 8 * title.chars().count().max(note.chars().count());
+        let bar_h = if bar.is_some() { 36 } else { 0 };
+        let width = w.max(text_w) + 2 * margin;
+        let mut canvas = Canvas::new(width, top + h + 8 + bar_h + 18);
+        let black = [0.0; 3];
+        canvas.text(title, margin as i64, 10, black, false);
+        let px = crate::data_of(image);
+        let x0 = (width - w) / 2;
+        for y in 0..h {
+            for x in 0..w {
+                let rgb = [0, 1, 2].map(|ch| px[(ch * h + y) * w + x]);
+                canvas.set((x0 + x) as i64, (top + y) as i64, rgb);
+            }
+        }
+        let mut y = top + h + 8;
+        if let Some(bar) = bar {
+            let bar_w = w.min(256);
+            let bx = (width - bar_w) / 2;
+            for x in 0..bar_w {
+                let c = (bar.map)(x as f32 / (bar_w - 1).max(1) as f32);
+                for dy in 0..12 {
+                    canvas.set((bx + x) as i64, (y + dy) as i64, c);
+                }
+            }
+            let ty = (y + 16) as i64;
+            let high_x = bx + bar_w - 8 * bar.high.chars().count();
+            canvas.text(bar.low, bx as i64, ty, black, false);
+            canvas.text(bar.high, high_x as i64, ty, black, false);
+            let name_x = width / 2 - 4 * bar.name.chars().count();
+            canvas.text(bar.name, name_x as i64, ty, black, false);
+            y += bar_h;
+        }
+        canvas.text(note, margin as i64, y as i64, [0.3; 3], false);
+        Ok(canvas)
     }
 
     /// Copies `other` into this canvas with its top-left corner at row `y0` (rows that
@@ -505,6 +614,36 @@ pub fn metrics_picture(rows: &[HashMap<String, f64>], x: &str) -> Result<Canvas>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_framed_picture_sits_centred_between_its_title_and_its_bar() {
+        let pixel =
+            |cv: &Canvas, x: usize, y: usize| [0, 1, 2].map(|ch| cv.px[(ch * cv.h + y) * cv.w + x]);
+        // A red 4x2 picture under a title of 10 characters (80 pixels of text).
+        let mut red = vec![0.0; 3 * 2 * 4];
+        red[..8].fill(1.0);
+        let red = Tensor::from_vec(red, &[3, 2, 4]).unwrap();
+        let bar = ColorBar {
+            map: viridis,
+            low: "0",
+            name: "v",
+            high: "1",
+        };
+        let cv = Canvas::framed(&red, "ten chars!", "", Some(&bar)).unwrap();
+        assert_eq!((cv.w, cv.h), (80 + 20, 28 + 2 + 8 + 36 + 18));
+        let x0 = (cv.w - 4) / 2;
+        assert_eq!(pixel(&cv, x0, 28), [1.0, 0.0, 0.0]);
+        assert_eq!(pixel(&cv, x0 + 3, 29), [1.0, 0.0, 0.0]);
+        assert_eq!(pixel(&cv, x0 - 1, 28), [1.0; 3]);
+        assert_eq!(pixel(&cv, x0 + 4, 28), [1.0; 3]);
+        // The bar is as wide as the picture, from the map's low end to its high end.
+        let y = 28 + 2 + 8;
+        assert_eq!(pixel(&cv, x0, y), viridis(0.0));
+        assert_eq!(pixel(&cv, x0 + 3, y + 11), viridis(1.0));
+        let flat = Tensor::zeros(&[2, 2]);
+        let err = Canvas::framed(&flat, "", "", None).unwrap_err().to_string();
+        assert!(err.contains("[3, H, W]") && err.contains("[2, 2]"), "{err}");
+    }
 
     #[test]
     fn metrics_stack_loss_over_accuracy_and_need_a_curve() {

@@ -77,7 +77,9 @@ pub use batch::{pad_sequences, token_batches};
 #[cfg(feature = "bpe")]
 pub use bpe::{Bpe, SPECIALS};
 #[cfg(feature = "image")]
-pub use chart::{metrics_picture, Canvas, Chart, DotPanel, DotPlot, Series, Style};
+pub use chart::{
+    metrics_picture, viridis, Canvas, Chart, ColorBar, DotPanel, DotPlot, Series, Style,
+};
 pub use dataset::{split, Dataset, Sample, Subset};
 pub use files::{Cifar10, CsvImages, Idx, LabelColumn};
 #[cfg(feature = "image")]
