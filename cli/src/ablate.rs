@@ -165,7 +165,7 @@ fn text_file(dir: &Path, split: &str, lang: &str) -> Result<PathBuf> {
 pub fn run(a: &AblateArgs) -> Result<()> {
     // Everything that can be wrong is found before anything is written.
     let rows = select_rows(&a.rows)?;
-    if a.d_model % a.heads != 0 {
+    if !a.d_model.is_multiple_of(a.heads) {
         bail!(
             "--d-model {} does not split into {} heads; the base needs d_k = d_model / heads",
             a.d_model,

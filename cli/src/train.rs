@@ -380,7 +380,8 @@ impl Run {
             } else {
                 (step >= plan.steps).then_some("done")
             };
-            let on_cadence = step % plan.eval_every == 0 && (step > first || plan.eval_at_start);
+            let on_cadence =
+                step.is_multiple_of(plan.eval_every) && (step > first || plan.eval_at_start);
             // Interrupted, the checkpoint comes first: under mpirun a signal leaves
             // the ranks a second (odls_base_sigkill_timeout) before they are killed.
             let order = if reason == Some("interrupted") {
@@ -407,7 +408,7 @@ impl Run {
                     Phase::Save => {
                         // A run that stops where it started still leaves its checkpoint.
                         let unsaved = step != last_saved || !self.checkpoint.exists();
-                        let due = step % plan.save_every == 0 || reason.is_some();
+                        let due = step.is_multiple_of(plan.save_every) || reason.is_some();
                         if due && unsaved && root {
                             task.save(&self.checkpoint).with_context(|| {
                                 format!(

@@ -294,7 +294,7 @@ fn train(a: &TrainArgs) -> Result<()> {
             None => TransformerConfig::small(bpe.len(), a.d_model, a.heads, a.d_ff, a.layers),
         };
         if a.preset.is_none() {
-            if a.d_model % a.heads != 0 && (a.d_k.is_none() || a.d_v.is_none()) {
+            if !a.d_model.is_multiple_of(a.heads) && (a.d_k.is_none() || a.d_v.is_none()) {
                 bail!(
                     "--d-model {} does not split into {} heads: give --d-k and --d-v, or another --heads",
                     a.d_model,
@@ -523,7 +523,7 @@ fn group(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

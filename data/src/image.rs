@@ -124,7 +124,7 @@ fn check_png_palette(bytes: &[u8]) -> std::result::Result<(), String> {
     let mut at = 8;
     while let Some(head) = bytes.get(at..at + 8) {
         let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-        if &head[4..8] == b"PLTE" && (len == 0 || len > 768 || len % 3 != 0) {
+        if &head[4..8] == b"PLTE" && (len == 0 || len > 768 || !len.is_multiple_of(3)) {
             return Err(format!(
                 "PNG palette of {len} bytes: expected 1 to 256 RGB entries (3 to 768 bytes, a \
                  multiple of 3)"

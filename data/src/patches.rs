@@ -18,7 +18,7 @@ fn bchw(x: &Tensor, what: &'static str) -> Result<(usize, usize, usize, usize, b
 }
 
 fn check_divides(p: usize, h: usize, w: usize, what: &'static str) -> Result<()> {
-    if p == 0 || h % p != 0 || w % p != 0 {
+    if p == 0 || !h.is_multiple_of(p) || !w.is_multiple_of(p) {
         return Err(Error::Invalid {
             what,
             msg: format!("patch size {p} must divide the image height {h} and width {w}"),

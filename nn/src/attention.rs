@@ -312,7 +312,7 @@ impl MultiHeadAttention {
         qkv: Init,
         out: Init,
     ) -> Result<Self> {
-        if heads == 0 || embed % heads != 0 {
+        if heads == 0 || !embed.is_multiple_of(heads) {
             return Err(indivisible_heads(embed, heads));
         }
         let [w, b, ow, ob] = names.names();
@@ -334,7 +334,7 @@ impl MultiHeadAttention {
         kdim: usize,
         vdim: usize,
     ) -> Result<Self> {
-        if heads == 0 || embed % heads != 0 {
+        if heads == 0 || !embed.is_multiple_of(heads) {
             return Err(indivisible_heads(embed, heads));
         }
         MultiHeadAttention::separate(vb, embed, heads, [embed, kdim, vdim], [embed, embed])

@@ -82,7 +82,7 @@ impl TransformerOptions {
             return setting("d_model, dim_feedforward", value, "both positive");
         }
         match self.head_dims {
-            None if self.nhead == 0 || self.d_model % self.nhead != 0 => {
+            None if self.nhead == 0 || !self.d_model.is_multiple_of(self.nhead) => {
                 let expected = format!("a positive divisor of d_model {}", self.d_model);
                 return setting("nhead", self.nhead.to_string(), &expected);
             }

@@ -19,6 +19,7 @@ fn square(c: &mut Criterion) {
         for kernel in [
             GemmKernel::Auto,
             GemmKernel::Avx2Fma,
+            GemmKernel::Avx512,
             GemmKernel::Gemm,
             GemmKernel::MatrixMultiply,
         ] {

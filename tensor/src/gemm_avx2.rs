@@ -16,12 +16,15 @@
 //! view costs nothing extra; a B that is a transposed weight (`x · Wᵀ`) is packed in
 //! 8 x 8 blocks transposed in registers. A small row-major B is read in place.
 //! The kernel runs on one thread; `matmul.rs` gives each thread its own band of C.
+//!
+//! The blocking is shared with the AVX-512 micro-kernel (`gemm_avx512.rs`, 6 x 32
+//! tiles): [`sgemm`] and [`sgemm_avx512`] are the same driver around either.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-/// Rows of the micro-tile.
-const MR: usize = 6;
+/// Rows of the micro-tile (of both kernels).
+pub(crate) const MR: usize = 6;
 /// Columns of the micro-tile (two 8-lane vectors).
 const NR: usize = 16;
 /// Depth of a slab: one A sliver (6 x 256 x 4 B = 6 KiB) plus one B sliver (16 KiB) fit in L1.
@@ -65,7 +68,7 @@ fn pack<const W: usize>(src: Strided, lines: usize, kc: usize, out: &mut [f32]) 
         let l0 = s * W;
         let width = W.min(lines - l0);
         let mut p0 = 0;
-        if W % 8 == 0 && width == W && src.cs == 1 {
+        if W.is_multiple_of(8) && width == W && src.cs == 1 {
             // Lines contiguous along k (B a transposed weight): 8 x 8 blocks, eight
             // vector loads transposed in registers into eight vector stores.
             while p0 + 8 <= kc {
@@ -291,15 +294,36 @@ unsafe fn kernel(
             _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR), row[0]);
             _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR + 8), row[1]);
         }
-        for i in 0..mr {
-            for j in 0..nr {
-                let p = c.add(i * rsc + j);
-                let v = alpha * tile[i * NR + j];
-                *p = if beta != 0.0 { v + beta * *p } else { v };
-            }
+        store_edge::<NR>(&tile, c, rsc, alpha, beta, mr, nr);
+    }
+}
+
+/// The top-left `mr x nr` of a micro-tile's product `tile` (`MR` rows of `W`) into C:
+/// `C = alpha * tile + beta * C`, element by element (the partial tiles at C's edges).
+///
+/// # Safety
+/// `c` must address an `mr x nr` tile with row stride `rsc`.
+pub(crate) unsafe fn store_edge<const W: usize>(
+    tile: &[f32],
+    c: *mut f32,
+    rsc: usize,
+    alpha: f32,
+    beta: f32,
+    mr: usize,
+    nr: usize,
+) {
+    for i in 0..mr {
+        for j in 0..nr {
+            let p = c.add(i * rsc + j);
+            let v = alpha * tile[i * W + j];
+            *p = if beta != 0.0 { v + beta * *p } else { v };
         }
     }
 }
+
+/// A micro-kernel: `kernel(kc, a, b, bks, c, rsc, alpha, beta, mr, nr)` as [`kernel`].
+type Kernel =
+    unsafe fn(usize, *const f32, *const f32, usize, *mut f32, usize, f32, f32, usize, usize);
 
 /// B operands up to this many elements are read in place when their layout allows:
 /// they sit in L2, and packing them would cost more than it saves.
@@ -318,6 +342,43 @@ const DIRECT_MAX: usize = 64 * 1024;
 /// either; `m, n, k > 0`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Strided,
+    b: Strided,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+) {
+    sgemm_on::<NR>(kernel, m, n, k, alpha, a, b, beta, c, rsc)
+}
+
+/// [`sgemm`] with the AVX-512 micro-kernel (`gemm_avx512.rs`), 32 columns a sliver.
+///
+/// # Safety
+/// As [`sgemm`], and AVX-512F must be available (`gemm_avx512::available`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm_avx512(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: Strided,
+    b: Strided,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+) {
+    use crate::gemm_avx512 as wide;
+    sgemm_on::<{ wide::NR }>(wide::kernel, m, n, k, alpha, a, b, beta, c, rsc)
+}
+
+/// The blocked product around the micro-kernel `kernel`, whose tiles are `MR x NR`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_on<const NR: usize>(
+    kernel: Kernel,
     m: usize,
     n: usize,
     k: usize,

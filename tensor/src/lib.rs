@@ -39,6 +39,8 @@ mod elementwise;
 mod error;
 #[cfg(target_arch = "x86_64")]
 mod gemm_avx2;
+#[cfg(target_arch = "x86_64")]
+mod gemm_avx512;
 mod index;
 mod io;
 mod iter;

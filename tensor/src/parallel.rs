@@ -118,7 +118,7 @@ fn helper_loop(slot: Arc<Slot>) {
                 break;
             }
             polls = polls.wrapping_add(1);
-            if polls % 64 == 0 && start.elapsed() > SPIN {
+            if polls.is_multiple_of(64) && start.elapsed() > SPIN {
                 std::thread::park_timeout(Duration::from_millis(100));
             } else {
                 std::hint::spin_loop();
@@ -210,7 +210,7 @@ impl Team {
             let mut polls = 0u32;
             while h.slot.done.load(Ordering::Acquire) != ticket {
                 polls = polls.wrapping_add(1);
-                if polls % 1024 == 0 {
+                if polls.is_multiple_of(1024) {
                     std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();

@@ -393,7 +393,7 @@ impl Tensor {
             .product();
         let mut out: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
         if let Some(&i) = unknown.first() {
-            if known == 0 || self.numel() % known != 0 {
+            if known == 0 || !self.numel().is_multiple_of(known) {
                 return Err(Error::invalid(
                     "reshape",
                     format!("cannot infer -1 in {shape:?} for {} elements", self.numel()),

@@ -442,7 +442,7 @@ impl VitConfig {
             }
         }
         let pp = self.pixels_per_patch();
-        if pp == 0 || self.img_size % pp != 0 {
+        if pp == 0 || !self.img_size.is_multiple_of(pp) {
             let expected = match self.hybrid {
                 Some(h) => format!(
                     "on the stem's ÷{} feature map ({pp} pixels), must divide img_size {}",
@@ -453,7 +453,7 @@ impl VitConfig {
             };
             return Err(Error::setting(OP, "patch_size", self.patch_size, expected));
         }
-        if self.num_heads == 0 || self.embed_dim % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(Error::setting(
                 OP,
                 "num_heads",
