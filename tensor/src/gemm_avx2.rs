@@ -18,7 +18,8 @@
 //! The kernel runs on one thread; `matmul.rs` gives each thread its own band of C.
 //!
 //! The blocking is shared with the AVX-512 micro-kernel (`gemm_avx512.rs`, 6 x 32
-//! tiles): [`sgemm`] and [`sgemm_avx512`] are the same driver around either.
+//! tiles), and both micro-kernels are one body ([`micro_kernel!`]) over either
+//! instruction set's intrinsics.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -201,101 +202,124 @@ unsafe fn transposed(r: [__m256; 8]) -> [__m256; 8] {
     ]
 }
 
-/// `C[0..mr, 0..nr] = alpha * A_sliver * B_sliver + beta * C` for one micro-tile.
+/// Defines a `MR x NR` micro-kernel, `NR` two vectors of `LANES` lanes, from one
+/// instruction set's intrinsics: the AVX2 kernel below and the AVX-512 one of
+/// `gemm_avx512.rs` are this one body.
 ///
-/// `a` is a packed A sliver (step `p` of row `i` at `a + p*MR + i`); step `p` of B's
-/// sixteen columns starts at `b + p*bks` (`bks` is `NR` for a packed sliver, B's row
-/// stride for one read in place).
+/// The kernel computes `C[0..mr, 0..nr] = alpha * A_sliver * B_sliver + beta * C` for
+/// one micro-tile. `a` is a packed A sliver (step `p` of row `i` at `a + p*MR + i`);
+/// step `p` of B's `NR` columns starts at `b + p*bks` (`bks` is `NR` for a packed
+/// sliver, B's row stride for one read in place). Per step of k it loads two vectors of
+/// B, broadcasts six values of A and issues twelve fused multiply-adds.
 ///
-/// # Safety
-/// AVX2 and FMA must be available; `a` must hold `MR x kc` and `b` reach `NR` columns over
-/// `kc` steps; `c` addresses an `mr x nr` tile with row stride `rsc` (`mr <= MR`,
-/// `nr <= NR`).
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn kernel(
-    kc: usize,
-    mut a: *const f32,
-    mut b: *const f32,
-    bks: usize,
-    c: *mut f32,
-    rsc: usize,
-    alpha: f32,
-    beta: f32,
-    mr: usize,
-    nr: usize,
-) {
-    let mut c00 = _mm256_setzero_ps();
-    let mut c01 = _mm256_setzero_ps();
-    let mut c10 = _mm256_setzero_ps();
-    let mut c11 = _mm256_setzero_ps();
-    let mut c20 = _mm256_setzero_ps();
-    let mut c21 = _mm256_setzero_ps();
-    let mut c30 = _mm256_setzero_ps();
-    let mut c31 = _mm256_setzero_ps();
-    let mut c40 = _mm256_setzero_ps();
-    let mut c41 = _mm256_setzero_ps();
-    let mut c50 = _mm256_setzero_ps();
-    let mut c51 = _mm256_setzero_ps();
-    // Bring the C tile towards L1 while the k loop runs.
-    for i in 0..mr {
-        _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc) as *const i8);
-        _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc + NR - 1) as *const i8);
-    }
-    for _ in 0..kc {
-        let b0 = _mm256_loadu_ps(b);
-        let b1 = _mm256_loadu_ps(b.add(8));
-        let a0 = _mm256_broadcast_ss(&*a);
-        c00 = _mm256_fmadd_ps(a0, b0, c00);
-        c01 = _mm256_fmadd_ps(a0, b1, c01);
-        let a1 = _mm256_broadcast_ss(&*a.add(1));
-        c10 = _mm256_fmadd_ps(a1, b0, c10);
-        c11 = _mm256_fmadd_ps(a1, b1, c11);
-        let a2 = _mm256_broadcast_ss(&*a.add(2));
-        c20 = _mm256_fmadd_ps(a2, b0, c20);
-        c21 = _mm256_fmadd_ps(a2, b1, c21);
-        let a3 = _mm256_broadcast_ss(&*a.add(3));
-        c30 = _mm256_fmadd_ps(a3, b0, c30);
-        c31 = _mm256_fmadd_ps(a3, b1, c31);
-        let a4 = _mm256_broadcast_ss(&*a.add(4));
-        c40 = _mm256_fmadd_ps(a4, b0, c40);
-        c41 = _mm256_fmadd_ps(a4, b1, c41);
-        let a5 = _mm256_broadcast_ss(&*a.add(5));
-        c50 = _mm256_fmadd_ps(a5, b0, c50);
-        c51 = _mm256_fmadd_ps(a5, b1, c51);
-        a = a.add(MR);
-        b = b.add(bks);
-    }
-    let acc = [
-        [c00, c01],
-        [c10, c11],
-        [c20, c21],
-        [c30, c31],
-        [c40, c41],
-        [c50, c51],
-    ];
-    let va = _mm256_set1_ps(alpha);
-    let vb = _mm256_set1_ps(beta);
-    if mr == MR && nr == NR {
-        for (i, row) in acc.iter().enumerate() {
-            let dst = c.add(i * rsc);
-            for (h, &v) in row.iter().enumerate() {
-                let p = dst.add(h * 8);
-                let mut r = _mm256_mul_ps(va, v);
-                if beta != 0.0 {
-                    r = _mm256_fmadd_ps(vb, _mm256_loadu_ps(p), r);
+/// Safety of the kernel: its target features must be available; `a` must hold
+/// `MR x kc` and `b` reach `NR` columns over `kc` steps; `c` addresses an `mr x nr`
+/// tile with row stride `rsc` (`mr <= MR`, `nr <= NR`).
+macro_rules! micro_kernel {
+    (
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident, features $feature:literal, columns $nr:expr, lanes $lanes:expr,
+        $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident, $mul:ident
+    ) => {
+        $(#[$attr])*
+        #[target_feature(enable = $feature)]
+        #[allow(clippy::too_many_arguments)]
+        $vis unsafe fn $name(
+            kc: usize,
+            mut a: *const f32,
+            mut b: *const f32,
+            bks: usize,
+            c: *mut f32,
+            rsc: usize,
+            alpha: f32,
+            beta: f32,
+            mr: usize,
+            nr: usize,
+        ) {
+            const W: usize = $nr;
+            const L: usize = $lanes;
+            use $crate::gemm_avx2::{store_edge, MR};
+            let mut c00 = $zero();
+            let mut c01 = $zero();
+            let mut c10 = $zero();
+            let mut c11 = $zero();
+            let mut c20 = $zero();
+            let mut c21 = $zero();
+            let mut c30 = $zero();
+            let mut c31 = $zero();
+            let mut c40 = $zero();
+            let mut c41 = $zero();
+            let mut c50 = $zero();
+            let mut c51 = $zero();
+            // Bring the C tile towards L1 while the k loop runs.
+            for i in 0..mr {
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc + W - 1) as *const i8);
+            }
+            for _ in 0..kc {
+                let b0 = $load(b);
+                let b1 = $load(b.add(L));
+                let a0 = $splat(*a);
+                c00 = $fma(a0, b0, c00);
+                c01 = $fma(a0, b1, c01);
+                let a1 = $splat(*a.add(1));
+                c10 = $fma(a1, b0, c10);
+                c11 = $fma(a1, b1, c11);
+                let a2 = $splat(*a.add(2));
+                c20 = $fma(a2, b0, c20);
+                c21 = $fma(a2, b1, c21);
+                let a3 = $splat(*a.add(3));
+                c30 = $fma(a3, b0, c30);
+                c31 = $fma(a3, b1, c31);
+                let a4 = $splat(*a.add(4));
+                c40 = $fma(a4, b0, c40);
+                c41 = $fma(a4, b1, c41);
+                let a5 = $splat(*a.add(5));
+                c50 = $fma(a5, b0, c50);
+                c51 = $fma(a5, b1, c51);
+                a = a.add(MR);
+                b = b.add(bks);
+            }
+            let acc = [
+                [c00, c01],
+                [c10, c11],
+                [c20, c21],
+                [c30, c31],
+                [c40, c41],
+                [c50, c51],
+            ];
+            let va = $splat(alpha);
+            let vb = $splat(beta);
+            if mr == MR && nr == W {
+                for (i, row) in acc.iter().enumerate() {
+                    let dst = c.add(i * rsc);
+                    for (h, &v) in row.iter().enumerate() {
+                        let p = dst.add(h * L);
+                        let mut r = $mul(va, v);
+                        if beta != 0.0 {
+                            r = $fma(vb, $load(p), r);
+                        }
+                        $store(p, r);
+                    }
                 }
-                _mm256_storeu_ps(p, r);
+            } else {
+                let mut tile = [0.0f32; MR * W];
+                for (i, row) in acc.iter().enumerate() {
+                    $store(tile.as_mut_ptr().add(i * W), row[0]);
+                    $store(tile.as_mut_ptr().add(i * W + L), row[1]);
+                }
+                store_edge::<W>(&tile, c, rsc, alpha, beta, mr, nr);
             }
         }
-    } else {
-        let mut tile = [0.0f32; MR * NR];
-        for (i, row) in acc.iter().enumerate() {
-            _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR), row[0]);
-            _mm256_storeu_ps(tile.as_mut_ptr().add(i * NR + 8), row[1]);
-        }
-        store_edge::<NR>(&tile, c, rsc, alpha, beta, mr, nr);
-    }
+    };
+}
+pub(crate) use micro_kernel;
+
+micro_kernel! {
+    /// The AVX2 micro-kernel: `6 x 16` tiles in twelve 8-lane accumulators.
+    fn kernel, features "avx2,fma", columns NR, lanes 8,
+    _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
+    _mm256_mul_ps
 }
 
 /// The top-left `mr x nr` of a micro-tile's product `tile` (`MR` rows of `W`) into C:
@@ -336,31 +360,16 @@ const DIRECT_MAX: usize = 64 * 1024;
 /// A block is packed once, then each `NR`-wide sliver of B is packed (or read in place)
 /// and multiplied by every A sliver of the block while it sits in L1.
 ///
-/// # Safety
-/// [`available`] must be true; `a` must address an `m x k` and `b` a `k x n` matrix
-/// through their strides, `c` an `m x n` matrix with row stride `rsc`, not overlapping
-/// either; `m, n, k > 0`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    a: Strided,
-    b: Strided,
-    beta: f32,
-    c: *mut f32,
-    rsc: usize,
-) {
-    sgemm_on::<NR>(kernel, m, n, k, alpha, a, b, beta, c, rsc)
-}
-
-/// [`sgemm`] with the AVX-512 micro-kernel (`gemm_avx512.rs`), 32 columns a sliver.
+/// With `wide`, the AVX-512 micro-kernel of `gemm_avx512.rs` (32 columns a sliver),
+/// else the AVX2 one.
 ///
 /// # Safety
-/// As [`sgemm`], and AVX-512F must be available (`gemm_avx512::available`).
+/// [`available`] (with `wide`, `gemm_avx512::available`) must be true; `a` must address
+/// an `m x k` and `b` a `k x n` matrix through their strides, `c` an `m x n` matrix with
+/// row stride `rsc`, not overlapping either; `m, n, k > 0`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn sgemm_avx512(
+pub(crate) unsafe fn sgemm(
+    wide: bool,
     m: usize,
     n: usize,
     k: usize,
@@ -371,13 +380,17 @@ pub(crate) unsafe fn sgemm_avx512(
     c: *mut f32,
     rsc: usize,
 ) {
-    use crate::gemm_avx512 as wide;
-    sgemm_on::<{ wide::NR }>(wide::kernel, m, n, k, alpha, a, b, beta, c, rsc)
+    use crate::gemm_avx512 as avx512;
+    if wide {
+        blocked::<{ avx512::NR }>(avx512::kernel, m, n, k, alpha, a, b, beta, c, rsc)
+    } else {
+        blocked::<NR>(kernel, m, n, k, alpha, a, b, beta, c, rsc)
+    }
 }
 
-/// The blocked product around the micro-kernel `kernel`, whose tiles are `MR x NR`.
+/// [`sgemm`] around the micro-kernel `kernel`, whose tiles are `MR x NR`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn sgemm_on<const NR: usize>(
+unsafe fn blocked<const NR: usize>(
     kernel: Kernel,
     m: usize,
     n: usize,

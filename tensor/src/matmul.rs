@@ -380,7 +380,7 @@ unsafe fn serial(
     match backend {
         #[cfg(target_arch = "x86_64")]
         GemmKernel::Avx2Fma | GemmKernel::Avx512 => {
-            use crate::gemm_avx2::{sgemm, sgemm_avx512, Strided};
+            use crate::gemm_avx2::{sgemm, Strided};
             let sa = Strided {
                 ptr: pa,
                 rs: a.row_stride,
@@ -391,11 +391,8 @@ unsafe fn serial(
                 rs: b.row_stride,
                 cs: b.col_stride,
             };
-            if backend == GemmKernel::Avx512 {
-                sgemm_avx512(m, n, k, alpha, sa, sb, beta, c, rsc);
-            } else {
-                sgemm(m, n, k, alpha, sa, sb, beta, c, rsc);
-            }
+            let wide = backend == GemmKernel::Avx512;
+            sgemm(wide, m, n, k, alpha, sa, sb, beta, c, rsc);
         }
         #[cfg(feature = "matrixmultiply")]
         GemmKernel::MatrixMultiply => matrixmultiply::sgemm(
