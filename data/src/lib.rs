@@ -58,6 +58,7 @@ mod batch;
 mod bpe;
 #[cfg(feature = "image")]
 mod chart;
+mod colour;
 mod dataset;
 mod files;
 #[cfg(feature = "image")]
@@ -77,9 +78,8 @@ pub use batch::{pad_sequences, token_batches};
 #[cfg(feature = "bpe")]
 pub use bpe::{Bpe, SPECIALS};
 #[cfg(feature = "image")]
-pub use chart::{
-    metrics_picture, viridis, Canvas, Chart, ColorBar, DotPanel, DotPlot, Series, Style,
-};
+pub use chart::{metrics_picture, Canvas, Chart, ColorBar, DotPanel, DotPlot, Series, Style};
+pub use colour::viridis;
 pub use dataset::{split, Dataset, Sample, Subset};
 pub use files::{Cifar10, CsvImages, Idx, LabelColumn};
 #[cfg(feature = "image")]
