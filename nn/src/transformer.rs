@@ -273,6 +273,25 @@ fn attention(
 ///
 /// # Shapes
 /// `[.., d_model] -> [.., d_model]`.
+///
+/// ```
+/// use tessera_nn::{Dropout, TransformerEncoderLayer, TransformerOptions, Var, VarMap};
+/// use tessera_tensor::{Rng, Tensor};
+/// let options = TransformerOptions { d_model: 2, nhead: 1, dim_feedforward: 2, ..Default::default() };
+/// let (layer, _) = VarMap::build(&mut Rng::seed(0), |vb| {
+///     TransformerEncoderLayer::new(vb, &options, &Dropout::new(0.0, 0))
+/// })?;
+/// let ff = &layer.feed_forward;
+/// // linear1 = identity, linear2 = [[1, 1], [1, -1]] + [0.5, 0], ReLU between.
+/// ff.linear1.weight.set(Tensor::from_vec(vec![1., 0., 0., 1.], &[2, 2])?)?;
+/// ff.linear1.bias.as_ref().unwrap().set(Tensor::zeros(&[2]))?;
+/// ff.linear2.weight.set(Tensor::from_vec(vec![1., 1., 1., -1.], &[2, 2])?)?;
+/// ff.linear2.bias.as_ref().unwrap().set(Tensor::from_vec(vec![0.5, 0.], &[2])?)?;
+/// let x = Var::constant(Tensor::from_vec(vec![3., -2.], &[1, 2])?);
+/// // ReLU([3, -2]) = [3, 0]; then [3 + 0 + 0.5, 3 - 0].
+/// assert_eq!(ff.forward_t(&x, &layer.dropout, false)?.value().to_vec(), [3.5, 3.0]);
+/// # Ok::<(), tessera_nn::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct FeedForward {
     /// `d_model -> dim_feedforward`.
