@@ -52,57 +52,47 @@ fn rate(lanes: usize, chains: impl Fn(u64) -> f32) -> f64 {
     iters as f64 * (CHAINS * lanes * 2) as f64 / best / 1e9
 }
 
-/// `iters` rounds of one FMA on each of [`CHAINS`] accumulators; returns their sum, so
-/// that the work cannot be left out.
-///
-/// # Safety
-///
-/// The CPU must support AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fma_chains(iters: u64) -> f32 {
-    use std::arch::x86_64::*;
-    // acc = acc * m + c converges to c / (1 - m) = 1: no overflow, no subnormals.
-    let m = _mm256_set1_ps(0.999);
-    let c = _mm256_set1_ps(0.001);
-    let mut acc = [_mm256_set1_ps(0.5); CHAINS];
-    for _ in 0..iters {
-        for a in &mut acc {
-            *a = _mm256_fmadd_ps(*a, m, c);
+/// Defines `unsafe fn $name(iters: u64) -> f32`: `iters` rounds of one FMA on each of
+/// [`CHAINS`] accumulators of `$lanes`-lane vectors (one instruction set's intrinsics);
+/// returns their sum, so that the work cannot be left out. Its safety condition: the
+/// CPU must support `$feature`.
+macro_rules! fma_chains {
+    ($(#[$attr:meta])* $name:ident, $feature:literal, $lanes:expr,
+     $set1:ident, $fma:ident, $store:ident) => {
+        $(#[$attr])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(iters: u64) -> f32 {
+            use std::arch::x86_64::*;
+            // acc = acc * m + c converges to c / (1 - m) = 1: no overflow, no subnormals.
+            let m = $set1(0.999);
+            let c = $set1(0.001);
+            let mut acc = [$set1(0.5); CHAINS];
+            for _ in 0..iters {
+                for a in &mut acc {
+                    *a = $fma(*a, m, c);
+                }
+            }
+            let mut lanes = [0.0f32; $lanes];
+            let mut total = 0.0;
+            for a in acc {
+                // SAFETY: `lanes` holds the floats written; the store needs no alignment.
+                $store(lanes.as_mut_ptr(), a);
+                total += lanes.iter().sum::<f32>();
+            }
+            total
         }
-    }
-    let mut sum = _mm256_setzero_ps();
-    for a in acc {
-        sum = _mm256_add_ps(sum, a);
-    }
-    let mut lanes = [0.0f32; 8];
-    // SAFETY: `lanes` holds the 8 floats written; storeu needs no alignment.
-    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
-    lanes.iter().sum()
+    };
 }
 
-/// [`fma_chains`] on 16-lane vectors.
-///
-/// # Safety
-///
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn fma_chains_512(iters: u64) -> f32 {
-    use std::arch::x86_64::*;
-    let m = _mm512_set1_ps(0.999);
-    let c = _mm512_set1_ps(0.001);
-    let mut acc = [_mm512_set1_ps(0.5); CHAINS];
-    for _ in 0..iters {
-        for a in &mut acc {
-            *a = _mm512_fmadd_ps(*a, m, c);
-        }
-    }
-    let mut sum = _mm512_setzero_ps();
-    for a in acc {
-        sum = _mm512_add_ps(sum, a);
-    }
-    _mm512_reduce_add_ps(sum)
+fma_chains! {
+    /// 8-lane chains (AVX2 and FMA).
+    fma_chains, "avx2,fma", 8, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps
+}
+
+fma_chains! {
+    /// 16-lane chains (AVX-512F).
+    fma_chains_512, "avx512f", 16, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps
 }
 
 #[cfg(test)]
