@@ -20,8 +20,6 @@ use std::path::Path;
 use font8x8::UnicodeFonts;
 use tessera_tensor::Tensor;
 
-#[cfg(test)]
-use crate::viridis;
 use crate::{Error, Result};
 
 /// How a series is drawn.
@@ -584,6 +582,7 @@ pub fn metrics_picture(rows: &[HashMap<String, f64>], x: &str) -> Result<Canvas>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::viridis;
 
     #[test]
     fn a_framed_picture_sits_centred_between_its_title_and_its_bar() {

@@ -446,9 +446,7 @@ impl MultiHeadAttention {
             }
         }
         let (k, v) = self.project_kv(key, value)?;
-        let q = self.project(query, 0)?;
-        let (ctx, probs) = scaled_dot_product_attention(&q, &k, &v, mask, dropout, return_probs)?;
-        Ok((self.merge_heads(&ctx, query)?, probs))
+        self.attend_t(query, &k, &v, mask, dropout, return_probs)
     }
 
     /// PyTorch's `MultiheadAttention.forward(query, key, value, key_padding_mask,
@@ -561,17 +559,27 @@ impl MultiHeadAttention {
     /// axis 2), as in evaluation: no dropout, no probabilities. This is the step of
     /// cached decoding.
     pub fn attend(&self, query: &Var, k: &Var, v: &Var, mask: Option<&AttnMask>) -> Result<Var> {
-        let q = self.project(query, 0)?;
-        let (ctx, _) = scaled_dot_product_attention(&q, k, v, mask, None, false)?;
-        self.merge_heads(&ctx, query)
+        Ok(self.attend_t(query, k, v, mask, None, false)?.0)
     }
 
-    /// The heads' outputs `[B, H, Tq, d_v]` side by side and projected to `[B, Tq, E]`.
-    fn merge_heads(&self, ctx: &Var, query: &Var) -> Result<Var> {
+    /// [`MultiHeadAttention::attend`] with dropout on the probabilities and, with
+    /// `return_probs`, the probabilities themselves: the query projected, attention per
+    /// head, the heads side by side and projected to `[B, Tq, E]`.
+    fn attend_t(
+        &self,
+        query: &Var,
+        k: &Var,
+        v: &Var,
+        mask: Option<&AttnMask>,
+        dropout: Option<(f32, &mut Rng)>,
+        return_probs: bool,
+    ) -> Result<(Var, Option<Tensor>)> {
+        let q = self.project(query, 0)?;
+        let (ctx, probs) = scaled_dot_product_attention(&q, k, v, mask, dropout, return_probs)?;
         let (_, e) = self.proj_dims();
         let (b, tq) = (query.shape()[0], query.shape()[1]);
         let ctx = ctx.permute(&[0, 2, 1, 3])?.reshape(&[b * tq, e])?; // (B·Tq, H·d_v)
-        self.project_out(&ctx, b, tq)
+        Ok((self.project_out(&ctx, b, tq)?, probs))
     }
 }
 

@@ -204,13 +204,13 @@ struct Parts<'a> {
 
 impl<'a> Parts<'a> {
     fn new(
-        vb: VarBuilder,
+        vb: &VarBuilder,
         options: &'a TransformerOptions,
         init: Matrices,
         dropout: &'a Dropout,
     ) -> Self {
         Parts {
-            vb,
+            vb: vb.clone(),
             options,
             init,
             dropout,
@@ -570,7 +570,7 @@ trait Build: Sized {
 /// with its layer's own default), after checking `options`.
 fn alone<T: Build>(vb: &VarBuilder, options: &TransformerOptions, dropout: &Dropout) -> Result<T> {
     options.validate()?;
-    T::build(&Parts::new(vb.clone(), options, Matrices::Layer, dropout))
+    T::build(&Parts::new(vb, options, Matrices::Layer, dropout))
 }
 
 impl Build for TransformerEncoderLayer {
@@ -818,7 +818,7 @@ impl Transformer {
         dropout: &Dropout,
     ) -> Result<Self> {
         options.validate()?;
-        let parts = Parts::new(vb.clone(), options, Matrices::Xavier, dropout);
+        let parts = Parts::new(vb, options, Matrices::Xavier, dropout);
         Ok(Transformer {
             encoder: Build::build(&parts.at("encoder"))?,
             decoder: Build::build(&parts.at("decoder"))?,

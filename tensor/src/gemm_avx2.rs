@@ -238,7 +238,7 @@ macro_rules! micro_kernel {
         ) {
             const W: usize = $nr;
             const L: usize = $lanes;
-            use $crate::gemm_avx2::{store_edge, MR};
+            use $crate::gemm_avx2::MR;
             let mut c00 = $zero();
             let mut c01 = $zero();
             let mut c10 = $zero();
@@ -308,7 +308,14 @@ macro_rules! micro_kernel {
                     $store(tile.as_mut_ptr().add(i * W), row[0]);
                     $store(tile.as_mut_ptr().add(i * W + L), row[1]);
                 }
-                store_edge::<W>(&tile, c, rsc, alpha, beta, mr, nr);
+                // The partial tiles at C's edges, element by element.
+                for i in 0..mr {
+                    for j in 0..nr {
+                        let p = c.add(i * rsc + j);
+                        let v = alpha * tile[i * W + j];
+                        *p = if beta != 0.0 { v + beta * *p } else { v };
+                    }
+                }
             }
         }
     };
@@ -320,29 +327,6 @@ micro_kernel! {
     fn kernel, features "avx2,fma", columns NR, lanes 8,
     _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
     _mm256_mul_ps
-}
-
-/// The top-left `mr x nr` of a micro-tile's product `tile` (`MR` rows of `W`) into C:
-/// `C = alpha * tile + beta * C`, element by element (the partial tiles at C's edges).
-///
-/// # Safety
-/// `c` must address an `mr x nr` tile with row stride `rsc`.
-pub(crate) unsafe fn store_edge<const W: usize>(
-    tile: &[f32],
-    c: *mut f32,
-    rsc: usize,
-    alpha: f32,
-    beta: f32,
-    mr: usize,
-    nr: usize,
-) {
-    for i in 0..mr {
-        for j in 0..nr {
-            let p = c.add(i * rsc + j);
-            let v = alpha * tile[i * W + j];
-            *p = if beta != 0.0 { v + beta * *p } else { v };
-        }
-    }
 }
 
 /// A micro-kernel: `kernel(kc, a, b, bks, c, rsc, alpha, beta, mr, nr)` as [`kernel`].
