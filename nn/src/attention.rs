@@ -446,7 +446,9 @@ impl MultiHeadAttention {
             }
         }
         let (k, v) = self.project_kv(key, value)?;
-        self.attend_t(query, &k, &v, mask, dropout, return_probs)
+        let q = self.project(query, 0)?;
+        let (ctx, probs) = scaled_dot_product_attention(&q, &k, &v, mask, dropout, return_probs)?;
+        Ok((self.merge_heads(&ctx)?, probs))
     }
 
     /// PyTorch's `MultiheadAttention.forward(query, key, value, key_padding_mask,
@@ -559,27 +561,23 @@ impl MultiHeadAttention {
     /// axis 2), as in evaluation: no dropout, no probabilities. This is the step of
     /// cached decoding.
     pub fn attend(&self, query: &Var, k: &Var, v: &Var, mask: Option<&AttnMask>) -> Result<Var> {
-        Ok(self.attend_t(query, k, v, mask, None, false)?.0)
+        let q = self.project(query, 0)?;
+        let (ctx, _) = scaled_dot_product_attention(&q, k, v, mask, None, false)?;
+        self.merge_heads(&ctx)
     }
 
-    /// [`MultiHeadAttention::attend`] with dropout on the probabilities and, with
-    /// `return_probs`, the probabilities themselves: the query projected, attention per
-    /// head, the heads side by side and projected to `[B, Tq, E]`.
-    fn attend_t(
-        &self,
-        query: &Var,
-        k: &Var,
-        v: &Var,
-        mask: Option<&AttnMask>,
-        dropout: Option<(f32, &mut Rng)>,
-        return_probs: bool,
-    ) -> Result<(Var, Option<Tensor>)> {
-        let q = self.project(query, 0)?;
-        let (ctx, probs) = scaled_dot_product_attention(&q, k, v, mask, dropout, return_probs)?;
+    /// The heads of `ctx` `[B, H, Tq, d_v]` side by side and projected to `[B, Tq, E]`.
+    fn merge_heads(&self, ctx: &Var) -> Result<Var> {
+        let &[b, _, tq, _] = ctx.shape() else {
+            return Err(Error::shape(
+                "MultiHeadAttention",
+                "context [B, H, T, d_v]",
+                ctx.shape(),
+            ));
+        };
         let (_, e) = self.proj_dims();
-        let (b, tq) = (query.shape()[0], query.shape()[1]);
         let ctx = ctx.permute(&[0, 2, 1, 3])?.reshape(&[b * tq, e])?; // (B·Tq, H·d_v)
-        Ok((self.project_out(&ctx, b, tq)?, probs))
+        self.project_out(&ctx, b, tq)
     }
 }
 

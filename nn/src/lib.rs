@@ -256,19 +256,23 @@ impl From<tessera_tensor::Error> for Error {
     }
 }
 
-/// Gives a model crate's error type the conversions and constructors that route
-/// through its `Nn(tessera_nn::Error)` variant: `From` for tensor and autograd errors
-/// (so each kind of lower error reaches the caller by one path,
-/// `Error::Nn(tessera_nn::Error::Autograd(..))`), and crate-private `shape` and
+/// Declares a model crate's error enum, the one pattern of the crates above `nn`: an
+/// `Nn(tessera_nn::Error)` variant that every tensor, autograd and layer error reaches
+/// by one path (`Error::Nn(tessera_nn::Error::Autograd(..))`), one transparent variant
+/// for each other crate named in `from { .. }`, then the crate's own variants. With
+/// the enum come `From` for tensor and autograd errors and crate-private `shape` and
 /// `setting` constructors that build [`Error::Shape`] and [`Error::Setting`].
 ///
 /// ```
-/// #[derive(Debug, thiserror::Error)]
-/// enum Error {
-///     #[error(transparent)]
-///     Nn(#[from] tessera_nn::Error),
+/// tessera_nn::model_error! {
+///     /// Errors of a model.
+///     pub enum Error {
+///         from { Io(std::io::Error) }
+///         /// A class id outside the model's range.
+///         #[error("class {0} is outside 0..10")]
+///         Class(usize),
+///     }
 /// }
-/// tessera_nn::errors_through_nn!(Error);
 ///
 /// fn first_row(x: &tessera_tensor::Tensor) -> Result<f32, Error> {
 ///     if x.shape().len() != 2 {
@@ -279,10 +283,34 @@ impl From<tessera_tensor::Error> for Error {
 /// let e = first_row(&tessera_tensor::Tensor::zeros(&[3])).unwrap_err();
 /// assert_eq!(e.to_string(), "first_row: expected [rows, cols], got shape [3]");
 /// assert!(matches!(e, Error::Nn(tessera_nn::Error::Shape { .. })));
+/// assert_eq!(Error::Class(12).to_string(), "class 12 is outside 0..10");
 /// ```
 #[macro_export]
-macro_rules! errors_through_nn {
-    ($error:ident) => {
+macro_rules! model_error {
+    (
+        $(#[$attr:meta])*
+        pub enum $error:ident {
+            from { $($name:ident($from:ty)),* $(,)? }
+            $($variants:tt)*
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug, ::thiserror::Error)]
+        #[non_exhaustive]
+        pub enum $error {
+            /// A tensor operation, differentiation step, layer, loss or checkpoint failed;
+            /// or an input whose shape does not fit ([`tessera_nn::Error::Shape`]), or a
+            /// setting outside what the model accepts ([`tessera_nn::Error::Setting`]).
+            #[error(transparent)]
+            Nn(#[from] $crate::Error),
+            $(
+                #[doc = concat!("An error of `", stringify!($from), "`, passed on as it came.")]
+                #[error(transparent)]
+                $name(#[from] $from),
+            )*
+            $($variants)*
+        }
+
         impl ::core::convert::From<$crate::__private::TensorError> for $error {
             fn from(e: $crate::__private::TensorError) -> $error {
                 $error::Nn(e.into())

@@ -743,8 +743,9 @@ impl TransformerDecoder {
         alone(vb, options, dropout)
     }
 
-    /// PyTorch's `forward(tgt, memory, tgt_mask, memory_mask, tgt_key_padding_mask,
-    /// memory_key_padding_mask, tgt_is_causal)`, the masks taken from `masks`.
+    /// The layers in turn, then the final norm: PyTorch's `nn.TransformerDecoder`
+    /// `forward`, with the arguments of [`TransformerDecoderLayer::forward_masked`]. The
+    /// masks are merged once, for all layers.
     pub fn forward_masked(
         &self,
         tgt: &Var,

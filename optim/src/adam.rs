@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tessera_tensor::Tensor;
 
-use crate::{gradients, Error, Optimizer, Parameter, Result};
+use crate::{gradients, Error, Optimizer, Parameter, Rates, Result};
 
 #[derive(Clone, Debug)]
 struct Moments {
@@ -225,16 +225,11 @@ impl Optimizer for Adam {
         Ok(())
     }
 
-    fn lr(&self) -> f64 {
-        self.config.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
-    }
-
-    fn set_momentum(&mut self, momentum: f64) {
-        self.config.betas.0 = momentum as f32;
+    fn rates(&mut self) -> Rates<'_> {
+        Rates {
+            lr: &mut self.config.lr,
+            momentum: &mut self.config.betas.0,
+        }
     }
 
     fn state(&self) -> BTreeMap<String, Tensor> {

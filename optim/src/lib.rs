@@ -127,19 +127,42 @@ pub fn check_loss(loss: f32, step: u64) -> Result<()> {
     }
 }
 
+/// The settings of an [`Optimizer`] that schedules change between steps, as PyTorch's
+/// schedulers write them into `optimizer.param_groups`.
+///
+/// ```
+/// use tessera_optim::{Optimizer, Sgd, SgdConfig};
+/// let mut opt = Sgd::with(SgdConfig { momentum: 0.9, ..SgdConfig::new(0.1) });
+/// *opt.rates().lr = 0.05;
+/// opt.set_momentum(0.8);
+/// assert_eq!((opt.config.lr, opt.config.momentum), (0.05, 0.8));
+/// ```
+#[derive(Debug)]
+pub struct Rates<'a> {
+    /// The learning rate (`lr`).
+    pub lr: &'a mut f64,
+    /// The momentum: SGD's `momentum`, Adam's `betas[0]`.
+    pub momentum: &'a mut f32,
+}
+
 /// An optimizer over named parameters.
 pub trait Optimizer {
     /// Updates every parameter that has a gradient. Parameters without one are skipped
     /// (as PyTorch skips `grad is None`). Gradients are first checked: if any is not
     /// finite, nothing changes and an error names the parameter.
     fn step(&mut self, params: &[(String, Parameter)]) -> Result<()>;
-    /// The learning rate of the next step.
-    fn lr(&self) -> f64;
+    /// The settings a schedule changes between steps, in place (`*opt.rates().lr` is
+    /// the learning rate of the next step).
+    fn rates(&mut self) -> Rates<'_>;
     /// Sets the learning rate (what a schedule does before each step).
-    fn set_lr(&mut self, lr: f64);
+    fn set_lr(&mut self, lr: f64) {
+        *self.rates().lr = lr;
+    }
     /// Sets the momentum, as PyTorch's `OneCycleLR` does: SGD's `momentum`, Adam's
     /// `beta1`.
-    fn set_momentum(&mut self, momentum: f64);
+    fn set_momentum(&mut self, momentum: f64) {
+        *self.rates().momentum = momentum as f32;
+    }
     /// The optimizer's state as named tensors (moments, step counts), for checkpoints.
     fn state(&self) -> BTreeMap<String, Tensor>;
     /// Restores a state saved by [`Optimizer::state`].

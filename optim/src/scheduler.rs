@@ -37,12 +37,16 @@ pub trait LrScheduler {
     /// Advances one step (PyTorch's `scheduler.step()`) and returns the new rate, the one
     /// the optimizer uses next. A step past a scheduler's end is an error.
     fn step(&mut self) -> Result<f64>;
-    /// The rate set by the last step (PyTorch's `get_last_lr()[0]`).
-    fn get_last_lr(&self) -> f64;
-    /// How many steps were taken since the scheduler was made (PyTorch's `last_epoch`).
-    fn last_epoch(&self) -> i64;
     /// The state to save in a checkpoint.
     fn state(&self) -> SchedulerState;
+    /// The rate set by the last step (PyTorch's `get_last_lr()[0]`).
+    fn get_last_lr(&self) -> f64 {
+        self.state().lr
+    }
+    /// How many steps were taken since the scheduler was made (PyTorch's `last_epoch`).
+    fn last_epoch(&self) -> i64 {
+        self.state().last_epoch
+    }
     /// Restores a saved state; an error if it is not the state of a scheduler of this
     /// shape (a sequence with another number of schedulers).
     fn load_state(&mut self, state: &SchedulerState) -> Result<()>;
@@ -97,6 +101,47 @@ enum Rule {
         momentum: Option<(f64, f64)>,
     },
     TimmCosine(TimmCosine),
+}
+
+impl Rule {
+    /// The name of the PyTorch (or timm) class that follows this rule.
+    fn name(&self) -> &'static str {
+        match self {
+            Rule::Lambda(_) => "LambdaLR",
+            Rule::Step { .. } => "StepLR",
+            Rule::Linear { .. } => "LinearLR",
+            Rule::Cosine { .. } => "CosineAnnealingLR",
+            Rule::OneCycle { .. } => "OneCycleLR",
+            Rule::TimmCosine(_) => "CosineLRScheduler",
+        }
+    }
+
+    /// An error for settings that the class refuses (`OneCycleLR`'s are checked before
+    /// its phases are computed).
+    fn check(&self) -> Result<()> {
+        let name = self.name();
+        match self {
+            Rule::Lambda(_) | Rule::OneCycle { .. } => Ok(()),
+            Rule::Step { step_size, .. } => positive(name, "step_size", *step_size),
+            Rule::Linear { start, end, total } => {
+                fraction(name, "start_factor", *start, false)?;
+                fraction(name, "end_factor", *end, true)?;
+                positive(name, "total_iters", *total)
+            }
+            Rule::Cosine { t_max, .. } => positive(name, "T_max", *t_max),
+            Rule::TimmCosine(c) => {
+                positive(name, "t_initial", c.t_initial)?;
+                if c.warmup_t < 0 || c.lr_min < 0.0 {
+                    let what = format!(
+                        "warmup_t and lr_min must be at least 0, got {} and {}",
+                        c.warmup_t, c.lr_min
+                    );
+                    return Err(setting(name, what));
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The settings of timm's `CosineLRScheduler` (`timm.scheduler.CosineLRScheduler`).
@@ -250,7 +295,9 @@ fn fraction(scheduler: &'static str, name: &str, value: f64, zero: bool) -> Resu
 }
 
 impl Scheduler {
-    fn make(name: &'static str, rule: Rule, lr: f64) -> Result<Scheduler> {
+    fn make(rule: Rule, lr: f64) -> Result<Scheduler> {
+        let name = rule.name();
+        rule.check()?;
         if !lr.is_finite() || lr < 0.0 {
             return Err(setting(
                 name,
@@ -289,7 +336,7 @@ impl Scheduler {
     /// # Ok::<(), tessera_optim::Error>(())
     /// ```
     pub fn lambda(lr: f64, f: impl Fn(i64) -> f64 + Send + Sync + 'static) -> Result<Scheduler> {
-        Scheduler::make("LambdaLR", Rule::Lambda(Box::new(f)), lr)
+        Scheduler::make(Rule::Lambda(Box::new(f)), lr)
     }
 
     /// The paper's schedule ("Attention Is All You Need", eq. 3) as PyTorch code writes
@@ -308,14 +355,13 @@ impl Scheduler {
     pub fn noam(d_model: usize, warmup: u64, factor: f64) -> Result<Scheduler> {
         positive("noam", "warmup", warmup as i64)?;
         let f = move |e: i64| crate::schedule::transformer(e.max(0) as u64 + 1, d_model, warmup);
-        Scheduler::make("LambdaLR", Rule::Lambda(Box::new(f)), factor)
+        Scheduler::make(Rule::Lambda(Box::new(f)), factor)
     }
 
     /// `StepLR(optimizer, step_size, gamma)`: the rate times `gamma` every `step_size`
     /// steps.
     pub fn step_lr(lr: f64, step_size: i64, gamma: f64) -> Result<Scheduler> {
-        positive("StepLR", "step_size", step_size)?;
-        Scheduler::make("StepLR", Rule::Step { step_size, gamma }, lr)
+        Scheduler::make(Rule::Step { step_size, gamma }, lr)
     }
 
     /// `LinearLR(optimizer, start_factor, end_factor, total_iters)`: the factor moves
@@ -326,22 +372,18 @@ impl Scheduler {
         end_factor: f64,
         total_iters: i64,
     ) -> Result<Scheduler> {
-        fraction("LinearLR", "start_factor", start_factor, false)?;
-        fraction("LinearLR", "end_factor", end_factor, true)?;
-        positive("LinearLR", "total_iters", total_iters)?;
         let rule = Rule::Linear {
             start: start_factor,
             end: end_factor,
             total: total_iters,
         };
-        Scheduler::make("LinearLR", rule, lr)
+        Scheduler::make(rule, lr)
     }
 
     /// `CosineAnnealingLR(optimizer, T_max, eta_min)`: half a cosine from the rate down to
     /// `eta_min` over `T_max` steps, and up again (PyTorch's recursive form).
     pub fn cosine_annealing(lr: f64, t_max: i64, eta_min: f64) -> Result<Scheduler> {
-        positive("CosineAnnealingLR", "T_max", t_max)?;
-        Scheduler::make("CosineAnnealingLR", Rule::Cosine { t_max, eta_min }, lr)
+        Scheduler::make(Rule::Cosine { t_max, eta_min }, lr)
     }
 
     /// `OneCycleLR(optimizer, max_lr, total_steps, pct_start, anneal_strategy,
@@ -380,7 +422,7 @@ impl Scheduler {
             anneal,
             momentum: None,
         };
-        Scheduler::make("OneCycleLR", rule, initial)?.cycle_momentum(Some((0.85, 0.95)))
+        Scheduler::make(rule, initial)?.cycle_momentum(Some((0.85, 0.95)))
     }
 
     /// `OneCycleLR`'s `cycle_momentum`, `base_momentum` and `max_momentum`: the momentum
@@ -444,15 +486,7 @@ impl Scheduler {
     /// timm's `CosineLRScheduler(optimizer, ...)` stepped once per update
     /// (`step_update`): after `n` steps the rate is timm's `_get_lr(n)`.
     pub fn timm_cosine(lr: f64, settings: TimmCosine) -> Result<Scheduler> {
-        positive("CosineLRScheduler", "t_initial", settings.t_initial)?;
-        if settings.warmup_t < 0 || settings.lr_min < 0.0 {
-            let what = format!(
-                "warmup_t and lr_min must be at least 0, got {} and {}",
-                settings.warmup_t, settings.lr_min
-            );
-            return Err(setting("CosineLRScheduler", what));
-        }
-        Scheduler::make("CosineLRScheduler", Rule::TimmCosine(settings), lr)
+        Scheduler::make(Rule::TimmCosine(settings), lr)
     }
 
     /// PyTorch's `_update_lr(epoch)`: one step, or a jump to `epoch` with the closed
@@ -549,14 +583,6 @@ impl LrScheduler for Scheduler {
     fn step(&mut self) -> Result<f64> {
         self.step_count += 1;
         self.advance(None)
-    }
-
-    fn get_last_lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn last_epoch(&self) -> i64 {
-        self.last_epoch
     }
 
     fn state(&self) -> SchedulerState {
@@ -664,14 +690,6 @@ impl LrScheduler for SequentialLr {
             s.step()?
         };
         Ok(self.lr)
-    }
-
-    fn get_last_lr(&self) -> f64 {
-        self.lr
-    }
-
-    fn last_epoch(&self) -> i64 {
-        self.last_epoch
     }
 
     fn state(&self) -> SchedulerState {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use tessera_tensor::Tensor;
 
-use crate::{gradients, Error, Optimizer, Parameter, Result};
+use crate::{gradients, Error, Optimizer, Parameter, Rates, Result};
 
 /// SGD as `torch.optim.SGD` (single-tensor implementation), per parameter:
 ///
@@ -116,16 +116,11 @@ impl Optimizer for Sgd {
         Ok(())
     }
 
-    fn lr(&self) -> f64 {
-        self.config.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.config.lr = lr;
-    }
-
-    fn set_momentum(&mut self, momentum: f64) {
-        self.config.momentum = momentum as f32;
+    fn rates(&mut self) -> Rates<'_> {
+        Rates {
+            lr: &mut self.config.lr,
+            momentum: &mut self.config.momentum,
+        }
     }
 
     fn state(&self) -> BTreeMap<String, Tensor> {

@@ -55,82 +55,68 @@ pub use elman::{Bptt, Elman, ElmanGrads, SeqInput};
 pub use recurrent::{Mode, Recurrent, RecurrentConfig, RecurrentOutput, State};
 pub use train::{StepStats, TrainConfig, TrainState};
 
-/// Errors of the recurrent models.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A tensor operation, differentiation step, layer, loss or checkpoint failed; or an
-    /// input, target or state whose shape does not fit ([`tessera_nn::Error::Shape`]), or a
-    /// setting outside what the model accepts ([`tessera_nn::Error::Setting`]): the models
-    /// of this crate report those with nn's structured variants.
-    #[error(transparent)]
-    Nn(#[from] tessera_nn::Error),
-    /// An optimizer step failed, or the loss of a training step is not finite
-    /// ([`tessera_optim::Error::NonFiniteLoss`]).
-    #[error(transparent)]
-    Optim(#[from] tessera_optim::Error),
-    /// Text or batching failed.
-    #[error(transparent)]
-    Data(#[from] tessera_data::Error),
-    /// A token id or a target class outside the model's range.
-    #[error("{op}: {what} {id} is outside 0..{limit}")]
-    Id {
-        /// The model or function.
-        op: &'static str,
-        /// `token id` or `target`.
-        what: &'static str,
-        /// The id.
-        id: usize,
-        /// The number of ids the model has (input size or classes).
-        limit: usize,
-    },
-    /// A recurrent state of the wrong kind: `h` given where `(h, c)` is needed, or the
-    /// state of another cell.
-    #[error("{op}: expected {expected}, got {got}")]
-    StateKind {
-        /// The model or function.
-        op: &'static str,
-        /// The state it takes.
-        expected: &'static str,
-        /// The state that came.
-        got: &'static str,
-    },
-    /// A cell name that is not one of [`Cell`]'s.
-    #[error("unknown cell {name:?}; expected elman, rnn, lstm or gru")]
-    UnknownCell {
-        /// The name given.
-        name: String,
-    },
-    /// A file that is not a character language model checkpoint (its `model` entry is
-    /// absent or another model's).
-    #[error(
-        "{path}: not a character language model checkpoint (its model entry is {})",
-        model.as_deref().map_or("absent".to_string(), |m| format!("{m:?}"))
-    )]
-    NotCharLm {
-        /// The file.
-        path: PathBuf,
-        /// Its `model` metadata entry.
-        model: Option<String>,
-    },
-    /// A training checkpoint whose carried state does not fit its model.
-    #[error("{path}: the carried state has {got} tensors; a {cell} model carries {expected}")]
-    Carry {
-        /// The file.
-        path: PathBuf,
-        /// The model's cell.
-        cell: &'static str,
-        /// Tensors the cell's state has.
-        expected: usize,
-        /// Tensors the file has.
-        got: usize,
-    },
+tessera_nn::model_error! {
+    /// Errors of the recurrent models.
+    pub enum Error {
+        from { Optim(tessera_optim::Error), Data(tessera_data::Error) }
+        /// A token id or a target class outside the model's range.
+        #[error("{op}: {what} {id} is outside 0..{limit}")]
+        Id {
+            /// The model or function.
+            op: &'static str,
+            /// `token id` or `target`.
+            what: &'static str,
+            /// The id.
+            id: usize,
+            /// The number of ids the model has (input size or classes).
+            limit: usize,
+        },
+        /// A recurrent state of the wrong kind: `h` given where `(h, c)` is needed, or the
+        /// state of another cell.
+        #[error("{op}: expected {expected}, got {got}")]
+        StateKind {
+            /// The model or function.
+            op: &'static str,
+            /// The state it takes.
+            expected: &'static str,
+            /// The state that came.
+            got: &'static str,
+        },
+        /// A cell name that is not one of [`Cell`]'s.
+        #[error("unknown cell {name:?}; expected elman, rnn, lstm or gru")]
+        UnknownCell {
+            /// The name given.
+            name: String,
+        },
+        /// A file that is not a character language model checkpoint (its `model` entry is
+        /// absent or another model's).
+        #[error(
+            "{path}: not a character language model checkpoint (its model entry is {})",
+            model.as_deref().map_or("absent".to_string(), |m| format!("{m:?}"))
+        )]
+        NotCharLm {
+            /// The file.
+            path: PathBuf,
+            /// Its `model` metadata entry.
+            model: Option<String>,
+        },
+        /// A training checkpoint whose carried state does not fit its model.
+        #[error("{path}: the carried state has {got} tensors; a {cell} model carries {expected}")]
+        Carry {
+            /// The file.
+            path: PathBuf,
+            /// The model's cell.
+            cell: &'static str,
+            /// Tensors the cell's state has.
+            expected: usize,
+            /// Tensors the file has.
+            got: usize,
+        },
+    }
 }
 
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
-
-tessera_nn::errors_through_nn!(Error);
 
 /// Runs `build` with a builder at the root of a fresh store whose initialisers draw from
 /// `rng` (left advanced by what was drawn), as [`VarBuilder::with_rng`] does, keeping the

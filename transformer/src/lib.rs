@@ -66,78 +66,65 @@ pub use train::{
     evaluate_loss, evaluate_loss_with, Batch, Corpus, StepStats, TrainConfig, Trainer,
 };
 
-/// Errors of the Transformer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A tensor operation, differentiation step, layer, loss or checkpoint failed; or an
-    /// input whose shape does not fit ([`tessera_nn::Error::Shape`]), or a setting outside
-    /// what the model accepts ([`tessera_nn::Error::Setting`]).
-    #[error(transparent)]
-    Nn(#[from] tessera_nn::Error),
-    /// An optimizer step failed, or the loss became NaN or infinite
-    /// ([`tessera_optim::Error::NonFiniteLoss`]; the parameters were left as they were).
-    #[error(transparent)]
-    Optim(#[from] tessera_optim::Error),
-    /// Data, vocabulary or batching failed.
-    #[error(transparent)]
-    Data(#[from] tessera_data::Error),
-    /// A number of items that does not fit (tokens per sequence, hypotheses per
-    /// reference).
-    #[error("{op}: expected {expected} {what}, got {got}")]
-    Count {
-        /// The model part or function.
-        op: &'static str,
-        /// What is counted.
-        what: &'static str,
-        /// How many it takes.
-        expected: usize,
-        /// How many came.
-        got: usize,
-    },
-    /// A preset name that is not a row of Table 3.
-    #[error("unknown preset {name:?}; the presets are {}", known.join(", "))]
-    UnknownPreset {
-        /// The name asked for.
-        name: String,
-        /// The presets there are.
-        known: Vec<&'static str>,
-    },
-    /// A name that is neither a row nor a group of rows of Table 3.
-    #[error("unknown Table 3 row {name:?}; the rows are {}", known.join(", "))]
-    UnknownRow {
-        /// The name asked for.
-        name: String,
-        /// The groups and their rows.
-        known: Vec<String>,
-    },
-    /// A checkpoint of another kind of model (its `model` metadata entry is not
-    /// [`MODEL_TAG`]).
-    #[error(
-        "{}: not a Transformer checkpoint (its model entry is {})",
-        path.display(),
-        found.as_deref().map_or("absent".to_string(), |m| format!("{m:?}"))
-    )]
-    NotTransformer {
-        /// The file.
-        path: PathBuf,
-        /// Its `model` entry, if any.
-        found: Option<String>,
-    },
-    /// A model checkpoint where a training checkpoint is needed.
-    #[error("{}: not a training checkpoint (it has no {missing} entry)", path.display())]
-    NotTraining {
-        /// The file.
-        path: PathBuf,
-        /// The entry it lacks.
-        missing: &'static str,
-    },
+tessera_nn::model_error! {
+    /// Errors of the Transformer.
+    pub enum Error {
+        from { Optim(tessera_optim::Error), Data(tessera_data::Error) }
+        /// A number of items that does not fit (tokens per sequence, hypotheses per
+        /// reference).
+        #[error("{op}: expected {expected} {what}, got {got}")]
+        Count {
+            /// The model part or function.
+            op: &'static str,
+            /// What is counted.
+            what: &'static str,
+            /// How many it takes.
+            expected: usize,
+            /// How many came.
+            got: usize,
+        },
+        /// A preset name that is not a row of Table 3.
+        #[error("unknown preset {name:?}; the presets are {}", known.join(", "))]
+        UnknownPreset {
+            /// The name asked for.
+            name: String,
+            /// The presets there are.
+            known: Vec<&'static str>,
+        },
+        /// A name that is neither a row nor a group of rows of Table 3.
+        #[error("unknown Table 3 row {name:?}; the rows are {}", known.join(", "))]
+        UnknownRow {
+            /// The name asked for.
+            name: String,
+            /// The groups and their rows.
+            known: Vec<String>,
+        },
+        /// A checkpoint of another kind of model (its `model` metadata entry is not
+        /// [`MODEL_TAG`]).
+        #[error(
+            "{}: not a Transformer checkpoint (its model entry is {})",
+            path.display(),
+            found.as_deref().map_or("absent".to_string(), |m| format!("{m:?}"))
+        )]
+        NotTransformer {
+            /// The file.
+            path: PathBuf,
+            /// Its `model` entry, if any.
+            found: Option<String>,
+        },
+        /// A model checkpoint where a training checkpoint is needed.
+        #[error("{}: not a training checkpoint (it has no {missing} entry)", path.display())]
+        NotTraining {
+            /// The file.
+            path: PathBuf,
+            /// The entry it lacks.
+            missing: &'static str,
+        },
+    }
 }
 
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
-
-tessera_nn::errors_through_nn!(Error);
 
 // The README's examples run as documentation tests of this crate.
 #[cfg(doctest)]

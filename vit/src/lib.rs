@@ -62,51 +62,38 @@ pub use train::{
     argmax_rows, evaluate, evaluate_with, top_k, Evaluation, StepStats, TrainConfig, Trainer,
 };
 
-/// Errors of the Vision Transformer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A tensor operation, differentiation step, layer, loss or checkpoint failed; or an
-    /// input whose shape does not fit ([`tessera_nn::Error::Shape`]), or a setting outside
-    /// what the model accepts ([`tessera_nn::Error::Setting`]).
-    #[error(transparent)]
-    Nn(#[from] tessera_nn::Error),
-    /// An optimizer step failed, or the loss was not finite
-    /// ([`tessera_optim::Error::NonFiniteLoss`]).
-    #[error(transparent)]
-    Optim(#[from] tessera_optim::Error),
-    /// Resampling failed.
-    #[error(transparent)]
-    Data(#[from] tessera_data::Error),
-    /// A preset name that is neither timm's nor the paper's.
-    #[error("unknown preset {name:?}; the presets are {}", known.join(", "))]
-    UnknownPreset {
-        /// The name asked for.
-        name: String,
-        /// The paper's short names of the presets.
-        known: Vec<&'static str>,
-    },
-    /// A file that is not the weights of a Vision Transformer, or whose tensors do not
-    /// fit the model asked for.
-    #[error("{}: {reason}", path.display())]
-    Weights {
-        /// The file.
-        path: std::path::PathBuf,
-        /// What was expected and what came.
-        reason: String,
-    },
-    /// A set of batches without images.
-    #[error("{op}: no images")]
-    Empty {
-        /// The function.
-        op: &'static str,
-    },
+tessera_nn::model_error! {
+    /// Errors of the Vision Transformer.
+    pub enum Error {
+        from { Optim(tessera_optim::Error), Data(tessera_data::Error) }
+        /// A preset name that is neither timm's nor the paper's.
+        #[error("unknown preset {name:?}; the presets are {}", known.join(", "))]
+        UnknownPreset {
+            /// The name asked for.
+            name: String,
+            /// The paper's short names of the presets.
+            known: Vec<&'static str>,
+        },
+        /// A file that is not the weights of a Vision Transformer, or whose tensors do not
+        /// fit the model asked for.
+        #[error("{}: {reason}", path.display())]
+        Weights {
+            /// The file.
+            path: std::path::PathBuf,
+            /// What was expected and what came.
+            reason: String,
+        },
+        /// A set of batches without images.
+        #[error("{op}: no images")]
+        Empty {
+            /// The function.
+            op: &'static str,
+        },
+    }
 }
 
 /// `Result` with the crate's [`enum@Error`].
 pub type Result<T> = std::result::Result<T, Error>;
-
-tessera_nn::errors_through_nn!(Error);
 
 // The README's examples run as documentation tests of this crate.
 #[cfg(doctest)]
