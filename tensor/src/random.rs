@@ -246,28 +246,138 @@ impl Tensor {
         // A 24-bit uniform u · 2^-24 < keep  ⟺  u < ceil(keep · 2^24).
         let threshold = (keep * 16_777_216.0).ceil() as u64;
         let scale = 1.0 / keep;
-        let mut state = (u64::from(rng.next_u32()) << 32) | u64::from(rng.next_u32());
+        let seed = (u64::from(rng.next_u32()) << 32) | u64::from(rng.next_u32());
         let n = numel(shape);
-        let mut data = vec![0.0f32; n];
-        for pair in data.chunks_mut(2) {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            let (hi, lo) = (z >> 40, (z >> 8) & 0xFF_FFFF);
-            pair[0] = if hi < threshold { scale } else { 0.0 };
-            if let Some(second) = pair.get_mut(1) {
-                *second = if lo < threshold { scale } else { 0.0 };
-            }
-        }
+        // SAFETY: `dropout_run` writes every element of each chunk.
+        let data = unsafe {
+            crate::parallel::fill(n, |start, chunk| {
+                dropout_run(seed, start, chunk, threshold, scale)
+            })
+        };
         Ok(Tensor::from_contiguous(data, shape))
+    }
+}
+
+/// SplitMix64's increment.
+const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Elements `start..start + out.len()` of a dropout mask: element `e` is `scale` when
+/// its 24-bit uniform is below `threshold`, else 0. Pair `i` (elements `2i` and `2i + 1`)
+/// takes the high and the low 24 bits of SplitMix64's output `i + 1` from `seed`, which
+/// depends on `i` alone: any part of the mask is computed on its own, and the loop over
+/// elements has no carried state, so it runs in SIMD lanes and on several threads.
+fn dropout_run(
+    seed: u64,
+    start: usize,
+    out: &mut [std::mem::MaybeUninit<f32>],
+    threshold: u64,
+    scale: f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static WIDE: OnceLock<bool> = OnceLock::new();
+        let wide = *WIDE.get_or_init(|| {
+            is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq")
+        });
+        if wide {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { dropout_run_avx512(seed, start, out, threshold, scale) };
+        }
+    }
+    dropout_run_body(seed, start, out, threshold, scale)
+}
+
+/// [`dropout_run`] compiled with AVX-512's 64-bit multiplies (eight lanes).
+///
+/// # Safety
+/// The CPU must have AVX-512F and AVX-512DQ.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn dropout_run_avx512(
+    seed: u64,
+    start: usize,
+    out: &mut [std::mem::MaybeUninit<f32>],
+    threshold: u64,
+    scale: f32,
+) {
+    dropout_run_body(seed, start, out, threshold, scale)
+}
+
+#[inline(always)]
+fn dropout_run_body(
+    seed: u64,
+    start: usize,
+    out: &mut [std::mem::MaybeUninit<f32>],
+    threshold: u64,
+    scale: f32,
+) {
+    for (j, o) in out.iter_mut().enumerate() {
+        let e = (start + j) as u64;
+        let mut z = seed.wrapping_add((e / 2 + 1).wrapping_mul(GOLDEN_GAMMA));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let bits = if e % 2 == 0 {
+            z >> 40
+        } else {
+            (z >> 8) & 0xFF_FFFF
+        };
+        o.write(if bits < threshold { scale } else { 0.0 });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The mask as SplitMix64 gives it, one pair of elements per output in sequence.
+    fn sequential_mask(n: usize, p: f32, rng: &mut Rng) -> Vec<f32> {
+        let keep = 1.0 - p;
+        let threshold = (keep * 16_777_216.0).ceil() as u64;
+        let mut state = (u64::from(rng.next_u32()) << 32) | u64::from(rng.next_u32());
+        let mut data = vec![0.0f32; n];
+        for pair in data.chunks_mut(2) {
+            state = state.wrapping_add(GOLDEN_GAMMA);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            for (v, bits) in pair.iter_mut().zip([z >> 40, (z >> 8) & 0xFF_FFFF]) {
+                *v = if bits < threshold { 1.0 / keep } else { 0.0 };
+            }
+        }
+        data
+    }
+
+    #[test]
+    fn dropout_mask_is_the_splitmix_sequence_on_any_threads_and_lanes() {
+        // Odd lengths, and lengths above the parallel threshold, whose chunks start at
+        // odd elements on three threads.
+        for (threads, n) in [(1, 1), (1, 37), (3, 1), (3, 200_003), (2, 1 << 17)] {
+            crate::set_num_threads(threads);
+            let got = Tensor::dropout_mask(&[n], 0.1, &mut Rng::seed(n as u64)).unwrap();
+            let want = sequential_mask(n, 0.1, &mut Rng::seed(n as u64));
+            assert_eq!(got.to_vec(), want, "{n} elements on {threads} threads");
+            // Every element kept at p = 0.
+            let all = Tensor::dropout_mask(&[n], 0.0, &mut Rng::seed(1)).unwrap();
+            assert!(all.to_vec().iter().all(|&v| v == 1.0));
+        }
+        crate::set_num_threads(1);
+        // The vector body and the plain one agree element for element.
+        let mut plain = vec![std::mem::MaybeUninit::new(0.0f32); 1001];
+        dropout_run_body(42, 7, &mut plain, 15_000_000, 1.25);
+        let mut fast = vec![std::mem::MaybeUninit::new(0.0f32); 1001];
+        dropout_run(42, 7, &mut fast, 15_000_000, 1.25);
+        // SAFETY: both runs wrote every element.
+        let (plain, fast): (Vec<f32>, Vec<f32>) = unsafe {
+            (
+                plain.iter().map(|v| v.assume_init()).collect(),
+                fast.iter().map(|v| v.assume_init()).collect(),
+            )
+        };
+        assert_eq!(plain, fast);
+    }
 
     #[test]
     fn erfinv_inverts_erf() {
