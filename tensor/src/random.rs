@@ -318,7 +318,7 @@ fn dropout_run_body(
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
-        let bits = if e % 2 == 0 {
+        let bits = if e.is_multiple_of(2) {
             z >> 40
         } else {
             (z >> 8) & 0xFF_FFFF
