@@ -5,18 +5,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{ArgAction, Args, Subcommand, ValueEnum};
-use tessera_data::{load_image, ColorMode, Dataset, Epoch, ImageSets, Loader};
+use tessera_data::{Dataset, Epoch, ImageSets, Loader};
 use tessera_nn::Params;
 use tessera_tensor::{Rng, Tensor};
 use tessera_vit::{
-    batches, eval_loader, evaluate, evaluate_with, load_pretrained, prepare_image, top_k,
-    train_loader, viz, Arch, Augment, CheckpointConfig, FineTune, GlobalPool, Hybrid, Pretrained,
-    Source, SourceFormat, TimmEval, TrainConfig, Trainer, VisionTransformer, VitConfig, NORMALIZE,
-    SOURCE_KEY,
+    batches, eval_loader, evaluate, evaluate_with, load_pretrained, prepare_image, read_image,
+    top_k, train_loader, viz, Arch, Augment, CheckpointConfig, FineTune, GlobalPool, Hybrid,
+    Pretrained, Source, SourceFormat, TimmEval, TrainConfig, Trainer, VisionTransformer, VitConfig,
+    NORMALIZE, SOURCE_KEY,
 };
 
 use crate::train::{choice, Eval, Mode, Plan, Run, RunArgs, Step, Task};
-use tessera_data::{viridis, Canvas, Chart, ColorBar, Series, Style};
 
 /// `tessera vit` subcommands.
 #[derive(Subcommand, Debug)]
@@ -775,39 +774,6 @@ fn eval(a: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// The image at `path` as the model takes it (tessera's preparation, or timm's
-/// transform `timm`), and how it was changed to get there (`"640x480, read as grey,
-/// resized to 28x28"`).
-fn image_input(
-    path: &Path,
-    model: &VisionTransformer,
-    timm: Option<&TimmEval>,
-) -> Result<(Tensor, String)> {
-    let c = model.config();
-    let (mode, colour) = if c.in_chans == 1 {
-        (ColorMode::Gray, "grey")
-    } else {
-        (ColorMode::Rgb, "RGB")
-    };
-    let img = load_image(path, mode)?;
-    let (h, w) = (img.shape()[1], img.shape()[2]);
-    let size = c.img_size;
-    if let Some(t) = timm {
-        let how = format!(
-            "{w}x{h}, read as {colour}, timm's transform: crop {} ({:?}), {:?} resize, mean {:?}, std {:?}",
-            t.crop_pct, t.crop_mode, t.interpolation, &t.mean[..c.in_chans], &t.std[..c.in_chans]
-        );
-        return Ok((t.apply(&img, size)?, how));
-    }
-    let resized = if (h, w) == (size, size) {
-        String::new()
-    } else {
-        format!(", resized to {size}x{size}")
-    };
-    let how = format!("{w}x{h}, read as {colour}{resized}");
-    Ok((prepare_image(img, size)?, how))
-}
-
 fn predict(a: &PredictArgs) -> Result<()> {
     a.threads.apply();
     let Pretrained {
@@ -836,7 +802,7 @@ fn predict(a: &PredictArgs) -> Result<()> {
         None => class_names(&meta, classes),
     };
     for path in &a.images {
-        let (x, how) = image_input(path, &model, timm.as_ref())?;
+        let (x, how) = read_image(path, model.config(), timm.as_ref())?;
         let top = top_k(&model, &x.unsqueeze(0)?, a.top_k)?;
         println!("{} ({how})", path.display());
         for (k, p) in &top[0] {
@@ -864,95 +830,23 @@ fn imagenet_names() -> Option<PathBuf> {
 }
 
 fn viz_cmd(a: &VizArgs) -> Result<()> {
-    let colour_bar = |low, name, high| ColorBar {
-        map: viridis,
-        low,
-        name,
-        high,
-    };
     a.threads.apply();
     let Pretrained { model, source, .. } = a.model.open()?;
-    let timm = a.image_args.transform(&source, model.config().img_size);
-    let c = *model.config();
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let mut written = Vec::new();
-    let scale = (96 / c.grid().max(1)).max(2);
-    let pos = viz::position_similarity_image(&model, scale)?;
-    let p = a.out.join("position_similarity.png");
-    let g = c.grid();
-    let note = format!("tile (row, column): that patch's cosine similarity with all {g}x{g}");
-    let bar = colour_bar("-1", "cosine similarity", "1");
-    Canvas::framed(&pos, "Position embedding similarity", &note, Some(&bar))?.save(&p)?;
-    written.push(p);
-    let k = (c.in_chans * c.patch_size * c.patch_size).min(28);
-    let filters = viz::filter_components_image(&model, k, 7, (64 / c.patch_size).max(4))?;
-    let p = a.out.join("filter_components.png");
-    let note = format!("the first {k}, row by row, each scaled to its own range");
-    let title = "Principal components of the patch filters";
-    Canvas::framed(&filters, title, &note, None)?.save(&p)?;
-    written.push(p);
-    // Images for the attention pictures: the test set's (or shapes), prepared.
+    let size = model.config().img_size;
+    let timm = a.image_args.transform(&source, size);
+    // Images for the attention distance: the test set's (or shapes), prepared.
     let data = open_data(&a.data, 0)?;
     let n = a.samples.clamp(1, data.test.len());
     let mut imgs = Vec::with_capacity(n);
     for i in 0..n {
-        imgs.push(prepare_image(data.test.get(i)?.image, c.img_size)?);
+        imgs.push(prepare_image(data.test.get(i)?.image, size)?);
     }
-    let refs: Vec<&Tensor> = imgs.iter().collect();
-    let batch = Tensor::stack(&refs, 0)?;
-    let dist = viz::mean_attention_distance(&model, &batch)?;
-    let chart = Chart {
-        title: "mean attention distance".into(),
-        x_label: "network depth (block)".into(),
-        y_label: "distance (pixels)".into(),
-        series: (0..c.num_heads)
-            .map(|h| Series {
-                name: format!("head {}", h + 1),
-                points: dist
-                    .iter()
-                    .enumerate()
-                    .map(|(l, d)| ((l + 1) as f64, f64::from(d[h])))
-                    .collect(),
-                style: Style::Points,
-            })
-            .collect(),
-        ..Chart::default()
-    };
-    let p = a.out.join("attention_distance.png");
-    chart.save(&p)?;
-    written.push(p);
     let image = match &a.image {
-        Some(path) => image_input(path, &model, timm.as_ref())?.0,
+        Some(path) => read_image(path, model.config(), timm.as_ref())?.0,
         None => imgs[0].clone(),
     };
-    let map = viz::attention_rollout(&model, &image)?;
-    let p = a.out.join("attention_rollout.png");
-    let note = "left: the input; right: the input weighted by the attention that flows to \
-                the class token (dark: little)";
-    let picture = viz::rollout_image(&image, &map)?;
-    Canvas::framed(&picture, "Attention rollout", note, None)?.save(&p)?;
-    written.push(p);
-    let (map, class) = viz::gradient_saliency(&model, &image, a.class)?;
-    let p = a.out.join("gradient_saliency.png");
-    let note = format!("right: the largest |d logit / d pixel| over the channels, class {class}");
-    let picture = viz::attribution_image(&image, &map)?;
-    let bar = colour_bar("0", "relative gradient", "1");
-    Canvas::framed(&picture, "Gradient saliency", &note, Some(&bar))?.save(&p)?;
-    written.push(p);
-    let ig = viz::integrated_gradients(&model, &image, None, a.class, a.ig_steps)?;
-    let p = a.out.join("integrated_gradients.png");
-    let note = format!(
-        "right: |attribution| over the channels, class {}, {} steps from black; \
-         attributions off F(x) - F(black) = {:.3} by {:.1}%",
-        ig.class,
-        a.ig_steps,
-        ig.logit - ig.baseline_logit,
-        100.0 * ig.completeness_gap()
-    );
-    let picture = viz::attribution_image(&image, &ig.map()?)?;
-    let bar = colour_bar("0", "relative attribution", "1");
-    Canvas::framed(&picture, "Integrated gradients", &note, Some(&bar))?.save(&p)?;
-    written.push(p);
+    let images = Tensor::stack(&imgs.iter().collect::<Vec<_>>(), 0)?;
+    let written = viz::save_figures(&model, &images, &image, a.class, a.ig_steps, &a.out)?;
     for p in &written {
         println!("wrote {}", p.display());
     }

@@ -117,6 +117,59 @@ pub enum CropMode {
     Squash,
 }
 
+/// The image file at `path` as the input `[C, size, size]` of a model of `config`: read
+/// as grey or RGB as the model takes it, then [`prepare_image`] (or, with `timm`, timm's
+/// transform [`TimmEval::apply`]); with it, how the image was changed to get there
+/// (`"640x480, read as grey, resized to 28x28"`). PNG, JPEG, GIF, BMP, WebP, TIFF and
+/// PNM; an error names the file that is not an image.
+///
+/// ```
+/// use tessera_tensor::Tensor;
+/// use tessera_vit::{read_image, VitConfig};
+/// let path = std::env::temp_dir().join("tessera-vit-read-image-doc.png");
+/// tessera_data::save_png(&path, &Tensor::full(&[3, 6, 9], 1.0))?;
+/// let config = VitConfig { img_size: 4, patch_size: 2, in_chans: 1, ..VitConfig::default() };
+/// let (x, how) = read_image(&path, &config, None)?;
+/// assert_eq!(x.shape(), &[1, 4, 4]);
+/// assert_eq!(how, "9x6, read as grey, resized to 4x4");
+/// # std::fs::remove_file(&path).ok();
+/// # Ok::<(), tessera_vit::Error>(())
+/// ```
+#[cfg(feature = "image")]
+pub fn read_image(
+    path: &std::path::Path,
+    config: &crate::VitConfig,
+    timm: Option<&TimmEval>,
+) -> Result<(Tensor, String)> {
+    use tessera_data::{load_image, ColorMode};
+    let (mode, colour) = if config.in_chans == 1 {
+        (ColorMode::Gray, "grey")
+    } else {
+        (ColorMode::Rgb, "RGB")
+    };
+    let img = load_image(path, mode)?;
+    let (h, w) = (img.shape()[1], img.shape()[2]);
+    let size = config.img_size;
+    if let Some(t) = timm {
+        let how = format!(
+            "{w}x{h}, read as {colour}, timm's transform: crop {} ({:?}), {:?} resize, mean {:?}, std {:?}",
+            t.crop_pct,
+            t.crop_mode,
+            t.interpolation,
+            &t.mean[..config.in_chans.min(3)],
+            &t.std[..config.in_chans.min(3)]
+        );
+        return Ok((t.apply(&img, size)?, how));
+    }
+    let resized = if (h, w) == (size, size) {
+        String::new()
+    } else {
+        format!(", resized to {size}x{size}")
+    };
+    let how = format!("{w}x{h}, read as {colour}{resized}");
+    Ok((prepare_image(img, size)?, how))
+}
+
 /// timm's evaluation transform of a pretrained model (`transforms_imagenet_eval`, as
 /// `timm.data.create_transform(**resolve_data_config(model=m))` builds it) on an image
 /// file: the PIL image resized by Pillow ([`tessera_data::resize_pil`]), centre-cropped

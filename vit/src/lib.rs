@@ -50,6 +50,8 @@ pub mod viz;
 
 pub use checkpoint::{load_model, save_model, CheckpointConfig, MODEL_KIND};
 pub use config::{GlobalPool, Hybrid, Preset, VitConfig};
+#[cfg(feature = "image")]
+pub use input::read_image;
 pub use input::{
     batches, eval_loader, prepare_image, train_loader, Augment, CropMode, TimmEval, NORMALIZE,
 };

@@ -5,7 +5,8 @@
 //! 2014) and integrated gradients (Sundararajan et al., 2017).
 //!
 //! Each function returns numbers or an image tensor `[C, H, W]` in `[0, 1]`; writing
-//! them as PNG is the caller's (for example `tessera_data::save_png`).
+//! them as PNG is the caller's (for example `tessera_data::save_png`), or, with the
+//! feature `image`, [`save_figures`] writes all of them as framed pictures.
 
 use tessera_autograd::{no_grad, Var};
 pub use tessera_data::viridis;
@@ -617,6 +618,128 @@ fn shown_image(op: &'static str, image: &Tensor) -> Result<Tensor> {
         img
     };
     Ok(resize(&img, size, size, Filter::Nearest, false)?)
+}
+
+/// Every picture of this module for `model`, framed with a title, a note and, where the
+/// colours carry a scale, a colour bar, as PNG files in `dir` (made if absent):
+/// `position_similarity.png`, `filter_components.png`, `attention_distance.png` (over
+/// the prepared `images` `[N, C, H, W]`), `attention_rollout.png`,
+/// `gradient_saliency.png` and `integrated_gradients.png` (of `image` `[C, H, W]`, for
+/// `class` or the predicted one, with `ig_steps` steps from a black image). Returns the
+/// files written, in that order.
+///
+/// ```
+/// use tessera_tensor::{Rng, Tensor};
+/// use tessera_vit::{viz, VisionTransformer, VitConfig};
+/// let config = VitConfig { img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, num_heads: 2,
+///                          num_classes: 3, ..VitConfig::default() };
+/// let model = VisionTransformer::new(config, &mut Rng::seed(0))?;
+/// let images = Tensor::rand(&[2, 3, 8, 8], 0.0, 1.0, &mut Rng::seed(1));
+/// let image = images.narrow(0, 0, 1)?.squeeze(0)?;
+/// let dir = std::env::temp_dir().join("tessera-vit-figures-doc");
+/// let written = viz::save_figures(&model, &images, &image, None, 4, &dir)?;
+/// assert_eq!(written.len(), 6);
+/// assert!(written.iter().all(|p| p.is_file()));
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), tessera_vit::Error>(())
+/// ```
+#[cfg(feature = "image")]
+pub fn save_figures(
+    model: &VisionTransformer,
+    images: &Tensor,
+    image: &Tensor,
+    class: Option<usize>,
+    ig_steps: usize,
+    dir: &std::path::Path,
+) -> Result<Vec<std::path::PathBuf>> {
+    use tessera_data::{Canvas, Chart, ColorBar, Series, Style};
+    let bar = |low, name, high| ColorBar {
+        map: viridis,
+        low,
+        name,
+        high,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| tessera_data::Error::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let c = *model.config();
+    let g = c.grid();
+    let mut written = Vec::new();
+    let save = |name: &str, canvas: Canvas| -> Result<std::path::PathBuf> {
+        let path = dir.join(name);
+        canvas.save(&path)?;
+        Ok(path)
+    };
+    let pos = position_similarity_image(model, (96 / g.max(1)).max(2))?;
+    let note = format!("tile (row, column): that patch's cosine similarity with all {g}x{g}");
+    let scale = bar("-1", "cosine similarity", "1");
+    let title = "Position embedding similarity";
+    written.push(save(
+        "position_similarity.png",
+        Canvas::framed(&pos, title, &note, Some(&scale))?,
+    )?);
+    let k = (c.in_chans * c.patch_size * c.patch_size).min(28);
+    let filters = filter_components_image(model, k, 7, (64 / c.patch_size).max(4))?;
+    let note = format!("the first {k}, row by row, each scaled to its own range");
+    let title = "Principal components of the patch filters";
+    written.push(save(
+        "filter_components.png",
+        Canvas::framed(&filters, title, &note, None)?,
+    )?);
+    let dist = mean_attention_distance(model, images)?;
+    let chart = Chart {
+        title: "mean attention distance".into(),
+        x_label: "network depth (block)".into(),
+        y_label: "distance (pixels)".into(),
+        series: (0..c.num_heads)
+            .map(|h| Series {
+                name: format!("head {}", h + 1),
+                points: dist
+                    .iter()
+                    .enumerate()
+                    .map(|(l, d)| ((l + 1) as f64, f64::from(d[h])))
+                    .collect(),
+                style: Style::Points,
+            })
+            .collect(),
+        ..Chart::default()
+    };
+    let path = dir.join("attention_distance.png");
+    chart.save(&path)?;
+    written.push(path);
+    let map = attention_rollout(model, image)?;
+    let note = "left: the input; right: the input weighted by the attention that flows to \
+                the class token (dark: little)";
+    let picture = rollout_image(image, &map)?;
+    written.push(save(
+        "attention_rollout.png",
+        Canvas::framed(&picture, "Attention rollout", note, None)?,
+    )?);
+    let (map, predicted) = gradient_saliency(model, image, class)?;
+    let note =
+        format!("right: the largest |d logit / d pixel| over the channels, class {predicted}");
+    let picture = attribution_image(image, &map)?;
+    let scale = bar("0", "relative gradient", "1");
+    written.push(save(
+        "gradient_saliency.png",
+        Canvas::framed(&picture, "Gradient saliency", &note, Some(&scale))?,
+    )?);
+    let ig = integrated_gradients(model, image, None, class, ig_steps)?;
+    let note = format!(
+        "right: |attribution| over the channels, class {}, {ig_steps} steps from black; \
+         attributions off F(x) - F(black) = {:.3} by {:.1}%",
+        ig.class,
+        ig.logit - ig.baseline_logit,
+        100.0 * ig.completeness_gap()
+    );
+    let picture = attribution_image(image, &ig.map()?)?;
+    let scale = bar("0", "relative attribution", "1");
+    written.push(save(
+        "integrated_gradients.png",
+        Canvas::framed(&picture, "Integrated gradients", &note, Some(&scale))?,
+    )?);
+    Ok(written)
 }
 
 #[cfg(test)]
