@@ -144,27 +144,46 @@ fn as_uninit(dst: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
-macro_rules! slice_kernel {
-    ($name:ident, $into:ident, $avx2:ident, $f:path) => {
+/// Calls the closure `$run` with `$args`, compiled for the widest vectors this CPU has:
+/// AVX-512F (16 lanes), else AVX2 (8), else the baseline. The closure is inlined into
+/// each copy, so its loop is vectorised for that instruction set; each copy runs the
+/// same operations in the same order, so every width gives the same results.
+macro_rules! widest {
+    ($run:ident($($arg:ident),*)) => {{
         #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        unsafe fn $avx2(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
-            for (d, &x) in dst.iter_mut().zip(src) {
-                d.write($f(x));
+        {
+            #[target_feature(enable = "avx512f")]
+            unsafe fn wide<F: FnOnce()>(f: F) {
+                f()
+            }
+            #[target_feature(enable = "avx2")]
+            unsafe fn narrow<F: FnOnce()>(f: F) {
+                f()
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (checked just above).
+                return unsafe { wide(|| $run($($arg),*)) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { narrow(|| $run($($arg),*)) };
             }
         }
+        $run($($arg),*)
+    }};
+}
 
+macro_rules! slice_kernel {
+    ($name:ident, $into:ident, $f:path) => {
         /// `f(x)` for every `x` of `src` into `dst` (the shorter length of the two), which
         /// need not be initialised, with the widest SIMD this CPU has.
         pub(crate) fn $into(src: &[f32], dst: &mut [MaybeUninit<f32>]) {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { $avx2(src, dst) };
-            }
-            for (d, &x) in dst.iter_mut().zip(src) {
-                d.write($f(x));
-            }
+            let run = |src: &[f32], dst: &mut [MaybeUninit<f32>]| {
+                for (d, &x) in dst.iter_mut().zip(src) {
+                    d.write($f(x));
+                }
+            };
+            widest!(run(src, dst))
         }
 
         /// Writes `f(x)` for every `x` of `src` into `dst` (the shorter length of the
@@ -187,16 +206,11 @@ macro_rules! slice_kernel {
     };
 }
 
-slice_kernel!(exp_slice, exp_into, exp_slice_avx2, exp);
-slice_kernel!(tanh_slice, tanh_into, tanh_slice_avx2, tanh);
-slice_kernel!(sigmoid_slice, sigmoid_into, sigmoid_slice_avx2, sigmoid);
-slice_kernel!(gelu_slice, gelu_into, gelu_slice_avx2, gelu);
-slice_kernel!(
-    gelu_grad_slice,
-    gelu_grad_into,
-    gelu_grad_slice_avx2,
-    gelu_grad
-);
+slice_kernel!(exp_slice, exp_into, exp);
+slice_kernel!(tanh_slice, tanh_into, tanh);
+slice_kernel!(sigmoid_slice, sigmoid_into, sigmoid);
+slice_kernel!(gelu_slice, gelu_into, gelu);
+slice_kernel!(gelu_grad_slice, gelu_grad_into, gelu_grad);
 
 /// GELU's derivative from its input `x` and output `y = x Φ(x)`: `Φ(x) = y / x` (½ where
 /// `x` is 0 to f32 precision), plus `x φ(x)`. The output saves the error function: one
@@ -211,25 +225,12 @@ pub(crate) fn gelu_grad_from_output(x: f32, y: f32) -> f32 {
 /// necessarily initialised), given GELU's input `x` and output `y`: its backward pass in
 /// one sweep, with the widest SIMD this CPU has.
 pub(crate) fn gelu_backward_into(x: &[f32], y: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { gelu_backward_avx2(x, y, g, dst) };
-    }
-    gelu_backward_loop(x, y, g, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn gelu_backward_avx2(x: &[f32], y: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>]) {
-    gelu_backward_loop(x, y, g, dst)
-}
-
-#[inline(always)]
-fn gelu_backward_loop(x: &[f32], y: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>]) {
-    for (((d, &x), &y), &g) in dst.iter_mut().zip(x).zip(y).zip(g) {
-        d.write(g * gelu_grad_from_output(x, y));
-    }
+    let run = |x: &[f32], y: &[f32], g: &[f32], dst: &mut [MaybeUninit<f32>]| {
+        for (((d, &x), &y), &g) in dst.iter_mut().zip(x).zip(y).zip(g) {
+            d.write(g * gelu_grad_from_output(x, y));
+        }
+    };
+    widest!(run(x, y, g, dst))
 }
 
 #[cfg(test)]
