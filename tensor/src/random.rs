@@ -273,35 +273,9 @@ fn dropout_run(
     threshold: u64,
     scale: f32,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static WIDE: OnceLock<bool> = OnceLock::new();
-        let wide = *WIDE.get_or_init(|| {
-            is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq")
-        });
-        if wide {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { dropout_run_avx512(seed, start, out, threshold, scale) };
-        }
-    }
-    dropout_run_body(seed, start, out, threshold, scale)
-}
-
-/// [`dropout_run`] compiled with AVX-512's 64-bit multiplies (eight lanes).
-///
-/// # Safety
-/// The CPU must have AVX-512F and AVX-512DQ.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512dq")]
-unsafe fn dropout_run_avx512(
-    seed: u64,
-    start: usize,
-    out: &mut [std::mem::MaybeUninit<f32>],
-    threshold: u64,
-    scale: f32,
-) {
-    dropout_run_body(seed, start, out, threshold, scale)
+    let run =
+        |seed, start, out, threshold, scale| dropout_run_body(seed, start, out, threshold, scale);
+    crate::vmath::widest!(run(seed, start, out, threshold, scale))
 }
 
 #[inline(always)]

@@ -145,14 +145,15 @@ fn as_uninit(dst: &mut [f32]) -> &mut [MaybeUninit<f32>] {
 }
 
 /// Calls the closure `$run` with `$args`, compiled for the widest vectors this CPU has:
-/// AVX-512F (16 lanes), else AVX2 (8), else the baseline. The closure is inlined into
-/// each copy, so its loop is vectorised for that instruction set; each copy runs the
-/// same operations in the same order, so every width gives the same results.
+/// AVX-512F with AVX-512DQ (16 lanes of f32, 8 of 64-bit integer multiplies), else AVX2
+/// (8), else the baseline. The closure is inlined into each copy, so its loop is
+/// vectorised for that instruction set; each copy runs the same operations in the same
+/// order, so every width gives the same results.
 macro_rules! widest {
     ($run:ident($($arg:ident),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            #[target_feature(enable = "avx512f")]
+            #[target_feature(enable = "avx512f,avx512dq")]
             unsafe fn wide<F: FnOnce()>(f: F) {
                 f()
             }
@@ -160,8 +161,10 @@ macro_rules! widest {
             unsafe fn narrow<F: FnOnce()>(f: F) {
                 f()
             }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has AVX-512F (checked just above).
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+            {
+                // SAFETY: the CPU has AVX-512F and DQ (checked just above).
                 return unsafe { wide(|| $run($($arg),*)) };
             }
             if std::arch::is_x86_feature_detected!("avx2") {
@@ -172,6 +175,8 @@ macro_rules! widest {
         $run($($arg),*)
     }};
 }
+
+pub(crate) use widest;
 
 macro_rules! slice_kernel {
     ($name:ident, $into:ident, $f:path) => {
