@@ -275,7 +275,7 @@ fn dropout_run(
 ) {
     let run =
         |seed, start, out, threshold, scale| dropout_run_body(seed, start, out, threshold, scale);
-    crate::vmath::widest!(run(seed, start, out, threshold, scale))
+    crate::widest!(run(seed, start, out, threshold, scale))
 }
 
 #[inline(always)]

@@ -146,9 +146,30 @@ fn as_uninit(dst: &mut [f32]) -> &mut [MaybeUninit<f32>] {
 
 /// Calls the closure `$run` with `$args`, compiled for the widest vectors this CPU has:
 /// AVX-512F with AVX-512DQ (16 lanes of f32, 8 of 64-bit integer multiplies), else AVX2
-/// (8), else the baseline. The closure is inlined into each copy, so its loop is
-/// vectorised for that instruction set; each copy runs the same operations in the same
-/// order, so every width gives the same results.
+/// (8), else the baseline; on other architectures, the baseline. The closure is inlined
+/// into each copy, so its loops are vectorised for that instruction set; each copy runs
+/// the same operations in the same order, so every width gives the same results (the
+/// compiler fuses no multiply-adds that the source does not ask for). The macro
+/// `return`s the closure's value from the function it is written in, so it is the
+/// last expression of a function or closure of its own.
+///
+/// The element-wise functions of this crate run through it, and so do the row kernels
+/// of `tessera-nn` (LayerNorm).
+///
+/// ```
+/// fn scale(xs: &mut [f32], by: f32) {
+///     let run = |xs: &mut [f32], by: f32| {
+///         for x in xs.iter_mut() {
+///             *x *= by;
+///         }
+///     };
+///     tessera_tensor::widest!(run(xs, by))
+/// }
+/// let mut v = vec![1.0f32; 37];
+/// scale(&mut v, 3.0);
+/// assert!(v.iter().all(|&x| x == 3.0));
+/// ```
+#[macro_export]
 macro_rules! widest {
     ($run:ident($($arg:ident),*)) => {{
         #[cfg(target_arch = "x86_64")]
@@ -175,8 +196,6 @@ macro_rules! widest {
         $run($($arg),*)
     }};
 }
-
-pub(crate) use widest;
 
 macro_rules! slice_kernel {
     ($name:ident, $into:ident, $f:path) => {

@@ -31,30 +31,10 @@ pub(crate) fn layer_norm(x: &Var, weight: &Parameter, bias: &Parameter, eps: f32
         .map(|p| (p, xhat_parts.next()))
         .zip(rstd.chunks_mut(ROWS_PER_PART))
         .collect();
-    par_parts(parts, |(((xs, y), mut xhat), rstd)| {
-        for (r, ((xr, yr), rs_out)) in xs
-            .chunks_exact(d)
-            .zip(y.chunks_exact_mut(d))
-            .zip(rstd.iter_mut())
-            .enumerate()
-        {
-            let mean = rows::sum(xr) / d as f32;
-            let var = rows::sum_sq_dev(xr, mean) / d as f32;
-            let rs = 1.0 / (var + eps).sqrt();
-            *rs_out = rs;
-            if let Some(xhat) = xhat.as_deref_mut() {
-                let hr = &mut xhat[r * d..(r + 1) * d];
-                for k in 0..d {
-                    let h = (xr[k] - mean) * rs;
-                    hr[k] = h;
-                    yr[k] = h * g[k] + b[k];
-                }
-            } else {
-                for k in 0..d {
-                    yr[k] = (xr[k] - mean) * rs * g[k] + b[k];
-                }
-            }
-        }
+    // Each part's loops compiled for the widest vectors the CPU has (same results).
+    let (gs, bs) = (&g[..], &b[..]);
+    par_parts(parts, |(((xs, y), xhat), rstd)| {
+        tessera_tensor::widest!(forward_rows(xs, y, xhat, rstd, gs, bs, eps))
     });
     let value = Tensor::from_vec(y, x.shape())?;
     let backward = LayerNormBackward {
@@ -68,6 +48,44 @@ pub(crate) fn layer_norm(x: &Var, weight: &Parameter, bias: &Parameter, eps: f32
         &[x.clone(), weight.var(), bias.var()],
         std::sync::Arc::new(backward),
     ))
+}
+
+/// The forward pass over whole rows of `xs` (`d = g.len()` features each): `y`, the
+/// rows' `1/σ` into `rstd` and, when kept, `x̂` into `xhat`.
+#[inline(always)]
+fn forward_rows(
+    xs: &[f32],
+    y: &mut [f32],
+    mut xhat: Option<&mut [f32]>,
+    rstd: &mut [f32],
+    g: &[f32],
+    b: &[f32],
+    eps: f32,
+) {
+    let d = g.len();
+    for (r, ((xr, yr), rs_out)) in xs
+        .chunks_exact(d)
+        .zip(y.chunks_exact_mut(d))
+        .zip(rstd.iter_mut())
+        .enumerate()
+    {
+        let mean = rows::sum(xr) / d as f32;
+        let var = rows::sum_sq_dev(xr, mean) / d as f32;
+        let rs = 1.0 / (var + eps).sqrt();
+        *rs_out = rs;
+        if let Some(xhat) = xhat.as_deref_mut() {
+            let hr = &mut xhat[r * d..(r + 1) * d];
+            for k in 0..d {
+                let h = (xr[k] - mean) * rs;
+                hr[k] = h;
+                yr[k] = h * g[k] + b[k];
+            }
+        } else {
+            for k in 0..d {
+                yr[k] = (xr[k] - mean) * rs * g[k] + b[k];
+            }
+        }
+    }
 }
 
 /// The same layer norm as a composition of autograd's operations: what
@@ -115,26 +133,10 @@ impl tessera_autograd::Function for LayerNormBackward {
             .zip(self.rstd.chunks(ROWS_PER_PART))
             .zip(partial.chunks_mut(2 * d))
             .collect();
+        // Each part's loops compiled for the widest vectors the CPU has (same results).
+        let gamma = &self.gamma[..];
         par_parts(parts, |((((gs, xhat), dx), rstd), sums)| {
-            let (dgamma, dbeta) = sums.split_at_mut(d);
-            let mut dxhat = vec![0.0f32; d];
-            for (((gr, hr), dxr), &rs) in gs
-                .chunks_exact(d)
-                .zip(xhat.chunks_exact(d))
-                .zip(dx.chunks_exact_mut(d))
-                .zip(rstd)
-            {
-                for k in 0..d {
-                    dxhat[k] = gr[k] * self.gamma[k];
-                    dgamma[k] += gr[k] * hr[k];
-                    dbeta[k] += gr[k];
-                }
-                let m1 = rows::sum(&dxhat) / d as f32;
-                let m2 = rows::dot(&dxhat, hr) / d as f32;
-                for k in 0..d {
-                    dxr[k] = (dxhat[k] - m1 - hr[k] * m2) * rs;
-                }
-            }
+            tessera_tensor::widest!(backward_rows(gs, xhat, dx, rstd, sums, gamma))
         });
         let mut dgamma = vec![0.0f32; d];
         let mut dbeta = vec![0.0f32; d];
@@ -149,6 +151,39 @@ impl tessera_autograd::Function for LayerNormBackward {
             Some(Tensor::from_vec(dgamma, &[d])?),
             Some(Tensor::from_vec(dbeta, &[d])?),
         ])
+    }
+}
+
+/// The backward pass over whole rows of `gs` (`d = gamma.len()` features each): `dx`,
+/// and the rows' `dγ` and `dβ` added to the two halves of `sums`.
+#[inline(always)]
+fn backward_rows(
+    gs: &[f32],
+    xhat: &[f32],
+    dx: &mut [f32],
+    rstd: &[f32],
+    sums: &mut [f32],
+    gamma: &[f32],
+) {
+    let d = gamma.len();
+    let (dgamma, dbeta) = sums.split_at_mut(d);
+    let mut dxhat = vec![0.0f32; d];
+    for (((gr, hr), dxr), &rs) in gs
+        .chunks_exact(d)
+        .zip(xhat.chunks_exact(d))
+        .zip(dx.chunks_exact_mut(d))
+        .zip(rstd)
+    {
+        for k in 0..d {
+            dxhat[k] = gr[k] * gamma[k];
+            dgamma[k] += gr[k] * hr[k];
+            dbeta[k] += gr[k];
+        }
+        let m1 = rows::sum(&dxhat) / d as f32;
+        let m2 = rows::dot(&dxhat, hr) / d as f32;
+        for k in 0..d {
+            dxr[k] = (dxhat[k] - m1 - hr[k] * m2) * rs;
+        }
     }
 }
 

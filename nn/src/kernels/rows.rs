@@ -24,6 +24,7 @@ pub(crate) fn par_parts<T: Send>(parts: Vec<T>, f: impl Fn(T) + Sync) {
 
 /// `Σ xs`, in eight interleaved partial sums (one 8-lane vector; a single running sum
 /// would wait on each addition in turn).
+#[inline(always)]
 pub(crate) fn sum(xs: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = xs.chunks_exact(8);
@@ -38,6 +39,7 @@ pub(crate) fn sum(xs: &[f32]) -> f32 {
 
 /// The largest element (`-inf` for an empty slice; NaN elements are passed over), in
 /// eight interleaved maxima as [`sum`].
+#[inline(always)]
 pub(crate) fn max(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
     let chunks = xs.chunks_exact(8);
@@ -54,6 +56,7 @@ pub(crate) fn max(xs: &[f32]) -> f32 {
 }
 
 /// `Σ a·b`, as [`sum`].
+#[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -74,6 +77,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `Σ (x - c)²`, as [`sum`].
+#[inline(always)]
 pub(crate) fn sum_sq_dev(xs: &[f32], c: f32) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = xs.chunks_exact(8);
