@@ -2,6 +2,7 @@
 
 use tessera_tensor::{IndexTensor, Tensor};
 
+use crate::kernels::rows::{par_parts, ROWS_PER_PART};
 use crate::{Error, Result, Var};
 
 /// Cross-entropy on logits `[N, C]` with class targets `[N]`, as
@@ -159,43 +160,26 @@ impl CrossEntropyLoss {
         let x = logits.value().contiguous();
         let xs = x.as_slice().expect("contiguous");
         let mut probs = vec![0.0f32; n * c];
-        let mut shifted = vec![0.0f32; c];
         let mut rows = vec![0.0f64; n];
-        let eps = f64::from(eps);
         let total_weight: f64 = weight.as_ref().map_or(0.0, |w| lane_sum(w));
-        for (i, (row, p)) in xs
-            .chunks_exact(c)
-            .zip(probs.chunks_exact_mut(c))
-            .enumerate()
-        {
-            let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            shifted.iter_mut().zip(row).for_each(|(s, &v)| *s = v - m);
-            tessera_tensor::exp_slice(&shifted, p);
-            let sum = lane_sum(p);
-            let inv = (1.0 / sum) as f32;
-            p.iter_mut().for_each(|v| *v *= inv);
-            if targets[i] == ignore {
-                continue;
-            }
-            let t = targets[i] as usize;
-            let log_sum = sum.ln();
-            let nll = log_sum - f64::from(shifted[t]);
-            rows[i] = match &weight {
-                None => {
-                    let smooth = log_sum - lane_sum(&shifted) / c as f64;
-                    (1.0 - eps) * nll + eps * smooth
-                }
-                Some(w) => {
-                    let weighted: f64 = w
-                        .iter()
-                        .zip(&shifted)
-                        .map(|(&w, &s)| f64::from(w) * f64::from(s))
-                        .sum();
-                    let smooth = total_weight * log_sum - weighted;
-                    (1.0 - eps) * f64::from(w[t]) * nll + eps / c as f64 * smooth
-                }
-            };
-        }
+        let k = ForwardRows {
+            c,
+            eps: f64::from(eps),
+            ignore,
+            weight: weight.as_deref(),
+            total_weight,
+        };
+        // Rows shared among the threads, each part's loops compiled for the widest
+        // vectors the CPU has (the same results on every width and thread count).
+        let parts: Vec<_> = xs
+            .chunks(ROWS_PER_PART * c)
+            .zip(probs.chunks_mut(ROWS_PER_PART * c))
+            .zip(rows.chunks_mut(ROWS_PER_PART))
+            .zip(targets.chunks(ROWS_PER_PART))
+            .collect();
+        par_parts(parts, |(((xs, p), rows), targets)| {
+            tessera_tensor::widest!(forward_rows(xs, p, rows, targets, k))
+        });
         let value = self.reduction.apply(rows, denominator)?;
         let backward = CrossEntropyBackward {
             probs,
@@ -314,6 +298,122 @@ fn lane_sum(v: &[f32]) -> f64 {
     lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + tail
 }
 
+/// What the rows of a cross-entropy's forward pass share.
+#[derive(Clone, Copy)]
+struct ForwardRows<'a> {
+    /// Classes per row.
+    c: usize,
+    /// Label smoothing ε.
+    eps: f64,
+    /// The target of rows that count for nothing.
+    ignore: i64,
+    /// The class weights, if any.
+    weight: Option<&'a [f32]>,
+    /// `Σ w` (0 without weights).
+    total_weight: f64,
+}
+
+/// The forward pass over whole rows of logits `xs`: each row's softmax into `probs` and
+/// its loss into `rows` (left at 0 for an ignored row).
+#[inline(always)]
+fn forward_rows(
+    xs: &[f32],
+    probs: &mut [f32],
+    rows: &mut [f64],
+    targets: &[i64],
+    k: ForwardRows<'_>,
+) {
+    let (c, eps) = (k.c, k.eps);
+    let mut shifted = vec![0.0f32; c];
+    for (i, (row, p)) in xs
+        .chunks_exact(c)
+        .zip(probs.chunks_exact_mut(c))
+        .enumerate()
+    {
+        let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        shifted.iter_mut().zip(row).for_each(|(s, &v)| *s = v - m);
+        tessera_tensor::exp_slice(&shifted, p);
+        let sum = lane_sum(p);
+        let inv = (1.0 / sum) as f32;
+        p.iter_mut().for_each(|v| *v *= inv);
+        if targets[i] == k.ignore {
+            continue;
+        }
+        let t = targets[i] as usize;
+        let log_sum = sum.ln();
+        let nll = log_sum - f64::from(shifted[t]);
+        rows[i] = match k.weight {
+            None => {
+                let smooth = log_sum - lane_sum(&shifted) / c as f64;
+                (1.0 - eps) * nll + eps * smooth
+            }
+            Some(w) => {
+                let weighted: f64 = w
+                    .iter()
+                    .zip(&shifted)
+                    .map(|(&w, &s)| f64::from(w) * f64::from(s))
+                    .sum();
+                let smooth = k.total_weight * log_sum - weighted;
+                (1.0 - eps) * f64::from(w[t]) * nll + eps / c as f64 * smooth
+            }
+        };
+    }
+}
+
+/// What the rows of a cross-entropy's backward pass share.
+#[derive(Clone, Copy)]
+struct BackwardRows<'a> {
+    /// Classes per row.
+    c: usize,
+    /// Label smoothing ε.
+    eps: f32,
+    /// The target of rows that count for nothing.
+    ignore: i64,
+    /// The class weights, if any.
+    weight: Option<&'a [f32]>,
+    /// `Σ w` (0 without weights).
+    total_weight: f32,
+}
+
+/// The backward pass over whole rows: the gradient of each row's logits into `dx` from
+/// its softmax `probs` and the reduction's factor in `scales` (an ignored row's stays 0).
+#[inline(always)]
+fn backward_rows(
+    dx: &mut [f32],
+    probs: &[f32],
+    targets: &[i64],
+    scales: &[f32],
+    k: BackwardRows<'_>,
+) {
+    let (c, eps) = (k.c, k.eps);
+    let uniform = eps / c as f32;
+    for (i, (d, p)) in dx
+        .chunks_exact_mut(c)
+        .zip(probs.chunks_exact(c))
+        .enumerate()
+    {
+        if targets[i] == k.ignore {
+            continue;
+        }
+        let (t, scale) = (targets[i] as usize, scales[i]);
+        match k.weight {
+            None => {
+                d.iter_mut()
+                    .zip(p)
+                    .for_each(|(d, &p)| *d = (p - uniform) * scale);
+                d[t] -= (1.0 - eps) * scale;
+            }
+            Some(w) => {
+                let a = (1.0 - eps) * w[t];
+                for ((d, &p), &wj) in d.iter_mut().zip(p).zip(w) {
+                    *d = (a * p + uniform * (k.total_weight * p - wj)) * scale;
+                }
+                d[t] -= a * scale;
+            }
+        }
+    }
+}
+
 /// `∂loss_i/∂x_ij = (1 - ε) w[t] (p_j - [j = t]) + (ε / C)(W p_j - w[j])` (`W = Σ w`;
 /// without weights `p_j - (1 - ε)[j = t] - ε / C`), times the reduction's factor; zero
 /// for ignored rows.
@@ -338,34 +438,25 @@ impl tessera_autograd::Function for CrossEntropyBackward {
         let [n, c] = self.shape;
         let scales = self.reduction.scales(g, n, self.denominator)?;
         let eps = self.label_smoothing;
-        let uniform = eps / c as f32;
         let total_weight = self.weight.as_ref().map_or(0.0, |w| lane_sum(w) as f32);
         let mut dx = vec![0.0f32; n * c];
-        for (i, (d, p)) in dx
-            .chunks_exact_mut(c)
-            .zip(self.probs.chunks_exact(c))
-            .enumerate()
-        {
-            if self.targets[i] == self.ignore {
-                continue;
-            }
-            let (t, scale) = (self.targets[i] as usize, scales[i]);
-            match &self.weight {
-                None => {
-                    d.iter_mut()
-                        .zip(p)
-                        .for_each(|(d, &p)| *d = (p - uniform) * scale);
-                    d[t] -= (1.0 - eps) * scale;
-                }
-                Some(w) => {
-                    let a = (1.0 - eps) * w[t];
-                    for ((d, &p), &wj) in d.iter_mut().zip(p).zip(w) {
-                        *d = (a * p + uniform * (total_weight * p - wj)) * scale;
-                    }
-                    d[t] -= a * scale;
-                }
-            }
-        }
+        let k = BackwardRows {
+            c,
+            eps,
+            ignore: self.ignore,
+            weight: self.weight.as_deref(),
+            total_weight,
+        };
+        // Rows shared among the threads, each part compiled for the widest vectors.
+        let parts: Vec<_> = dx
+            .chunks_mut(ROWS_PER_PART * c)
+            .zip(self.probs.chunks(ROWS_PER_PART * c))
+            .zip(self.targets.chunks(ROWS_PER_PART))
+            .zip(scales.chunks(ROWS_PER_PART))
+            .collect();
+        par_parts(parts, |(((dx, p), targets), scales)| {
+            tessera_tensor::widest!(backward_rows(dx, p, targets, scales, k))
+        });
         Ok(vec![Some(Tensor::from_vec(dx, &[n, c])?)])
     }
 }

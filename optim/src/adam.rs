@@ -197,19 +197,15 @@ impl Optimizer for Adam {
                 None => (vec![0.0; n].into(), vec![0.0; n].into()),
             };
             let (mut m, mut v, mut new) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
-            for i in 0..n {
-                let (a, gi) = (m0[i], g[i]);
-                let mi = if w1 < 0.5 {
-                    a + w1 * (gi - a)
-                } else {
-                    gi - (gi - a) * (1.0 - w1)
-                };
-                let vi = v0[i] * b2 + scale * gi * gi;
-                let denom = vi.sqrt() / bc2_sqrt + eps;
-                new[i] = x[i] + (mi * -step_size) / denom;
-                m[i] = mi;
-                v[i] = vi;
-            }
+            let k = Constants {
+                w1,
+                b2,
+                scale,
+                bc2_sqrt,
+                eps,
+                step_size,
+            };
+            update(&x, &g, &m0, &v0, k, &mut m, &mut v, &mut new);
             let shape = value.shape();
             let (m, v, new) = (
                 Tensor::from_vec(m, shape)?,
@@ -275,4 +271,67 @@ impl Optimizer for Adam {
         self.state = loaded;
         Ok(())
     }
+}
+
+/// The constants of one parameter's Adam update.
+#[derive(Clone, Copy)]
+struct Constants {
+    /// `1 - β1`, the weight of the gradient in the first moment.
+    w1: f32,
+    /// `β2`.
+    b2: f32,
+    /// `1 - β2`.
+    scale: f32,
+    /// `√(1 - β2^t)`.
+    bc2_sqrt: f32,
+    /// `ε`.
+    eps: f32,
+    /// `lr / (1 - β1^t)`.
+    step_size: f32,
+}
+
+/// One Adam update of every element: the moments `m0`, `v0` and the gradient `g` give
+/// the new moments `m`, `v` and the new value `new` of `x`, with PyTorch's operations in
+/// its order, in vectors as wide as the CPU has (each width gives the same results).
+#[allow(clippy::too_many_arguments)]
+fn update(
+    x: &[f32],
+    g: &[f32],
+    m0: &[f32],
+    v0: &[f32],
+    k: Constants,
+    m: &mut [f32],
+    v: &mut [f32],
+    new: &mut [f32],
+) {
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        x: &[f32],
+        g: &[f32],
+        m0: &[f32],
+        v0: &[f32],
+        k: Constants,
+        m: &mut [f32],
+        v: &mut [f32],
+        new: &mut [f32],
+    ) {
+        let n = x.len();
+        let (g, m0, v0) = (&g[..n], &m0[..n], &v0[..n]);
+        let (m, v, new) = (&mut m[..n], &mut v[..n], &mut new[..n]);
+        for i in 0..n {
+            let (a, gi) = (m0[i], g[i]);
+            let mi = if k.w1 < 0.5 {
+                a + k.w1 * (gi - a)
+            } else {
+                gi - (gi - a) * (1.0 - k.w1)
+            };
+            let vi = v0[i] * k.b2 + k.scale * gi * gi;
+            let denom = vi.sqrt() / k.bc2_sqrt + k.eps;
+            new[i] = x[i] + (mi * -k.step_size) / denom;
+            m[i] = mi;
+            v[i] = vi;
+        }
+    }
+    tessera_tensor::widest!(run(x, g, m0, v0, k, m, v, new))
 }
