@@ -10,6 +10,36 @@ use crate::ops::Op;
 use crate::var::Var;
 use crate::Result;
 
+/// Whether the last two axes of `x` are laid out column by column (a transposed view,
+/// such as the `Wᵀ` of `x · Wᵀ`).
+fn column_major(x: &Tensor) -> bool {
+    let (shape, strides) = (x.shape(), x.strides());
+    let r = shape.len();
+    r >= 2 && shape[r - 2] > 1 && shape[r - 1] > 1 && strides[r - 2] == 1 && strides[r - 1] != 1
+}
+
+/// `g bᵀ`, the gradient of a product `a b` with respect to `a`, laid out as `a` is: for a
+/// column-major `a` it is computed as `(b gᵀ)ᵀ`, so that the backward step of the
+/// transpose that made `a` is a view and copies nothing (the same sums either way).
+fn left_grad(g: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(if column_major(a) {
+        b.matmul(&g.t()?)?.t()?
+    } else {
+        g.matmul(&b.t()?)?
+    })
+}
+
+/// `aᵀ g`, the gradient of a product `a b` with respect to `b`, laid out as `b` is: for a
+/// column-major `b` (the `Wᵀ` of a linear layer) it is computed as `(gᵀ a)ᵀ`, which lands
+/// in `W`'s own layout, so that the transpose's backward step copies nothing.
+fn right_grad(g: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    Ok(if column_major(b) {
+        g.t()?.matmul(a)?.t()?
+    } else {
+        a.t()?.matmul(g)?
+    })
+}
+
 /// Sums `grad` over the axes that broadcasting added or stretched, giving `shape`.
 pub(crate) fn sum_to(grad: Tensor, shape: &[usize]) -> Result<Tensor> {
     if grad.shape() == shape {
@@ -71,16 +101,22 @@ pub(crate) fn backward_rule(op: &Op, g: &Tensor, y: &Tensor) -> Result<Vec<(Var,
         // y = max(x, 0): ∂x = g where x > 0 (0 at the kink, as PyTorch).
         Relu(a) => one(a, g.mul(&a.value().gt_scalar(0.0))?),
         // y = a b: ∂a = g bᵀ, ∂b = aᵀ g (batch axes summed back where broadcast).
-        Matmul(a, b) => Ok(vec![
-            (a.clone(), sum_to(g.matmul(&b.value().t()?)?, a.shape())?),
-            (b.clone(), sum_to(a.value().t()?.matmul(g)?, b.shape())?),
-        ]),
+        Matmul(a, b) => {
+            let (av, bv) = (a.value(), b.value());
+            Ok(vec![
+                (a.clone(), sum_to(left_grad(g, av, bv)?, a.shape())?),
+                (b.clone(), sum_to(right_grad(g, av, bv)?, b.shape())?),
+            ])
+        }
         // y = bias + a b: as Matmul, and ∂bias = g summed over the rows.
-        Addmm(bias, a, b) => Ok(vec![
-            (bias.clone(), sum_to(g.clone(), bias.shape())?),
-            (a.clone(), g.matmul(&b.value().t()?)?),
-            (b.clone(), a.value().t()?.matmul(g)?),
-        ]),
+        Addmm(bias, a, b) => {
+            let (av, bv) = (a.value(), b.value());
+            Ok(vec![
+                (bias.clone(), sum_to(g.clone(), bias.shape())?),
+                (a.clone(), left_grad(g, av, bv)?),
+                (b.clone(), right_grad(g, av, bv)?),
+            ])
+        }
         // y = Σ_axes x: ∂x = g broadcast back over the summed axes.
         Sum(a, axes, keepdim) => {
             let mut g = g.clone();

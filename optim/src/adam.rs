@@ -205,7 +205,16 @@ impl Optimizer for Adam {
                 eps,
                 step_size,
             };
-            update(&x, &g, &m0, &v0, k, &mut m, &mut v, &mut new);
+            let slices = Slices {
+                x: &x,
+                g: &g,
+                m0: &m0,
+                v0: &v0,
+                m: &mut m,
+                v: &mut v,
+                new: &mut new,
+            };
+            update(slices, k);
             let shape = value.shape();
             let (m, v, new) = (
                 Tensor::from_vec(m, shape)?,
@@ -290,35 +299,26 @@ struct Constants {
     step_size: f32,
 }
 
-/// One Adam update of every element: the moments `m0`, `v0` and the gradient `g` give
-/// the new moments `m`, `v` and the new value `new` of `x`, with PyTorch's operations in
-/// its order, in vectors as wide as the CPU has (each width gives the same results).
-#[allow(clippy::too_many_arguments)]
-fn update(
-    x: &[f32],
-    g: &[f32],
-    m0: &[f32],
-    v0: &[f32],
-    k: Constants,
-    m: &mut [f32],
-    v: &mut [f32],
-    new: &mut [f32],
-) {
+/// One parameter's elements in an Adam update: the value `x`, its gradient `g` and
+/// moments `m0`, `v0` are read; the new moments `m`, `v` and value `new` written.
+struct Slices<'a> {
+    x: &'a [f32],
+    g: &'a [f32],
+    m0: &'a [f32],
+    v0: &'a [f32],
+    m: &'a mut [f32],
+    v: &'a mut [f32],
+    new: &'a mut [f32],
+}
+
+/// One Adam update of every element, with PyTorch's operations in its order, in vectors
+/// as wide as the CPU has (each width gives the same results).
+fn update(s: Slices<'_>, k: Constants) {
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        x: &[f32],
-        g: &[f32],
-        m0: &[f32],
-        v0: &[f32],
-        k: Constants,
-        m: &mut [f32],
-        v: &mut [f32],
-        new: &mut [f32],
-    ) {
-        let n = x.len();
-        let (g, m0, v0) = (&g[..n], &m0[..n], &v0[..n]);
-        let (m, v, new) = (&mut m[..n], &mut v[..n], &mut new[..n]);
+    fn run(s: Slices<'_>, k: Constants) {
+        let n = s.x.len();
+        let (x, g, m0, v0) = (s.x, &s.g[..n], &s.m0[..n], &s.v0[..n]);
+        let (m, v, new) = (&mut s.m[..n], &mut s.v[..n], &mut s.new[..n]);
         for i in 0..n {
             let (a, gi) = (m0[i], g[i]);
             let mi = if k.w1 < 0.5 {
@@ -333,5 +333,5 @@ fn update(
             v[i] = vi;
         }
     }
-    tessera_tensor::widest!(run(x, g, m0, v0, k, m, v, new))
+    tessera_tensor::widest!(run(s, k))
 }
