@@ -236,3 +236,43 @@ fn gelu_tanh_grad(x: f32) -> f32 {
     let t = (k * (x + 0.044715 * x * x * x)).tanh();
     (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x)) as f32
 }
+
+#[cfg(test)]
+mod tests {
+    use tessera_tensor::{Rng, Tensor};
+
+    use super::{left_grad, right_grad};
+
+    fn assert_close(x: &Tensor, y: &Tensor) {
+        assert_eq!(x.shape(), y.shape());
+        for (p, q) in x.to_vec().iter().zip(y.to_vec()) {
+            assert!((p - q).abs() < 1e-5, "{p} against {q}");
+        }
+    }
+
+    /// A product's gradients equal `g bᵀ` and `aᵀ g` whatever the operands' layout, and
+    /// an operand that is a transposed view gets its gradient in the view's layout: the
+    /// transpose of the gradient is contiguous, so the transpose's backward copies nothing.
+    #[test]
+    fn gradients_of_transposed_views_come_in_their_layout() {
+        let mut rng = Rng::seed(3);
+        let x = Tensor::randn(&[5, 3], 0.0, 1.0, &mut rng);
+        let w = Tensor::randn(&[4, 3], 0.0, 1.0, &mut rng);
+        let g = Tensor::randn(&[5, 4], 0.0, 1.0, &mut rng);
+        // y = x · wᵀ: the right operand is a transposed view.
+        let wt = w.t().unwrap();
+        let gw = right_grad(&g, &x, &wt).unwrap();
+        assert_close(&gw, &x.t().unwrap().matmul(&g).unwrap());
+        assert!(!gw.is_contiguous() && gw.t().unwrap().is_contiguous());
+        // y = wᵀ · z: the left operand is a transposed view.
+        let (a, z) = (w.t().unwrap(), Tensor::randn(&[4, 2], 0.0, 1.0, &mut rng));
+        let g2 = Tensor::randn(&[3, 2], 0.0, 1.0, &mut rng);
+        let ga = left_grad(&g2, &a, &z).unwrap();
+        assert_close(&ga, &g2.matmul(&z.t().unwrap()).unwrap());
+        assert!(ga.t().unwrap().is_contiguous());
+        // Row-major operands keep row-major gradients.
+        let gx = left_grad(&g, &x, &wt).unwrap();
+        assert!(gx.is_contiguous());
+        assert_close(&gx, &g.matmul(&w).unwrap());
+    }
+}
