@@ -98,8 +98,16 @@ pub(crate) fn backward_rule(op: &Op, g: &Tensor, y: &Tensor) -> Result<Vec<(Var,
         Tanh(a) => one(a, g.mul(&y.square().neg().add_scalar(1.0))?),
         // y = σ(x): ∂x = g y (1 - y).
         Sigmoid(a) => one(a, g.mul(&y.mul(&y.neg().add_scalar(1.0))?)?),
-        // y = max(x, 0): ∂x = g where x > 0 (0 at the kink, as PyTorch).
-        Relu(a) => one(a, g.mul(&a.value().gt_scalar(0.0))?),
+        // y = max(x, 0): ∂x = g where x > 0, else 0 (0 at the kink), in one pass: as
+        // PyTorch's `threshold_backward`, which selects rather than multiplies.
+        Relu(a) => one(
+            a,
+            g.zip_map(
+                a.value(),
+                "relu_backward",
+                |g, x| if x > 0.0 { g } else { 0.0 },
+            )?,
+        ),
         // y = a b: ∂a = g bᵀ, ∂b = aᵀ g (batch axes summed back where broadcast).
         Matmul(a, b) => {
             let (av, bv) = (a.value(), b.value());
@@ -274,5 +282,15 @@ mod tests {
         let gx = left_grad(&g, &x, &wt).unwrap();
         assert!(gx.is_contiguous());
         assert_close(&gx, &g.matmul(&w).unwrap());
+    }
+
+    /// ReLU's gradient selects, as PyTorch's `threshold_backward`: `g` where `x > 0`, and
+    /// 0 elsewhere, even where `g` is infinite or NaN (a product by the mask gives NaN).
+    #[test]
+    fn relu_gradient_is_zero_below_the_kink_whatever_comes() {
+        let x = crate::Var::parameter(Tensor::from_vec(vec![-1.0, 0.0, 2.0, 3.0], &[4]).unwrap());
+        let g = Tensor::from_vec(vec![f32::INFINITY, f32::NAN, -4.0, 5.0], &[4]).unwrap();
+        x.relu().backward_with(g).unwrap();
+        assert_eq!(x.grad().unwrap().to_vec(), [0.0, 0.0, -4.0, 5.0]);
     }
 }

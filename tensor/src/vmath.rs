@@ -175,11 +175,11 @@ macro_rules! widest {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx512f,avx512dq")]
-            unsafe fn wide<F: FnOnce()>(f: F) {
+            unsafe fn wide<R, F: FnOnce() -> R>(f: F) -> R {
                 f()
             }
             #[target_feature(enable = "avx2")]
-            unsafe fn narrow<F: FnOnce()>(f: F) {
+            unsafe fn narrow<R, F: FnOnce() -> R>(f: F) -> R {
                 f()
             }
             if std::arch::is_x86_feature_detected!("avx512f")
