@@ -252,9 +252,16 @@ fn a_finished_vit_run_can_be_extended_and_saves_within_an_epoch() {
         }
     }
     child.wait().unwrap();
-    let step = seen.expect("no checkpoint within the epoch");
+    let seen = seen.expect("no checkpoint within the epoch");
+    // A checkpoint within the epoch was seen. The run may save again between that poll
+    // and the kill: the checkpoint left behind is whole, the one seen or a later one,
+    // at a multiple of 2.
+    let step = step_of(&checkpoint).expect("the checkpoint left behind");
+    assert!(
+        (seen..=12).contains(&step),
+        "seen at step {seen}, left at {step}"
+    );
     assert_eq!(step % 2, 0, "saved at step {step}");
-    assert_eq!(step_of(&checkpoint), Some(step));
 }
 
 #[test]
