@@ -162,9 +162,9 @@ impl CrossEntropyLoss {
         let mut probs = vec![0.0f32; n * c];
         let mut rows = vec![0.0f64; n];
         let total_weight: f64 = weight.as_ref().map_or(0.0, |w| lane_sum(w));
-        let k = ForwardRows {
+        let k = RowConstants {
             c,
-            eps: f64::from(eps),
+            eps,
             ignore,
             weight: weight.as_deref(),
             total_weight,
@@ -298,13 +298,13 @@ fn lane_sum(v: &[f32]) -> f64 {
     lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + tail
 }
 
-/// What the rows of a cross-entropy's forward pass share.
+/// What the rows of a cross-entropy share, forward and backward.
 #[derive(Clone, Copy)]
-struct ForwardRows<'a> {
+struct RowConstants<'a> {
     /// Classes per row.
     c: usize,
     /// Label smoothing ε.
-    eps: f64,
+    eps: f32,
     /// The target of rows that count for nothing.
     ignore: i64,
     /// The class weights, if any.
@@ -321,16 +321,16 @@ fn forward_rows(
     probs: &mut [f32],
     rows: &mut [f64],
     targets: &[i64],
-    k: ForwardRows<'_>,
+    k: RowConstants<'_>,
 ) {
-    let (c, eps) = (k.c, k.eps);
+    let (c, eps) = (k.c, f64::from(k.eps));
     let mut shifted = vec![0.0f32; c];
     for (i, (row, p)) in xs
         .chunks_exact(c)
         .zip(probs.chunks_exact_mut(c))
         .enumerate()
     {
-        let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let m = crate::kernels::rows::max(row);
         shifted.iter_mut().zip(row).for_each(|(s, &v)| *s = v - m);
         tessera_tensor::exp_slice(&shifted, p);
         let sum = lane_sum(p);
@@ -360,21 +360,6 @@ fn forward_rows(
     }
 }
 
-/// What the rows of a cross-entropy's backward pass share.
-#[derive(Clone, Copy)]
-struct BackwardRows<'a> {
-    /// Classes per row.
-    c: usize,
-    /// Label smoothing ε.
-    eps: f32,
-    /// The target of rows that count for nothing.
-    ignore: i64,
-    /// The class weights, if any.
-    weight: Option<&'a [f32]>,
-    /// `Σ w` (0 without weights).
-    total_weight: f32,
-}
-
 /// The backward pass over whole rows: the gradient of each row's logits into `dx` from
 /// its softmax `probs` and the reduction's factor in `scales` (an ignored row's stays 0).
 #[inline(always)]
@@ -383,9 +368,9 @@ fn backward_rows(
     probs: &[f32],
     targets: &[i64],
     scales: &[f32],
-    k: BackwardRows<'_>,
+    k: RowConstants<'_>,
 ) {
-    let (c, eps) = (k.c, k.eps);
+    let (c, eps, total_weight) = (k.c, k.eps, k.total_weight as f32);
     let uniform = eps / c as f32;
     for (i, (d, p)) in dx
         .chunks_exact_mut(c)
@@ -406,7 +391,7 @@ fn backward_rows(
             Some(w) => {
                 let a = (1.0 - eps) * w[t];
                 for ((d, &p), &wj) in d.iter_mut().zip(p).zip(w) {
-                    *d = (a * p + uniform * (k.total_weight * p - wj)) * scale;
+                    *d = (a * p + uniform * (total_weight * p - wj)) * scale;
                 }
                 d[t] -= a * scale;
             }
@@ -438,9 +423,9 @@ impl tessera_autograd::Function for CrossEntropyBackward {
         let [n, c] = self.shape;
         let scales = self.reduction.scales(g, n, self.denominator)?;
         let eps = self.label_smoothing;
-        let total_weight = self.weight.as_ref().map_or(0.0, |w| lane_sum(w) as f32);
+        let total_weight = self.weight.as_ref().map_or(0.0, |w| lane_sum(w));
         let mut dx = vec![0.0f32; n * c];
-        let k = BackwardRows {
+        let k = RowConstants {
             c,
             eps,
             ignore: self.ignore,

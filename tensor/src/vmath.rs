@@ -146,8 +146,10 @@ fn as_uninit(dst: &mut [f32]) -> &mut [MaybeUninit<f32>] {
 
 /// Calls the closure `$run` with `$args`, compiled for the widest vectors this CPU has:
 /// AVX-512F with AVX-512DQ (16 lanes of f32, 8 of 64-bit integer multiplies), else AVX2
-/// (8), else the baseline; on other architectures, the baseline. The closure is inlined
-/// into each copy, so its loops are vectorised for that instruction set; each copy runs
+/// (8), else the baseline; on other architectures, the baseline. `$run` must be inlined
+/// into each copy for its loops to be vectorised for that instruction set: a small
+/// closure is, a larger body belongs in a function marked `#[inline(always)]` (the
+/// compiler may leave a large closure out of line, compiled for the baseline). Each copy runs
 /// the same operations in the same order, so every width gives the same results (the
 /// compiler fuses no multiply-adds that the source does not ask for). The macro
 /// `return`s the closure's value from the function it is written in, so it is the
