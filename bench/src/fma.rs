@@ -1,6 +1,7 @@
 //! The peak floating-point rate of one core, measured: a loop of independent fused
-//! multiply-adds on the widest `f32` vectors the CPU has (16 lanes with AVX-512F, else
-//! 8 with AVX2 and FMA), the most a matrix product can reach with those instructions.
+//! multiply-adds on the widest `f32` vectors the kernels use (16 lanes with AVX-512, else
+//! 8 with AVX2 and FMA; `tessera_tensor::isa`, which `TESSERA_MAX_ISA` caps), the most a
+//! matrix product can reach with those instructions.
 //! W1 and W1b report their figure as a fraction of it.
 
 use std::sync::OnceLock;
@@ -11,10 +12,10 @@ use std::time::Instant;
 const CHAINS: usize = 12;
 
 /// The single-core peak in GFLOP/s of FMA (two flops per lane) on the widest vectors
-/// the CPU has, measured once per process (about 0.1 s, twice that with AVX-512F) on
-/// the calling thread; `None` where the CPU lacks AVX2 or FMA or is not x86-64.
+/// the kernels use, measured once per process (about 0.1 s, twice that with AVX-512)
+/// on the calling thread; `None` where they use neither AVX2 nor AVX-512.
 ///
-/// With AVX-512F it is the better of the 8- and 16-wide rates: cores that issue a
+/// With AVX-512 it is the better of the 8- and 16-wide rates: cores that issue a
 /// 512-bit FMA as two halves (AMD Zen 4) reach the same rate with both, cores with two
 /// 512-bit units (Intel Xeon) twice the 8-wide one.
 pub fn core_peak_gflops() -> Option<f64> {
@@ -24,11 +25,13 @@ pub fn core_peak_gflops() -> Option<f64> {
 
 fn measure() -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA, as checked just above.
+    use tessera_tensor::{isa, Isa};
+    #[cfg(target_arch = "x86_64")]
+    if isa() >= Isa::Avx2 {
+        // SAFETY: the CPU has AVX2 and FMA (`isa` names only what it has).
         let narrow = rate(8, |iters| unsafe { fma_chains(iters) });
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, as checked just above.
+        if isa() >= Isa::Avx512 {
+            // SAFETY: the CPU has AVX-512F, as above.
             let wide = rate(16, |iters| unsafe { fma_chains_512(iters) });
             return Some(narrow.max(wide));
         }

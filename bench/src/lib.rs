@@ -206,6 +206,9 @@ pub struct Record {
     pub others_cpu_per_wall: Option<f64>,
     /// The version of tessera.
     pub tessera: &'static str,
+    /// The instruction set the kernels ran at (`scalar`, `avx2` or `avx512`: the
+    /// widest the CPU has, or the cap of `TESSERA_MAX_ISA`).
+    pub isa: &'static str,
     /// W7: the number of ranks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ranks: Option<usize>,
@@ -360,6 +363,7 @@ fn record(workload: &'static str, variant: String, figure: &'static str, t: Timi
         cpu_per_wall: t.cpu_per_wall,
         others_cpu_per_wall: t.others,
         tessera: env!("CARGO_PKG_VERSION"),
+        isa: tessera_tensor::isa().name(),
         ranks: None,
         scaling_efficiency: None,
         peak_rss_mib: t.peak_rss,

@@ -111,6 +111,12 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL)
     };
+    // A cap on the kernels' instruction set that names none is refused here, once,
+    // instead of being passed over by the kernels.
+    if let Err(e) = tessera_tensor::Isa::from_env() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let argv = match config::expand(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {

@@ -80,3 +80,33 @@ fn bad_arguments_fail_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("W9"));
 }
+
+#[test]
+fn the_kernels_run_at_the_instruction_set_that_tessera_max_isa_caps() {
+    let run = |cap: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["bench", "W1", "--sizes", "64", "--threads", "1", "--json"])
+            .args(["--min-time", "0", "--steps", "2"])
+            .env("TESSERA_MAX_ISA", cap)
+            .output()
+            .expect("the tessera binary runs")
+    };
+    let out = run("scalar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(line["isa"], "scalar", "{line}");
+    // No FMA peak to measure the product against on the baseline path.
+    assert!(line.get("peak_fraction").is_none(), "{line}");
+    let out = run("avx1024");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("TESSERA_MAX_ISA") && err.contains("avx1024") && err.contains("avx512"),
+        "{err}"
+    );
+}

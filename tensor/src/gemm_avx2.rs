@@ -36,11 +36,9 @@ const KC: usize = 256;
 /// paid back many times.
 const MC: usize = 2048;
 
-/// Whether this CPU can run the kernel (checked once).
+/// Whether the kernel may run: the CPU has AVX2 with FMA and no cap forbids it.
 pub(crate) fn available() -> bool {
-    use std::sync::OnceLock;
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    crate::isa() >= crate::Isa::Avx2
 }
 
 /// A strided read-only operand: element `(i, j)` at `ptr + i*rs + j*cs`.

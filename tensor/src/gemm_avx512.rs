@@ -10,11 +10,9 @@ use crate::gemm_avx2::micro_kernel;
 /// Columns of the micro-tile (two 16-lane vectors).
 pub(crate) const NR: usize = 32;
 
-/// Whether this CPU can run the kernel (checked once).
+/// Whether the kernel may run: the CPU has AVX-512 and no cap forbids it.
 pub(crate) fn available() -> bool {
-    use std::sync::OnceLock;
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| is_x86_feature_detected!("avx512f"))
+    crate::isa() >= crate::Isa::Avx512
 }
 
 micro_kernel! {

@@ -118,10 +118,11 @@ pub enum GemmKernel {
     /// The fastest available on this CPU (what [`gemm()`] and `matmul` use).
     #[default]
     Auto,
-    /// The crate's own AVX2 + FMA kernel; an error on CPUs without those features.
+    /// The crate's own AVX2 + FMA kernel; an error on CPUs without those features or
+    /// with the kernels capped below AVX2 ([`set_max_isa`](crate::set_max_isa)).
     Avx2Fma,
     /// The crate's own AVX-512F kernel (the AVX2 kernel's blocking, tiles twice as
-    /// wide); an error on CPUs without AVX-512F.
+    /// wide); an error on CPUs without AVX-512 or with the kernels capped below it.
     Avx512,
     /// The `gemm` crate (run-time selected AVX-512, AVX2, SSE or NEON kernels).
     Gemm,
@@ -131,7 +132,8 @@ pub enum GemmKernel {
 }
 
 impl GemmKernel {
-    /// Whether this kernel can run on this CPU and is compiled in.
+    /// Whether this kernel can run on this CPU, is compiled in and is not above the cap
+    /// on the instruction set ([`isa`](crate::isa())).
     pub fn is_available(self) -> bool {
         match self {
             GemmKernel::Auto | GemmKernel::Gemm => true,
@@ -234,7 +236,11 @@ pub(crate) unsafe fn gemm_into(
             if kernel == GemmKernel::MatrixMultiply {
                 format!("the {kernel:?} kernel needs the crate's `matrixmultiply` feature")
             } else {
-                format!("the {kernel:?} kernel needs a CPU feature this machine lacks")
+                format!(
+                    "the {kernel:?} kernel needs a wider instruction set: {} is the widest \
+                     the kernels may use here (the CPU's, or the cap of TESSERA_MAX_ISA)",
+                    crate::isa()
+                )
             },
         ));
     }

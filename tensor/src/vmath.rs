@@ -144,58 +144,59 @@ fn as_uninit(dst: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) }
 }
 
-/// Calls the closure `$run` with `$args`, compiled for the widest vectors this CPU has:
-/// AVX-512F with AVX-512DQ (16 lanes of f32, 8 of 64-bit integer multiplies), else AVX2
-/// (8), else the baseline; on other architectures, the baseline. `$run` must be inlined
-/// into each copy for its loops to be vectorised for that instruction set: a small
-/// closure is, a larger body belongs in a function marked `#[inline(always)]` (the
-/// compiler may leave a large closure out of line, compiled for the baseline). Each copy runs
-/// the same operations in the same order, so every width gives the same results (the
-/// compiler fuses no multiply-adds that the source does not ask for). The macro
-/// `return`s the closure's value from the function it is written in, so it is the
-/// last expression of a function or closure of its own.
+/// Calls the closure `$run` with `$args`, compiled for the instruction set that
+/// [`isa()`](crate::isa) names: AVX-512F with AVX-512DQ (16 lanes of f32, 8 of 64-bit
+/// integer multiplies), AVX2 (8), or the baseline; on other architectures, the
+/// baseline. `$run` must be inlined into each copy for its loops to be vectorised for
+/// that instruction set: a small closure is, a larger body belongs in a function marked
+/// `#[inline(always)]` (the compiler may leave a large closure out of line, compiled
+/// for the baseline). Each copy runs the same operations in the same order, so every
+/// width gives the same results (the compiler fuses no multiply-adds that the source
+/// does not ask for), and a cap (`TESSERA_MAX_ISA`, [`set_max_isa`](crate::set_max_isa))
+/// changes the speed, not the values. The macro is an expression of the closure's value.
 ///
 /// The element-wise functions of this crate run through it, and so do the row kernels
-/// of `tessera-nn` (LayerNorm).
+/// of `tessera-nn` (LayerNorm, cross-entropy) and `tessera-optim` (Adam).
 ///
 /// ```
-/// fn scale(xs: &mut [f32], by: f32) {
+/// fn scale(xs: &mut [f32], by: f32) -> usize {
 ///     let run = |xs: &mut [f32], by: f32| {
 ///         for x in xs.iter_mut() {
 ///             *x *= by;
 ///         }
+///         xs.len()
 ///     };
-///     tessera_tensor::widest!(run(xs, by))
+///     let n = tessera_tensor::widest!(run(xs, by));
+///     n * 2
 /// }
 /// let mut v = vec![1.0f32; 37];
-/// scale(&mut v, 3.0);
+/// assert_eq!(scale(&mut v, 3.0), 74);
 /// assert!(v.iter().all(|&x| x == 3.0));
 /// ```
 #[macro_export]
 macro_rules! widest {
     ($run:ident($($arg:ident),*)) => {{
         #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx512dq")]
+        let value = {
+            #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
             unsafe fn wide<R, F: FnOnce() -> R>(f: F) -> R {
                 f()
             }
-            #[target_feature(enable = "avx2")]
+            #[target_feature(enable = "avx2,fma")]
             unsafe fn narrow<R, F: FnOnce() -> R>(f: F) -> R {
                 f()
             }
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-            {
-                // SAFETY: the CPU has AVX-512F and DQ (checked just above).
-                return unsafe { wide(|| $run($($arg),*)) };
+            match $crate::isa() {
+                // SAFETY: `isa()` names only instruction sets this CPU has.
+                $crate::Isa::Avx512 => unsafe { wide(|| $run($($arg),*)) },
+                // SAFETY: as above.
+                $crate::Isa::Avx2 => unsafe { narrow(|| $run($($arg),*)) },
+                $crate::Isa::Scalar => $run($($arg),*),
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { narrow(|| $run($($arg),*)) };
-            }
-        }
-        $run($($arg),*)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let value = $run($($arg),*);
+        value
     }};
 }
 

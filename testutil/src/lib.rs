@@ -11,6 +11,10 @@
 //!   [`usizes`] for a JSON array of numbers.
 //! - Checkpoints refused or tampered with: [`rewrite_metadata`], [`zeros_file`],
 //!   [`copy_into`] and [`assert_untouched_and_alone`].
+//! - [`same_at_each_isa`]: a computation run at every instruction set this CPU has
+//!   (`tessera_tensor::set_max_isa`), each result compared bit for bit with the
+//!   narrowest one's, so that the AVX2 and baseline paths are tested on an AVX-512
+//!   machine too.
 //! - [`shared_data`]: a folder of `../shared/data` (the real data sets beside the
 //!   repository), or a panic that names the missing folder. Tests that call it are
 //!   marked `#[ignore = "needs ../shared/data (run with --include-ignored)"]`, so a run
@@ -30,7 +34,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use tessera_autograd::Parameter;
-use tessera_tensor::{SafeTensorsFile, Tensor};
+use tessera_tensor::{Isa, SafeTensorsFile, Tensor};
 
 /// How close a value must be to its reference: `|got - want| <= atol + rtol·|want|`.
 ///
@@ -397,9 +401,90 @@ pub fn shared_data(sub: &str) -> PathBuf {
     path
 }
 
+/// Runs `f` with the kernels capped at each instruction set this CPU has, narrowest
+/// first (`tessera_tensor::set_max_isa`), and asserts that every run gives the same
+/// bits as the first; returns the instruction sets it ran at. The cap is restored
+/// afterwards, also when `f` panics.
+///
+/// The cap holds for the whole process: a test binary that calls this runs its tests
+/// one at a time under a lock that this function takes, and should hold only tests
+/// that call it (other tests would run their kernels at a changing width).
+///
+/// # Panics
+/// When two runs differ, naming `what`, both instruction sets and the first element
+/// that differs.
+///
+/// ```
+/// use tessera_tensor::Isa;
+/// let ran = tessera_testutil::same_at_each_isa("exp", || {
+///     let mut out = vec![0.0f32; 40];
+///     let x: Vec<f32> = (0..40).map(|i| i as f32 * 0.25 - 5.0).collect();
+///     tessera_tensor::exp_slice(&x, &mut out);
+///     out
+/// });
+/// assert_eq!(ran[0], Isa::Scalar);
+/// assert_eq!(*ran.last().unwrap(), Isa::detected());
+/// ```
+#[track_caller]
+pub fn same_at_each_isa(what: &str, mut f: impl FnMut() -> Vec<f32>) -> Vec<Isa> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    struct Restore(Isa);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            tessera_tensor::set_max_isa(self.0);
+        }
+    }
+    let _restore = Restore(tessera_tensor::isa());
+    let levels: Vec<Isa> = [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+        .into_iter()
+        .filter(|&isa| isa <= Isa::detected())
+        .collect();
+    let mut first: Option<Vec<f32>> = None;
+    for &isa in &levels {
+        assert_eq!(tessera_tensor::set_max_isa(isa), isa);
+        let got = f();
+        match &first {
+            None => first = Some(got),
+            Some(want) => {
+                assert_eq!(
+                    got.len(),
+                    want.len(),
+                    "{what}: {} values at {isa}, {} at {}",
+                    got.len(),
+                    want.len(),
+                    levels[0]
+                );
+                if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+                    panic!(
+                        "{what}: element {i} is {} at {isa} and {} at {}",
+                        got[i], want[i], levels[0]
+                    );
+                }
+            }
+        }
+    }
+    levels
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[should_panic(expected = "mask: element 3 is")]
+    fn a_value_that_differs_between_instruction_sets_is_named() {
+        // A computation that reads the cap: it differs wherever there is more than one
+        // instruction set to run at (with only one, nothing to compare: fail alike).
+        if Isa::detected() == Isa::Scalar {
+            panic!("mask: element 3 is (only one instruction set here)");
+        }
+        same_at_each_isa("mask", || {
+            let mut v = vec![0.0f32; 5];
+            v[3] = tessera_tensor::isa() as u8 as f32;
+            v
+        });
+    }
 
     #[test]
     #[should_panic(expected = "resumed: b differs")]
