@@ -4,8 +4,8 @@
 //! cap forbids are refused, not run. Every test here changes the process-wide cap, so
 //! this file holds nothing else.
 
-use tessera_tensor::{gemm_with, isa, GemmKernel, Isa, MatRef, Rng, Tensor};
-use tessera_testutil::same_at_each_isa;
+use tessera_tensor::{gemm_with, GemmKernel, Isa, MatRef, Rng, Tensor};
+use tessera_testutil::{at_each_isa, same_at_each_isa};
 
 /// Inputs that reach every branch of the vector functions: both signs, zeros, tiny
 /// and huge values, infinities and NaN, in a length that leaves a remainder after
@@ -95,13 +95,7 @@ fn products_agree_with_float64_on_every_path() {
                     .sum()
             })
             .collect();
-        let mut per_isa = Vec::new();
-        let ran = same_at_each_isa("product (checked against float64)", || {
-            let got = a.matmul(&b).unwrap().to_vec();
-            per_isa.push((isa(), got));
-            vec![]
-        });
-        assert_eq!(per_isa.len(), ran.len());
+        let per_isa = at_each_isa(|_| a.matmul(&b).unwrap().to_vec());
         for (at, got) in per_isa {
             for (e, (&g, &w)) in got.iter().zip(&want).enumerate() {
                 let tol = 1e-5 * (k as f64).sqrt() * 4.0 + 1e-5 * w.abs();
@@ -116,8 +110,7 @@ fn products_agree_with_float64_on_every_path() {
 
 #[test]
 fn a_kernel_beyond_the_cap_is_refused() {
-    same_at_each_isa("refusals", || {
-        let at = isa();
+    at_each_isa(|at| {
         assert_eq!(GemmKernel::Avx512.is_available(), at >= Isa::Avx512);
         assert_eq!(GemmKernel::Avx2Fma.is_available(), at >= Isa::Avx2);
         let (a, b) = ([1.0f32; 4], [2.0f32; 4]);
@@ -138,6 +131,5 @@ fn a_kernel_beyond_the_cap_is_refused() {
         // Auto runs at every cap.
         gemm_with(GemmKernel::Auto, 1.0, ma, mb, 0.0, &mut c, 1).unwrap();
         assert_eq!(c, [4.0; 4]);
-        vec![]
     });
 }

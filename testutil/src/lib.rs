@@ -11,10 +11,9 @@
 //!   [`usizes`] for a JSON array of numbers.
 //! - Checkpoints refused or tampered with: [`rewrite_metadata`], [`zeros_file`],
 //!   [`copy_into`] and [`assert_untouched_and_alone`].
-//! - [`same_at_each_isa`]: a computation run at every instruction set this CPU has
-//!   (`tessera_tensor::set_max_isa`), each result compared bit for bit with the
-//!   narrowest one's, so that the AVX2 and baseline paths are tested on an AVX-512
-//!   machine too.
+//! - [`at_each_isa`]: a computation run at every instruction set this CPU has
+//!   (`tessera_tensor::set_max_isa`), so that the AVX2 and baseline paths are tested on
+//!   an AVX-512 machine too; [`same_at_each_isa`] compares the results bit for bit.
 //! - [`shared_data`]: a folder of `../shared/data` (the real data sets beside the
 //!   repository), or a panic that names the missing folder. Tests that call it are
 //!   marked `#[ignore = "needs ../shared/data (run with --include-ignored)"]`, so a run
@@ -402,13 +401,42 @@ pub fn shared_data(sub: &str) -> PathBuf {
 }
 
 /// Runs `f` with the kernels capped at each instruction set this CPU has, narrowest
-/// first (`tessera_tensor::set_max_isa`), and asserts that every run gives the same
-/// bits as the first; returns the instruction sets it ran at. The cap is restored
-/// afterwards, also when `f` panics.
+/// first (`tessera_tensor::set_max_isa`), and returns each one with its result. The cap
+/// is restored afterwards, also when `f` panics.
 ///
-/// The cap holds for the whole process: a test binary that calls this runs its tests
-/// one at a time under a lock that this function takes, and should hold only tests
-/// that call it (other tests would run their kernels at a changing width).
+/// The cap holds for the whole process: a test binary that calls this runs those
+/// calls one at a time under a lock that this function takes, and should hold only
+/// tests that call it (other tests would run their kernels at a changing width).
+///
+/// ```
+/// use tessera_tensor::{isa, Isa};
+/// let ran = tessera_testutil::at_each_isa(|at| (at, isa()));
+/// assert!(ran.iter().all(|&(at, (asked, used))| at == asked && asked == used));
+/// assert_eq!(ran[0].0, Isa::Scalar);
+/// ```
+pub fn at_each_isa<T>(mut f: impl FnMut(Isa) -> T) -> Vec<(Isa, T)> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    struct Restore(Isa);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            tessera_tensor::set_max_isa(self.0);
+        }
+    }
+    let _restore = Restore(tessera_tensor::isa());
+    [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+        .into_iter()
+        .filter(|&isa| isa <= Isa::detected())
+        .map(|isa| {
+            assert_eq!(tessera_tensor::set_max_isa(isa), isa);
+            (isa, f(isa))
+        })
+        .collect()
+}
+
+/// [`at_each_isa`] for a computation that must give the same bits at every
+/// instruction set: asserts that every run gives the bits of the first (the baseline
+/// path) and returns the instruction sets it ran at.
 ///
 /// # Panics
 /// When two runs differ, naming `what`, both instruction sets and the first element
@@ -427,44 +455,24 @@ pub fn shared_data(sub: &str) -> PathBuf {
 /// ```
 #[track_caller]
 pub fn same_at_each_isa(what: &str, mut f: impl FnMut() -> Vec<f32>) -> Vec<Isa> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    struct Restore(Isa);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            tessera_tensor::set_max_isa(self.0);
+    let runs = at_each_isa(|_| f());
+    let (first, want) = &runs[0];
+    for (isa, got) in &runs[1..] {
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{what}: {} values at {isa}, {} at {first}",
+            got.len(),
+            want.len()
+        );
+        if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+            panic!(
+                "{what}: element {i} is {} at {isa} and {} at {first}",
+                got[i], want[i]
+            );
         }
     }
-    let _restore = Restore(tessera_tensor::isa());
-    let levels: Vec<Isa> = [Isa::Scalar, Isa::Avx2, Isa::Avx512]
-        .into_iter()
-        .filter(|&isa| isa <= Isa::detected())
-        .collect();
-    let mut first: Option<Vec<f32>> = None;
-    for &isa in &levels {
-        assert_eq!(tessera_tensor::set_max_isa(isa), isa);
-        let got = f();
-        match &first {
-            None => first = Some(got),
-            Some(want) => {
-                assert_eq!(
-                    got.len(),
-                    want.len(),
-                    "{what}: {} values at {isa}, {} at {}",
-                    got.len(),
-                    want.len(),
-                    levels[0]
-                );
-                if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
-                    panic!(
-                        "{what}: element {i} is {} at {isa} and {} at {}",
-                        got[i], want[i], levels[0]
-                    );
-                }
-            }
-        }
-    }
-    levels
+    runs.into_iter().map(|(isa, _)| isa).collect()
 }
 
 #[cfg(test)]
