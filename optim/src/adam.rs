@@ -1,6 +1,7 @@
 //! Adam and AdamW.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::mem::MaybeUninit;
 
 use tessera_tensor::Tensor;
 
@@ -196,7 +197,12 @@ impl Optimizer for Adam {
                 Some(s) => (elements(&s.m), elements(&s.v)),
                 None => (vec![0.0; n].into(), vec![0.0; n].into()),
             };
-            let (mut m, mut v, mut new) = (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+            // The kernel writes every element of the three outputs: no zeroing first.
+            let (mut m, mut v, mut new) = (
+                Vec::<f32>::with_capacity(n),
+                Vec::<f32>::with_capacity(n),
+                Vec::<f32>::with_capacity(n),
+            );
             let k = Constants {
                 w1,
                 b2,
@@ -210,11 +216,18 @@ impl Optimizer for Adam {
                 g: &g,
                 m0: &m0,
                 v0: &v0,
-                m: &mut m,
-                v: &mut v,
-                new: &mut new,
+                m: &mut m.spare_capacity_mut()[..n],
+                v: &mut v.spare_capacity_mut()[..n],
+                new: &mut new.spare_capacity_mut()[..n],
             };
             update(slices, k);
+            // SAFETY: `update` wrote elements 0..n of each (its loop covers every index
+            // below `x.len()` = n), inside the capacity reserved above.
+            unsafe {
+                m.set_len(n);
+                v.set_len(n);
+                new.set_len(n);
+            }
             let shape = value.shape();
             let (m, v, new) = (
                 Tensor::from_vec(m, shape)?,
@@ -300,15 +313,16 @@ struct Constants {
 }
 
 /// One parameter's elements in an Adam update: the value `x`, its gradient `g` and
-/// moments `m0`, `v0` are read; the new moments `m`, `v` and value `new` written.
+/// moments `m0`, `v0` are read; the new moments `m`, `v` and value `new` written, every
+/// element of them (they need not be initialised). All seven have the same length.
 struct Slices<'a> {
     x: &'a [f32],
     g: &'a [f32],
     m0: &'a [f32],
     v0: &'a [f32],
-    m: &'a mut [f32],
-    v: &'a mut [f32],
-    new: &'a mut [f32],
+    m: &'a mut [MaybeUninit<f32>],
+    v: &'a mut [MaybeUninit<f32>],
+    new: &'a mut [MaybeUninit<f32>],
 }
 
 /// One Adam update of every element, with PyTorch's operations in its order, in vectors
@@ -328,9 +342,9 @@ fn update(s: Slices<'_>, k: Constants) {
             };
             let vi = v0[i] * k.b2 + k.scale * gi * gi;
             let denom = vi.sqrt() / k.bc2_sqrt + k.eps;
-            new[i] = x[i] + (mi * -k.step_size) / denom;
-            m[i] = mi;
-            v[i] = vi;
+            new[i].write(x[i] + (mi * -k.step_size) / denom);
+            m[i].write(mi);
+            v[i].write(vi);
         }
     }
     tessera_tensor::widest!(run(s, k))
