@@ -16,7 +16,10 @@
 # SHARED (default ../shared), OUT (JSON lines file, default bench/results/latest.jsonl),
 # BASE (optional: another tessera binary, e.g. a release build of an earlier commit, run
 # in the same rounds so that a change is measured against what it replaces),
-# SIZES (optional: the W1 sizes, e.g. SIZES=256,1024).
+# SIZES (optional: the W1 sizes, e.g. SIZES=256,1024),
+# ISA (optional: scalar, avx2 or avx512, the widest instruction set both programs may
+# use, e.g. ISA=avx2 for the figures of a machine without AVX-512; see cap_isa in
+# rounds.sh). Every JSON line of tessera records the instruction set it ran at ("isa").
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 workloads="${1:-W1,W1b}"
@@ -47,6 +50,7 @@ mkdir -p "$(dirname "$out")"
 : > "$out"
 
 . "$root/bench/rounds.sh"
+cap_isa "${ISA:-}"
 TESSERA_BIN="$tessera" BASE_BIN="${BASE:-}" TORCH_PYTHON="$venv/bin/python" \
   TORCH_BENCH_PY="$shared/bench/torch_bench.py" ROUNDS_N="$rounds" MIN_TIME_S="$min_time" \
   W1_SIZES="${SIZES:-}" alternate_rounds "$out" "$workloads" "${threads[@]}"

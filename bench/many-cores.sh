@@ -21,7 +21,8 @@
 # WORKLOADS (default W1,W4,W5,W3), SIZES (W1's sizes, default 256,1024,2048),
 # ROUNDS (default 1), MIN_TIME (seconds per figure, default 1), STEPS (the minimum of
 # timed steps, default 10; STEPS=1 MIN_TIME=0 makes a quick check of the script),
-# OUT (the results folder).
+# OUT (the results folder), ISA (optional: scalar, avx2 or avx512, the widest
+# instruction set both programs may use; see cap_isa in rounds.sh).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 tessera="${1:-${TESSERA:-}}"
@@ -59,6 +60,8 @@ mkdir -p "$out"
 results="$out/results.jsonl"
 : > "$results"
 
+. "$here/rounds.sh"
+cap_isa "${ISA:-}"
 lscpu > "$out/lscpu.txt" 2>&1 || echo "lscpu failed" >> "$out/lscpu.txt"
 "$python" "$torch_bench" --info > "$out/torch-info.txt" 2>&1 || true
 {
@@ -69,10 +72,10 @@ lscpu > "$out/lscpu.txt" 2>&1 || echo "lscpu failed" >> "$out/lscpu.txt"
   echo "python: $("$python" --version 2>&1) ($python)"
   echo "threads: ${threads[*]}; workloads $workloads; W1 sizes $sizes"
   echo "rounds $rounds, min time $min_time s, at least $steps timed steps"
+  echo "instruction set: ${ISA:-the widest each program finds}"
 } > "$out/versions.txt"
 cat "$out/versions.txt" >&2
 
-. "$here/rounds.sh"
 TESSERA_BIN="$tessera" TORCH_PYTHON="$python" TORCH_BENCH_PY="$torch_bench" \
   ROUNDS_N="$rounds" MIN_TIME_S="$min_time" STEPS_N="$steps" W1_SIZES="$sizes" \
   alternate_rounds "$results" "$workloads" "${threads[@]}"
