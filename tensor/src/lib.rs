@@ -16,6 +16,9 @@
 //!   `stack`) with [`IndexTensor`]; im2col ([`Tensor::unfold2d`]) and col2im.
 //! - Seedable random tensors ([`Rng`]) and safetensors files ([`SafeTensorsFile`],
 //!   [`save_safetensors`]).
+//! - Kernels chosen at run time for the CPU: [`isa()`] names the instruction set they
+//!   use (AVX-512, AVX2 or the baseline), which `TESSERA_MAX_ISA` or [`set_max_isa`]
+//!   caps; [`set_num_threads`] or `TESSERA_NUM_THREADS` sets their threads.
 //!
 //! Every fallible operation returns [`Result`]; errors name the operation and the
 //! shapes involved.
