@@ -261,7 +261,8 @@ fn mat_ref(t: &Tensor, rows: usize, cols: usize) -> MatRef<'_> {
 }
 
 /// Every kernel this CPU can run, on shapes that cross its tile, slab and block edges,
-/// with transposed and strided operands, on one and two threads.
+/// with transposed and strided operands, on one and two threads (matrix-vector
+/// products included).
 #[test]
 fn every_kernel_matches_triple_loop() {
     use tessera_tensor::{gemm_with, GemmKernel};
@@ -285,6 +286,9 @@ fn every_kernel_matches_triple_loop() {
         (6, 64, 2100),
         (4099, 300, 9),
         (400, 512, 520),
+        // Matrix-vector products large enough to be split among the threads.
+        (1, 256, 300),
+        (3, 700, 100),
     ] {
         let a = Tensor::rand(&[m, k], -1.0, 1.0, &mut rng).to_vec();
         let b = Tensor::rand(&[k, n], -1.0, 1.0, &mut rng).to_vec();
