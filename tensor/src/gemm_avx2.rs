@@ -36,11 +36,6 @@ const KC: usize = 256;
 /// paid back many times.
 const MC: usize = 2048;
 
-/// Whether the kernel may run: the CPU has AVX2 with FMA and no cap forbids it.
-pub(crate) fn available() -> bool {
-    crate::isa() >= crate::Isa::Avx2
-}
-
 /// A strided read-only operand: element `(i, j)` at `ptr + i*rs + j*cs`.
 #[derive(Clone, Copy)]
 pub(crate) struct Strided {
@@ -381,7 +376,7 @@ const A_DIRECT_MAX_N: usize = 256;
 /// else the AVX2 one.
 ///
 /// # Safety
-/// [`available`] (with `wide`, `gemm_avx512::available`) must be true; `a` must address
+/// [`isa()`](crate::isa) must be at least `Isa::Avx2` (with `wide`, `Isa::Avx512`); `a` must address
 /// an `m x k` and `b` a `k x n` matrix through their strides, `c` an `m x n` matrix with
 /// row stride `rsc`, not overlapping either; `m, n, k > 0`.
 #[allow(clippy::too_many_arguments)]

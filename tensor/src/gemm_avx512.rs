@@ -10,11 +10,6 @@ use crate::gemm_avx2::micro_kernel;
 /// Columns of the micro-tile (two 16-lane vectors).
 pub(crate) const NR: usize = 32;
 
-/// Whether the kernel may run: the CPU has AVX-512 and no cap forbids it.
-pub(crate) fn available() -> bool {
-    crate::isa() >= crate::Isa::Avx512
-}
-
 micro_kernel! {
     /// The AVX-512 micro-kernel: `6 x 32` tiles in twelve 16-lane accumulators.
     pub(crate) fn kernel, features "avx512f", columns NR, lanes 16,

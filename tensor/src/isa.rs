@@ -45,7 +45,8 @@ pub enum Isa {
 }
 
 impl Isa {
-    const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+    /// Every instruction set, narrowest first.
+    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
 
     /// The widest instruction set this CPU runs (checked once).
     pub fn detected() -> Isa {

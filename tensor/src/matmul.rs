@@ -153,24 +153,15 @@ impl GemmKernel {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+/// Whether the crate's own AVX2 kernel may run (never on other architectures, where
+/// [`isa`](crate::isa()) is the baseline).
 fn avx2_available() -> bool {
-    crate::gemm_avx2::available()
+    crate::isa() >= crate::Isa::Avx2
 }
 
-#[cfg(target_arch = "x86_64")]
+/// Whether the crate's own AVX-512 kernel may run.
 fn avx512_available() -> bool {
-    crate::gemm_avx512::available()
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn avx512_available() -> bool {
-    false
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn avx2_available() -> bool {
-    false
+    crate::isa() >= crate::Isa::Avx512
 }
 
 /// `C = alpha·A·B + beta·C`, with `A` `m x k`, `B` `k x n` and `C` a row-major `m x n`

@@ -4,6 +4,9 @@
 //! cap forbids are refused, not run. Every test here changes the process-wide cap, so
 //! this file holds nothing else.
 
+mod common;
+
+use common::naive_matmul;
 use tessera_tensor::{gemm_with, GemmKernel, Isa, MatRef, Rng, Tensor};
 use tessera_testutil::{at_each_isa, same_at_each_isa};
 
@@ -86,18 +89,11 @@ fn products_agree_with_float64_on_every_path() {
         } else {
             Tensor::randn(&[k, n], 0.0, 1.0, &mut rng)
         };
-        let (av, bv) = (a.to_vec(), b.contiguous().to_vec());
-        let want: Vec<f64> = (0..m * n)
-            .map(|e| {
-                let (i, j) = (e / n, e % n);
-                (0..k)
-                    .map(|l| f64::from(av[i * k + l]) * f64::from(bv[l * n + j]))
-                    .sum()
-            })
-            .collect();
+        let want = naive_matmul(&a.to_vec(), &b.contiguous().to_vec(), m, k, n);
         let per_isa = at_each_isa(|_| a.matmul(&b).unwrap().to_vec());
         for (at, got) in per_isa {
             for (e, (&g, &w)) in got.iter().zip(&want).enumerate() {
+                let w = f64::from(w);
                 let tol = 1e-5 * (k as f64).sqrt() * 4.0 + 1e-5 * w.abs();
                 assert!(
                     (f64::from(g) - w).abs() <= tol,

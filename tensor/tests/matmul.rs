@@ -2,23 +2,8 @@
 
 mod common;
 
-use common::assert_close;
+use common::{assert_close, naive_matmul as naive};
 use tessera_tensor::{gemm, MatRef, Rng, Tensor};
-
-/// `C[i][j] = Σ_p A[i][p] B[p][j]` in f64, for row-major `a` (`m x k`) and `b` (`k x n`).
-fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut c = vec![0.0f32; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let mut s = 0.0f64;
-            for p in 0..k {
-                s += a[i * k + p] as f64 * b[p * n + j] as f64;
-            }
-            c[i * n + j] = s as f32;
-        }
-    }
-    c
-}
 
 /// The same `rows x cols` matrix as a contiguous tensor, as the transpose of a stored
 /// transpose, as a column-strided slice of a wider buffer, and as a narrowed block.

@@ -424,7 +424,7 @@ pub fn at_each_isa<T>(mut f: impl FnMut(Isa) -> T) -> Vec<(Isa, T)> {
         }
     }
     let _restore = Restore(tessera_tensor::isa());
-    [Isa::Scalar, Isa::Avx2, Isa::Avx512]
+    Isa::ALL
         .into_iter()
         .filter(|&isa| isa <= Isa::detected())
         .map(|isa| {

@@ -178,3 +178,18 @@ pub fn assert_close(got: &Tensor, shape: &[usize], want: &[f32], tol: f32, what:
     let tol = tessera_testutil::Tolerance::new(tol, tol).nan_equal();
     tessera_testutil::assert_close_with(what, got, Some(shape), want, tol);
 }
+
+/// `C[i][j] = Σ_p A[i][p] B[p][j]` in f64, for row-major `a` (`m x k`) and `b` (`k x n`).
+pub fn naive_matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut c = vec![0.0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut s = 0.0f64;
+            for p in 0..k {
+                s += a[i * k + p] as f64 * b[p * n + j] as f64;
+            }
+            c[i * n + j] = s as f32;
+        }
+    }
+    c
+}
