@@ -218,13 +218,16 @@ pub fn assert_same_tensors(what: &str, got: &[(String, Tensor)], want: &[(String
     assert_eq!(names(got), names(want), "{what}: the names differ");
     for ((name, a), (_, b)) in got.iter().zip(want) {
         assert_eq!(a.shape(), b.shape(), "{what}: {name} has another shape");
-        let same = a
-            .to_vec()
-            .iter()
-            .zip(b.to_vec())
-            .all(|(x, y)| x.to_bits() == y.to_bits());
-        assert!(same, "{what}: {name} differs");
+        let differs = first_bit_difference(&a.to_vec(), &b.to_vec()).is_some();
+        assert!(!differs, "{what}: {name} differs");
     }
+}
+
+/// The first index where `a` and `b` hold different bits (over their common length).
+fn first_bit_difference(a: &[f32], b: &[f32]) -> Option<usize> {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x.to_bits() != y.to_bits())
 }
 
 /// `<crate_dir>/tests/fixtures/<name>`; [`fixture_path!`] passes the calling crate's
@@ -465,7 +468,7 @@ pub fn same_at_each_isa(what: &str, mut f: impl FnMut() -> Vec<f32>) -> Vec<Isa>
             got.len(),
             want.len()
         );
-        if let Some(i) = (0..got.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+        if let Some(i) = first_bit_difference(got, want) {
             panic!(
                 "{what}: element {i} is {} at {isa} and {} at {first}",
                 got[i], want[i]
