@@ -274,6 +274,8 @@ fn every_kernel_matches_triple_loop() {
         // Matrix-vector products large enough to be split among the threads.
         (1, 256, 300),
         (3, 700, 100),
+        // Deep enough to be split along k on two threads (a weight gradient's shape).
+        (20, 2100, 30),
     ] {
         let a = Tensor::rand(&[m, k], -1.0, 1.0, &mut rng).to_vec();
         let b = Tensor::rand(&[k, n], -1.0, 1.0, &mut rng).to_vec();
