@@ -6,6 +6,8 @@
 //! that the common cases (contiguous, a broadcast bias row, a transposed matrix) reduce
 //! to one long inner run that the compiler vectorises.
 
+use std::mem::MaybeUninit;
+
 use smallvec::SmallVec;
 
 /// One innermost run: the start offset of each operand, the run length and each
@@ -91,23 +93,34 @@ pub(crate) fn for_each_run<const K: usize>(
     }
 }
 
-/// Appends `f(x)` for the `len` elements of `src` starting at `off` with stride `stride`.
+/// Writes `f(x)` for the `dst.len()` elements of `src` starting at `off` with stride
+/// `stride`.
 #[inline(always)]
-pub(crate) fn extend_map1(
-    out: &mut Vec<f32>,
+pub(crate) fn write_map1(
+    dst: &mut [MaybeUninit<f32>],
     src: &[f32],
     off: usize,
-    len: usize,
     stride: usize,
     f: &impl Fn(f32) -> f32,
 ) {
+    let len = dst.len();
     match stride {
-        1 => out.extend(src[off..off + len].iter().map(|&x| f(x))),
+        1 => {
+            for (d, &x) in dst.iter_mut().zip(&src[off..off + len]) {
+                d.write(f(x));
+            }
+        }
         0 => {
             let y = f(src[off]);
-            out.extend(std::iter::repeat_n(y, len));
+            for d in dst {
+                d.write(y);
+            }
         }
-        s => out.extend((0..len).map(|i| f(src[off + i * s]))),
+        s => {
+            for (i, d) in dst.iter_mut().enumerate() {
+                d.write(f(src[off + i * s]));
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use crate::error::{Error, Result};
 use crate::index::IndexTensor;
+use crate::parallel;
 use crate::shape::{resolve_axes, Dim, Dims};
 use crate::tensor::Tensor;
 
@@ -96,18 +97,53 @@ pub(crate) fn sum_slice(xs: &[f32]) -> f32 {
 }
 
 /// Folds `[outer, r, inner]` over `r` with `f`, starting from `init`.
-fn fold(p: &Plan<'_>, init: f32, f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+///
+/// Large folds split the outputs among the threads, each output folded over `r` in the
+/// same order as on one thread: the result does not depend on the thread count.
+fn fold(p: &Plan<'_>, init: f32, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let (outer, r, inner) = (p.outer, p.r, p.inner);
-    let mut out = vec![init; outer * inner];
-    for o in 0..outer {
-        let acc = &mut out[o * inner..(o + 1) * inner];
-        let block = &p.data[o * r * inner..(o + 1) * r * inner];
-        for row in block.chunks_exact(inner.max(1)).take(r) {
-            for (a, &x) in acc.iter_mut().zip(row) {
-                *a = f(*a, x);
+    let total = outer * inner;
+    let mut out = vec![init; total];
+    // Outputs `lo..hi` (flat indices into `[outer, inner]`), row of `r` by row.
+    let fold_range = |acc: &mut [f32], lo: usize, hi: usize| {
+        let mut j = lo;
+        while j < hi {
+            let (o, i0) = (j / inner, j % inner);
+            let i1 = inner.min(i0 + hi - j);
+            let acc = &mut acc[j - lo..j - lo + i1 - i0];
+            let block = &p.data[o * r * inner..(o + 1) * r * inner];
+            for row in block.chunks_exact(inner).take(r) {
+                for (a, &x) in acc.iter_mut().zip(&row[i0..i1]) {
+                    *a = f(*a, x);
+                }
             }
+            j += i1 - i0;
         }
+    };
+    let tasks = if outer * r * inner >= 2 * parallel::PAR_MIN_ELEMS {
+        parallel::num_threads().min(total.div_ceil(16))
+    } else {
+        1
+    };
+    if tasks <= 1 || inner == 0 {
+        fold_range(&mut out, 0, total);
+        return out;
     }
+    let base = parallel::SendPtr(out.as_mut_ptr());
+    parallel::run_split(tasks, |t| {
+        // Edges on multiples of 16 outputs, whole cache lines of a row.
+        let edge = |t: usize| {
+            if t == tasks {
+                total
+            } else {
+                total * t / tasks / 16 * 16
+            }
+        };
+        let (lo, hi) = (edge(t), edge(t + 1));
+        // SAFETY: tasks write disjoint ranges of `out`, which outlives `run_split`.
+        let acc = unsafe { std::slice::from_raw_parts_mut(base.get().add(lo), hi - lo) };
+        fold_range(acc, lo, hi);
+    });
     out
 }
 
@@ -192,7 +228,7 @@ impl Tensor {
         keepdim: bool,
         op: &'static str,
         init: f32,
-        pick: impl Fn(f32, f32) -> f32,
+        pick: impl Fn(f32, f32) -> f32 + Sync,
     ) -> Result<Tensor> {
         let p = plan(self, axes, op)?;
         if p.r == 0 && p.outer * p.inner > 0 {

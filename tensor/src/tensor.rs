@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::iter::{extend_map1, for_each_run};
+use crate::iter::{for_each_run, write_map1};
 use crate::shape::{broadcast_strides, contiguous_strides, numel, Dim, Dims};
 
 /// An n-dimensional array of `f32`.
@@ -320,12 +320,27 @@ impl Tensor {
             }
             return s.iter().map(|&x| f(x)).collect();
         }
-        let mut out = Vec::with_capacity(n);
         let src: &[f32] = &self.storage;
-        for_each_run(&self.shape, [&self.strides], [self.offset], |r| {
-            extend_map1(&mut out, src, r.offsets[0], r.len, r.strides[0], &f)
-        });
-        out
+        // A strided or broadcast view (a transpose, a bias expanded to a matrix): each
+        // chunk of the output walks the runs and writes the part of each that falls
+        // inside it.
+        // SAFETY: the runs cover positions 0..n in order, so every position of the
+        // chunk lies in exactly one run and is written once.
+        unsafe {
+            crate::parallel::fill(n, |lo, chunk| {
+                let hi = lo + chunk.len();
+                let mut pos = 0;
+                for_each_run(&self.shape, [&self.strides], [self.offset], |r| {
+                    let (start, end) = (pos.max(lo), (pos + r.len).min(hi));
+                    if start < end {
+                        let off = r.offsets[0] + (start - pos) * r.strides[0];
+                        let dst = &mut chunk[start - lo..end - lo];
+                        write_map1(dst, src, off, r.strides[0], &f);
+                    }
+                    pos += r.len;
+                });
+            })
+        }
     }
 
     /// The contiguous data of this tensor: borrowed when already contiguous, else copied.

@@ -146,3 +146,63 @@ fn argmax_takes_first_of_ties_and_nan() {
     let x = Tensor::from_vec(vec![1.0, 3.0, 3.0, 2.0, f32::NAN, 5.0], &[2, 3]).unwrap();
     assert_eq!(x.argmax(1, false).unwrap().data(), &[1, 1]);
 }
+
+/// Sums and maxima large enough to be split among threads: the same bits as on one
+/// thread (each output keeps its order of additions), and the f64 reference.
+#[test]
+fn large_reductions_split_across_threads_match_one_thread() {
+    let mut rng = tessera_tensor::Rng::seed(29);
+    let x = Tensor::rand(&[3, 701, 77], -1.0, 1.0, &mut rng);
+    let v = x.to_vec();
+    let run = |threads: usize| {
+        tessera_tensor::set_num_threads(threads);
+        let out = [
+            x.sum(&[1], false).unwrap().to_vec(),
+            x.reshape(&[2103, 77])
+                .unwrap()
+                .sum(&[0], false)
+                .unwrap()
+                .to_vec(),
+            x.max(&[1], false).unwrap().to_vec(),
+        ];
+        tessera_tensor::set_num_threads(2);
+        out
+    };
+    let (one, two) = (run(1), run(2));
+    for (a, b) in one.iter().zip(&two) {
+        let (a, b): (Vec<u32>, Vec<u32>) = (
+            a.iter().map(|x| x.to_bits()).collect(),
+            b.iter().map(|x| x.to_bits()).collect(),
+        );
+        assert_eq!(a, b);
+    }
+    let at = |o: usize, r: usize, i: usize| v[(o * 701 + r) * 77 + i];
+    let sum1: Vec<f32> = (0..3 * 77)
+        .map(|j| sum64(&(0..701).map(|r| at(j / 77, r, j % 77)).collect::<Vec<_>>()))
+        .collect();
+    assert_close(
+        &Tensor::from_vec(two[0].clone(), &[3, 77]).unwrap(),
+        &[3, 77],
+        &sum1,
+        1e-5,
+        "sum axis 1",
+    );
+    let sum0: Vec<f32> = (0..77)
+        .map(|i| sum64(&(0..2103).map(|r| v[r * 77 + i]).collect::<Vec<_>>()))
+        .collect();
+    assert_close(
+        &Tensor::from_vec(two[1].clone(), &[77]).unwrap(),
+        &[77],
+        &sum0,
+        1e-5,
+        "sum axis 0",
+    );
+    let max1: Vec<f32> = (0..3 * 77)
+        .map(|j| {
+            (0..701)
+                .map(|r| at(j / 77, r, j % 77))
+                .fold(f32::MIN, f32::max)
+        })
+        .collect();
+    assert_eq!(two[2], max1, "max axis 1");
+}

@@ -67,6 +67,41 @@ fn permute_and_slice_read_the_right_elements() {
     assert_eq!(b.strides(), &[0, 1, 0]);
 }
 
+/// Strided and broadcast views large enough to be copied by several threads: every
+/// element lands where the index arithmetic says, chunk edges included (odd sizes).
+#[test]
+fn large_views_copied_across_threads_read_the_right_elements() {
+    tessera_tensor::set_num_threads(2);
+    let x = iota(&[7, 131, 97]);
+    let at = |i: usize, j: usize, k: usize| ((i * 131 + j) * 97 + k) as f32;
+    let p = x.permute(&[2, 0, 1]).unwrap().contiguous();
+    let want: Vec<f32> = (0..97)
+        .flat_map(|k| (0..7).flat_map(move |i| (0..131).map(move |j| at(i, j, k))))
+        .collect();
+    assert_eq!(p.to_vec(), want, "permute");
+    let s = x.slice(1, 3, 130, 2).unwrap().narrow(2, 1, 95).unwrap();
+    let want: Vec<f32> = (0..7)
+        .flat_map(|i| {
+            (3..130)
+                .step_by(2)
+                .flat_map(move |j| (1..96).map(move |k| at(i, j, k)))
+        })
+        .collect();
+    assert_eq!(s.to_vec(), want, "slice and narrow");
+    let row = iota(&[1, 1, 97]);
+    let b = row.broadcast_to(&[7, 131, 97]).unwrap().to_vec();
+    let want: Vec<f32> = (0..7 * 131)
+        .flat_map(|_| (0..97).map(|k| k as f32))
+        .collect();
+    assert_eq!(b, want, "broadcast row");
+    let col = iota(&[7, 131, 1]);
+    let b = col.broadcast_to(&[7, 131, 97]).unwrap().to_vec();
+    let want: Vec<f32> = (0..7 * 131)
+        .flat_map(|r| std::iter::repeat_n(r as f32, 97))
+        .collect();
+    assert_eq!(b, want, "broadcast column");
+}
+
 #[test]
 fn view_errors_name_the_problem() {
     let x = iota(&[2, 3]);
