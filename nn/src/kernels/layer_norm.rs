@@ -2,6 +2,8 @@
 //! backward pass written out, rows shared among the threads. It is tested against the
 //! composition `layer_norm_reference` (and PyTorch's fixtures in `tests/layers.rs`).
 
+use std::mem::MaybeUninit;
+
 use tessera_tensor::Tensor;
 
 use super::rows::{self, par_parts, ROWS_PER_PART};
@@ -20,22 +22,33 @@ pub(crate) fn layer_norm(x: &Var, weight: &Parameter, bias: &Parameter, eps: f32
     let rows = xs.len() / d;
     // x̂ is kept for the backward pass only when one can follow (not under no_grad).
     let keep = tessera_autograd::is_grad_enabled();
-    let mut y = vec![0.0f32; xs.len()];
-    let mut xhat = vec![0.0f32; if keep { xs.len() } else { 0 }];
-    let mut rstd = vec![0.0f32; rows];
+    // Every element of the three outputs is written below: no pass to zero them first.
+    let n_xhat = if keep { xs.len() } else { 0 };
+    let (mut y, mut xhat, mut rstd) = (
+        Vec::with_capacity(xs.len()),
+        Vec::with_capacity(n_xhat),
+        Vec::with_capacity(rows),
+    );
     let part = ROWS_PER_PART * d;
-    let mut xhat_parts = xhat.chunks_mut(part);
+    let mut xhat_parts = xhat.spare_capacity_mut()[..n_xhat].chunks_mut(part);
     let parts: Vec<_> = xs
         .chunks(part)
-        .zip(y.chunks_mut(part))
+        .zip(y.spare_capacity_mut()[..xs.len()].chunks_mut(part))
         .map(|p| (p, xhat_parts.next()))
-        .zip(rstd.chunks_mut(ROWS_PER_PART))
+        .zip(rstd.spare_capacity_mut()[..rows].chunks_mut(ROWS_PER_PART))
         .collect();
     // Each part's loops compiled for the widest vectors the CPU has (same results).
     let (gs, bs) = (&g[..], &b[..]);
     par_parts(parts, |(((xs, y), xhat), rstd)| {
         tessera_tensor::widest!(forward_rows(xs, y, xhat, rstd, gs, bs, eps))
     });
+    // SAFETY: the parts cover every row, and `forward_rows` wrote each row of `y`, of
+    // `xhat` (when kept) and of `rstd`.
+    unsafe {
+        y.set_len(xs.len());
+        xhat.set_len(n_xhat);
+        rstd.set_len(rows);
+    }
     let value = Tensor::from_vec(y, x.shape())?;
     let backward = LayerNormBackward {
         xhat,
@@ -51,13 +64,13 @@ pub(crate) fn layer_norm(x: &Var, weight: &Parameter, bias: &Parameter, eps: f32
 }
 
 /// The forward pass over whole rows of `xs` (`d = g.len()` features each): `y`, the
-/// rows' `1/σ` into `rstd` and, when kept, `x̂` into `xhat`.
+/// rows' `1/σ` into `rstd` and, when kept, `x̂` into `xhat`, every element written.
 #[inline(always)]
 fn forward_rows(
     xs: &[f32],
-    y: &mut [f32],
-    mut xhat: Option<&mut [f32]>,
-    rstd: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
+    mut xhat: Option<&mut [MaybeUninit<f32>]>,
+    rstd: &mut [MaybeUninit<f32>],
     g: &[f32],
     b: &[f32],
     eps: f32,
@@ -72,17 +85,17 @@ fn forward_rows(
         let mean = rows::sum(xr) / d as f32;
         let var = rows::sum_sq_dev(xr, mean) / d as f32;
         let rs = 1.0 / (var + eps).sqrt();
-        *rs_out = rs;
+        rs_out.write(rs);
         if let Some(xhat) = xhat.as_deref_mut() {
             let hr = &mut xhat[r * d..(r + 1) * d];
             for k in 0..d {
                 let h = (xr[k] - mean) * rs;
-                hr[k] = h;
-                yr[k] = h * g[k] + b[k];
+                hr[k].write(h);
+                yr[k].write(h * g[k] + b[k]);
             }
         } else {
             for k in 0..d {
-                yr[k] = (xr[k] - mean) * rs * g[k] + b[k];
+                yr[k].write((xr[k] - mean) * rs * g[k] + b[k]);
             }
         }
     }
@@ -121,7 +134,8 @@ impl tessera_autograd::Function for LayerNormBackward {
         let d = self.d;
         let gv = g.contiguous();
         let gs = gv.as_slice().expect("contiguous");
-        let mut dx = vec![0.0f32; gs.len()];
+        // Every element of dx is written below: no pass to zero it first.
+        let mut dx = Vec::with_capacity(gs.len());
         // Per part of rows: dγ and dβ partial sums, added up in order afterwards.
         let part = ROWS_PER_PART * d;
         let nparts = gs.len().div_ceil(part).max(1);
@@ -129,7 +143,7 @@ impl tessera_autograd::Function for LayerNormBackward {
         let parts: Vec<_> = gs
             .chunks(part)
             .zip(self.xhat.chunks(part))
-            .zip(dx.chunks_mut(part))
+            .zip(dx.spare_capacity_mut()[..gs.len()].chunks_mut(part))
             .zip(self.rstd.chunks(ROWS_PER_PART))
             .zip(partial.chunks_mut(2 * d))
             .collect();
@@ -138,6 +152,8 @@ impl tessera_autograd::Function for LayerNormBackward {
         par_parts(parts, |((((gs, xhat), dx), rstd), sums)| {
             tessera_tensor::widest!(backward_rows(gs, xhat, dx, rstd, sums, gamma))
         });
+        // SAFETY: the parts cover every row, and `backward_rows` wrote each row of dx.
+        unsafe { dx.set_len(gs.len()) };
         let mut dgamma = vec![0.0f32; d];
         let mut dbeta = vec![0.0f32; d];
         for sums in partial.chunks_exact(2 * d) {
@@ -154,13 +170,14 @@ impl tessera_autograd::Function for LayerNormBackward {
     }
 }
 
-/// The backward pass over whole rows of `gs` (`d = gamma.len()` features each): `dx`,
-/// and the rows' `dγ` and `dβ` added to the two halves of `sums`.
+/// The backward pass over whole rows of `gs` (`d = gamma.len()` features each): `dx`
+/// (every element written), and the rows' `dγ` and `dβ` added to the two halves of
+/// `sums`.
 #[inline(always)]
 fn backward_rows(
     gs: &[f32],
     xhat: &[f32],
-    dx: &mut [f32],
+    dx: &mut [MaybeUninit<f32>],
     rstd: &[f32],
     sums: &mut [f32],
     gamma: &[f32],
@@ -182,7 +199,7 @@ fn backward_rows(
         let m1 = rows::sum(&dxhat) / d as f32;
         let m2 = rows::dot(&dxhat, hr) / d as f32;
         for k in 0..d {
-            dxr[k] = (dxhat[k] - m1 - hr[k] * m2) * rs;
+            dxr[k].write((dxhat[k] - m1 - hr[k] * m2) * rs);
         }
     }
 }
