@@ -405,7 +405,9 @@ unsafe fn split_depth(
     parts: usize,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    let mut scratch = vec![0.0f32; (parts - 1) * m * n];
+    // Not zeroed: each part writes its matrix whole (beta = 0 never reads C) before the
+    // sum below reads it.
+    let mut scratch = Vec::<f32>::with_capacity((parts - 1) * m * n);
     let (c, partial) = (SendPtr(c), SendPtr(scratch.as_mut_ptr()));
     // Inner edges on multiples of 16: whole cache lines of a row-major A.
     let edge = |t: usize| {
@@ -442,12 +444,15 @@ unsafe fn split_depth(
         if r0 == r1 {
             return;
         }
-        // SAFETY: rows r0..r1 of C and of every scratch matrix, disjoint between tasks;
-        // the parallel section above has ended, so nothing else writes them.
-        let out = unsafe { std::slice::from_raw_parts_mut(c.get().add(r0 * n), (r1 - r0) * n) };
+        let len = (r1 - r0) * n;
         for p in 0..parts - 1 {
-            let add = unsafe {
-                std::slice::from_raw_parts(partial.get().add(p * m * n + r0 * n), out.len())
+            // SAFETY: rows r0..r1 of C and of scratch matrix p, disjoint between tasks and
+            // written whole by the parallel section above, which has ended.
+            let (out, add) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(c.get().add(r0 * n), len),
+                    std::slice::from_raw_parts(partial.get().add(p * m * n + r0 * n), len),
+                )
             };
             for (o, x) in out.iter_mut().zip(add) {
                 *o += x;

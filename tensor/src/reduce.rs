@@ -125,7 +125,7 @@ fn fold(p: &Plan<'_>, init: f32, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     } else {
         1
     };
-    if tasks <= 1 || inner == 0 {
+    if tasks <= 1 {
         fold_range(&mut out, 0, total);
         return out;
     }
