@@ -52,6 +52,173 @@ unsafe impl Sync for Strided {}
 thread_local! {
     static PACK_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static PACK_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static PACK_SHARED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A B operand packed whole, ahead of a product whose bands of C all read it, so that
+/// each band does not pack it again: slab by slab (depth [`KC`]), each slab sliver by
+/// sliver in the layout of [`pack`] (`NR x kc` elements a sliver, zero past the last
+/// column). The slab at depth `pc` starts at element `pc * columns`, `columns` being
+/// `n` rounded up to whole slivers.
+#[derive(Clone, Copy)]
+pub(crate) struct PackedB {
+    ptr: *const f32,
+    columns: usize,
+}
+
+// SAFETY: the packed buffer is only read once packed, and outlives the parallel product
+// (see `with_packed_b`).
+unsafe impl Send for PackedB {}
+unsafe impl Sync for PackedB {}
+
+/// An A operand packed whole, ahead of a product whose bands of C (bands of columns)
+/// all read it: block by block (the blocks of at most `MC` rows that [`sgemm`] cuts),
+/// each block slab by slab (depth [`KC`]), each slab in the layout of [`pack`] (`MR x
+/// kc` elements a sliver, zero past the last row).
+#[derive(Clone, Copy)]
+pub(crate) struct PackedA {
+    ptr: *const f32,
+}
+
+// SAFETY: as for `PackedB`.
+unsafe impl Send for PackedA {}
+unsafe impl Sync for PackedA {}
+
+/// The rows `i0..i1` of block `blk` of `blocks` in an `m`-row A.
+fn block_rows(m: usize, blk: usize, blocks: usize) -> (usize, usize) {
+    (m * blk / blocks, m * (blk + 1) / blocks)
+}
+
+/// Packs the `m x k` operand `a` whole into this thread's shared buffer, in the
+/// layout of [`PackedA`], `tasks` slices of slivers at a time through `pack_part` (as
+/// [`with_packed_b`]), and runs `f` on the result.
+///
+/// # Safety
+/// `a` must address an `m x k` matrix through its strides; `m, k > 0`; the module's
+/// instruction set must be available.
+pub(crate) unsafe fn with_packed_a<R>(
+    m: usize,
+    k: usize,
+    a: Strided,
+    tasks: usize,
+    pack_part: impl FnOnce(&(dyn Fn(usize) + Sync)),
+    f: impl FnOnce(PackedA) -> R,
+) -> R {
+    let blocks = m.div_ceil(MC);
+    let padded = (0..blocks)
+        .map(|blk| {
+            let (i0, i1) = block_rows(m, blk, blocks);
+            (i1 - i0).div_ceil(MR) * MR
+        })
+        .sum::<usize>();
+    with_buffer(&PACK_SHARED, padded * k, |buf| {
+        let out = crate::parallel::SendPtr(buf.as_mut_ptr());
+        let part = |t: usize| {
+            // The whole of `a` (Sync), not its raw pointer field.
+            let src = a;
+            let mut base = 0;
+            for blk in 0..blocks {
+                let (i0, i1) = block_rows(m, blk, blocks);
+                let slivers = (i1 - i0).div_ceil(MR);
+                let (s0, s1) = (slivers * t / tasks, slivers * (t + 1) / tasks);
+                for pc in (0..k).step_by(KC) {
+                    let kc = KC.min(k - pc);
+                    if s0 < s1 {
+                        let lines = Strided {
+                            // SAFETY: row i0 + s0·MR < i1 and step pc lie inside A.
+                            ptr: unsafe { src.ptr.add((i0 + s0 * MR) * src.rs + pc * src.cs) },
+                            ..src
+                        };
+                        // SAFETY: slivers s0..s1 of this block's slab at pc lie inside
+                        // the buffer, and each part writes its own slivers.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                out.get().add(base + pc * slivers * MR + s0 * MR * kc),
+                                (s1 - s0) * MR * kc,
+                            )
+                        };
+                        pack::<MR>(lines, (i1 - i0 - s0 * MR).min((s1 - s0) * MR), kc, dst);
+                    }
+                }
+                base += slivers * MR * k;
+            }
+        };
+        pack_part(&part);
+        f(PackedA { ptr: buf.as_ptr() })
+    })
+}
+
+/// Whether [`sgemm`] packs A (rather than reading it in place) for a product of `n`
+/// columns, so that packing it once for several bands of columns pays.
+pub(crate) fn packs_a(a: Strided, n: usize) -> bool {
+    !(a.cs == 1 && n <= A_DIRECT_MAX_N)
+}
+
+/// Whether [`sgemm`] packs B sliver by sliver (rather than reading it in place), so that
+/// packing it once for several bands of C pays.
+pub(crate) fn packs_b(k: usize, n: usize, b: Strided) -> bool {
+    !(k * n <= DIRECT_MAX && b.cs == 1)
+}
+
+/// Packs the `k x n` operand `b` whole for the `wide` (AVX-512) or AVX2 kernel into
+/// this thread's shared buffer, `tasks` slices of slivers at a time through `pack_part`
+/// (which must call its argument for every part, possibly in parallel), and runs `f`
+/// on the result.
+///
+/// # Safety
+/// `b` must address a `k x n` matrix through its strides; `k, n > 0`; the module's
+/// instruction set must be available.
+pub(crate) unsafe fn with_packed_b<R>(
+    wide: bool,
+    k: usize,
+    n: usize,
+    b: Strided,
+    tasks: usize,
+    pack_part: impl FnOnce(&(dyn Fn(usize) + Sync)),
+    f: impl FnOnce(PackedB) -> R,
+) -> R {
+    let nr = if wide { crate::gemm_avx512::NR } else { NR };
+    let slivers = n.div_ceil(nr);
+    let columns = slivers * nr;
+    with_buffer(&PACK_SHARED, columns * k, |buf| {
+        let out = crate::parallel::SendPtr(buf.as_mut_ptr());
+        let part = |t: usize| {
+            // The whole of `b` (Sync), not its raw pointer field.
+            let src = b;
+            let (s0, s1) = (slivers * t / tasks, slivers * (t + 1) / tasks);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                for s in s0..s1 {
+                    let jr = s * nr;
+                    // B is read as its transpose: its columns are the lines.
+                    let lines = Strided {
+                        // SAFETY: element (pc, jr) lies inside B.
+                        ptr: unsafe { src.ptr.add(pc * src.rs + jr * src.cs) },
+                        rs: src.cs,
+                        cs: src.rs,
+                    };
+                    // SAFETY: sliver s of the slab at pc lies inside the buffer
+                    // (`columns * k` elements), and each part writes its own slivers.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out.get().add(pc * columns + jr * kc),
+                            nr * kc,
+                        )
+                    };
+                    if wide {
+                        pack::<{ crate::gemm_avx512::NR }>(lines, nr.min(n - jr), kc, dst);
+                    } else {
+                        pack::<NR>(lines, nr.min(n - jr), kc, dst);
+                    }
+                }
+            }
+        };
+        pack_part(&part);
+        f(PackedB {
+            ptr: buf.as_ptr(),
+            columns,
+        })
+    })
 }
 
 /// Packs `lines` lines of depth `kc` into `W`-wide slivers: sliver `s`, step `p` holds
@@ -373,12 +540,14 @@ const A_DIRECT_MAX_N: usize = 256;
 /// and multiplied by every A sliver of the block while it sits in L1.
 ///
 /// With `wide`, the AVX-512 micro-kernel of `gemm_avx512.rs` (32 columns a sliver),
-/// else the AVX2 one.
+/// else the AVX2 one. An operand in `packed` is read from there instead of being packed
+/// here.
 ///
 /// # Safety
 /// [`isa()`](crate::isa) must be at least `Isa::Avx2` (with `wide`, `Isa::Avx512`); `a` must address
 /// an `m x k` and `b` a `k x n` matrix through their strides, `c` an `m x n` matrix with
-/// row stride `rsc`, not overlapping either; `m, n, k > 0`.
+/// row stride `rsc`, not overlapping either; `m, n, k > 0`; an operand in `packed` must
+/// be this product's, packed for this kernel, and still alive.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm(
     wide: bool,
@@ -391,13 +560,26 @@ pub(crate) unsafe fn sgemm(
     beta: f32,
     c: *mut f32,
     rsc: usize,
+    packed: Packed,
 ) {
     use crate::gemm_avx512 as avx512;
     if wide {
-        blocked::<{ avx512::NR }>(avx512::kernel, m, n, k, alpha, a, b, beta, c, rsc)
+        blocked::<{ avx512::NR }>(avx512::kernel, m, n, k, alpha, a, b, beta, c, rsc, packed)
     } else {
-        blocked::<NR>(kernel, m, n, k, alpha, a, b, beta, c, rsc)
+        blocked::<NR>(kernel, m, n, k, alpha, a, b, beta, c, rsc, packed)
     }
+}
+
+/// The operand that a product reads packed ahead (by [`with_packed_a`] or
+/// [`with_packed_b`]), if any: the other one it packs itself.
+#[derive(Clone, Copy)]
+pub(crate) enum Packed {
+    /// Nothing packed ahead.
+    Neither,
+    /// A, packed for the product's `m` and `k`.
+    A(PackedA),
+    /// B, packed for the product's `k` and `n` and the same kernel.
+    B(PackedB),
 }
 
 /// [`sgemm`] around the micro-kernel `kernel`, whose tiles are `MR x NR`.
@@ -413,20 +595,30 @@ unsafe fn blocked<const NR: usize>(
     beta: f32,
     c: *mut f32,
     rsc: usize,
+    packed: Packed,
 ) {
+    let (packed_a, packed_b) = match packed {
+        Packed::Neither => (None, None),
+        Packed::A(a) => (Some(a), None),
+        Packed::B(b) => (None, Some(b)),
+    };
     // A small row-major B is read in place; otherwise each sliver is packed, so the
     // kernel reads its sixteen columns as two adjacent vectors per step.
-    let b_direct = k * n <= DIRECT_MAX && b.cs == 1;
+    let b_direct = k * n <= DIRECT_MAX && b.cs == 1 && packed_b.is_none();
     // A row-major A is read in place, six rows at a time, when B has few slivers (each
     // sliver reads the whole A block again); only a partial last sliver is packed
     // (zero-padded), so the kernel never reads past A's last row.
-    let a_direct = a.cs == 1 && n <= A_DIRECT_MAX_N;
+    let a_direct = a.cs == 1 && n <= A_DIRECT_MAX_N && packed_a.is_none();
     let blocks = m.div_ceil(MC);
+    // Where block `blk` starts in a packed-ahead A.
+    let mut block_base = 0;
     for blk in 0..blocks {
-        let (i0, i1) = (m * blk / blocks, m * (blk + 1) / blocks);
+        let (i0, i1) = block_rows(m, blk, blocks);
         let mb = i1 - i0;
         let slivers_a = mb.div_ceil(MR);
         let in_place = if a_direct { mb / MR } else { 0 };
+        let this_base = block_base;
+        block_base += slivers_a * MR * k;
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             let beta_eff = if pc == 0 { beta } else { 1.0 };
@@ -438,15 +630,28 @@ unsafe fn blocked<const NR: usize>(
                 ptr: a_block.ptr.wrapping_add(in_place * MR * a.rs),
                 ..a_block
             };
-            with_buffer(&PACK_A, (slivers_a - in_place) * MR * kc, |abuf| {
-                pack::<MR>(rest, mb - in_place * MR, kc, abuf);
+            let own_len = if packed_a.is_some() {
+                0
+            } else {
+                (slivers_a - in_place) * MR * kc
+            };
+            with_buffer(&PACK_A, own_len, |abuf| {
+                let apacked = match packed_a {
+                    Some(packed) => packed.ptr.add(this_base + pc * slivers_a * MR),
+                    None => {
+                        pack::<MR>(rest, mb - in_place * MR, kc, abuf);
+                        abuf.as_ptr()
+                    }
+                };
                 with_buffer(&PACK_B, NR * kc, |bbuf| {
                     for jr in (0..n).step_by(NR) {
                         let nr = NR.min(n - jr);
                         let first = b.ptr.add(pc * b.rs + jr * b.cs);
                         // The last sliver, when partial, is packed (zero-padded) so the
                         // kernel never reads past B's last column.
-                        let (bp, bks) = if b_direct && nr == NR {
+                        let (bp, bks) = if let Some(packed) = packed_b {
+                            (packed.ptr.add(pc * packed.columns + jr * kc), NR)
+                        } else if b_direct && nr == NR {
                             (first, b.rs)
                         } else {
                             // B is read as its transpose: its columns are the lines.
@@ -460,22 +665,32 @@ unsafe fn blocked<const NR: usize>(
                         };
                         // The next sliver's lines, when they run along k (a transposed
                         // weight), are short separate streams that the hardware does not
-                        // prefetch: fetch them a few cache lines per micro-tile.
-                        let next_lines = if b.rs == 1 && !b_direct && jr + NR < n {
-                            (n - jr - NR).min(NR)
-                        } else {
-                            0
+                        // prefetch, and a sliver packed ahead sits in a shared cache
+                        // level: fetch either a few cache lines per micro-tile. Lines of
+                        // `chunks` cache lines (16 elements each), `stride` apart.
+                        let (next, lines, stride, chunks) = match packed_b {
+                            Some(packed) if jr + NR < n => (
+                                packed.ptr.add(pc * packed.columns + (jr + NR) * kc),
+                                1,
+                                0,
+                                (NR * kc).div_ceil(16),
+                            ),
+                            None if b.rs == 1 && !b_direct && jr + NR < n => (
+                                first.add(NR * b.cs),
+                                (n - jr - NR).min(NR),
+                                b.cs,
+                                kc.div_ceil(16),
+                            ),
+                            _ => (first, 0, 0, 1),
                         };
-                        // Cache lines (16 elements) per line, in the order line by line.
-                        let chunks = kc.div_ceil(16);
-                        let total = next_lines * chunks;
+                        let total = lines * chunks;
                         let per_tile = total.div_ceil(slivers_a);
                         let (mut line, mut chunk, mut left) = (0, 0, total);
                         for s in 0..slivers_a {
                             let ir = s * MR;
                             for _ in 0..per_tile.min(left) {
-                                // Element (pc + 16·chunk, jr + NR + line) of B: inside it.
-                                let p = first.add((NR + line) * b.cs + chunk * 16) as *const i8;
+                                // Inside the next sliver (of B, or of the packed B).
+                                let p = next.add(line * stride + chunk * 16) as *const i8;
                                 _mm_prefetch::<_MM_HINT_T2>(p);
                                 chunk += 1;
                                 if chunk == chunks {
@@ -487,7 +702,7 @@ unsafe fn blocked<const NR: usize>(
                             let (ap, ars, aks) = if s < in_place {
                                 (a_block.ptr.add(ir * a.rs), a.rs, 1)
                             } else {
-                                (abuf.as_ptr().add((s - in_place) * MR * kc), 1, MR)
+                                (apacked.add((s - in_place) * MR * kc), 1, MR)
                             };
                             kernel(
                                 kc,

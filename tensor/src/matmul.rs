@@ -14,7 +14,8 @@
 //! So one binary is fast and correct on all of them. `matrixmultiply` is a third
 //! backend, on request, with the crate's `matrixmultiply` feature. Operands are passed with their row and column strides; a
 //! transposed view is multiplied without a copy. With several threads, each thread
-//! computes its own band of C, except where the depth dwarfs both sides of C (a weight
+//! computes its own band of C (the operand that all bands share packed once, ahead,
+//! for the own kernels), except where the depth dwarfs both sides of C (a weight
 //! gradient, summed over every token of the batch): there each thread takes a part of
 //! the depth and the parts are added. `tensor/README.md` has the measurements behind
 //! these choices.
@@ -23,6 +24,15 @@ use crate::error::{Error, Result};
 use crate::parallel::{self, SendPtr};
 use crate::shape::{broadcast_shape, broadcast_strides, Dims};
 use crate::tensor::Tensor;
+
+#[cfg(target_arch = "x86_64")]
+use crate::gemm_avx2::Packed;
+/// An operand packed ahead of a product: only the own x86-64 kernels take one.
+#[cfg(not(target_arch = "x86_64"))]
+#[derive(Clone, Copy)]
+enum Packed {
+    Neither,
+}
 
 /// Products with fewer multiply-adds than this run on one thread: splitting them costs
 /// more than it saves. (The crossover was about 192³ when the threads came from rayon;
@@ -360,7 +370,7 @@ pub(crate) unsafe fn gemm_into(
             ((len * t / tasks + align / 2) / align * align).min(len)
         }
     };
-    parallel::run_split(tasks, |t| {
+    let band = |t: usize, packed: Packed| {
         let (lo, hi) = (edge(t), edge(t + 1));
         if lo == hi {
             return;
@@ -382,8 +392,55 @@ pub(crate) unsafe fn gemm_into(
         };
         // SAFETY: the band lies inside A (or B), as `check` proved for the whole; bands
         // of C are disjoint parts of the caller's buffer, which has row stride n.
-        unsafe { serial(backend, alpha, a_band, b_band, beta, c.get().add(c_off), n) }
-    });
+        unsafe {
+            serial(
+                backend,
+                alpha,
+                a_band,
+                b_band,
+                beta,
+                c.get().add(c_off),
+                n,
+                packed,
+            )
+        }
+    };
+    // Bands of rows share all of B, bands of columns all of A: where the own kernel
+    // would pack the shared operand in every band, it is packed once, its slivers
+    // shared among the threads, and every band reads it.
+    // SAFETY (the block): A and B are in bounds (`check`) and non-empty; the backend's
+    // instruction set is available (tested above); the packed operand lives until
+    // every band has ended.
+    #[cfg(target_arch = "x86_64")]
+    if tasks > 1 && matches!(backend, GemmKernel::Avx2Fma | GemmKernel::Avx512) {
+        use crate::gemm_avx2::{packs_a, packs_b, with_packed_a, with_packed_b, Strided};
+        let pack_part = |part: &(dyn Fn(usize) + Sync)| parallel::run_split(threads, part);
+        let bands = |packed: Packed| parallel::run_split(tasks, |t| band(t, packed));
+        if by_rows {
+            let sb = Strided {
+                ptr: b.data.as_ptr().add(b.offset),
+                rs: b.row_stride,
+                cs: b.col_stride,
+            };
+            if packs_b(k, n, sb) {
+                let wide = backend == GemmKernel::Avx512;
+                with_packed_b(wide, k, n, sb, threads, pack_part, |p| bands(Packed::B(p)));
+                return Ok(());
+            }
+        } else {
+            let sa = Strided {
+                ptr: a.data.as_ptr().add(a.offset),
+                rs: a.row_stride,
+                cs: a.col_stride,
+            };
+            let widest = (0..tasks).map(|t| edge(t + 1) - edge(t)).max().unwrap_or(n);
+            if packs_a(sa, widest) {
+                with_packed_a(m, k, sa, threads, pack_part, |p| bands(Packed::A(p)));
+                return Ok(());
+            }
+        }
+    }
+    parallel::run_split(tasks, |t| band(t, Packed::Neither));
     Ok(())
 }
 
@@ -436,7 +493,18 @@ unsafe fn split_depth(
         };
         // SAFETY: the parts lie inside A and B (`lo <= hi <= k`, and `k >= parts * 256`
         // keeps every part non-empty); each task writes only its own matrix.
-        unsafe { serial(backend, alpha, a_part, b_part, beta, dst, n) }
+        unsafe {
+            serial(
+                backend,
+                alpha,
+                a_part,
+                b_part,
+                beta,
+                dst,
+                n,
+                Packed::Neither,
+            )
+        }
     });
     let rows = m.div_ceil(parts);
     parallel::run_split(parts, |t| {
@@ -467,6 +535,7 @@ unsafe fn split_depth(
 /// `a` and `b` must be in bounds (`MatRef::check`), non-empty and not aliased (no zero
 /// strides); `c` must address a writable `a.rows x b.cols` matrix with row stride `rsc`,
 /// initialised when `beta != 0`; an `Avx2Fma` or `Avx512` backend must be available.
+#[allow(clippy::too_many_arguments)]
 unsafe fn serial(
     backend: GemmKernel,
     alpha: f32,
@@ -475,6 +544,7 @@ unsafe fn serial(
     beta: f32,
     c: *mut f32,
     rsc: usize,
+    packed: Packed,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let pa = a.data.as_ptr().add(a.offset);
@@ -494,7 +564,7 @@ unsafe fn serial(
                 cs: b.col_stride,
             };
             let wide = backend == GemmKernel::Avx512;
-            sgemm(wide, m, n, k, alpha, sa, sb, beta, c, rsc);
+            sgemm(wide, m, n, k, alpha, sa, sb, beta, c, rsc, packed);
         }
         #[cfg(feature = "matrixmultiply")]
         GemmKernel::MatrixMultiply => matrixmultiply::sgemm(
