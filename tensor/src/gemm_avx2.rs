@@ -367,8 +367,9 @@ unsafe fn transposed(r: [__m256; 8]) -> [__m256; 8] {
 /// instruction set's intrinsics: the AVX2 kernel below and the AVX-512 one of
 /// `gemm_avx512.rs` are this one body.
 ///
-/// The kernel computes `C[0..mr, 0..nr] = alpha * A_sliver * B_sliver + beta * C` for
-/// one micro-tile. Step `p` of row `i` of the A sliver is at `a + i*ars + p*aks`: a
+/// The kernel computes `C[0..mr, 0..nr] = alpha * A_sliver * B_sliver + beta * C
+/// (+ bias)` for one micro-tile, the optional bias a row of `nr` values added to every
+/// row. Step `p` of row `i` of the A sliver is at `a + i*ars + p*aks`: a
 /// packed sliver has `ars = 1`, `aks = MR`; six rows of a row-major A read in place
 /// have `ars` = A's row stride, `aks = 1`. Step `p` of B's `NR` columns starts at
 /// `b + p*bks` (`bks` is `NR` for a packed sliver, B's row stride for one read in
@@ -377,12 +378,14 @@ unsafe fn transposed(r: [__m256; 8]) -> [__m256; 8] {
 ///
 /// Safety of the kernel: its target features must be available; `a` must reach
 /// `MR` rows over `kc` steps and `b` `NR` columns over `kc` steps; `c` addresses an
-/// `mr x nr` tile with row stride `rsc` (`mr <= MR`, `nr <= NR`).
+/// `mr x nr` tile with row stride `rsc` (`mr <= MR`, `nr <= NR`); `bias`, unless null,
+/// `nr` elements (added to every row of the tile as it is written).
 macro_rules! micro_kernel {
     (
         $(#[$attr:meta])*
         $vis:vis fn $name:ident, features $feature:literal, columns $nr:expr, lanes $lanes:expr,
-        $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident, $mul:ident
+        $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident, $mul:ident,
+        $add:ident
     ) => {
         $(#[$attr])*
         #[target_feature(enable = $feature)]
@@ -398,6 +401,7 @@ macro_rules! micro_kernel {
             rsc: usize,
             alpha: f32,
             beta: f32,
+            bias: *const f32,
             mr: usize,
             nr: usize,
         ) {
@@ -474,6 +478,9 @@ macro_rules! micro_kernel {
                         if beta != 0.0 {
                             r = $fma(vb, $load(p), r);
                         }
+                        if !bias.is_null() {
+                            r = $add(r, $load(bias.add(h * L)));
+                        }
                         $store(p, r);
                     }
                 }
@@ -488,7 +495,8 @@ macro_rules! micro_kernel {
                     for j in 0..nr {
                         let p = c.add(i * rsc + j);
                         let v = alpha * tile[i * W + j];
-                        *p = if beta != 0.0 { v + beta * *p } else { v };
+                        let v = if beta != 0.0 { v + beta * *p } else { v };
+                        *p = if bias.is_null() { v } else { v + *bias.add(j) };
                     }
                 }
             }
@@ -501,10 +509,10 @@ micro_kernel! {
     /// The AVX2 micro-kernel: `6 x 16` tiles in twelve 8-lane accumulators.
     fn kernel, features "avx2,fma", columns NR, lanes 8,
     _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps,
-    _mm256_mul_ps
+    _mm256_mul_ps, _mm256_add_ps
 }
 
-/// A micro-kernel: `kernel(kc, a, ars, aks, b, bks, c, rsc, alpha, beta, mr, nr)` as
+/// A micro-kernel: `kernel(kc, a, ars, aks, b, bks, c, rsc, alpha, beta, bias, mr, nr)` as
 /// [`kernel`].
 type Kernel = unsafe fn(
     usize,
@@ -517,6 +525,7 @@ type Kernel = unsafe fn(
     usize,
     f32,
     f32,
+    *const f32,
     usize,
     usize,
 );
@@ -541,13 +550,14 @@ const A_DIRECT_MAX_N: usize = 256;
 ///
 /// With `wide`, the AVX-512 micro-kernel of `gemm_avx512.rs` (32 columns a sliver),
 /// else the AVX2 one. An operand in `packed` is read from there instead of being packed
-/// here.
+/// here. A `bias` (unless null) is a row of `n` values added to every row of C.
 ///
 /// # Safety
 /// [`isa()`](crate::isa) must be at least `Isa::Avx2` (with `wide`, `Isa::Avx512`); `a` must address
 /// an `m x k` and `b` a `k x n` matrix through their strides, `c` an `m x n` matrix with
-/// row stride `rsc`, not overlapping either; `m, n, k > 0`; an operand in `packed` must
-/// be this product's, packed for this kernel, and still alive.
+/// row stride `rsc`, not overlapping either; `m, n, k > 0`; `bias` null or valid for
+/// `n` reads; an operand in `packed` must be this product's, packed for this kernel,
+/// and still alive.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm(
     wide: bool,
@@ -560,13 +570,27 @@ pub(crate) unsafe fn sgemm(
     beta: f32,
     c: *mut f32,
     rsc: usize,
+    bias: *const f32,
     packed: Packed,
 ) {
     use crate::gemm_avx512 as avx512;
     if wide {
-        blocked::<{ avx512::NR }>(avx512::kernel, m, n, k, alpha, a, b, beta, c, rsc, packed)
+        blocked::<{ avx512::NR }>(
+            avx512::kernel,
+            m,
+            n,
+            k,
+            alpha,
+            a,
+            b,
+            beta,
+            c,
+            rsc,
+            bias,
+            packed,
+        )
     } else {
-        blocked::<NR>(kernel, m, n, k, alpha, a, b, beta, c, rsc, packed)
+        blocked::<NR>(kernel, m, n, k, alpha, a, b, beta, c, rsc, bias, packed)
     }
 }
 
@@ -595,6 +619,7 @@ unsafe fn blocked<const NR: usize>(
     beta: f32,
     c: *mut f32,
     rsc: usize,
+    bias: *const f32,
     packed: Packed,
 ) {
     let (packed_a, packed_b) = match packed {
@@ -622,6 +647,8 @@ unsafe fn blocked<const NR: usize>(
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             let beta_eff = if pc == 0 { beta } else { 1.0 };
+            // The bias is added once, by the first slab.
+            let bias_slab = if pc == 0 { bias } else { std::ptr::null() };
             let a_block = Strided {
                 ptr: a.ptr.add(i0 * a.rs + pc * a.cs),
                 ..a
@@ -646,6 +673,11 @@ unsafe fn blocked<const NR: usize>(
                 with_buffer(&PACK_B, NR * kc, |bbuf| {
                     for jr in (0..n).step_by(NR) {
                         let nr = NR.min(n - jr);
+                        let bias_sliver = if bias_slab.is_null() {
+                            bias_slab
+                        } else {
+                            bias_slab.add(jr)
+                        };
                         let first = b.ptr.add(pc * b.rs + jr * b.cs);
                         // The last sliver, when partial, is packed (zero-padded) so the
                         // kernel never reads past B's last column.
@@ -715,6 +747,7 @@ unsafe fn blocked<const NR: usize>(
                                 rsc,
                                 alpha,
                                 beta_eff,
+                                bias_sliver,
                                 MR.min(mb - ir),
                                 nr,
                             );

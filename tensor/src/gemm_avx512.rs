@@ -14,5 +14,5 @@ micro_kernel! {
     /// The AVX-512 micro-kernel: `6 x 32` tiles in twelve 16-lane accumulators.
     pub(crate) fn kernel, features "avx512f", columns NR, lanes 16,
     _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps,
-    _mm512_mul_ps
+    _mm512_mul_ps, _mm512_add_ps
 }

@@ -233,11 +233,25 @@ pub fn gemm_with(
     threads: usize,
 ) -> Result<()> {
     // SAFETY: `c` is an exclusively borrowed, initialised buffer of `c.len()` elements.
-    unsafe { gemm_into(kernel, alpha, a, b, beta, c.as_mut_ptr(), c.len(), threads) }
+    unsafe {
+        gemm_into(
+            kernel,
+            alpha,
+            a,
+            b,
+            beta,
+            None,
+            c.as_mut_ptr(),
+            c.len(),
+            threads,
+        )
+    }
 }
 
 /// [`gemm_with`] into a raw output buffer, which may be uninitialised when `beta == 0`
-/// (every element is then written).
+/// (every element is then written), plus an optional `bias` row of `n` values added to
+/// every row of C: `C = alpha * A * B + beta * C + bias`. The own kernels add the bias
+/// as they write C (no pass of its own, C not read when `beta == 0`).
 ///
 /// # Safety
 /// `c` must be valid for writes of `c_len` elements, not aliased by `a` or `b`, and
@@ -249,6 +263,7 @@ pub(crate) unsafe fn gemm_into(
     a: MatRef<'_>,
     b: MatRef<'_>,
     beta: f32,
+    bias: Option<&[f32]>,
     c: *mut f32,
     c_len: usize,
     threads: usize,
@@ -286,6 +301,17 @@ pub(crate) unsafe fn gemm_into(
     }
     a.check("gemm")?;
     b.check("gemm")?;
+    if let Some(bias) = bias {
+        if bias.len() != n {
+            return Err(Error::invalid(
+                "gemm",
+                format!(
+                    "a bias row of {} values for a product of {n} columns",
+                    bias.len()
+                ),
+            ));
+        }
+    }
     if m == 0 || n == 0 {
         return Ok(());
     }
@@ -295,6 +321,11 @@ pub(crate) unsafe fn gemm_into(
         } else {
             for i in 0..c_len {
                 *c.add(i) *= beta;
+            }
+        }
+        if let Some(bias) = bias {
+            for i in 0..c_len {
+                *c.add(i) += bias[i % n];
             }
         }
         return Ok(());
@@ -341,7 +372,7 @@ pub(crate) unsafe fn gemm_into(
         && k >= SPLIT_DEPTH_MIN_RATIO * m.max(n)
         && k >= threads * SPLIT_DEPTH_MIN_PART
     {
-        split_depth(backend, alpha, a, b, beta, c, threads);
+        split_depth(backend, alpha, a, b, beta, bias, c, threads);
         return Ok(());
     }
     // Bands of C along its longer side, each an independent product: two per thread
@@ -375,20 +406,20 @@ pub(crate) unsafe fn gemm_into(
         if lo == hi {
             return;
         }
-        let (a_band, b_band, c_off) = if by_rows {
+        let (a_band, b_band, c_off, bias_band) = if by_rows {
             let rows = MatRef {
                 offset: a.offset + lo * a.row_stride,
                 rows: hi - lo,
                 ..a
             };
-            (rows, b, lo * n)
+            (rows, b, lo * n, bias)
         } else {
             let cols = MatRef {
                 offset: b.offset + lo * b.col_stride,
                 cols: hi - lo,
                 ..b
             };
-            (a, cols, lo)
+            (a, cols, lo, bias.map(|bias| &bias[lo..hi]))
         };
         // SAFETY: the band lies inside A (or B), as `check` proved for the whole; bands
         // of C are disjoint parts of the caller's buffer, which has row stride n.
@@ -399,6 +430,7 @@ pub(crate) unsafe fn gemm_into(
                 a_band,
                 b_band,
                 beta,
+                bias_band,
                 c.get().add(c_off),
                 n,
                 packed,
@@ -452,12 +484,14 @@ pub(crate) unsafe fn gemm_into(
 /// # Safety
 /// As [`serial`], with `c` addressing the whole `m x n` result (row stride `n`) and
 /// `parts >= 2`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn split_depth(
     backend: GemmKernel,
     alpha: f32,
     a: MatRef<'_>,
     b: MatRef<'_>,
     beta: f32,
+    bias: Option<&[f32]>,
     c: *mut f32,
     parts: usize,
 ) {
@@ -486,10 +520,10 @@ unsafe fn split_depth(
             rows: hi - lo,
             ..b
         };
-        let (dst, beta) = if t == 0 {
-            (c.get(), beta)
+        let (dst, beta, bias) = if t == 0 {
+            (c.get(), beta, bias)
         } else {
-            (partial.get().wrapping_add((t - 1) * m * n), 0.0)
+            (partial.get().wrapping_add((t - 1) * m * n), 0.0, None)
         };
         // SAFETY: the parts lie inside A and B (`lo <= hi <= k`, and `k >= parts * 256`
         // keeps every part non-empty); each task writes only its own matrix.
@@ -500,6 +534,7 @@ unsafe fn split_depth(
                 a_part,
                 b_part,
                 beta,
+                bias,
                 dst,
                 n,
                 Packed::Neither,
@@ -534,7 +569,8 @@ unsafe fn split_depth(
 /// # Safety
 /// `a` and `b` must be in bounds (`MatRef::check`), non-empty and not aliased (no zero
 /// strides); `c` must address a writable `a.rows x b.cols` matrix with row stride `rsc`,
-/// initialised when `beta != 0`; an `Avx2Fma` or `Avx512` backend must be available.
+/// initialised when `beta != 0`; a `bias` must hold `b.cols` values; an `Avx2Fma` or
+/// `Avx512` backend must be available.
 #[allow(clippy::too_many_arguments)]
 unsafe fn serial(
     backend: GemmKernel,
@@ -542,6 +578,7 @@ unsafe fn serial(
     a: MatRef<'_>,
     b: MatRef<'_>,
     beta: f32,
+    bias: Option<&[f32]>,
     c: *mut f32,
     rsc: usize,
     packed: Packed,
@@ -549,6 +586,25 @@ unsafe fn serial(
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let pa = a.data.as_ptr().add(a.offset);
     let pb = b.data.as_ptr().add(b.offset);
+    // The other backends take no bias: C becomes `beta * C + bias` first, and the
+    // product is added to it.
+    let own = matches!(backend, GemmKernel::Avx2Fma | GemmKernel::Avx512);
+    let beta = match bias {
+        Some(bias) if !own => {
+            for i in 0..m {
+                let row = std::slice::from_raw_parts_mut(c.add(i * rsc), n);
+                if beta == 0.0 {
+                    row.copy_from_slice(bias);
+                } else {
+                    for (x, &y) in row.iter_mut().zip(bias) {
+                        *x = beta * *x + y;
+                    }
+                }
+            }
+            1.0
+        }
+        _ => beta,
+    };
     match backend {
         #[cfg(target_arch = "x86_64")]
         GemmKernel::Avx2Fma | GemmKernel::Avx512 => {
@@ -564,7 +620,8 @@ unsafe fn serial(
                 cs: b.col_stride,
             };
             let wide = backend == GemmKernel::Avx512;
-            sgemm(wide, m, n, k, alpha, sa, sb, beta, c, rsc, packed);
+            let bias = bias.map_or(std::ptr::null(), <[f32]>::as_ptr);
+            sgemm(wide, m, n, k, alpha, sa, sb, beta, c, rsc, bias, packed);
         }
         #[cfg(feature = "matrixmultiply")]
         GemmKernel::MatrixMultiply => matrixmultiply::sgemm(
@@ -697,6 +754,7 @@ impl Tensor {
                     mat(da, oa, m, k, ars, acs),
                     mat(db, ob, k, n, brs, bcs),
                     0.0,
+                    None,
                     base.get().add(i * m * n),
                     m * n,
                     threads,
@@ -761,10 +819,9 @@ impl Tensor {
             return Err(Error::shape_mismatch(op, a.shape(), b.shape()));
         }
         let (m, n) = (a.shape()[0], b.shape()[1]);
-        let mut out = self
+        let full = self
             .broadcast_to(&[m, n])
-            .map_err(|_| Error::shape_mismatch(op, self.shape(), &[m, n]))?
-            .to_vec();
+            .map_err(|_| Error::shape_mismatch(op, self.shape(), &[m, n]))?;
         fn mat(t: &Tensor) -> MatRef<'_> {
             MatRef {
                 data: t.storage(),
@@ -775,7 +832,32 @@ impl Tensor {
                 col_stride: t.strides()[1],
             }
         }
-        gemm(1.0, mat(a), mat(b), 1.0, &mut out, parallel::num_threads())?;
+        let threads = parallel::num_threads();
+        // A row repeated down C (a layer's bias) is added by the GEMM as it writes C.
+        if full.strides()[0] == 0 && (full.strides()[1] == 1 || n == 1) {
+            let row = &full.storage()[full.offset()..full.offset() + n];
+            let mut out = Vec::with_capacity(m * n);
+            // SAFETY: with beta = 0 the GEMM writes all m·n elements of the capacity
+            // (or fails, and the length stays 0).
+            unsafe {
+                let (a, b) = (mat(a), mat(b));
+                gemm_into(
+                    GemmKernel::Auto,
+                    1.0,
+                    a,
+                    b,
+                    0.0,
+                    Some(row),
+                    out.as_mut_ptr(),
+                    m * n,
+                    threads,
+                )?;
+                out.set_len(m * n);
+            }
+            return Ok(Tensor::from_contiguous(out, &[m, n]));
+        }
+        let mut out = full.to_vec();
+        gemm(1.0, mat(a), mat(b), 1.0, &mut out, threads)?;
         Ok(Tensor::from_contiguous(out, &[m, n]))
     }
 }

@@ -337,7 +337,16 @@ fn a_packed_for_every_band_spans_two_blocks() {
 #[test]
 fn addmm_adds_the_broadcast_bias_to_the_product() {
     let mut rng = Rng::seed(8);
-    for &(m, k, n) in &[(1usize, 1usize, 1usize), (7, 5, 17), (300, 64, 520)] {
+    // The last two reach the own kernels with a row-major B (above 512³ multiply-adds,
+    // the bias added as C is written) and the split along the depth (the bias added
+    // by one part only).
+    for &(m, k, n) in &[
+        (1usize, 1usize, 1usize),
+        (7, 5, 17),
+        (300, 64, 520),
+        (530, 520, 490),
+        (20, 2100, 30),
+    ] {
         let a = Tensor::rand(&[m, k], -1.0, 1.0, &mut rng).to_vec();
         let b = Tensor::rand(&[k, n], -1.0, 1.0, &mut rng).to_vec();
         let prod = naive(&a, &b, m, k, n);
@@ -351,7 +360,9 @@ fn addmm_adds_the_broadcast_bias_to_the_product() {
                 for (lb, tb) in matrix_layouts(&b, k, n) {
                     let got = bias.addmm(&ta, &tb).unwrap();
                     let what = format!("{m}x{k}x{n} {la} * {lb} + {:?}", bias.shape());
-                    assert_close(&got, &[m, n], &want, 1e-5, &what);
+                    // Rounding grows with the depth.
+                    let tol = 1e-5 * (k as f32 / 256.0).max(1.0);
+                    assert_close(&got, &[m, n], &want, tol, &what);
                 }
             }
         }
