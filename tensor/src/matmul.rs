@@ -592,12 +592,13 @@ unsafe fn serial(
     let beta = match bias {
         Some(bias) if !own => {
             for i in 0..m {
-                let row = std::slice::from_raw_parts_mut(c.add(i * rsc), n);
+                // Raw writes: with beta = 0, C may be uninitialised.
+                let row = c.add(i * rsc);
                 if beta == 0.0 {
-                    row.copy_from_slice(bias);
+                    std::ptr::copy_nonoverlapping(bias.as_ptr(), row, n);
                 } else {
-                    for (x, &y) in row.iter_mut().zip(bias) {
-                        *x = beta * *x + y;
+                    for (j, &y) in bias.iter().enumerate() {
+                        *row.add(j) = beta * *row.add(j) + y;
                     }
                 }
             }
