@@ -25,6 +25,8 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use crate::parallel::SendPtr;
+
 /// Rows of the micro-tile (of both kernels).
 pub(crate) const MR: usize = 6;
 /// Columns of the micro-tile (two 8-lane vectors).
@@ -84,14 +86,58 @@ pub(crate) struct PackedA {
 unsafe impl Send for PackedA {}
 unsafe impl Sync for PackedA {}
 
+impl PackedA {
+    /// Where the slab at depth `pc` of the block that starts at element `base` and
+    /// holds `slivers` slivers starts.
+    fn offset(base: usize, slivers: usize, pc: usize) -> usize {
+        base + pc * slivers * MR
+    }
+
+    /// The slab at depth `pc` of the block that starts at element `base` and holds
+    /// `slivers` slivers.
+    fn slab(self, base: usize, slivers: usize, pc: usize) -> *const f32 {
+        self.ptr.wrapping_add(Self::offset(base, slivers, pc))
+    }
+}
+
+impl PackedB {
+    /// Where sliver `jr..jr + NR` of the slab at depth `pc` (`kc` deep) starts, in a
+    /// B of `columns` columns (whole slivers).
+    fn offset(columns: usize, pc: usize, jr: usize, kc: usize) -> usize {
+        pc * columns + jr * kc
+    }
+
+    /// Sliver `jr..jr + NR` of the slab at depth `pc` (`kc` deep).
+    fn sliver(self, pc: usize, jr: usize, kc: usize) -> *const f32 {
+        self.ptr
+            .wrapping_add(Self::offset(self.columns, pc, jr, kc))
+    }
+}
+
 /// The rows `i0..i1` of block `blk` of `blocks` in an `m`-row A.
 fn block_rows(m: usize, blk: usize, blocks: usize) -> (usize, usize) {
     (m * blk / blocks, m * (blk + 1) / blocks)
 }
 
+/// Fills this thread's shared packing buffer (`len` elements) by `fill(t, buffer)` for
+/// `t` in `0..tasks` on the crate's threads, each task writing its own part, then runs
+/// `f` on the filled buffer.
+fn with_shared_buffer<R>(
+    len: usize,
+    tasks: usize,
+    fill: impl Fn(usize, SendPtr) + Sync,
+    f: impl FnOnce(*const f32) -> R,
+) -> R {
+    with_buffer(&PACK_SHARED, len, |buf| {
+        let out = SendPtr(buf.as_mut_ptr());
+        crate::parallel::run_split(tasks, |t| fill(t, out));
+        f(buf.as_ptr())
+    })
+}
+
 /// Packs the `m x k` operand `a` whole into this thread's shared buffer, in the
-/// layout of [`PackedA`], `tasks` slices of slivers at a time through `pack_part` (as
-/// [`with_packed_b`]), and runs `f` on the result.
+/// layout of [`PackedA`], its slivers split among `tasks` tasks on the crate's
+/// threads, and runs `f` on the result.
 ///
 /// # Safety
 /// `a` must address an `m x k` matrix through its strides; `m, k > 0`; the module's
@@ -101,7 +147,6 @@ pub(crate) unsafe fn with_packed_a<R>(
     k: usize,
     a: Strided,
     tasks: usize,
-    pack_part: impl FnOnce(&(dyn Fn(usize) + Sync)),
     f: impl FnOnce(PackedA) -> R,
 ) -> R {
     let blocks = m.div_ceil(MC);
@@ -111,41 +156,38 @@ pub(crate) unsafe fn with_packed_a<R>(
             (i1 - i0).div_ceil(MR) * MR
         })
         .sum::<usize>();
-    with_buffer(&PACK_SHARED, padded * k, |buf| {
-        let out = crate::parallel::SendPtr(buf.as_mut_ptr());
-        let part = |t: usize| {
-            // The whole of `a` (Sync), not its raw pointer field.
-            let src = a;
-            let mut base = 0;
-            for blk in 0..blocks {
-                let (i0, i1) = block_rows(m, blk, blocks);
-                let slivers = (i1 - i0).div_ceil(MR);
-                let (s0, s1) = (slivers * t / tasks, slivers * (t + 1) / tasks);
-                for pc in (0..k).step_by(KC) {
-                    let kc = KC.min(k - pc);
-                    if s0 < s1 {
-                        let lines = Strided {
-                            // SAFETY: row i0 + s0·MR < i1 and step pc lie inside A.
-                            ptr: unsafe { src.ptr.add((i0 + s0 * MR) * src.rs + pc * src.cs) },
-                            ..src
-                        };
-                        // SAFETY: slivers s0..s1 of this block's slab at pc lie inside
-                        // the buffer, and each part writes its own slivers.
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                out.get().add(base + pc * slivers * MR + s0 * MR * kc),
-                                (s1 - s0) * MR * kc,
-                            )
-                        };
-                        pack::<MR>(lines, (i1 - i0 - s0 * MR).min((s1 - s0) * MR), kc, dst);
-                    }
+    let fill = |t: usize, out: SendPtr| {
+        // The whole of `a` (Sync), not its raw pointer field.
+        let src = a;
+        let mut base = 0;
+        for blk in 0..blocks {
+            let (i0, i1) = block_rows(m, blk, blocks);
+            let slivers = (i1 - i0).div_ceil(MR);
+            let (s0, s1) = (slivers * t / tasks, slivers * (t + 1) / tasks);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                if s0 < s1 {
+                    let lines = Strided {
+                        // SAFETY: row i0 + s0·MR < i1 and step pc lie inside A.
+                        ptr: unsafe { src.ptr.add((i0 + s0 * MR) * src.rs + pc * src.cs) },
+                        ..src
+                    };
+                    // SAFETY: slivers s0..s1 of this block's slab at pc lie inside
+                    // the buffer, and each task writes its own slivers.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out.get()
+                                .add(PackedA::offset(base, slivers, pc) + s0 * MR * kc),
+                            (s1 - s0) * MR * kc,
+                        )
+                    };
+                    pack::<MR>(lines, (i1 - i0 - s0 * MR).min((s1 - s0) * MR), kc, dst);
                 }
-                base += slivers * MR * k;
             }
-        };
-        pack_part(&part);
-        f(PackedA { ptr: buf.as_ptr() })
-    })
+            base += slivers * MR * k;
+        }
+    };
+    with_shared_buffer(padded * k, tasks, fill, |ptr| f(PackedA { ptr }))
 }
 
 /// Whether [`sgemm`] packs A (rather than reading it in place) for a product of `n`
@@ -160,10 +202,31 @@ pub(crate) fn packs_b(k: usize, n: usize, b: Strided) -> bool {
     !(k * n <= DIRECT_MAX && b.cs == 1)
 }
 
+/// Packs sliver `jr..jr + W` of the `k x n` operand `b`'s slab at depth `pc` (`kc`
+/// deep) into `out` (`W x kc` elements, zero past column `n`).
+///
+/// # Safety
+/// `b` must address a `k x n` matrix through its strides, `pc < k`, `jr < n`.
+unsafe fn pack_b_sliver<const W: usize>(
+    b: Strided,
+    n: usize,
+    pc: usize,
+    jr: usize,
+    kc: usize,
+    out: &mut [f32],
+) {
+    // B is read as its transpose: its columns are the lines.
+    let lines = Strided {
+        ptr: b.ptr.add(pc * b.rs + jr * b.cs),
+        rs: b.cs,
+        cs: b.rs,
+    };
+    pack::<W>(lines, W.min(n - jr), kc, out);
+}
+
 /// Packs the `k x n` operand `b` whole for the `wide` (AVX-512) or AVX2 kernel into
-/// this thread's shared buffer, `tasks` slices of slivers at a time through `pack_part`
-/// (which must call its argument for every part, possibly in parallel), and runs `f`
-/// on the result.
+/// this thread's shared buffer, in the layout of [`PackedB`], its slivers split among
+/// `tasks` tasks on the crate's threads, and runs `f` on the result.
 ///
 /// # Safety
 /// `b` must address a `k x n` matrix through its strides; `k, n > 0`; the module's
@@ -174,51 +237,35 @@ pub(crate) unsafe fn with_packed_b<R>(
     n: usize,
     b: Strided,
     tasks: usize,
-    pack_part: impl FnOnce(&(dyn Fn(usize) + Sync)),
     f: impl FnOnce(PackedB) -> R,
 ) -> R {
     let nr = if wide { crate::gemm_avx512::NR } else { NR };
     let slivers = n.div_ceil(nr);
     let columns = slivers * nr;
-    with_buffer(&PACK_SHARED, columns * k, |buf| {
-        let out = crate::parallel::SendPtr(buf.as_mut_ptr());
-        let part = |t: usize| {
-            // The whole of `b` (Sync), not its raw pointer field.
-            let src = b;
-            let (s0, s1) = (slivers * t / tasks, slivers * (t + 1) / tasks);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                for s in s0..s1 {
-                    let jr = s * nr;
-                    // B is read as its transpose: its columns are the lines.
-                    let lines = Strided {
-                        // SAFETY: element (pc, jr) lies inside B.
-                        ptr: unsafe { src.ptr.add(pc * src.rs + jr * src.cs) },
-                        rs: src.cs,
-                        cs: src.rs,
-                    };
-                    // SAFETY: sliver s of the slab at pc lies inside the buffer
-                    // (`columns * k` elements), and each part writes its own slivers.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out.get().add(pc * columns + jr * kc),
-                            nr * kc,
-                        )
-                    };
+    let fill = |t: usize, out: SendPtr| {
+        // The whole of `b` (Sync), not its raw pointer field.
+        let src = b;
+        let (s0, s1) = (slivers * t / tasks, slivers * (t + 1) / tasks);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            for jr in (s0..s1).map(|s| s * nr) {
+                // SAFETY: sliver jr of the slab at pc lies inside the buffer (`columns *
+                // k` elements) and inside B; each task writes its own slivers.
+                unsafe {
+                    let dst = std::slice::from_raw_parts_mut(
+                        out.get().add(PackedB::offset(columns, pc, jr, kc)),
+                        nr * kc,
+                    );
                     if wide {
-                        pack::<{ crate::gemm_avx512::NR }>(lines, nr.min(n - jr), kc, dst);
+                        pack_b_sliver::<{ crate::gemm_avx512::NR }>(src, n, pc, jr, kc, dst);
                     } else {
-                        pack::<NR>(lines, nr.min(n - jr), kc, dst);
+                        pack_b_sliver::<NR>(src, n, pc, jr, kc, dst);
                     }
                 }
             }
-        };
-        pack_part(&part);
-        f(PackedB {
-            ptr: buf.as_ptr(),
-            columns,
-        })
-    })
+        }
+    };
+    with_shared_buffer(columns * k, tasks, fill, |ptr| f(PackedB { ptr, columns }))
 }
 
 /// Packs `lines` lines of depth `kc` into `W`-wide slivers: sliver `s`, step `p` holds
@@ -629,11 +676,11 @@ unsafe fn blocked<const NR: usize>(
     };
     // A small row-major B is read in place; otherwise each sliver is packed, so the
     // kernel reads its sixteen columns as two adjacent vectors per step.
-    let b_direct = k * n <= DIRECT_MAX && b.cs == 1 && packed_b.is_none();
+    let b_direct = !packs_b(k, n, b) && packed_b.is_none();
     // A row-major A is read in place, six rows at a time, when B has few slivers (each
     // sliver reads the whole A block again); only a partial last sliver is packed
     // (zero-padded), so the kernel never reads past A's last row.
-    let a_direct = a.cs == 1 && n <= A_DIRECT_MAX_N && packed_a.is_none();
+    let a_direct = !packs_a(a, n) && packed_a.is_none();
     let blocks = m.div_ceil(MC);
     // Where block `blk` starts in a packed-ahead A.
     let mut block_base = 0;
@@ -664,7 +711,7 @@ unsafe fn blocked<const NR: usize>(
             };
             with_buffer(&PACK_A, own_len, |abuf| {
                 let apacked = match packed_a {
-                    Some(packed) => packed.ptr.add(this_base + pc * slivers_a * MR),
+                    Some(packed) => packed.slab(this_base, slivers_a, pc),
                     None => {
                         pack::<MR>(rest, mb - in_place * MR, kc, abuf);
                         abuf.as_ptr()
@@ -682,17 +729,11 @@ unsafe fn blocked<const NR: usize>(
                         // The last sliver, when partial, is packed (zero-padded) so the
                         // kernel never reads past B's last column.
                         let (bp, bks) = if let Some(packed) = packed_b {
-                            (packed.ptr.add(pc * packed.columns + jr * kc), NR)
+                            (packed.sliver(pc, jr, kc), NR)
                         } else if b_direct && nr == NR {
                             (first, b.rs)
                         } else {
-                            // B is read as its transpose: its columns are the lines.
-                            let lines = Strided {
-                                ptr: first,
-                                rs: b.cs,
-                                cs: b.rs,
-                            };
-                            pack::<NR>(lines, nr, kc, bbuf);
+                            pack_b_sliver::<NR>(b, n, pc, jr, kc, bbuf);
                             (bbuf.as_ptr(), NR)
                         };
                         // The next sliver's lines, when they run along k (a transposed
@@ -701,12 +742,9 @@ unsafe fn blocked<const NR: usize>(
                         // level: fetch either a few cache lines per micro-tile. Lines of
                         // `chunks` cache lines (16 elements each), `stride` apart.
                         let (next, lines, stride, chunks) = match packed_b {
-                            Some(packed) if jr + NR < n => (
-                                packed.ptr.add(pc * packed.columns + (jr + NR) * kc),
-                                1,
-                                0,
-                                (NR * kc).div_ceil(16),
-                            ),
+                            Some(packed) if jr + NR < n => {
+                                (packed.sliver(pc, jr + NR, kc), 1, 0, (NR * kc).div_ceil(16))
+                            }
                             None if b.rs == 1 && !b_direct && jr + NR < n => (
                                 first.add(NR * b.cs),
                                 (n - jr - NR).min(NR),

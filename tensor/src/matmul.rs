@@ -127,6 +127,16 @@ impl<'a> MatRef<'a> {
         Ok(())
     }
 
+    /// The operand as the own kernels read it: first element and strides.
+    #[cfg(target_arch = "x86_64")]
+    fn strided(&self) -> crate::gemm_avx2::Strided {
+        crate::gemm_avx2::Strided {
+            ptr: self.data[self.offset..].as_ptr(),
+            rs: self.row_stride,
+            cs: self.col_stride,
+        }
+    }
+
     /// Whether a stride of 0 makes several elements share storage (the backend needs
     /// distinct elements).
     fn aliased(&self) -> bool {
@@ -445,29 +455,18 @@ pub(crate) unsafe fn gemm_into(
     // every band has ended.
     #[cfg(target_arch = "x86_64")]
     if tasks > 1 && matches!(backend, GemmKernel::Avx2Fma | GemmKernel::Avx512) {
-        use crate::gemm_avx2::{packs_a, packs_b, with_packed_a, with_packed_b, Strided};
-        let pack_part = |part: &(dyn Fn(usize) + Sync)| parallel::run_split(threads, part);
+        use crate::gemm_avx2::{packs_a, packs_b, with_packed_a, with_packed_b};
         let bands = |packed: Packed| parallel::run_split(tasks, |t| band(t, packed));
         if by_rows {
-            let sb = Strided {
-                ptr: b.data.as_ptr().add(b.offset),
-                rs: b.row_stride,
-                cs: b.col_stride,
-            };
-            if packs_b(k, n, sb) {
+            if packs_b(k, n, b.strided()) {
                 let wide = backend == GemmKernel::Avx512;
-                with_packed_b(wide, k, n, sb, threads, pack_part, |p| bands(Packed::B(p)));
+                with_packed_b(wide, k, n, b.strided(), threads, |p| bands(Packed::B(p)));
                 return Ok(());
             }
         } else {
-            let sa = Strided {
-                ptr: a.data.as_ptr().add(a.offset),
-                rs: a.row_stride,
-                cs: a.col_stride,
-            };
             let widest = (0..tasks).map(|t| edge(t + 1) - edge(t)).max().unwrap_or(n);
-            if packs_a(sa, widest) {
-                with_packed_a(m, k, sa, threads, pack_part, |p| bands(Packed::A(p)));
+            if packs_a(a.strided(), widest) {
+                with_packed_a(m, k, a.strided(), threads, |p| bands(Packed::A(p)));
                 return Ok(());
             }
         }
@@ -609,20 +608,10 @@ unsafe fn serial(
     match backend {
         #[cfg(target_arch = "x86_64")]
         GemmKernel::Avx2Fma | GemmKernel::Avx512 => {
-            use crate::gemm_avx2::{sgemm, Strided};
-            let sa = Strided {
-                ptr: pa,
-                rs: a.row_stride,
-                cs: a.col_stride,
-            };
-            let sb = Strided {
-                ptr: pb,
-                rs: b.row_stride,
-                cs: b.col_stride,
-            };
             let wide = backend == GemmKernel::Avx512;
             let bias = bias.map_or(std::ptr::null(), <[f32]>::as_ptr);
-            sgemm(wide, m, n, k, alpha, sa, sb, beta, c, rsc, bias, packed);
+            let (sa, sb) = (a.strided(), b.strided());
+            crate::gemm_avx2::sgemm(wide, m, n, k, alpha, sa, sb, beta, c, rsc, bias, packed);
         }
         #[cfg(feature = "matrixmultiply")]
         GemmKernel::MatrixMultiply => matrixmultiply::sgemm(

@@ -245,6 +245,12 @@ fn mat_ref(t: &Tensor, rows: usize, cols: usize) -> MatRef<'_> {
     }
 }
 
+/// A tolerance set for depths up to 256, grown in proportion beyond: rounding grows
+/// with the number of products summed (in another order than the reference's).
+fn depth_scaled(tol: f32, k: usize) -> f32 {
+    tol * (k as f32 / 256.0).max(1.0)
+}
+
 /// Every kernel this CPU can run, on shapes that cross its tile, slab and block edges,
 /// with transposed and strided operands, on one and two threads (matrix-vector
 /// products included).
@@ -296,8 +302,7 @@ fn every_kernel_matches_triple_loop() {
                         let got = Tensor::from_vec(c, &[m, n]).unwrap();
                         let expect: Vec<f32> = want.iter().map(|w| 2.0 * w - 1.0).collect();
                         let what = format!("{kernel:?} {threads}t {m}x{k}x{n} {la} * {lb}");
-                        // Rounding grows with the depth (sums of k products in another order).
-                        let tol = 2e-5 * (k as f32 / 256.0).max(1.0);
+                        let tol = depth_scaled(2e-5, k);
                         assert_close(&got, &[m, n], &expect, tol, &what);
                     }
                 }
@@ -360,8 +365,7 @@ fn addmm_adds_the_broadcast_bias_to_the_product() {
                 for (lb, tb) in matrix_layouts(&b, k, n) {
                     let got = bias.addmm(&ta, &tb).unwrap();
                     let what = format!("{m}x{k}x{n} {la} * {lb} + {:?}", bias.shape());
-                    // Rounding grows with the depth.
-                    let tol = 1e-5 * (k as f32 / 256.0).max(1.0);
+                    let tol = depth_scaled(1e-5, k);
                     assert_close(&got, &[m, n], &want, tol, &what);
                 }
             }
