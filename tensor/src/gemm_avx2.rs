@@ -2,15 +2,18 @@
 //!
 //! The structure is the one of Goto and van de Geijn ("Anatomy of high-performance matrix
 //! multiplication", 2008) and BLIS: the product is cut into `KC`-deep slabs; for each,
-//! a block of up to `MC` rows of A is packed into `MR`-tall row slivers, and B is packed
+//! a block of up to [`mc()`] rows of A (half of one core's L2) is packed into `MR`-tall
+//! row slivers, and B is packed
 //! one `NR`-wide column sliver at a time; a `6 x 16` micro-kernel then multiplies every
 //! A sliver of the block by that B sliver (which stays in L1) into twelve 8-lane
 //! accumulators: per step of k it loads two vectors of B, broadcasts six values of A and
 //! issues twelve fused multiply-adds.
 //!
-//! Each B sliver is packed right before its use and serves the whole A block, so B is
-//! read once per block from wherever it lives (a weight streamed from memory at batch 1
-//! included) and no packed panel of B competes with the A block for L2.
+//! Where A fits in one block, each B sliver is packed right before its use and serves
+//! the whole of A, so B is read once from wherever it lives (a weight streamed from
+//! memory at batch 1 included) and no packed panel of B competes with the A block for
+//! L2. Where A takes several blocks, B is packed once, whole, ahead of them (as BLIS
+//! packs a panel of B for its L3), and every block reads the packed slivers.
 //!
 //! Packing reads the operands through their row and column strides, so a transposed
 //! view costs nothing extra; a B that is a transposed weight (`x · Wᵀ`) is packed in
@@ -33,10 +36,29 @@ pub(crate) const MR: usize = 6;
 const NR: usize = 16;
 /// Depth of a slab: one A sliver (6 x 256 x 4 B = 6 KiB) plus one B sliver (16 KiB) fit in L1.
 const KC: usize = 256;
-/// Most rows of a packed A block (at most 2,048 x 256 x 4 B = 2 MiB): small enough to
-/// stream from L2 or L3 once per B sliver, large enough that packing each B sliver is
-/// paid back many times.
-const MC: usize = 2048;
+/// Most rows of a packed A block where the CPU does not report its L2 size (2,048 x 256
+/// x 4 B = 2 MiB), and the most on any CPU.
+const MC_MAX: usize = 2048;
+/// Fewest rows of a packed A block.
+const MC_MIN: usize = 8 * MR;
+
+/// Most rows of a packed A block: as many whole slivers as fill half of one core's L2
+/// (the rest holds the B slivers and C), so that every B sliver sweeps the block from
+/// L2. 252 rows for a 512 KiB L2. A product with more rows than that packs B once,
+/// whole, ahead of its blocks (see [`sgemm`]).
+///
+/// Measured on Zen 1 (512 KiB L2), one thread, best of 10-30, against one 2,048-row
+/// block with each B sliver packed right before its use: 1024³ 38.3-40.2 to 43.2-43.4
+/// GFLOP/s, 2048³ 37.5-38.0 to 42.4-43.4, 1576 x 768 x 2304 by a transposed weight
+/// (ViT-B/16's qkv at batch 8) 38.2-40.3 to 43.8-44.1, 4160 x 192 x 576 (W4) equal.
+fn mc() -> usize {
+    static MC: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MC.get_or_init(|| {
+        crate::isa::l2_cache_bytes().map_or(MC_MAX, |l2| {
+            (l2 / 2 / (KC * 4) / MR * MR).clamp(MC_MIN, MC_MAX)
+        })
+    })
+}
 
 /// A strided read-only operand: element `(i, j)` at `ptr + i*rs + j*cs`.
 #[derive(Clone, Copy)]
@@ -74,7 +96,7 @@ unsafe impl Send for PackedB {}
 unsafe impl Sync for PackedB {}
 
 /// An A operand packed whole, ahead of a product whose bands of C (bands of columns)
-/// all read it: block by block (the blocks of at most `MC` rows that [`sgemm`] cuts),
+/// all read it: block by block (the blocks of at most [`mc()`] rows that [`sgemm`] cuts),
 /// each block slab by slab (depth [`KC`]), each slab in the layout of [`pack`] (`MR x
 /// kc` elements a sliver, zero past the last row).
 #[derive(Clone, Copy)]
@@ -116,7 +138,15 @@ impl PackedB {
 
 /// The rows `i0..i1` of block `blk` of `blocks` in an `m`-row A.
 fn block_rows(m: usize, blk: usize, blocks: usize) -> (usize, usize) {
-    (m * blk / blocks, m * (blk + 1) / blocks)
+    // Inner edges on whole slivers: only the last block may end in a partial one.
+    let edge = |b: usize| {
+        if b == blocks {
+            m
+        } else {
+            ((m * b / blocks).div_ceil(MR) * MR).min(m)
+        }
+    };
+    (edge(blk), edge(blk + 1))
 }
 
 /// Fills this thread's shared packing buffer (`len` elements) by `fill(t, buffer)` for
@@ -149,7 +179,7 @@ pub(crate) unsafe fn with_packed_a<R>(
     tasks: usize,
     f: impl FnOnce(PackedA) -> R,
 ) -> R {
-    let blocks = m.div_ceil(MC);
+    let blocks = m.div_ceil(mc());
     let padded = (0..blocks)
         .map(|blk| {
             let (i0, i1) = block_rows(m, blk, blocks);
@@ -591,9 +621,10 @@ const A_DIRECT_MAX_N: usize = 256;
 /// `C = alpha * A * B + beta * C` with C row-major (`rsc` elements between rows), on the
 /// calling thread.
 ///
-/// Blocks of at most `MC` rows of A (split evenly), slabs of depth `KC`; per slab the
-/// A block is packed once, then each `NR`-wide sliver of B is packed (or read in place)
-/// and multiplied by every A sliver of the block while it sits in L1.
+/// Blocks of at most [`mc()`] rows of A (split evenly, on whole slivers), slabs of depth
+/// `KC`; per slab the A block is packed once, then each `NR`-wide sliver of B is packed
+/// (or read in place, or read from B packed whole ahead of several blocks) and
+/// multiplied by every A sliver of the block while it sits in L1.
 ///
 /// With `wide`, the AVX-512 micro-kernel of `gemm_avx512.rs` (32 columns a sliver),
 /// else the AVX2 one. An operand in `packed` is read from there instead of being packed
@@ -621,6 +652,26 @@ pub(crate) unsafe fn sgemm(
     packed: Packed,
 ) {
     use crate::gemm_avx512 as avx512;
+    // With more rows than one block, each B sliver packed right before its use would be
+    // packed again for every block: B is packed once, whole, ahead of them.
+    if matches!(packed, Packed::Neither) && m > mc() && packs_b(k, n, b) {
+        return with_packed_b(wide, k, n, b, 1, |packed| {
+            sgemm(
+                wide,
+                m,
+                n,
+                k,
+                alpha,
+                a,
+                b,
+                beta,
+                c,
+                rsc,
+                bias,
+                Packed::B(packed),
+            )
+        });
+    }
     if wide {
         blocked::<{ avx512::NR }>(
             avx512::kernel,
@@ -681,7 +732,7 @@ unsafe fn blocked<const NR: usize>(
     // sliver reads the whole A block again); only a partial last sliver is packed
     // (zero-padded), so the kernel never reads past A's last row.
     let a_direct = !packs_a(a, n) && packed_a.is_none();
-    let blocks = m.div_ceil(MC);
+    let blocks = m.div_ceil(mc());
     // Where block `blk` starts in a packed-ahead A.
     let mut block_base = 0;
     for blk in 0..blocks {

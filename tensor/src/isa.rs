@@ -1,4 +1,5 @@
-//! The instruction sets the kernels choose between at run time, and a cap on them.
+//! The instruction sets the kernels choose between at run time, a cap on them, and the
+//! cache size the products' blocking follows.
 //!
 //! Every vectorised kernel of tessera (the GEMM micro-kernels, the element-wise
 //! functions, the row kernels that [`widest!`](crate::widest) compiles) asks [`isa()`]
@@ -115,6 +116,39 @@ fn detect() -> Isa {
 #[cfg(not(target_arch = "x86_64"))]
 fn detect() -> Isa {
     Isa::Scalar
+}
+
+/// The size in bytes of one core's level-2 cache, as the CPU reports it (CPUID leaf
+/// `0x8000_0006`, which AMD and Intel CPUs both fill), checked once; `None` where it
+/// reports none.
+///
+/// ```
+/// if let Some(bytes) = tessera_tensor::l2_cache_bytes() {
+///     assert!(bytes >= 64 * 1024);
+/// }
+/// ```
+pub fn l2_cache_bytes() -> Option<usize> {
+    static L2: OnceLock<Option<usize>> = OnceLock::new();
+    *L2.get_or_init(detect_l2)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect_l2() -> Option<usize> {
+    use std::arch::x86_64::__cpuid;
+    const LEAF: u32 = 0x8000_0006;
+    // Leaf 0x8000_0000 says up to which extended leaf the others may be asked.
+    // SAFETY: CPUID exists on every x86-64 CPU (recent compilers declare the intrinsic
+    // safe; `unsafe` keeps the older ones of the supported range building).
+    #[allow(unused_unsafe)]
+    let (highest, l2) = unsafe { (__cpuid(0x8000_0000).eax, __cpuid(LEAF).ecx) };
+    // ECX bits 31..16: the size in KiB.
+    let kib = (l2 >> 16) as usize;
+    (highest >= LEAF && kib >= 64).then_some(kib * 1024)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_l2() -> Option<usize> {
+    None
 }
 
 /// The instruction set in use, not yet chosen.

@@ -64,7 +64,7 @@ pub use io::{
     load_safetensors, safetensors_bytes, safetensors_bytes_as, save_safetensors,
     save_safetensors_as, write_atomic, Precision, SafeTensorsFile,
 };
-pub use isa::{isa, set_max_isa, Isa, MAX_ISA_ENV};
+pub use isa::{isa, l2_cache_bytes, set_max_isa, Isa, MAX_ISA_ENV};
 pub use matmul::{gemm, gemm_with, GemmKernel, MatRef};
 pub use parallel::{num_threads, parallel_for, set_num_threads};
 pub use random::Rng;

@@ -311,11 +311,12 @@ fn every_kernel_matches_triple_loop() {
     }
 }
 
-/// Bands of columns on two threads share one A packed ahead of them; with more rows
-/// than one block of the own kernels (2,048), the packed A holds two blocks, each with
-/// a partial last sliver, in two slabs. Row-major and transposed A.
+/// More rows than the largest block of the own kernels (2,048 rows; fewer where the L2
+/// is smaller), in two slabs. On two threads, bands of columns share one A packed ahead
+/// of them, which holds every block, the last with a partial sliver; on one thread, B
+/// is packed whole ahead of the blocks. Row-major and transposed A.
 #[test]
-fn a_packed_for_every_band_spans_two_blocks() {
+fn products_span_several_blocks_of_rows() {
     use tessera_tensor::{gemm_with, GemmKernel};
     let (m, k, n) = (2051, 264, 2060);
     let mut rng = Rng::seed(5);
@@ -326,12 +327,14 @@ fn a_packed_for_every_band_spans_two_blocks() {
     let kernels = [GemmKernel::Avx2Fma, GemmKernel::Avx512];
     for kernel in kernels.into_iter().filter(|k| k.is_available()) {
         for (la, ta) in matrix_layouts(&a, m, k).into_iter().take(2) {
-            let mut c = vec![0.0f32; m * n];
-            let (am, bm) = (mat_ref(&ta, m, k), mat_ref(&tb, k, n));
-            gemm_with(kernel, 1.0, am, bm, 0.0, &mut c, 2).unwrap();
-            let got = Tensor::from_vec(c, &[m, n]).unwrap();
-            let what = format!("{kernel:?} 2t {m}x{k}x{n} {la}");
-            assert_close(&got, &[m, n], &want, 3e-5, &what);
+            for threads in [1, 2] {
+                let mut c = vec![0.0f32; m * n];
+                let (am, bm) = (mat_ref(&ta, m, k), mat_ref(&tb, k, n));
+                gemm_with(kernel, 1.0, am, bm, 0.0, &mut c, threads).unwrap();
+                let got = Tensor::from_vec(c, &[m, n]).unwrap();
+                let what = format!("{kernel:?} {threads}t {m}x{k}x{n} {la}");
+                assert_close(&got, &[m, n], &want, 3e-5, &what);
+            }
         }
     }
 }
