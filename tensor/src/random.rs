@@ -286,18 +286,32 @@ fn dropout_run_body(
     threshold: u64,
     scale: f32,
 ) {
-    for (j, o) in out.iter_mut().enumerate() {
-        let e = (start + j) as u64;
-        let mut z = seed.wrapping_add((e / 2 + 1).wrapping_mul(GOLDEN_GAMMA));
+    let keep = |bits: u64| if bits < threshold { scale } else { 0.0 };
+    // SplitMix64's output `i + 1` from `seed`: the 48 bits above the lowest 8 hold the
+    // two 24-bit uniforms of pair `i`.
+    let pair = |i: u64| {
+        let mut z = seed.wrapping_add((i + 1).wrapping_mul(GOLDEN_GAMMA));
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        let bits = if e.is_multiple_of(2) {
-            z >> 40
-        } else {
-            (z >> 8) & 0xFF_FFFF
-        };
-        o.write(if bits < threshold { scale } else { 0.0 });
+        z ^ (z >> 31)
+    };
+    // An odd first element is the low half of its pair; then whole pairs, each output
+    // computed once for both of its elements; then a last high half.
+    let odd = start % 2;
+    let (head, out) = out.split_at_mut(odd.min(out.len()));
+    if let [first] = head {
+        first.write(keep((pair(start as u64 / 2) >> 8) & 0xFF_FFFF));
+    }
+    let first_pair = start.div_ceil(2) as u64;
+    let whole = out.len() / 2;
+    let (body, tail) = out.split_at_mut(whole * 2);
+    for (i, two) in body.chunks_exact_mut(2).enumerate() {
+        let z = pair(first_pair + i as u64);
+        two[0].write(keep(z >> 40));
+        two[1].write(keep((z >> 8) & 0xFF_FFFF));
+    }
+    if let [last] = tail {
+        last.write(keep(pair(first_pair + whole as u64) >> 40));
     }
 }
 
