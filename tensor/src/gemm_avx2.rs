@@ -3,11 +3,10 @@
 //! The structure is the one of Goto and van de Geijn ("Anatomy of high-performance matrix
 //! multiplication", 2008) and BLIS: the product is cut into `KC`-deep slabs; for each,
 //! a block of up to [`mc()`] rows of A (half of one core's L2) is packed into `MR`-tall
-//! row slivers, and B is packed
-//! one `NR`-wide column sliver at a time; a `6 x 16` micro-kernel then multiplies every
-//! A sliver of the block by that B sliver (which stays in L1) into twelve 8-lane
-//! accumulators: per step of k it loads two vectors of B, broadcasts six values of A and
-//! issues twelve fused multiply-adds.
+//! row slivers, and B is packed one `NR`-wide column sliver at a time; a `6 x 16`
+//! micro-kernel then multiplies every A sliver of the block by that B sliver (which
+//! stays in L1) into twelve 8-lane accumulators: per step of k it loads two vectors of
+//! B, broadcasts six values of A and issues twelve fused multiply-adds.
 //!
 //! Where A fits in one block, each B sliver is packed right before its use and serves
 //! the whole of A, so B is read once from wherever it lives (a weight streamed from
