@@ -44,12 +44,8 @@ const MC_MIN: usize = 8 * MR;
 /// Most rows of a packed A block: as many whole slivers as fill half of one core's L2
 /// (the rest holds the B slivers and C), so that every B sliver sweeps the block from
 /// L2. 252 rows for a 512 KiB L2. A product with more rows than that packs B once,
-/// whole, ahead of its blocks (see [`sgemm`]).
-///
-/// Measured on Zen 1 (512 KiB L2), one thread, best of 10-30, against one 2,048-row
-/// block with each B sliver packed right before its use: 1024³ 38.3-40.2 to 43.2-43.4
-/// GFLOP/s, 2048³ 37.5-38.0 to 42.4-43.4, 1576 x 768 x 2304 by a transposed weight
-/// (ViT-B/16's qkv at batch 8) 38.2-40.3 to 43.8-44.1, 4160 x 192 x 576 (W4) equal.
+/// whole, ahead of its blocks (see [`sgemm`]). The measurements that chose this rule
+/// are in the crate's README (section GEMM).
 fn mc() -> usize {
     static MC: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *MC.get_or_init(|| {
