@@ -385,14 +385,14 @@ pub(crate) unsafe fn gemm_into(
         split_depth(backend, alpha, a, b, beta, bias, c, threads);
         return Ok(());
     }
-    // Bands of C along its longer side, each an independent product. With the own
-    // kernels, two per thread when they stay wide (edges then on multiples of 48, whole
-    // micro-tiles of both kernels), so a thread that starts late takes fewer; three when
-    // B has 512² or more elements (measured on two threads: W1 at 512-2048 and ViT-B/16
-    // at batch 8 gain 2-15%, while W4's products, with B of 192 x 768 at most, lose 3%
-    // with three). The other backends pack the shared operand again in every band: one
-    // band per thread (two threads, Zen 4: 512³ +8-13%, 1024 x 256 x 256 +7%, against
-    // three and two bands each).
+    // Bands of C along its longer side, each an independent product. The own kernels
+    // pack the operand the bands share once for all of them (below), and cut two bands
+    // per thread when they stay wide (edges then on multiples of 48, whole micro-tiles
+    // of both kernels), so a thread that starts late takes fewer; three when B has 512²
+    // or more elements (measured on two threads of an earlier host: W1 at 512-2048 and
+    // ViT-B/16 at batch 8 gained 2-15%, while W4's products, with B of 192 x 768 at
+    // most, lost 3% with three). The other backends (the gemm crate, matrixmultiply) pack it again in every
+    // band, so they take one band per thread: measured in tensor/README.md.
     let c = SendPtr(c);
     let by_rows = m >= n;
     let len = if by_rows { m } else { n };
