@@ -192,6 +192,12 @@ fn avx2_available() -> bool {
     crate::isa() >= crate::Isa::Avx2
 }
 
+/// Whether `backend` is one of the crate's own kernels, which take a bias and an
+/// operand packed ahead for several bands.
+fn is_own(backend: GemmKernel) -> bool {
+    matches!(backend, GemmKernel::Avx2Fma | GemmKernel::Avx512)
+}
+
 /// Whether the crate's own AVX-512 kernel may run.
 fn avx512_available() -> bool {
     crate::isa() >= crate::Isa::Avx512
@@ -391,13 +397,13 @@ pub(crate) unsafe fn gemm_into(
     // of both kernels), so a thread that starts late takes fewer; three when B has 512²
     // or more elements (measured on two threads of an earlier host: W1 at 512-2048 and
     // ViT-B/16 at batch 8 gained 2-15%, while W4's products, with B of 192 x 768 at
-    // most, lost 3% with three). The other backends (the gemm crate, matrixmultiply) pack it again in every
-    // band, so they take one band per thread: measured in tensor/README.md.
+    // most, lost 3% with three). The other backends (the gemm crate, matrixmultiply)
+    // pack it again in every band, so they take one band per thread: measured in
+    // tensor/README.md.
     let c = SendPtr(c);
     let by_rows = m >= n;
     let len = if by_rows { m } else { n };
-    let shares_packing = matches!(backend, GemmKernel::Avx2Fma | GemmKernel::Avx512);
-    let per_thread = if threads > 1 && shares_packing && len >= threads * 2 * 96 {
+    let per_thread = if threads > 1 && is_own(backend) && len >= threads * 2 * 96 {
         if k * n >= 512 * 512 {
             3
         } else {
@@ -458,7 +464,7 @@ pub(crate) unsafe fn gemm_into(
     // instruction set is available (tested above); the packed operand lives until
     // every band has ended.
     #[cfg(target_arch = "x86_64")]
-    if tasks > 1 && matches!(backend, GemmKernel::Avx2Fma | GemmKernel::Avx512) {
+    if tasks > 1 && is_own(backend) {
         use crate::gemm_avx2::{packs_a, packs_b, with_packed_a, with_packed_b};
         let bands = |packed: Packed| parallel::run_split(tasks, |t| band(t, packed));
         if by_rows {
@@ -591,7 +597,7 @@ unsafe fn serial(
     let pb = b.data.as_ptr().add(b.offset);
     // The other backends take no bias: C becomes `beta * C + bias` first, and the
     // product is added to it.
-    let own = matches!(backend, GemmKernel::Avx2Fma | GemmKernel::Avx512);
+    let own = is_own(backend);
     let beta = match bias {
         Some(bias) if !own => {
             for i in 0..m {
