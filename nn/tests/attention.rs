@@ -247,6 +247,36 @@ fn fused_self_attention_equals_the_general_path() {
             }
         }
     }
+    // Under `no_grad` the fused path keeps no probabilities (each head reuses one
+    // buffer): the same output as the general path, and nothing to differentiate.
+    let general = mha
+        .forward_qkv(
+            &Var::constant(x.clone()),
+            &Var::constant(x.reshape(&[3, 7, 12]).unwrap().contiguous()),
+            &Var::constant(x.clone()),
+            None,
+            None,
+            false,
+        )
+        .unwrap()
+        .0;
+    let q = Var::parameter(x.clone());
+    let (y, probs) =
+        tessera_autograd::no_grad(|| mha.forward_qkv(&q, &q, &q, None, None, false)).unwrap();
+    assert!(probs.is_none() && !y.requires_grad());
+    assert_eq!(y.shape(), general.shape());
+    for (i, (u, v)) in y
+        .value()
+        .to_vec()
+        .iter()
+        .zip(general.value().to_vec())
+        .enumerate()
+    {
+        assert!(
+            (u - v).abs() <= 1e-5 + 1e-5 * v.abs(),
+            "y[{i}] under no_grad: fused {u}, general {v}"
+        );
+    }
     // An empty batch is no error for either path.
     let empty = Var::constant(Tensor::zeros(&[0, 7, 12]));
     let (y, _) = mha

@@ -28,6 +28,19 @@ pub fn gelu_tanh_scalar(x: f32) -> f32 {
     (0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)).tanh())) as f32
 }
 
+/// `e^x` within 2 ulp, from arithmetic alone, as [`exp_slice`](crate::exp_slice) and
+/// [`Tensor::exp`] compute it. Inlined into a caller's loop it vectorises: the row
+/// kernels of `tessera-nn` call it inside [`widest!`](crate::widest).
+///
+/// ```
+/// let e = tessera_tensor::exp_scalar(1.0);
+/// assert!((e - std::f32::consts::E).abs() <= 2.0 * f32::EPSILON * e);
+/// ```
+#[inline(always)]
+pub fn exp_scalar(x: f32) -> f32 {
+    crate::vmath::exp(x)
+}
+
 /// The logistic sigmoid `1 / (1 + e^{-x})`, finite for every input (the same function
 /// [`Tensor::sigmoid`] applies).
 pub fn sigmoid_scalar(x: f32) -> f32 {

@@ -57,7 +57,9 @@ mod tensor;
 mod vmath;
 
 pub use conv::Window2d;
-pub use elementwise::{gelu_erf_scalar, gelu_grad_scalar, gelu_tanh_scalar, sigmoid_scalar};
+pub use elementwise::{
+    exp_scalar, gelu_erf_scalar, gelu_grad_scalar, gelu_tanh_scalar, sigmoid_scalar,
+};
 pub use error::{Error, Result, ShapeDisplay};
 pub use index::IndexTensor;
 pub use io::{

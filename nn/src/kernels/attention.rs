@@ -5,10 +5,11 @@
 //! [`scaled_dot_product_attention`](crate::scaled_dot_product_attention)
 //! (`tests/attention.rs`, `fused_self_attention_equals_the_general_path`).
 
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
 
 use tessera_autograd::Function;
-use tessera_tensor::Tensor;
+use tessera_tensor::{gemm_with, GemmKernel, MatRef, Tensor};
 
 use super::rows::{self, par_parts, ROWS_PER_PART};
 use crate::{AttnMask, Result, Var};
@@ -30,21 +31,15 @@ pub(crate) fn packed_self_attention(
     let [q, k, v] = split_heads(x, batch, heads)?;
     let hs = q.shape()[3];
     let scale = 1.0 / (hs as f32).sqrt();
-    let scores = q.matmul(&k.transpose(-2, -1)?)?; // [B, H, T, T]
+    let Some(mask) = mask else {
+        return head_by_head(qkv, batch, heads, scale, return_probs);
+    };
+    let scores = q.matmul(&k.transpose(-2, -1)?)?.mul_scalar(scale); // [B, H, T, T]
     let probs = match mask {
-        None => {
-            let shape = scores.shape().to_vec();
-            let mut buf = scores.into_vec();
-            by_rows(&mut buf, shape[3], |_, row, tmp| {
-                softmax_row(row, scale, tmp)
-            });
-            Tensor::from_vec(buf, &shape)?
-        }
-        Some(AttnMask::Keep(keep)) => scores
-            .mul_scalar(scale)
+        AttnMask::Keep(keep) => scores
             .masked_fill(&keep.eq_scalar(0.0), f32::NEG_INFINITY)?
             .softmax(-1)?,
-        Some(AttnMask::Additive(bias)) => scores.mul_scalar(scale).add(bias)?.softmax(-1)?,
+        AttnMask::Additive(bias) => scores.add(bias)?.softmax(-1)?,
     };
     let (rows, e) = (x.shape()[0], x.shape()[1] / 3);
     let ctx = probs
@@ -62,6 +57,143 @@ pub(crate) fn packed_self_attention(
         Var::custom(ctx, std::slice::from_ref(qkv), Arc::new(function)),
         return_probs.then_some(probs),
     ))
+}
+
+/// Unmasked attention one head at a time, each head's work done while its scores sit
+/// in cache: `S = Q Kᵀ`, `P = softmax(scale · S)` row by row, `P V` written into the
+/// head's columns of the context. The heads are shared among the threads, each product
+/// runs on the thread that took its head, and the probabilities are kept (`[B, H, T,
+/// T]`) only for a backward pass or the caller; without them every head reuses one
+/// buffer per thread. Each product is the one `Tensor::matmul` runs on the head's
+/// views (the same kernel, the same order of sums).
+fn head_by_head(
+    qkv: &Var,
+    batch: usize,
+    heads: usize,
+    scale: f32,
+    return_probs: bool,
+) -> Result<(Var, Option<Tensor>)> {
+    let x = qkv.value().contiguous();
+    let (rows, width) = x.dims2()?;
+    let (t, e) = (rows.checked_div(batch).unwrap_or(0), width / 3);
+    let hs = e.checked_div(heads).unwrap_or(0);
+    let xs = x.as_slice().unwrap_or_default();
+    let track = tessera_autograd::is_grad_enabled() && qkv.requires_grad();
+    let keep = track || return_probs;
+    let tasks = batch * heads;
+    let mut probs = vec![0.0f32; if keep { tasks * t * t } else { 0 }];
+    let mut ctx = vec![0.0f32; rows * e];
+    let (probs_at, ctx_at) = (Shared(probs.as_mut_ptr()), Shared(ctx.as_mut_ptr()));
+    let failed = Mutex::new(None);
+    tessera_tensor::parallel_for(tasks, |task| {
+        let (b, h) = (task / heads, task % heads);
+        let first = b * t * width + h * hs;
+        let head = |scores: &mut [f32], out: &mut [f32]| -> tessera_tensor::Result<()> {
+            let (q, k, v) = (first, first + e, first + 2 * e);
+            let q = MatRef {
+                data: xs,
+                offset: q,
+                rows: t,
+                cols: hs,
+                row_stride: width,
+                col_stride: 1,
+            };
+            let kt = MatRef {
+                data: xs,
+                offset: k,
+                rows: hs,
+                cols: t,
+                row_stride: 1,
+                col_stride: width,
+            };
+            let v = MatRef {
+                data: xs,
+                offset: v,
+                rows: t,
+                cols: hs,
+                row_stride: width,
+                col_stride: 1,
+            };
+            gemm_with(GemmKernel::Auto, 1.0, q, kt, 0.0, scores, 1)?;
+            softmax_rows(scores, t, scale);
+            let p = MatRef::row_major(scores, t, t)?;
+            gemm_with(GemmKernel::Auto, 1.0, p, v, 0.0, out, 1)?;
+            for (i, row) in out.chunks_exact(hs).enumerate() {
+                // SAFETY: row `b·t + i`, columns `h·hs..(h+1)·hs` of the `rows x e`
+                // context lie inside it, and no other head writes them.
+                unsafe {
+                    let dst = ctx_at.get().add((b * t + i) * e + h * hs);
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), dst, hs);
+                }
+            }
+            Ok(())
+        };
+        let done = SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            let need = hs * t + if keep { 0 } else { t * t };
+            if scratch.len() < need {
+                scratch.resize(need, 0.0);
+            }
+            let (out, own) = scratch[..need].split_at_mut(hs * t);
+            if keep {
+                // SAFETY: head `task`'s `t x t` block of the probabilities, written by
+                // this task alone.
+                let scores = unsafe {
+                    std::slice::from_raw_parts_mut(probs_at.get().add(task * t * t), t * t)
+                };
+                head(scores, out)
+            } else {
+                head(own, out)
+            }
+        });
+        if let Err(err) = done {
+            if let Ok(mut slot) = failed.lock() {
+                slot.get_or_insert(err);
+            }
+        }
+    });
+    if let Some(err) = failed.into_inner().ok().flatten() {
+        return Err(err.into());
+    }
+    let ctx = Tensor::from_vec(ctx, &[rows, e])?;
+    let probs = if keep {
+        Some(Tensor::from_vec(probs, &[batch, heads, t, t])?)
+    } else {
+        None
+    };
+    let out = match &probs {
+        Some(p) if track => {
+            let function = PackedAttention {
+                qkv: x.clone(),
+                probs: p.clone(),
+                batch,
+                heads,
+                scale,
+            };
+            Var::custom(ctx, std::slice::from_ref(qkv), Arc::new(function))
+        }
+        _ => Var::constant(ctx),
+    };
+    Ok((out, if return_probs { probs } else { None }))
+}
+
+thread_local! {
+    /// One head's output and, when the probabilities are not kept, its scores.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A pointer into a buffer whose disjoint parts the tasks write.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+
+// SAFETY: each task writes its own part of the buffer, which outlives the tasks.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
 }
 
 /// Views of the queries, keys and values `[B, H, T, hs]` inside a packed `[B·T, 3E]`.
@@ -90,16 +222,31 @@ fn by_rows(buf: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32], &mut Vec<f32
     });
 }
 
-/// `softmax(scale · row)` in place, as `Tensor::softmax` of the scaled row: the maximum
-/// subtracted first (a NaN anywhere makes the whole row NaN, through the sum).
-fn softmax_row(row: &mut [f32], scale: f32, tmp: &mut Vec<f32>) {
-    for v in row.iter_mut() {
-        *v *= scale;
+/// `softmax(scale · row)` of every `n`-element row of `buf`, in place, with the widest
+/// vectors the CPU has.
+fn softmax_rows(buf: &mut [f32], n: usize, scale: f32) {
+    let run = |buf: &mut [f32], n: usize, scale: f32| each_softmax_row(buf, n, scale);
+    tessera_tensor::widest!(run(buf, n, scale))
+}
+
+/// The body of [`softmax_rows`], inlined into each of its compiled copies.
+#[inline(always)]
+fn each_softmax_row(buf: &mut [f32], n: usize, scale: f32) {
+    for row in buf.chunks_exact_mut(n) {
+        softmax_row(row, scale);
     }
-    let m = rows::max(row);
-    tmp.clear();
-    tmp.extend(row.iter().map(|&v| v - m));
-    tessera_tensor::exp_slice(tmp, row);
+}
+
+/// `softmax(scale · row)` in place, as `Tensor::softmax` of the scaled row: the maximum
+/// subtracted first (a NaN anywhere makes the whole row NaN, through the sum). The
+/// largest scaled element is the scaled largest one (`scale > 0`, and rounding keeps
+/// order), so the row is scaled inside the one pass that exponentiates it.
+#[inline(always)]
+fn softmax_row(row: &mut [f32], scale: f32) {
+    let m = rows::max(row) * scale;
+    for v in row.iter_mut() {
+        *v = tessera_tensor::exp_scalar(*v * scale - m);
+    }
     let s = rows::sum(row);
     for v in row.iter_mut() {
         *v /= s;
