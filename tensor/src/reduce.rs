@@ -80,6 +80,7 @@ fn plan<'a, D: Dim>(x: &'a Tensor, axes: &[D], op: &'static str) -> Result<Plan<
 
 /// Sum of a contiguous slice with eight independent accumulators (vectorises, and rounds
 /// less than a single running sum).
+#[inline(always)]
 pub(crate) fn sum_slice(xs: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = xs.chunks_exact(8);
@@ -147,6 +148,42 @@ fn fold(p: &Plan<'_>, init: f32, f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
     out
 }
 
+/// `f` on every `r`-element row of `lines`; inlined, with `f`, into the copies that
+/// [`widest!`](crate::widest) compiles.
+#[inline(always)]
+fn each_row(lines: &mut [f32], r: usize, f: impl Fn(&mut [f32])) {
+    for row in lines.chunks_exact_mut(r) {
+        f(row);
+    }
+}
+
+/// `exp(x - max) / Σ exp(x - max)` of one line, in place.
+#[inline(always)]
+fn softmax_row(row: &mut [f32]) {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, max_nan);
+    for v in row.iter_mut() {
+        *v = crate::vmath::exp(*v - m);
+    }
+    let s = sum_slice(row);
+    for v in row.iter_mut() {
+        *v /= s;
+    }
+}
+
+/// `(x - max) - log Σ exp(x - max)` of one line, in place.
+#[inline(always)]
+fn log_softmax_row(row: &mut [f32]) {
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, max_nan);
+    let s: f32 = row.iter().map(|&v| crate::vmath::exp(v - m)).sum();
+    // (x - m) - log s, not x - (m + log s): the latter loses the small term next to a
+    // large m.
+    let log_s = s.ln();
+    for v in row.iter_mut() {
+        *v = (*v - m) - log_s;
+    }
+}
+
+#[inline(always)]
 fn max_nan(a: f32, b: f32) -> f32 {
     if a.is_nan() || b > a || b.is_nan() {
         b
@@ -315,20 +352,23 @@ impl Tensor {
         self.arg_reduce(axis, keepdim, "argmin", |v, best| v < best)
     }
 
-    /// Applies `f(row_in, row_out)` to every line of `axis` (each of length `r`, read with
-    /// stride `inner`), producing a tensor of the same shape.
+    /// `f` on every line of the tensor along `axis`, in place on a copy. Where the lines
+    /// are contiguous (the last axis, or one followed only by axes of size 1), `rows`
+    /// runs instead on all of them at once (`rows(lines, length)`), so that one call can
+    /// be compiled for the widest vectors.
     fn along_axis(
         &self,
         axis: impl Dim,
         op: &'static str,
         f: impl Fn(&mut [f32]),
+        rows: impl Fn(&mut [f32], usize),
     ) -> Result<Tensor> {
         let p = plan(self, &[axis], op)?;
         let (outer, r, inner) = (p.outer, p.r, p.inner);
         let mut out = p.data.into_owned();
         if inner == 1 {
-            for row in out.chunks_exact_mut(r.max(1)).take(outer) {
-                f(row);
+            if r > 0 {
+                rows(&mut out[..outer * r], r);
             }
         } else {
             let mut line = vec![0.0f32; r];
@@ -358,30 +398,20 @@ impl Tensor {
     /// # Ok::<(), tessera_tensor::Error>(())
     /// ```
     pub fn softmax(&self, axis: impl Dim) -> Result<Tensor> {
-        self.along_axis(axis, "softmax", |row| {
-            let m = row.iter().copied().fold(f32::NEG_INFINITY, max_nan);
-            for v in row.iter_mut() {
-                *v = crate::vmath::exp(*v - m);
-            }
-            let s = sum_slice(row);
-            for v in row.iter_mut() {
-                *v /= s;
-            }
-        })
+        let rows = |lines: &mut [f32], r: usize| {
+            let run = |lines: &mut [f32], r: usize| each_row(lines, r, softmax_row);
+            crate::widest!(run(lines, r))
+        };
+        self.along_axis(axis, "softmax", softmax_row, rows)
     }
 
     /// Log-softmax along `axis`, `(x - max) - log Σ exp(x - max)`.
     pub fn log_softmax(&self, axis: impl Dim) -> Result<Tensor> {
-        self.along_axis(axis, "log_softmax", |row| {
-            let m = row.iter().copied().fold(f32::NEG_INFINITY, max_nan);
-            let s: f32 = row.iter().map(|&v| crate::vmath::exp(v - m)).sum();
-            // (x - m) - log s, not x - (m + log s): the latter loses the small term
-            // next to a large m.
-            let log_s = s.ln();
-            for v in row.iter_mut() {
-                *v = (*v - m) - log_s;
-            }
-        })
+        let rows = |lines: &mut [f32], r: usize| {
+            let run = |lines: &mut [f32], r: usize| each_row(lines, r, log_softmax_row);
+            crate::widest!(run(lines, r))
+        };
+        self.along_axis(axis, "log_softmax", log_softmax_row, rows)
     }
 
     /// `log Σ exp(x)` over `axis`, computed stably.
