@@ -128,9 +128,8 @@ fn head_by_head(
             }
             Ok(())
         };
-        let done = SCRATCH.with(|cell| {
-            let mut scratch = cell.borrow_mut();
-            let need = hs * t + if keep { 0 } else { t * t };
+        let need = hs * t + if keep { 0 } else { t * t };
+        let in_buffer = |scratch: &mut Vec<f32>| {
             if scratch.len() < need {
                 scratch.resize(need, 0.0);
             }
@@ -145,6 +144,11 @@ fn head_by_head(
             } else {
                 head(own, out)
             }
+        };
+        // A fresh buffer if this thread's is in use further up its stack.
+        let done = SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => in_buffer(&mut scratch),
+            Err(_) => in_buffer(&mut Vec::new()),
         });
         if let Err(err) = done {
             if let Ok(mut slot) = failed.lock() {
