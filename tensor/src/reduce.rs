@@ -353,22 +353,23 @@ impl Tensor {
     }
 
     /// `f` on every line of the tensor along `axis`, in place on a copy. Where the lines
-    /// are contiguous (the last axis, or one followed only by axes of size 1), `rows`
-    /// runs instead on all of them at once (`rows(lines, length)`), so that one call can
-    /// be compiled for the widest vectors.
-    fn along_axis(
+    /// are contiguous (the last axis, or one followed only by axes of size 1), all of
+    /// them run in one call compiled for the widest vectors ([`widest!`](crate::widest)),
+    /// `f` inlined into it.
+    fn along_axis<F: Fn(&mut [f32]) + Copy>(
         &self,
         axis: impl Dim,
         op: &'static str,
-        f: impl Fn(&mut [f32]),
-        rows: impl Fn(&mut [f32], usize),
+        f: F,
     ) -> Result<Tensor> {
         let p = plan(self, &[axis], op)?;
         let (outer, r, inner) = (p.outer, p.r, p.inner);
         let mut out = p.data.into_owned();
         if inner == 1 {
             if r > 0 {
-                rows(&mut out[..outer * r], r);
+                let lines = &mut out[..outer * r];
+                let run = |lines: &mut [f32], r: usize| each_row(lines, r, f);
+                crate::widest!(run(lines, r))
             }
         } else {
             let mut line = vec![0.0f32; r];
@@ -398,20 +399,12 @@ impl Tensor {
     /// # Ok::<(), tessera_tensor::Error>(())
     /// ```
     pub fn softmax(&self, axis: impl Dim) -> Result<Tensor> {
-        let rows = |lines: &mut [f32], r: usize| {
-            let run = |lines: &mut [f32], r: usize| each_row(lines, r, softmax_row);
-            crate::widest!(run(lines, r))
-        };
-        self.along_axis(axis, "softmax", softmax_row, rows)
+        self.along_axis(axis, "softmax", softmax_row)
     }
 
     /// Log-softmax along `axis`, `(x - max) - log Σ exp(x - max)`.
     pub fn log_softmax(&self, axis: impl Dim) -> Result<Tensor> {
-        let rows = |lines: &mut [f32], r: usize| {
-            let run = |lines: &mut [f32], r: usize| each_row(lines, r, log_softmax_row);
-            crate::widest!(run(lines, r))
-        };
-        self.along_axis(axis, "log_softmax", log_softmax_row, rows)
+        self.along_axis(axis, "log_softmax", log_softmax_row)
     }
 
     /// `log Σ exp(x)` over `axis`, computed stably.

@@ -32,7 +32,8 @@ pub(crate) fn packed_self_attention(
     let hs = q.shape()[3];
     let scale = 1.0 / (hs as f32).sqrt();
     let Some(mask) = mask else {
-        return head_by_head(qkv, batch, heads, scale, return_probs);
+        let sizes = [batch, heads, q.shape()[2], hs];
+        return head_by_head(qkv, sizes, scale, return_probs);
     };
     let scores = q.matmul(&k.transpose(-2, -1)?)?.mul_scalar(scale); // [B, H, T, T]
     let probs = match mask {
@@ -65,18 +66,17 @@ pub(crate) fn packed_self_attention(
 /// runs on the thread that took its head, and the probabilities are kept (`[B, H, T,
 /// T]`) only for a backward pass or the caller; without them every head reuses one
 /// buffer per thread. Each product is the one `Tensor::matmul` runs on the head's
-/// views (the same kernel, the same order of sums).
+/// views (the same kernel, the same order of sums). `[batch, heads, t, hs]` are the
+/// sizes that [`split_heads`] found in `qkv`.
 fn head_by_head(
     qkv: &Var,
-    batch: usize,
-    heads: usize,
+    [batch, heads, t, hs]: [usize; 4],
     scale: f32,
     return_probs: bool,
 ) -> Result<(Var, Option<Tensor>)> {
     let x = qkv.value().contiguous();
-    let (rows, width) = x.dims2()?;
-    let (t, e) = (rows.checked_div(batch).unwrap_or(0), width / 3);
-    let hs = e.checked_div(heads).unwrap_or(0);
+    let (rows, e) = (batch * t, heads * hs);
+    let width = 3 * e;
     let xs = x.as_slice().unwrap_or_default();
     let track = tessera_autograd::is_grad_enabled() && qkv.requires_grad();
     let keep = track || return_probs;
