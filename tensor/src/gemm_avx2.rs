@@ -216,9 +216,11 @@ pub(crate) unsafe fn with_packed_a<R>(
 }
 
 /// Whether [`sgemm`] packs A (rather than reading it in place) for a product of `n`
-/// columns, so that packing it once for several bands of columns pays.
-pub(crate) fn packs_a(a: Strided, n: usize) -> bool {
-    !(a.cs == 1 && n <= A_DIRECT_MAX_N)
+/// columns with the AVX-512 kernel (`wide`) or the AVX2 one, so that packing it once
+/// for several bands of columns pays.
+pub(crate) fn packs_a(wide: bool, a: Strided, n: usize) -> bool {
+    let in_place = n <= A_DIRECT_MAX_N && (a.cs == 1 || (wide && a.rs == 1));
+    !in_place
 }
 
 /// Whether [`sgemm`] packs B sliver by sliver (rather than reading it in place), so that
@@ -442,8 +444,8 @@ unsafe fn transposed(r: [__m256; 8]) -> [__m256; 8] {
 /// The kernel computes `C[0..mr, 0..nr] = alpha * A_sliver * B_sliver + beta * C
 /// (+ bias)` for one micro-tile, the optional bias a row of `nr` values added to every
 /// row. Step `p` of row `i` of the A sliver is at `a + i*ars + p*aks`: a
-/// packed sliver has `ars = 1`, `aks = MR`; six rows of a row-major A read in place
-/// have `ars` = A's row stride, `aks = 1`. Step `p` of B's `NR` columns starts at
+/// packed sliver has `ars = 1`, `aks = MR`; six rows of A read in place have A's row
+/// and column strides (`aks = 1` for a row-major A, `ars = 1` for a column-major one). Step `p` of B's `NR` columns starts at
 /// `b + p*bks` (`bks` is `NR` for a packed sliver, B's row stride for one read in
 /// place). Per step of k it loads two vectors of B, broadcasts six values of A and
 /// issues twelve fused multiply-adds.
@@ -611,6 +613,15 @@ const DIRECT_MAX: usize = 64 * 1024;
 /// each time a B sliver sweeps the A block. Measured on Zen 4, one thread, AVX-512
 /// kernel, medians of four alternating runs: 4160 x 192 x 192 +16-20%, 197 x 3072 x 768
 /// +3%, 256³ +4%, but 4160 x 192 x 576 -4% and 1576 x 768 x 2304 -9%.
+///
+/// The AVX-512 kernel reads a column-major A (a transposed operand, as in the weight
+/// gradient `dYᵀ · X`) in place under the same bound: each step of k takes the six
+/// adjacent elements of one column. Zen 4, one thread, the weight gradients inside W3
+/// and W4 (all calls of a shape over 12 steps, two alternating runs): 768 x 4160 x 192
+/// 95-98 to 104 GFLOP/s, 576 x 4160 x 192 +6%, 192 x 4160 x 192 +6%, 8,000 x 1,024 x
+/// 256 +3-5%, 1,024² x 256 +3%; with more columns level or behind (768 x 1,576 x
+/// 3,072 -4%). The AVX2 kernel, with half the multiply-adds per element of A, lost
+/// 10-18% on the same shapes, and packs it.
 const A_DIRECT_MAX_N: usize = 256;
 
 /// `C = alpha * A * B + beta * C` with C row-major (`rsc` elements between rows), on the
@@ -723,10 +734,11 @@ unsafe fn blocked<const NR: usize>(
     // A small row-major B is read in place; otherwise each sliver is packed, so the
     // kernel reads its sixteen columns as two adjacent vectors per step.
     let b_direct = !packs_b(k, n, b) && packed_b.is_none();
-    // A row-major A is read in place, six rows at a time, when B has few slivers (each
-    // sliver reads the whole A block again); only a partial last sliver is packed
-    // (zero-padded), so the kernel never reads past A's last row.
-    let a_direct = !packs_a(a, n) && packed_a.is_none();
+    // A row-major A (or, for the AVX-512 kernel, a column-major one) is read in place,
+    // six rows at a time, when B has few slivers (each sliver reads the whole A block
+    // again); only a partial last sliver is packed (zero-padded), so the kernel never
+    // reads past A's last row.
+    let a_direct = !packs_a(NR == crate::gemm_avx512::NR, a, n) && packed_a.is_none();
     let blocks = m.div_ceil(mc());
     // Where block `blk` starts in a packed-ahead A.
     let mut block_base = 0;
@@ -816,7 +828,7 @@ unsafe fn blocked<const NR: usize>(
                             }
                             left -= per_tile.min(left);
                             let (ap, ars, aks) = if s < in_place {
-                                (a_block.ptr.add(ir * a.rs), a.rs, 1)
+                                (a_block.ptr.add(ir * a.rs), a.rs, a.cs)
                             } else {
                                 (apacked.add((s - in_place) * MR * kc), 1, MR)
                             };

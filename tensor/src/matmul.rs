@@ -475,7 +475,7 @@ pub(crate) unsafe fn gemm_into(
             }
         } else {
             let widest = (0..tasks).map(|t| edge(t + 1) - edge(t)).max().unwrap_or(n);
-            if packs_a(a.strided(), widest) {
+            if packs_a(backend == GemmKernel::Avx512, a.strided(), widest) {
                 with_packed_a(m, k, a.strided(), threads, |p| bands(Packed::A(p)));
                 return Ok(());
             }
