@@ -443,12 +443,12 @@ unsafe fn transposed(r: [__m256; 8]) -> [__m256; 8] {
 ///
 /// The kernel computes `C[0..mr, 0..nr] = alpha * A_sliver * B_sliver + beta * C
 /// (+ bias)` for one micro-tile, the optional bias a row of `nr` values added to every
-/// row. Step `p` of row `i` of the A sliver is at `a + i*ars + p*aks`: a
-/// packed sliver has `ars = 1`, `aks = MR`; six rows of A read in place have A's row
-/// and column strides (`aks = 1` for a row-major A, `ars = 1` for a column-major one). Step `p` of B's `NR` columns starts at
-/// `b + p*bks` (`bks` is `NR` for a packed sliver, B's row stride for one read in
-/// place). Per step of k it loads two vectors of B, broadcasts six values of A and
-/// issues twelve fused multiply-adds.
+/// row. Step `p` of row `i` of the A sliver is at `a + i*ars + p*aks`: a packed sliver
+/// has `ars = 1`, `aks = MR`; six rows of A read in place have A's row and column
+/// strides (`aks = 1` for a row-major A, `ars = 1` for a column-major one). Step `p` of
+/// B's `NR` columns starts at `b + p*bks` (`bks` is `NR` for a packed sliver, B's row
+/// stride for one read in place). Per step of k it loads two vectors of B, broadcasts
+/// six values of A and issues twelve fused multiply-adds.
 ///
 /// Safety of the kernel: its target features must be available; `a` must reach
 /// `MR` rows over `kc` steps and `b` `NR` columns over `kc` steps; `c` addresses an
@@ -619,9 +619,9 @@ const DIRECT_MAX: usize = 64 * 1024;
 /// adjacent elements of one column. Zen 4, one thread, the weight gradients inside W3
 /// and W4 (all calls of a shape over 12 steps, two alternating runs): 768 x 4160 x 192
 /// 95-98 to 104 GFLOP/s, 576 x 4160 x 192 +6%, 192 x 4160 x 192 +6%, 8,000 x 1,024 x
-/// 256 +3-5%, 1,024² x 256 +3%; with more columns level or behind (768 x 1,576 x
-/// 3,072 -4%). The AVX2 kernel, with half the multiply-adds per element of A, lost
-/// 10-18% on the same shapes, and packs it.
+/// 256 +3-5%, 1,024² x 256 +3%. With more columns, in isolation, level or behind (768 x
+/// 1,576 x 3,072 -4%). The AVX2 kernel, with half the multiply-adds per element of A,
+/// lost 2-18% on such shapes (8-18% on all but 256 x 1,024 x 256), and packs it.
 const A_DIRECT_MAX_N: usize = 256;
 
 /// `C = alpha * A * B + beta * C` with C row-major (`rsc` elements between rows), on the
