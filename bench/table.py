@@ -7,7 +7,9 @@ Each figure was measured once per round for each program, the two runs back to b
 The first table gives the median over rounds of each program's figure and the median over
 rounds of the per-round ratio tessera / PyTorch (pairing runs made seconds apart cancels
 most of the drift of a shared machine). Runs where another process used more than
-0.3 CPU per wall second are left out, as WORKLOADS.md asks. Where compare.sh also ran
+0.3 CPU per wall second are left out, as WORKLOADS.md asks, and so are tessera's runs
+on several threads after which its threads got less than 0.6 times as many cores'
+arithmetic (`cores_delivered`: the host ran them on fewer physical cores). Where compare.sh also ran
 a BASE binary (an earlier build), its figures and its ratio to PyTorch get two more
 columns, from the same rounds.
 
@@ -29,12 +31,17 @@ IMPLS = ("tessera", "torch", "base")
 runs = defaultdict(lambda: {i: [] for i in IMPLS})
 rss = defaultdict(lambda: {i: [] for i in IMPLS})
 dropped = 0
+short = 0
 with open(sys.argv[1]) as f:
     for line in f:
         r = json.loads(line)
         variant = r.get("variant", "")
         others = r.get("others_cpu_per_wall")
         ok = others is None or others <= 0.3
+        cores = r.get("cores_delivered")
+        if ok and cores is not None and cores < 0.6 * r["threads"]:
+            ok = False
+            short += 1
         if r["workload"] == "W7" and "ranks" in r:
             # The two programs name their data-parallel runs differently; they pair by
             # ranks. The PyTorch peer counts its other ranks as other processes, so the
@@ -95,8 +102,10 @@ for key, impls in order:
     m = rss[key]
     row += f" {mib(m['tessera'])} | {mib(m['torch'])} | {ratio(m['tessera'], m['torch'])} |"
     print(row)
-if dropped:
-    print(f"\n{dropped} run(s) left out: another process used > 0.3 CPU per wall second.")
+if dropped - short:
+    print(f"\n{dropped - short} run(s) left out: another process used > 0.3 CPU per wall second.")
+if short:
+    print(f"\n{short} run(s) left out: the threads got fewer cores than they are.")
 
 # Parallel efficiency: figure at T threads over T times the figure at 1 thread, for each
 # program. W7 is left out: its threads are per rank, and it has its own efficiency.

@@ -40,12 +40,61 @@ fn measure() -> Option<f64> {
     None
 }
 
+/// How many cores' worth of FMA throughput `threads` threads get at once: their
+/// summed rate running the 8-wide chains side by side for 30 ms, over the rate of one
+/// thread alone, measured back to back (about 0.1 s in all). Near `threads` on an idle
+/// machine, somewhat less where cores run slower when all are busy than when one is
+/// (1.5-2.0 for two threads on an idle 2-core Zen 4 virtual machine); near 1 where the
+/// host runs the threads on one physical core (two virtual CPUs on the two hardware
+/// threads of one core, as a shared virtual machine may, which no count of CPU time
+/// shows) or where they take turns on fewer CPUs (1.1 for two threads under `taskset
+/// -c 0`). `None` for one thread or without AVX2.
+pub fn cores_delivered(threads: usize) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if threads > 1 && tessera_tensor::isa() >= tessera_tensor::Isa::Avx2 {
+        // SAFETY: the CPU has AVX2 and FMA (`isa` names only what it has).
+        let chains = |iters| unsafe { fma_chains(iters) };
+        // Rates over a fixed time, long against a scheduler's time slice, so that
+        // threads taking turns on one CPU show as one core, not as two fast bursts.
+        let window = std::time::Duration::from_millis(30);
+        let steady = |window| {
+            let t = Instant::now();
+            let mut rounds = 0u64;
+            while t.elapsed() < window {
+                std::hint::black_box(chains(std::hint::black_box(20_000)));
+                rounds += 20_000;
+            }
+            rounds as f64 * (CHAINS * 8 * 2) as f64 / t.elapsed().as_secs_f64() / 1e9
+        };
+        steady(window / 3); // brings the core to its full clock
+        let alone = steady(window);
+        let start = std::sync::Barrier::new(threads);
+        let together: f64 = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        start.wait();
+                        steady(window)
+                    })
+                })
+                .collect();
+            runs.into_iter().filter_map(|r| r.join().ok()).sum()
+        });
+        return Some(together / alone);
+    }
+    None
+}
+
 /// GFLOP/s of `chains(iters)`, which runs `iters` rounds of [`CHAINS`] FMAs on
 /// `lanes`-wide vectors: the best of a few runs (the first also brings the core to
 /// its full clock).
 fn rate(lanes: usize, chains: impl Fn(u64) -> f32) -> f64 {
-    let iters = 2_000_000u64;
-    let best = (0..6)
+    rate_of(lanes, 2_000_000, 6, chains)
+}
+
+/// GFLOP/s of `chains(iters)` on `lanes`-wide vectors, the best of `runs` runs.
+fn rate_of(lanes: usize, iters: u64, runs: usize, chains: impl Fn(u64) -> f32) -> f64 {
+    let best = (0..runs)
         .map(|_| {
             let t = Instant::now();
             std::hint::black_box(chains(std::hint::black_box(iters)));
@@ -100,6 +149,16 @@ fma_chains! {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn two_threads_get_between_one_and_two_cores_where_measured() {
+        assert_eq!(super::cores_delivered(1), None);
+        if let Some(cores) = super::cores_delivered(2) {
+            // Two threads cannot get more than two cores; fewer where other work (such
+            // as the tests beside this one) shares the cores.
+            assert!((0.25..2.5).contains(&cores), "{cores} cores");
+        }
+    }
+
     #[test]
     fn the_peak_is_plausible_where_measured() {
         if let Some(peak) = super::core_peak_gflops() {

@@ -32,7 +32,7 @@ use tessera_tensor::{Rng, Tensor};
 mod fma;
 mod rss;
 
-pub use fma::core_peak_gflops;
+pub use fma::{core_peak_gflops, cores_delivered};
 pub use rss::{peak_rss_mib, reset_peak_rss, rss_mib};
 
 /// A workload of `WORKLOADS.md`.
@@ -234,6 +234,11 @@ pub struct Record {
     /// W1 and W1b: the median figure over `threads` times [`Record::core_peak_gflops`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_fraction: Option<f64>,
+    /// With several threads: the cores' worth of arithmetic the threads got right after
+    /// the timed steps ([`cores_delivered`]); below 0.6 times `threads`, the host gave
+    /// the run fewer cores than it has threads, and its figure is a disturbed one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cores_delivered: Option<f64>,
 }
 
 impl Record {
@@ -372,6 +377,7 @@ fn record(workload: &'static str, variant: String, figure: &'static str, t: Timi
         rss_end_mib: t.rss_end,
         core_peak_gflops: None,
         peak_fraction: None,
+        cores_delivered: cores_delivered(tessera_tensor::num_threads()),
     }
 }
 

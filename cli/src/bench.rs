@@ -186,7 +186,8 @@ fn w7(args: &BenchArgs) -> Result<()> {
 }
 
 /// One line of the table from a record's JSON fields: the figures, the peak resident
-/// set, the fraction of the cores' peak (W1, W1b) and the scaling efficiency (W7).
+/// set, the fraction of the cores' peak (W1, W1b), the scaling efficiency (W7), and a
+/// warning where the threads got fewer cores than they are.
 fn print_row(r: &serde_json::Map<String, serde_json::Value>) {
     let text = |k: &str| {
         r.get(k).map_or(String::new(), |v| match v.as_str() {
@@ -197,8 +198,12 @@ fn print_row(r: &serde_json::Map<String, serde_json::Value>) {
     let num = |k: &str| r.get(k).and_then(serde_json::Value::as_f64);
     let rss = num("peak_rss_mib").map_or("-".into(), |m| format!("{m:.0}"));
     let peak = num("peak_fraction").map_or("-".into(), |f| format!("{:.0}%", 100.0 * f));
-    let eff = num("scaling_efficiency")
+    let mut eff = num("scaling_efficiency")
         .map_or(String::new(), |e| format!(" (scaling efficiency {e:.2})"));
+    let threads = num("threads").unwrap_or(1.0);
+    if let Some(cores) = num("cores_delivered").filter(|&c| c < 0.6 * threads) {
+        eff += &format!(" (disturbed: the {threads} threads got {cores:.1} cores)");
+    }
     let nan = f64::NAN;
     println!(
         "{:<5} {:<28} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>6} {rss:>8} {peak:>5}  {}{eff}",

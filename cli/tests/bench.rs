@@ -48,6 +48,36 @@ fn json_lines_have_torch_bench_keys() {
             line["max"].as_f64().unwrap(),
         );
         assert!(0.0 < min && min <= med && med <= max, "{line}");
+        // One thread has nothing to share cores with.
+        assert!(line.get("cores_delivered").is_none(), "{line}");
+    }
+}
+
+#[test]
+fn several_threads_report_the_cores_they_got() {
+    let out = tessera(&[
+        "bench",
+        "W1",
+        "--sizes",
+        "64",
+        "--threads",
+        "2",
+        "--json",
+        "--min-time",
+        "0",
+        "--steps",
+        "3",
+    ]);
+    assert!(out.status.success());
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8(out.stdout).unwrap().trim()).unwrap();
+    assert_eq!(line["threads"], 2);
+    if line["isa"] == "scalar" {
+        assert!(line.get("cores_delivered").is_none(), "{line}");
+    } else {
+        // At most the two cores two threads can use; fewer where other work shares them.
+        let cores = line["cores_delivered"].as_f64().expect("cores_delivered");
+        assert!((0.25..2.5).contains(&cores), "{line}");
     }
 }
 
