@@ -44,7 +44,7 @@ fn measure() -> Option<f64> {
 /// summed rate running the 8-wide chains side by side for 30 ms, over the rate of one
 /// thread alone, measured back to back (about 0.1 s in all). Near `threads` on an idle
 /// machine, somewhat less where cores run slower when all are busy than when one is
-/// (1.5-2.0 for two threads on an idle 2-core Zen 4 virtual machine); near 1 where the
+/// (1.45-2.0 for two threads on an idle 2-core Zen 4 virtual machine); near 1 where the
 /// host runs the threads on one physical core (two virtual CPUs on the two hardware
 /// threads of one core, as a shared virtual machine may, which no count of CPU time
 /// shows) or where they take turns on fewer CPUs (1.1 for two threads under `taskset
@@ -89,12 +89,8 @@ pub fn cores_delivered(threads: usize) -> Option<f64> {
 /// `lanes`-wide vectors: the best of a few runs (the first also brings the core to
 /// its full clock).
 fn rate(lanes: usize, chains: impl Fn(u64) -> f32) -> f64 {
-    rate_of(lanes, 2_000_000, 6, chains)
-}
-
-/// GFLOP/s of `chains(iters)` on `lanes`-wide vectors, the best of `runs` runs.
-fn rate_of(lanes: usize, iters: u64, runs: usize, chains: impl Fn(u64) -> f32) -> f64 {
-    let best = (0..runs)
+    let iters = 2_000_000u64;
+    let best = (0..6)
         .map(|_| {
             let t = Instant::now();
             std::hint::black_box(chains(std::hint::black_box(iters)));

@@ -198,15 +198,15 @@ fn print_row(r: &serde_json::Map<String, serde_json::Value>) {
     let num = |k: &str| r.get(k).and_then(serde_json::Value::as_f64);
     let rss = num("peak_rss_mib").map_or("-".into(), |m| format!("{m:.0}"));
     let peak = num("peak_fraction").map_or("-".into(), |f| format!("{:.0}%", 100.0 * f));
-    let mut eff = num("scaling_efficiency")
+    let mut notes = num("scaling_efficiency")
         .map_or(String::new(), |e| format!(" (scaling efficiency {e:.2})"));
     let threads = num("threads").unwrap_or(1.0);
     if let Some(cores) = num("cores_delivered").filter(|&c| c < 0.6 * threads) {
-        eff += &format!(" (disturbed: the {threads} threads got {cores:.1} cores)");
+        notes += &format!(" (disturbed: the {threads} threads got {cores:.1} cores)");
     }
     let nan = f64::NAN;
     println!(
-        "{:<5} {:<28} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>6} {rss:>8} {peak:>5}  {}{eff}",
+        "{:<5} {:<28} {:>7} {:>10.1} {:>10.1} {:>10.1} {:>6} {rss:>8} {peak:>5}  {}{notes}",
         text("workload"),
         text("variant"),
         text("threads"),
