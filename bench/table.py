@@ -7,9 +7,10 @@ Each figure was measured once per round for each program, the two runs back to b
 The first table gives the median over rounds of each program's figure and the median over
 rounds of the per-round ratio tessera / PyTorch (pairing runs made seconds apart cancels
 most of the drift of a shared machine). Runs where another process used more than
-0.3 CPU per wall second are left out, as WORKLOADS.md asks, and so are tessera's runs
-on several threads after which its threads got less than 0.6 times as many cores'
-arithmetic (`cores_delivered`: the host ran them on fewer physical cores). Where compare.sh also ran
+0.3 CPU per wall second are left out, as WORKLOADS.md asks, and so are runs on several
+threads after which that many threads got less than 0.6 times as many cores'
+arithmetic (`cores_delivered`: the host ran them on fewer physical cores; tessera
+measures it after its own figures, torch_rss.py has it measured after PyTorch's). Where compare.sh also ran
 a BASE binary (an earlier build), its figures and its ratio to PyTorch get two more
 columns, from the same rounds.
 

@@ -16,7 +16,11 @@ runs with ARGS. Three of its functions are wrapped on the way:
   figure it measured so far) or "process" (since the process started, where the reset
   failed; `resource.getrusage`'s ru_maxrss off Linux);
 * with --sizes (which torch_bench.py does not have), W1 runs on those sizes: the tuple
-  of sizes in its code is swapped for them, the rest of its code unchanged.
+  of sizes in its code is swapped for them, the rest of its code unchanged;
+* on several threads, where $TESSERA_BIN names a tessera binary (compare.sh sets it),
+  each figure also gets `cores_delivered`, the cores' worth of arithmetic that many
+  threads got right after it, from the probe that `tessera bench` runs after its own
+  figures, so that table.py can leave out rounds the host disturbed on either side.
 
 W7 measures in processes of its own (spawned ranks), whose records get no memory
 figures. The torch_bench.py records are otherwise printed as they are.
@@ -84,8 +88,32 @@ def _wrap_time_steps(time_steps):
         stats["peak_rss_scope"] = _scope or "process"
         stats["rss_after_warmup_mib"] = after_warmup[0]
         stats["rss_end_mib"] = _status_mib("VmRSS")
+        cores = _cores_delivered()
+        if cores is not None:
+            stats["cores_delivered"] = cores
         return stats
     return timed
+
+
+def _cores_delivered():
+    """With several torch threads and $TESSERA_BIN set (compare.sh sets it): the cores'
+    worth of arithmetic that many threads get right now, as `tessera bench` records it
+    after its own figures (`cores_delivered`), from a one-step `tessera bench W1` run
+    right after the figure; else None."""
+    import json
+    import subprocess
+    import torch
+
+    threads, binary = torch.get_num_threads(), os.environ.get("TESSERA_BIN")
+    if threads < 2 or not binary:
+        return None
+    probe = [binary, "bench", "W1", "--sizes", "64", "--threads", str(threads), "--json",
+             "--min-time", "0", "--steps", "1", "--max-steps", "1"]
+    try:
+        out = subprocess.run(probe, capture_output=True, text=True, timeout=60).stdout
+        return json.loads(out.splitlines()[0]).get("cores_delivered")
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return None
 
 
 def _w1_on_sizes(w1, sizes):
