@@ -10,9 +10,9 @@ most of the drift of a shared machine). Runs where another process used more tha
 0.3 CPU per wall second are left out, as WORKLOADS.md asks, and so are runs on several
 threads after which that many threads got less than 0.6 times as many cores'
 arithmetic (`cores_delivered`: the host ran them on fewer physical cores; tessera
-measures it after its own figures, torch_rss.py has it measured after PyTorch's). Where compare.sh also ran
-a BASE binary (an earlier build), its figures and its ratio to PyTorch get two more
-columns, from the same rounds.
+measures it after its own figures, torch_rss.py has it measured after PyTorch's).
+Where compare.sh also ran a BASE binary (an earlier build), its figures and its ratio
+to PyTorch get two more columns, from the same rounds.
 
 The table also gives each program's peak resident set in MiB (`peak_rss_mib`: the
 median over rounds of the process's peak since the workload began, read after the
@@ -31,29 +31,32 @@ from collections import defaultdict
 IMPLS = ("tessera", "torch", "base")
 runs = defaultdict(lambda: {i: [] for i in IMPLS})
 rss = defaultdict(lambda: {i: [] for i in IMPLS})
-dropped = 0
+# Below this many cores per thread (`cores_delivered` / threads) a run is left out: the
+# bound `tessera bench` marks, `tessera_bench::SHORT_OF_CORES`.
+SHORT_OF_CORES = 0.6
+busy = 0
 short = 0
 with open(sys.argv[1]) as f:
     for line in f:
         r = json.loads(line)
         variant = r.get("variant", "")
         others = r.get("others_cpu_per_wall")
-        ok = others is None or others <= 0.3
-        cores = r.get("cores_delivered")
-        if ok and cores is not None and cores < 0.6 * r["threads"]:
-            ok = False
-            short += 1
+        quiet = others is None or others <= 0.3
         if r["workload"] == "W7" and "ranks" in r:
             # The two programs name their data-parallel runs differently; they pair by
             # ranks. The PyTorch peer counts its other ranks as other processes, so the
             # disturbance check cannot apply to its runs of several ranks.
             variant = f"ranks={r['ranks']}"
-            ok = ok or (r["impl"] == "torch" and r["ranks"] > 1)
-            if "scaling_efficiency" in r:
-                key = ("W7", f"scaling efficiency ranks={r['ranks']}", r["threads"], "ratio")
-                runs[key][r["impl"]].append(r["scaling_efficiency"] if ok else None)
+            quiet = quiet or (r["impl"] == "torch" and r["ranks"] > 1)
+        cores = r.get("cores_delivered")
+        whole = cores is None or cores >= SHORT_OF_CORES * r["threads"]
+        ok = quiet and whole
+        busy += not quiet
+        short += quiet and not whole
+        if r["workload"] == "W7" and "ranks" in r and "scaling_efficiency" in r:
+            key = ("W7", f"scaling efficiency ranks={r['ranks']}", r["threads"], "ratio")
+            runs[key][r["impl"]].append(r["scaling_efficiency"] if ok else None)
         key = (r["workload"], variant, r["threads"], r["figure"])
-        dropped += not ok
         runs[key][r["impl"]].append(r["median"] if ok else None)
         rss[key][r["impl"]].append(r.get("peak_rss_mib"))
 
@@ -103,8 +106,8 @@ for key, impls in order:
     m = rss[key]
     row += f" {mib(m['tessera'])} | {mib(m['torch'])} | {ratio(m['tessera'], m['torch'])} |"
     print(row)
-if dropped - short:
-    print(f"\n{dropped - short} run(s) left out: another process used > 0.3 CPU per wall second.")
+if busy:
+    print(f"\n{busy} run(s) left out: another process used > 0.3 CPU per wall second.")
 if short:
     print(f"\n{short} run(s) left out: the threads got fewer cores than they are.")
 

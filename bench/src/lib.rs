@@ -33,6 +33,12 @@ mod fma;
 mod rss;
 
 pub use fma::{core_peak_gflops, cores_delivered};
+
+/// Below this many cores per thread ([`Record::cores_delivered`] over its threads) a
+/// figure on several threads counts as disturbed: the host ran its threads on fewer
+/// physical cores. (An idle machine gives 0.7-1.0: all-core clocks below one-core ones
+/// lower it; two threads on one core give about 0.5.)
+pub const SHORT_OF_CORES: f64 = 0.6;
 pub use rss::{peak_rss_mib, reset_peak_rss, rss_mib};
 
 /// A workload of `WORKLOADS.md`.
@@ -235,8 +241,9 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_fraction: Option<f64>,
     /// With several threads: the cores' worth of arithmetic the threads got right after
-    /// the timed steps ([`cores_delivered`]); below 0.6 times `threads`, the host gave
-    /// the run fewer cores than it has threads, and its figure is a disturbed one.
+    /// the timed steps ([`cores_delivered`]); below [`SHORT_OF_CORES`] times `threads`,
+    /// the host gave the run fewer cores than it has threads, and its figure is a
+    /// disturbed one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cores_delivered: Option<f64>,
 }

@@ -201,7 +201,9 @@ fn print_row(r: &serde_json::Map<String, serde_json::Value>) {
     let mut notes = num("scaling_efficiency")
         .map_or(String::new(), |e| format!(" (scaling efficiency {e:.2})"));
     let threads = num("threads").unwrap_or(1.0);
-    if let Some(cores) = num("cores_delivered").filter(|&c| c < 0.6 * threads) {
+    if let Some(cores) =
+        num("cores_delivered").filter(|&c| c < tessera_bench::SHORT_OF_CORES * threads)
+    {
         notes += &format!(" (disturbed: the {threads} threads got {cores:.1} cores)");
     }
     let nan = f64::NAN;
